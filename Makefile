@@ -1,0 +1,115 @@
+# Portico. `make help` lists the targets.
+
+IMG ?= portico.dev/portico:dev
+# Versions of the tools installed into bin/ (never from a prebuilt download).
+CONTROLLER_TOOLS_VERSION ?= v0.21.0
+KUSTOMIZE_VERSION ?= v5.8.1
+
+LOCALBIN ?= $(CURDIR)/bin
+CONTROLLER_GEN ?= $(LOCALBIN)/controller-gen-$(CONTROLLER_TOOLS_VERSION)
+KUSTOMIZE ?= $(LOCALBIN)/kustomize-$(KUSTOMIZE_VERSION)
+K8S_BINARIES ?= $(CURDIR)/hack/k8s-binaries.sh
+KUBECTL ?= $(shell $(K8S_BINARIES))/kubectl
+
+SHELL = /usr/bin/env bash -o pipefail
+.SHELLFLAGS = -ec
+
+.PHONY: all
+all: build
+
+##@ General
+
+.PHONY: help
+help: ## Show this help.
+	@awk 'BEGIN {FS = ":.*##"; printf "Usage: make \033[36m<target>\033[0m\n"} /^[a-zA-Z_0-9-]+:.*?##/ { printf "  \033[36m%-16s\033[0m %s\n", $$1, $$2 } /^##@/ { printf "\n\033[1m%s\033[0m\n", substr($$0, 5) } ' $(MAKEFILE_LIST)
+
+##@ Development
+
+.PHONY: manifests
+manifests: controller-gen ## Generate the CRD and the RBAC ClusterRole from the code markers.
+	$(CONTROLLER_GEN) rbac:roleName=operator crd paths="./api/...;./controllers/..." output:crd:artifacts:config=config/crd/bases output:rbac:artifacts:config=config/rbac
+
+.PHONY: generate
+generate: controller-gen ## Generate the DeepCopy methods.
+	$(CONTROLLER_GEN) object:headerFile="hack/boilerplate.go.txt" paths="./api/..."
+
+.PHONY: fmt
+fmt: ## Run gofmt on the tree.
+	gofmt -l -w $$(git ls-files '*.go')
+
+.PHONY: vet
+vet: ## Run go vet.
+	go vet ./...
+
+.PHONY: verify
+verify: manifests generate fmt ## Regenerate everything and fail on any difference from what is committed.
+	go mod tidy
+	@if [ -n "$$(git status --porcelain -- api config controllers dataplane bundle go.mod go.sum)" ]; then \
+		echo "make verify: generated files are out of date; run 'make manifests generate fmt' and commit:"; \
+		git status --porcelain -- api config controllers dataplane bundle go.mod go.sum; git --no-pager diff --stat; exit 1; fi
+
+.PHONY: k8s-binaries
+k8s-binaries: ## Build (once) the real control plane from the Go module proxy into bin/k8s/.
+	$(K8S_BINARIES) >/dev/null
+
+.PHONY: test
+test: manifests generate vet k8s-binaries ## Run every test: unit, and integration on a real kube-apiserver and etcd.
+	KUBEBUILDER_ASSETS="$$($(K8S_BINARIES))" go test -count=1 -timeout=45m ./...
+
+.PHONY: test-unit
+test-unit: ## Run only the tests that need no API server.
+	go test -count=1 ./controllers/render/... ./dataplane/...
+
+##@ Build
+
+.PHONY: build
+build: generate ## Build the portico binary into bin/.
+	CGO_ENABLED=0 go build -trimpath -o $(LOCALBIN)/portico .
+
+.PHONY: run
+run: manifests generate ## Run the operator from your host against the current kubeconfig.
+	go run . operator
+
+.PHONY: docker-build
+docker-build: ## Build the image (needs a container engine).
+	docker build -t $(IMG) .
+
+##@ Deployment
+
+.PHONY: install
+install: manifests kustomize ## Install the CRD into the cluster of the current kubeconfig.
+	$(KUSTOMIZE) build config/crd | $(KUBECTL) apply --server-side -f -
+
+.PHONY: uninstall
+uninstall: manifests kustomize ## Remove the CRD (and with it every IngressDeployment).
+	$(KUSTOMIZE) build config/crd | $(KUBECTL) delete --ignore-not-found -f -
+
+.PHONY: deploy
+deploy: manifests kustomize ## Deploy the operator (config/default) with image IMG.
+	cd config/manager && $(KUSTOMIZE) edit set image controller=$(IMG)
+	$(KUSTOMIZE) build config/default | $(KUBECTL) apply --server-side -f -
+
+.PHONY: undeploy
+undeploy: kustomize ## Remove the operator deployed with `make deploy`.
+	$(KUSTOMIZE) build config/default | $(KUBECTL) delete --ignore-not-found -f -
+
+##@ Tools
+
+.PHONY: controller-gen
+controller-gen: $(CONTROLLER_GEN)
+$(CONTROLLER_GEN):
+	$(call go-install-tool,$(CONTROLLER_GEN),sigs.k8s.io/controller-tools/cmd/controller-gen,$(CONTROLLER_TOOLS_VERSION),controller-gen)
+
+.PHONY: kustomize
+kustomize: $(KUSTOMIZE)
+$(KUSTOMIZE):
+	$(call go-install-tool,$(KUSTOMIZE),sigs.k8s.io/kustomize/kustomize/v5,$(KUSTOMIZE_VERSION),kustomize)
+
+# go-install-tool installs package $(2) at version $(3), whose binary is named $(4), as $(1).
+define go-install-tool
+@[ -f "$(1)" ] || { \
+set -e; mkdir -p $(LOCALBIN); \
+echo "Installing $(2)@$(3)"; \
+GOBIN=$(LOCALBIN) go install $(2)@$(3); \
+mv "$(LOCALBIN)/$(4)" $(1); }
+endef

@@ -1,0 +1,348 @@
+package v1alpha1
+
+import (
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+)
+
+// TopologyType is how a fleet's proxies receive traffic.
+// +kubebuilder:validation:Enum=HostNetwork;NodePort;LoadBalancer
+type TopologyType string
+
+const (
+	// TopologyHostNetwork runs a DaemonSet with hostNetwork on the selected nodes, which serve
+	// the HTTP and HTTPS ports directly.
+	TopologyHostNetwork TopologyType = "HostNetwork"
+	// TopologyNodePort runs a Deployment behind a NodePort Service.
+	TopologyNodePort TopologyType = "NodePort"
+	// TopologyLoadBalancer runs a Deployment behind a LoadBalancer Service.
+	TopologyLoadBalancer TopologyType = "LoadBalancer"
+)
+
+// DefaultBackendType says who answers requests that match no Ingress rule.
+// +kubebuilder:validation:Enum=Managed;Service
+type DefaultBackendType string
+
+const (
+	// DefaultBackendManaged makes the operator run `portico default-backend` for the fleet.
+	DefaultBackendManaged DefaultBackendType = "Managed"
+	// DefaultBackendService sends unmatched requests to a Service the user runs.
+	DefaultBackendService DefaultBackendType = "Service"
+)
+
+// Defaults applied when the corresponding optional field is absent. They live here, not in the
+// stored object: the operator never writes the user's spec.
+const (
+	DefaultHTTPPort          int32 = 80
+	DefaultHTTPSPort         int32 = 443
+	DefaultHealthPort        int32 = 10254
+	DefaultReplicas          int32 = 2
+	DefaultManagedStatusCode int32 = 404
+)
+
+// IngressDeploymentSpec is the desired state of one fleet of ingress proxies.
+// +kubebuilder:validation:XValidation:rule="!has(self.replicas) || self.topology.type != 'HostNetwork'",message="spec.replicas is not allowed with topology type HostNetwork: the DaemonSet runs one proxy per selected node",fieldPath=".replicas"
+type IngressDeploymentSpec struct {
+	// Topology chooses how the fleet receives traffic.
+	// +required
+	Topology Topology `json:"topology"`
+
+	// Replicas is the number of proxies for the NodePort and LoadBalancer topologies
+	// (default 2). Not allowed with HostNetwork.
+	// +optional
+	// +kubebuilder:validation:Minimum=0
+	Replicas *int32 `json:"replicas,omitempty"`
+
+	// NodePlacement chooses the nodes the proxies run on. For HostNetwork, the nodeSelector
+	// picks the edge nodes.
+	// +optional
+	NodePlacement *NodePlacement `json:"nodePlacement,omitempty"`
+
+	// Resources are the proxy container's compute resources.
+	// +optional
+	Resources *corev1.ResourceRequirements `json:"resources,omitempty"`
+
+	// DefaultBackend answers requests that match no Ingress rule (default: Managed, 404).
+	// +optional
+	DefaultBackend *DefaultBackend `json:"defaultBackend,omitempty"`
+
+	// DefaultCertificate is served over HTTPS when no Ingress certificate matches the SNI name.
+	// When absent, each proxy generates a self-signed certificate at start.
+	// +optional
+	DefaultCertificate *DefaultCertificate `json:"defaultCertificate,omitempty"`
+
+	// WatchNamespaces limits the namespaces whose Ingresses the fleet serves. Empty: all.
+	// +optional
+	// +listType=set
+	// +kubebuilder:validation:MaxItems=64
+	// +kubebuilder:validation:items:MaxLength=63
+	// +kubebuilder:validation:items:Pattern=`^[a-z0-9]([-a-z0-9]*[a-z0-9])?$`
+	WatchNamespaces []string `json:"watchNamespaces,omitempty"`
+
+	// StatusAddress overrides the address written into the Ingresses' status.
+	// +optional
+	StatusAddress *StatusAddress `json:"statusAddress,omitempty"`
+
+	// IgnoreDefaultClass turns off serving Ingresses without a class when one of the fleet's
+	// IngressClasses is annotated ingressclass.kubernetes.io/is-default-class: "true".
+	// +optional
+	IgnoreDefaultClass bool `json:"ignoreDefaultClass,omitempty"`
+}
+
+// Topology chooses how a fleet receives traffic. Only the sub-struct matching type may be set.
+// +kubebuilder:validation:XValidation:rule="!has(self.hostNetwork) || self.type == 'HostNetwork'",message="spec.topology.hostNetwork is only allowed when spec.topology.type is HostNetwork",fieldPath=".hostNetwork"
+// +kubebuilder:validation:XValidation:rule="!has(self.nodePort) || self.type == 'NodePort'",message="spec.topology.nodePort is only allowed when spec.topology.type is NodePort",fieldPath=".nodePort"
+// +kubebuilder:validation:XValidation:rule="!has(self.loadBalancer) || self.type == 'LoadBalancer'",message="spec.topology.loadBalancer is only allowed when spec.topology.type is LoadBalancer",fieldPath=".loadBalancer"
+// +kubebuilder:validation:XValidation:rule="!has(self.externalTrafficPolicy) || self.type != 'HostNetwork'",message="spec.topology.externalTrafficPolicy is not allowed when spec.topology.type is HostNetwork",fieldPath=".externalTrafficPolicy"
+type Topology struct {
+	// Type is HostNetwork, NodePort or LoadBalancer.
+	// +required
+	Type TopologyType `json:"type"`
+
+	// HostNetwork configures the HostNetwork topology.
+	// +optional
+	HostNetwork *HostNetworkTopology `json:"hostNetwork,omitempty"`
+
+	// NodePort configures the NodePort topology.
+	// +optional
+	NodePort *NodePortTopology `json:"nodePort,omitempty"`
+
+	// LoadBalancer configures the LoadBalancer topology.
+	// +optional
+	LoadBalancer *LoadBalancerTopology `json:"loadBalancer,omitempty"`
+
+	// ExternalTrafficPolicy of the fleet's Service (NodePort and LoadBalancer only).
+	// Default: the Service's own default, Cluster.
+	// +optional
+	// +kubebuilder:validation:Enum=Cluster;Local
+	ExternalTrafficPolicy *corev1.ServiceExternalTrafficPolicy `json:"externalTrafficPolicy,omitempty"`
+}
+
+// HostNetworkTopology are the host ports a HostNetwork proxy binds on its node.
+// +kubebuilder:validation:XValidation:rule="self.httpPort != self.httpsPort",message="spec.topology.hostNetwork.httpPort and httpsPort must differ"
+// +kubebuilder:validation:XValidation:rule="self.healthPort != self.httpPort && self.healthPort != self.httpsPort",message="spec.topology.hostNetwork.healthPort must differ from httpPort and httpsPort",fieldPath=".healthPort"
+type HostNetworkTopology struct {
+	// HTTPPort is the node port serving plain HTTP.
+	// +optional
+	// +kubebuilder:default=80
+	// +kubebuilder:validation:Minimum=1
+	// +kubebuilder:validation:Maximum=65535
+	HTTPPort int32 `json:"httpPort,omitempty"`
+
+	// HTTPSPort is the node port serving HTTPS.
+	// +optional
+	// +kubebuilder:default=443
+	// +kubebuilder:validation:Minimum=1
+	// +kubebuilder:validation:Maximum=65535
+	HTTPSPort int32 `json:"httpsPort,omitempty"`
+
+	// HealthPort serves /healthz, /readyz and /metrics on the node. Two HostNetwork fleets
+	// sharing nodes need different health ports.
+	// +optional
+	// +kubebuilder:default=10254
+	// +kubebuilder:validation:Minimum=1
+	// +kubebuilder:validation:Maximum=65535
+	HealthPort int32 `json:"healthPort,omitempty"`
+}
+
+// NodePortTopology pins the Service's node ports; either may be left to the API server.
+// +kubebuilder:validation:XValidation:rule="!has(self.httpNodePort) || !has(self.httpsNodePort) || self.httpNodePort != self.httpsNodePort",message="spec.topology.nodePort.httpNodePort and httpsNodePort must differ"
+type NodePortTopology struct {
+	// HTTPNodePort is the node port for HTTP. Default: allocated by the API server.
+	// +optional
+	// +kubebuilder:validation:Minimum=1
+	// +kubebuilder:validation:Maximum=65535
+	HTTPNodePort *int32 `json:"httpNodePort,omitempty"`
+
+	// HTTPSNodePort is the node port for HTTPS. Default: allocated by the API server.
+	// +optional
+	// +kubebuilder:validation:Minimum=1
+	// +kubebuilder:validation:Maximum=65535
+	HTTPSNodePort *int32 `json:"httpsNodePort,omitempty"`
+}
+
+// LoadBalancerTopology configures the fleet's LoadBalancer Service.
+type LoadBalancerTopology struct {
+	// LoadBalancerClass selects the balancer implementation. Immutable on the Service once set.
+	// +optional
+	LoadBalancerClass *string `json:"loadBalancerClass,omitempty"`
+
+	// Annotations are put on the Service (cloud balancer settings). Annotations removed here
+	// are removed from the Service; annotations others add are kept.
+	// +optional
+	Annotations map[string]string `json:"annotations,omitempty"`
+
+	// LoadBalancerSourceRanges restricts the client CIDRs the balancer accepts.
+	// +optional
+	// +listType=set
+	LoadBalancerSourceRanges []string `json:"loadBalancerSourceRanges,omitempty"`
+}
+
+// NodePlacement chooses the nodes the proxies run on.
+type NodePlacement struct {
+	// NodeSelector must match a node's labels for a proxy to run there.
+	// +optional
+	NodeSelector map[string]string `json:"nodeSelector,omitempty"`
+
+	// Tolerations let proxies run on tainted nodes.
+	// +optional
+	// +listType=atomic
+	Tolerations []corev1.Toleration `json:"tolerations,omitempty"`
+
+	// Affinity constrains scheduling further.
+	// +optional
+	Affinity *corev1.Affinity `json:"affinity,omitempty"`
+}
+
+// DefaultBackend answers requests that match no Ingress rule.
+// +kubebuilder:validation:XValidation:rule="self.type != 'Service' || has(self.service)",message="spec.defaultBackend.service is required when spec.defaultBackend.type is Service",fieldPath=".service"
+// +kubebuilder:validation:XValidation:rule="self.type != 'Managed' || !has(self.service)",message="spec.defaultBackend.service is only allowed when spec.defaultBackend.type is Service",fieldPath=".service"
+// +kubebuilder:validation:XValidation:rule="self.type != 'Service' || !has(self.managed)",message="spec.defaultBackend.managed is only allowed when spec.defaultBackend.type is Managed",fieldPath=".managed"
+type DefaultBackend struct {
+	// Type is Managed (the operator runs one) or Service (yours).
+	// +optional
+	// +kubebuilder:default=Managed
+	Type DefaultBackendType `json:"type,omitempty"`
+
+	// Managed configures the operator-run default backend.
+	// +optional
+	Managed *ManagedDefaultBackend `json:"managed,omitempty"`
+
+	// Service names a Service in the fleet's namespace.
+	// +optional
+	Service *ServiceReference `json:"service,omitempty"`
+}
+
+// ManagedDefaultBackend configures `portico default-backend`.
+type ManagedDefaultBackend struct {
+	// StatusCode is the HTTP status it answers with.
+	// +optional
+	// +kubebuilder:default=404
+	// +kubebuilder:validation:Minimum=200
+	// +kubebuilder:validation:Maximum=599
+	StatusCode int32 `json:"statusCode,omitempty"`
+}
+
+// ServiceReference names a Service port in the fleet's namespace.
+type ServiceReference struct {
+	// Name of the Service.
+	// +required
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=63
+	Name string `json:"name"`
+
+	// Port is the Service port number.
+	// +required
+	// +kubebuilder:validation:Minimum=1
+	// +kubebuilder:validation:Maximum=65535
+	Port int32 `json:"port"`
+}
+
+// DefaultCertificate names a kubernetes.io/tls Secret in the fleet's namespace.
+type DefaultCertificate struct {
+	// SecretName is the Secret's name.
+	// +required
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=253
+	SecretName string `json:"secretName"`
+}
+
+// StatusAddress is the address published in the Ingresses' status instead of the observed one.
+type StatusAddress struct {
+	// Addresses are IP addresses.
+	// +optional
+	// +listType=set
+	Addresses []string `json:"addresses,omitempty"`
+
+	// Hostnames are DNS names.
+	// +optional
+	// +listType=set
+	Hostnames []string `json:"hostnames,omitempty"`
+}
+
+// AddressType says whether an address is an IP or a DNS name.
+// +kubebuilder:validation:Enum=IPAddress;Hostname
+type AddressType string
+
+const (
+	// IPAddressType is an IPv4 or IPv6 address.
+	IPAddressType AddressType = "IPAddress"
+	// HostnameAddressType is a DNS name.
+	HostnameAddressType AddressType = "Hostname"
+)
+
+// Address is one address the fleet is reachable at.
+type Address struct {
+	// Type is IPAddress or Hostname.
+	Type AddressType `json:"type"`
+	// Value is the IP or the name.
+	Value string `json:"value"`
+}
+
+// IngressDeploymentStatus is the observed state of a fleet.
+type IngressDeploymentStatus struct {
+	// ObservedGeneration is the generation the status describes.
+	// +optional
+	ObservedGeneration int64 `json:"observedGeneration,omitempty"`
+
+	// Conditions: Accepted, Available, Progressing, Degraded.
+	// +optional
+	// +listType=map
+	// +listMapKey=type
+	Conditions []metav1.Condition `json:"conditions,omitempty"`
+
+	// IngressClasses are the names of the IngressClasses bound to this fleet, sorted.
+	// +optional
+	// +listType=set
+	IngressClasses []string `json:"ingressClasses,omitempty"`
+
+	// Addresses are the addresses published in the fleet's Ingresses' status, sorted.
+	// +optional
+	// +listType=atomic
+	Addresses []Address `json:"addresses,omitempty"`
+
+	// Replicas is the number of proxy pods wanted (DaemonSet: nodes scheduled).
+	// +optional
+	Replicas int32 `json:"replicas,omitempty"`
+
+	// ReadyReplicas is the number of proxy pods ready.
+	// +optional
+	ReadyReplicas int32 `json:"readyReplicas,omitempty"`
+
+	// Selector is the proxy pods' label selector, for the scale subresource.
+	// +optional
+	Selector string `json:"selector,omitempty"`
+}
+
+// IngressDeployment is one fleet of Portico ingress proxies. IngressClasses whose controller is
+// portico.dev/ingress-controller point at it through spec.parameters.
+// +kubebuilder:object:root=true
+// +kubebuilder:validation:XValidation:rule="size(self.metadata.name) <= 47",message="metadata.name must be at most 47 characters: the fleet's Services are named <name>-default-backend"
+// +kubebuilder:subresource:status
+// +kubebuilder:subresource:scale:specpath=.spec.replicas,statuspath=.status.replicas,selectorpath=.status.selector
+// +kubebuilder:resource:shortName=ingd,categories=portico
+// +kubebuilder:printcolumn:name="Topology",type=string,JSONPath=`.spec.topology.type`
+// +kubebuilder:printcolumn:name="Classes",type=string,JSONPath=`.status.ingressClasses`
+// +kubebuilder:printcolumn:name="Ready",type=integer,JSONPath=`.status.readyReplicas`
+// +kubebuilder:printcolumn:name="Address",type=string,JSONPath=`.status.addresses[0].value`
+// +kubebuilder:printcolumn:name="Age",type=date,JSONPath=`.metadata.creationTimestamp`
+type IngressDeployment struct {
+	metav1.TypeMeta   `json:",inline"`
+	metav1.ObjectMeta `json:"metadata,omitempty"`
+
+	// +required
+	Spec   IngressDeploymentSpec   `json:"spec"`
+	Status IngressDeploymentStatus `json:"status,omitempty"`
+}
+
+// IngressDeploymentList is a list of IngressDeployments.
+// +kubebuilder:object:root=true
+type IngressDeploymentList struct {
+	metav1.TypeMeta `json:",inline"`
+	metav1.ListMeta `json:"metadata,omitempty"`
+	Items           []IngressDeployment `json:"items"`
+}
+
+func init() {
+	SchemeBuilder.Register(&IngressDeployment{}, &IngressDeploymentList{})
+}

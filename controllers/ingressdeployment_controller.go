@@ -1,0 +1,364 @@
+// Package controllers holds the operator's reconcilers: one per kind, each reading top to bottom
+// as get, render, apply, observe, conditions, one status write.
+package controllers
+
+import (
+	"context"
+	"fmt"
+
+	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
+	networkingv1 "k8s.io/api/networking/v1"
+	policyv1 "k8s.io/api/policy/v1"
+	rbacv1 "k8s.io/api/rbac/v1"
+	"k8s.io/apimachinery/pkg/api/equality"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/client-go/tools/events"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/builder"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/controller/controllerutil"
+	"sigs.k8s.io/controller-runtime/pkg/event"
+	"sigs.k8s.io/controller-runtime/pkg/handler"
+	"sigs.k8s.io/controller-runtime/pkg/log"
+	"sigs.k8s.io/controller-runtime/pkg/predicate"
+	"sigs.k8s.io/controller-runtime/pkg/reconcile"
+
+	porticov1alpha1 "portico.dev/portico/api/v1alpha1"
+	"portico.dev/portico/controllers/render"
+)
+
+// Finalizer lets the operator delete what owner references cannot reach (the fleet's
+// ClusterRole, ClusterRoleBinding and Roles in other namespaces) before the IngressDeployment
+// goes. If the operator is uninstalled first, remove it by hand (see the README).
+const Finalizer = "ingress.portico.dev/cleanup"
+
+// IngressDeploymentReconciler turns IngressDeployments into running fleets.
+type IngressDeploymentReconciler struct {
+	client.Client
+	// APIReader reads objects the cache does not hold (a default certificate Secret's data).
+	APIReader client.Reader
+	Recorder  events.EventRecorder
+	// Image runs the proxies and the managed default backends.
+	Image string
+}
+
+// +kubebuilder:rbac:groups=ingress.portico.dev,resources=ingressdeployments,verbs=get;list;watch;update;patch
+// +kubebuilder:rbac:groups=ingress.portico.dev,resources=ingressdeployments/status,verbs=get;update;patch
+// +kubebuilder:rbac:groups=ingress.portico.dev,resources=ingressdeployments/finalizers,verbs=update
+// +kubebuilder:rbac:groups=apps,resources=deployments;daemonsets,verbs=get;list;watch;create;update;patch;delete
+// +kubebuilder:rbac:groups="",resources=services;serviceaccounts;configmaps,verbs=get;list;watch;create;update;patch;delete
+// +kubebuilder:rbac:groups="",resources=secrets,verbs=get;list;watch
+// +kubebuilder:rbac:groups="",resources=nodes;pods,verbs=get;list;watch
+// +kubebuilder:rbac:groups=policy,resources=poddisruptionbudgets,verbs=get;list;watch;create;update;patch;delete
+// +kubebuilder:rbac:groups=rbac.authorization.k8s.io,resources=clusterroles;clusterrolebindings;roles;rolebindings,verbs=get;list;watch;create;update;patch;delete
+// +kubebuilder:rbac:groups=networking.k8s.io,resources=ingressclasses;ingresses,verbs=get;list;watch
+// +kubebuilder:rbac:groups=discovery.k8s.io,resources=endpointslices,verbs=get;list;watch
+// +kubebuilder:rbac:groups=events.k8s.io,resources=events,verbs=create;patch
+
+// Reconcile brings one fleet's objects in line with its spec and reports what it sees.
+func (r *IngressDeploymentReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result, error) {
+	fleet := &porticov1alpha1.IngressDeployment{}
+	if err := r.Get(ctx, req.NamespacedName, fleet); err != nil {
+		return ctrl.Result{}, client.IgnoreNotFound(err)
+	}
+	if !fleet.DeletionTimestamp.IsZero() {
+		return ctrl.Result{}, r.finalize(ctx, fleet)
+	}
+	if !controllerutil.ContainsFinalizer(fleet, Finalizer) {
+		patch := client.MergeFrom(fleet.DeepCopy())
+		controllerutil.AddFinalizer(fleet, Finalizer)
+		if err := r.Patch(ctx, fleet, patch); err != nil {
+			return ctrl.Result{}, fmt.Errorf("add finalizer to %s: %w", req.NamespacedName, err)
+		}
+	}
+
+	obs, excluded, err := r.observeSurroundings(ctx, fleet)
+	if err != nil {
+		return ctrl.Result{}, err
+	}
+	objs, err := render.Render(render.Input{Fleet: fleet, Image: r.Image, ExcludedNodes: excluded})
+	if err != nil {
+		obs.RenderErr = err
+	} else {
+		obs.ApplyErr = reconcileObjects(ctx, r.Client, fleet, objs)
+	}
+	if err := r.observeWorkloads(ctx, fleet, &obs); err != nil {
+		return ctrl.Result{}, err
+	}
+	if err := r.writeStatus(ctx, fleet, computeStatus(fleet, obs)); err != nil {
+		return ctrl.Result{}, err
+	}
+	// An invalid spec is reported, not retried; a failed apply is retried with back-off.
+	return ctrl.Result{}, obs.ApplyErr
+}
+
+// observeSurroundings collects the bound classes and the problems outside the fleet's own
+// objects: host port conflicts, a missing default backend Service, a missing or invalid default
+// certificate. It returns the nodes the fleet must keep off.
+func (r *IngressDeploymentReconciler) observeSurroundings(ctx context.Context, fleet *porticov1alpha1.IngressDeployment) (observation, []string, error) {
+	var obs observation
+	classes := &networkingv1.IngressClassList{}
+	if err := r.List(ctx, classes); err != nil {
+		return obs, nil, fmt.Errorf("list IngressClasses: %w", err)
+	}
+	obs.Classes = boundClasses(classes.Items, client.ObjectKeyFromObject(fleet))
+
+	var excluded []string
+	if fleet.Spec.Topology.Type == porticov1alpha1.TopologyHostNetwork {
+		fleets := &porticov1alpha1.IngressDeploymentList{}
+		nodes := &corev1.NodeList{}
+		if err := r.List(ctx, fleets); err != nil {
+			return obs, nil, fmt.Errorf("list IngressDeployments: %w", err)
+		}
+		if err := r.List(ctx, nodes); err != nil {
+			return obs, nil, fmt.Errorf("list Nodes: %w", err)
+		}
+		var conflicts []hostPortConflict
+		excluded, conflicts = hostPortConflicts(fleet, fleets.Items, nodes.Items)
+		for _, c := range conflicts {
+			obs.Problems = append(obs.Problems, problem{porticov1alpha1.ReasonHostPortConflict, c.String() + "; this fleet is not rolled out there"})
+		}
+	}
+
+	if db := fleet.Spec.DefaultBackend; db != nil && db.Type == porticov1alpha1.DefaultBackendService && db.Service != nil {
+		svc := &corev1.Service{}
+		err := r.Get(ctx, types.NamespacedName{Namespace: fleet.Namespace, Name: db.Service.Name}, svc)
+		switch {
+		case apierrors.IsNotFound(err):
+			obs.Problems = append(obs.Problems, problem{porticov1alpha1.ReasonDefaultBackendMissing,
+				fmt.Sprintf("spec.defaultBackend.service: Service %s/%s not found", fleet.Namespace, db.Service.Name)})
+		case err != nil:
+			return obs, nil, fmt.Errorf("get default backend Service: %w", err)
+		case !hasPort(svc, db.Service.Port):
+			obs.Problems = append(obs.Problems, problem{porticov1alpha1.ReasonDefaultBackendMissing,
+				fmt.Sprintf("spec.defaultBackend.service: Service %s/%s has no port %d", fleet.Namespace, db.Service.Name, db.Service.Port)})
+		}
+	}
+
+	if dc := fleet.Spec.DefaultCertificate; dc != nil {
+		if p, err := r.checkCertificate(ctx, fleet.Namespace, dc.SecretName); err != nil {
+			return obs, nil, err
+		} else if p != nil {
+			obs.Problems = append(obs.Problems, *p)
+		}
+	}
+	return obs, excluded, nil
+}
+
+// checkCertificate reports a default certificate Secret that is missing or not a usable TLS
+// Secret. Only its metadata is cached; its data is read straight from the API server.
+func (r *IngressDeploymentReconciler) checkCertificate(ctx context.Context, ns, name string) (*problem, error) {
+	secret := &corev1.Secret{}
+	err := r.APIReader.Get(ctx, types.NamespacedName{Namespace: ns, Name: name}, secret)
+	if apierrors.IsNotFound(err) {
+		return &problem{porticov1alpha1.ReasonCertificateMissing, fmt.Sprintf("spec.defaultCertificate.secretName: Secret %s/%s not found; serving a self-signed certificate", ns, name)}, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("get default certificate Secret %s/%s: %w", ns, name, err)
+	}
+	if msg := validateTLSSecret(secret); msg != "" {
+		return &problem{porticov1alpha1.ReasonCertificateInvalid, fmt.Sprintf("spec.defaultCertificate.secretName: Secret %s/%s %s; serving a self-signed certificate", ns, name, msg)}, nil
+	}
+	return nil, nil
+}
+
+func hasPort(svc *corev1.Service, port int32) bool {
+	for _, p := range svc.Spec.Ports {
+		if p.Port == port {
+			return true
+		}
+	}
+	return false
+}
+
+// observeWorkloads reads the proxy workload and the managed default backend from the cache.
+func (r *IngressDeploymentReconciler) observeWorkloads(ctx context.Context, fleet *porticov1alpha1.IngressDeployment, obs *observation) error {
+	sel := metav1.FormatLabelSelector(&metav1.LabelSelector{MatchLabels: render.ProxySelector(fleet)})
+	key := types.NamespacedName{Namespace: fleet.Namespace, Name: render.ProxyName(fleet)}
+	if fleet.Spec.Topology.Type == porticov1alpha1.TopologyHostNetwork {
+		ds := &appsv1.DaemonSet{}
+		if err := r.Get(ctx, key, ds); err == nil {
+			obs.Proxy = daemonSetState(ds, sel)
+		} else if !apierrors.IsNotFound(err) {
+			return fmt.Errorf("get DaemonSet %s: %w", key, err)
+		}
+	} else {
+		d := &appsv1.Deployment{}
+		if err := r.Get(ctx, key, d); err == nil {
+			obs.Proxy = deploymentState(d, sel)
+		} else if !apierrors.IsNotFound(err) {
+			return fmt.Errorf("get Deployment %s: %w", key, err)
+		}
+	}
+	if db := fleet.Spec.DefaultBackend; db == nil || db.Type != porticov1alpha1.DefaultBackendService {
+		obs.DefaultBackend = &workloadState{}
+		d := &appsv1.Deployment{}
+		dkey := types.NamespacedName{Namespace: fleet.Namespace, Name: render.DefaultBackendName(fleet)}
+		if err := r.Get(ctx, dkey, d); err == nil {
+			*obs.DefaultBackend = deploymentState(d, "")
+		} else if !apierrors.IsNotFound(err) {
+			return fmt.Errorf("get Deployment %s: %w", dkey, err)
+		}
+	}
+	return nil
+}
+
+// writeStatus writes status when it differs from what is stored, and emits a Warning Event for
+// each Degraded message that is new.
+func (r *IngressDeploymentReconciler) writeStatus(ctx context.Context, fleet *porticov1alpha1.IngressDeployment, st porticov1alpha1.IngressDeploymentStatus) error {
+	if equality.Semantic.DeepEqual(fleet.Status, st) {
+		return nil
+	}
+	oldDegraded := meta.FindStatusCondition(fleet.Status.Conditions, porticov1alpha1.ConditionDegraded)
+	newDegraded := meta.FindStatusCondition(st.Conditions, porticov1alpha1.ConditionDegraded)
+	oldAccepted := meta.FindStatusCondition(fleet.Status.Conditions, porticov1alpha1.ConditionAccepted)
+	newAccepted := meta.FindStatusCondition(st.Conditions, porticov1alpha1.ConditionAccepted)
+
+	patch := client.MergeFrom(fleet.DeepCopy())
+	fleet.Status = st
+	if err := r.Status().Patch(ctx, fleet, patch); err != nil {
+		return fmt.Errorf("write status of %s/%s: %w", fleet.Namespace, fleet.Name, err)
+	}
+	if newDegraded != nil && newDegraded.Status == metav1.ConditionTrue &&
+		(oldDegraded == nil || oldDegraded.Message != newDegraded.Message) {
+		r.Recorder.Eventf(fleet, nil, corev1.EventTypeWarning, newDegraded.Reason, "Reconcile", "%s", newDegraded.Message)
+	}
+	if newAccepted != nil && newAccepted.Status == metav1.ConditionFalse &&
+		(oldAccepted == nil || oldAccepted.Message != newAccepted.Message) {
+		r.Recorder.Eventf(fleet, nil, corev1.EventTypeWarning, newAccepted.Reason, "Render", "%s", newAccepted.Message)
+	}
+	return nil
+}
+
+// finalize deletes every object rendered for the fleet, then releases the finalizer.
+func (r *IngressDeploymentReconciler) finalize(ctx context.Context, fleet *porticov1alpha1.IngressDeployment) error {
+	if !controllerutil.ContainsFinalizer(fleet, Finalizer) {
+		return nil
+	}
+	if err := prune(ctx, r.Client, fleet, nil); err != nil {
+		return fmt.Errorf("clean up fleet %s/%s: %w", fleet.Namespace, fleet.Name, err)
+	}
+	patch := client.MergeFrom(fleet.DeepCopy())
+	controllerutil.RemoveFinalizer(fleet, Finalizer)
+	if err := r.Patch(ctx, fleet, patch); err != nil {
+		return fmt.Errorf("remove finalizer from %s/%s: %w", fleet.Namespace, fleet.Name, err)
+	}
+	log.FromContext(ctx).Info("Fleet cleaned up", "fleet", client.ObjectKeyFromObject(fleet))
+	return nil
+}
+
+// SetupWithManager registers the controller and its watches: the IngressDeployments, every kind
+// they own (cluster-scoped and cross-namespace objects through the fleet labels), the
+// IngressClasses of ours, the Secrets and Services a fleet names, other HostNetwork fleets and
+// Nodes (for host port conflicts).
+func (r *IngressDeploymentReconciler) SetupWithManager(mgr ctrl.Manager) error {
+	byLabels := handler.EnqueueRequestsFromMapFunc(fleetFromLabels)
+	return ctrl.NewControllerManagedBy(mgr).
+		Named("ingressdeployment").
+		For(&porticov1alpha1.IngressDeployment{}).
+		Owns(&appsv1.Deployment{}).
+		Owns(&appsv1.DaemonSet{}).
+		Owns(&corev1.Service{}).
+		Owns(&corev1.ServiceAccount{}).
+		Owns(&corev1.ConfigMap{}).
+		Owns(&policyv1.PodDisruptionBudget{}).
+		Watches(&rbacv1.ClusterRole{}, byLabels).
+		Watches(&rbacv1.ClusterRoleBinding{}, byLabels).
+		Watches(&rbacv1.Role{}, byLabels).
+		Watches(&rbacv1.RoleBinding{}, byLabels).
+		Watches(&networkingv1.IngressClass{}, handler.EnqueueRequestsFromMapFunc(fleetFromClass)).
+		Watches(&corev1.Service{}, handler.EnqueueRequestsFromMapFunc(r.fleetsNamingService)).
+		WatchesMetadata(&corev1.Secret{}, handler.EnqueueRequestsFromMapFunc(r.fleetsNamingSecret)).
+		Watches(&porticov1alpha1.IngressDeployment{}, handler.EnqueueRequestsFromMapFunc(r.otherHostNetworkFleets),
+			builder.WithPredicates(hostNetworkOnly)).
+		Watches(&corev1.Node{}, handler.EnqueueRequestsFromMapFunc(r.otherHostNetworkFleets),
+			builder.WithPredicates(predicate.LabelChangedPredicate{})).
+		Complete(r)
+}
+
+func fleetFromLabels(_ context.Context, o client.Object) []reconcile.Request {
+	l := o.GetLabels()
+	if l[render.LabelManagedBy] != render.ManagedByValue || l[render.LabelFleetName] == "" {
+		return nil
+	}
+	return []reconcile.Request{{NamespacedName: types.NamespacedName{Namespace: l[render.LabelFleetNamespace], Name: l[render.LabelFleetName]}}}
+}
+
+// fleetFromClass maps a class of ours to the fleet it names. On update it is called with the old
+// and the new class, so a class that moves to another fleet reconciles both.
+func fleetFromClass(_ context.Context, o client.Object) []reconcile.Request {
+	ic, ok := o.(*networkingv1.IngressClass)
+	if !ok || !IsOurs(ic) {
+		return nil
+	}
+	nn, err := FleetForClass(ic)
+	if err != nil {
+		return nil
+	}
+	return []reconcile.Request{{NamespacedName: nn}}
+}
+
+func (r *IngressDeploymentReconciler) fleetsInNamespace(ctx context.Context, ns string, names func(*porticov1alpha1.IngressDeployment) bool) []reconcile.Request {
+	fleets := &porticov1alpha1.IngressDeploymentList{}
+	if err := r.List(ctx, fleets, client.InNamespace(ns)); err != nil {
+		log.FromContext(ctx).Error(err, "List IngressDeployments", "namespace", ns)
+		return nil
+	}
+	var out []reconcile.Request
+	for i := range fleets.Items {
+		if names(&fleets.Items[i]) {
+			out = append(out, reconcile.Request{NamespacedName: client.ObjectKeyFromObject(&fleets.Items[i])})
+		}
+	}
+	return out
+}
+
+func (r *IngressDeploymentReconciler) fleetsNamingService(ctx context.Context, o client.Object) []reconcile.Request {
+	return r.fleetsInNamespace(ctx, o.GetNamespace(), func(f *porticov1alpha1.IngressDeployment) bool {
+		db := f.Spec.DefaultBackend
+		return db != nil && db.Service != nil && db.Service.Name == o.GetName()
+	})
+}
+
+func (r *IngressDeploymentReconciler) fleetsNamingSecret(ctx context.Context, o client.Object) []reconcile.Request {
+	return r.fleetsInNamespace(ctx, o.GetNamespace(), func(f *porticov1alpha1.IngressDeployment) bool {
+		return f.Spec.DefaultCertificate != nil && f.Spec.DefaultCertificate.SecretName == o.GetName()
+	})
+}
+
+// otherHostNetworkFleets enqueues every HostNetwork fleet except the object itself: a change to
+// one fleet or to a node's labels can create or end a host port conflict for the others.
+func (r *IngressDeploymentReconciler) otherHostNetworkFleets(ctx context.Context, o client.Object) []reconcile.Request {
+	fleets := &porticov1alpha1.IngressDeploymentList{}
+	if err := r.List(ctx, fleets); err != nil {
+		log.FromContext(ctx).Error(err, "List IngressDeployments")
+		return nil
+	}
+	var out []reconcile.Request
+	for i := range fleets.Items {
+		f := &fleets.Items[i]
+		if f.Spec.Topology.Type == porticov1alpha1.TopologyHostNetwork && f.UID != o.GetUID() {
+			out = append(out, reconcile.Request{NamespacedName: client.ObjectKeyFromObject(f)})
+		}
+	}
+	return out
+}
+
+// hostNetworkOnly passes events of IngressDeployments that are, or were, HostNetwork fleets.
+var hostNetworkOnly = predicate.Funcs{
+	CreateFunc: func(e event.CreateEvent) bool { return isHostNetwork(e.Object) },
+	DeleteFunc: func(e event.DeleteEvent) bool { return isHostNetwork(e.Object) },
+	UpdateFunc: func(e event.UpdateEvent) bool {
+		return (isHostNetwork(e.ObjectOld) || isHostNetwork(e.ObjectNew)) && e.ObjectOld.GetGeneration() != e.ObjectNew.GetGeneration()
+	},
+	GenericFunc: func(event.GenericEvent) bool { return false },
+}
+
+func isHostNetwork(o client.Object) bool {
+	f, ok := o.(*porticov1alpha1.IngressDeployment)
+	return ok && f.Spec.Topology.Type == porticov1alpha1.TopologyHostNetwork
+}

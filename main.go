@@ -1,0 +1,122 @@
+// Command portico is Portico's one binary: `portico operator` manages fleets of ingress
+// proxies, `portico proxy` is the data plane every fleet runs, and `portico default-backend`
+// answers requests that match no Ingress rule.
+package main
+
+import (
+	"flag"
+	"fmt"
+	"os"
+	"time"
+
+	"go.uber.org/zap/zapcore"
+	"k8s.io/apimachinery/pkg/runtime"
+	utilruntime "k8s.io/apimachinery/pkg/util/runtime"
+	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/healthz"
+	"sigs.k8s.io/controller-runtime/pkg/log/zap"
+	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
+
+	porticov1alpha1 "portico.dev/portico/api/v1alpha1"
+	"portico.dev/portico/controllers"
+	"portico.dev/portico/dataplane/defaultbackend"
+)
+
+const usage = `usage: portico <command> [flags]
+
+commands:
+  operator          run the operator (manages IngressDeployments)
+  proxy             run the ingress proxy of one fleet
+  default-backend   answer every request with a fixed status code
+
+Run 'portico <command> -h' for a command's flags.
+`
+
+func main() {
+	if len(os.Args) < 2 {
+		fmt.Fprint(os.Stderr, usage)
+		os.Exit(2)
+	}
+	zopts := zap.Options{TimeEncoder: zapcore.RFC3339NanoTimeEncoder}
+	log := zap.New(zap.UseFlagOptions(&zopts))
+	var err error
+	switch cmd, args := os.Args[1], os.Args[2:]; cmd {
+	case "operator":
+		err = runOperator(args)
+	case "default-backend":
+		err = defaultbackend.Main(args, log.WithName("default-backend"))
+	case "-h", "--help", "help":
+		fmt.Print(usage)
+		return
+	default:
+		fmt.Fprintf(os.Stderr, "portico: unknown command %q\n\n%s", cmd, usage)
+		os.Exit(2)
+	}
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "portico %s: %v\n", os.Args[1], err)
+		os.Exit(1)
+	}
+}
+
+// scheme holds the built-in kinds and ingress.portico.dev/v1alpha1.
+func scheme() *runtime.Scheme {
+	s := runtime.NewScheme()
+	utilruntime.Must(clientgoscheme.AddToScheme(s))
+	utilruntime.Must(porticov1alpha1.AddToScheme(s))
+	return s
+}
+
+func runOperator(args []string) error {
+	fs := flag.NewFlagSet("operator", flag.ContinueOnError)
+	metricsAddr := fs.String("metrics-bind-address", ":8080", "address of the /metrics endpoint (0 disables it)")
+	probeAddr := fs.String("health-probe-bind-address", ":8081", "address of /healthz and /readyz")
+	leaderElect := fs.Bool("leader-elect", false, "elect one active operator among replicas (the status writer must be unique)")
+	leaderNS := fs.String("leader-election-namespace", "", "namespace of the leader election Lease (default: the pod's namespace)")
+	image := fs.String("image", os.Getenv("PORTICO_IMAGE"), "image of the proxies and default backends (default $PORTICO_IMAGE)")
+	qps := fs.Float64("kube-api-qps", 50, "API requests per second the operator may send")
+	burst := fs.Int("kube-api-burst", 100, "API request burst")
+	zopts := zap.Options{TimeEncoder: zapcore.RFC3339NanoTimeEncoder}
+	zopts.BindFlags(fs)
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if *image == "" {
+		return fmt.Errorf("--image (or PORTICO_IMAGE) is required: the image the fleets run")
+	}
+	ctrl.SetLogger(zap.New(zap.UseFlagOptions(&zopts)))
+	log := ctrl.Log.WithName("operator")
+
+	cfg, err := ctrl.GetConfig()
+	if err != nil {
+		return fmt.Errorf("kubeconfig: %w", err)
+	}
+	cfg.QPS, cfg.Burst = float32(*qps), *burst
+	mgr, err := ctrl.NewManager(cfg, ctrl.Options{
+		Scheme:                        scheme(),
+		Cache:                         controllers.CacheOptions(),
+		Metrics:                       metricsserver.Options{BindAddress: *metricsAddr},
+		HealthProbeBindAddress:        *probeAddr,
+		LeaderElection:                *leaderElect,
+		LeaderElectionID:              "operator.ingress.portico.dev",
+		LeaderElectionNamespace:       *leaderNS,
+		LeaderElectionReleaseOnCancel: true,
+		GracefulShutdownTimeout:       ptrDuration(30 * time.Second),
+	})
+	if err != nil {
+		return fmt.Errorf("create manager: %w", err)
+	}
+	if err := controllers.Setup(mgr, *image); err != nil {
+		return err
+	}
+	if err := mgr.AddHealthzCheck("healthz", healthz.Ping); err != nil {
+		return err
+	}
+	if err := mgr.AddReadyzCheck("readyz", healthz.Ping); err != nil {
+		return err
+	}
+	log.Info("Starting operator", "image", *image)
+	return mgr.Start(ctrl.SetupSignalHandler())
+}
+
+func ptrDuration(d time.Duration) *time.Duration { return &d }
