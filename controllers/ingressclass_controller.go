@@ -14,6 +14,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/predicate"
 
 	porticov1alpha1 "portico.dev/portico/api/v1alpha1"
+	"portico.dev/portico/dataplane/route"
 )
 
 // IngressClassReconciler reports IngressClasses of ours whose parameters cannot be served, with a
@@ -29,10 +30,10 @@ func (r *IngressClassReconciler) Reconcile(ctx context.Context, req ctrl.Request
 	if err := r.Get(ctx, req.NamespacedName, ic); err != nil {
 		return ctrl.Result{}, client.IgnoreNotFound(err)
 	}
-	if !IsOurs(ic) {
+	if !route.IsOurs(ic) {
 		return ctrl.Result{}, nil
 	}
-	nn, err := FleetForClass(ic)
+	nn, err := route.FleetForClass(ic)
 	if err != nil {
 		r.Recorder.Eventf(ic, nil, corev1.EventTypeWarning, porticov1alpha1.ReasonInvalidClassParams, "Bind", "%s", err.Error())
 		return ctrl.Result{}, nil
@@ -54,7 +55,7 @@ func (r *IngressClassReconciler) Reconcile(ctx context.Context, req ctrl.Request
 func (r *IngressClassReconciler) SetupWithManager(mgr ctrl.Manager) error {
 	ours := predicate.NewPredicateFuncs(func(o client.Object) bool {
 		ic, ok := o.(*networkingv1.IngressClass)
-		return ok && IsOurs(ic)
+		return ok && route.IsOurs(ic)
 	})
 	return ctrl.NewControllerManagedBy(mgr).
 		Named("ingressclass").

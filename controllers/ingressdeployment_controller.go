@@ -29,6 +29,7 @@ import (
 
 	porticov1alpha1 "portico.dev/portico/api/v1alpha1"
 	"portico.dev/portico/controllers/render"
+	"portico.dev/portico/dataplane/route"
 )
 
 // Finalizer lets the operator delete what owner references cannot reach (the fleet's
@@ -105,7 +106,7 @@ func (r *IngressDeploymentReconciler) observeSurroundings(ctx context.Context, f
 	if err := r.List(ctx, classes); err != nil {
 		return obs, nil, fmt.Errorf("list IngressClasses: %w", err)
 	}
-	obs.Classes = boundClasses(classes.Items, client.ObjectKeyFromObject(fleet))
+	obs.Classes = route.BoundClasses(classes.Items, client.ObjectKeyFromObject(fleet))
 
 	var excluded []string
 	if fleet.Spec.Topology.Type == porticov1alpha1.TopologyHostNetwork {
@@ -292,10 +293,10 @@ func fleetFromLabels(_ context.Context, o client.Object) []reconcile.Request {
 // and the new class, so a class that moves to another fleet reconciles both.
 func fleetFromClass(_ context.Context, o client.Object) []reconcile.Request {
 	ic, ok := o.(*networkingv1.IngressClass)
-	if !ok || !IsOurs(ic) {
+	if !ok || !route.IsOurs(ic) {
 		return nil
 	}
-	nn, err := FleetForClass(ic)
+	nn, err := route.FleetForClass(ic)
 	if err != nil {
 		return nil
 	}

@@ -138,7 +138,4 @@ func truncate(s string, n int) string {
 	return s[:n-3] + "..."
 }
 
-func sortedStrings(in []string) []string {
-	sort.Strings(in)
-	return in
-}
+

@@ -1,7 +1,11 @@
-package controllers
+// Package route is the data plane's compile step: Ingresses, IngressClasses, Services,
+// EndpointSlices and Secrets in, one immutable *Table out. Nothing here talks to the API server;
+// the operator uses the same functions so that the two never disagree.
+package route
 
 import (
 	"fmt"
+	"sort"
 
 	networkingv1 "k8s.io/api/networking/v1"
 	"k8s.io/apimachinery/pkg/types"
@@ -43,8 +47,8 @@ func FleetForClass(ic *networkingv1.IngressClass) (types.NamespacedName, error) 
 	return types.NamespacedName{Namespace: *p.Namespace, Name: p.Name}, nil
 }
 
-// boundClasses returns the sorted names of the classes of ours whose parameters point at fleet.
-func boundClasses(classes []networkingv1.IngressClass, fleet types.NamespacedName) []string {
+// BoundClasses returns the sorted names of the classes of ours whose parameters point at fleet.
+func BoundClasses(classes []networkingv1.IngressClass, fleet types.NamespacedName) []string {
 	var out []string
 	for i := range classes {
 		if !IsOurs(&classes[i]) {
@@ -54,5 +58,6 @@ func boundClasses(classes []networkingv1.IngressClass, fleet types.NamespacedNam
 			out = append(out, classes[i].Name)
 		}
 	}
-	return sortedStrings(out)
+	sort.Strings(out)
+	return out
 }

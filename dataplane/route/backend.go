@@ -1,0 +1,194 @@
+package route
+
+import (
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"k8s.io/apimachinery/pkg/types"
+)
+
+// Protocol is how the proxy speaks to a backend.
+type Protocol uint8
+
+const (
+	// HTTP1 is HTTP/1.1, the default.
+	HTTP1 Protocol = iota
+	// H2C is HTTP/2 with prior knowledge over cleartext, chosen by the Service port's
+	// appProtocol (kubernetes.io/h2c, h2c, grpc).
+	H2C
+)
+
+// Balancing is how a backend picks an endpoint per request.
+type Balancing uint8
+
+const (
+	// RoundRobin takes endpoints in turn.
+	RoundRobin Balancing = iota
+	// LeastRequest takes the less busy of two endpoints picked at random.
+	LeastRequest
+)
+
+// Backend is a Service port and its endpoints. Within one Table, every rule naming the same
+// Service port shares one Backend.
+type Backend struct {
+	Service types.NamespacedName
+	// Port is the Service port as the Ingress named it ("80" or "http").
+	Port      string
+	Protocol  Protocol
+	Balancing Balancing
+	// Affinity pins a client to an endpoint with a cookie.
+	Affinity bool
+	// Endpoints are the addresses to send to: ready ones, else serving-but-terminating ones.
+	Endpoints []*Endpoint
+	// Problem says why there is no endpoint to send to (service not found, resource backend,
+	// no ready endpoint); the proxy answers 503 with it.
+	Problem string
+
+	next atomic.Uint32
+}
+
+// Name is "namespace/service:port".
+func (b *Backend) Name() string { return b.Service.String() + ":" + b.Port }
+
+// Endpoint is one address ("ip:port") with counters that outlive Tables.
+type Endpoint struct {
+	Addr  string
+	Stats *EndpointStats
+}
+
+// EndpointStats are the live counters of one address. They are kept across Tables, so a
+// recompile neither forgets an ejection nor resets in-flight counts.
+type EndpointStats struct {
+	InFlight     atomic.Int64
+	failures     atomic.Int32
+	ejectedUntil atomic.Int64 // unix nanoseconds
+}
+
+// Ejection policy: after EjectAfter consecutive connection failures an endpoint is skipped for
+// EjectFor, unless every endpoint is ejected.
+const (
+	EjectAfter = 3
+	EjectFor   = 10 * time.Second
+)
+
+// Failed records a connection failure.
+func (s *EndpointStats) Failed(now time.Time) {
+	if s.failures.Add(1) >= EjectAfter {
+		s.ejectedUntil.Store(now.Add(EjectFor).UnixNano())
+		s.failures.Store(0)
+	}
+}
+
+// Succeeded records a successful exchange.
+func (s *EndpointStats) Succeeded() {
+	if s.failures.Load() != 0 {
+		s.failures.Store(0)
+	}
+}
+
+// Ejected reports whether the endpoint is being skipped.
+func (s *EndpointStats) Ejected(now time.Time) bool {
+	return s.ejectedUntil.Load() > now.UnixNano()
+}
+
+// Pick returns an endpoint other than the excluded one (nil for none): round robin or least
+// request, skipping ejected endpoints unless all are. It returns nil when there is none.
+func (b *Backend) Pick(now time.Time, exclude *Endpoint) *Endpoint {
+	n := len(b.Endpoints)
+	if n == 0 || (n == 1 && b.Endpoints[0] == exclude) {
+		return nil
+	}
+	if b.Balancing == LeastRequest && n > 1 {
+		if e := b.pickP2C(now, exclude); e != nil {
+			return e
+		}
+	}
+	return b.pickRoundRobin(now, exclude)
+}
+
+// pickRoundRobin takes the next endpoint that is not excluded or ejected, else the first one
+// that is only ejected.
+func (b *Backend) pickRoundRobin(now time.Time, exclude *Endpoint) *Endpoint {
+	n := len(b.Endpoints)
+	start := int(b.next.Add(1))
+	var fallback *Endpoint
+	for i := 0; i < n; i++ {
+		e := b.Endpoints[(start+i)%n]
+		if e == exclude {
+			continue
+		}
+		if !e.Stats.Ejected(now) {
+			return e
+		}
+		if fallback == nil {
+			fallback = e
+		}
+	}
+	return fallback
+}
+
+func (b *Backend) pickP2C(now time.Time, exclude *Endpoint) *Endpoint {
+	n := uint32(len(b.Endpoints))
+	x := b.next.Add(0x9e3779b9) * 2654435761
+	a, c := b.Endpoints[x%n], b.Endpoints[(x>>16)%n]
+	if a == c {
+		c = b.Endpoints[(x%n+1)%n]
+	}
+	ok := func(e *Endpoint) bool { return e != exclude && !e.Stats.Ejected(now) }
+	switch {
+	case ok(a) && ok(c):
+		if c.Stats.InFlight.Load() < a.Stats.InFlight.Load() {
+			return c
+		}
+		return a
+	case ok(a):
+		return a
+	case ok(c):
+		return c
+	}
+	return nil // both unusable: Pick scans in turn
+}
+
+// ByAddr finds an endpoint by address (session affinity).
+func (b *Backend) ByAddr(addr string) *Endpoint {
+	for _, e := range b.Endpoints {
+		if e.Addr == addr {
+			return e
+		}
+	}
+	return nil
+}
+
+// StatsRegistry hands out the EndpointStats of each address, shared by every Table.
+type StatsRegistry struct {
+	mu sync.Mutex
+	m  map[string]*EndpointStats
+}
+
+// NewStatsRegistry returns an empty registry.
+func NewStatsRegistry() *StatsRegistry { return &StatsRegistry{m: map[string]*EndpointStats{}} }
+
+// Get returns the stats of addr, creating them.
+func (r *StatsRegistry) Get(addr string) *EndpointStats {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	s := r.m[addr]
+	if s == nil {
+		s = &EndpointStats{}
+		r.m[addr] = s
+	}
+	return s
+}
+
+// Retain forgets every address not in keep (called after a compile, so the registry does not
+// grow without bound as pods come and go).
+func (r *StatsRegistry) Retain(keep map[string]bool) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for a := range r.m {
+		if !keep[a] {
+			delete(r.m, a)
+		}
+	}
+}

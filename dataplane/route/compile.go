@@ -1,0 +1,528 @@
+package route
+
+import (
+	"crypto/tls"
+	"crypto/x509"
+	"fmt"
+	"net"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+
+	corev1 "k8s.io/api/core/v1"
+	discoveryv1 "k8s.io/api/discovery/v1"
+	networkingv1 "k8s.io/api/networking/v1"
+	"k8s.io/apimachinery/pkg/types"
+
+	proxyconfig "portico.dev/portico/dataplane/config"
+)
+
+// Annotations Portico reads on an Ingress.
+const (
+	// LegacyClassAnnotation is the deprecated kubernetes.io/ingress.class.
+	LegacyClassAnnotation = "kubernetes.io/ingress.class"
+	// DefaultClassAnnotation marks the cluster's default IngressClass.
+	DefaultClassAnnotation = "ingressclass.kubernetes.io/is-default-class"
+	// AffinityAnnotation "cookie" pins each client to one endpoint per backend.
+	AffinityAnnotation = "portico.dev/affinity"
+	// BalancingAnnotation "least-request" picks the less busy of two endpoints; the default is
+	// round robin.
+	BalancingAnnotation = "portico.dev/load-balancing"
+)
+
+// Input is everything a Table is compiled from. Compile does not modify it.
+type Input struct {
+	Config         proxyconfig.Config
+	Classes        []*networkingv1.IngressClass
+	Ingresses      []*networkingv1.Ingress
+	Services       []*corev1.Service
+	EndpointSlices []*discoveryv1.EndpointSlice
+	Secrets        []*corev1.Secret
+	// FallbackCertificate is served when the fleet has no default certificate Secret, or it is
+	// unusable (a self-signed one generated at start).
+	FallbackCertificate *tls.Certificate
+	// Certs caches parsed key pairs across compiles; may be nil.
+	Certs *CertCache
+	// Stats keeps endpoint counters across compiles; may be nil.
+	Stats *StatsRegistry
+}
+
+// Problem is something wrong with one Ingress (or with the fleet's settings, when Ingress is
+// empty). The rest of the Table is compiled regardless.
+type Problem struct {
+	Ingress types.NamespacedName
+	Message string
+}
+
+func (p Problem) String() string {
+	if p.Ingress.Name == "" {
+		return p.Message
+	}
+	return p.Ingress.String() + ": " + p.Message
+}
+
+// ServedIngresses returns the Ingresses the fleet serves, oldest first (creationTimestamp, then
+// namespace/name): the order in which conflicts are settled.
+func ServedIngresses(in *Input) []*networkingv1.Ingress {
+	fleet := types.NamespacedName{Namespace: in.Config.FleetNamespace, Name: in.Config.FleetName}
+	ours := map[string]bool{}
+	defaultClass := false
+	for _, c := range in.Classes {
+		if !IsOurs(c) {
+			continue
+		}
+		if nn, err := FleetForClass(c); err == nil && nn == fleet {
+			ours[c.Name] = true
+			if c.Annotations[DefaultClassAnnotation] == "true" {
+				defaultClass = true
+			}
+		}
+	}
+	watch := map[string]bool{}
+	for _, ns := range in.Config.WatchNamespaces {
+		watch[ns] = true
+	}
+	var out []*networkingv1.Ingress
+	for _, ing := range in.Ingresses {
+		if len(watch) > 0 && !watch[ing.Namespace] {
+			continue
+		}
+		if !ing.DeletionTimestamp.IsZero() {
+			continue
+		}
+		if serves(ing, ours, defaultClass && !in.Config.IgnoreDefaultClass) {
+			out = append(out, ing)
+		}
+	}
+	sort.Slice(out, func(i, j int) bool { return olderIngress(out[i], out[j]) })
+	return out
+}
+
+// serves applies the class rules: spec.ingressClassName wins over the legacy annotation; a
+// class-less Ingress is served through a default class of ours.
+func serves(ing *networkingv1.Ingress, ours map[string]bool, viaDefault bool) bool {
+	if ing.Spec.IngressClassName != nil {
+		return ours[*ing.Spec.IngressClassName]
+	}
+	if c, ok := ing.Annotations[LegacyClassAnnotation]; ok {
+		return ours[c]
+	}
+	return viaDefault
+}
+
+func olderIngress(a, b *networkingv1.Ingress) bool {
+	if !a.CreationTimestamp.Equal(&b.CreationTimestamp) {
+		return a.CreationTimestamp.Before(&b.CreationTimestamp)
+	}
+	if a.Namespace != b.Namespace {
+		return a.Namespace < b.Namespace
+	}
+	return a.Name < b.Name
+}
+
+// compiler holds the indexes of one compile.
+type compiler struct {
+	in       *Input
+	services map[types.NamespacedName]*corev1.Service
+	slices   map[types.NamespacedName][]*discoveryv1.EndpointSlice
+	secrets  map[types.NamespacedName]*corev1.Secret
+	backends map[string]*Backend
+	problems []Problem
+	addrs    map[string]bool
+}
+
+// Compile builds a Table. It never fails as a whole: each Ingress that cannot be served in full
+// is reported as a Problem, and what can be served of it is.
+func Compile(in Input) (*Table, []Problem) {
+	c := &compiler{
+		in:       &in,
+		services: make(map[types.NamespacedName]*corev1.Service, len(in.Services)),
+		slices:   make(map[types.NamespacedName][]*discoveryv1.EndpointSlice),
+		secrets:  make(map[types.NamespacedName]*corev1.Secret, len(in.Secrets)),
+		backends: map[string]*Backend{},
+		addrs:    map[string]bool{},
+	}
+	for _, s := range in.Services {
+		c.services[types.NamespacedName{Namespace: s.Namespace, Name: s.Name}] = s
+	}
+	for _, es := range in.EndpointSlices {
+		if svc := es.Labels[discoveryv1.LabelServiceName]; svc != "" {
+			k := types.NamespacedName{Namespace: es.Namespace, Name: svc}
+			c.slices[k] = append(c.slices[k], es)
+		}
+	}
+	for _, s := range in.Secrets {
+		c.secrets[types.NamespacedName{Namespace: s.Namespace, Name: s.Name}] = s
+	}
+
+	t := &Table{
+		exact:        map[string]*Host{},
+		wildcard:     map[string]*Host{},
+		certExact:    map[string]*tls.Certificate{},
+		certWildcard: map[string]*tls.Certificate{},
+	}
+	served := ServedIngresses(&in)
+	t.Stats.Ingresses = len(served)
+	claimed := map[string]types.NamespacedName{} // host|type|path -> first Ingress
+	for _, ing := range served {
+		c.compileIngress(t, ing, claimed)
+	}
+	for _, h := range t.allHosts() {
+		sortRules(h.Rules)
+		t.Stats.Rules += len(h.Rules)
+	}
+	t.Stats.Hosts = len(t.exact) + len(t.wildcard)
+	if t.catchAll != nil {
+		t.Stats.Hosts++
+	}
+
+	if t.DefaultBackend == nil && in.Config.DefaultBackend != nil {
+		ref := in.Config.DefaultBackend
+		t.DefaultBackend = c.backend(types.NamespacedName{Namespace: ref.Namespace, Name: ref.Name},
+			networkingv1.ServiceBackendPort{Number: ref.Port}, types.NamespacedName{}, nil, "")
+	}
+	t.DefaultCertificate = in.FallbackCertificate
+	if ref := in.Config.DefaultCertificate; ref != "" {
+		ns, name, _ := strings.Cut(ref, "/")
+		cert, err := c.certificate(types.NamespacedName{Namespace: ns, Name: name})
+		if err != nil {
+			c.problems = append(c.problems, Problem{Message: "default certificate: " + err.Error()})
+		}
+		if cert != nil {
+			t.DefaultCertificate = cert
+		}
+	}
+	t.Stats.Backends = len(c.backends)
+	t.Stats.Endpoints = len(c.addrs)
+	if in.Stats != nil {
+		in.Stats.Retain(c.addrs)
+	}
+	if in.Certs != nil {
+		in.Certs.retain(c.secrets)
+	}
+	return t, c.problems
+}
+
+func (t *Table) allHosts() []*Host {
+	var out []*Host
+	for _, h := range t.exact {
+		out = append(out, h)
+	}
+	for _, h := range t.wildcard {
+		out = append(out, h)
+	}
+	if t.catchAll != nil {
+		out = append(out, t.catchAll)
+	}
+	return out
+}
+
+// sortRules orders rules most specific first: longer path, then Exact before Prefix.
+func sortRules(rules []Rule) {
+	sort.SliceStable(rules, func(i, j int) bool {
+		if len(rules[i].Path) != len(rules[j].Path) {
+			return len(rules[i].Path) > len(rules[j].Path)
+		}
+		return rules[i].Type == Exact && rules[j].Type != Exact
+	})
+}
+
+func (c *compiler) problem(ing types.NamespacedName, format string, args ...any) {
+	c.problems = append(c.problems, Problem{Ingress: ing, Message: fmt.Sprintf(format, args...)})
+}
+
+func (c *compiler) compileIngress(t *Table, ing *networkingv1.Ingress, claimed map[string]types.NamespacedName) {
+	key := types.NamespacedName{Namespace: ing.Namespace, Name: ing.Name}
+	if db := ing.Spec.DefaultBackend; db != nil {
+		b := c.ingressBackend(ing, key, *db, "spec.defaultBackend")
+		if t.DefaultBackend == nil {
+			t.DefaultBackend, t.DefaultIngress = b, key
+		} else {
+			c.problem(key, "spec.defaultBackend ignored: Ingress %s is older and already sets the fleet's default backend", t.DefaultIngress)
+		}
+	}
+	for i, rule := range ing.Spec.Rules {
+		if rule.HTTP == nil {
+			continue
+		}
+		host := NormalizeHost(rule.Host)
+		for j, p := range rule.HTTP.Paths {
+			field := fmt.Sprintf("spec.rules[%d].http.paths[%d]", i, j)
+			r := Rule{Path: p.Path, Type: Prefix, Ingress: key}
+			if p.PathType != nil && *p.PathType == networkingv1.PathTypeExact {
+				r.Type = Exact
+			}
+			if r.Path == "" {
+				r.Path = "/"
+			}
+			if r.Type == Prefix && r.Path != "/" {
+				r.Path = strings.TrimRight(r.Path, "/")
+				if r.Path == "" {
+					r.Path = "/"
+				}
+			}
+			ck := host + "|" + strconv.Itoa(int(r.Type)) + "|" + r.Path
+			if first, ok := claimed[ck]; ok && first != key {
+				c.problem(key, "%s: host %q path %q is already claimed by the older Ingress %s", field, rule.Host, p.Path, first)
+				continue
+			} else if ok {
+				continue // the same Ingress repeating itself: first one wins
+			}
+			claimed[ck] = key
+			r.Backend = c.ingressBackend(ing, key, p.Backend, field+".backend")
+			t.hostFor(host).Rules = append(t.hostFor(host).Rules, r)
+		}
+	}
+	for i, tl := range ing.Spec.TLS {
+		field := fmt.Sprintf("spec.tls[%d]", i)
+		if tl.SecretName == "" {
+			c.problem(key, "%s.secretName is empty", field)
+			continue
+		}
+		cert, err := c.certificate(types.NamespacedName{Namespace: ing.Namespace, Name: tl.SecretName})
+		if err != nil {
+			if cert != nil {
+				c.problem(key, "%s: %v; serving the last good certificate", field, err)
+			} else {
+				c.problem(key, "%s: %v", field, err)
+				continue
+			}
+		}
+		hosts := tl.Hosts
+		if len(hosts) == 0 && cert.Leaf != nil {
+			hosts = cert.Leaf.DNSNames
+		}
+		for _, h := range hosts {
+			h = NormalizeHost(h)
+			if rest, ok := strings.CutPrefix(h, "*."); ok {
+				if _, taken := t.certWildcard[rest]; !taken {
+					t.certWildcard[rest] = cert
+				}
+			} else if _, taken := t.certExact[h]; !taken {
+				t.certExact[h] = cert
+			}
+		}
+	}
+}
+
+func (t *Table) hostFor(host string) *Host {
+	var m map[string]*Host
+	switch {
+	case host == "":
+		if t.catchAll == nil {
+			t.catchAll = &Host{}
+		}
+		return t.catchAll
+	case strings.HasPrefix(host, "*."):
+		m, host = t.wildcard, host[2:]
+	default:
+		m = t.exact
+	}
+	h := m[host]
+	if h == nil {
+		h = &Host{}
+		m[host] = h
+	}
+	return h
+}
+
+// ingressBackend resolves one IngressBackend of an Ingress.
+func (c *compiler) ingressBackend(ing *networkingv1.Ingress, key types.NamespacedName, b networkingv1.IngressBackend, field string) *Backend {
+	if b.Resource != nil {
+		c.problem(key, "%s: resource backends (%s %s) cannot be proxied; answering 503", field, b.Resource.Kind, b.Resource.Name)
+		return &Backend{Service: types.NamespacedName{Namespace: ing.Namespace, Name: b.Resource.Name}, Port: b.Resource.Kind,
+			Problem: "resource backend " + b.Resource.Kind + "/" + b.Resource.Name + " cannot be proxied"}
+	}
+	if b.Service == nil {
+		c.problem(key, "%s: no service", field)
+		return &Backend{Service: key, Problem: "no backend"}
+	}
+	return c.backend(types.NamespacedName{Namespace: ing.Namespace, Name: b.Service.Name}, b.Service.Port, key, ing.Annotations, field)
+}
+
+// backend returns the shared Backend of a Service port, building it on first use. ing is the
+// Ingress reporting problems (empty for the fleet's own default backend).
+func (c *compiler) backend(svcKey types.NamespacedName, port networkingv1.ServiceBackendPort, ing types.NamespacedName, annotations map[string]string, field string) *Backend {
+	portName := port.Name
+	if portName == "" {
+		portName = strconv.Itoa(int(port.Number))
+	}
+	affinity := annotations[AffinityAnnotation] == "cookie"
+	balancing := RoundRobin
+	if annotations[BalancingAnnotation] == "least-request" {
+		balancing = LeastRequest
+	}
+	k := svcKey.String() + ":" + portName + "|" + strconv.FormatBool(affinity) + "|" + strconv.Itoa(int(balancing))
+	if b, ok := c.backends[k]; ok {
+		if b.Problem != "" && ing.Name != "" {
+			c.problem(ing, "%s: %s", field, b.Problem)
+		}
+		return b
+	}
+	b := &Backend{Service: svcKey, Port: portName, Affinity: affinity, Balancing: balancing}
+	c.backends[k] = b
+	report := func(format string, args ...any) {
+		b.Problem = fmt.Sprintf(format, args...)
+		if ing.Name != "" {
+			c.problem(ing, "%s: %s", field, b.Problem)
+		} else {
+			c.problems = append(c.problems, Problem{Message: "default backend: " + b.Problem})
+		}
+	}
+	svc := c.services[svcKey]
+	if svc == nil {
+		report("service %s not found", svcKey)
+		return b
+	}
+	var sp *corev1.ServicePort
+	for i := range svc.Spec.Ports {
+		p := &svc.Spec.Ports[i]
+		if (port.Name != "" && p.Name == port.Name) || (port.Name == "" && p.Port == port.Number) {
+			sp = p
+			break
+		}
+	}
+	if sp == nil {
+		report("service %s has no port %s", svcKey, portName)
+		return b
+	}
+	if ap := sp.AppProtocol; ap != nil {
+		switch *ap {
+		case "kubernetes.io/h2c", "h2c", "grpc":
+			b.Protocol = H2C
+		}
+	}
+	var ready, terminating []*Endpoint
+	seen := map[string]bool{}
+	for _, es := range c.slices[svcKey] {
+		var target int32 = -1
+		for _, p := range es.Ports {
+			if ptrString(p.Name) == sp.Name && p.Port != nil {
+				target = *p.Port
+				break
+			}
+		}
+		if target < 0 {
+			continue
+		}
+		for _, ep := range es.Endpoints {
+			cond := ep.Conditions
+			isReady := cond.Ready == nil || *cond.Ready
+			isServingTerminating := cond.Serving != nil && *cond.Serving && cond.Terminating != nil && *cond.Terminating
+			if !isReady && !isServingTerminating {
+				continue
+			}
+			for _, a := range ep.Addresses {
+				addr := net.JoinHostPort(a, strconv.Itoa(int(target)))
+				if seen[addr] {
+					continue
+				}
+				seen[addr] = true
+				e := &Endpoint{Addr: addr, Stats: c.stats(addr)}
+				if isReady {
+					ready = append(ready, e)
+				} else {
+					terminating = append(terminating, e)
+				}
+			}
+		}
+	}
+	b.Endpoints = ready
+	if len(ready) == 0 {
+		b.Endpoints = terminating
+	}
+	sort.Slice(b.Endpoints, func(i, j int) bool { return b.Endpoints[i].Addr < b.Endpoints[j].Addr })
+	for _, e := range b.Endpoints {
+		c.addrs[e.Addr] = true
+	}
+	if len(b.Endpoints) == 0 {
+		b.Problem = "no ready endpoint for service " + svcKey.String() + " port " + portName
+	}
+	return b
+}
+
+func (c *compiler) stats(addr string) *EndpointStats {
+	if c.in.Stats == nil {
+		return &EndpointStats{}
+	}
+	return c.in.Stats.Get(addr)
+}
+
+func ptrString(p *string) string {
+	if p == nil {
+		return ""
+	}
+	return *p
+}
+
+// certificate returns the parsed key pair of a kubernetes.io/tls Secret. When the Secret is
+// broken but an earlier version of it parsed, that last good key pair comes back with the error.
+func (c *compiler) certificate(key types.NamespacedName) (*tls.Certificate, error) {
+	s := c.secrets[key]
+	if s == nil {
+		return nil, fmt.Errorf("secret %s not found", key)
+	}
+	if c.in.Certs != nil {
+		return c.in.Certs.get(s)
+	}
+	return parseTLSSecret(s)
+}
+
+func parseTLSSecret(s *corev1.Secret) (*tls.Certificate, error) {
+	if s.Type != corev1.SecretTypeTLS {
+		return nil, fmt.Errorf("secret %s/%s is of type %s, want kubernetes.io/tls", s.Namespace, s.Name, s.Type)
+	}
+	cert, err := tls.X509KeyPair(s.Data[corev1.TLSCertKey], s.Data[corev1.TLSPrivateKeyKey])
+	if err != nil {
+		return nil, fmt.Errorf("secret %s/%s: %w", s.Namespace, s.Name, err)
+	}
+	if cert.Leaf == nil && len(cert.Certificate) > 0 {
+		cert.Leaf, _ = x509.ParseCertificate(cert.Certificate[0])
+	}
+	return &cert, nil
+}
+
+// CertCache keeps parsed key pairs by Secret UID and resourceVersion, so a recompile parses only
+// the Secrets that changed. Safe for one compiler at a time.
+type CertCache struct {
+	mu sync.Mutex
+	m  map[types.UID]certEntry
+}
+
+type certEntry struct {
+	version string
+	cert    *tls.Certificate // the last good key pair, even when the current version is broken
+	err     error
+}
+
+// NewCertCache returns an empty cache.
+func NewCertCache() *CertCache { return &CertCache{m: map[types.UID]certEntry{}} }
+
+func (cc *CertCache) get(s *corev1.Secret) (*tls.Certificate, error) {
+	cc.mu.Lock()
+	defer cc.mu.Unlock()
+	if e, ok := cc.m[s.UID]; ok && e.version == s.ResourceVersion && s.ResourceVersion != "" {
+		return e.cert, e.err
+	}
+	cert, err := parseTLSSecret(s)
+	if err != nil {
+		cert = cc.m[s.UID].cert
+	}
+	cc.m[s.UID] = certEntry{version: s.ResourceVersion, cert: cert, err: err}
+	return cert, err
+}
+
+func (cc *CertCache) retain(secrets map[types.NamespacedName]*corev1.Secret) {
+	cc.mu.Lock()
+	defer cc.mu.Unlock()
+	keep := make(map[types.UID]bool, len(secrets))
+	for _, s := range secrets {
+		keep[s.UID] = true
+	}
+	for uid := range cc.m {
+		if !keep[uid] {
+			delete(cc.m, uid)
+		}
+	}
+}

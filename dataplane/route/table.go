@@ -1,0 +1,175 @@
+package route
+
+import (
+	"crypto/tls"
+	"path"
+	"strings"
+
+	"k8s.io/apimachinery/pkg/types"
+)
+
+// PathType is how a rule's path matches a request path.
+type PathType uint8
+
+const (
+	// Prefix matches the rule path and everything below it, element by element.
+	Prefix PathType = iota
+	// Exact matches the rule path only.
+	Exact
+)
+
+// Rule is one path of one host, with the backend its requests go to.
+type Rule struct {
+	// Path is normalized: Exact paths as written; Prefix paths without a trailing slash
+	// (except "/").
+	Path    string
+	Type    PathType
+	Backend *Backend
+	// Ingress is the Ingress the rule comes from.
+	Ingress types.NamespacedName
+}
+
+// matches reports whether the cleaned request path p matches the rule.
+func (r *Rule) matches(p string) bool {
+	if r.Type == Exact {
+		return p == r.Path
+	}
+	if r.Path == "/" {
+		return true
+	}
+	return strings.HasPrefix(p, r.Path) && (len(p) == len(r.Path) || p[len(r.Path)] == '/')
+}
+
+// Host is the rules of one host, ordered: longest path first, Exact before Prefix at equal length.
+type Host struct {
+	Rules []Rule
+}
+
+// match returns the first matching rule, which is the most specific.
+func (h *Host) match(p string) *Rule {
+	for i := range h.Rules {
+		if h.Rules[i].matches(p) {
+			return &h.Rules[i]
+		}
+	}
+	return nil
+}
+
+// Table is one compiled, immutable routing state. It has no mutators: a change builds a new
+// Table, published by an atomic pointer swap. Only the per-endpoint counters inside Backends
+// change, atomically.
+type Table struct {
+	exact    map[string]*Host
+	wildcard map[string]*Host // "*.foo.com" is stored under "foo.com"
+	catchAll *Host            // rules with an empty host
+
+	// DefaultBackend takes what matches no rule: the oldest Ingress default backend, else the
+	// fleet's. Nil means the proxy answers 404 itself.
+	DefaultBackend *Backend
+	// DefaultIngress is the Ingress whose defaultBackend is DefaultBackend, if any.
+	DefaultIngress types.NamespacedName
+
+	certExact    map[string]*tls.Certificate
+	certWildcard map[string]*tls.Certificate
+	// DefaultCertificate answers TLS handshakes with no SNI or an unknown name.
+	DefaultCertificate *tls.Certificate
+
+	// Stats describe the table, for metrics.
+	Stats Stats
+}
+
+// Stats count what a Table was compiled from.
+type Stats struct {
+	Ingresses int
+	Hosts     int
+	Rules     int
+	Backends  int
+	Endpoints int
+}
+
+// Match routes a request. host is the Host header (any case, with or without port or trailing
+// dot); reqPath is the request's decoded path. It returns the matching rule, or nil when the
+// request belongs to the default backend. Called once per request; allocates only when the
+// host or path needs normalizing.
+func (t *Table) Match(host, reqPath string) *Rule {
+	h := t.host(NormalizeHost(host))
+	if h == nil {
+		return nil
+	}
+	return h.match(CleanPath(reqPath))
+}
+
+// host finds the rules for a normalized host: precise, then wildcard (one label), then empty.
+// A request whose host has rules never falls through to a less specific host (checklist 10).
+func (t *Table) host(host string) *Host {
+	if h := t.exact[host]; h != nil {
+		return h
+	}
+	if i := strings.IndexByte(host, '.'); i > 0 {
+		if h := t.wildcard[host[i+1:]]; h != nil {
+			return h
+		}
+	}
+	return t.catchAll
+}
+
+// Certificate returns the certificate for a TLS server name: precise, then wildcard, then the
+// default.
+func (t *Table) Certificate(serverName string) *tls.Certificate {
+	if serverName != "" {
+		name := NormalizeHost(serverName)
+		if c := t.certExact[name]; c != nil {
+			return c
+		}
+		if i := strings.IndexByte(name, '.'); i > 0 {
+			if c := t.certWildcard[name[i+1:]]; c != nil {
+				return c
+			}
+		}
+	}
+	return t.DefaultCertificate
+}
+
+// NormalizeHost lowercases a host and strips a port and a trailing dot.
+func NormalizeHost(h string) string {
+	if i := strings.LastIndexByte(h, ':'); i >= 0 && !strings.HasSuffix(h, "]") {
+		if !strings.Contains(h[:i], ":") || strings.HasPrefix(h, "[") { // not a bare IPv6 address
+			h = h[:i]
+		}
+	}
+	h = strings.TrimSuffix(h, ".")
+	for i := 0; i < len(h); i++ {
+		if c := h[i]; c >= 'A' && c <= 'Z' {
+			return strings.ToLower(h)
+		}
+	}
+	return h
+}
+
+// CleanPath resolves "." and ".." elements and repeated slashes, keeping a trailing slash, so
+// "/a/../b/" matches like "/b/". A path that is already clean is returned as is.
+func CleanPath(p string) string {
+	if p == "" {
+		return "/"
+	}
+	if isClean(p) {
+		return p
+	}
+	c := path.Clean("/" + p)
+	if strings.HasSuffix(p, "/") && c != "/" {
+		c += "/"
+	}
+	return c
+}
+
+func isClean(p string) bool {
+	if p[0] != '/' {
+		return false
+	}
+	for i := 1; i < len(p); i++ {
+		if p[i-1] == '/' && (p[i] == '/' || p[i] == '.') {
+			return false
+		}
+	}
+	return true
+}
