@@ -1,6 +1,8 @@
 package route
 
 import (
+	"hash/fnv"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -53,8 +55,17 @@ func (b *Backend) Name() string { return b.Service.String() + ":" + b.Port }
 
 // Endpoint is one address ("ip:port") with counters that outlive Tables.
 type Endpoint struct {
-	Addr  string
+	Addr string
+	// Key names the endpoint in a session-affinity cookie without revealing its address.
+	Key   string
 	Stats *EndpointStats
+}
+
+// EndpointKey is the affinity key of an address.
+func EndpointKey(addr string) string {
+	h := fnv.New64a()
+	_, _ = h.Write([]byte(addr))
+	return strconv.FormatUint(h.Sum64(), 36)
 }
 
 // EndpointStats are the live counters of one address. They are kept across Tables, so a
@@ -150,10 +161,10 @@ func (b *Backend) pickP2C(now time.Time, exclude *Endpoint) *Endpoint {
 	return nil // both unusable: Pick scans in turn
 }
 
-// ByAddr finds an endpoint by address (session affinity).
-func (b *Backend) ByAddr(addr string) *Endpoint {
+// ByKey finds an endpoint by its affinity key.
+func (b *Backend) ByKey(key string) *Endpoint {
 	for _, e := range b.Endpoints {
-		if e.Addr == addr {
+		if e.Key == key {
 			return e
 		}
 	}

@@ -419,7 +419,7 @@ func (c *compiler) backend(svcKey types.NamespacedName, port networkingv1.Servic
 					continue
 				}
 				seen[addr] = true
-				e := &Endpoint{Addr: addr, Stats: c.stats(addr)}
+				e := &Endpoint{Addr: addr, Key: EndpointKey(addr), Stats: c.stats(addr)}
 				if isReady {
 					ready = append(ready, e)
 				} else {

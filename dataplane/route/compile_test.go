@@ -1,14 +1,8 @@
 package route
 
 import (
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
-	"crypto/x509/pkix"
-	"encoding/pem"
-	"math/big"
 	"strings"
 	"testing"
 	"time"
@@ -16,101 +10,49 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
 	networkingv1 "k8s.io/api/networking/v1"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/utils/ptr"
 
 	proxyconfig "portico.dev/portico/dataplane/config"
+	rt "portico.dev/portico/dataplane/route/routetest"
 )
 
-// Tiny constructors: every test object lives in namespace "ns" unless said otherwise.
-
-var t0 = time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+// Thin wrappers over routetest: every test object lives in namespace "ns".
 
 func class(name string, isDefault bool) *networkingv1.IngressClass {
-	c := &networkingv1.IngressClass{ObjectMeta: metav1.ObjectMeta{Name: name}, Spec: networkingv1.IngressClassSpec{
-		Controller: "portico.dev/ingress-controller",
-		Parameters: &networkingv1.IngressClassParametersReference{APIGroup: ptr.To("ingress.portico.dev"), Kind: "IngressDeployment",
-			Name: "edge", Scope: ptr.To("Namespace"), Namespace: ptr.To("ingress")},
-	}}
-	if isDefault {
-		c.Annotations = map[string]string{DefaultClassAnnotation: "true"}
-	}
-	return c
+	return rt.Class(name, "ingress", "edge", isDefault)
 }
 
-type ingOpt func(*networkingv1.Ingress)
+type ingOpt = rt.IngressOpt
 
 func ing(name string, age int, opts ...ingOpt) *networkingv1.Ingress {
-	i := &networkingv1.Ingress{ObjectMeta: metav1.ObjectMeta{Namespace: "ns", Name: name,
-		CreationTimestamp: metav1.NewTime(t0.Add(time.Duration(age) * time.Second))},
-		Spec: networkingv1.IngressSpec{IngressClassName: ptr.To("portico")}}
-	for _, o := range opts {
-		o(i)
-	}
-	return i
+	return rt.Ingress("ns", name, age, opts...)
 }
 
-func rule(host, p string, pt networkingv1.PathType, svc string, port int32) ingOpt {
-	return func(i *networkingv1.Ingress) {
-		hp := networkingv1.HTTPIngressPath{Path: p, PathType: &pt, Backend: networkingv1.IngressBackend{
-			Service: &networkingv1.IngressServiceBackend{Name: svc, Port: networkingv1.ServiceBackendPort{Number: port}}}}
-		for k := range i.Spec.Rules {
-			if i.Spec.Rules[k].Host == host {
-				i.Spec.Rules[k].HTTP.Paths = append(i.Spec.Rules[k].HTTP.Paths, hp)
-				return
-			}
-		}
-		i.Spec.Rules = append(i.Spec.Rules, networkingv1.IngressRule{Host: host,
-			IngressRuleValue: networkingv1.IngressRuleValue{HTTP: &networkingv1.HTTPIngressRuleValue{Paths: []networkingv1.HTTPIngressPath{hp}}}})
-	}
-}
-
-func defaultBackend(svc string, port int32) ingOpt {
-	return func(i *networkingv1.Ingress) {
-		i.Spec.DefaultBackend = &networkingv1.IngressBackend{Service: &networkingv1.IngressServiceBackend{Name: svc, Port: networkingv1.ServiceBackendPort{Number: port}}}
-	}
-}
-
-func classOf(name *string, annotation string) ingOpt {
-	return func(i *networkingv1.Ingress) {
-		i.Spec.IngressClassName = name
-		if annotation != "" {
-			i.Annotations = map[string]string{LegacyClassAnnotation: annotation}
-		}
-	}
-}
-
-func svc(name string, ports ...corev1.ServicePort) *corev1.Service {
-	if len(ports) == 0 {
-		ports = []corev1.ServicePort{{Name: "http", Port: 80}}
-	}
-	return &corev1.Service{ObjectMeta: metav1.ObjectMeta{Namespace: "ns", Name: name}, Spec: corev1.ServiceSpec{Ports: ports}}
-}
-
-type epState int
-
-const (
-	ready epState = iota
-	terminatingServing
-	notReady
+var (
+	rule           = rt.Rule
+	defaultBackend = rt.DefaultBackend
+	classOf        = rt.ClassOf
+	withTLS        = rt.TLS
 )
 
-func slice(svcName, portName string, port int32, state epState, addrs ...string) *discoveryv1.EndpointSlice {
-	es := &discoveryv1.EndpointSlice{ObjectMeta: metav1.ObjectMeta{Namespace: "ns", Name: svcName + "-" + addrs[0],
-		Labels: map[string]string{discoveryv1.LabelServiceName: svcName}},
-		Ports: []discoveryv1.EndpointPort{{Name: &portName, Port: &port}}}
-	for _, a := range addrs {
-		c := discoveryv1.EndpointConditions{Ready: ptr.To(true)}
-		switch state {
-		case terminatingServing:
-			c = discoveryv1.EndpointConditions{Ready: ptr.To(false), Serving: ptr.To(true), Terminating: ptr.To(true)}
-		case notReady:
-			c = discoveryv1.EndpointConditions{Ready: ptr.To(false), Serving: ptr.To(false)}
-		}
-		es.Endpoints = append(es.Endpoints, discoveryv1.Endpoint{Addresses: []string{a}, Conditions: c})
-	}
-	return es
+func svc(name string, ports ...corev1.ServicePort) *corev1.Service {
+	return rt.Service("ns", name, ports...)
+}
+
+const (
+	ready              = rt.Ready
+	terminatingServing = rt.TerminatingServing
+	notReady           = rt.NotReady
+)
+
+func slice(svcName, portName string, port int32, state rt.EndpointState, addrs ...string) *discoveryv1.EndpointSlice {
+	return rt.Slice("ns", svcName, portName, port, state, addrs...)
+}
+
+func selfSigned(_ testing.TB, hosts ...string) (crt, key []byte) { return rt.SelfSigned(hosts...) }
+
+func tlsSecret(_ testing.TB, name string, hosts ...string) *corev1.Secret {
+	return rt.TLSSecret("ns", name, hosts...)
 }
 
 func baseInput(ings ...*networkingv1.Ingress) Input {
@@ -142,9 +84,9 @@ func routeTo(t *Table, host, p string) string {
 }
 
 const (
-	pfx   = networkingv1.PathTypePrefix
-	exact = networkingv1.PathTypeExact
-	impl  = networkingv1.PathTypeImplementationSpecific
+	pfx   = rt.Prefix
+	exact = rt.Exact
+	impl  = rt.ImplementationSpecific
 )
 
 func TestHosts(t *testing.T) {
@@ -158,14 +100,14 @@ func TestHosts(t *testing.T) {
 		t.Fatalf("problems: %v", probs)
 	}
 	for _, tc := range []struct{ host, want string }{
-		{"foo.bar.com", "a"},           // 9: precise beats wildcard
-		{"FOO.Bar.COM", "a"},           // 7: case-insensitive
-		{"foo.bar.com:8443", "a"},      // 7: port removed
-		{"foo.bar.com.", "a"},          // 7: trailing dot removed
-		{"baz.bar.com", "b"},           // 8: one extra label
-		{"x.baz.bar.com", "c"},         // 8: not two labels: falls to the empty host
-		{"bar.com", "c"},               // 8: not the bare domain
-		{"other.org", "c"},             // 6: empty host matches everything
+		{"foo.bar.com", "a"},            // 9: precise beats wildcard
+		{"FOO.Bar.COM", "a"},            // 7: case-insensitive
+		{"foo.bar.com:8443", "a"},       // 7: port removed
+		{"foo.bar.com.", "a"},           // 7: trailing dot removed
+		{"baz.bar.com", "b"},            // 8: one extra label
+		{"x.baz.bar.com", "c"},          // 8: not two labels: falls to the empty host
+		{"bar.com", "c"},                // 8: not the bare domain
+		{"other.org", "c"},              // 6: empty host matches everything
 		{"only.example.com", "default"}, // 10: host matched, no path: default backend, not the empty host
 		{"127.0.0.1:80", "c"},
 		{"[::1]:80", "c"},
@@ -213,9 +155,9 @@ func TestPathExamples(t *testing.T) {
 		{[]pr{{exact, "/foo"}, {pfx, "/foo"}}, "/foo", "/foo#exact"},
 		{[]pr{{pfx, "/foo"}, {exact, "/foo"}}, "/foo", "/foo#exact"}, // order in YAML does not matter
 		{[]pr{{exact, "/foo"}, {pfx, "/foo"}}, "/foo/x", "/foo"},
-		{[]pr{{impl, "/foo"}}, "/foo/bar", "/foo"}, // 20: ImplementationSpecific is Prefix
-		{[]pr{{pfx, ""}}, "/x", ""},                 // 20: empty path means "/"
-		{[]pr{{pfx, "/foo"}}, "/foo?x=1", ""},       // the path given to Match has no query; see proxy tests
+		{[]pr{{impl, "/foo"}}, "/foo/bar", "/foo"},     // 20: ImplementationSpecific is Prefix
+		{[]pr{{pfx, ""}}, "/x", ""},                    // 20: empty path means "/"
+		{[]pr{{pfx, "/foo"}}, "/foo?x=1", ""},          // the path given to Match has no query; see proxy tests
 		{[]pr{{pfx, "/a/b"}}, "/a/./b/../b/c", "/a/b"}, // 21: matched after cleaning
 		{[]pr{{exact, "/a/b"}}, "//a//b", "/a/b"},
 	} {
@@ -372,9 +314,9 @@ func TestBackends(t *testing.T) {
 			t.Errorf("%s: endpoints %v problem %q; want %s %q", host, addrs, b.Problem, wantAddrs, wantProblem)
 		}
 	}
-	check("named", "10.1.0.1:9091", "")                      // 23: named port via the slice port of that name
-	check("grpc", "10.0.0.9:9000", "")                       // 35
-	check("term", "10.2.0.1:8080", "")                       // 25: serving-terminating fallback
+	check("named", "10.1.0.1:9091", "")                        // 23: named port via the slice port of that name
+	check("grpc", "10.0.0.9:9000", "")                         // 35
+	check("term", "10.2.0.1:8080", "")                         // 25: serving-terminating fallback
 	check("none", "", "no ready endpoint for service ns/none") // 25: 503
 	check("missing", "", "service ns/ghost not found")
 	check("badport", "", "service ns/a has no port 81")
@@ -395,31 +337,6 @@ func TestBackends(t *testing.T) {
 	// reported as a problem of the Ingress.
 	if strings.Contains(all, "no ready endpoint") {
 		t.Errorf("no ready endpoint reported as a problem:\n%s", all)
-	}
-}
-
-func selfSigned(t testing.TB, hosts ...string) (crt, key []byte) {
-	t.Helper()
-	k, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	tpl := &x509.Certificate{SerialNumber: big.NewInt(time.Now().UnixNano()), Subject: pkix.Name{CommonName: hosts[0]}, DNSNames: hosts,
-		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour)}
-	der, err := x509.CreateCertificate(rand.Reader, tpl, tpl, &k.PublicKey, k)
-	if err != nil {
-		t.Fatal(err)
-	}
-	kd, _ := x509.MarshalECPrivateKey(k)
-	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: kd})
-}
-
-func tlsSecret(t testing.TB, name string, hosts ...string) *corev1.Secret {
-	crt, key := selfSigned(t, hosts...)
-	return &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: "ns", Name: name, UID: types.UID("uid-" + name), ResourceVersion: "1"},
-		Type: corev1.SecretTypeTLS, Data: map[string][]byte{corev1.TLSCertKey: crt, corev1.TLSPrivateKeyKey: key}}
-}
-
-func withTLS(secret string, hosts ...string) ingOpt {
-	return func(i *networkingv1.Ingress) {
-		i.Spec.TLS = append(i.Spec.TLS, networkingv1.IngressTLS{Hosts: hosts, SecretName: secret})
 	}
 }
 

@@ -1,0 +1,76 @@
+package proxy
+
+import (
+	"strconv"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"portico.dev/portico/dataplane/route"
+)
+
+// Metrics are the proxy's Prometheus series.
+type Metrics struct {
+	Requests       *prometheus.CounterVec
+	Duration       *prometheus.HistogramVec
+	UpstreamErrors *prometheus.CounterVec
+	TableSize      *prometheus.GaugeVec
+	LastSync       prometheus.Gauge
+	Generation     prometheus.Gauge
+	Problems       prometheus.Gauge
+}
+
+// NewMetrics registers the proxy's series with reg.
+func NewMetrics(reg prometheus.Registerer) *Metrics {
+	m := &Metrics{
+		Requests: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "portico_requests_total", Help: "Requests answered, by Ingress (namespace/name), Service port and status code.",
+		}, []string{"ingress", "service", "code"}),
+		Duration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name: "portico_request_duration_seconds", Help: "Time from request to the end of the response headers, by Service port.",
+			Buckets: []float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10},
+		}, []string{"service"}),
+		UpstreamErrors: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "portico_upstream_errors_total", Help: "Failed exchanges with backends, by Service port and kind (connect, timeout, other).",
+		}, []string{"service", "kind"}),
+		TableSize: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "portico_routing_table_size", Help: "Size of the routing table in use, by what is counted.",
+		}, []string{"kind"}),
+		LastSync: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "portico_last_sync_timestamp_seconds", Help: "When the routing table in use was published.",
+		}),
+		Generation: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "portico_config_generation", Help: "Number of routing tables published since start.",
+		}),
+		Problems: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "portico_ingress_problems", Help: "Problems found by the last compile (invalid backends, TLS Secrets, conflicts).",
+		}),
+	}
+	reg.MustRegister(m.Requests, m.Duration, m.UpstreamErrors, m.TableSize, m.LastSync, m.Generation, m.Problems)
+	return m
+}
+
+func (m *Metrics) observeTable(t *route.Table, problems int) {
+	m.TableSize.WithLabelValues("ingresses").Set(float64(t.Stats.Ingresses))
+	m.TableSize.WithLabelValues("hosts").Set(float64(t.Stats.Hosts))
+	m.TableSize.WithLabelValues("rules").Set(float64(t.Stats.Rules))
+	m.TableSize.WithLabelValues("backends").Set(float64(t.Stats.Backends))
+	m.TableSize.WithLabelValues("endpoints").Set(float64(t.Stats.Endpoints))
+	m.Problems.Set(float64(problems))
+	m.Generation.Inc()
+	m.LastSync.SetToCurrentTime()
+}
+
+var codes [600]string
+
+func init() {
+	for i := range codes {
+		codes[i] = strconv.Itoa(i)
+	}
+}
+
+func codeString(c int) string {
+	if c >= 0 && c < len(codes) {
+		return codes[c]
+	}
+	return strconv.Itoa(c)
+}

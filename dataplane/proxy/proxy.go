@@ -1,0 +1,272 @@
+// Package proxy serves HTTP and HTTPS from the routing table in use: each request loads the
+// table once, routes by host and path, and forwards to an endpoint address. It imports no
+// Kubernetes client: tables arrive through Swap.
+package proxy
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"net/http/httputil"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/go-logr/logr"
+
+	"portico.dev/portico/dataplane/route"
+)
+
+// AffinityCookie is the cookie naming the endpoint a client is pinned to.
+const AffinityCookie = "portico-affinity"
+
+// Options configure the request path.
+type Options struct {
+	// HTTPPort and HTTPSPort are the ports clients connect to, sent as X-Forwarded-Port.
+	HTTPPort, HTTPSPort int
+	// DialTimeout bounds connecting to an endpoint (default 5s).
+	DialTimeout time.Duration
+	// UpstreamTimeout bounds waiting for a backend's response headers (default 60s); past it the
+	// client gets 504.
+	UpstreamTimeout time.Duration
+	// Retries is how many other endpoints an idempotent request tries after a failed connection
+	// (default 2).
+	Retries int
+	// AccessLog, when set, receives one JSON line per request.
+	AccessLog *AccessLog
+}
+
+// Handler is the proxy's http.Handler.
+type Handler struct {
+	table   atomic.Pointer[route.Table]
+	opts    Options
+	metrics *Metrics
+	log     logr.Logger
+	rp      *httputil.ReverseProxy
+	idBase  string
+	idSeq   atomic.Uint64
+}
+
+// NewHandler returns a Handler answering 404 to everything until the first Swap.
+func NewHandler(opts Options, metrics *Metrics, log logr.Logger) *Handler {
+	if opts.DialTimeout == 0 {
+		opts.DialTimeout = 5 * time.Second
+	}
+	if opts.UpstreamTimeout == 0 {
+		opts.UpstreamTimeout = 60 * time.Second
+	}
+	if opts.Retries == 0 {
+		opts.Retries = 2
+	}
+	var b [6]byte
+	_, _ = rand.Read(b[:])
+	h := &Handler{opts: opts, metrics: metrics, log: log, idBase: hex.EncodeToString(b[:]) + "-"}
+	h.table.Store(&route.Table{})
+	tr := newTransport(opts)
+	tr.reroute = h.currentBackend
+	h.rp = &httputil.ReverseProxy{
+		Rewrite:        h.rewrite,
+		Transport:      tr,
+		ModifyResponse: h.modifyResponse,
+		ErrorHandler:   h.errorHandler,
+		BufferPool:     bufferPool{},
+		ErrorLog:       nil,
+	}
+	return h
+}
+
+// Swap publishes a new routing table. In-flight requests finish on the table they loaded.
+func (h *Handler) Swap(t *route.Table, problems int) {
+	h.table.Store(t)
+	h.metrics.observeTable(t, problems)
+}
+
+// currentBackend routes r through the table in use now (for retries).
+func (h *Handler) currentBackend(r *http.Request) *route.Backend {
+	t := h.table.Load()
+	if rule := t.Match(r.Host, r.URL.Path); rule != nil {
+		return rule.Backend
+	}
+	return t.DefaultBackend
+}
+
+// Table returns the table in use.
+func (h *Handler) Table() *route.Table { return h.table.Load() }
+
+type ctxKey struct{}
+
+// reqState travels with a request from ServeHTTP through the transport and back.
+type reqState struct {
+	backend  *route.Backend
+	endpoint *route.Endpoint
+	ingress  string
+	service  string
+	port     int
+	proto    string
+	pinned   bool // the client's affinity cookie named the endpoint
+	start    time.Time
+	status   int
+}
+
+// ServeHTTP routes one request.
+func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	st := &reqState{start: time.Now(), port: h.opts.HTTPPort, proto: "http"}
+	if r.TLS != nil {
+		st.port, st.proto = h.opts.HTTPSPort, "https"
+	}
+	t := h.table.Load()
+	b := t.DefaultBackend
+	fleetDefault := t.DefaultIngress.Name == ""
+	if rule := t.Match(r.Host, r.URL.Path); rule != nil {
+		b, fleetDefault = rule.Backend, false
+		st.ingress = rule.Ingress.String()
+	} else if !fleetDefault {
+		st.ingress = t.DefaultIngress.String()
+	}
+	switch {
+	case b == nil || (fleetDefault && len(b.Endpoints) == 0):
+		// No default backend, or the fleet's is down: answer for it.
+		st.service = "default"
+		h.answer(w, r, st, http.StatusNotFound, "no Ingress rule matches this request")
+		return
+	case len(b.Endpoints) == 0:
+		st.service = b.Name()
+		h.answer(w, r, st, http.StatusServiceUnavailable, b.Problem)
+		return
+	}
+	st.backend, st.service = b, b.Name()
+	if b.Affinity {
+		if c, err := r.Cookie(AffinityCookie); err == nil {
+			if e := b.ByKey(c.Value); e != nil && !e.Stats.Ejected(st.start) {
+				st.endpoint, st.pinned = e, true
+			}
+		}
+	}
+	if st.endpoint == nil {
+		st.endpoint = b.Pick(st.start, nil)
+	}
+	rec := &statusRecorder{ResponseWriter: w}
+	h.rp.ServeHTTP(rec, r.WithContext(context.WithValue(r.Context(), ctxKey{}, st)))
+	st.status = rec.status
+	h.done(r, st)
+}
+
+// rewrite builds the outbound request: the endpoint as target, the client's Host kept, the
+// X-Forwarded-* headers set by the proxy (client-sent ones are replaced), X-Request-Id kept or
+// added. httputil.ReverseProxy strips hop-by-hop headers and handles Upgrade.
+func (h *Handler) rewrite(pr *httputil.ProxyRequest) {
+	st := pr.In.Context().Value(ctxKey{}).(*reqState)
+	out := pr.Out
+	out.URL.Scheme = "http"
+	out.URL.Host = st.endpoint.Addr
+	out.Host = pr.In.Host
+	pr.SetXForwarded() // X-Forwarded-For (client address), -Host, -Proto
+	out.Header.Set("X-Forwarded-Port", strconv.Itoa(st.port))
+	if out.Header.Get("X-Request-Id") == "" {
+		out.Header.Set("X-Request-Id", h.idBase+strconv.FormatUint(h.idSeq.Add(1), 16))
+	}
+}
+
+func (h *Handler) modifyResponse(resp *http.Response) error {
+	st := resp.Request.Context().Value(ctxKey{}).(*reqState)
+	if resp.Header.Get("Server") == "" {
+		resp.Header.Set("Server", "portico")
+	}
+	if st.backend.Affinity && !st.pinned {
+		c := &http.Cookie{Name: AffinityCookie, Value: st.endpoint.Key, Path: "/", HttpOnly: true, SameSite: http.SameSiteLaxMode}
+		resp.Header.Add("Set-Cookie", c.String())
+	}
+	h.metrics.Duration.WithLabelValues(st.service).Observe(time.Since(st.start).Seconds())
+	return nil
+}
+
+func (h *Handler) errorHandler(w http.ResponseWriter, r *http.Request, err error) {
+	st := r.Context().Value(ctxKey{}).(*reqState)
+	kind, code, msg := "other", http.StatusBadGateway, "upstream "+st.service+" failed"
+	var ne net.Error
+	switch {
+	case errors.Is(err, context.Canceled) && r.Context().Err() != nil:
+		// The client went away; nobody reads the answer.
+		st.status = 499
+		return
+	case isDialError(err):
+		kind, msg = "connect", "cannot connect to upstream "+st.service
+	case errors.As(err, &ne) && ne.Timeout(), errors.Is(err, context.DeadlineExceeded):
+		kind, code, msg = "timeout", http.StatusGatewayTimeout, "upstream "+st.service+" did not answer in time"
+	}
+	h.metrics.UpstreamErrors.WithLabelValues(st.service, kind).Inc()
+	h.log.V(1).Info("Upstream error", "service", st.service, "endpoint", st.endpoint.Addr, "error", err.Error())
+	writeError(w, code, msg)
+}
+
+// answer writes the proxy's own short answer.
+func (h *Handler) answer(w http.ResponseWriter, r *http.Request, st *reqState, code int, msg string) {
+	writeError(w, code, msg)
+	st.status = code
+	h.done(r, st)
+}
+
+func writeError(w http.ResponseWriter, code int, msg string) {
+	body := fmt.Sprintf("%d %s: %s\n", code, http.StatusText(code), msg)
+	hd := w.Header()
+	hd.Set("Content-Type", "text/plain; charset=utf-8")
+	hd.Set("Content-Length", strconv.Itoa(len(body)))
+	hd.Set("Server", "portico")
+	hd.Set("Cache-Control", "no-store")
+	w.WriteHeader(code)
+	_, _ = w.Write([]byte(body))
+}
+
+func (h *Handler) done(r *http.Request, st *reqState) {
+	if st.status == 0 {
+		st.status = http.StatusOK
+	}
+	h.metrics.Requests.WithLabelValues(st.ingress, st.service, codeString(st.status)).Inc()
+	if h.opts.AccessLog != nil {
+		addr := ""
+		if st.endpoint != nil {
+			addr = st.endpoint.Addr
+		}
+		h.opts.AccessLog.Write(r, st.status, st.ingress, st.service, addr, time.Since(st.start))
+	}
+}
+
+// statusRecorder remembers the status code; Unwrap lets http.ResponseController reach the
+// connection for flushing and WebSocket hijacking.
+type statusRecorder struct {
+	http.ResponseWriter
+	status int
+}
+
+func (s *statusRecorder) WriteHeader(code int) {
+	if s.status == 0 || (s.status >= 100 && s.status < 200) {
+		s.status = code
+	}
+	s.ResponseWriter.WriteHeader(code)
+}
+
+func (s *statusRecorder) Write(b []byte) (int, error) {
+	if s.status == 0 {
+		s.status = http.StatusOK
+	}
+	return s.ResponseWriter.Write(b)
+}
+
+func (s *statusRecorder) Unwrap() http.ResponseWriter { return s.ResponseWriter }
+
+// Flush passes streaming flushes through.
+func (s *statusRecorder) Flush() {
+	_ = http.NewResponseController(s.ResponseWriter).Flush()
+}
+
+type bufferPool struct{}
+
+var buffers = sync.Pool{New: func() any { b := make([]byte, 32*1024); return &b }}
+
+func (bufferPool) Get() []byte  { return *(buffers.Get().(*[]byte)) }
+func (bufferPool) Put(b []byte) { buffers.Put(&b) }

@@ -1,0 +1,566 @@
+package proxy
+
+import (
+	"bufio"
+	"context"
+	"crypto/tls"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/go-logr/logr"
+	"github.com/go-logr/logr/testr"
+	"github.com/prometheus/client_golang/prometheus"
+	corev1 "k8s.io/api/core/v1"
+	networkingv1 "k8s.io/api/networking/v1"
+	"k8s.io/utils/ptr"
+
+	proxyconfig "portico.dev/portico/dataplane/config"
+	"portico.dev/portico/dataplane/route"
+	rt "portico.dev/portico/dataplane/route/routetest"
+	"portico.dev/portico/test/echo"
+)
+
+// harness runs a proxy on 127.0.0.1 and backends on 127.0.0.1, routed by a compiled table.
+type harness struct {
+	t       *testing.T
+	handler *Handler
+	server  *Server
+	in      route.Input
+	http    string // 127.0.0.1:port
+	https   string
+	health  string
+	cancel  context.CancelFunc
+	done    chan error
+}
+
+func newHarness(t *testing.T, opts Options) *harness {
+	t.Helper()
+	reg := prometheus.NewRegistry()
+	fallback, err := tls.X509KeyPair(rt.SelfSigned("portico-default"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := &harness{t: t, done: make(chan error, 1)}
+	h.in = route.Input{
+		Config:              proxyconfig.Config{FleetNamespace: "ingress", FleetName: "edge"},
+		Classes:             []*networkingv1.IngressClass{rt.Class("portico", "ingress", "edge", false)},
+		FallbackCertificate: &fallback,
+		Certs:               route.NewCertCache(),
+		Stats:               route.NewStatsRegistry(),
+	}
+	opts.HTTPPort, opts.HTTPSPort = 80, 443
+	h.handler = NewHandler(opts, NewMetrics(reg), testr.NewWithOptions(t, testr.Options{Verbosity: 1}))
+	h.server = NewServer(ServerOptions{HTTPAddr: "127.0.0.1:0", HTTPSAddr: "127.0.0.1:0", HealthAddr: "127.0.0.1:0",
+		DrainPeriod: 300 * time.Millisecond}, h.handler, reg, logr.Discard())
+	ctx, cancel := context.WithCancel(context.Background())
+	h.cancel = cancel
+	go func() { h.done <- h.server.Run(ctx) }()
+	<-h.server.Bound
+	a, b, c := h.server.Addrs()
+	h.http, h.https, h.health = a.String(), b.String(), c.String()
+	h.server.SetReady(true)
+	t.Cleanup(func() {
+		cancel()
+		<-h.done
+	})
+	return h
+}
+
+// backend starts a server on 127.0.0.1 and declares Service name (port 80, appProtocol as
+// given) with it as a ready endpoint. It returns a function that shuts the server down
+// gracefully, as a terminating pod does.
+func (h *harness) backend(name string, handler http.Handler, appProtocol string) (stop func()) {
+	h.t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	srv := &http.Server{Handler: handler}
+	if appProtocol == "h2c" || appProtocol == "kubernetes.io/h2c" || appProtocol == "grpc" {
+		srv.Protocols = new(http.Protocols)
+		srv.Protocols.SetHTTP1(true)
+		srv.Protocols.SetUnencryptedHTTP2(true)
+	}
+	go func() { _ = srv.Serve(ln) }()
+	h.t.Cleanup(func() { _ = srv.Close() })
+	h.addEndpoints(name, appProtocol, ln.Addr().(*net.TCPAddr).Port, "127.0.0.1")
+	return func() { _ = srv.Shutdown(context.Background()) }
+}
+
+// addEndpoints declares Service name with endpoints ip:port.
+func (h *harness) addEndpoints(name, appProtocol string, port int, ips ...string) {
+	sp := corev1.ServicePort{Name: "http", Port: 80}
+	if appProtocol != "" {
+		sp.AppProtocol = ptr.To(appProtocol)
+	}
+	found := false
+	for _, s := range h.in.Services {
+		found = found || s.Name == name
+	}
+	if !found {
+		h.in.Services = append(h.in.Services, rt.Service("ns", name, sp))
+	}
+	es := rt.Slice("ns", name, "http", int32(port), rt.Ready, ips...)
+	es.Name += "-" + strconv.Itoa(port)
+	h.in.EndpointSlices = append(h.in.EndpointSlices, es)
+}
+
+func (h *harness) compile(ings ...*networkingv1.Ingress) []route.Problem {
+	h.in.Ingresses = ings
+	t, probs := route.Compile(h.in)
+	h.handler.Swap(t, len(probs))
+	return probs
+}
+
+func get(t *testing.T, c *http.Client, url, host string, hdr ...string) (*http.Response, echo.Reply, string) {
+	t.Helper()
+	req, _ := http.NewRequest(http.MethodGet, url, nil)
+	req.Host = host
+	for i := 0; i+1 < len(hdr); i += 2 {
+		req.Header.Set(hdr[i], hdr[i+1])
+	}
+	resp, err := c.Do(req)
+	if err != nil {
+		t.Fatalf("GET %s (Host %s): %v", url, host, err)
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(resp.Body)
+	var rep echo.Reply
+	_ = json.Unmarshal(body, &rep)
+	return resp, rep, string(body)
+}
+
+func TestRoutingAndForwarding(t *testing.T) {
+	h := newHarness(t, Options{})
+	h.backend("coffee", echo.Handler("coffee-1", "coffee"), "")
+	h.backend("tea", echo.Handler("tea-1", "tea"), "")
+	if p := h.compile(rt.Ingress("ns", "cafe", 1,
+		rt.Rule("cafe.example.com", "/coffee", rt.Prefix, "coffee", 80),
+		rt.Rule("cafe.example.com", "/tea", rt.Prefix, "tea", 80))); len(p) != 0 {
+		t.Fatal(p)
+	}
+	c := &http.Client{}
+	base := "http://" + h.http
+	for _, tc := range []struct{ host, path, want string }{
+		{"cafe.example.com", "/coffee", "coffee-1"},
+		{"CAFE.example.com:80", "/tea/green?sugar=1", "tea-1"},
+		{"cafe.example.com", "/coffeehouse", ""},
+	} {
+		resp, rep, body := get(t, c, base+tc.path, tc.host)
+		if rep.Name != tc.want {
+			t.Errorf("%s%s: answered by %q (%d %s), want %q", tc.host, tc.path, rep.Name, resp.StatusCode, body, tc.want)
+		}
+		if tc.want == "" && (resp.StatusCode != 404 || !strings.Contains(body, "no Ingress rule matches")) {
+			t.Errorf("no match: got %d %q, want the 404 default answer", resp.StatusCode, body)
+		}
+	}
+
+	// 34, 36: the request as forwarded.
+	req, _ := http.NewRequest(http.MethodPost, base+"/coffee/a%2Fb?x=1&y=%20", strings.NewReader("hello"))
+	req.Host = "cafe.example.com"
+	req.Header.Set("Connection", "X-Hop")
+	req.Header.Set("X-Hop", "must go")
+	req.Header.Set("X-Forwarded-For", "6.6.6.6")
+	req.Header.Set("X-Request-Id", "keep-me")
+	resp, err := c.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var rep echo.Reply
+	_ = json.NewDecoder(resp.Body).Decode(&rep)
+	resp.Body.Close()
+	hd := http.Header(rep.Headers)
+	checks := map[string]bool{
+		"Host kept":                    rep.Host == "cafe.example.com",
+		"method kept":                  rep.Method == http.MethodPost,
+		"URI forwarded byte for byte":  rep.URI == "/coffee/a%2Fb?x=1&y=%20",
+		"body kept":                    rep.BodySize == 5,
+		"hop-by-hop stripped":          hd.Get("X-Hop") == "",
+		"X-Forwarded-For is the client": hd.Get("X-Forwarded-For") == "127.0.0.1",
+		"X-Forwarded-Proto":            hd.Get("X-Forwarded-Proto") == "http",
+		"X-Forwarded-Host":             hd.Get("X-Forwarded-Host") == "cafe.example.com",
+		"X-Forwarded-Port":             hd.Get("X-Forwarded-Port") == "80",
+		"X-Request-Id kept":            hd.Get("X-Request-Id") == "keep-me",
+		"backend headers kept":         resp.Header.Get("X-Backend") == "coffee-1" && resp.Header.Get("Content-Type") == "application/json" && resp.Header.Get("Date") != "",
+		"Server header":                resp.Header.Get("Server") == "portico",
+	}
+	for what, ok := range checks {
+		if !ok {
+			t.Errorf("%s: %+v / %v", what, rep, resp.Header)
+		}
+	}
+	_, rep, _ = get(t, c, base+"/coffee", "cafe.example.com")
+	if http.Header(rep.Headers).Get("X-Request-Id") == "" {
+		t.Error("X-Request-Id not added")
+	}
+
+	// No open proxying: an absolute-URI request for a foreign host reaches no backend.
+	conn, err := net.Dial("tcp", h.http)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	fmt.Fprintf(conn, "GET http://evil.example.org/coffee HTTP/1.1\r\nHost: cafe.example.com\r\n\r\n")
+	r, err := http.ReadResponse(bufio.NewReader(conn), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r.StatusCode != 404 {
+		t.Errorf("absolute-URI request for a foreign host: got %d, want 404", r.StatusCode)
+	}
+}
+
+func TestErrorAnswers(t *testing.T) {
+	h := newHarness(t, Options{UpstreamTimeout: 300 * time.Millisecond, DialTimeout: time.Second})
+	h.backend("slow", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		select {
+		case <-time.After(2 * time.Second):
+		case <-r.Context().Done():
+		}
+	}), "")
+	h.in.Services = append(h.in.Services, rt.Service("ns", "empty"))
+	// An endpoint nobody listens on.
+	ln, _ := net.Listen("tcp", "127.0.0.1:0")
+	deadPort := ln.Addr().(*net.TCPAddr).Port
+	ln.Close()
+	h.addEndpoints("dead", "", deadPort, "127.0.0.1")
+	h.compile(rt.Ingress("ns", "i", 1,
+		rt.Rule("slow", "/", rt.Prefix, "slow", 80),
+		rt.Rule("empty", "/", rt.Prefix, "empty", 80),
+		rt.Rule("dead", "/", rt.Prefix, "dead", 80),
+		rt.Rule("ghost", "/", rt.Prefix, "ghost", 80)))
+	c := &http.Client{}
+	for host, want := range map[string]string{
+		"slow":  "504 Gateway Timeout: upstream ns/slow:80 did not answer in time",
+		"empty": "503 Service Unavailable: no ready endpoint for service ns/empty port 80",
+		"dead":  "502 Bad Gateway: cannot connect to upstream ns/dead:80",
+		"ghost": "503 Service Unavailable: service ns/ghost not found",
+	} {
+		resp, _, body := get(t, c, "http://"+h.http+"/", host)
+		if !strings.HasPrefix(body, want) || !strings.HasPrefix(resp.Status, want[:3]) {
+			t.Errorf("%s: got %s %q, want %q", host, resp.Status, body, want)
+		}
+	}
+}
+
+func TestRetryOnConnectFailureAndEjection(t *testing.T) {
+	h := newHarness(t, Options{})
+	h.backend("svc", echo.Handler("live", "svc"), "")
+	ln, _ := net.Listen("tcp", "127.0.0.1:0")
+	dead := ln.Addr().(*net.TCPAddr).Port
+	ln.Close()
+	h.addEndpoints("svc", "", dead, "127.0.0.1")
+	h.compile(rt.Ingress("ns", "i", 1, rt.Rule("h", "/", rt.Prefix, "svc", 80)))
+	c := &http.Client{}
+	for i := 0; i < 20; i++ {
+		resp, rep, body := get(t, c, "http://"+h.http+"/", "h")
+		if resp.StatusCode != 200 || rep.Name != "live" {
+			t.Fatalf("request %d: %d %s", i, resp.StatusCode, body)
+		}
+	}
+	// A POST is not retried: it may have been half sent.
+	var failed int
+	for i := 0; i < 4; i++ {
+		resp, err := c.Post("http://"+h.http+"/", "text/plain", strings.NewReader("x"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode == 502 {
+			failed++
+		}
+	}
+	// The dead endpoint was ejected after three failures, so POSTs reach the live one.
+	if failed != 0 {
+		t.Errorf("%d POSTs went to the ejected endpoint", failed)
+	}
+}
+
+func TestTLSBySNIAndHTTP2(t *testing.T) {
+	h := newHarness(t, Options{})
+	h.backend("a", echo.Handler("a-1", "a"), "")
+	h.backend("b", echo.Handler("b-1", "b"), "")
+	h.in.Secrets = append(h.in.Secrets, rt.TLSSecret("ns", "a-tls", "a.example.com"), rt.TLSSecret("ns", "wild-tls", "*.b.example.com"))
+	if p := h.compile(rt.Ingress("ns", "i", 1,
+		rt.Rule("a.example.com", "/", rt.Prefix, "a", 80), rt.Rule("x.b.example.com", "/", rt.Prefix, "b", 80),
+		rt.TLS("a-tls", "a.example.com"), rt.TLS("wild-tls", "*.b.example.com"))); len(p) != 0 {
+		t.Fatal(p)
+	}
+	for _, tc := range []struct{ sni, cn, backend string }{
+		{"a.example.com", "a.example.com", "a-1"},
+		{"x.b.example.com", "*.b.example.com", "b-1"},
+		{"unknown.example.org", "portico-default", ""},
+		{"", "portico-default", ""},
+	} {
+		tr := &http.Transport{TLSClientConfig: &tls.Config{ServerName: tc.sni, InsecureSkipVerify: true}, ForceAttemptHTTP2: true,
+			DialTLSContext: nil}
+		c := &http.Client{Transport: tr}
+		host := tc.sni
+		if host == "" {
+			host = "a.example.com"
+		}
+		resp, rep, _ := get(t, c, "https://"+h.https+"/", host)
+		if cn := resp.TLS.PeerCertificates[0].Subject.CommonName; cn != tc.cn {
+			t.Errorf("SNI %q: certificate %q, want %q", tc.sni, cn, tc.cn)
+		}
+		if resp.ProtoMajor != 2 {
+			t.Errorf("SNI %q: client spoke %s, want HTTP/2 by ALPN", tc.sni, resp.Proto)
+		}
+		if tc.backend != "" && (rep.Name != tc.backend || http.Header(rep.Headers).Get("X-Forwarded-Proto") != "https" || http.Header(rep.Headers).Get("X-Forwarded-Port") != "443") {
+			t.Errorf("SNI %q: backend %q headers %v", tc.sni, rep.Name, rep.Headers)
+		}
+		tr.CloseIdleConnections()
+	}
+	// 33: TLS hosts still answer on plain HTTP.
+	if _, rep, _ := get(t, &http.Client{}, "http://"+h.http+"/", "a.example.com"); rep.Name != "a-1" {
+		t.Errorf("plain HTTP to a TLS host: %+v", rep)
+	}
+	// 32: a rotated Secret takes effect with the next table.
+	h.in.Secrets[0] = rt.TLSSecret("ns", "a-tls", "a.example.com", "rotated.example.com")
+	h.in.Secrets[0].ResourceVersion = "2"
+	h.compile(h.in.Ingresses...)
+	conn, err := tls.Dial("tcp", h.https, &tls.Config{ServerName: "a.example.com", InsecureSkipVerify: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if names := conn.ConnectionState().PeerCertificates[0].DNSNames; len(names) != 2 {
+		t.Errorf("rotated certificate not served: %v", names)
+	}
+	conn.Close()
+}
+
+func TestH2CBothWays(t *testing.T) {
+	h := newHarness(t, Options{})
+	h.backend("grpcish", echo.Handler("h2-1", "grpcish"), "kubernetes.io/h2c")
+	h.compile(rt.Ingress("ns", "i", 1, rt.Rule("h", "/", rt.Prefix, "grpcish", 80)))
+	tr := &http.Transport{Protocols: new(http.Protocols)}
+	tr.Protocols.SetUnencryptedHTTP2(true)
+	resp, rep, _ := get(t, &http.Client{Transport: tr}, "http://"+h.http+"/x", "h")
+	if resp.ProtoMajor != 2 {
+		t.Errorf("client side: %s, want h2c with prior knowledge", resp.Proto)
+	}
+	if rep.Proto != "HTTP/2.0" {
+		t.Errorf("backend side: %q, want HTTP/2.0 (appProtocol kubernetes.io/h2c); %s", rep.Proto, resp.Status)
+	}
+}
+
+// websocket opens an upgraded connection through the proxy and returns it.
+func websocket(t *testing.T, addr, host string) (net.Conn, *bufio.Reader) {
+	t.Helper()
+	conn, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	fmt.Fprintf(conn, "GET /ws HTTP/1.1\r\nHost: %s\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n", host)
+	br := bufio.NewReader(conn)
+	resp, err := http.ReadResponse(br, nil)
+	if err != nil || resp.StatusCode != 101 {
+		t.Fatalf("upgrade: %v %v", resp, err)
+	}
+	return conn, br
+}
+
+func TestWebSocketSurvivesTableSwaps(t *testing.T) {
+	h := newHarness(t, Options{})
+	h.backend("ws", echo.Handler("ws-1", "ws"), "")
+	ing := rt.Ingress("ns", "i", 1, rt.Rule("ws.example.com", "/", rt.Prefix, "ws", 80))
+	h.compile(ing)
+	conn, br := websocket(t, h.http, "ws.example.com")
+	defer conn.Close()
+	for i := 0; i < 5; i++ {
+		h.compile(ing, rt.Ingress("ns", "other"+strconv.Itoa(i), 2, rt.Rule("o"+strconv.Itoa(i), "/", rt.Prefix, "ws", 80)))
+		msg := []byte("hello " + strconv.Itoa(i))
+		if _, err := conn.Write(echo.Frame(msg, true)); err != nil {
+			t.Fatal(err)
+		}
+		_ = conn.SetReadDeadline(time.Now().Add(2 * time.Second))
+		got, err := echo.ReadFrame(br)
+		if err != nil || string(got) != string(msg) {
+			t.Fatalf("echo %d after a table swap: %q %v", i, got, err)
+		}
+	}
+}
+
+func TestLargeUploadStreams(t *testing.T) {
+	h := newHarness(t, Options{})
+	h.backend("up", echo.Handler("up-1", "up"), "")
+	h.compile(rt.Ingress("ns", "i", 1, rt.Rule("h", "/", rt.Prefix, "up", 80)))
+	const size = 256 << 20 // 256 MiB: no size limit, and the proxy must not buffer it
+	pr, pw := io.Pipe()
+	go func() {
+		buf := make([]byte, 1<<20)
+		for i := 0; i < size/len(buf); i++ {
+			if _, err := pw.Write(buf); err != nil {
+				return
+			}
+		}
+		pw.Close()
+	}()
+	req, _ := http.NewRequest(http.MethodPut, "http://"+h.http+"/upload", pr)
+	req.Host = "h"
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var rep echo.Reply
+	_ = json.NewDecoder(resp.Body).Decode(&rep)
+	if rep.BodySize != size {
+		t.Errorf("backend received %d bytes, want %d", rep.BodySize, size)
+	}
+}
+
+func TestSessionAffinity(t *testing.T) {
+	h := newHarness(t, Options{})
+	for i := 0; i < 3; i++ {
+		h.backend("sticky", echo.Handler("pod-"+strconv.Itoa(i), "sticky"), "")
+	}
+	h.compile(rt.Ingress("ns", "i", 1, rt.Annotation(route.AffinityAnnotation, "cookie"), rt.Rule("h", "/", rt.Prefix, "sticky", 80)))
+	resp, first, _ := get(t, &http.Client{}, "http://"+h.http+"/", "h")
+	var cookie *http.Cookie
+	for _, c := range resp.Cookies() {
+		if c.Name == AffinityCookie {
+			cookie = c
+		}
+	}
+	if cookie == nil {
+		t.Fatal("no affinity cookie set")
+	}
+	for i := 0; i < 10; i++ {
+		_, rep, _ := get(t, &http.Client{}, "http://"+h.http+"/", "h", "Cookie", cookie.String())
+		if rep.Name != first.Name {
+			t.Fatalf("request %d went to %s, pinned to %s", i, rep.Name, first.Name)
+		}
+	}
+}
+
+func TestDrainKeepsServingWithReadinessFalse(t *testing.T) {
+	h := newHarness(t, Options{})
+	h.backend("b", echo.Handler("b-1", "b"), "")
+	h.compile(rt.Ingress("ns", "i", 1, rt.Rule("h", "/", rt.Prefix, "b", 80)))
+	ready := func() int {
+		r, err := http.Get("http://" + h.health + "/readyz")
+		if err != nil {
+			return 0
+		}
+		r.Body.Close()
+		return r.StatusCode
+	}
+	if ready() != 200 {
+		t.Fatal("not ready before drain")
+	}
+	h.cancel()
+	time.Sleep(50 * time.Millisecond)
+	if code := ready(); code != 503 {
+		t.Errorf("readyz during drain: %d, want 503", code)
+	}
+	if _, rep, _ := get(t, &http.Client{}, "http://"+h.http+"/", "h"); rep.Name != "b-1" {
+		t.Error("stopped serving during the drain period")
+	}
+	if err := <-h.done; err != nil {
+		t.Fatal(err)
+	}
+	h.done <- nil // for Cleanup
+	if _, err := net.DialTimeout("tcp", h.http, 200*time.Millisecond); err == nil {
+		t.Error("still listening after shutdown")
+	}
+}
+
+func TestMetrics(t *testing.T) {
+	h := newHarness(t, Options{})
+	h.backend("m", echo.Handler("m-1", "m"), "")
+	h.compile(rt.Ingress("ns", "i", 1, rt.Rule("h", "/", rt.Prefix, "m", 80)))
+	for i := 0; i < 3; i++ {
+		get(t, &http.Client{}, "http://"+h.http+"/", "h")
+	}
+	get(t, &http.Client{}, "http://"+h.http+"/", "nowhere")
+	r, err := http.Get("http://" + h.health + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := io.ReadAll(r.Body)
+	r.Body.Close()
+	for _, want := range []string{
+		`portico_requests_total{code="200",ingress="ns/i",service="ns/m:80"} 3`,
+		`portico_requests_total{code="404",ingress="",service="default"} 1`,
+		`portico_routing_table_size{kind="ingresses"} 1`,
+		`portico_config_generation 1`,
+		`portico_request_duration_seconds_count{service="ns/m:80"} 3`,
+	} {
+		if !strings.Contains(string(b), want) {
+			t.Errorf("metrics lack %s", want)
+		}
+	}
+}
+
+// TestNoFailedRequestsWhileTablesChange swaps tables and replaces a backend's endpoints under a
+// steady request loop: no request may fail.
+func TestNoFailedRequestsWhileTablesChange(t *testing.T) {
+	h := newHarness(t, Options{})
+	stopOld := h.backend("svc", echo.Handler("old-1", "svc"), "")
+	h.compile(rt.Ingress("ns", "main", 1, rt.Rule("h", "/", rt.Prefix, "svc", 80)))
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	var total, failed int
+	var failures []string
+	for w := 0; w < 4; w++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			c := &http.Client{Timeout: 5 * time.Second}
+			for {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				req, _ := http.NewRequest(http.MethodGet, "http://"+h.http+"/", nil)
+				req.Host = "h"
+				resp, err := c.Do(req)
+				mu.Lock()
+				total++
+				if err != nil || resp.StatusCode != 200 {
+					failed++
+					if len(failures) < 5 {
+						failures = append(failures, fmt.Sprint(resp, err))
+					}
+				}
+				mu.Unlock()
+				if err == nil {
+					_, _ = io.Copy(io.Discard, resp.Body)
+					resp.Body.Close()
+				}
+			}
+		}()
+	}
+	// 100 updates of other Ingresses.
+	ings := []*networkingv1.Ingress{h.in.Ingresses[0]}
+	for i := 0; i < 100; i++ {
+		ings = append(ings, rt.Ingress("ns", "extra"+strconv.Itoa(i), 2+i, rt.Rule("x"+strconv.Itoa(i), "/", rt.Prefix, "svc", 80)))
+		h.compile(ings...)
+		time.Sleep(2 * time.Millisecond)
+	}
+	// Replace every endpoint: new pods come up, then the table moves, then the old pods go
+	// (as a rolling update with readiness does).
+	h.in.EndpointSlices = nil
+	h.backend("svc", echo.Handler("new-1", "svc"), "")
+	h.backend("svc", echo.Handler("new-2", "svc"), "")
+	h.compile(ings...)
+	stopOld() // the old pod terminates gracefully after it left the endpoints
+	time.Sleep(300 * time.Millisecond)
+	close(stop)
+	wg.Wait()
+	if failed != 0 || total < 100 {
+		t.Fatalf("%d of %d requests failed: %v", failed, total, failures)
+	}
+	t.Logf("%d requests, none failed", total)
+}

@@ -1,0 +1,144 @@
+package proxy
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"sync/atomic"
+	"time"
+
+	"github.com/go-logr/logr"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+)
+
+// ServerOptions are the listeners and their limits.
+type ServerOptions struct {
+	HTTPAddr, HTTPSAddr, HealthAddr string
+	// DrainPeriod: after SIGTERM, /readyz fails and the proxy keeps serving this long so that
+	// balancers stop sending, then it shuts down, waiting up to ShutdownTimeout for requests.
+	DrainPeriod, ShutdownTimeout time.Duration
+	ReadHeaderTimeout, IdleTimeout time.Duration
+	MaxHeaderBytes                  int
+}
+
+// Server runs the HTTP, HTTPS and health listeners around a Handler.
+type Server struct {
+	opts    ServerOptions
+	handler *Handler
+	reg     *prometheus.Registry
+	log     logr.Logger
+	ready   atomic.Bool
+	drain   atomic.Bool
+	// Bound is closed once every listener is bound.
+	Bound chan struct{}
+	addrs [3]net.Addr
+}
+
+// NewServer returns a Server. Readiness stays false until SetReady(true).
+func NewServer(opts ServerOptions, h *Handler, reg *prometheus.Registry, log logr.Logger) *Server {
+	if opts.ReadHeaderTimeout == 0 {
+		opts.ReadHeaderTimeout = 10 * time.Second
+	}
+	if opts.IdleTimeout == 0 {
+		opts.IdleTimeout = 120 * time.Second
+	}
+	if opts.MaxHeaderBytes == 0 {
+		opts.MaxHeaderBytes = 64 << 10
+	}
+	if opts.ShutdownTimeout == 0 {
+		opts.ShutdownTimeout = 30 * time.Second
+	}
+	return &Server{opts: opts, handler: h, reg: reg, log: log, Bound: make(chan struct{})}
+}
+
+// SetReady sets what /readyz answers (ready after the first full sync).
+func (s *Server) SetReady(ok bool) { s.ready.Store(ok) }
+
+// Addrs returns the bound HTTP, HTTPS and health addresses (after Bound is closed).
+func (s *Server) Addrs() (http, https, health net.Addr) { return s.addrs[0], s.addrs[1], s.addrs[2] }
+
+// TLSConfig chooses certificates by SNI from the table in use, so a rotated Secret takes effect
+// with the next table and no restart; it offers HTTP/2 and HTTP/1.1 by ALPN, TLS 1.2 and later.
+func (s *Server) TLSConfig() *tls.Config {
+	return &tls.Config{
+		MinVersion: tls.VersionTLS12,
+		NextProtos: []string{"h2", "http/1.1"},
+		GetCertificate: func(hello *tls.ClientHelloInfo) (*tls.Certificate, error) {
+			if c := s.handler.Table().Certificate(hello.ServerName); c != nil {
+				return c, nil
+			}
+			return nil, fmt.Errorf("no certificate for %q", hello.ServerName)
+		},
+	}
+}
+
+// Run serves until ctx ends, then drains and shuts down gracefully.
+func (s *Server) Run(ctx context.Context) error {
+	health := http.NewServeMux()
+	health.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) { _, _ = w.Write([]byte("ok\n")) })
+	health.HandleFunc("/readyz", func(w http.ResponseWriter, _ *http.Request) {
+		if !s.ready.Load() || s.drain.Load() {
+			http.Error(w, "not ready", http.StatusServiceUnavailable)
+			return
+		}
+		_, _ = w.Write([]byte("ok\n"))
+	})
+	health.Handle("/metrics", promhttp.HandlerFor(s.reg, promhttp.HandlerOpts{}))
+
+	protocols := func(h2c bool) *http.Protocols {
+		p := new(http.Protocols)
+		p.SetHTTP1(true)
+		if h2c {
+			p.SetUnencryptedHTTP2(true) // h2c with prior knowledge on the cleartext port
+		} else {
+			p.SetHTTP2(true)
+		}
+		return p
+	}
+	mk := func(h http.Handler) *http.Server {
+		return &http.Server{Handler: h, ReadHeaderTimeout: s.opts.ReadHeaderTimeout, IdleTimeout: s.opts.IdleTimeout,
+			MaxHeaderBytes: s.opts.MaxHeaderBytes, ErrorLog: nil}
+	}
+	plain, secure, hs := mk(s.handler), mk(s.handler), mk(health)
+	plain.Protocols = protocols(true)
+	secure.Protocols = protocols(false)
+	secure.TLSConfig = s.TLSConfig()
+
+	var lns [3]net.Listener
+	for i, addr := range []string{s.opts.HTTPAddr, s.opts.HTTPSAddr, s.opts.HealthAddr} {
+		ln, err := net.Listen("tcp", addr)
+		if err != nil {
+			for _, l := range lns[:i] {
+				_ = l.Close()
+			}
+			return fmt.Errorf("listen %s: %w", addr, err)
+		}
+		lns[i] = ln
+		s.addrs[i] = ln.Addr()
+	}
+	close(s.Bound)
+	errc := make(chan error, 3)
+	go func() { errc <- plain.Serve(lns[0]) }()
+	go func() { errc <- secure.Serve(tls.NewListener(lns[1], secure.TLSConfig)) }()
+	go func() { errc <- hs.Serve(lns[2]) }()
+	s.log.Info("Proxy serving", "http", lns[0].Addr().String(), "https", lns[1].Addr().String(), "health", lns[2].Addr().String())
+
+	select {
+	case err := <-errc:
+		return err
+	case <-ctx.Done():
+	}
+	s.drain.Store(true)
+	s.log.Info("Draining: readiness is false, still serving", "period", s.opts.DrainPeriod.String())
+	time.Sleep(s.opts.DrainPeriod)
+	shutdown, cancel := context.WithTimeout(context.Background(), s.opts.ShutdownTimeout)
+	defer cancel()
+	err := errors.Join(plain.Shutdown(shutdown), secure.Shutdown(shutdown))
+	_ = hs.Close()
+	s.log.Info("Proxy stopped")
+	return err
+}
