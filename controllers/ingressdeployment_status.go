@@ -137,5 +137,3 @@ func truncate(s string, n int) string {
 	}
 	return s[:n-3] + "..."
 }
-
-

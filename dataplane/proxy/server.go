@@ -20,9 +20,9 @@ type ServerOptions struct {
 	HTTPAddr, HTTPSAddr, HealthAddr string
 	// DrainPeriod: after SIGTERM, /readyz fails and the proxy keeps serving this long so that
 	// balancers stop sending, then it shuts down, waiting up to ShutdownTimeout for requests.
-	DrainPeriod, ShutdownTimeout time.Duration
+	DrainPeriod, ShutdownTimeout   time.Duration
 	ReadHeaderTimeout, IdleTimeout time.Duration
-	MaxHeaderBytes                  int
+	MaxHeaderBytes                 int
 }
 
 // Server runs the HTTP, HTTPS and health listeners around a Handler.
