@@ -21,6 +21,7 @@ import (
 	porticov1alpha1 "portico.dev/portico/api/v1alpha1"
 	"portico.dev/portico/controllers"
 	"portico.dev/portico/dataplane/defaultbackend"
+	"portico.dev/portico/dataplane/run"
 )
 
 const usage = `usage: portico <command> [flags]
@@ -44,6 +45,8 @@ func main() {
 	switch cmd, args := os.Args[1], os.Args[2:]; cmd {
 	case "operator":
 		err = runOperator(args)
+	case "proxy":
+		err = run.Main(args, log.WithName("proxy"))
 	case "default-backend":
 		err = defaultbackend.Main(args, log.WithName("default-backend"))
 	case "-h", "--help", "help":

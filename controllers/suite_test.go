@@ -24,6 +24,7 @@ import (
 
 	porticov1alpha1 "portico.dev/portico/api/v1alpha1"
 	"portico.dev/portico/controllers"
+	"portico.dev/portico/test/testnet"
 )
 
 const testImage = "portico.dev/portico:test"
@@ -54,6 +55,7 @@ var _ = BeforeSuite(func() {
 		CRDDirectoryPaths:     []string{filepath.Join("..", "config", "crd", "bases")},
 		ErrorIfCRDPathMissing: true,
 	}
+	testnet.ConfigureAPIServer(func(k, v string) { testEnv.ControlPlane.GetAPIServer().Configure().Set(k, v) })
 	cfg, err := testEnv.Start()
 	Expect(err).NotTo(HaveOccurred())
 	k8s, err = client.New(cfg, client.Options{Scheme: scheme})

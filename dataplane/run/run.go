@@ -1,0 +1,159 @@
+// Package run is `portico proxy`: flags, the Kubernetes client, and the watcher and server
+// wired together.
+package run
+
+import (
+	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"errors"
+	"flag"
+	"fmt"
+	"math/big"
+	"net"
+	"os"
+	"os/signal"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/go-logr/logr"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
+	"sigs.k8s.io/controller-runtime/pkg/client/config"
+
+	"portico.dev/portico/dataplane/proxy"
+	"portico.dev/portico/dataplane/watch"
+)
+
+// Flags of `portico proxy`.
+type Flags struct {
+	Fleet                           string
+	ConfigMap                       string
+	BindAddress                     string
+	HTTPPort, HTTPSPort, HealthPort int
+	DrainSeconds                    int
+	UpstreamTimeout                 time.Duration
+	AccessLog                       bool
+	Holdoff, MaxDelay               time.Duration
+}
+
+// ParseFlags parses the command line of `portico proxy`.
+func ParseFlags(args []string) (Flags, error) {
+	var f Flags
+	fs := flag.NewFlagSet("proxy", flag.ContinueOnError)
+	fs.StringVar(&f.Fleet, "fleet", "", "the IngressDeployment served, as namespace/name (required)")
+	fs.StringVar(&f.ConfigMap, "config-map", "", "the fleet's settings ConfigMap in the fleet's namespace (default <name>-proxy)")
+	fs.StringVar(&f.BindAddress, "bind-address", os.Getenv("PORTICO_BIND_ADDRESS"), "address to listen on (default all; $PORTICO_BIND_ADDRESS)")
+	fs.IntVar(&f.HTTPPort, "http-port", 80, "HTTP port")
+	fs.IntVar(&f.HTTPSPort, "https-port", 443, "HTTPS port")
+	fs.IntVar(&f.HealthPort, "health-port", 10254, "port of /healthz, /readyz and /metrics")
+	fs.IntVar(&f.DrainSeconds, "drain-seconds", 15, "after SIGTERM, seconds to keep serving with readiness false")
+	fs.DurationVar(&f.UpstreamTimeout, "upstream-timeout", 60*time.Second, "wait for a backend's response headers before answering 504")
+	fs.BoolVar(&f.AccessLog, "access-log", false, "write a JSON access log line per request to stdout")
+	fs.DurationVar(&f.Holdoff, "holdoff", 10*time.Millisecond, "gather changes this long before recompiling the routing table")
+	fs.DurationVar(&f.MaxDelay, "max-delay", 200*time.Millisecond, "never delay a recompile longer than this")
+	if err := fs.Parse(args); err != nil {
+		return f, err
+	}
+	ns, name, ok := strings.Cut(f.Fleet, "/")
+	if !ok || ns == "" || name == "" {
+		return f, fmt.Errorf("--fleet %q: want namespace/name", f.Fleet)
+	}
+	if f.ConfigMap == "" {
+		f.ConfigMap = name + "-proxy"
+	}
+	for _, p := range []struct {
+		name string
+		v    int
+	}{{"--http-port", f.HTTPPort}, {"--https-port", f.HTTPSPort}, {"--health-port", f.HealthPort}} {
+		if p.v < 0 || p.v > 65535 {
+			return f, fmt.Errorf("%s %d: must be within 0-65535", p.name, p.v)
+		}
+	}
+	return f, nil
+}
+
+// Main runs `portico proxy` until SIGTERM or SIGINT.
+func Main(args []string, log logr.Logger) error {
+	f, err := ParseFlags(args)
+	if err != nil {
+		return err
+	}
+	cfg, err := config.GetConfig()
+	if err != nil {
+		return fmt.Errorf("kubeconfig: %w", err)
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
+	defer stop()
+	return Run(ctx, cfg, f, log)
+}
+
+// Run serves until ctx ends, then drains.
+func Run(ctx context.Context, cfg *rest.Config, f Flags, log logr.Logger) error {
+	ns, name, _ := strings.Cut(f.Fleet, "/")
+	cfg = rest.CopyConfig(cfg)
+	cfg.UserAgent = "portico-proxy"
+	cfg.QPS, cfg.Burst = 20, 40
+	cs, err := kubernetes.NewForConfig(cfg)
+	if err != nil {
+		return fmt.Errorf("kubernetes client: %w", err)
+	}
+	fallback, err := SelfSignedCertificate()
+	if err != nil {
+		return err
+	}
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	opts := proxy.Options{HTTPPort: f.HTTPPort, HTTPSPort: f.HTTPSPort, UpstreamTimeout: f.UpstreamTimeout}
+	if f.AccessLog {
+		opts.AccessLog = proxy.NewAccessLog(os.Stdout)
+	}
+	h := proxy.NewHandler(opts, proxy.NewMetrics(reg), log.WithName("proxy"))
+	addr := func(p int) string { return net.JoinHostPort(f.BindAddress, strconv.Itoa(p)) }
+	srv := proxy.NewServer(proxy.ServerOptions{
+		HTTPAddr: addr(f.HTTPPort), HTTPSAddr: addr(f.HTTPSPort), HealthAddr: addr(f.HealthPort),
+		DrainPeriod: time.Duration(f.DrainSeconds) * time.Second,
+	}, h, reg, log.WithName("server"))
+	w := watch.New(cs, h, watch.Options{
+		Fleet: types.NamespacedName{Namespace: ns, Name: name}, ConfigMap: f.ConfigMap,
+		Holdoff: f.Holdoff, MaxDelay: f.MaxDelay, Fallback: fallback,
+	}, log.WithName("watch"))
+
+	watchCtx, cancelWatch := context.WithCancel(context.Background())
+	defer cancelWatch()
+	werr := make(chan error, 1)
+	go func() { werr <- w.Run(watchCtx, func() { srv.SetReady(true) }) }()
+	serr := srv.Run(ctx) // returns after ctx ends and the drain completes
+	cancelWatch()
+	return errors.Join(serr, <-werr)
+}
+
+// SelfSignedCertificate is the certificate served when the fleet names none: generated at start,
+// valid for ten years, for the name "portico-default".
+func SelfSignedCertificate() (*tls.Certificate, error) {
+	k, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		return nil, err
+	}
+	serial, _ := rand.Int(rand.Reader, big.NewInt(1<<62))
+	tpl := &x509.Certificate{
+		SerialNumber: serial, Subject: pkix.Name{CommonName: "portico-default", Organization: []string{"Portico"}},
+		DNSNames: []string{"portico-default"}, NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().AddDate(10, 0, 0),
+		KeyUsage: x509.KeyUsageDigitalSignature, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tpl, tpl, &k.PublicKey, k)
+	if err != nil {
+		return nil, fmt.Errorf("self-signed certificate: %w", err)
+	}
+	leaf, _ := x509.ParseCertificate(der)
+	return &tls.Certificate{Certificate: [][]byte{der}, PrivateKey: k, Leaf: leaf}, nil
+}
