@@ -71,6 +71,7 @@ func EndpointKey(addr string) string {
 // EndpointStats are the live counters of one address. They are kept across Tables, so a
 // recompile neither forgets an ejection nor resets in-flight counts.
 type EndpointStats struct {
+	key          string // EndpointKey of the address
 	InFlight     atomic.Int64
 	failures     atomic.Int32
 	ejectedUntil atomic.Int64 // unix nanoseconds
@@ -186,7 +187,7 @@ func (r *StatsRegistry) Get(addr string) *EndpointStats {
 	defer r.mu.Unlock()
 	s := r.m[addr]
 	if s == nil {
-		s = &EndpointStats{}
+		s = &EndpointStats{key: EndpointKey(addr)}
 		r.m[addr] = s
 	}
 	return s

@@ -121,13 +121,28 @@ func olderIngress(a, b *networkingv1.Ingress) bool {
 	return a.Name < b.Name
 }
 
+// backendKey identifies a shared Backend within one compile.
+type backendKey struct {
+	svc       types.NamespacedName
+	port      networkingv1.ServiceBackendPort
+	affinity  bool
+	balancing Balancing
+}
+
+// claimKey identifies a host and path that one Ingress claims.
+type claimKey struct {
+	host string
+	typ  PathType
+	path string
+}
+
 // compiler holds the indexes of one compile.
 type compiler struct {
 	in       *Input
 	services map[types.NamespacedName]*corev1.Service
 	slices   map[types.NamespacedName][]*discoveryv1.EndpointSlice
 	secrets  map[types.NamespacedName]*corev1.Secret
-	backends map[string]*Backend
+	backends map[backendKey]*Backend
 	problems []Problem
 	addrs    map[string]bool
 }
@@ -140,7 +155,7 @@ func Compile(in Input) (*Table, []Problem) {
 		services: make(map[types.NamespacedName]*corev1.Service, len(in.Services)),
 		slices:   make(map[types.NamespacedName][]*discoveryv1.EndpointSlice),
 		secrets:  make(map[types.NamespacedName]*corev1.Secret, len(in.Secrets)),
-		backends: map[string]*Backend{},
+		backends: map[backendKey]*Backend{},
 		addrs:    map[string]bool{},
 	}
 	for _, s := range in.Services {
@@ -164,7 +179,7 @@ func Compile(in Input) (*Table, []Problem) {
 	}
 	served := ServedIngresses(&in)
 	t.Stats.Ingresses = len(served)
-	claimed := map[string]types.NamespacedName{} // host|type|path -> first Ingress
+	claimed := map[claimKey]types.NamespacedName{} // first Ingress to claim a host and path
 	for _, ing := range served {
 		c.compileIngress(t, ing, claimed)
 	}
@@ -180,7 +195,7 @@ func Compile(in Input) (*Table, []Problem) {
 	if t.DefaultBackend == nil && in.Config.DefaultBackend != nil {
 		ref := in.Config.DefaultBackend
 		t.DefaultBackend = c.backend(types.NamespacedName{Namespace: ref.Namespace, Name: ref.Name},
-			networkingv1.ServiceBackendPort{Number: ref.Port}, types.NamespacedName{}, nil, "")
+			networkingv1.ServiceBackendPort{Number: ref.Port}, types.NamespacedName{}, nil, nil)
 	}
 	t.DefaultCertificate = in.FallbackCertificate
 	if ref := in.Config.DefaultCertificate; ref != "" {
@@ -232,10 +247,10 @@ func (c *compiler) problem(ing types.NamespacedName, format string, args ...any)
 	c.problems = append(c.problems, Problem{Ingress: ing, Message: fmt.Sprintf(format, args...)})
 }
 
-func (c *compiler) compileIngress(t *Table, ing *networkingv1.Ingress, claimed map[string]types.NamespacedName) {
+func (c *compiler) compileIngress(t *Table, ing *networkingv1.Ingress, claimed map[claimKey]types.NamespacedName) {
 	key := types.NamespacedName{Namespace: ing.Namespace, Name: ing.Name}
 	if db := ing.Spec.DefaultBackend; db != nil {
-		b := c.ingressBackend(ing, key, *db, "spec.defaultBackend")
+		b := c.ingressBackend(ing, key, *db, func() string { return "spec.defaultBackend" })
 		if t.DefaultBackend == nil {
 			t.DefaultBackend, t.DefaultIngress = b, key
 		} else {
@@ -248,7 +263,7 @@ func (c *compiler) compileIngress(t *Table, ing *networkingv1.Ingress, claimed m
 		}
 		host := NormalizeHost(rule.Host)
 		for j, p := range rule.HTTP.Paths {
-			field := fmt.Sprintf("spec.rules[%d].http.paths[%d]", i, j)
+			field := func() string { return fmt.Sprintf("spec.rules[%d].http.paths[%d]", i, j) }
 			r := Rule{Path: p.Path, Type: Prefix, Ingress: key}
 			if p.PathType != nil && *p.PathType == networkingv1.PathTypeExact {
 				r.Type = Exact
@@ -262,15 +277,15 @@ func (c *compiler) compileIngress(t *Table, ing *networkingv1.Ingress, claimed m
 					r.Path = "/"
 				}
 			}
-			ck := host + "|" + strconv.Itoa(int(r.Type)) + "|" + r.Path
+			ck := claimKey{host, r.Type, r.Path}
 			if first, ok := claimed[ck]; ok && first != key {
-				c.problem(key, "%s: host %q path %q is already claimed by the older Ingress %s", field, rule.Host, p.Path, first)
+				c.problem(key, "%s: host %q path %q is already claimed by the older Ingress %s", field(), rule.Host, p.Path, first)
 				continue
 			} else if ok {
 				continue // the same Ingress repeating itself: first one wins
 			}
 			claimed[ck] = key
-			r.Backend = c.ingressBackend(ing, key, p.Backend, field+".backend")
+			r.Backend = c.ingressBackend(ing, key, p.Backend, func() string { return field() + ".backend" })
 			t.hostFor(host).Rules = append(t.hostFor(host).Rules, r)
 		}
 	}
@@ -328,14 +343,15 @@ func (t *Table) hostFor(host string) *Host {
 }
 
 // ingressBackend resolves one IngressBackend of an Ingress.
-func (c *compiler) ingressBackend(ing *networkingv1.Ingress, key types.NamespacedName, b networkingv1.IngressBackend, field string) *Backend {
+// field names the backend's place in the Ingress; it is only called to report a problem.
+func (c *compiler) ingressBackend(ing *networkingv1.Ingress, key types.NamespacedName, b networkingv1.IngressBackend, field func() string) *Backend {
 	if b.Resource != nil {
-		c.problem(key, "%s: resource backends (%s %s) cannot be proxied; answering 503", field, b.Resource.Kind, b.Resource.Name)
+		c.problem(key, "%s: resource backends (%s %s) cannot be proxied; answering 503", field(), b.Resource.Kind, b.Resource.Name)
 		return &Backend{Service: types.NamespacedName{Namespace: ing.Namespace, Name: b.Resource.Name}, Port: b.Resource.Kind,
 			Problem: "resource backend " + b.Resource.Kind + "/" + b.Resource.Name + " cannot be proxied"}
 	}
 	if b.Service == nil {
-		c.problem(key, "%s: no service", field)
+		c.problem(key, "%s: no service", field())
 		return &Backend{Service: key, Problem: "no backend"}
 	}
 	return c.backend(types.NamespacedName{Namespace: ing.Namespace, Name: b.Service.Name}, b.Service.Port, key, ing.Annotations, field)
@@ -343,7 +359,7 @@ func (c *compiler) ingressBackend(ing *networkingv1.Ingress, key types.Namespace
 
 // backend returns the shared Backend of a Service port, building it on first use. ing is the
 // Ingress reporting problems (empty for the fleet's own default backend).
-func (c *compiler) backend(svcKey types.NamespacedName, port networkingv1.ServiceBackendPort, ing types.NamespacedName, annotations map[string]string, field string) *Backend {
+func (c *compiler) backend(svcKey types.NamespacedName, port networkingv1.ServiceBackendPort, ing types.NamespacedName, annotations map[string]string, field func() string) *Backend {
 	portName := port.Name
 	if portName == "" {
 		portName = strconv.Itoa(int(port.Number))
@@ -353,10 +369,10 @@ func (c *compiler) backend(svcKey types.NamespacedName, port networkingv1.Servic
 	if annotations[BalancingAnnotation] == "least-request" {
 		balancing = LeastRequest
 	}
-	k := svcKey.String() + ":" + portName + "|" + strconv.FormatBool(affinity) + "|" + strconv.Itoa(int(balancing))
+	k := backendKey{svcKey, port, affinity, balancing}
 	if b, ok := c.backends[k]; ok {
 		if b.Problem != "" && ing.Name != "" {
-			c.problem(ing, "%s: %s", field, b.Problem)
+			c.problem(ing, "%s: %s", field(), b.Problem)
 		}
 		return b
 	}
@@ -365,7 +381,7 @@ func (c *compiler) backend(svcKey types.NamespacedName, port networkingv1.Servic
 	report := func(format string, args ...any) {
 		b.Problem = fmt.Sprintf(format, args...)
 		if ing.Name != "" {
-			c.problem(ing, "%s: %s", field, b.Problem)
+			c.problem(ing, "%s: %s", field(), b.Problem)
 		} else {
 			c.problems = append(c.problems, Problem{Message: "default backend: " + b.Problem})
 		}
@@ -419,7 +435,8 @@ func (c *compiler) backend(svcKey types.NamespacedName, port networkingv1.Servic
 					continue
 				}
 				seen[addr] = true
-				e := &Endpoint{Addr: addr, Key: EndpointKey(addr), Stats: c.stats(addr)}
+				st := c.stats(addr)
+				e := &Endpoint{Addr: addr, Key: st.key, Stats: st}
 				if isReady {
 					ready = append(ready, e)
 				} else {
@@ -444,7 +461,7 @@ func (c *compiler) backend(svcKey types.NamespacedName, port networkingv1.Servic
 
 func (c *compiler) stats(addr string) *EndpointStats {
 	if c.in.Stats == nil {
-		return &EndpointStats{}
+		return &EndpointStats{key: EndpointKey(addr)}
 	}
 	return c.in.Stats.Get(addr)
 }

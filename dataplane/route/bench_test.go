@@ -1,0 +1,68 @@
+package route
+
+import (
+	"fmt"
+	"strconv"
+	"testing"
+
+	corev1 "k8s.io/api/core/v1"
+	discoveryv1 "k8s.io/api/discovery/v1"
+	networkingv1 "k8s.io/api/networking/v1"
+)
+
+// LargeInput is n Ingresses, each with its own host, two paths and its own Service with three
+// ready endpoints: n Ingresses, n Services, 3n endpoints.
+func LargeInput(n int) Input {
+	in := baseInput()
+	in.Ingresses = make([]*networkingv1.Ingress, 0, n)
+	in.Services = make([]*corev1.Service, 0, n)
+	in.EndpointSlices = make([]*discoveryv1.EndpointSlice, 0, n)
+	for i := 0; i < n; i++ {
+		name := "svc-" + strconv.Itoa(i)
+		host := "host-" + strconv.Itoa(i) + ".example.com"
+		in.Ingresses = append(in.Ingresses, ing("ing-"+strconv.Itoa(i), i,
+			rule(host, "/", pfx, name, 80), rule(host, "/api/v1", exact, name, 80)))
+		in.Services = append(in.Services, svc(name))
+		a, b := i/250, i%250
+		in.EndpointSlices = append(in.EndpointSlices, slice(name, "http", 8080, ready,
+			fmt.Sprintf("10.1.%d.%d", a, b), fmt.Sprintf("10.2.%d.%d", a, b), fmt.Sprintf("10.3.%d.%d", a, b)))
+	}
+	return in
+}
+
+func BenchmarkMatch(b *testing.B) {
+	tb, _ := Compile(LargeInput(10000))
+	hosts := make([]string, 1024)
+	for i := range hosts {
+		hosts[i] = "host-" + strconv.Itoa(i*7%10000) + ".example.com"
+	}
+	b.ReportAllocs()
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		if tb.Match(hosts[i&1023], "/api/v1/users") == nil {
+			b.Fatal("no match")
+		}
+	}
+}
+
+func BenchmarkMatchUnnormalized(b *testing.B) {
+	tb, _ := Compile(LargeInput(1000))
+	b.ReportAllocs()
+	for i := 0; i < b.N; i++ {
+		if tb.Match("HOST-7.Example.com:443", "/api//v1/../v1") == nil {
+			b.Fatal("no match")
+		}
+	}
+}
+
+func BenchmarkCompile10k(b *testing.B) {
+	in := LargeInput(10000)
+	in.Stats = NewStatsRegistry()
+	b.ReportAllocs()
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		if t, _ := Compile(in); t.Stats.Ingresses != 10000 || t.Stats.Endpoints != 30000 {
+			b.Fatalf("compiled %+v", t.Stats)
+		}
+	}
+}
