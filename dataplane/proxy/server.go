@@ -5,8 +5,10 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
+	stdlog "log"
 	"net"
 	"net/http"
+	"strings"
 	"sync/atomic"
 	"time"
 
@@ -76,6 +78,15 @@ func (s *Server) TLSConfig() *tls.Config {
 	}
 }
 
+// logWriter sends net/http's own messages (TLS handshake failures, client resets) to the log at
+// debug level: every client can cause them, so they are not errors of the proxy.
+type logWriter struct{ log logr.Logger }
+
+func (w logWriter) Write(p []byte) (int, error) {
+	w.log.V(1).Info(strings.TrimSpace(string(p)))
+	return len(p), nil
+}
+
 // Run serves until ctx ends, then drains and shuts down gracefully.
 func (s *Server) Run(ctx context.Context) error {
 	health := http.NewServeMux()
@@ -101,7 +112,7 @@ func (s *Server) Run(ctx context.Context) error {
 	}
 	mk := func(h http.Handler) *http.Server {
 		return &http.Server{Handler: h, ReadHeaderTimeout: s.opts.ReadHeaderTimeout, IdleTimeout: s.opts.IdleTimeout,
-			MaxHeaderBytes: s.opts.MaxHeaderBytes, ErrorLog: nil}
+			MaxHeaderBytes: s.opts.MaxHeaderBytes, ErrorLog: stdlog.New(logWriter{s.log}, "", 0)}
 	}
 	plain, secure, hs := mk(s.handler), mk(s.handler), mk(health)
 	plain.Protocols = protocols(true)

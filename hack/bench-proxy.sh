@@ -1,0 +1,127 @@
+#!/usr/bin/env bash
+# Throughput and latency of Portico's proxy against nginx and HAProxy on this machine, in one
+# run: the same route (Host bench.example.com, Prefix /) to the same backend (a static nginx on
+# 127.0.0.1:18000), keep-alive, wrk with the same threads and connections, the proxies on the
+# same cores (GOMAXPROCS, worker_processes and nbthread all set to the core count). Then TLS
+# handshakes per second (a new connection per request) against nginx. Everything on loopback.
+#
+#   hack/bench-proxy.sh            DURATION=10 CONNECTIONS=64 by default
+set -euo pipefail
+root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+DURATION=${DURATION:-10}
+CONNECTIONS=${CONNECTIONS:-64}
+CORES=$(nproc)
+for tool in wrk nginx haproxy openssl; do
+  if ! command -v "$tool" >/dev/null; then
+    echo "bench-proxy: installing wrk nginx-light haproxy openssl (Debian packages)" >&2
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk nginx-light haproxy openssl >/dev/null
+    break
+  fi
+done
+
+work=$(mktemp -d)
+pids=()
+cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$work"; }
+trap cleanup EXIT
+
+openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 1 -subj /CN=bench.example.com \
+  -keyout "$work/key.pem" -out "$work/cert.pem" 2>/dev/null
+
+cat >"$work/nginx.conf" <<NGINX
+worker_processes $CORES;
+pid $work/nginx.pid;
+error_log $work/nginx-error.log;
+events { worker_connections 4096; }
+http {
+  access_log off;
+  server_tokens off;
+  upstream backend { server 127.0.0.1:18000; keepalive 128; }
+  server { listen 127.0.0.1:18000; location / { return 200 "ok\n"; } }
+  server {
+    listen 127.0.0.1:18081;
+    listen 127.0.0.1:18444 ssl;
+    ssl_certificate $work/cert.pem;
+    ssl_certificate_key $work/key.pem;
+    ssl_session_cache off;
+    ssl_session_tickets off;
+    server_name bench.example.com;
+    location / {
+      proxy_pass http://backend;
+      proxy_http_version 1.1;
+      proxy_set_header Connection "";
+      proxy_set_header Host \$host;
+      proxy_set_header X-Forwarded-For \$remote_addr;
+    }
+  }
+}
+NGINX
+cat >"$work/haproxy.cfg" <<HAPROXY
+global
+  nbthread $CORES
+  maxconn 4096
+defaults
+  mode http
+  timeout connect 5s
+  timeout client 60s
+  timeout server 60s
+  option forwardfor
+  http-reuse always
+frontend fe
+  bind 127.0.0.1:18082
+  acl bench hdr(host) -i bench.example.com
+  use_backend be if bench
+backend be
+  server s1 127.0.0.1:18000
+HAPROXY
+
+nginx -c "$work/nginx.conf" -g 'daemon off;' & pids+=($!)
+haproxy -f "$work/haproxy.cfg" & pids+=($!)
+(cd "$root" && go build -o "$work/staticproxy" ./test/bench/staticproxy)
+GOMAXPROCS=$CORES "$work/staticproxy" & pids+=($!)
+for port in 18000 18081 18082 18083 18443 18444; do
+  for _ in $(seq 100); do (exec 3<>/dev/tcp/127.0.0.1/$port) 2>/dev/null && break; sleep 0.1; done
+done
+
+run() { # name url [extra wrk args]
+  local name=$1 url=$2; shift 2
+  wrk -t"$CORES" -c"$CONNECTIONS" -d"${DURATION}s" --latency -H "Host: bench.example.com" "$@" "$url" >"$work/$name.txt" 2>&1 || true
+  local rps p50 p99 errs
+  rps=$(awk '/Requests\/sec/ {print $2}' "$work/$name.txt")
+  p50=$(awk '$1=="50%" {print $2}' "$work/$name.txt")
+  p99=$(awk '$1=="99%" {print $2}' "$work/$name.txt")
+  errs=$(awk '/Non-2xx|Socket errors/ {print}' "$work/$name.txt" | tr '\n' ' ')
+  echo "$name $rps $p50 $p99 ${errs:-none}"
+}
+ms() { # wrk latency (e.g. 512.00us, 1.20ms, 2.00s) -> milliseconds
+  awk -v v="$1" 'BEGIN { n=v+0; if (v ~ /us$/) n/=1000; else if (v ~ /ms$/) n=n; else if (v ~ /s$/) n*=1000; printf "%.3f", n }'
+}
+
+echo "# bench-proxy: $(nproc) cores, $(awk '/model name/ {$1=$2=$3=""; print; exit}' /proc/cpuinfo | sed 's/^ *//'), ${DURATION}s per run, $CONNECTIONS keep-alive connections, wrk -t$CORES"
+echo "# backend: nginx static 200 on 127.0.0.1:18000; the proxies and wrk share the machine's cores"
+results=()
+warm() { wrk -t1 -c8 -d2s -H "Host: bench.example.com" "$1" >/dev/null 2>&1 || true; }
+for spec in "portico http://127.0.0.1:18083/" "nginx http://127.0.0.1:18081/" "haproxy http://127.0.0.1:18082/"; do
+  set -- $spec
+  warm "$2"
+  results+=("$(run "$1" "$2")")
+done
+printf '\n%-10s %12s %10s %10s  %s\n' proxy "requests/s" "p50 ms" "p99 ms" errors
+for r in "${results[@]}"; do
+  set -- $r
+  printf '%-10s %12s %10s %10s  %s\n' "$1" "$2" "$(ms "$3")" "$(ms "$4")" "${*:5}"
+done
+por=(${results[0]})
+for r in "${results[@]:1}"; do
+  set -- $r
+  awk -v n="$1" -v pr="${por[1]}" -v r="$2" -v pp="$(ms "${por[3]}")" -v p="$(ms "$4")" \
+    'BEGIN { printf "portico / %-8s throughput %.2fx, p99 %.2fx (lower is better)\n", n, pr/r, pp/p }'
+done
+
+echo
+echo "# TLS handshakes per second: a new connection and full handshake per request (no session reuse)"
+tp=$(run portico-tls https://127.0.0.1:18443/ -H "Connection: close")
+tn=$(run nginx-tls https://127.0.0.1:18444/ -H "Connection: close")
+set -- $tp; ptls=$2
+set -- $tn; ntls=$2
+printf '%-10s %12s handshakes/s\n%-10s %12s handshakes/s\n' portico "$ptls" nginx "$ntls"
+awk -v a="$ptls" -v b="$ntls" 'BEGIN { printf "portico / nginx TLS handshakes %.2fx\n", a/b }'

@@ -1,0 +1,81 @@
+// Command staticproxy runs Portico's proxy (the same Handler and Server as `portico proxy`) on a
+// routing table compiled from fixed objects instead of a cluster, for hack/bench-proxy.sh: one
+// host, Prefix "/", to one backend address.
+package main
+
+import (
+	"context"
+	"crypto/tls"
+	"flag"
+	"fmt"
+	"net"
+	"os"
+	"os/signal"
+	"runtime/pprof"
+	"strconv"
+	"syscall"
+
+	"github.com/go-logr/logr"
+	"github.com/prometheus/client_golang/prometheus"
+	corev1 "k8s.io/api/core/v1"
+	discoveryv1 "k8s.io/api/discovery/v1"
+	networkingv1 "k8s.io/api/networking/v1"
+
+	proxyconfig "portico.dev/portico/dataplane/config"
+	"portico.dev/portico/dataplane/proxy"
+	"portico.dev/portico/dataplane/route"
+	rt "portico.dev/portico/dataplane/route/routetest"
+)
+
+func main() {
+	httpAddr := flag.String("http", "127.0.0.1:18083", "HTTP listen address")
+	httpsAddr := flag.String("https", "127.0.0.1:18443", "HTTPS listen address")
+	health := flag.String("health", "127.0.0.1:18254", "health listen address")
+	backend := flag.String("backend", "127.0.0.1:18000", "backend address")
+	host := flag.String("host", "bench.example.com", "routed host")
+	cpuprofile := flag.String("cpuprofile", "", "write a CPU profile of the whole run to this file")
+	flag.Parse()
+	if *cpuprofile != "" {
+		f, err := os.Create(*cpuprofile)
+		if err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			os.Exit(2)
+		}
+		_ = pprof.StartCPUProfile(f)
+		defer pprof.StopCPUProfile()
+	}
+
+	bhost, bport, err := net.SplitHostPort(*backend)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(2)
+	}
+	port, _ := strconv.Atoi(bport)
+	secret := rt.TLSSecret("bench", "bench-tls", *host)
+	cert, _ := tls.X509KeyPair(secret.Data["tls.crt"], secret.Data["tls.key"])
+	in := route.Input{
+		Config:              proxyconfig.Config{FleetNamespace: "bench", FleetName: "bench"},
+		Classes:             []*networkingv1.IngressClass{rt.Class("portico", "bench", "bench", false)},
+		Ingresses:           []*networkingv1.Ingress{rt.Ingress("bench", "bench", 0, rt.Rule(*host, "/", rt.Prefix, "backend", 80), rt.TLS("bench-tls", *host))},
+		Services:            []*corev1.Service{rt.Service("bench", "backend")},
+		EndpointSlices:      []*discoveryv1.EndpointSlice{rt.Slice("bench", "backend", "http", int32(port), rt.Ready, bhost)},
+		Secrets:             []*corev1.Secret{secret},
+		FallbackCertificate: &cert,
+		Stats:               route.NewStatsRegistry(),
+	}
+	t, problems := route.Compile(in)
+	if len(problems) > 0 {
+		fmt.Fprintln(os.Stderr, problems)
+		os.Exit(1)
+	}
+	reg := prometheus.NewRegistry()
+	h := proxy.NewHandler(proxy.Options{HTTPPort: 80, HTTPSPort: 443}, proxy.NewMetrics(reg), logr.Discard())
+	h.Swap(t, 0)
+	srv := proxy.NewServer(proxy.ServerOptions{HTTPAddr: *httpAddr, HTTPSAddr: *httpsAddr, HealthAddr: *health}, h, reg, logr.Discard())
+	srv.SetReady(true)
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
+	defer stop()
+	if err := srv.Run(ctx); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+	}
+}
