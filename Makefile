@@ -61,6 +61,24 @@ test: manifests generate vet k8s-binaries ## Run every test: unit, and integrati
 test-unit: ## Run only the tests that need no API server.
 	go test -count=1 ./controllers/render/... ./dataplane/...
 
+##@ Benchmarks (figures in the README, with the machine they ran on)
+
+.PHONY: bench
+bench: bench-go bench-proxy bench-scale ## Run every benchmark.
+
+.PHONY: bench-go
+bench-go: ## Go benchmarks of the route matcher and compile step (-benchmem).
+	go test -run '^$$' -bench . -benchmem ./dataplane/route/
+
+.PHONY: bench-proxy
+bench-proxy: ## wrk against portico, nginx and HAProxy (Debian packages), side by side.
+	hack/bench-proxy.sh
+
+.PHONY: bench-scale
+bench-scale: k8s-binaries ## 10,000 Ingresses on a real API server: time to ready, proxy RSS, propagation p50/p99.
+	go test -run '^$$' -c -o /dev/null ./dataplane/run/
+	KUBEBUILDER_ASSETS="$$($(K8S_BINARIES))" hack/in-netns.sh go test -run '^$$' -bench Scale -benchtime=1x -timeout 30m ./dataplane/run/
+
 ##@ Build
 
 .PHONY: build
