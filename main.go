@@ -77,8 +77,8 @@ func runOperator(args []string) error {
 	leaderElect := fs.Bool("leader-elect", false, "elect one active operator among replicas (the status writer must be unique)")
 	leaderNS := fs.String("leader-election-namespace", "", "namespace of the leader election Lease (default: the pod's namespace)")
 	image := fs.String("image", os.Getenv("PORTICO_IMAGE"), "image of the proxies and default backends (default $PORTICO_IMAGE)")
-	qps := fs.Float64("kube-api-qps", 50, "API requests per second the operator may send")
-	burst := fs.Int("kube-api-burst", 100, "API request burst")
+	qps := fs.Float64("kube-api-qps", 500, "API requests per second the operator may send (status writes to 10,000 Ingresses need hundreds)")
+	burst := fs.Int("kube-api-burst", 1000, "API request burst")
 	zopts := zap.Options{TimeEncoder: zapcore.RFC3339NanoTimeEncoder}
 	zopts.BindFlags(fs)
 	if err := fs.Parse(args); err != nil {

@@ -5,6 +5,7 @@ package controllers
 import (
 	"context"
 	"fmt"
+	"time"
 
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
@@ -67,7 +68,7 @@ func (r *IngressDeploymentReconciler) Reconcile(ctx context.Context, req ctrl.Re
 		return ctrl.Result{}, client.IgnoreNotFound(err)
 	}
 	if !fleet.DeletionTimestamp.IsZero() {
-		return ctrl.Result{}, r.finalize(ctx, fleet)
+		return r.finalize(ctx, fleet)
 	}
 	if !controllerutil.ContainsFinalizer(fleet, Finalizer) {
 		patch := client.MergeFrom(fleet.DeepCopy())
@@ -88,6 +89,9 @@ func (r *IngressDeploymentReconciler) Reconcile(ctx context.Context, req ctrl.Re
 		obs.ApplyErr = reconcileObjects(ctx, r.Client, fleet, objs)
 	}
 	if err := r.observeWorkloads(ctx, fleet, &obs); err != nil {
+		return ctrl.Result{}, err
+	}
+	if err := r.observeAddresses(ctx, fleet, &obs); err != nil {
 		return ctrl.Result{}, err
 	}
 	if err := r.writeStatus(ctx, fleet, computeStatus(fleet, obs)); err != nil {
@@ -208,6 +212,50 @@ func (r *IngressDeploymentReconciler) observeWorkloads(ctx context.Context, flee
 	return nil
 }
 
+// observeAddresses computes where the fleet is reachable from its Service, its Ready proxy pods
+// and their nodes (all from the cache).
+func (r *IngressDeploymentReconciler) observeAddresses(ctx context.Context, fleet *porticov1alpha1.IngressDeployment, obs *observation) error {
+	var svc *corev1.Service
+	if fleet.Spec.Topology.Type == porticov1alpha1.TopologyLoadBalancer {
+		s := &corev1.Service{}
+		err := r.Get(ctx, types.NamespacedName{Namespace: fleet.Namespace, Name: render.ProxyName(fleet)}, s)
+		if err != nil && !apierrors.IsNotFound(err) {
+			return fmt.Errorf("get Service of %s/%s: %w", fleet.Namespace, fleet.Name, err)
+		}
+		if err == nil {
+			svc = s
+		}
+	}
+	pods, err := r.proxyPods(ctx, fleet)
+	if err != nil {
+		return err
+	}
+	nodes := map[string]*corev1.Node{}
+	for i := range pods {
+		name := pods[i].Spec.NodeName
+		if name == "" || nodes[name] != nil {
+			continue
+		}
+		n := &corev1.Node{}
+		if err := r.Get(ctx, types.NamespacedName{Name: name}, n); err == nil {
+			nodes[name] = n
+		} else if !apierrors.IsNotFound(err) {
+			return fmt.Errorf("get Node %s: %w", name, err)
+		}
+	}
+	obs.Addresses = fleetAddresses(fleet, svc, pods, nodes)
+	return nil
+}
+
+// proxyPods lists the fleet's proxy pods from the cache.
+func (r *IngressDeploymentReconciler) proxyPods(ctx context.Context, fleet *porticov1alpha1.IngressDeployment) ([]corev1.Pod, error) {
+	pods := &corev1.PodList{}
+	if err := r.List(ctx, pods, client.InNamespace(fleet.Namespace), client.MatchingLabels(render.ProxySelector(fleet))); err != nil {
+		return nil, fmt.Errorf("list proxy pods of %s/%s: %w", fleet.Namespace, fleet.Name, err)
+	}
+	return pods.Items, nil
+}
+
 // writeStatus writes status when it differs from what is stored, and emits a Warning Event for
 // each Degraded message that is new.
 func (r *IngressDeploymentReconciler) writeStatus(ctx context.Context, fleet *porticov1alpha1.IngressDeployment, st porticov1alpha1.IngressDeploymentStatus) error {
@@ -235,21 +283,34 @@ func (r *IngressDeploymentReconciler) writeStatus(ctx context.Context, fleet *po
 	return nil
 }
 
-// finalize deletes every object rendered for the fleet, then releases the finalizer.
-func (r *IngressDeploymentReconciler) finalize(ctx context.Context, fleet *porticov1alpha1.IngressDeployment) error {
+// finalize deletes every object rendered for the fleet, waits for its proxy pods to be gone,
+// clears the status address of the Ingresses it served, then releases the finalizer. Pod
+// deletions requeue the fleet through the watch; a slow one is looked at again after a while.
+func (r *IngressDeploymentReconciler) finalize(ctx context.Context, fleet *porticov1alpha1.IngressDeployment) (ctrl.Result, error) {
 	if !controllerutil.ContainsFinalizer(fleet, Finalizer) {
-		return nil
+		return ctrl.Result{}, nil
 	}
 	if err := prune(ctx, r.Client, fleet, nil); err != nil {
-		return fmt.Errorf("clean up fleet %s/%s: %w", fleet.Namespace, fleet.Name, err)
+		return ctrl.Result{}, fmt.Errorf("clean up fleet %s/%s: %w", fleet.Namespace, fleet.Name, err)
+	}
+	pods, err := r.proxyPods(ctx, fleet)
+	if err != nil {
+		return ctrl.Result{}, err
+	}
+	if len(pods) > 0 {
+		log.FromContext(ctx).Info("Waiting for proxy pods to go before clearing Ingress status", "pods", len(pods))
+		return ctrl.Result{RequeueAfter: 10 * time.Second}, nil
+	}
+	if err := clearFleetIngresses(ctx, r.Client, r.APIReader, fleet); err != nil {
+		return ctrl.Result{}, err
 	}
 	patch := client.MergeFrom(fleet.DeepCopy())
 	controllerutil.RemoveFinalizer(fleet, Finalizer)
 	if err := r.Patch(ctx, fleet, patch); err != nil {
-		return fmt.Errorf("remove finalizer from %s/%s: %w", fleet.Namespace, fleet.Name, err)
+		return ctrl.Result{}, fmt.Errorf("remove finalizer from %s/%s: %w", fleet.Namespace, fleet.Name, err)
 	}
 	log.FromContext(ctx).Info("Fleet cleaned up", "fleet", client.ObjectKeyFromObject(fleet))
-	return nil
+	return ctrl.Result{}, nil
 }
 
 // SetupWithManager registers the controller and its watches: the IngressDeployments, every kind
@@ -267,6 +328,7 @@ func (r *IngressDeploymentReconciler) SetupWithManager(mgr ctrl.Manager) error {
 		Owns(&corev1.ServiceAccount{}).
 		Owns(&corev1.ConfigMap{}).
 		Owns(&policyv1.PodDisruptionBudget{}).
+		Watches(&corev1.Pod{}, byLabels).
 		Watches(&rbacv1.ClusterRole{}, byLabels).
 		Watches(&rbacv1.ClusterRoleBinding{}, byLabels).
 		Watches(&rbacv1.Role{}, byLabels).
@@ -278,6 +340,8 @@ func (r *IngressDeploymentReconciler) SetupWithManager(mgr ctrl.Manager) error {
 			builder.WithPredicates(hostNetworkOnly)).
 		Watches(&corev1.Node{}, handler.EnqueueRequestsFromMapFunc(r.otherHostNetworkFleets),
 			builder.WithPredicates(predicate.LabelChangedPredicate{})).
+		Watches(&corev1.Node{}, handler.EnqueueRequestsFromMapFunc(r.fleetsOnNode),
+			builder.WithPredicates(nodeAddressesChanged)).
 		Complete(r)
 }
 
@@ -347,6 +411,38 @@ func (r *IngressDeploymentReconciler) otherHostNetworkFleets(ctx context.Context
 		}
 	}
 	return out
+}
+
+// fleetsOnNode enqueues the fleets with a proxy pod on a node (its address is theirs).
+func (r *IngressDeploymentReconciler) fleetsOnNode(ctx context.Context, o client.Object) []reconcile.Request {
+	pods := &corev1.PodList{}
+	if err := r.List(ctx, pods, client.MatchingLabels{render.LabelManagedBy: render.ManagedByValue, render.LabelComponent: render.ComponentProxy}); err != nil {
+		log.FromContext(ctx).Error(err, "List proxy pods")
+		return nil
+	}
+	seen := map[reconcile.Request]bool{}
+	var out []reconcile.Request
+	for i := range pods.Items {
+		if pods.Items[i].Spec.NodeName != o.GetName() {
+			continue
+		}
+		for _, req := range fleetFromLabels(ctx, &pods.Items[i]) {
+			if !seen[req] {
+				seen[req] = true
+				out = append(out, req)
+			}
+		}
+	}
+	return out
+}
+
+// nodeAddressesChanged passes node events that can change a fleet's address.
+var nodeAddressesChanged = predicate.Funcs{
+	UpdateFunc: func(e event.UpdateEvent) bool {
+		o, ok1 := e.ObjectOld.(*corev1.Node)
+		n, ok2 := e.ObjectNew.(*corev1.Node)
+		return ok1 && ok2 && nodeAddress(o) != nodeAddress(n)
+	},
 }
 
 // hostNetworkOnly passes events of IngressDeployments that are, or were, HostNetwork fleets.

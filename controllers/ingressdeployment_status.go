@@ -37,6 +37,9 @@ type observation struct {
 	Problems       []problem
 	Proxy          workloadState
 	DefaultBackend *workloadState // nil unless the default backend is Managed
+	// Addresses are where the fleet is reachable now; empty means nothing is known (a pending
+	// balancer, no Ready proxy), in which case the published addresses are kept.
+	Addresses []porticov1alpha1.Address
 }
 
 func daemonSetState(ds *appsv1.DaemonSet, selector string) workloadState {
@@ -75,6 +78,9 @@ func computeStatus(f *porticov1alpha1.IngressDeployment, obs observation) portic
 	st.ObservedGeneration = f.Generation
 	st.IngressClasses = obs.Classes
 	st.Replicas, st.ReadyReplicas, st.Selector = obs.Proxy.Desired, obs.Proxy.Ready, obs.Proxy.Selector
+	if len(obs.Addresses) > 0 {
+		st.Addresses = obs.Addresses
+	}
 	set := func(t string, ok bool, reason, msg string) {
 		s := metav1.ConditionFalse
 		if ok {

@@ -25,6 +25,12 @@ func Setup(mgr ctrl.Manager, image string) error {
 	}).SetupWithManager(mgr); err != nil {
 		return fmt.Errorf("set up IngressDeployment controller: %w", err)
 	}
+	if err := (&IngressStatusReconciler{
+		Client:    mgr.GetClient(),
+		APIReader: mgr.GetAPIReader(),
+	}).SetupWithManager(mgr); err != nil {
+		return fmt.Errorf("set up Ingress status controller: %w", err)
+	}
 	if err := (&IngressClassReconciler{
 		Client:   mgr.GetClient(),
 		Recorder: mgr.GetEventRecorder("portico-operator"),
@@ -35,7 +41,8 @@ func Setup(mgr ctrl.Manager, image string) error {
 }
 
 // CacheOptions restricts the operator's informers for the kinds it renders to the objects it
-// labelled, so a large cluster's Deployments, ConfigMaps and RBAC are not all held in memory.
+// labelled (and the pods of its fleets), so a large cluster's Deployments, ConfigMaps, RBAC and
+// pods are not all held in memory.
 // Services are cached whole (a fleet may name any Service as its default backend); Secrets are
 // watched as metadata only.
 func CacheOptions() cache.Options {
@@ -53,6 +60,7 @@ func CacheOptions() cache.Options {
 			&rbacv1.RoleBinding{}:           by,
 			&rbacv1.ClusterRole{}:           by,
 			&rbacv1.ClusterRoleBinding{}:    by,
+			&corev1.Pod{}:                   by,
 		},
 	}
 }

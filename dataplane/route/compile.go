@@ -99,13 +99,50 @@ func ServedIngresses(in *Input) []*networkingv1.Ingress {
 	return out
 }
 
+// ClassOf returns the class an Ingress asks for: spec.ingressClassName, else the legacy
+// annotation; ok is false for a class-less Ingress.
+func ClassOf(ing *networkingv1.Ingress) (name string, ok bool) {
+	if ing.Spec.IngressClassName != nil {
+		return *ing.Spec.IngressClassName, true
+	}
+	name, ok = ing.Annotations[LegacyClassAnnotation]
+	return name, ok
+}
+
+// FleetServing returns the fleet that serves an Ingress, by the same rules as ServedIngresses:
+// its class (field, else annotation) is one of ours pointing at the fleet, or it has no class and
+// a class of ours pointing at the fleet is the default and the fleet does not ignore it
+// (ignoresDefault), and the fleet watches its namespace (watches). When several fleets could
+// serve a class-less Ingress, the first in namespace/name order wins.
+func FleetServing(ing *networkingv1.Ingress, classes []networkingv1.IngressClass,
+	watches func(fleet types.NamespacedName, ns string) bool, ignoresDefault func(types.NamespacedName) bool) (types.NamespacedName, bool) {
+	want, hasClass := ClassOf(ing)
+	var best types.NamespacedName
+	found := false
+	for i := range classes {
+		c := &classes[i]
+		if !IsOurs(c) {
+			continue
+		}
+		fleet, err := FleetForClass(c)
+		if err != nil || !watches(fleet, ing.Namespace) {
+			continue
+		}
+		match := hasClass && c.Name == want
+		if !hasClass && c.Annotations[DefaultClassAnnotation] == "true" && !ignoresDefault(fleet) {
+			match = true
+		}
+		if match && (!found || fleet.String() < best.String()) {
+			best, found = fleet, true
+		}
+	}
+	return best, found
+}
+
 // serves applies the class rules: spec.ingressClassName wins over the legacy annotation; a
 // class-less Ingress is served through a default class of ours.
 func serves(ing *networkingv1.Ingress, ours map[string]bool, viaDefault bool) bool {
-	if ing.Spec.IngressClassName != nil {
-		return ours[*ing.Spec.IngressClassName]
-	}
-	if c, ok := ing.Annotations[LegacyClassAnnotation]; ok {
+	if c, ok := ClassOf(ing); ok {
 		return ours[c]
 	}
 	return viaDefault

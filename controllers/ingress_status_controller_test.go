@@ -1,0 +1,244 @@
+package controllers_test
+
+import (
+	"fmt"
+	"time"
+
+	. "github.com/onsi/ginkgo/v2"
+	. "github.com/onsi/gomega"
+	corev1 "k8s.io/api/core/v1"
+	networkingv1 "k8s.io/api/networking/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/utils/ptr"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	porticov1alpha1 "portico.dev/portico/api/v1alpha1"
+	"portico.dev/portico/controllers/render"
+	rt "portico.dev/portico/dataplane/route/routetest"
+)
+
+// statusWorld is a fleet with its class, and helpers to play the kubelet and the cloud.
+type statusWorld struct {
+	ns    string
+	fleet *porticov1alpha1.IngressDeployment
+	class string
+}
+
+func newStatusWorld(t porticov1alpha1.TopologyType, mutate func(*porticov1alpha1.IngressDeployment)) *statusWorld {
+	ns := newNamespace()
+	f := newFleet(ns, "edge", t)
+	if mutate != nil {
+		mutate(f)
+	}
+	Expect(k8s.Create(ctx, f)).To(Succeed())
+	w := &statusWorld{ns: ns, fleet: f, class: ns + "-portico"}
+	Expect(k8s.Create(ctx, rt.Class(w.class, ns, "edge", false))).To(Succeed())
+	// The pods below run as the fleet's ServiceAccount, which the operator creates.
+	Eventually(func() error {
+		return k8s.Get(ctx, types.NamespacedName{Namespace: ns, Name: "edge-proxy"}, &corev1.ServiceAccount{})
+	}, timeout, interval).Should(Succeed())
+	return w
+}
+
+func (w *statusWorld) node(name, internal, external string) {
+	n := &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: w.ns + "-" + name}}
+	Expect(k8s.Create(ctx, n)).To(Succeed())
+	n.Status.Addresses = []corev1.NodeAddress{{Type: corev1.NodeInternalIP, Address: internal}}
+	if external != "" {
+		n.Status.Addresses = append(n.Status.Addresses, corev1.NodeAddress{Type: corev1.NodeExternalIP, Address: external})
+	}
+	Expect(k8s.Status().Update(ctx, n)).To(Succeed())
+}
+
+// pod plays the kubelet: a proxy pod of the fleet on a node, Ready or not.
+func (w *statusWorld) pod(name, node string, ready bool) *corev1.Pod {
+	labels := render.ProxySelector(w.fleet)
+	for k, v := range render.FleetLabels(w.fleet) {
+		labels[k] = v
+	}
+	p := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Namespace: w.ns, Name: name, Labels: labels},
+		Spec: corev1.PodSpec{NodeName: w.ns + "-" + node, ServiceAccountName: "edge-proxy",
+			Containers: []corev1.Container{{Name: "proxy", Image: testImage}}}}
+	Expect(k8s.Create(ctx, p)).To(Succeed())
+	w.setReady(p, ready)
+	return p
+}
+
+func (w *statusWorld) setReady(p *corev1.Pod, ready bool) {
+	s := corev1.ConditionFalse
+	if ready {
+		s = corev1.ConditionTrue
+	}
+	Expect(k8s.Get(ctx, client.ObjectKeyFromObject(p), p)).To(Succeed())
+	p.Status.Phase = corev1.PodRunning
+	p.Status.Conditions = []corev1.PodCondition{{Type: corev1.PodReady, Status: s}}
+	Expect(k8s.Status().Update(ctx, p)).To(Succeed())
+}
+
+func (w *statusWorld) ingress(name string, class *string) *networkingv1.Ingress {
+	i := rt.Ingress(w.ns, name, 0, rt.ClassOf(class, ""), rt.Rule(name+".example.com", "/", rt.Prefix, "svc", 80))
+	i.UID, i.CreationTimestamp = "", metav1.Time{}
+	Expect(k8s.Create(ctx, i)).To(Succeed())
+	return i
+}
+
+// lb returns an Ingress's status addresses as "ip" or "hostname", with ":port" for each port.
+func lb(i *networkingv1.Ingress) func() []string {
+	return func() []string {
+		live := &networkingv1.Ingress{}
+		Expect(k8s.Get(ctx, client.ObjectKeyFromObject(i), live)).To(Succeed())
+		var out []string
+		for _, in := range live.Status.LoadBalancer.Ingress {
+			s := in.IP + in.Hostname
+			for _, p := range in.Ports {
+				s += fmt.Sprintf(":%d", p.Port)
+			}
+			out = append(out, s)
+		}
+		return out
+	}
+}
+
+var _ = Describe("Ingress status addresses", func() {
+	It("HostNetwork: the addresses of the nodes running a Ready proxy, following readiness and node changes", func() {
+		w := newStatusWorld(porticov1alpha1.TopologyHostNetwork, nil)
+		w.node("n1", "10.0.0.1", "")
+		w.node("n2", "10.0.0.2", "192.0.2.2") // ExternalIP wins
+		w.node("n3", "10.0.0.3", "")
+		ing := w.ingress("web", &w.class)
+		p1 := w.pod("p1", "n1", true)
+		p2 := w.pod("p2", "n2", true)
+		w.pod("p3", "n3", false)
+		Eventually(lb(ing), timeout, interval).Should(Equal([]string{"10.0.0.1", "192.0.2.2"}))
+		Expect(getFleet(w.fleet).Status.Addresses).To(Equal([]porticov1alpha1.Address{
+			{Type: porticov1alpha1.IPAddressType, Value: "10.0.0.1"}, {Type: porticov1alpha1.IPAddressType, Value: "192.0.2.2"}}))
+
+		// A new Ingress gets the address within a second.
+		start := time.Now()
+		late := w.ingress("late", &w.class)
+		Eventually(lb(late), 5*time.Second, 20*time.Millisecond).Should(Equal([]string{"10.0.0.1", "192.0.2.2"}))
+		Expect(time.Since(start)).To(BeNumerically("<", time.Second))
+
+		w.setReady(p2, false)
+		Eventually(lb(ing), timeout, interval).Should(Equal([]string{"10.0.0.1"}))
+
+		n1 := &corev1.Node{}
+		Expect(k8s.Get(ctx, types.NamespacedName{Name: w.ns + "-n1"}, n1)).To(Succeed())
+		n1.Status.Addresses = []corev1.NodeAddress{{Type: corev1.NodeInternalIP, Address: "10.0.1.1"}}
+		Expect(k8s.Status().Update(ctx, n1)).To(Succeed())
+		Eventually(lb(ing), timeout, interval).Should(Equal([]string{"10.0.1.1"}))
+
+		// A rolling restart: the only Ready pod goes; the status is never emptied.
+		w.setReady(p1, false)
+		Expect(k8s.Delete(ctx, p1)).To(Succeed())
+		Consistently(lb(ing), 2*time.Second, 50*time.Millisecond).Should(Equal([]string{"10.0.1.1"}))
+		w.pod("p1b", "n3", true)
+		Eventually(lb(ing), timeout, interval).Should(Equal([]string{"10.0.0.3"}))
+	})
+
+	It("NodePort: node addresses with the node ports", func() {
+		w := newStatusWorld(porticov1alpha1.TopologyNodePort, func(f *porticov1alpha1.IngressDeployment) {
+			f.Spec.Topology.NodePort = &porticov1alpha1.NodePortTopology{HTTPNodePort: ptr.To[int32](31080), HTTPSNodePort: ptr.To[int32](31443)}
+		})
+		w.node("n1", "10.1.0.1", "")
+		ing := w.ingress("np", &w.class)
+		w.pod("p1", "n1", true)
+		Eventually(lb(ing), timeout, interval).Should(Equal([]string{"10.1.0.1:31080:31443"}))
+	})
+
+	It("LoadBalancer: the balancer's addresses and externalIPs, untouched while pending", func() {
+		w := newStatusWorld(porticov1alpha1.TopologyLoadBalancer, nil)
+		ing := w.ingress("lb", &w.class)
+		svc := &corev1.Service{}
+		key := types.NamespacedName{Namespace: w.ns, Name: "edge-proxy"}
+		Eventually(func() error { return k8s.Get(ctx, key, svc) }, timeout, interval).Should(Succeed())
+		Consistently(lb(ing), time.Second, 100*time.Millisecond).Should(BeEmpty(), "pending balancer: nothing written")
+
+		svc.Status.LoadBalancer.Ingress = []corev1.LoadBalancerIngress{{IP: "203.0.113.10"}, {Hostname: "lb.example.net"}}
+		Expect(k8s.Status().Update(ctx, svc)).To(Succeed())
+		Eventually(lb(ing), timeout, interval).Should(Equal([]string{"203.0.113.10", "lb.example.net"}))
+
+		// The balancer going back to pending keeps the published address.
+		Expect(k8s.Get(ctx, key, svc)).To(Succeed())
+		svc.Status.LoadBalancer.Ingress = nil
+		Expect(k8s.Status().Update(ctx, svc)).To(Succeed())
+		Consistently(lb(ing), time.Second, 100*time.Millisecond).Should(Equal([]string{"203.0.113.10", "lb.example.net"}))
+	})
+
+	It("spec.statusAddress overrides what is observed", func() {
+		w := newStatusWorld(porticov1alpha1.TopologyHostNetwork, func(f *porticov1alpha1.IngressDeployment) {
+			f.Spec.StatusAddress = &porticov1alpha1.StatusAddress{Addresses: []string{"198.51.100.7"}, Hostnames: []string{"edge.example.com"}}
+		})
+		w.node("n1", "10.2.0.1", "")
+		w.pod("p1", "n1", true)
+		ing := w.ingress("pinned", &w.class)
+		Eventually(lb(ing), timeout, interval).Should(Equal([]string{"198.51.100.7", "edge.example.com"}))
+	})
+
+	It("clears the address when the Ingress leaves the fleet, and never touches an Ingress of a class not ours", func() {
+		w := newStatusWorld(porticov1alpha1.TopologyHostNetwork, nil)
+		w.node("n1", "10.3.0.1", "")
+		w.pod("p1", "n1", true)
+		moved := w.ingress("moved", &w.class)
+		Eventually(lb(moved), timeout, interval).Should(Equal([]string{"10.3.0.1"}))
+
+		// An Ingress of an unknown class, whose status another controller wrote.
+		foreign := w.ingress("foreign", ptr.To("somebody-else"))
+		foreign.Status.LoadBalancer.Ingress = []networkingv1.IngressLoadBalancerIngress{{IP: "192.0.2.99"}}
+		Expect(k8s.Status().Update(ctx, foreign, client.FieldOwner("other-controller"))).To(Succeed())
+
+		Expect(k8s.Get(ctx, client.ObjectKeyFromObject(moved), moved)).To(Succeed())
+		moved.Spec.IngressClassName = ptr.To("somebody-else")
+		Expect(k8s.Update(ctx, moved)).To(Succeed())
+		Eventually(lb(moved), timeout, interval).Should(BeEmpty())
+		Consistently(lb(foreign), time.Second, 100*time.Millisecond).Should(Equal([]string{"192.0.2.99"}))
+
+		// The class deleted: its Ingresses lose the address.
+		gone := w.ingress("gone", &w.class)
+		Eventually(lb(gone), timeout, interval).Should(Equal([]string{"10.3.0.1"}))
+		Expect(k8s.Delete(ctx, &networkingv1.IngressClass{ObjectMeta: metav1.ObjectMeta{Name: w.class}})).To(Succeed())
+		Eventually(lb(gone), timeout, interval).Should(BeEmpty())
+	})
+
+	It("serves class-less Ingresses through a default class, unless the fleet opts out", func() {
+		w := newStatusWorld(porticov1alpha1.TopologyHostNetwork, nil)
+		w.node("n1", "10.4.0.1", "")
+		w.pod("p1", "n1", true)
+		def := &networkingv1.IngressClass{}
+		Expect(k8s.Get(ctx, types.NamespacedName{Name: w.class}, def)).To(Succeed())
+		def.Annotations = map[string]string{"ingressclass.kubernetes.io/is-default-class": "true"}
+		Expect(k8s.Update(ctx, def)).To(Succeed())
+		// The API server defaults the class of new Ingresses: create with one, then remove it.
+		classless := w.ingress("classless", &w.class)
+		Expect(k8s.Get(ctx, client.ObjectKeyFromObject(classless), classless)).To(Succeed())
+		classless.Spec.IngressClassName = nil
+		Expect(k8s.Update(ctx, classless)).To(Succeed())
+		Eventually(lb(classless), timeout, interval).Should(Equal([]string{"10.4.0.1"}))
+
+		f := getFleet(w.fleet)
+		f.Spec.IgnoreDefaultClass = true
+		Expect(k8s.Update(ctx, f)).To(Succeed())
+		Eventually(lb(classless), timeout, interval).Should(BeEmpty())
+		// Another test's default class must not serve this namespace's Ingresses later.
+		def.Annotations = nil
+		Expect(k8s.Update(ctx, def)).To(Succeed())
+	})
+
+	It("clears its Ingresses once the fleet is deleted and its pods are gone", func() {
+		w := newStatusWorld(porticov1alpha1.TopologyHostNetwork, nil)
+		w.node("n1", "10.5.0.1", "")
+		p := w.pod("p1", "n1", true)
+		ing := w.ingress("bye", &w.class)
+		Eventually(lb(ing), timeout, interval).Should(Equal([]string{"10.5.0.1"}))
+
+		Expect(k8s.Delete(ctx, getFleet(w.fleet))).To(Succeed())
+		// The pod still exists (no kubelet here): the address stays, the fleet waits.
+		Consistently(lb(ing), 2*time.Second, 100*time.Millisecond).Should(Equal([]string{"10.5.0.1"}))
+		Expect(k8s.Delete(ctx, p, client.GracePeriodSeconds(0))).To(Succeed())
+		Eventually(lb(ing), timeout, interval).Should(BeEmpty())
+		Eventually(func() error { return k8s.Get(ctx, client.ObjectKeyFromObject(w.fleet), &porticov1alpha1.IngressDeployment{}) },
+			timeout, interval).Should(Satisfy(apierrors.IsNotFound))
+	})
+})
