@@ -238,7 +238,9 @@ var _ = Describe("Ingress status addresses", func() {
 		Consistently(lb(ing), 2*time.Second, 100*time.Millisecond).Should(Equal([]string{"10.5.0.1"}))
 		Expect(k8s.Delete(ctx, p, client.GracePeriodSeconds(0))).To(Succeed())
 		Eventually(lb(ing), timeout, interval).Should(BeEmpty())
-		Eventually(func() error { return k8s.Get(ctx, client.ObjectKeyFromObject(w.fleet), &porticov1alpha1.IngressDeployment{}) },
+		Eventually(func() error {
+			return k8s.Get(ctx, client.ObjectKeyFromObject(w.fleet), &porticov1alpha1.IngressDeployment{})
+		},
 			timeout, interval).Should(Satisfy(apierrors.IsNotFound))
 	})
 })
