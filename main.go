@@ -109,7 +109,8 @@ func runOperator(args []string) error {
 	if err != nil {
 		return fmt.Errorf("create manager: %w", err)
 	}
-	if err := controllers.Setup(mgr, *image); err != nil {
+	ctx := ctrl.SetupSignalHandler()
+	if err := controllers.Setup(ctx, mgr, *image); err != nil {
 		return err
 	}
 	if err := mgr.AddHealthzCheck("healthz", healthz.Ping); err != nil {
@@ -119,7 +120,7 @@ func runOperator(args []string) error {
 		return err
 	}
 	log.Info("Starting operator", "image", *image)
-	return mgr.Start(ctrl.SetupSignalHandler())
+	return mgr.Start(ctx)
 }
 
 func ptrDuration(d time.Duration) *time.Duration { return &d }

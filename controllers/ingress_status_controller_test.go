@@ -2,6 +2,7 @@ package controllers_test
 
 import (
 	"fmt"
+	"strings"
 	"time"
 
 	. "github.com/onsi/ginkgo/v2"
@@ -242,5 +243,36 @@ var _ = Describe("Ingress status addresses", func() {
 			return k8s.Get(ctx, client.ObjectKeyFromObject(w.fleet), &porticov1alpha1.IngressDeployment{})
 		},
 			timeout, interval).Should(Satisfy(apierrors.IsNotFound))
+	})
+})
+
+var _ = Describe("Ingress route problems", func() {
+	It("are Warning Events on the Ingress, from the data plane's compile step", func() {
+		w := newStatusWorld(porticov1alpha1.TopologyNodePort, nil)
+		Expect(k8s.Create(ctx, rt.Service(w.ns, "svc"))).To(Succeed())
+		older := rt.Ingress(w.ns, "older", 0, rt.ClassOf(&w.class, ""), rt.Rule("shop.example.com", "/", rt.Prefix, "svc", 80))
+		older.UID, older.CreationTimestamp = "", metav1.Time{}
+		Expect(k8s.Create(ctx, older)).To(Succeed())
+		time.Sleep(1100 * time.Millisecond) // creationTimestamp has one-second resolution
+		bad := rt.Ingress(w.ns, "bad", 0, rt.ClassOf(&w.class, ""),
+			rt.Rule("shop.example.com", "/", rt.Prefix, "svc", 80),         // claimed by older
+			rt.Rule("shop.example.com", "/missing", rt.Prefix, "nope", 80), // no such Service
+			rt.Rule("shop.example.com", "/port", rt.Prefix, "svc", 81),     // no such port
+			rt.RuleTo("shop.example.com", "/bucket", rt.Prefix, networkingv1.IngressBackend{
+				Resource: &corev1.TypedLocalObjectReference{Kind: "Bucket", Name: "assets"}}),
+			rt.TLS("absent-tls", "shop.example.com"))
+		bad.UID, bad.CreationTimestamp = "", metav1.Time{}
+		Expect(k8s.Create(ctx, bad)).To(Succeed())
+		Eventually(func() string { return eventNotes("bad") }, timeout, interval).Should(And(
+			ContainSubstring(`spec.rules[0].http.paths[0]: host "shop.example.com" path "/" is already claimed by the older Ingress `+w.ns+"/older"),
+			ContainSubstring("spec.rules[0].http.paths[1].backend: service "+w.ns+"/nope not found"),
+			ContainSubstring("spec.rules[0].http.paths[2].backend: service "+w.ns+"/svc has no port 81"),
+			ContainSubstring("resource backends (Bucket assets) cannot be proxied"),
+			ContainSubstring("spec.tls[0]: secret "+w.ns+"/absent-tls not found"),
+		))
+		Expect(eventNotes("older")).To(BeEmpty())
+		// Fixing the Service clears that problem: no new Event for it appears later.
+		Expect(k8s.Create(ctx, rt.Service(w.ns, "nope"))).To(Succeed())
+		Consistently(func() int { return strings.Count(eventNotes("bad"), "nope not found") }, 2*time.Second, 200*time.Millisecond).Should(Equal(1))
 	})
 })

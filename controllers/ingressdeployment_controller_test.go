@@ -546,7 +546,8 @@ func equalMaps(a, b map[string]string) bool {
 	return true
 }
 
-// eventNotes joins the notes of the events.k8s.io Events about objects named name.
+// eventNotes joins the notes of the Events (events.k8s.io, which also lists core/v1 Events)
+// about objects named name.
 func eventNotes(name string) string {
 	list := &eventsv1.EventList{}
 	Expect(k8s.List(ctx, list)).To(Succeed())

@@ -1,6 +1,7 @@
 package controllers
 
 import (
+	"context"
 	"fmt"
 
 	appsv1 "k8s.io/api/apps/v1"
@@ -16,7 +17,7 @@ import (
 )
 
 // Setup registers every reconciler of the operator with mgr. image runs the fleets.
-func Setup(mgr ctrl.Manager, image string) error {
+func Setup(ctx context.Context, mgr ctrl.Manager, image string) error {
 	if err := (&IngressDeploymentReconciler{
 		Client:    mgr.GetClient(),
 		APIReader: mgr.GetAPIReader(),
@@ -30,6 +31,13 @@ func Setup(mgr ctrl.Manager, image string) error {
 		APIReader: mgr.GetAPIReader(),
 	}).SetupWithManager(mgr); err != nil {
 		return fmt.Errorf("set up Ingress status controller: %w", err)
+	}
+	if err := (&IngressProblemsReconciler{
+		Client:    mgr.GetClient(),
+		APIReader: mgr.GetAPIReader(),
+		Recorder:  mgr.GetEventRecorderFor("portico-operator"), //nolint:staticcheck // see IngressProblemsReconciler.Recorder
+	}).SetupWithManager(ctx, mgr); err != nil {
+		return fmt.Errorf("set up Ingress problems controller: %w", err)
 	}
 	if err := (&IngressClassReconciler{
 		Client:   mgr.GetClient(),
