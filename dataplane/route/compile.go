@@ -46,6 +46,9 @@ type Input struct {
 	Certs *CertCache
 	// Stats keeps endpoint counters across compiles; may be nil.
 	Stats *StatsRegistry
+	// Backends reuses the Backends of Services whose Service and EndpointSlices did not change
+	// since the last compile (by resourceVersion); may be nil.
+	Backends *BackendCache
 }
 
 // Problem is something wrong with one Ingress (or with the fleet's settings, when Ingress is
@@ -190,10 +193,10 @@ func Compile(in Input) (*Table, []Problem) {
 	c := &compiler{
 		in:       &in,
 		services: make(map[types.NamespacedName]*corev1.Service, len(in.Services)),
-		slices:   make(map[types.NamespacedName][]*discoveryv1.EndpointSlice),
+		slices:   make(map[types.NamespacedName][]*discoveryv1.EndpointSlice, len(in.Services)),
 		secrets:  make(map[types.NamespacedName]*corev1.Secret, len(in.Secrets)),
-		backends: map[backendKey]*Backend{},
-		addrs:    map[string]bool{},
+		backends: make(map[backendKey]*Backend, len(in.Services)),
+		addrs:    make(map[string]bool, 2*len(in.EndpointSlices)),
 	}
 	for _, s := range in.Services {
 		c.services[types.NamespacedName{Namespace: s.Namespace, Name: s.Name}] = s
@@ -204,19 +207,24 @@ func Compile(in Input) (*Table, []Problem) {
 			c.slices[k] = append(c.slices[k], es)
 		}
 	}
+	for _, list := range c.slices {
+		if len(list) > 1 { // a stable order: endpoints and the Backend cache depend on it
+			sort.Slice(list, func(i, j int) bool { return list[i].Name < list[j].Name })
+		}
+	}
 	for _, s := range in.Secrets {
 		c.secrets[types.NamespacedName{Namespace: s.Namespace, Name: s.Name}] = s
 	}
 
 	t := &Table{
-		exact:        map[string]*Host{},
+		exact:        make(map[string]*Host, len(in.Ingresses)),
 		wildcard:     map[string]*Host{},
 		certExact:    map[string]*tls.Certificate{},
 		certWildcard: map[string]*tls.Certificate{},
 	}
 	served := ServedIngresses(&in)
 	t.Stats.Ingresses = len(served)
-	claimed := map[claimKey]types.NamespacedName{} // first Ingress to claim a host and path
+	claimed := make(map[claimKey]types.NamespacedName, 2*len(served)) // first Ingress to claim a host and path
 	for _, ing := range served {
 		c.compileIngress(t, ing, claimed)
 	}
@@ -253,6 +261,7 @@ func Compile(in Input) (*Table, []Problem) {
 	if in.Certs != nil {
 		in.Certs.retain(c.secrets)
 	}
+	in.Backends.retain(c.backends)
 	return t, c.problems
 }
 
@@ -413,8 +422,23 @@ func (c *compiler) backend(svcKey types.NamespacedName, port networkingv1.Servic
 		}
 		return b
 	}
+	if cached := c.in.Backends.lookup(k, c.services[svcKey], c.slices[svcKey]); cached != nil {
+		c.backends[k] = cached
+		for _, e := range cached.Endpoints {
+			c.addrs[e.Addr] = true
+		}
+		if cached.Problem != "" && !strings.HasPrefix(cached.Problem, "no ready endpoint") {
+			if ing.Name != "" {
+				c.problem(ing, "%s: %s", field(), cached.Problem)
+			} else {
+				c.problems = append(c.problems, Problem{Message: "default backend: " + cached.Problem})
+			}
+		}
+		return cached
+	}
 	b := &Backend{Service: svcKey, Port: portName, Affinity: affinity, Balancing: balancing}
 	c.backends[k] = b
+	defer func() { c.in.Backends.store(k, c.services[svcKey], c.slices[svcKey], b) }()
 	report := func(format string, args ...any) {
 		b.Problem = fmt.Sprintf(format, args...)
 		if ing.Name != "" {
@@ -577,6 +601,67 @@ func (cc *CertCache) retain(secrets map[types.NamespacedName]*corev1.Secret) {
 	for uid := range cc.m {
 		if !keep[uid] {
 			delete(cc.m, uid)
+		}
+	}
+}
+
+// BackendCache keeps each Backend with the resourceVersions it was built from. Safe for one
+// compiler at a time; a nil *BackendCache caches nothing.
+type BackendCache struct {
+	mu sync.Mutex
+	m  map[backendKey]cachedBackend
+}
+
+type cachedBackend struct {
+	svcVersion    string
+	sliceVersions []string // in the order of the compiler's slice index
+	backend       *Backend
+}
+
+// NewBackendCache returns an empty cache.
+func NewBackendCache() *BackendCache { return &BackendCache{m: map[backendKey]cachedBackend{}} }
+
+func (bc *BackendCache) lookup(k backendKey, svc *corev1.Service, slices []*discoveryv1.EndpointSlice) *Backend {
+	if bc == nil || svc == nil || svc.ResourceVersion == "" {
+		return nil
+	}
+	bc.mu.Lock()
+	defer bc.mu.Unlock()
+	e, ok := bc.m[k]
+	if !ok || e.svcVersion != svc.ResourceVersion || len(e.sliceVersions) != len(slices) {
+		return nil
+	}
+	for i, es := range slices {
+		if es.ResourceVersion == "" || e.sliceVersions[i] != es.ResourceVersion {
+			return nil
+		}
+	}
+	return e.backend
+}
+
+func (bc *BackendCache) store(k backendKey, svc *corev1.Service, slices []*discoveryv1.EndpointSlice, b *Backend) {
+	if bc == nil || svc == nil || svc.ResourceVersion == "" {
+		return
+	}
+	versions := make([]string, len(slices))
+	for i, es := range slices {
+		versions[i] = es.ResourceVersion
+	}
+	bc.mu.Lock()
+	bc.m[k] = cachedBackend{svcVersion: svc.ResourceVersion, sliceVersions: versions, backend: b}
+	bc.mu.Unlock()
+}
+
+// retain drops the Backends the last compile did not use.
+func (bc *BackendCache) retain(used map[backendKey]*Backend) {
+	if bc == nil {
+		return
+	}
+	bc.mu.Lock()
+	defer bc.mu.Unlock()
+	for k := range bc.m {
+		if _, ok := used[k]; !ok {
+			delete(bc.m, k)
 		}
 	}
 }

@@ -449,3 +449,35 @@ func TestPick(t *testing.T) {
 		}
 	}
 }
+
+func TestBackendCacheFollowsChanges(t *testing.T) {
+	in := baseInput(ing("i", 1, rule("h", "/", pfx, "a", 80)))
+	for _, s := range in.Services {
+		s.ResourceVersion = "1"
+	}
+	for _, es := range in.EndpointSlices {
+		es.ResourceVersion = "1"
+	}
+	in.Backends = NewBackendCache()
+	t1, _ := Compile(in)
+	t2, _ := Compile(in)
+	if t1.Match("h", "/").Backend != t2.Match("h", "/").Backend {
+		t.Error("an unchanged Service must reuse its Backend")
+	}
+	in.EndpointSlices[0] = slice("a", "http", 8080, ready, "10.9.9.9")
+	in.EndpointSlices[0].ResourceVersion = "2"
+	t3, _ := Compile(in)
+	if got := t3.Match("h", "/").Backend.Endpoints[0].Addr; got != "10.9.9.9:8080" {
+		t.Errorf("changed EndpointSlice not picked up: %s", got)
+	}
+	in.Services[0].Spec.Ports[0].Port = 81
+	in.Services[0].ResourceVersion = "2"
+	t4, probs := Compile(in)
+	if t4.Match("h", "/").Backend.Problem == "" || len(probs) == 0 {
+		t.Error("changed Service not picked up")
+	}
+	t5, probs := Compile(in)
+	if len(probs) == 0 || t5.Match("h", "/").Backend != t4.Match("h", "/").Backend {
+		t.Error("a cached Backend with a problem must still report it")
+	}
+}

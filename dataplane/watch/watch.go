@@ -46,13 +46,14 @@ type Options struct {
 
 // Watcher keeps the proxy's table in step with the cluster.
 type Watcher struct {
-	client  kubernetes.Interface
-	pub     Publisher
-	opts    Options
-	log     logr.Logger
-	trigger chan struct{}
-	certs   *route.CertCache
-	stats   *route.StatsRegistry
+	client   kubernetes.Interface
+	pub      Publisher
+	opts     Options
+	log      logr.Logger
+	trigger  chan struct{}
+	certs    *route.CertCache
+	stats    *route.StatsRegistry
+	backends *route.BackendCache
 
 	cfg       proxyconfig.Config
 	cfgLister func() (*corev1.ConfigMap, bool)
@@ -74,10 +75,11 @@ func New(client kubernetes.Interface, pub Publisher, opts Options, log logr.Logg
 	}
 	return &Watcher{
 		client: client, pub: pub, opts: opts, log: log,
-		trigger: make(chan struct{}, 1),
-		certs:   route.NewCertCache(),
-		stats:   route.NewStatsRegistry(),
-		cfg:     proxyconfig.Config{FleetNamespace: opts.Fleet.Namespace, FleetName: opts.Fleet.Name},
+		trigger:  make(chan struct{}, 1),
+		certs:    route.NewCertCache(),
+		stats:    route.NewStatsRegistry(),
+		backends: route.NewBackendCache(),
+		cfg:      proxyconfig.Config{FleetNamespace: opts.Fleet.Namespace, FleetName: opts.Fleet.Name},
 	}
 }
 
@@ -303,6 +305,7 @@ func (w *Watcher) compile() {
 		FallbackCertificate: w.opts.Fallback,
 		Certs:               w.certs,
 		Stats:               w.stats,
+		Backends:            w.backends,
 	}
 	t, probs := route.Compile(in)
 	w.pub.Swap(t, len(probs))
