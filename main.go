@@ -7,6 +7,7 @@ import (
 	"flag"
 	"fmt"
 	"os"
+	"strings"
 	"time"
 
 	"go.uber.org/zap/zapcore"
@@ -75,7 +76,7 @@ func runOperator(args []string) error {
 	metricsAddr := fs.String("metrics-bind-address", ":8080", "address of the /metrics endpoint (0 disables it)")
 	probeAddr := fs.String("health-probe-bind-address", ":8081", "address of /healthz and /readyz")
 	leaderElect := fs.Bool("leader-elect", false, "elect one active operator among replicas (the status writer must be unique)")
-	leaderNS := fs.String("leader-election-namespace", "", "namespace of the leader election Lease (default: the pod's namespace)")
+	leaderNS := fs.String("leader-election-namespace", os.Getenv("POD_NAMESPACE"), "namespace of the leader election Lease (default $POD_NAMESPACE, else the pod's namespace)")
 	image := fs.String("image", os.Getenv("PORTICO_IMAGE"), "image of the proxies and default backends (default $PORTICO_IMAGE)")
 	qps := fs.Float64("kube-api-qps", 500, "API requests per second the operator may send (status writes to 10,000 Ingresses need hundreds)")
 	burst := fs.Int("kube-api-burst", 1000, "API request burst")
@@ -86,6 +87,14 @@ func runOperator(args []string) error {
 	}
 	if *image == "" {
 		return fmt.Errorf("--image (or PORTICO_IMAGE) is required: the image the fleets run")
+	}
+	// Where pods share one network namespace (the local cluster), each binds its own address.
+	if host := os.Getenv("PORTICO_BIND_ADDRESS"); host != "" {
+		for _, a := range []*string{metricsAddr, probeAddr} {
+			if strings.HasPrefix(*a, ":") {
+				*a = host + *a
+			}
+		}
 	}
 	ctrl.SetLogger(zap.New(zap.UseFlagOptions(&zopts)))
 	log := ctrl.Log.WithName("operator")

@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"os"
 	"os/signal"
 	"strconv"
 	"syscall"
@@ -46,7 +47,7 @@ func Main(args []string, log logr.Logger) error {
 	fs.IntVar(&o.StatusCode, "status-code", 404, "HTTP status code of every answer (200-599)")
 	fs.IntVar(&port, "port", 8080, "port serving the answers")
 	fs.IntVar(&healthPort, "health-port", 10254, "port serving /healthz and /readyz")
-	bind := fs.String("bind-address", "", "address to bind (default all)")
+	bind := fs.String("bind-address", os.Getenv("PORTICO_BIND_ADDRESS"), "address to bind (default all; $PORTICO_BIND_ADDRESS)")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
