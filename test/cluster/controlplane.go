@@ -245,7 +245,9 @@ func (cp *ControlPlane) writePKI() error {
 	return nil
 }
 
-func pemBlock(t string, der []byte) []byte { return pem.EncodeToMemory(&pem.Block{Type: t, Bytes: der}) }
+func pemBlock(t string, der []byte) []byte {
+	return pem.EncodeToMemory(&pem.Block{Type: t, Bytes: der})
+}
 
 func ecKeyPEM(k *ecdsa.PrivateKey) []byte {
 	der, _ := x509.MarshalECPrivateKey(k)
