@@ -79,6 +79,20 @@ bench-scale: k8s-binaries ## 10,000 Ingresses on a real API server: time to read
 	go test -run '^$$' -c -o /dev/null ./dataplane/run/
 	KUBEBUILDER_ASSETS="$$($(K8S_BINARIES))" hack/in-netns.sh go test -run '^$$' -bench Scale -benchtime=1x -timeout 30m ./dataplane/run/
 
+##@ Local cluster
+
+.PHONY: demo
+demo: manifests kustomize ## Start the local cluster, deploy the operator and the cafe example, send traffic; Ctrl-C tears down.
+	hack/demo.sh
+
+.PHONY: cluster-up
+cluster-up: kustomize ## Start the local cluster (leaves .local/kubeconfig; use hack/cluster.sh kubectl ...).
+	hack/cluster.sh up
+
+.PHONY: cluster-down
+cluster-down: ## Stop every process of the local cluster.
+	hack/cluster.sh down
+
 ##@ Build
 
 .PHONY: build
