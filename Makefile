@@ -53,7 +53,10 @@ k8s-binaries: ## Build (once) the real control plane from the Go module proxy in
 	$(K8S_BINARIES) >/dev/null
 
 .PHONY: test
-test: manifests generate vet k8s-binaries ## Run every test: unit, and integration on a real kube-apiserver and etcd.
+test: test-integration test-e2e ## Run every test: unit, integration on a real kube-apiserver and etcd, end-to-end on the local cluster.
+
+.PHONY: test-integration
+test-integration: manifests generate vet k8s-binaries ## Unit tests, and integration tests on a real kube-apiserver and etcd.
 	go test -count=1 -run '^$$' ./... >/dev/null # compile (and fetch modules) outside the network namespace
 	KUBEBUILDER_ASSETS="$$($(K8S_BINARIES))" hack/in-netns.sh go test -count=1 -timeout=45m ./...
 
@@ -84,6 +87,10 @@ bench-scale: k8s-binaries ## 10,000 Ingresses on a real API server: time to read
 .PHONY: demo
 demo: manifests kustomize ## Start the local cluster, deploy the operator and the cafe example, send traffic; Ctrl-C tears down.
 	hack/demo.sh
+
+.PHONY: test-e2e
+test-e2e: kustomize ## End-to-end suite on a fresh local cluster (started and stopped here).
+	hack/e2e.sh
 
 .PHONY: cluster-up
 cluster-up: kustomize ## Start the local cluster (leaves .local/kubeconfig; use hack/cluster.sh kubectl ...).

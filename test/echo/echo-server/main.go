@@ -3,12 +3,15 @@
 package main
 
 import (
+	"context"
 	"flag"
 	"fmt"
 	"net"
 	"net/http"
 	"os"
+	"os/signal"
 	"strconv"
+	"syscall"
 	"time"
 
 	"portico.dev/portico/test/echo"
@@ -25,7 +28,16 @@ func main() {
 	addr := net.JoinHostPort(os.Getenv("PORTICO_BIND_ADDRESS"), strconv.Itoa(*port))
 	srv := &http.Server{Addr: addr, Handler: echo.Handler(name, *service), ReadHeaderTimeout: 10 * time.Second}
 	fmt.Fprintf(os.Stderr, "echo-server %s on %s\n", name, addr)
-	if err := srv.ListenAndServe(); err != nil {
+	// On SIGTERM, finish what is in flight and stop, as a well-behaved backend does in a rollout.
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
+	defer stop()
+	go func() {
+		<-ctx.Done()
+		shutdown, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		_ = srv.Shutdown(shutdown)
+	}()
+	if err := srv.ListenAndServe(); err != nil && err != http.ErrServerClosed {
 		fmt.Fprintln(os.Stderr, err)
 		os.Exit(1)
 	}

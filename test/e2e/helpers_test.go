@@ -1,0 +1,141 @@
+//go:build e2e
+
+package e2e
+
+import (
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"strings"
+	"time"
+
+	. "github.com/onsi/gomega"
+	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
+	networkingv1 "k8s.io/api/networking/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/apimachinery/pkg/util/intstr"
+	"k8s.io/utils/ptr"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	"portico.dev/portico/test/echo"
+)
+
+const (
+	appsNS  = "e2e-apps"
+	fleetNS = "e2e-ingress"
+	host    = "shop.example.com"
+)
+
+func objMeta(ns, name string) metav1.ObjectMeta { return metav1.ObjectMeta{Namespace: ns, Name: name} }
+
+func echoDeployment(app string, replicas int32) *appsv1.Deployment {
+	labels := map[string]string{"app": app}
+	return &appsv1.Deployment{
+		ObjectMeta: objMeta(appsNS, app),
+		Spec: appsv1.DeploymentSpec{
+			Replicas: ptr.To(replicas),
+			Selector: &metav1.LabelSelector{MatchLabels: labels},
+			Template: corev1.PodTemplateSpec{
+				ObjectMeta: metav1.ObjectMeta{Labels: labels},
+				Spec: corev1.PodSpec{Containers: []corev1.Container{{
+					Name: app, Image: "portico.dev/echo:dev", Args: []string{"--port=8080", "--service=" + app},
+					Env:   []corev1.EnvVar{{Name: "POD_NAME", ValueFrom: &corev1.EnvVarSource{FieldRef: &corev1.ObjectFieldSelector{FieldPath: "metadata.name"}}}},
+					Ports: []corev1.ContainerPort{{Name: "http", ContainerPort: 8080}},
+					ReadinessProbe: &corev1.Probe{ProbeHandler: corev1.ProbeHandler{HTTPGet: &corev1.HTTPGetAction{Path: "/healthz", Port: intstr.FromString("http")}},
+						PeriodSeconds: 1},
+				}}},
+			},
+		},
+	}
+}
+
+func echoService(app string) *corev1.Service {
+	return &corev1.Service{ObjectMeta: objMeta(appsNS, app), Spec: corev1.ServiceSpec{
+		Selector: map[string]string{"app": app},
+		Ports:    []corev1.ServicePort{{Name: "http", Port: 80, TargetPort: intstr.FromString("http")}},
+	}}
+}
+
+func waitAvailable(ns, name string, n int32) {
+	EventuallyWithOffset(1, func() int32 {
+		d := &appsv1.Deployment{}
+		if err := k8s.Get(ctx, types.NamespacedName{Namespace: ns, Name: name}, d); err != nil {
+			return -1
+		}
+		if d.Status.ObservedGeneration < d.Generation || d.Status.UpdatedReplicas < n {
+			return -1
+		}
+		return d.Status.AvailableReplicas
+	}).Should(Equal(n))
+}
+
+// ingressAddresses returns "ip" or "ip:port,port" entries of an Ingress's status.
+func ingressAddresses(ns, name string) func() []string {
+	return func() []string {
+		i := &networkingv1.Ingress{}
+		if err := k8s.Get(ctx, types.NamespacedName{Namespace: ns, Name: name}, i); err != nil {
+			return nil
+		}
+		var out []string
+		for _, in := range i.Status.LoadBalancer.Ingress {
+			s := in.IP + in.Hostname
+			var ports []string
+			for _, p := range in.Ports {
+				ports = append(ports, fmt.Sprint(p.Port))
+			}
+			if len(ports) > 0 {
+				s += ":" + strings.Join(ports, ",")
+			}
+			out = append(out, s)
+		}
+		return out
+	}
+}
+
+var plain = &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{DisableKeepAlives: true}}
+
+func tlsClient() *http.Client {
+	pool := x509.NewCertPool()
+	pool.AppendCertsFromPEM(caPEM)
+	return &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{
+		TLSClientConfig: &tls.Config{ServerName: host, RootCAs: pool}, ForceAttemptHTTP2: true, DisableKeepAlives: true}}
+}
+
+// answer sends GET scheme://addr/path with Host shop.example.com; it returns the backend's
+// Service name ("" on any failure) and its pod name.
+func answer(c *http.Client, scheme, addr, path string) (service, pod string) {
+	req, _ := http.NewRequest(http.MethodGet, scheme+"://"+addr+path, nil)
+	req.Host = host
+	resp, err := c.Do(req)
+	if err != nil {
+		return "", ""
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	if resp.StatusCode != 200 {
+		return "", ""
+	}
+	var r echo.Reply
+	_ = json.Unmarshal(b, &r)
+	return r.Service, r.Name
+}
+
+// expectServes checks host and path routing over HTTP and HTTPS at one address.
+func expectServes(ip string, httpPort, httpsPort int) {
+	h := net.JoinHostPort(ip, fmt.Sprint(httpPort))
+	s := net.JoinHostPort(ip, fmt.Sprint(httpsPort))
+	EventuallyWithOffset(1, func() string { svc, _ := answer(plain, "http", h, "/coffee"); return svc }).Should(Equal("coffee"))
+	EventuallyWithOffset(1, func() string { svc, _ := answer(plain, "http", h, "/tea/green"); return svc }).Should(Equal("tea"))
+	EventuallyWithOffset(1, func() string { svc, _ := answer(tlsClient(), "https", s, "/tea"); return svc }).Should(Equal("tea"))
+	EventuallyWithOffset(1, func() string { svc, _ := answer(tlsClient(), "https", s, "/coffee"); return svc }).Should(Equal("coffee"))
+}
+
+func getObj(o client.Object, ns, name string) error {
+	return k8s.Get(ctx, types.NamespacedName{Namespace: ns, Name: name}, o)
+}
