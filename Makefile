@@ -1,6 +1,7 @@
 # Portico. `make help` lists the targets.
 
 IMG ?= portico.dev/portico:dev
+VERSION ?= 0.1.0
 # Versions of the tools installed into bin/ (never from a prebuilt download).
 CONTROLLER_TOOLS_VERSION ?= v0.21.0
 KUSTOMIZE_VERSION ?= v5.8.1
@@ -42,7 +43,7 @@ vet: ## Run go vet.
 	go vet ./...
 
 .PHONY: verify
-verify: manifests generate fmt ## Regenerate everything and fail on any difference from what is committed.
+verify: manifests generate bundle fmt ## Regenerate everything and fail on any difference from what is committed.
 	go mod tidy
 	@if [ -n "$$(git status --porcelain -- api config controllers dataplane bundle go.mod go.sum)" ]; then \
 		echo "make verify: generated files are out of date; run 'make manifests generate fmt' and commit:"; \
@@ -99,6 +100,12 @@ cluster-up: kustomize ## Start the local cluster (leaves .local/kubeconfig; use 
 .PHONY: cluster-down
 cluster-down: ## Stop every process of the local cluster.
 	hack/cluster.sh down
+
+##@ Bundle
+
+.PHONY: bundle
+bundle: manifests kustomize ## Generate the OLM bundle (bundle/) from config/ and check it.
+	$(KUSTOMIZE) build config/default | go run ./hack/bundle/gen --version $(VERSION) --manifests config/manifests --out bundle
 
 ##@ Build
 
