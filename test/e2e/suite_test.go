@@ -51,6 +51,25 @@ var _ = BeforeSuite(func() {
 	k8s, err = client.New(cfg, client.Options{Scheme: scheme})
 	Expect(err).NotTo(HaveOccurred())
 
+	if os.Getenv("E2E_PHASE") != "bundle" {
+		waitOperator()
+	}
+
+	By("deploying the backends: coffee and tea (echo servers), a TLS Secret")
+	Expect(client.IgnoreAlreadyExists(k8s.Create(ctx, &corev1.Namespace{ObjectMeta: objMeta("", appsNS)}))).To(Succeed())
+	for _, app := range []string{"coffee", "tea"} {
+		Expect(client.IgnoreAlreadyExists(k8s.Create(ctx, echoDeployment(app, 2)))).To(Succeed())
+		Expect(client.IgnoreAlreadyExists(k8s.Create(ctx, echoService(app)))).To(Succeed())
+	}
+	secret := rt.TLSSecret(appsNS, "shop-tls", "shop.example.com")
+	secret.UID, secret.ResourceVersion = "", ""
+	Expect(client.IgnoreAlreadyExists(k8s.Create(ctx, secret))).To(Succeed())
+	Expect(k8s.Get(ctx, client.ObjectKeyFromObject(secret), secret)).To(Succeed())
+	caPEM = secret.Data[corev1.TLSCertKey]
+})
+
+// waitOperator waits for the operator deployed from config/default.
+func waitOperator() {
 	By("waiting for the operator deployed from config/default")
 	Eventually(func() int32 {
 		d := &appsv1.Deployment{}
@@ -59,18 +78,4 @@ var _ = BeforeSuite(func() {
 		}
 		return d.Status.AvailableReplicas
 	}, 3*time.Minute).Should(Equal(int32(1)))
-
-	By("deploying the backends: coffee and tea (echo servers), a TLS Secret")
-	Expect(client.IgnoreAlreadyExists(k8s.Create(ctx, &corev1.Namespace{ObjectMeta: objMeta("", appsNS)}))).To(Succeed())
-	for _, app := range []string{"coffee", "tea"} {
-		Expect(k8s.Create(ctx, echoDeployment(app, 2))).To(Succeed())
-		Expect(k8s.Create(ctx, echoService(app))).To(Succeed())
-	}
-	secret := rt.TLSSecret(appsNS, "shop-tls", "shop.example.com")
-	secret.UID, secret.ResourceVersion = "", ""
-	caPEM = secret.Data[corev1.TLSCertKey]
-	Expect(k8s.Create(ctx, secret)).To(Succeed())
-	for _, app := range []string{"coffee", "tea"} {
-		waitAvailable(appsNS, app, 2)
-	}
-})
+}

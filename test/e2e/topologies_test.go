@@ -50,6 +50,12 @@ var _ = Describe("A fleet on the local cluster", Ordered, func() {
 		return func() bool { return apierrors.IsNotFound(getObj(o, fleetNS, name)) }
 	}
 
+	BeforeAll(func() {
+		for _, app := range []string{"coffee", "tea"} {
+			waitAvailable(appsNS, app, 2)
+		}
+	})
+
 	It("HostNetwork: becomes Available, publishes the edge nodes, serves HTTP and HTTPS there", func() {
 		Expect(client.IgnoreAlreadyExists(k8s.Create(ctx, &corev1.Namespace{ObjectMeta: objMeta("", fleetNS)}))).To(Succeed())
 		*fleet = porticov1alpha1.IngressDeployment{ObjectMeta: objMeta(fleetNS, "e2e"), Spec: porticov1alpha1.IngressDeploymentSpec{
