@@ -60,17 +60,17 @@ func (m *Metrics) observeTable(t *route.Table, problems int) {
 	m.LastSync.SetToCurrentTime()
 }
 
-var codes [600]string
+var statusCodes [600]string
 
 func init() {
-	for i := range codes {
-		codes[i] = strconv.Itoa(i)
+	for i := range statusCodes {
+		statusCodes[i] = strconv.Itoa(i)
 	}
 }
 
 func codeString(c int) string {
-	if c >= 0 && c < len(codes) {
-		return codes[c]
+	if c >= 0 && c < len(statusCodes) {
+		return statusCodes[c]
 	}
 	return strconv.Itoa(c)
 }
