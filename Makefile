@@ -68,7 +68,7 @@ test-unit: ## Run only the tests that need no API server.
 ##@ Benchmarks (figures in the README, with the machine they ran on)
 
 .PHONY: bench
-bench: bench-go bench-proxy bench-scale ## Run every benchmark.
+bench: bench-go bench-proxy bench-scale bench-status ## Run every benchmark.
 
 .PHONY: bench-go
 bench-go: ## Go benchmarks of the route matcher and compile step (-benchmem).
@@ -106,6 +106,11 @@ cluster-down: ## Stop every process of the local cluster.
 .PHONY: bundle
 bundle: manifests kustomize ## Generate the OLM bundle (bundle/) from config/ and check it.
 	$(KUSTOMIZE) build config/default | go run ./hack/bundle/gen --version $(VERSION) --manifests config/manifests --out bundle
+
+.PHONY: bench-status
+bench-status: k8s-binaries ## 10,000 Ingresses: time until all carry the address, operator writes at rest over a minute.
+	go test -run '^$$' -c -o /dev/null ./controllers/
+	KUBEBUILDER_ASSETS="$$($(K8S_BINARIES))" hack/in-netns.sh go test -run '^$$' -bench StatusWriteback -benchtime=1x -timeout 30m ./controllers/
 
 ##@ Build
 
