@@ -11,7 +11,6 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -26,6 +25,7 @@ import (
 	"portico.dev/portico/dataplane/route"
 	rt "portico.dev/portico/dataplane/route/routetest"
 	"portico.dev/portico/test/echo"
+	"portico.dev/portico/test/load"
 )
 
 // harness runs a proxy on 127.0.0.1 and backends on 127.0.0.1, routed by a compiled table.
@@ -507,41 +507,21 @@ func TestNoFailedRequestsWhileTablesChange(t *testing.T) {
 	h := newHarness(t, Options{})
 	stopOld := h.backend("svc", echo.Handler("old-1", "svc"), "")
 	h.compile(rt.Ingress("ns", "main", 1, rt.Rule("h", "/", rt.Prefix, "svc", 80)))
-	stop := make(chan struct{})
-	var wg sync.WaitGroup
-	var mu sync.Mutex
-	var total, failed int
-	var failures []string
-	for w := 0; w < 4; w++ {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			c := &http.Client{Timeout: 5 * time.Second}
-			for {
-				select {
-				case <-stop:
-					return
-				default:
-				}
-				req, _ := http.NewRequest(http.MethodGet, "http://"+h.http+"/", nil)
-				req.Host = "h"
-				resp, err := c.Do(req)
-				mu.Lock()
-				total++
-				if err != nil || resp.StatusCode != 200 {
-					failed++
-					if len(failures) < 5 {
-						failures = append(failures, fmt.Sprint(resp, err))
-					}
-				}
-				mu.Unlock()
-				if err == nil {
-					_, _ = io.Copy(io.Discard, resp.Body)
-					resp.Body.Close()
-				}
-			}
-		}()
-	}
+	c := &http.Client{Timeout: 5 * time.Second}
+	loop := load.Start(4, func() string {
+		req, _ := http.NewRequest(http.MethodGet, "http://"+h.http+"/", nil)
+		req.Host = "h"
+		resp, err := c.Do(req)
+		if err != nil {
+			return err.Error()
+		}
+		_, _ = io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != 200 {
+			return resp.Status
+		}
+		return ""
+	})
 	// 100 updates of other Ingresses.
 	ings := []*networkingv1.Ingress{h.in.Ingresses[0]}
 	for i := 0; i < 100; i++ {
@@ -557,8 +537,7 @@ func TestNoFailedRequestsWhileTablesChange(t *testing.T) {
 	h.compile(ings...)
 	stopOld() // the old pod terminates gracefully after it left the endpoints
 	time.Sleep(300 * time.Millisecond)
-	close(stop)
-	wg.Wait()
+	total, failed, failures := loop.Stop()
 	if failed != 0 || total < 100 {
 		t.Fatalf("%d of %d requests failed: %v", failed, total, failures)
 	}

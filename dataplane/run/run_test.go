@@ -11,7 +11,6 @@ import (
 	"net/url"
 	"strconv"
 	"strings"
-	"sync"
 	"time"
 
 	. "github.com/onsi/ginkgo/v2"
@@ -34,6 +33,7 @@ import (
 	rt "portico.dev/portico/dataplane/route/routetest"
 	"portico.dev/portico/dataplane/run"
 	"portico.dev/portico/test/echo"
+	"portico.dev/portico/test/load"
 	"portico.dev/portico/test/testnet"
 )
 
@@ -276,30 +276,12 @@ var _ = Describe("portico proxy against a real API server", func() {
 		f.ingress("main", rt.Rule("main.example.com", "/", rt.Prefix, "main", 80))
 		Eventually(answeredBy(c, "http://"+f.http+"/", "main.example.com"), timeout, interval).Should(Equal("main"))
 
-		stop := make(chan struct{})
-		var wg sync.WaitGroup
-		var mu sync.Mutex
-		total, failed := 0, 0
-		for w := 0; w < 2; w++ {
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				for {
-					select {
-					case <-stop:
-						return
-					default:
-					}
-					code, _ := request(c, "http://"+f.http+"/", "main.example.com")
-					mu.Lock()
-					total++
-					if code != 200 {
-						failed++
-					}
-					mu.Unlock()
-				}
-			}()
-		}
+		loop := load.Start(2, func() string {
+			if code, _ := request(c, "http://"+f.http+"/", "main.example.com"); code != 200 {
+				return fmt.Sprintf("status %d", code)
+			}
+			return ""
+		})
 		churn := f.ingress("churn", rt.Rule("churn.example.com", "/v0", rt.Prefix, "other", 80))
 		for i := 1; i <= 100; i++ {
 			Expect(k8s.Get(ctx, client.ObjectKeyFromObject(churn), churn)).To(Succeed())
@@ -313,11 +295,10 @@ var _ = Describe("portico proxy against a real API server", func() {
 		time.Sleep(300 * time.Millisecond)
 		stopOld()
 		time.Sleep(500 * time.Millisecond)
-		close(stop)
-		wg.Wait()
+		total, failed, failures := loop.Stop()
 		GinkgoWriter.Printf("%d requests during the churn, %d failed\n", total, failed)
 		Expect(total).To(BeNumerically(">", 100))
-		Expect(failed).To(BeZero())
+		Expect(failed).To(BeZero(), "failures: %v", failures)
 		Eventually(answeredBy(c, "http://"+f.http+"/", "churn.example.com")).Should(BeEmpty()) // /v100 only
 		Expect(answeredBy(c, "http://"+f.http+"/v100", "churn.example.com")()).To(Equal("other"))
 	})

@@ -4,7 +4,6 @@ package e2e
 
 import (
 	"fmt"
-	"sync"
 	"time"
 
 	. "github.com/onsi/ginkgo/v2"
@@ -22,6 +21,7 @@ import (
 
 	porticov1alpha1 "portico.dev/portico/api/v1alpha1"
 	rt "portico.dev/portico/dataplane/route/routetest"
+	"portico.dev/portico/test/load"
 )
 
 // Node addresses of the local cluster: node-1 and node-2 carry portico.dev/edge=true.
@@ -164,30 +164,12 @@ var _ = Describe("A fleet on the local cluster", Ordered, func() {
 			return len(seen)
 		}).Should(Equal(10))
 
-		stop := make(chan struct{})
-		var wg sync.WaitGroup
-		var mu sync.Mutex
-		total, failed := 0, 0
-		for w := 0; w < 4; w++ {
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				for {
-					select {
-					case <-stop:
-						return
-					default:
-					}
-					svc, _ := answer(plain, "http", node1+":80", "/coffee")
-					mu.Lock()
-					total++
-					if svc != "coffee" {
-						failed++
-					}
-					mu.Unlock()
-				}
-			}()
-		}
+		loop := load.Start(4, func() string {
+			if svc, _ := answer(plain, "http", node1+":80", "/coffee"); svc != "coffee" {
+				return "answered by " + svc
+			}
+			return ""
+		})
 		Expect(getObj(d, appsNS, "coffee")).To(Succeed())
 		if d.Spec.Template.Annotations == nil {
 			d.Spec.Template.Annotations = map[string]string{}
@@ -196,11 +178,10 @@ var _ = Describe("A fleet on the local cluster", Ordered, func() {
 		Expect(k8s.Update(ctx, d)).To(Succeed())
 		waitAvailable(appsNS, "coffee", 10)
 		time.Sleep(2 * time.Second)
-		close(stop)
-		wg.Wait()
+		total, failed, failures := loop.Stop()
 		GinkgoWriter.Printf("rollout of 10 replicas: %d requests, %d failed\n", total, failed)
 		Expect(total).To(BeNumerically(">", 100))
-		Expect(failed).To(BeZero())
+		Expect(failed).To(BeZero(), "failures: %v", failures)
 	})
 
 	It("survives a restart of the operator's pod without losing or rewriting anything", func() {
