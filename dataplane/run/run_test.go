@@ -1,6 +1,7 @@
 package run_test
 
 import (
+	"bufio"
 	"context"
 	"crypto/tls"
 	"encoding/json"
@@ -301,5 +302,77 @@ var _ = Describe("portico proxy against a real API server", func() {
 		Expect(failed).To(BeZero(), "failures: %v", failures)
 		Eventually(answeredBy(c, "http://"+f.http+"/", "churn.example.com")).Should(BeEmpty()) // /v100 only
 		Expect(answeredBy(c, "http://"+f.http+"/v100", "churn.example.com")()).To(Equal("other"))
+	})
+})
+
+var _ = Describe("portico proxy against a real API server: protocols and errors", func() {
+	It("serves h2c and WebSocket backends and answers 503 and 502, from objects in the API server", func() {
+		f := startFleet(nil)
+		c := &http.Client{Timeout: 5 * time.Second}
+
+		// An h2c backend: the Service port's appProtocol says so.
+		ip := testnet.IP()
+		ln, err := net.Listen("tcp", ip+":8080")
+		Expect(err).NotTo(HaveOccurred())
+		h2 := &http.Server{Handler: echo.Handler("h2c-1", "h2c")}
+		h2.Protocols = new(http.Protocols)
+		h2.Protocols.SetHTTP1(true)
+		h2.Protocols.SetUnencryptedHTTP2(true)
+		go func() { _ = h2.Serve(ln) }()
+		DeferCleanup(h2.Close)
+		svc := rt.Service(f.ns, "h2c", corev1.ServicePort{Name: "http", Port: 80, AppProtocol: ptr.To("kubernetes.io/h2c")})
+		Expect(k8s.Create(ctx, svc)).To(Succeed())
+		es := rt.Slice(f.ns, "h2c", "http", 8080, rt.Ready, ip)
+		Expect(k8s.Create(ctx, es)).To(Succeed())
+
+		f.backend("ws")
+		Expect(k8s.Create(ctx, rt.Service(f.ns, "empty"))).To(Succeed())
+		// A Service whose only endpoint accepts no connection.
+		Expect(k8s.Create(ctx, rt.Service(f.ns, "dead"))).To(Succeed())
+		dead := rt.Slice(f.ns, "dead", "http", 8080, rt.Ready, testnet.IP())
+		Expect(k8s.Create(ctx, dead)).To(Succeed())
+
+		f.ingress("protocols",
+			rt.Rule("h2c.example.com", "/", rt.Prefix, "h2c", 80),
+			rt.Rule("ws.example.com", "/", rt.Prefix, "ws", 80),
+			rt.Rule("empty.example.com", "/", rt.Prefix, "empty", 80),
+			rt.Rule("dead.example.com", "/", rt.Prefix, "dead", 80))
+
+		Eventually(func() string {
+			req, _ := http.NewRequest(http.MethodGet, "http://"+f.http+"/", nil)
+			req.Host = "h2c.example.com"
+			resp, err := c.Do(req)
+			if err != nil {
+				return ""
+			}
+			defer resp.Body.Close()
+			var rep echo.Reply
+			_ = json.NewDecoder(resp.Body).Decode(&rep)
+			return rep.Proto
+		}, timeout, interval).Should(Equal("HTTP/2.0"), "the backend is reached over h2c")
+
+		Eventually(func() int { code, _ := request(c, "http://"+f.http+"/", "empty.example.com"); return code }, timeout, interval).
+			Should(Equal(http.StatusServiceUnavailable))
+		Eventually(func() int { code, _ := request(c, "http://"+f.http+"/", "dead.example.com"); return code }, timeout, interval).
+			Should(Equal(http.StatusBadGateway))
+
+		Eventually(answeredBy(c, "http://"+f.http+"/", "ws.example.com"), timeout, interval).Should(Equal("ws"))
+		conn, err := net.Dial("tcp", f.http)
+		Expect(err).NotTo(HaveOccurred())
+		defer conn.Close()
+		fmt.Fprintf(conn, "GET /chat HTTP/1.1\r\nHost: ws.example.com\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n")
+		br := bufio.NewReader(conn)
+		resp, err := http.ReadResponse(br, nil)
+		Expect(err).NotTo(HaveOccurred())
+		Expect(resp.StatusCode).To(Equal(http.StatusSwitchingProtocols))
+		// An Ingress change while the WebSocket is open does not cut it.
+		f.ingress("later", rt.Rule("later.example.com", "/", rt.Prefix, "ws", 80))
+		Eventually(answeredBy(c, "http://"+f.http+"/", "later.example.com"), timeout, interval).Should(Equal("ws"))
+		_, err = conn.Write(echo.Frame([]byte("still here"), true))
+		Expect(err).NotTo(HaveOccurred())
+		_ = conn.SetReadDeadline(time.Now().Add(5 * time.Second))
+		msg, err := echo.ReadFrame(br)
+		Expect(err).NotTo(HaveOccurred())
+		Expect(string(msg)).To(Equal("still here"))
 	})
 })
