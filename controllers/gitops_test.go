@@ -103,7 +103,7 @@ var _ = Describe("GitOps-managed fleets (config/samples/gitops applied as is)", 
 			Expect(k8s.Get(ctx, nn, f)).To(Succeed())
 			for _, mf := range f.ManagedFields {
 				if mf.Manager == "portico-operator" && mf.Subresource == "" {
-					Expect(string(mf.FieldsV1.Raw)).NotTo(ContainSubstring(`"f:spec"`), "the operator must not own spec fields")
+					Expect(mf.FieldsV1.GetRawString()).NotTo(ContainSubstring(`"f:spec"`), "the operator must not own spec fields")
 				}
 			}
 		}

@@ -35,7 +35,8 @@ func Setup(ctx context.Context, mgr ctrl.Manager, image string) error {
 	if err := (&IngressProblemsReconciler{
 		Client:    mgr.GetClient(),
 		APIReader: mgr.GetAPIReader(),
-		Recorder:  mgr.GetEventRecorderFor("portico-operator"), //nolint:staticcheck // see IngressProblemsReconciler.Recorder
+		//lint:ignore SA1019 core/v1 Events on purpose: see IngressProblemsReconciler.Recorder.
+		Recorder: mgr.GetEventRecorderFor("portico-operator"),
 	}).SetupWithManager(ctx, mgr); err != nil {
 		return fmt.Errorf("set up Ingress problems controller: %w", err)
 	}

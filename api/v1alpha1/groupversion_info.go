@@ -5,8 +5,9 @@
 package v1alpha1
 
 import (
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/runtime/schema"
-	"sigs.k8s.io/controller-runtime/pkg/scheme"
 )
 
 var (
@@ -14,7 +15,7 @@ var (
 	GroupVersion = schema.GroupVersion{Group: "ingress.portico.dev", Version: "v1alpha1"}
 
 	// SchemeBuilder registers the kinds of this package with a runtime.Scheme.
-	SchemeBuilder = &scheme.Builder{GroupVersion: GroupVersion}
+	SchemeBuilder = runtime.NewSchemeBuilder(addKnownTypes)
 
 	// AddToScheme adds the kinds of this package to a runtime.Scheme.
 	AddToScheme = SchemeBuilder.AddToScheme
@@ -22,3 +23,9 @@ var (
 
 // ControllerName is the value of IngressClass.spec.controller that Portico serves.
 const ControllerName = "portico.dev/ingress-controller"
+
+func addKnownTypes(s *runtime.Scheme) error {
+	s.AddKnownTypes(GroupVersion, &IngressDeployment{}, &IngressDeploymentList{})
+	metav1.AddToGroupVersion(s, GroupVersion)
+	return nil
+}

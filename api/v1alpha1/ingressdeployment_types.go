@@ -342,7 +342,3 @@ type IngressDeploymentList struct {
 	metav1.ListMeta `json:"metadata,omitempty"`
 	Items           []IngressDeployment `json:"items"`
 }
-
-func init() {
-	SchemeBuilder.Register(&IngressDeployment{}, &IngressDeploymentList{})
-}

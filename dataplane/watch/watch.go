@@ -314,9 +314,6 @@ func (w *Watcher) compile() {
 		for _, p := range probs {
 			w.log.V(1).Info("Ingress problem", "problem", p.String())
 		}
-		if w.Problems != nil {
-			w.Problems(probs)
-		}
 		w.lastProbs = probs
 	}
 	w.log.V(2).Info("Routing table published", "ingresses", t.Stats.Ingresses, "hosts", t.Stats.Hosts,

@@ -21,7 +21,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"sync"
 	"syscall"
 	"time"
 
@@ -97,7 +96,6 @@ type ControlPlane struct {
 	Kubeconfig string
 	CACert     []byte
 	procs      []*Process
-	mu         sync.Mutex
 	log        logr.Logger
 }
 
