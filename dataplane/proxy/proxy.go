@@ -50,6 +50,8 @@ type Handler struct {
 	rp      *httputil.ReverseProxy
 	idBase  string
 	idSeq   atomic.Uint64
+	// httpPort and httpsPort are Options' ports as X-Forwarded-Port values.
+	httpPort, httpsPort string
 }
 
 // NewHandler returns a Handler answering 404 to everything until the first Swap.
@@ -65,7 +67,8 @@ func NewHandler(opts Options, metrics *Metrics, log logr.Logger) *Handler {
 	}
 	var b [6]byte
 	_, _ = rand.Read(b[:])
-	h := &Handler{opts: opts, metrics: metrics, log: log, idBase: hex.EncodeToString(b[:]) + "-"}
+	h := &Handler{opts: opts, metrics: metrics, log: log, idBase: hex.EncodeToString(b[:]) + "-",
+		httpPort: strconv.Itoa(opts.HTTPPort), httpsPort: strconv.Itoa(opts.HTTPSPort)}
 	h.table.Store(&route.Table{})
 	tr := newTransport(opts)
 	tr.reroute = h.currentBackend
@@ -106,8 +109,7 @@ type reqState struct {
 	endpoint *route.Endpoint
 	ingress  string
 	service  string
-	port     int
-	proto    string
+	port     string // X-Forwarded-Port
 	pinned   bool // the client's affinity cookie named the endpoint
 	start    time.Time
 	status   int
@@ -115,18 +117,18 @@ type reqState struct {
 
 // ServeHTTP routes one request.
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	st := &reqState{start: time.Now(), port: h.opts.HTTPPort, proto: "http"}
+	st := &reqState{start: time.Now(), port: h.httpPort}
 	if r.TLS != nil {
-		st.port, st.proto = h.opts.HTTPSPort, "https"
+		st.port = h.httpsPort
 	}
 	t := h.table.Load()
 	b := t.DefaultBackend
 	fleetDefault := t.DefaultIngress.Name == ""
 	if rule := t.Match(r.Host, r.URL.Path); rule != nil {
 		b, fleetDefault = rule.Backend, false
-		st.ingress = rule.Ingress.String()
+		st.ingress = rule.IngressName
 	} else if !fleetDefault {
-		st.ingress = t.DefaultIngress.String()
+		st.ingress = t.DefaultIngressName
 	}
 	switch {
 	case b == nil || (fleetDefault && len(b.Endpoints) == 0):
@@ -166,7 +168,7 @@ func (h *Handler) rewrite(pr *httputil.ProxyRequest) {
 	out.URL.Host = st.endpoint.Addr
 	out.Host = pr.In.Host
 	pr.SetXForwarded() // X-Forwarded-For (client address), -Host, -Proto
-	out.Header.Set("X-Forwarded-Port", strconv.Itoa(st.port))
+	out.Header.Set("X-Forwarded-Port", st.port)
 	if out.Header.Get("X-Request-Id") == "" {
 		out.Header.Set("X-Request-Id", h.idBase+strconv.FormatUint(h.idSeq.Add(1), 16))
 	}

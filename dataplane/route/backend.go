@@ -47,11 +47,17 @@ type Backend struct {
 	// no ready endpoint); the proxy answers 503 with it.
 	Problem string
 
+	name string // "namespace/service:port", set by the compiler
 	next atomic.Uint32
 }
 
-// Name is "namespace/service:port".
-func (b *Backend) Name() string { return b.Service.String() + ":" + b.Port }
+// Name is "namespace/service:port". Compiled backends carry it ready; called per request.
+func (b *Backend) Name() string {
+	if b.name != "" {
+		return b.name
+	}
+	return b.Service.String() + ":" + b.Port
+}
 
 // Endpoint is one address ("ip:port") with counters that outlive Tables.
 type Endpoint struct {

@@ -295,10 +295,11 @@ func (c *compiler) problem(ing types.NamespacedName, format string, args ...any)
 
 func (c *compiler) compileIngress(t *Table, ing *networkingv1.Ingress, claimed map[claimKey]types.NamespacedName) {
 	key := types.NamespacedName{Namespace: ing.Namespace, Name: ing.Name}
+	keyName := key.String()
 	if db := ing.Spec.DefaultBackend; db != nil {
 		b := c.ingressBackend(ing, key, *db, func() string { return "spec.defaultBackend" })
 		if t.DefaultBackend == nil {
-			t.DefaultBackend, t.DefaultIngress = b, key
+			t.DefaultBackend, t.DefaultIngress, t.DefaultIngressName = b, key, keyName
 		} else {
 			c.problem(key, "spec.defaultBackend ignored: Ingress %s is older and already sets the fleet's default backend", t.DefaultIngress)
 		}
@@ -310,7 +311,7 @@ func (c *compiler) compileIngress(t *Table, ing *networkingv1.Ingress, claimed m
 		host := NormalizeHost(rule.Host)
 		for j, p := range rule.HTTP.Paths {
 			field := func() string { return fmt.Sprintf("spec.rules[%d].http.paths[%d]", i, j) }
-			r := Rule{Path: p.Path, Type: Prefix, Ingress: key}
+			r := Rule{Path: p.Path, Type: Prefix, Ingress: key, IngressName: keyName}
 			if p.PathType != nil && *p.PathType == networkingv1.PathTypeExact {
 				r.Type = Exact
 			}
@@ -436,7 +437,7 @@ func (c *compiler) backend(svcKey types.NamespacedName, port networkingv1.Servic
 		}
 		return cached
 	}
-	b := &Backend{Service: svcKey, Port: portName, Affinity: affinity, Balancing: balancing}
+	b := &Backend{Service: svcKey, Port: portName, Affinity: affinity, Balancing: balancing, name: svcKey.String() + ":" + portName}
 	c.backends[k] = b
 	defer func() { c.in.Backends.store(k, c.services[svcKey], c.slices[svcKey], b) }()
 	report := func(format string, args ...any) {

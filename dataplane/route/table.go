@@ -25,8 +25,10 @@ type Rule struct {
 	Path    string
 	Type    PathType
 	Backend *Backend
-	// Ingress is the Ingress the rule comes from.
-	Ingress types.NamespacedName
+	// Ingress is the Ingress the rule comes from; IngressName is it as "namespace/name",
+	// computed once at compile time for per-request use (metrics, logs).
+	Ingress     types.NamespacedName
+	IngressName string
 }
 
 // matches reports whether the cleaned request path p matches the rule.
@@ -66,8 +68,10 @@ type Table struct {
 	// DefaultBackend takes what matches no rule: the oldest Ingress default backend, else the
 	// fleet's. Nil means the proxy answers 404 itself.
 	DefaultBackend *Backend
-	// DefaultIngress is the Ingress whose defaultBackend is DefaultBackend, if any.
-	DefaultIngress types.NamespacedName
+	// DefaultIngress is the Ingress whose defaultBackend is DefaultBackend, if any, and
+	// DefaultIngressName it as "namespace/name".
+	DefaultIngress     types.NamespacedName
+	DefaultIngressName string
 
 	certExact    map[string]*tls.Certificate
 	certWildcard map[string]*tls.Certificate
