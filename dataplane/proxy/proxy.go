@@ -110,7 +110,7 @@ type reqState struct {
 	ingress  string
 	service  string
 	port     string // X-Forwarded-Port
-	pinned   bool // the client's affinity cookie named the endpoint
+	pinned   bool   // the client's affinity cookie named the endpoint
 	start    time.Time
 	status   int
 }
