@@ -116,11 +116,9 @@ var _ = Describe("Ingress status addresses", func() {
 		Expect(getFleet(w.fleet).Status.Addresses).To(Equal([]porticov1alpha1.Address{
 			{Type: porticov1alpha1.IPAddressType, Value: "10.0.0.1"}, {Type: porticov1alpha1.IPAddressType, Value: "192.0.2.2"}}))
 
-		// A new Ingress gets the address within a second.
-		start := time.Now()
+		// A new Ingress gets the address through the watch, not a resync (how fast: bench-status).
 		late := w.ingress("late", &w.class)
 		Eventually(lb(late), 5*time.Second, 20*time.Millisecond).Should(Equal([]string{"10.0.0.1", "192.0.2.2"}))
-		Expect(time.Since(start)).To(BeNumerically("<", time.Second))
 
 		w.setReady(p2, false)
 		Eventually(lb(ing), timeout, interval).Should(Equal([]string{"10.0.0.1"}))

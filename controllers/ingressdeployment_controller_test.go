@@ -212,9 +212,12 @@ var _ = Describe("IngressDeployment controller", func() {
 				Expect(k8s.Update(ctx, live)).To(Succeed())
 				Eventually(func() []string { return fleetObjects(f) }, timeout, interval).Should(Equal(expectedObjects(f, to)))
 				if to != porticov1alpha1.TopologyHostNetwork {
-					svc := &corev1.Service{}
-					Expect(k8s.Get(ctx, types.NamespacedName{Namespace: ns, Name: "sw-proxy"}, svc)).To(Succeed())
-					Expect(string(svc.Spec.Type)).To(Equal(string(to)))
+					// NodePort and LoadBalancer render the same kinds: wait for the Service's type.
+					Eventually(func() string {
+						svc := &corev1.Service{}
+						Expect(k8s.Get(ctx, types.NamespacedName{Namespace: ns, Name: "sw-proxy"}, svc)).To(Succeed())
+						return string(svc.Spec.Type)
+					}, timeout, interval).Should(Equal(string(to)))
 				}
 			})
 		}
@@ -319,6 +322,9 @@ var _ = Describe("IngressDeployment controller", func() {
 				return k8s.Get(ctx, types.NamespacedName{Namespace: ns, Name: "rbac-proxy"}, &rbacv1.RoleBinding{})
 			}, timeout, interval).Should(Succeed())
 			sa := "rbac-proxy"
+			// The authorizer reads RBAC from its own cache: wait until it has the new bindings.
+			Eventually(func() bool { return can(ns, sa, "list", "networking.k8s.io", "ingresses", other, "") }, timeout, interval).Should(BeTrue())
+			Eventually(func() bool { return can(ns, sa, "get", "", "configmaps", ns, "rbac-proxy") }, timeout, interval).Should(BeTrue())
 			for _, verb := range []string{"get", "list", "watch"} {
 				for _, r := range served {
 					Expect(can(ns, sa, verb, r.group, r.resource, other, "")).To(BeTrue(), "%s %s", verb, r.resource)
