@@ -197,7 +197,7 @@ func (r *IngressStatusReconciler) SetupWithManager(mgr ctrl.Manager) error {
 			builder.WithPredicates(fleetServingChanged)).
 		Watches(&corev1.Service{}, handler.EnqueueRequestsFromMapFunc(r.ingressesOfFleetService)).
 		Watches(&networkingv1.IngressClass{}, handler.EnqueueRequestsFromMapFunc(r.ingressesOfClass)).
-		WithOptions(controller.Options{MaxConcurrentReconciles: 8}).
+		WithOptions(controller.Options{MaxConcurrentReconciles: 16}).
 		Complete(r)
 }
 
