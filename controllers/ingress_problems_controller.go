@@ -41,7 +41,6 @@ type IngressProblemsReconciler struct {
 	// an Event of its own. (events.k8s.io folds every Event with the same reason and object into
 	// one series that keeps its first note, so a second or a changed problem would not show.)
 	Recorder record.EventRecorder
-	status   *IngressStatusReconciler
 
 	mu       sync.Mutex
 	reported map[types.NamespacedName]reported // last problems reported per Ingress
@@ -65,7 +64,7 @@ func (r *IngressProblemsReconciler) Reconcile(ctx context.Context, req ctrl.Requ
 		}
 		return ctrl.Result{}, client.IgnoreNotFound(err)
 	}
-	fleet, err := r.status.servingFleet(ctx, ing)
+	fleet, err := servingFleet(ctx, r.Client, ing)
 	if err != nil || fleet == nil {
 		return ctrl.Result{}, err
 	}
@@ -166,7 +165,6 @@ func ingressHosts(ing *networkingv1.Ingress) []string {
 // namespace and the Secrets they name.
 func (r *IngressProblemsReconciler) SetupWithManager(ctx context.Context, mgr ctrl.Manager) error {
 	r.reported = map[types.NamespacedName]reported{}
-	r.status = &IngressStatusReconciler{Client: r.Client, APIReader: r.APIReader}
 	if err := mgr.GetFieldIndexer().IndexField(ctx, &networkingv1.Ingress{}, hostIndex, func(o client.Object) []string {
 		return ingressHosts(o.(*networkingv1.Ingress))
 	}); err != nil {

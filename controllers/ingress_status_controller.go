@@ -43,7 +43,7 @@ func (r *IngressStatusReconciler) Reconcile(ctx context.Context, req ctrl.Reques
 	if err := r.Get(ctx, req.NamespacedName, ing); err != nil {
 		return ctrl.Result{}, client.IgnoreNotFound(err)
 	}
-	fleet, err := r.servingFleet(ctx, ing)
+	fleet, err := servingFleet(ctx, r.Client, ing)
 	if err != nil {
 		return ctrl.Result{}, err
 	}
@@ -61,28 +61,48 @@ func (r *IngressStatusReconciler) Reconcile(ctx context.Context, req ctrl.Reques
 	return ctrl.Result{}, writeIngressStatus(ctx, r.Client, ing, want)
 }
 
-// servingFleet returns the fleet that serves ing, or nil.
-func (r *IngressStatusReconciler) servingFleet(ctx context.Context, ing *networkingv1.Ingress) (*porticov1alpha1.IngressDeployment, error) {
+// fleetIndex answers which fleet serves an Ingress, from one listing of the IngressClasses and
+// IngressDeployments (build it once, ask it for many Ingresses).
+type fleetIndex struct {
+	classes []networkingv1.IngressClass
+	byName  map[types.NamespacedName]*porticov1alpha1.IngressDeployment
+}
+
+func newFleetIndex(ctx context.Context, c client.Reader) (*fleetIndex, error) {
 	classes := &networkingv1.IngressClassList{}
-	if err := r.List(ctx, classes); err != nil {
+	if err := c.List(ctx, classes); err != nil {
 		return nil, fmt.Errorf("list IngressClasses: %w", err)
 	}
 	fleets := &porticov1alpha1.IngressDeploymentList{}
-	if err := r.List(ctx, fleets); err != nil {
+	if err := c.List(ctx, fleets); err != nil {
 		return nil, fmt.Errorf("list IngressDeployments: %w", err)
 	}
-	byName := make(map[types.NamespacedName]*porticov1alpha1.IngressDeployment, len(fleets.Items))
+	ix := &fleetIndex{classes: classes.Items, byName: make(map[types.NamespacedName]*porticov1alpha1.IngressDeployment, len(fleets.Items))}
 	for i := range fleets.Items {
-		byName[client.ObjectKeyFromObject(&fleets.Items[i])] = &fleets.Items[i]
+		ix.byName[client.ObjectKeyFromObject(&fleets.Items[i])] = &fleets.Items[i]
 	}
-	nn, ok := route.FleetServing(ing, classes.Items, func(f types.NamespacedName, ns string) bool {
-		fl := byName[f]
+	return ix, nil
+}
+
+// serving returns the fleet that serves ing, or nil.
+func (ix *fleetIndex) serving(ing *networkingv1.Ingress) *porticov1alpha1.IngressDeployment {
+	nn, ok := route.FleetServing(ing, ix.classes, func(f types.NamespacedName, ns string) bool {
+		fl := ix.byName[f]
 		return fl != nil && (len(fl.Spec.WatchNamespaces) == 0 || slices.Contains(fl.Spec.WatchNamespaces, ns))
-	}, func(f types.NamespacedName) bool { return byName[f].Spec.IgnoreDefaultClass })
+	}, func(f types.NamespacedName) bool { return ix.byName[f].Spec.IgnoreDefaultClass })
 	if !ok {
-		return nil, nil
+		return nil
 	}
-	return byName[nn], nil
+	return ix.byName[nn]
+}
+
+// servingFleet returns the fleet that serves ing, or nil.
+func servingFleet(ctx context.Context, c client.Reader, ing *networkingv1.Ingress) (*porticov1alpha1.IngressDeployment, error) {
+	ix, err := newFleetIndex(ctx, c)
+	if err != nil {
+		return nil, err
+	}
+	return ix.serving(ing), nil
 }
 
 // loadBalancerStatus is what a fleet's Ingresses carry: its addresses, with the Service's node
@@ -168,7 +188,10 @@ func clearIfOurs(ctx context.Context, c client.Client, reader client.Reader, ing
 // clearFleetIngresses clears the address of every Ingress the fleet serves (called by the
 // fleet's finalizer once its proxies are gone).
 func clearFleetIngresses(ctx context.Context, c client.Client, reader client.Reader, fleet *porticov1alpha1.IngressDeployment) error {
-	r := &IngressStatusReconciler{Client: c, APIReader: reader}
+	ix, err := newFleetIndex(ctx, c)
+	if err != nil {
+		return err
+	}
 	ings := &networkingv1.IngressList{}
 	if err := c.List(ctx, ings); err != nil {
 		return fmt.Errorf("list Ingresses: %w", err)
@@ -176,11 +199,7 @@ func clearFleetIngresses(ctx context.Context, c client.Client, reader client.Rea
 	var errs []error
 	for i := range ings.Items {
 		ing := &ings.Items[i]
-		f, err := r.servingFleet(ctx, ing)
-		if err != nil {
-			return err
-		}
-		if f != nil && f.UID == fleet.UID {
+		if f := ix.serving(ing); f != nil && f.UID == fleet.UID {
 			errs = append(errs, clearIfOurs(ctx, c, reader, ing))
 		}
 	}
