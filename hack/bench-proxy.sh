@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Throughput and latency of Portico's proxy against nginx and HAProxy on this machine, in one
 # run: the same route (Host bench.example.com, Prefix /) to the same backend (a static nginx on
-# 127.0.0.1:18000), keep-alive, wrk with the same threads and connections, the proxies on the
+# 127.0.0.1:18000, its own process, so that no proxy shares a process with it),
+# keep-alive, wrk with the same threads and connections, the proxies on the
 # same cores (GOMAXPROCS, worker_processes and nbthread all set to the core count). Then TLS
 # handshakes per second (a new connection per request) against nginx. Everything on loopback.
 #
@@ -27,6 +28,18 @@ trap cleanup EXIT
 openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 1 -subj /CN=bench.example.com \
   -keyout "$work/key.pem" -out "$work/cert.pem" 2>/dev/null
 
+cat >"$work/backend.conf" <<NGINX
+worker_processes $CORES;
+pid $work/backend.pid;
+error_log $work/backend-error.log;
+events { worker_connections 4096; }
+http {
+  access_log off;
+  server_tokens off;
+  keepalive_requests 1000000;
+  server { listen 127.0.0.1:18000; location / { return 200 "ok\n"; } }
+}
+NGINX
 cat >"$work/nginx.conf" <<NGINX
 worker_processes $CORES;
 pid $work/nginx.pid;
@@ -36,7 +49,6 @@ http {
   access_log off;
   server_tokens off;
   upstream backend { server 127.0.0.1:18000; keepalive 128; }
-  server { listen 127.0.0.1:18000; location / { return 200 "ok\n"; } }
   server {
     listen 127.0.0.1:18081;
     listen 127.0.0.1:18444 ssl;
@@ -74,6 +86,7 @@ backend be
   server s1 127.0.0.1:18000
 HAPROXY
 
+nginx -c "$work/backend.conf" -g 'daemon off;' & pids+=($!)
 nginx -c "$work/nginx.conf" -g 'daemon off;' & pids+=($!)
 haproxy -f "$work/haproxy.cfg" & pids+=($!)
 (cd "$root" && go build -o "$work/staticproxy" ./test/bench/staticproxy)
@@ -97,7 +110,7 @@ ms() { # wrk latency (e.g. 512.00us, 1.20ms, 2.00s) -> milliseconds
 }
 
 echo "# bench-proxy: $(nproc) cores, $(awk '/model name/ {$1=$2=$3=""; print; exit}' /proc/cpuinfo | sed 's/^ *//'), ${DURATION}s per run, $CONNECTIONS keep-alive connections, wrk -t$CORES"
-echo "# backend: nginx static 200 on 127.0.0.1:18000; the proxies and wrk share the machine's cores"
+echo "# backend: nginx static 200 on 127.0.0.1:18000 (its own process); the proxies, the backend and wrk share the machine's cores"
 results=()
 warm() { wrk -t1 -c8 -d2s -H "Host: bench.example.com" "$1" >/dev/null 2>&1 || true; }
 for spec in "portico http://127.0.0.1:18083/" "nginx http://127.0.0.1:18081/" "haproxy http://127.0.0.1:18082/"; do

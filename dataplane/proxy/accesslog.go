@@ -46,13 +46,20 @@ type accessEntry struct {
 	UserAgent string  `json:"userAgent,omitempty"`
 }
 
-// Write logs one request.
-func (a *AccessLog) Write(r *http.Request, status int, ingress, service, upstream string, d time.Duration) {
-	b, err := json.Marshal(accessEntry{
+// Write logs one request served by net/http; requestID is the X-Request-Id sent upstream.
+func (a *AccessLog) Write(r *http.Request, status int, ingress, service, upstream, requestID string, d time.Duration) {
+	if requestID == "" {
+		requestID = r.Header.Get("X-Request-Id")
+	}
+	a.write(accessEntry{
 		Time: time.Now().UTC().Format(time.RFC3339Nano), Client: r.RemoteAddr, Method: r.Method, Host: r.Host,
 		URI: r.RequestURI, Proto: r.Proto, Status: status, Ingress: ingress, Service: service, Upstream: upstream,
-		Duration: d.Seconds(), RequestID: r.Header.Get("X-Request-Id"), UserAgent: r.UserAgent(),
+		Duration: d.Seconds(), RequestID: requestID, UserAgent: r.UserAgent(),
 	})
+}
+
+func (a *AccessLog) write(e accessEntry) {
+	b, err := json.Marshal(e)
 	if err != nil {
 		return
 	}

@@ -91,8 +91,13 @@ func (h *Handler) Swap(t *route.Table, problems int) {
 
 // currentBackend routes r through the table in use now (for retries).
 func (h *Handler) currentBackend(r *http.Request) *route.Backend {
+	return h.backendFor(r.Host, r.URL.Path)
+}
+
+// backendFor routes a host and decoded path through the table in use now (for retries).
+func (h *Handler) backendFor(host, path string) *route.Backend {
 	t := h.table.Load()
-	if rule := t.Match(r.Host, r.URL.Path); rule != nil {
+	if rule := t.Match(host, path); rule != nil {
 		return rule.Backend
 	}
 	return t.DefaultBackend
@@ -113,6 +118,8 @@ type reqState struct {
 	pinned   bool   // the client's affinity cookie named the endpoint
 	start    time.Time
 	status   int
+	// requestID is the X-Request-Id sent upstream (for the access log).
+	requestID string
 }
 
 // ServeHTTP routes one request.
@@ -121,24 +128,9 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if r.TLS != nil {
 		st.port = h.httpsPort
 	}
-	t := h.table.Load()
-	b := t.DefaultBackend
-	fleetDefault := t.DefaultIngress.Name == ""
-	if rule := t.Match(r.Host, r.URL.Path); rule != nil {
-		b, fleetDefault = rule.Backend, false
-		st.ingress = rule.IngressName
-	} else if !fleetDefault {
-		st.ingress = t.DefaultIngressName
-	}
-	switch {
-	case b == nil || (fleetDefault && len(b.Endpoints) == 0):
-		// No default backend, or the fleet's is down: answer for it.
-		st.service = "default"
-		h.answer(w, r, st, http.StatusNotFound, "no Ingress rule matches this request")
-		return
-	case len(b.Endpoints) == 0:
-		st.service = b.Name()
-		h.answer(w, r, st, http.StatusServiceUnavailable, b.Problem)
+	b, code, msg := decide(h.table.Load(), r.Host, r.URL.Path, st)
+	if b == nil {
+		h.answer(w, r, st, code, msg)
 		return
 	}
 	st.backend, st.service = b, b.Name()
@@ -158,6 +150,31 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	h.done(r, st)
 }
 
+// decide routes a request by host and decoded path through t, filling st's ingress and
+// service. It returns the backend to forward to, or nil with the status and message of the
+// proxy's own answer: 404 when nothing matches and there is no default backend to send to, 503
+// when the backend has no endpoint. Both serving paths call it, once per request.
+func decide(t *route.Table, host, path string, st *reqState) (*route.Backend, int, string) {
+	b := t.DefaultBackend
+	fleetDefault := t.DefaultIngress.Name == ""
+	if rule := t.Match(host, path); rule != nil {
+		b, fleetDefault = rule.Backend, false
+		st.ingress = rule.IngressName
+	} else if !fleetDefault {
+		st.ingress = t.DefaultIngressName
+	}
+	switch {
+	case b == nil || (fleetDefault && len(b.Endpoints) == 0):
+		// No default backend, or the fleet's is down: answer for it.
+		st.service = "default"
+		return nil, http.StatusNotFound, "no Ingress rule matches this request"
+	case len(b.Endpoints) == 0:
+		st.service = b.Name()
+		return nil, http.StatusServiceUnavailable, b.Problem
+	}
+	return b, 0, ""
+}
+
 // rewrite builds the outbound request: the endpoint as target, the client's Host kept, the
 // X-Forwarded-* headers set by the proxy (client-sent ones are replaced), X-Request-Id kept or
 // added. httputil.ReverseProxy strips hop-by-hop headers and handles Upgrade.
@@ -169,8 +186,11 @@ func (h *Handler) rewrite(pr *httputil.ProxyRequest) {
 	out.Host = pr.In.Host
 	pr.SetXForwarded() // X-Forwarded-For (client address), -Host, -Proto
 	out.Header.Set("X-Forwarded-Port", st.port)
-	if out.Header.Get("X-Request-Id") == "" {
-		out.Header.Set("X-Request-Id", h.idBase+strconv.FormatUint(h.idSeq.Add(1), 16))
+	if id := out.Header.Get("X-Request-Id"); id != "" {
+		st.requestID = id
+	} else {
+		st.requestID = h.idBase + strconv.FormatUint(h.idSeq.Add(1), 16)
+		out.Header.Set("X-Request-Id", st.requestID)
 	}
 }
 
@@ -180,11 +200,16 @@ func (h *Handler) modifyResponse(resp *http.Response) error {
 		resp.Header.Set("Server", "portico")
 	}
 	if st.backend.Affinity && !st.pinned {
-		c := &http.Cookie{Name: AffinityCookie, Value: st.endpoint.Key, Path: "/", HttpOnly: true, SameSite: http.SameSiteLaxMode}
-		resp.Header.Add("Set-Cookie", c.String())
+		resp.Header.Add("Set-Cookie", affinityCookie(st.endpoint.Key))
 	}
 	h.metrics.Duration.WithLabelValues(st.service).Observe(time.Since(st.start).Seconds())
 	return nil
+}
+
+// affinityCookie is the Set-Cookie value pinning a client to the endpoint with key.
+func affinityCookie(key string) string {
+	c := &http.Cookie{Name: AffinityCookie, Value: key, Path: "/", HttpOnly: true, SameSite: http.SameSiteLaxMode}
+	return c.String()
 }
 
 func (h *Handler) errorHandler(w http.ResponseWriter, r *http.Request, err error) {
@@ -213,8 +238,13 @@ func (h *Handler) answer(w http.ResponseWriter, r *http.Request, st *reqState, c
 	h.done(r, st)
 }
 
+// errorBody is the text of the proxy's own answers.
+func errorBody(code int, msg string) string {
+	return fmt.Sprintf("%d %s: %s\n", code, http.StatusText(code), msg)
+}
+
 func writeError(w http.ResponseWriter, code int, msg string) {
-	body := fmt.Sprintf("%d %s: %s\n", code, http.StatusText(code), msg)
+	body := errorBody(code, msg)
 	hd := w.Header()
 	hd.Set("Content-Type", "text/plain; charset=utf-8")
 	hd.Set("Content-Length", strconv.Itoa(len(body)))
@@ -234,7 +264,7 @@ func (h *Handler) done(r *http.Request, st *reqState) {
 		if st.endpoint != nil {
 			addr = st.endpoint.Addr
 		}
-		h.opts.AccessLog.Write(r, st.status, st.ingress, st.service, addr, time.Since(st.start))
+		h.opts.AccessLog.Write(r, st.status, st.ingress, st.service, addr, st.requestID, time.Since(st.start))
 	}
 }
 

@@ -78,6 +78,13 @@ func (s *Server) TLSConfig() *tls.Config {
 	}
 }
 
+// canceled is a context that has ended, for shutting down at once.
+func canceled() context.Context {
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	return ctx
+}
+
 // logWriter sends net/http's own messages (TLS handshake failures, client resets) to the log at
 // debug level: every client can cause them, so they are not errors of the proxy.
 type logWriter struct{ log logr.Logger }
@@ -114,10 +121,15 @@ func (s *Server) Run(ctx context.Context) error {
 		return &http.Server{Handler: h, ReadHeaderTimeout: s.opts.ReadHeaderTimeout, IdleTimeout: s.opts.IdleTimeout,
 			MaxHeaderBytes: s.opts.MaxHeaderBytes, ErrorLog: stdlog.New(logWriter{s.log}, "", 0)}
 	}
-	plain, secure, hs := mk(s.handler), mk(s.handler), mk(health)
+	// The fast path takes each listener; net/http serves what it hands off: cleartext HTTP/1
+	// and h2c (plain), TLS connections that chose h2 (secure), and TLS HTTP/1.1 (secureH1).
+	plain, secure, secureH1, hs := mk(s.handler), mk(s.handler), mk(tlsStateFromConn(s.handler)), mk(health)
 	plain.Protocols = protocols(true)
 	secure.Protocols = protocols(false)
 	secure.TLSConfig = s.TLSConfig()
+	secureH1.Protocols = new(http.Protocols)
+	secureH1.Protocols.SetHTTP1(true)
+	secureH1.ConnContext = tlsConnContext
 
 	var lns [3]net.Listener
 	for i, addr := range []string{s.opts.HTTPAddr, s.opts.HTTPSAddr, s.opts.HealthAddr} {
@@ -131,15 +143,32 @@ func (s *Server) Run(ctx context.Context) error {
 		lns[i] = ln
 		s.addrs[i] = ln.Addr()
 	}
+	up := newUpstreams(s.handler.opts.DialTimeout)
+	defer up.close()
+	fastPlain := &h1Server{h: s.handler, opts: s.opts, up: up, plain: newConnQueue(lns[0].Addr())}
+	fastTLS := &h1Server{h: s.handler, opts: s.opts, up: up, tlsConfig: secure.TLSConfig,
+		h2: newConnQueue(lns[1].Addr()), tlsH1: newConnQueue(lns[1].Addr())}
 	close(s.Bound)
-	errc := make(chan error, 3)
-	go func() { errc <- plain.Serve(lns[0]) }()
-	go func() { errc <- secure.Serve(tls.NewListener(lns[1], secure.TLSConfig)) }()
-	go func() { errc <- hs.Serve(lns[2]) }()
+	errc := make(chan error, 6)
+	serve := func(f func() error) {
+		go func() {
+			if err := f(); err != nil && !errors.Is(err, http.ErrServerClosed) {
+				errc <- err
+			}
+		}()
+	}
+	serve(func() error { return fastPlain.Serve(lns[0]) })
+	serve(func() error { return plain.Serve(fastPlain.plain) })
+	serve(func() error { return fastTLS.Serve(lns[1]) })
+	serve(func() error { return secure.Serve(fastTLS.h2) })
+	serve(func() error { return secureH1.Serve(fastTLS.tlsH1) })
+	serve(func() error { return hs.Serve(lns[2]) })
 	s.log.Info("Proxy serving", "http", lns[0].Addr().String(), "https", lns[1].Addr().String(), "health", lns[2].Addr().String())
 
 	select {
 	case err := <-errc:
+		_ = errors.Join(fastPlain.Shutdown(canceled()), fastTLS.Shutdown(canceled()))
+		_ = errors.Join(plain.Close(), secure.Close(), secureH1.Close(), hs.Close())
 		return err
 	case <-ctx.Done():
 	}
@@ -148,7 +177,9 @@ func (s *Server) Run(ctx context.Context) error {
 	time.Sleep(s.opts.DrainPeriod)
 	shutdown, cancel := context.WithTimeout(context.Background(), s.opts.ShutdownTimeout)
 	defer cancel()
-	err := errors.Join(plain.Shutdown(shutdown), secure.Shutdown(shutdown))
+	// The fast path first: it stops handing connections to net/http.
+	err := errors.Join(fastPlain.Shutdown(shutdown), fastTLS.Shutdown(shutdown))
+	err = errors.Join(err, plain.Shutdown(shutdown), secure.Shutdown(shutdown), secureH1.Shutdown(shutdown))
 	_ = hs.Close()
 	s.log.Info("Proxy stopped")
 	return err

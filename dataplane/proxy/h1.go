@@ -1,0 +1,497 @@
+package proxy
+
+import (
+	"bufio"
+	"context"
+	"crypto/tls"
+	"errors"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"portico.dev/portico/dataplane/route"
+)
+
+// The fast path. A connection is served by one goroutine that reads a request head, routes it,
+// writes it to a pooled upstream connection, and streams the answer back: no http.Request, no
+// header maps, no goroutine or channel per request or per upstream connection. It takes the
+// common HTTP/1.1 request (see parseRequestHead); at the first request it does not take (HTTP/2
+// preface, HTTP/1.0, chunked request body, Expect, Upgrade/WebSocket, h2c backend, a head
+// larger than its buffer or than MaxHeaderBytes, a percent-encoded path, anything malformed) it
+// hands the connection, unread bytes included, to net/http, which serves it from then on with
+// the same Handler. net/http stays the authority on HTTP: the fast path never answers 400.
+
+// connection states, for graceful shutdown.
+const (
+	stateIdle int32 = iota
+	stateActive
+	stateClosed
+)
+
+const (
+	clientReadBuffer  = 8 << 10
+	clientWriteBuffer = 4 << 10
+	// maxDiscard is how much of an unforwarded request body is read to keep the connection;
+	// past it, the connection is closed after the answer (as net/http does).
+	maxDiscard = 256 << 10
+)
+
+// h1Server serves the fast path on one listener and hands connections to fallback servers.
+type h1Server struct {
+	h    *Handler
+	opts ServerOptions
+	up   *upstreams
+	// tlsConfig is set on the HTTPS listener.
+	tlsConfig *tls.Config
+	// plain takes the cleartext connections the fast path hands off (HTTP/1 and h2c); h2 takes
+	// TLS connections that chose h2 by ALPN; tlsH1 takes handed-off HTTP/1.1 TLS connections.
+	plain, h2, tlsH1 *connQueue
+
+	mu      sync.Mutex
+	ln      net.Listener
+	conns   map[*h1Conn]struct{}
+	closing atomic.Bool
+	wg      sync.WaitGroup
+}
+
+// Serve accepts connections until the listener is closed.
+func (s *h1Server) Serve(ln net.Listener) error {
+	s.mu.Lock()
+	s.ln = ln
+	if s.conns == nil {
+		s.conns = map[*h1Conn]struct{}{}
+	}
+	s.mu.Unlock()
+	var backoff time.Duration
+	for {
+		c, err := ln.Accept()
+		if err != nil {
+			if s.closing.Load() || errors.Is(err, net.ErrClosed) {
+				return http.ErrServerClosed
+			}
+			// Out of file descriptors and the like: wait and retry, as net/http does.
+			backoff = min(max(2*backoff, 5*time.Millisecond), time.Second)
+			s.h.log.Error(err, "Accept failed, retrying", "in", backoff.String())
+			time.Sleep(backoff)
+			continue
+		}
+		backoff = 0
+		hc := &h1Conn{s: s, c: c}
+		s.mu.Lock()
+		if s.closing.Load() {
+			s.mu.Unlock()
+			_ = c.Close()
+			continue
+		}
+		s.conns[hc] = struct{}{}
+		s.wg.Add(1)
+		s.mu.Unlock()
+		go hc.serve()
+	}
+}
+
+// Shutdown stops accepting, closes idle connections, lets active ones finish their request
+// (answered with Connection: close) and waits for them until ctx ends, then closes the rest.
+func (s *h1Server) Shutdown(ctx context.Context) error {
+	s.closing.Store(true)
+	s.mu.Lock()
+	if s.ln != nil {
+		_ = s.ln.Close()
+	}
+	s.mu.Unlock()
+	done := make(chan struct{})
+	go func() { s.wg.Wait(); close(done) }()
+	tick := time.NewTicker(10 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		s.mu.Lock()
+		for c := range s.conns {
+			if c.state.CompareAndSwap(stateIdle, stateClosed) {
+				_ = c.c.Close()
+			}
+		}
+		s.mu.Unlock()
+		select {
+		case <-done:
+			return nil
+		case <-ctx.Done():
+			s.mu.Lock()
+			for c := range s.conns {
+				_ = c.c.Close()
+			}
+			s.mu.Unlock()
+			return ctx.Err()
+		case <-tick.C:
+		}
+	}
+}
+
+func (s *h1Server) forget(c *h1Conn) {
+	s.mu.Lock()
+	delete(s.conns, c)
+	s.mu.Unlock()
+	s.wg.Done()
+}
+
+// h1Conn is one client connection on the fast path.
+type h1Conn struct {
+	s      *h1Server
+	c      net.Conn // a *tls.Conn on HTTPS
+	br     *bufio.Reader
+	bw     *bufio.Writer
+	state  atomic.Int32
+	tls    *tls.ConnectionState
+	client string // the client's IP, for X-Forwarded-For
+	proto  string // "http" or "https"
+	port   string // X-Forwarded-Port
+
+	head reqHead
+	out  []byte // the response head being built
+	raw  []byte // the backend's response head as read
+	hl   []headerLine
+	st   reqState
+	// closeAfter: the connection ends after the current answer.
+	closeAfter bool
+}
+
+func (c *h1Conn) serve() {
+	handedOff := false
+	defer func() {
+		if !handedOff {
+			_ = c.c.Close()
+		}
+		c.s.forget(c)
+	}()
+	o := &c.s.opts
+	c.proto, c.port = "http", c.s.h.httpPort
+	if c.s.tlsConfig != nil {
+		tc := tls.Server(c.c, c.s.tlsConfig)
+		c.c = tc
+		_ = tc.SetDeadline(time.Now().Add(o.ReadHeaderTimeout))
+		if err := tc.HandshakeContext(context.Background()); err != nil {
+			c.s.h.log.V(1).Info("TLS handshake failed", "client", tc.RemoteAddr().String(), "error", err.Error())
+			return
+		}
+		_ = tc.SetDeadline(time.Time{})
+		cs := tc.ConnectionState()
+		c.tls = &cs
+		c.proto, c.port = "https", c.s.h.httpsPort
+		if cs.NegotiatedProtocol == "h2" {
+			handedOff = c.s.h2.push(tc)
+			return
+		}
+	}
+	if host, _, err := net.SplitHostPort(c.c.RemoteAddr().String()); err == nil {
+		c.client = host
+	}
+	c.br = bufio.NewReaderSize(c.c, clientReadBuffer)
+	c.bw = bufio.NewWriterSize(c.c, clientWriteBuffer)
+	limit := min(clientReadBuffer, o.MaxHeaderBytes)
+	wait := o.ReadHeaderTimeout // before the first request; IdleTimeout between requests
+	for {
+		_ = c.c.SetReadDeadline(time.Now().Add(wait))
+		if _, err := c.br.Peek(1); err != nil {
+			return
+		}
+		if !c.state.CompareAndSwap(stateIdle, stateActive) {
+			return // closed by Shutdown
+		}
+		_ = c.c.SetReadDeadline(time.Now().Add(o.ReadHeaderTimeout))
+		n := 0
+		for {
+			buf, _ := c.br.Peek(c.br.Buffered())
+			if n = headEnd(buf); n != 0 {
+				break
+			}
+			if len(buf) >= limit {
+				n = -1
+				break
+			}
+			if _, err := c.br.Peek(len(buf) + 1); err != nil {
+				return // timeout or close before a whole head: nothing to answer
+			}
+		}
+		fast := false
+		if n > 0 {
+			buf, _ := c.br.Peek(n)
+			c.head.buf = append(c.head.buf[:0], buf...)
+			fast = parseRequestHead(c.head.buf, &c.head)
+		}
+		if !fast || !c.serveRequest(n) {
+			handedOff = c.handoff()
+			return
+		}
+		if c.closeAfter {
+			_ = c.bw.Flush()
+			c.closeWrite()
+			return
+		}
+		if c.br.Buffered() == 0 { // pipelined requests get their answers in one write
+			if err := c.bw.Flush(); err != nil {
+				return
+			}
+		}
+		c.state.Store(stateIdle)
+		if c.s.closing.Load() && c.state.CompareAndSwap(stateIdle, stateClosed) {
+			_ = c.bw.Flush()
+			return
+		}
+		wait = o.IdleTimeout
+	}
+}
+
+// closeWrite ends a connection the way net/http does after Connection: close: the answer is
+// sent, then the write side is shut and the client's remaining bytes drained briefly, so the
+// client reads the answer instead of a reset.
+func (c *h1Conn) closeWrite() {
+	type closeWriter interface{ CloseWrite() error }
+	if cw, ok := c.c.(closeWriter); ok {
+		_ = cw.CloseWrite()
+		_ = c.c.SetReadDeadline(time.Now().Add(500 * time.Millisecond))
+		_, _ = io.CopyN(io.Discard, c.c, maxDiscard)
+	}
+}
+
+// handoff gives the connection to net/http, the bytes it has not consumed included. It reports
+// whether net/http took it.
+func (c *h1Conn) handoff() bool {
+	if err := c.bw.Flush(); err != nil {
+		return false
+	}
+	_ = c.c.SetReadDeadline(time.Time{})
+	q := c.s.plain
+	if c.tls != nil {
+		q = c.s.tlsH1
+	}
+	c.state.Store(stateClosed)
+	return q.push(&handoffConn{Conn: c.c, r: c.br, tls: c.tls})
+}
+
+// serveRequest answers the parsed head: forwards it, or answers for the proxy. It returns
+// false, having consumed nothing, when net/http must take the request (an h2c backend).
+func (c *h1Conn) serveRequest(headLen int) bool {
+	h, hd := c.s.h, &c.head
+	st := &c.st
+	*st = reqState{start: time.Now(), port: c.port}
+	c.closeAfter = hd.close || c.s.closing.Load()
+	b, code, msg := decide(h.table.Load(), string(hd.host), string(hd.path), st)
+	if b != nil && b.Protocol == route.H2C {
+		return false
+	}
+	_, _ = c.br.Discard(headLen)
+	_ = c.c.SetReadDeadline(time.Time{}) // bodies have no deadline, as with net/http
+	if b == nil {
+		c.discardBody()
+		c.answer(code, msg)
+		return true
+	}
+	st.backend, st.service = b, b.Name()
+	if b.Affinity {
+		if key := cookieValue(hd, AffinityCookie); key != "" {
+			if e := b.ByKey(key); e != nil && !e.Stats.Ejected(st.start) {
+				st.endpoint, st.pinned = e, true
+			}
+		}
+	}
+	if st.endpoint == nil {
+		st.endpoint = b.Pick(st.start, nil)
+	}
+	c.forward()
+	return true
+}
+
+// discardBody reads the body of a request that is answered without forwarding, up to
+// maxDiscard; a longer body ends the connection after the answer.
+func (c *h1Conn) discardBody() {
+	n := c.head.contentLength
+	if n == 0 {
+		return
+	}
+	if n > maxDiscard {
+		c.closeAfter = true
+		return
+	}
+	if _, err := io.CopyN(io.Discard, c.br, n); err != nil {
+		c.closeAfter = true
+	}
+}
+
+// answer writes the proxy's own answer (404, 502, 503, 504) and accounts for the request.
+func (c *h1Conn) answer(code int, msg string) {
+	body := errorBody(code, msg)
+	o := append(c.out[:0], "HTTP/1.1 "...)
+	o = strconv.AppendInt(o, int64(code), 10)
+	o = append(o, ' ')
+	o = append(o, http.StatusText(code)...)
+	o = append(o, "\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: "...)
+	o = strconv.AppendInt(o, int64(len(body)), 10)
+	o = append(o, "\r\nServer: portico\r\nCache-Control: no-store\r\nDate: "...)
+	o = appendDate(o, time.Now())
+	if c.closeAfter {
+		o = append(o, "\r\nConnection: close"...)
+	}
+	o = append(o, "\r\n\r\n"...)
+	if string(c.head.method) != http.MethodHead {
+		o = append(o, body...)
+	}
+	c.out = o
+	_, _ = c.bw.Write(o)
+	c.st.status = code
+	c.done()
+}
+
+func (c *h1Conn) done() {
+	h, st := c.s.h, &c.st
+	if st.status == 0 {
+		st.status = http.StatusOK
+	}
+	h.metrics.Requests.WithLabelValues(st.ingress, st.service, codeString(st.status)).Inc()
+	if h.opts.AccessLog != nil {
+		addr := ""
+		if st.endpoint != nil {
+			addr = st.endpoint.Addr
+		}
+		hd := &c.head
+		h.opts.AccessLog.write(accessEntry{
+			Time: time.Now().UTC().Format(time.RFC3339Nano), Client: c.c.RemoteAddr().String(), Method: string(hd.method),
+			Host: string(hd.host), URI: string(hd.target), Proto: "HTTP/1.1", Status: st.status, Ingress: st.ingress,
+			Service: st.service, Upstream: addr, Duration: time.Since(st.start).Seconds(), RequestID: st.requestID,
+			UserAgent: string(hd.userAgent),
+		})
+	}
+}
+
+// cookieValue finds a cookie in the request's Cookie headers.
+func cookieValue(hd *reqHead, name string) string {
+	for _, l := range hd.lines {
+		if l.kind != hCookie {
+			continue
+		}
+		v := hd.buf[l.vs:l.ve]
+		for len(v) > 0 {
+			var part []byte
+			if i := indexByte(v, ';'); i >= 0 {
+				part, v = v[:i], v[i+1:]
+			} else {
+				part, v = v, nil
+			}
+			part = trimOWS(part)
+			if len(part) > len(name) && part[len(name)] == '=' && string(part[:len(name)]) == name {
+				val := part[len(name)+1:]
+				if len(val) >= 2 && val[0] == '"' && val[len(val)-1] == '"' {
+					val = val[1 : len(val)-1]
+				}
+				return string(val)
+			}
+		}
+	}
+	return ""
+}
+
+func indexByte(b []byte, c byte) int {
+	for i := range b {
+		if b[i] == c {
+			return i
+		}
+	}
+	return -1
+}
+
+// handoffConn is a connection given to net/http: reads drain what the fast path buffered first.
+type handoffConn struct {
+	net.Conn
+	r   *bufio.Reader
+	tls *tls.ConnectionState
+}
+
+func (c *handoffConn) Read(p []byte) (int, error) { return c.r.Read(p) }
+
+// connQueue is a net.Listener whose connections come from the fast path.
+type connQueue struct {
+	addr   net.Addr
+	ch     chan net.Conn
+	closed chan struct{}
+	once   sync.Once
+}
+
+func newConnQueue(addr net.Addr) *connQueue {
+	return &connQueue{addr: addr, ch: make(chan net.Conn), closed: make(chan struct{})}
+}
+
+// push hands c to the server accepting from q; false when q is closed (c is then closed).
+func (q *connQueue) push(c net.Conn) bool {
+	select {
+	case q.ch <- c:
+		return true
+	case <-q.closed:
+		_ = c.Close()
+		return false
+	}
+}
+
+func (q *connQueue) Accept() (net.Conn, error) {
+	select {
+	case c := <-q.ch:
+		return c, nil
+	case <-q.closed:
+		return nil, net.ErrClosed
+	}
+}
+
+func (q *connQueue) Close() error {
+	q.once.Do(func() { close(q.closed) })
+	return nil
+}
+
+func (q *connQueue) Addr() net.Addr { return q.addr }
+
+// tlsStateFromConn gives handed-off HTTP/1.1 TLS connections their r.TLS: net/http sets it only
+// for a *tls.Conn, and a handed-off connection wraps one.
+func tlsStateFromConn(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.TLS == nil {
+			if cs, ok := r.Context().Value(tlsStateKey{}).(*tls.ConnectionState); ok {
+				r.TLS = cs
+			}
+		}
+		next.ServeHTTP(w, r)
+	})
+}
+
+type tlsStateKey struct{}
+
+func tlsConnContext(ctx context.Context, c net.Conn) context.Context {
+	if hc, ok := c.(*handoffConn); ok && hc.tls != nil {
+		return context.WithValue(ctx, tlsStateKey{}, hc.tls)
+	}
+	return ctx
+}
+
+// Dates for the Date header, formatted once a second.
+type dateCache struct {
+	sec int64
+	b   []byte
+}
+
+var dates atomic.Pointer[dateCache]
+
+func appendDate(b []byte, now time.Time) []byte {
+	d := dates.Load()
+	if d == nil || d.sec != now.Unix() {
+		d = &dateCache{sec: now.Unix(), b: now.UTC().AppendFormat(nil, http.TimeFormat)}
+		dates.Store(d)
+	}
+	return append(b, d.b...)
+}
+
+// isClientGone reports errors of a client that went away.
+func isClientGone(err error) bool {
+	return errors.Is(err, io.EOF) || errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.EPIPE) ||
+		errors.Is(err, net.ErrClosed) || errors.Is(err, os.ErrDeadlineExceeded)
+}

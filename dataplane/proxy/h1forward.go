@@ -1,0 +1,521 @@
+package proxy
+
+import (
+	"bufio"
+	"errors"
+	"io"
+	"net"
+	"net/http"
+	"strconv"
+	"syscall"
+	"time"
+
+	"portico.dev/portico/dataplane/route"
+)
+
+// bodyKind is how a response body is delimited.
+type bodyKind uint8
+
+const (
+	bodyNone bodyKind = iota
+	bodyLength
+	bodyChunked
+	bodyUntilClose
+)
+
+// respHead is what the fast path needs of a backend's response head; the head to send to the
+// client is built in h1Conn.out.
+type respHead struct {
+	status  int
+	body    bodyKind
+	length  int64
+	upClose bool // the backend closes the connection after this response
+}
+
+// clientError is a failure on the client's side of an exchange (it went away mid-body).
+type clientError struct{ error }
+
+func (e clientError) Unwrap() error { return e.error }
+
+var (
+	errBadResponse   = errors.New("malformed response from upstream")
+	errUnexpected101 = errors.New("upstream switched protocols unasked")
+)
+
+// forward sends the request to st.endpoint and streams the answer back. A failed connection is
+// retried on another endpoint when the request can be repeated (as the net/http path does), and
+// a reused connection the backend had closed is retried once on a new one.
+func (c *h1Conn) forward() {
+	h, hd, st := c.s.h, &c.head, &c.st
+	replay := hd.contentLength == 0 && idempotent(hd.method)
+	var (
+		uc    *upConn
+		rh    respHead
+		stale bool
+	)
+	for attempt := 0; ; {
+		e := st.endpoint
+		now := time.Now()
+		var err error
+		uc, err = c.s.up.get(e.Addr, now)
+		if err != nil {
+			e.Stats.Failed(now)
+			if attempt < h.opts.Retries && replay {
+				if next := c.nextEndpoint(now); next != nil {
+					attempt++
+					st.endpoint, st.pinned = next, false
+					continue
+				}
+			}
+			c.upstreamFailed(err)
+			return
+		}
+		e.Stats.InFlight.Add(1)
+		sendErr := c.send(uc)
+		var ce clientError
+		if errors.As(sendErr, &ce) {
+			e.Stats.InFlight.Add(-1)
+			_ = uc.c.Close()
+			c.clientGone()
+			return
+		}
+		if sendErr != nil && uc.reused && replay && !stale && isClosedConn(sendErr) {
+			e.Stats.InFlight.Add(-1)
+			_ = uc.c.Close()
+			stale = true
+			continue
+		}
+		// Even when the body could not be sent in full, the backend may have answered (413).
+		err = c.readHead(uc, &rh)
+		e.Stats.InFlight.Add(-1)
+		if err == nil {
+			if sendErr != nil {
+				rh.upClose, c.closeAfter = true, true
+			}
+			break
+		}
+		_ = uc.c.Close()
+		if len(c.raw) == 0 && uc.reused && replay && !stale && isClosedConn(err) {
+			stale = true
+			continue
+		}
+		if sendErr != nil {
+			c.closeAfter = true // the client's body was not read in full
+		}
+		c.upstreamFailed(err)
+		return
+	}
+	st.endpoint.Stats.Succeeded()
+	h.metrics.Duration.WithLabelValues(st.service).Observe(time.Since(st.start).Seconds())
+	st.status = rh.status
+	if rh.body == bodyUntilClose {
+		c.closeAfter = true
+	}
+	if c.closeAfter {
+		c.out = append(c.out, "Connection: close\r\n"...)
+	}
+	c.out = append(c.out, "\r\n"...)
+	_, werr := c.bw.Write(c.out)
+	var err error
+	if werr == nil {
+		switch rh.body {
+		case bodyLength:
+			err = pipe(c.bw, uc.r, rh.length, true)
+		case bodyChunked:
+			err = c.pipeChunked(uc.r)
+		case bodyUntilClose:
+			err = pipe(c.bw, uc.r, -1, true)
+		}
+	} else {
+		err = clientError{werr}
+	}
+	if err != nil || rh.upClose || rh.body == bodyUntilClose {
+		_ = uc.c.Close()
+	} else {
+		c.s.up.put(st.endpoint.Addr, uc, time.Now())
+	}
+	if err != nil {
+		// The answer is cut short: the client must not take it as whole.
+		c.closeAfter = true
+		if errors.As(err, new(clientError)) {
+			st.status = 499
+		} else {
+			h.metrics.UpstreamErrors.WithLabelValues(st.service, "other").Inc()
+			h.log.V(1).Info("Upstream error in the response body", "service", st.service, "endpoint", st.endpoint.Addr, "error", err.Error())
+		}
+	}
+	c.done()
+}
+
+func idempotent(method []byte) bool {
+	switch string(method) {
+	case http.MethodGet, http.MethodHead, http.MethodOptions, http.MethodTrace:
+		return true
+	}
+	return false
+}
+
+// nextEndpoint picks another endpoint after a failed connection: from the request's backend,
+// else from the backend the request maps to in the table in use now.
+func (c *h1Conn) nextEndpoint(now time.Time) *route.Endpoint {
+	st := &c.st
+	if next := st.backend.Pick(now, st.endpoint); next != nil {
+		return next
+	}
+	b := c.s.h.backendFor(string(c.head.host), string(c.head.path))
+	if b == nil || b == st.backend || b.Protocol != st.backend.Protocol {
+		return nil
+	}
+	st.backend = b
+	return b.Pick(now, st.endpoint)
+}
+
+// upstreamFailed answers a failed exchange as the net/http path's errorHandler does.
+func (c *h1Conn) upstreamFailed(err error) {
+	st := &c.st
+	kind, code, msg := "other", http.StatusBadGateway, "upstream "+st.service+" failed"
+	var ne net.Error
+	switch {
+	case isDialError(err):
+		kind, msg = "connect", "cannot connect to upstream "+st.service
+	case errors.As(err, &ne) && ne.Timeout():
+		kind, code, msg = "timeout", http.StatusGatewayTimeout, "upstream "+st.service+" did not answer in time"
+	}
+	c.s.h.metrics.UpstreamErrors.WithLabelValues(st.service, kind).Inc()
+	c.s.h.log.V(1).Info("Upstream error", "service", st.service, "endpoint", st.endpoint.Addr, "error", err.Error())
+	c.answer(code, msg)
+}
+
+// clientGone ends a request whose client went away mid-body.
+func (c *h1Conn) clientGone() {
+	c.st.status = 499
+	c.closeAfter = true
+	c.done()
+}
+
+// isClosedConn: the backend closed the connection (or reset it) before answering.
+func isClosedConn(err error) bool {
+	return errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, syscall.ECONNRESET) ||
+		errors.Is(err, syscall.EPIPE)
+}
+
+// send writes the request head and body to the backend.
+func (c *h1Conn) send(uc *upConn) error {
+	hd, w := &c.head, uc.w
+	_, _ = w.Write(hd.method)
+	_ = w.WriteByte(' ')
+	_, _ = w.Write(hd.target)
+	_, _ = w.WriteString(" HTTP/1.1\r\n")
+	for _, l := range hd.lines {
+		if !l.drop {
+			_, _ = w.Write(hd.buf[l.start:l.end])
+		}
+	}
+	_, _ = w.WriteString("X-Forwarded-For: ")
+	_, _ = w.WriteString(c.client)
+	_, _ = w.WriteString("\r\nX-Forwarded-Host: ")
+	_, _ = w.Write(hd.host)
+	_, _ = w.WriteString("\r\nX-Forwarded-Port: ")
+	_, _ = w.WriteString(c.port)
+	_, _ = w.WriteString("\r\nX-Forwarded-Proto: ")
+	_, _ = w.WriteString(c.proto)
+	_, _ = w.WriteString("\r\n")
+	if len(hd.requestID) == 0 {
+		_, _ = w.WriteString("X-Request-Id: ")
+		h := c.s.h
+		id := strconv.AppendUint(append(c.out[:0], h.idBase...), h.idSeq.Add(1), 16)
+		c.out = id
+		_, _ = w.Write(id)
+		_, _ = w.WriteString("\r\n")
+		if h.opts.AccessLog != nil {
+			c.st.requestID = string(id)
+		}
+	} else if c.s.h.opts.AccessLog != nil {
+		c.st.requestID = string(hd.requestID)
+	}
+	_, _ = w.WriteString("\r\n")
+	if hd.contentLength > 0 {
+		if err := pipe(w, c.br, hd.contentLength, false); err != nil {
+			return err
+		}
+	}
+	return w.Flush()
+}
+
+// pipe copies n bytes (n < 0: until end of file) from src to dst. Before it waits for src, it
+// flushes what dst holds, so streamed bodies pass through as they come. Failures on the
+// client's side (dst when clientIsDst, else src) are returned as clientError.
+func pipe(dst *bufio.Writer, src *bufio.Reader, n int64, clientIsDst bool) error {
+	dstErr := func(err error) error {
+		if clientIsDst {
+			return clientError{err}
+		}
+		return err
+	}
+	for n != 0 {
+		if src.Buffered() == 0 && dst.Buffered() > 0 {
+			if err := dst.Flush(); err != nil {
+				return dstErr(err)
+			}
+		}
+		if _, err := src.Peek(1); err != nil {
+			if n < 0 && errors.Is(err, io.EOF) {
+				return nil
+			}
+			err = unexpectedEOF(err)
+			if !clientIsDst {
+				return clientError{err}
+			}
+			return err
+		}
+		k := src.Buffered()
+		if n > 0 && int64(k) > n {
+			k = int(n)
+		}
+		p, _ := src.Peek(k)
+		if _, err := dst.Write(p); err != nil {
+			return dstErr(err)
+		}
+		_, _ = src.Discard(k)
+		if n > 0 {
+			n -= int64(k)
+		}
+	}
+	return nil
+}
+
+// pipeChunked copies a chunked body, chunk sizes rewritten without extensions and the trailer
+// section as is.
+func (c *h1Conn) pipeChunked(src *bufio.Reader) error {
+	dst := c.bw
+	var err error
+	var line []byte
+	for {
+		if src.Buffered() == 0 && dst.Buffered() > 0 {
+			if err := dst.Flush(); err != nil {
+				return clientError{err}
+			}
+		}
+		if c.raw, line, err = readLine(src, c.raw[:0], 4096); err != nil {
+			return unexpectedEOF(err)
+		}
+		size, ok := parseHex(trimEOL(line))
+		if !ok {
+			return errBadResponse
+		}
+		c.out = strconv.AppendInt(c.out[:0], size, 16)
+		c.out = append(c.out, "\r\n"...)
+		if size == 0 {
+			for {
+				if c.raw, line, err = readLine(src, c.raw[:0], maxResponseHead); err != nil {
+					return unexpectedEOF(err)
+				}
+				l := trimEOL(line)
+				if len(l) == 0 {
+					break
+				}
+				if i := indexByte(l, ':'); i <= 0 || !validValue(l) {
+					return errBadResponse
+				}
+				c.out = append(append(c.out, l...), "\r\n"...)
+			}
+			c.out = append(c.out, "\r\n"...)
+			if _, err := dst.Write(c.out); err != nil {
+				return clientError{err}
+			}
+			return nil
+		}
+		if _, err := dst.Write(c.out); err != nil {
+			return clientError{err}
+		}
+		if err := pipe(dst, src, size, true); err != nil {
+			return err
+		}
+		if c.raw, line, err = readLine(src, c.raw[:0], 2); err != nil || len(trimEOL(line)) != 0 {
+			return errBadResponse
+		}
+		if _, err := dst.WriteString("\r\n"); err != nil {
+			return clientError{err}
+		}
+	}
+}
+
+func unexpectedEOF(err error) error {
+	if errors.Is(err, io.EOF) {
+		return io.ErrUnexpectedEOF
+	}
+	return err
+}
+
+func trimEOL(l []byte) []byte {
+	if len(l) > 0 && l[len(l)-1] == '\n' {
+		l = l[:len(l)-1]
+	}
+	if len(l) > 0 && l[len(l)-1] == '\r' {
+		l = l[:len(l)-1]
+	}
+	return l
+}
+
+// readHead reads the backend's response head into rh and builds the client's head in c.out
+// (without its final blank line): hop-by-hop headers dropped, Server and Date added when
+// missing, the affinity cookie when the client is not pinned. Informational answers (1xx but
+// 101) are passed to the client as they come.
+func (c *h1Conn) readHead(uc *upConn, rh *respHead) error {
+	h, st := c.s.h, &c.st
+	_ = uc.c.SetReadDeadline(time.Now().Add(h.opts.UpstreamTimeout))
+	defer func() { _ = uc.c.SetReadDeadline(time.Time{}) }()
+	for {
+		var err error
+		var line []byte
+		c.raw = c.raw[:0]
+		if c.raw, line, err = readLine(uc.r, c.raw, maxResponseHead); err != nil {
+			return err
+		}
+		// Status line: HTTP/1.x SP 3DIGIT [SP reason].
+		sl := trimEOL(line)
+		if len(sl) < 12 || string(sl[:7]) != "HTTP/1." || (sl[7] != '0' && sl[7] != '1') || sl[8] != ' ' ||
+			(len(sl) > 12 && sl[12] != ' ') || !validValue(sl) {
+			return errBadResponse
+		}
+		code := 0
+		for _, d := range sl[9:12] {
+			if d < '0' || d > '9' {
+				return errBadResponse
+			}
+			code = code*10 + int(d-'0')
+		}
+		if code < 100 {
+			return errBadResponse
+		}
+		http10 := sl[7] == '0'
+		slLen := len(sl) // c.raw[:slLen] is the status line without its end
+
+		// Header lines.
+		c.hl = c.hl[:0]
+		var conn tokenList
+		for {
+			start := len(c.raw)
+			if c.raw, line, err = readLine(uc.r, c.raw, maxResponseHead); err != nil {
+				return unexpectedEOF(err)
+			}
+			l := trimEOL(line)
+			if len(l) == 0 {
+				break
+			}
+			colon := indexByte(l, ':')
+			if colon <= 0 {
+				return errBadResponse
+			}
+			for _, ch := range l[:colon] {
+				if !isToken[ch] {
+					return errBadResponse
+				}
+			}
+			vs, ve := start+colon+1, start+len(l)
+			for vs < ve && (c.raw[vs] == ' ' || c.raw[vs] == '\t') {
+				vs++
+			}
+			for ve > vs && (c.raw[ve-1] == ' ' || c.raw[ve-1] == '\t') {
+				ve--
+			}
+			if !validValue(c.raw[vs:ve]) {
+				return errBadResponse
+			}
+			k := headerKind(l[:colon])
+			if k == hConnection && !conn.add(c.raw[vs:ve]) {
+				return errBadResponse
+			}
+			c.hl = append(c.hl, headerLine{start: int32(start), nameEnd: int32(start + colon), vs: int32(vs), ve: int32(ve), kind: k})
+		}
+		if code == http.StatusSwitchingProtocols {
+			return errUnexpected101
+		}
+
+		// What to keep, and how the body ends.
+		*rh = respHead{status: code, length: -1}
+		rh.upClose = conn.hasString("close") || (http10 && !conn.hasString("keep-alive"))
+		chunked, hasServer, hasDate := false, false, false
+		for i := range c.hl {
+			l := &c.hl[i]
+			v := c.raw[l.vs:l.ve]
+			switch l.kind {
+			case hConnection, hKeepAlive, hProxyConnection, hUpgrade, hTE, hProxyAuthenticate, hProxyAuthorization:
+				l.drop = true
+			case hTransferEncoding:
+				if chunked || http10 || !asciiEqualFold(v, "chunked") {
+					return errBadResponse
+				}
+				chunked, l.drop = true, true
+			case hContentLength:
+				n, ok := parseDecimal(v)
+				if !ok || (rh.length >= 0 && n != rh.length) {
+					return errBadResponse
+				}
+				l.drop = rh.length >= 0 // a repeated, equal value is sent once
+				rh.length = n
+			case hServer:
+				hasServer = true
+			case hDate:
+				hasDate = true
+			}
+			if !l.drop && conn.n > 0 && conn.has(c.raw[l.start:l.nameEnd]) {
+				l.drop = true
+			}
+		}
+		switch {
+		case string(c.head.method) == http.MethodHead || code < 200 || code == http.StatusNoContent || code == http.StatusNotModified:
+			rh.body = bodyNone
+		case chunked:
+			rh.body = bodyChunked
+		case rh.length >= 0:
+			rh.body = bodyLength
+		default:
+			rh.body = bodyUntilClose
+		}
+		if chunked {
+			for i := range c.hl {
+				if c.hl[i].kind == hContentLength {
+					c.hl[i].drop = true // Transfer-Encoding overrides Content-Length
+				}
+			}
+		}
+
+		o := append(c.out[:0], "HTTP/1.1 "...)
+		o = append(o, c.raw[9:slLen]...)
+		o = append(o, "\r\n"...)
+		for _, l := range c.hl {
+			if !l.drop {
+				o = append(o, c.raw[l.start:l.nameEnd]...)
+				o = append(o, ": "...)
+				o = append(o, c.raw[l.vs:l.ve]...)
+				o = append(o, "\r\n"...)
+			}
+		}
+		if code < 200 {
+			c.out = append(o, "\r\n"...)
+			if _, err := c.bw.Write(c.out); err != nil {
+				return clientError{err}
+			}
+			continue
+		}
+		if chunked {
+			o = append(o, "Transfer-Encoding: chunked\r\n"...)
+		}
+		if !hasServer {
+			o = append(o, "Server: portico\r\n"...)
+		}
+		if !hasDate {
+			o = append(o, "Date: "...)
+			o = appendDate(o, time.Now())
+			o = append(o, "\r\n"...)
+		}
+		if st.backend.Affinity && !st.pinned {
+			o = append(o, "Set-Cookie: "...)
+			o = append(o, affinityCookie(st.endpoint.Key)...)
+			o = append(o, "\r\n"...)
+		}
+		c.out = o
+		return nil
+	}
+}

@@ -1,0 +1,488 @@
+package proxy
+
+import (
+	"bufio"
+	"bytes"
+	"errors"
+)
+
+// The fast path's HTTP/1.1 parsing. It accepts a strict subset of HTTP/1.1 request heads and
+// says "hand off" for everything else, which net/http then parses and answers as it always
+// does: the fast path never rejects a request, and never accepts one net/http would refuse
+// (FuzzRequestHead checks this against http.ReadRequest).
+
+// hkind classifies the header names the proxy acts on; every other header is forwarded as is.
+type hkind uint8
+
+const (
+	hOther hkind = iota
+	hHost
+	hContentLength
+	hTransferEncoding
+	hConnection
+	hUpgrade
+	hExpect
+	hTE
+	hTrailer
+	hKeepAlive
+	hProxyConnection
+	hProxyAuthenticate
+	hProxyAuthorization
+	hXForwardedFor
+	hXForwardedHost
+	hXForwardedProto
+	hXForwardedPort
+	hForwarded
+	hXRequestID
+	hCookie
+	hUserAgent
+	hServer
+	hDate
+	hHTTP2Settings
+)
+
+// headerKind matches a name case-insensitively without allocating.
+func headerKind(name []byte) hkind {
+	eq := func(s string) bool { return len(name) == len(s) && asciiEqualFold(name, s) }
+	switch len(name) {
+	case 2:
+		if eq("te") {
+			return hTE
+		}
+	case 4:
+		switch {
+		case eq("host"):
+			return hHost
+		case eq("date"):
+			return hDate
+		}
+	case 6:
+		switch {
+		case eq("cookie"):
+			return hCookie
+		case eq("expect"):
+			return hExpect
+		case eq("server"):
+			return hServer
+		}
+	case 7:
+		switch {
+		case eq("upgrade"):
+			return hUpgrade
+		case eq("trailer"):
+			return hTrailer
+		}
+	case 9:
+		if eq("forwarded") {
+			return hForwarded
+		}
+	case 10:
+		switch {
+		case eq("connection"):
+			return hConnection
+		case eq("keep-alive"):
+			return hKeepAlive
+		case eq("user-agent"):
+			return hUserAgent
+		}
+	case 12:
+		if eq("x-request-id") {
+			return hXRequestID
+		}
+	case 14:
+		switch {
+		case eq("content-length"):
+			return hContentLength
+		case eq("http2-settings"):
+			return hHTTP2Settings
+		}
+	case 15:
+		if eq("x-forwarded-for") {
+			return hXForwardedFor
+		}
+	case 16:
+		switch {
+		case eq("x-forwarded-host"):
+			return hXForwardedHost
+		case eq("x-forwarded-port"):
+			return hXForwardedPort
+		case eq("proxy-connection"):
+			return hProxyConnection
+		}
+	case 17:
+		switch {
+		case eq("transfer-encoding"):
+			return hTransferEncoding
+		case eq("x-forwarded-proto"):
+			return hXForwardedProto
+		}
+	case 18:
+		if eq("proxy-authenticate") {
+			return hProxyAuthenticate
+		}
+	case 19:
+		if eq("proxy-authorization") {
+			return hProxyAuthorization
+		}
+	}
+	return hOther
+}
+
+func asciiEqualFold(b []byte, s string) bool {
+	if len(b) != len(s) {
+		return false
+	}
+	for i := 0; i < len(b); i++ {
+		c, d := b[i], s[i]
+		if c == d {
+			continue
+		}
+		if 'A' <= c && c <= 'Z' {
+			c += 'a' - 'A'
+		}
+		if 'A' <= d && d <= 'Z' {
+			d += 'a' - 'A'
+		}
+		if c != d {
+			return false
+		}
+	}
+	return true
+}
+
+// isToken is RFC 9110's tchar.
+var isToken = func() (t [256]bool) {
+	for c := '0'; c <= '9'; c++ {
+		t[c] = true
+	}
+	for c := 'a'; c <= 'z'; c++ {
+		t[c] = true
+		t[c-'a'+'A'] = true
+	}
+	for _, c := range "!#$%&'*+-.^_`|~" {
+		t[c] = true
+	}
+	return t
+}()
+
+// validValue: field-content without control characters other than HTAB (obs-text allowed), as
+// net/http checks.
+func validValue(v []byte) bool {
+	for _, c := range v {
+		if (c < ' ' && c != '\t') || c == 0x7f {
+			return false
+		}
+	}
+	return true
+}
+
+func trimOWS(b []byte) []byte {
+	for len(b) > 0 && (b[0] == ' ' || b[0] == '\t') {
+		b = b[1:]
+	}
+	for len(b) > 0 && (b[len(b)-1] == ' ' || b[len(b)-1] == '\t') {
+		b = b[:len(b)-1]
+	}
+	return b
+}
+
+// headerLine is one header line of a head: buf[start:end] is the whole line with its CRLF;
+// value is buf[vs:ve], trimmed.
+type headerLine struct {
+	start, end, nameEnd, vs, ve int32
+	kind                        hkind
+	drop                        bool
+}
+
+// tokens holds the tokens of Connection headers (at most maxTokens; more means hand off).
+const maxTokens = 8
+
+type tokenList struct {
+	n int
+	t [maxTokens][]byte
+}
+
+// add splits a comma-separated list into the list; false when it is full or malformed.
+func (l *tokenList) add(v []byte) bool {
+	for len(v) > 0 {
+		i := bytes.IndexByte(v, ',')
+		var tok []byte
+		if i < 0 {
+			tok, v = v, nil
+		} else {
+			tok, v = v[:i], v[i+1:]
+		}
+		tok = trimOWS(tok)
+		if len(tok) == 0 {
+			continue
+		}
+		for _, c := range tok {
+			if !isToken[c] {
+				return false
+			}
+		}
+		if l.n == maxTokens {
+			return false
+		}
+		l.t[l.n] = tok
+		l.n++
+	}
+	return true
+}
+
+func (l *tokenList) has(name []byte) bool {
+	for i := 0; i < l.n; i++ {
+		if len(l.t[i]) == len(name) && asciiEqualFold(l.t[i], string(name)) {
+			return true
+		}
+	}
+	return false
+}
+
+func (l *tokenList) hasString(s string) bool {
+	for i := 0; i < l.n; i++ {
+		if asciiEqualFold(l.t[i], s) {
+			return true
+		}
+	}
+	return false
+}
+
+// headEnd finds the end of a request head in b: the index just past the blank line, 0 when b
+// holds no complete head yet, -1 when the fast path cannot read it (a bare LF, or an empty
+// first line), so it must be handed off.
+func headEnd(b []byte) int {
+	start := 0
+	for {
+		i := bytes.IndexByte(b[start:], '\n')
+		if i < 0 {
+			return 0
+		}
+		i += start
+		if i == 0 || b[i-1] != '\r' {
+			return -1
+		}
+		if i == start+1 { // "\r\n" alone: the blank line
+			if start == 0 {
+				return -1
+			}
+			return i + 1
+		}
+		start = i + 1
+	}
+}
+
+// reqHead is a request head the fast path accepted. Its slices point into buf.
+type reqHead struct {
+	buf                        []byte
+	method, target, path, host []byte
+	contentLength              int64
+	close                      bool // Connection: close
+	requestID, userAgent       []byte
+	lines                      []headerLine
+	conn                       tokenList
+}
+
+// parseRequestHead parses a complete head (as found by headEnd) into h, reusing h's storage.
+// It reports false when the request must be handed off to net/http: anything but origin-form
+// HTTP/1.1 with one valid Host, an optional plain Content-Length, no Transfer-Encoding, Expect,
+// Upgrade or TE, no obs-fold, no percent-encoded or fragment path, and well-formed fields.
+func parseRequestHead(b []byte, h *reqHead) bool {
+	h.buf, h.method, h.target, h.path, h.host = b, nil, nil, nil, nil
+	h.contentLength, h.close, h.requestID, h.userAgent = 0, false, nil, nil
+	h.lines = h.lines[:0]
+	h.conn.n = 0
+
+	// Request line: method SP origin-form SP HTTP/1.1 CRLF.
+	eol := bytes.IndexByte(b, '\n') - 1
+	line := b[:eol]
+	sp := bytes.IndexByte(line, ' ')
+	if sp <= 0 {
+		return false
+	}
+	h.method = line[:sp]
+	for _, c := range h.method {
+		if !isToken[c] {
+			return false
+		}
+	}
+	if string(h.method) == "CONNECT" || string(h.method) == "PRI" {
+		return false
+	}
+	rest := line[sp+1:]
+	sp = bytes.IndexByte(rest, ' ')
+	if sp <= 0 || string(rest[sp+1:]) != "HTTP/1.1" {
+		return false
+	}
+	h.target = rest[:sp]
+	if h.target[0] != '/' {
+		return false // absolute-form, asterisk-form: net/http's rules
+	}
+	h.path = h.target
+	for i, c := range h.target {
+		if c <= ' ' || c >= 0x7f || c == '%' || c == '#' {
+			return false // net/http decodes the path; leave that to it
+		}
+		if c == '?' && len(h.path) == len(h.target) {
+			h.path = h.target[:i]
+		}
+	}
+
+	hosts, lengths := 0, 0
+	pos := eol + 2
+	for pos < len(b)-2 {
+		end := pos + bytes.IndexByte(b[pos:], '\n') + 1
+		colon := bytes.IndexByte(b[pos:end], ':')
+		if colon <= 0 {
+			return false // no name, or obs-fold (a line starting with SP/HTAB has no valid name)
+		}
+		name := b[pos : pos+colon]
+		for _, c := range name {
+			if !isToken[c] {
+				return false
+			}
+		}
+		vs, ve := pos+colon+1, end-2
+		for vs < ve && (b[vs] == ' ' || b[vs] == '\t') {
+			vs++
+		}
+		for ve > vs && (b[ve-1] == ' ' || b[ve-1] == '\t') {
+			ve--
+		}
+		value := b[vs:ve]
+		if !validValue(value) {
+			return false
+		}
+		l := headerLine{start: int32(pos), end: int32(end), nameEnd: int32(pos + colon), vs: int32(vs), ve: int32(ve), kind: headerKind(name)}
+		switch l.kind {
+		case hHost:
+			hosts++
+			if !validHost(value) {
+				return false
+			}
+			h.host = value
+		case hContentLength:
+			lengths++
+			n, ok := parseDecimal(value)
+			if !ok || lengths > 1 {
+				return false
+			}
+			h.contentLength = n
+		case hTransferEncoding, hUpgrade, hExpect, hTE, hHTTP2Settings:
+			return false // chunked bodies, 100-continue, upgrades: net/http's
+		case hConnection:
+			if !h.conn.add(value) {
+				return false
+			}
+			l.drop = true
+		case hTrailer, hKeepAlive, hProxyConnection, hProxyAuthenticate, hProxyAuthorization,
+			hXForwardedFor, hXForwardedHost, hXForwardedProto, hXForwardedPort, hForwarded:
+			l.drop = true // hop-by-hop, or set by the proxy
+		case hXRequestID:
+			if h.requestID == nil {
+				h.requestID = value
+			}
+			if len(value) == 0 {
+				l.drop = true
+			}
+		case hUserAgent:
+			h.userAgent = value
+		}
+		h.lines = append(h.lines, l)
+		pos = end
+	}
+	if hosts != 1 {
+		return false // missing or repeated Host: net/http answers 400
+	}
+	if h.conn.hasString("upgrade") {
+		return false
+	}
+	h.close = h.conn.hasString("close")
+	if h.conn.n > 0 {
+		for i := range h.lines {
+			l := &h.lines[i]
+			if !l.drop && h.conn.has(b[l.start:l.nameEnd]) {
+				l.drop = true
+			}
+		}
+	}
+	return true
+}
+
+// validHost accepts the characters of DNS names, IPv4 and bracketed IPv6 addresses and a port:
+// a subset of what net/http allows, so nothing net/http refuses gets through.
+func validHost(v []byte) bool {
+	if len(v) == 0 {
+		return false
+	}
+	for _, c := range v {
+		switch {
+		case 'a' <= c && c <= 'z', 'A' <= c && c <= 'Z', '0' <= c && c <= '9':
+		case c == '.', c == '-', c == ':', c == '[', c == ']', c == '_':
+		default:
+			return false
+		}
+	}
+	return true
+}
+
+// parseDecimal parses 1 to 18 ASCII digits.
+func parseDecimal(v []byte) (int64, bool) {
+	if len(v) == 0 || len(v) > 18 {
+		return 0, false
+	}
+	var n int64
+	for _, c := range v {
+		if c < '0' || c > '9' {
+			return 0, false
+		}
+		n = n*10 + int64(c-'0')
+	}
+	return n, true
+}
+
+// parseHex parses a chunk size: 1 to 15 hex digits, then optional chunk extensions.
+func parseHex(v []byte) (int64, bool) {
+	if i := bytes.IndexByte(v, ';'); i >= 0 {
+		v = v[:i]
+	}
+	v = trimOWS(v)
+	if len(v) == 0 || len(v) > 15 {
+		return 0, false
+	}
+	var n int64
+	for _, c := range v {
+		switch {
+		case '0' <= c && c <= '9':
+			n = n<<4 | int64(c-'0')
+		case 'a' <= c && c <= 'f':
+			n = n<<4 | int64(c-'a'+10)
+		case 'A' <= c && c <= 'F':
+			n = n<<4 | int64(c-'A'+10)
+		default:
+			return 0, false
+		}
+	}
+	return n, true
+}
+
+var errLineTooLong = errors.New("header line too long")
+
+// readLine appends the next line of r (with its line ending) to acc, returning the grown acc
+// and the line within it. Lines may exceed r's buffer; acc is limited to max bytes in all.
+func readLine(r *bufio.Reader, acc []byte, max int) (grown []byte, line []byte, err error) {
+	start := len(acc)
+	for {
+		frag, err := r.ReadSlice('\n')
+		acc = append(acc, frag...)
+		if len(acc) > max {
+			return acc, nil, errLineTooLong
+		}
+		if err == nil {
+			return acc, acc[start:], nil
+		}
+		if err != bufio.ErrBufferFull {
+			return acc, nil, err
+		}
+	}
+}

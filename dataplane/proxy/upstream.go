@@ -1,0 +1,154 @@
+package proxy
+
+import (
+	"bufio"
+	"net"
+	"sync"
+	"time"
+)
+
+// Upstream connections of the fast path: HTTP/1.1 keep-alive connections per endpoint address,
+// used by one request at a time on the request's own goroutine (no reader or writer goroutine
+// per connection, no channel hand-offs).
+
+const (
+	// maxIdlePerEndpoint bounds the idle connections kept per endpoint address.
+	maxIdlePerEndpoint = 256
+	// upstreamIdleTimeout closes connections idle this long (backends close theirs too).
+	upstreamIdleTimeout = 90 * time.Second
+	// probeAfter: a connection idle longer than this is checked for a close by the backend
+	// before it is used (one non-blocking peek); younger ones are used directly, and a request
+	// that meets a closed one is retried on a new connection when it can be repeated.
+	probeAfter = time.Second
+	// maxResponseHead bounds a backend's response head.
+	maxResponseHead = 1 << 20
+)
+
+type upConn struct {
+	c         net.Conn
+	r         *bufio.Reader
+	w         *bufio.Writer
+	idleSince time.Time
+	// reused is false on a connection's first exchange.
+	reused bool
+}
+
+type upPool struct {
+	mu      sync.Mutex
+	idle    []*upConn
+	lastUse time.Time
+}
+
+// upstreams holds the idle connections of every endpoint address.
+type upstreams struct {
+	dialer net.Dialer
+	pools  sync.Map // address -> *upPool
+	stop   chan struct{}
+	once   sync.Once
+}
+
+func newUpstreams(dialTimeout time.Duration) *upstreams {
+	u := &upstreams{dialer: net.Dialer{Timeout: dialTimeout, KeepAlive: 30 * time.Second}, stop: make(chan struct{})}
+	go u.janitor()
+	return u
+}
+
+// get returns an idle connection to addr, or dials one. Dial errors are returned as is.
+func (u *upstreams) get(addr string, now time.Time) (*upConn, error) {
+	v, ok := u.pools.Load(addr)
+	if !ok {
+		v, _ = u.pools.LoadOrStore(addr, &upPool{})
+	}
+	p := v.(*upPool)
+	for {
+		p.mu.Lock()
+		n := len(p.idle)
+		if n == 0 {
+			p.mu.Unlock()
+			break
+		}
+		uc := p.idle[n-1]
+		p.idle[n-1] = nil
+		p.idle = p.idle[:n-1]
+		p.lastUse = now
+		p.mu.Unlock()
+		if now.Sub(uc.idleSince) < probeAfter || alive(uc.c) {
+			return uc, nil
+		}
+		_ = uc.c.Close()
+	}
+	c, err := u.dialer.Dial("tcp", addr)
+	if err != nil {
+		return nil, err
+	}
+	return &upConn{c: c, r: bufio.NewReaderSize(c, 8<<10), w: bufio.NewWriterSize(c, 4<<10)}, nil
+}
+
+// put makes uc available to the next request for addr.
+func (u *upstreams) put(addr string, uc *upConn, now time.Time) {
+	v, ok := u.pools.Load(addr)
+	if !ok {
+		_ = uc.c.Close()
+		return
+	}
+	p := v.(*upPool)
+	uc.idleSince, uc.reused = now, true
+	p.mu.Lock()
+	if len(p.idle) < maxIdlePerEndpoint {
+		p.idle = append(p.idle, uc)
+		uc = nil
+	}
+	p.mu.Unlock()
+	if uc != nil {
+		_ = uc.c.Close()
+	}
+}
+
+// janitor closes connections idle past upstreamIdleTimeout and forgets addresses unused that
+// long (pods come and go).
+func (u *upstreams) janitor() {
+	tick := time.NewTicker(upstreamIdleTimeout / 6)
+	defer tick.Stop()
+	for {
+		select {
+		case <-u.stop:
+			return
+		case now := <-tick.C:
+			u.sweep(now, upstreamIdleTimeout)
+		}
+	}
+}
+
+func (u *upstreams) sweep(now time.Time, maxIdle time.Duration) {
+	u.pools.Range(func(k, v any) bool {
+		p := v.(*upPool)
+		p.mu.Lock()
+		keep := p.idle[:0]
+		var expired []*upConn
+		for _, uc := range p.idle {
+			if now.Sub(uc.idleSince) >= maxIdle {
+				expired = append(expired, uc)
+			} else {
+				keep = append(keep, uc)
+			}
+		}
+		for i := len(keep); i < len(p.idle); i++ {
+			p.idle[i] = nil
+		}
+		p.idle = keep
+		if len(keep) == 0 && now.Sub(p.lastUse) >= maxIdle {
+			u.pools.Delete(k)
+		}
+		p.mu.Unlock()
+		for _, uc := range expired {
+			_ = uc.c.Close()
+		}
+		return true
+	})
+}
+
+// close closes every idle connection and stops the janitor.
+func (u *upstreams) close() {
+	u.once.Do(func() { close(u.stop) })
+	u.sweep(time.Now().Add(100*365*24*time.Hour), 0)
+}
