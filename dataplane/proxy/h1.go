@@ -183,6 +183,7 @@ func (c *h1Conn) serve() {
 		c.tls = &cs
 		c.proto, c.port = "https", c.s.h.httpsPort
 		if cs.NegotiatedProtocol == "h2" {
+			c.s.h.metrics.Handoffs.WithLabelValues("h2").Inc()
 			handedOff = c.s.h2.push(tc)
 			return
 		}
@@ -270,6 +271,7 @@ func (c *h1Conn) handoff() bool {
 		q = c.s.tlsH1
 	}
 	c.state.Store(stateClosed)
+	c.s.h.metrics.Handoffs.WithLabelValues("request").Inc()
 	return q.push(&handoffConn{Conn: c.c, r: c.br, tls: c.tls})
 }
 

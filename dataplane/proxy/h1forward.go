@@ -44,7 +44,8 @@ var (
 
 // forward sends the request to st.endpoint and streams the answer back. A failed connection is
 // retried on another endpoint when the request can be repeated (as the net/http path does), and
-// a reused connection the backend had closed is retried once on a new one.
+// a reused connection the backend had closed is retried once on a new one; a request that
+// cannot be repeated checks its pooled connection first.
 func (c *h1Conn) forward() {
 	h, hd, st := c.s.h, &c.head, &c.st
 	replay := hd.contentLength == 0 && idempotent(hd.method)
@@ -57,7 +58,7 @@ func (c *h1Conn) forward() {
 		e := st.endpoint
 		now := time.Now()
 		var err error
-		uc, err = c.s.up.get(e.Addr, now)
+		uc, err = c.s.up.get(e.Addr, now, stale, !replay)
 		if err != nil {
 			e.Stats.Failed(now)
 			if attempt < h.opts.Retries && replay {
@@ -108,7 +109,7 @@ func (c *h1Conn) forward() {
 	st.endpoint.Stats.Succeeded()
 	h.metrics.Duration.WithLabelValues(st.service).Observe(time.Since(st.start).Seconds())
 	st.status = rh.status
-	if rh.body == bodyUntilClose {
+	if rh.body == bodyUntilClose || c.s.closing.Load() {
 		c.closeAfter = true
 	}
 	if c.closeAfter {

@@ -17,6 +17,10 @@ type Metrics struct {
 	LastSync       prometheus.Gauge
 	Generation     prometheus.Gauge
 	Problems       prometheus.Gauge
+	// Handoffs counts connections the HTTP/1.1 fast path gave to net/http, by reason: "h2"
+	// (chosen by ALPN) or "request" (a request outside the fast path's subset; the connection
+	// stays with net/http).
+	Handoffs *prometheus.CounterVec
 }
 
 // NewMetrics registers the proxy's series with reg.
@@ -44,8 +48,11 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		Problems: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "portico_ingress_problems", Help: "Problems found by the last compile (invalid backends, TLS Secrets, conflicts).",
 		}),
+		Handoffs: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "portico_http_handoffs_total", Help: "Connections the HTTP/1.1 fast path handed to net/http, by reason (h2, request).",
+		}, []string{"reason"}),
 	}
-	reg.MustRegister(m.Requests, m.Duration, m.UpstreamErrors, m.TableSize, m.LastSync, m.Generation, m.Problems)
+	reg.MustRegister(m.Requests, m.Duration, m.UpstreamErrors, m.TableSize, m.LastSync, m.Generation, m.Problems, m.Handoffs)
 	return m
 }
 

@@ -17,8 +17,9 @@ const (
 	// upstreamIdleTimeout closes connections idle this long (backends close theirs too).
 	upstreamIdleTimeout = 90 * time.Second
 	// probeAfter: a connection idle longer than this is checked for a close by the backend
-	// before it is used (one non-blocking peek); younger ones are used directly, and a request
-	// that meets a closed one is retried on a new connection when it can be repeated.
+	// before it is used (one non-blocking peek). Younger ones are used directly by requests that
+	// can be repeated (one that meets a closed connection is retried on a new one) and checked
+	// for the others (a POST must not meet a connection the backend has closed).
 	probeAfter = time.Second
 	// maxResponseHead bounds a backend's response head.
 	maxResponseHead = 1 << 20
@@ -53,14 +54,16 @@ func newUpstreams(dialTimeout time.Duration) *upstreams {
 	return u
 }
 
-// get returns an idle connection to addr, or dials one. Dial errors are returned as is.
-func (u *upstreams) get(addr string, now time.Time) (*upConn, error) {
+// get returns an idle connection to addr, or dials one (always when fresh is set). probe
+// checks an idle connection for a close by the backend however young it is. Dial errors are
+// returned as is.
+func (u *upstreams) get(addr string, now time.Time, fresh, probe bool) (*upConn, error) {
 	v, ok := u.pools.Load(addr)
 	if !ok {
 		v, _ = u.pools.LoadOrStore(addr, &upPool{})
 	}
 	p := v.(*upPool)
-	for {
+	for !fresh {
 		p.mu.Lock()
 		n := len(p.idle)
 		if n == 0 {
@@ -72,7 +75,7 @@ func (u *upstreams) get(addr string, now time.Time) (*upConn, error) {
 		p.idle = p.idle[:n-1]
 		p.lastUse = now
 		p.mu.Unlock()
-		if now.Sub(uc.idleSince) < probeAfter || alive(uc.c) {
+		if (!probe && now.Sub(uc.idleSince) < probeAfter) || alive(uc.c) {
 			return uc, nil
 		}
 		_ = uc.c.Close()

@@ -1,0 +1,512 @@
+package proxy
+
+import (
+	"bufio"
+	"bytes"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus/testutil"
+	"golang.org/x/net/http/httpguts"
+
+	rt "portico.dev/portico/dataplane/route/routetest"
+	"portico.dev/portico/test/echo"
+)
+
+func TestHeaderKind(t *testing.T) {
+	for name, want := range map[string]hkind{
+		"Host": hHost, "content-length": hContentLength, "Transfer-Encoding": hTransferEncoding, "CONNECTION": hConnection,
+		"Upgrade": hUpgrade, "Expect": hExpect, "TE": hTE, "Trailer": hTrailer, "Keep-Alive": hKeepAlive,
+		"Proxy-Connection": hProxyConnection, "Proxy-Authenticate": hProxyAuthenticate, "Proxy-Authorization": hProxyAuthorization,
+		"X-Forwarded-For": hXForwardedFor, "X-Forwarded-Host": hXForwardedHost, "X-Forwarded-Proto": hXForwardedProto,
+		"X-Forwarded-Port": hXForwardedPort, "Forwarded": hForwarded, "X-Request-Id": hXRequestID, "Cookie": hCookie,
+		"User-Agent": hUserAgent, "Server": hServer, "Date": hDate, "HTTP2-Settings": hHTTP2Settings,
+		"X-Other": hOther, "Hosts": hOther, "Content-Type": hOther,
+	} {
+		if got := headerKind([]byte(name)); got != want {
+			t.Errorf("headerKind(%q) = %d, want %d", name, got, want)
+		}
+	}
+}
+
+// FuzzRequestHead checks the fast path's parser against net/http's: whatever it accepts,
+// http.ReadRequest reads the same way (method, target, path, Host, length, close, headers), and
+// net/http's server would not refuse it.
+func FuzzRequestHead(f *testing.F) {
+	for _, s := range []string{
+		"GET / HTTP/1.1\r\nHost: a\r\n\r\n",
+		"POST /x?y=1 HTTP/1.1\r\nHost: a.example.com:80\r\nContent-Length: 5\r\nConnection: close, X-Hop\r\nX-Hop: 1\r\n\r\n",
+		"GET /a%2Fb HTTP/1.1\r\nHost: a\r\n\r\n",
+		"GET / HTTP/1.0\r\nHost: a\r\n\r\n",
+		"GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n",
+		"GET / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n",
+		"GET / HTTP/1.1\r\nHost: a\r\nContent-Length: 1\r\nContent-Length: 1\r\n\r\n",
+		"GET / HTTP/1.1\r\nHost: a\r\n folded\r\n\r\n",
+		"GET / HTTP/1.1\r\nHost: a\nX: y\r\n\r\n",
+		"GET http://a/ HTTP/1.1\r\nHost: a\r\n\r\n",
+		"GET / HTTP/1.1\r\nHost: a b\r\n\r\n",
+		"GET / HTTP/1.1\r\nHost: [::1]:80\r\nX-Empty:\r\nX-Request-Id: \r\n\r\n",
+		"GET /?q=a\tb HTTP/1.1\r\nHost: a\r\n\r\n",
+		"GET / HTTP/1.1\r\nHost : a\r\n\r\n",
+		"GET / HTTP/1.1\r\nHost: a\r\nX: \x01\r\n\r\n",
+		"GET / HTTP/1.1\r\nHost: a\r\nContent-Length: +1\r\n\r\n",
+		"GET //x/../y HTTP/1.1\r\nHost: a\r\n\r\n",
+	} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, in []byte) {
+		n := headEnd(in)
+		if n <= 0 {
+			return
+		}
+		var h reqHead
+		if !parseRequestHead(append([]byte(nil), in[:n]...), &h) {
+			return
+		}
+		r, err := http.ReadRequest(bufio.NewReader(bytes.NewReader(in[:n])))
+		if err != nil {
+			t.Fatalf("fast path took %q, net/http refuses it: %v", in[:n], err)
+		}
+		if !httpguts.ValidHostHeader(r.Host) || len(r.Header["Host"]) > 0 {
+			t.Fatalf("fast path took Host %q", r.Host)
+		}
+		if r.Method != string(h.method) || r.RequestURI != string(h.target) || r.URL.Path != string(h.path) ||
+			r.Host != string(h.host) || r.ContentLength != h.contentLength || r.Close != h.close {
+			t.Fatalf("%q: net/http %s %s path %q host %q length %d close %v; fast path %s %s path %q host %q length %d close %v",
+				in[:n], r.Method, r.RequestURI, r.URL.Path, r.Host, r.ContentLength, r.Close,
+				h.method, h.target, h.path, h.host, h.contentLength, h.close)
+		}
+		// Every header net/http sees, the fast path sees with the same value, in order.
+		got := http.Header{}
+		for _, l := range h.lines {
+			if l.kind != hHost {
+				name := http.CanonicalHeaderKey(string(h.buf[l.start:l.nameEnd]))
+				got[name] = append(got[name], string(h.buf[l.vs:l.ve]))
+			}
+		}
+		for k, v := range r.Header {
+			if strings.Join(got[k], "\x00") != strings.Join(v, "\x00") {
+				t.Fatalf("%q: header %s: net/http %q, fast path %q", in[:n], k, v, got[k])
+			}
+		}
+		if len(got) != len(r.Header) {
+			t.Fatalf("%q: headers: net/http %v, fast path %v", in[:n], r.Header, got)
+		}
+	})
+}
+
+// rawBackend serves each request read from a connection with answer, which writes the response
+// bytes itself. It declares Service name with it as the endpoint.
+func (h *harness) rawBackend(name string, answer func(r *http.Request, body []byte, w *bufio.Writer, conn net.Conn) bool) *atomic.Int64 {
+	h.t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	h.t.Cleanup(func() { ln.Close() })
+	var requests atomic.Int64
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				br, bw := bufio.NewReader(c), bufio.NewWriter(c)
+				for {
+					r, err := http.ReadRequest(br)
+					if err != nil {
+						return
+					}
+					body, _ := io.ReadAll(r.Body)
+					requests.Add(1)
+					keep := answer(r, body, bw, c)
+					if bw.Flush() != nil || !keep {
+						return
+					}
+				}
+			}()
+		}
+	}()
+	h.addEndpoints(name, "", ln.Addr().(*net.TCPAddr).Port, "127.0.0.1")
+	return &requests
+}
+
+// exchange sends raw request bytes on one connection and reads n responses.
+func exchange(t *testing.T, addr, raw string, n int) ([]*http.Response, []string, net.Conn) {
+	t.Helper()
+	conn, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	_ = conn.SetDeadline(time.Now().Add(5 * time.Second))
+	if _, err := io.WriteString(conn, raw); err != nil {
+		t.Fatal(err)
+	}
+	br := bufio.NewReader(conn)
+	var resps []*http.Response
+	var bodies []string
+	for i := 0; i < n; i++ {
+		method := http.MethodGet
+		if strings.HasPrefix(raw, "HEAD") {
+			method = http.MethodHead
+		}
+		resp, err := http.ReadResponse(br, &http.Request{Method: method})
+		if err != nil {
+			t.Fatalf("response %d to %q: %v", i, raw, err)
+		}
+		b, err := io.ReadAll(resp.Body)
+		if err != nil {
+			t.Fatalf("body %d: %v", i, err)
+		}
+		resps, bodies = append(resps, resp), append(bodies, string(b))
+	}
+	return resps, bodies, conn
+}
+
+func handoffs(h *harness) float64 {
+	return testutil.ToFloat64(h.handler.metrics.Handoffs.WithLabelValues("request"))
+}
+
+func TestFastPathTakesCommonRequestsAndHandsOffTheRest(t *testing.T) {
+	h := newHarness(t, Options{})
+	h.backend("echo", echo.Handler("echo-1", "echo"), "")
+	h.compile(rt.Ingress("ns", "i", 1, rt.Rule("h", "/", rt.Prefix, "echo", 80)))
+
+	// Pipelined keep-alive requests, one with a body: answered in order, all on the fast path.
+	resps, bodies, _ := exchange(t, h.http, "GET /a HTTP/1.1\r\nHost: h\r\n\r\n"+
+		"POST /b HTTP/1.1\r\nHost: h\r\nContent-Length: 5\r\n\r\nhello"+
+		"GET /c?x=1 HTTP/1.1\r\nHost: h\r\nX-Request-Id: r-1\r\n\r\n", 3)
+	for i, want := range []string{`"uri":"/a"`, `"bodySize":5`, `"uri":"/c?x=1"`} {
+		if resps[i].StatusCode != 200 || !strings.Contains(bodies[i], want) {
+			t.Errorf("pipelined response %d: %d %s, want %s", i, resps[i].StatusCode, bodies[i], want)
+		}
+	}
+	if n := handoffs(h); n != 0 {
+		t.Fatalf("%v connections handed off for fast-path requests", n)
+	}
+
+	// Requests outside the fast path's subset, alone and after a fast one on the same
+	// connection: net/http answers them, with nothing lost.
+	for _, tc := range []struct{ name, req, want string }{
+		{"HTTP/1.0", "GET /old HTTP/1.0\r\nHost: h\r\n\r\n", `"uri":"/old"`},
+		{"chunked body", "POST /c HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n", `"bodySize":3`},
+		{"expect", "PUT /e HTTP/1.1\r\nHost: h\r\nContent-Length: 2\r\nExpect: 100-continue\r\n\r\nok", `"bodySize":2`},
+		{"escaped path", "GET /a%2Fb HTTP/1.1\r\nHost: h\r\n\r\n", `"uri":"/a%2Fb"`},
+		{"large head", "GET /big HTTP/1.1\r\nHost: h\r\nX-Big: " + strings.Repeat("x", 10000) + "\r\n\r\n", `"uri":"/big"`},
+	} {
+		before := handoffs(h)
+		// Expect: net/http answers 100 Continue first.
+		n := 2
+		if tc.name == "expect" {
+			n = 3
+		}
+		resps, bodies, _ := exchange(t, h.http, "GET /first HTTP/1.1\r\nHost: h\r\n\r\n"+tc.req, n)
+		last := len(resps) - 1
+		if resps[0].StatusCode != 200 || resps[last].StatusCode != 200 || !strings.Contains(bodies[last], tc.want) {
+			t.Errorf("%s: %d %d %s, want 200 and %s", tc.name, resps[0].StatusCode, resps[last].StatusCode, bodies[last], tc.want)
+		}
+		if handoffs(h) != before+1 {
+			t.Errorf("%s: not handed off", tc.name)
+		}
+	}
+
+	// net/http answers malformed requests as it always does.
+	for _, raw := range []string{"GET / HTTP/1.1\r\n\r\n", "GET / HTTP/1.1\r\nHost: h\r\nHost: x\r\n\r\n", "GET / HTTP/1.1\r\nHost: h\r\n folded\r\n\r\n"} {
+		resps, _, _ := exchange(t, h.http, raw, 1)
+		if resps[0].StatusCode != 400 {
+			t.Errorf("%q: %d, want 400", raw, resps[0].StatusCode)
+		}
+	}
+}
+
+func TestFastPathResponseFraming(t *testing.T) {
+	h := newHarness(t, Options{})
+	var closes atomic.Int64
+	h.rawBackend("raw", func(r *http.Request, _ []byte, w *bufio.Writer, _ net.Conn) bool {
+		switch r.URL.Path {
+		case "/chunked":
+			fmt.Fprint(w, "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nTrailer: X-Sum\r\nContent-Length: 99\r\n\r\n"+
+				"5;ext=1\r\nhello\r\n6\r\n world\r\n0\r\nX-Sum: 11\r\n\r\n")
+		case "/until-close":
+			fmt.Fprint(w, "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\n\r\nall of it")
+			closes.Add(1)
+			return false
+		case "/head":
+			fmt.Fprint(w, "HTTP/1.1 200 OK\r\nContent-Length: 1234\r\nServer: raw\r\n\r\n")
+		case "/204":
+			fmt.Fprint(w, "HTTP/1.1 204 No Content\r\n\r\n")
+		case "/304":
+			fmt.Fprint(w, "HTTP/1.1 304 Not Modified\r\nContent-Length: 10\r\nETag: \"x\"\r\n\r\n")
+		case "/early-hints":
+			fmt.Fprint(w, "HTTP/1.1 103 Early Hints\r\nLink: </s.css>; rel=preload\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+		case "/same-length-twice":
+			fmt.Fprint(w, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\nContent-Length: 2\r\n\r\nok")
+		case "/conflicting-length":
+			fmt.Fprint(w, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\nContent-Length: 3\r\n\r\nok!")
+			return false
+		case "/hop":
+			fmt.Fprint(w, "HTTP/1.1 200 OK\r\nConnection: X-Secret, close\r\nX-Secret: 1\r\nKeep-Alive: timeout=5\r\nUpgrade: nothing\r\nContent-Length: 2\r\n\r\nok")
+			closes.Add(1)
+			return false
+		case "/garbage":
+			fmt.Fprint(w, "HTTQ/9 what\r\n\r\n")
+			return false
+		case "/http10":
+			fmt.Fprint(w, "HTTP/1.0 200 OK\r\nContent-Length: 2\r\n\r\nok")
+			return false
+		}
+		return true
+	})
+	h.compile(rt.Ingress("ns", "i", 1, rt.Rule("h", "/", rt.Prefix, "raw", 80)))
+	get := func(method, path string) (*http.Response, string) {
+		resps, bodies, _ := exchange(t, h.http, method+" "+path+" HTTP/1.1\r\nHost: h\r\n\r\n", 1)
+		return resps[0], bodies[0]
+	}
+
+	resp, body := get("GET", "/chunked")
+	if body != "hello world" || resp.Trailer.Get("X-Sum") != "11" || len(resp.TransferEncoding) != 1 || resp.Header.Get("Content-Length") != "" {
+		t.Errorf("chunked: %q trailer %v te %v header %v", body, resp.Trailer, resp.TransferEncoding, resp.Header)
+	}
+	resp, body = get("GET", "/until-close")
+	if body != "all of it" || !resp.Close {
+		t.Errorf("body until close: %q close=%v", body, resp.Close)
+	}
+	resp, body = get("HEAD", "/head")
+	if body != "" || resp.ContentLength != 1234 || resp.Header.Get("Server") != "raw" {
+		t.Errorf("HEAD: %q length %d server %q", body, resp.ContentLength, resp.Header.Get("Server"))
+	}
+	if resp, _ = get("GET", "/204"); resp.StatusCode != 204 || resp.Header.Get("Server") != "portico" || resp.Header.Get("Date") == "" {
+		t.Errorf("204: %d %v", resp.StatusCode, resp.Header)
+	}
+	if resp, _ = get("GET", "/304"); resp.StatusCode != 304 || resp.Header.Get("Etag") != `"x"` {
+		t.Errorf("304: %d %v", resp.StatusCode, resp.Header)
+	}
+	resps, bodies, _ := exchange(t, h.http, "GET /early-hints HTTP/1.1\r\nHost: h\r\n\r\n", 2)
+	if resps[0].StatusCode != 103 || resps[0].Header.Get("Link") == "" || resps[1].StatusCode != 200 || bodies[1] != "ok" {
+		t.Errorf("103 then 200: %v %v %q", resps[0].Status, resps[1].Status, bodies[1])
+	}
+	if resp, body = get("GET", "/same-length-twice"); body != "ok" || len(resp.Header["Content-Length"]) != 1 {
+		t.Errorf("repeated equal Content-Length: %q %v", body, resp.Header)
+	}
+	if resp, body = get("GET", "/conflicting-length"); resp.StatusCode != 502 || !strings.Contains(body, "upstream ns/raw:80 failed") {
+		t.Errorf("conflicting Content-Length: %d %q", resp.StatusCode, body)
+	}
+	resp, _ = get("GET", "/hop")
+	for _, k := range []string{"X-Secret", "Keep-Alive", "Upgrade"} {
+		if resp.Header.Get(k) != "" {
+			t.Errorf("hop-by-hop %s passed: %v", k, resp.Header)
+		}
+	}
+	if resp.Close {
+		t.Error("the backend's Connection: close reached the client")
+	}
+	if resp, _ = get("GET", "/garbage"); resp.StatusCode != 502 {
+		t.Errorf("malformed response: %d, want 502", resp.StatusCode)
+	}
+	if resp, body = get("GET", "/http10"); resp.StatusCode != 200 || body != "ok" || resp.ProtoMinor != 1 {
+		t.Errorf("HTTP/1.0 backend: %d %q %s", resp.StatusCode, body, resp.Proto)
+	}
+	if closes.Load() != 2 {
+		t.Errorf("backend closed %d connections, want 2", closes.Load())
+	}
+}
+
+func TestFastPathRetriesConnectionsTheBackendClosed(t *testing.T) {
+	h := newHarness(t, Options{})
+	// A backend that closes each connection shortly after answering, without saying so: the
+	// proxy's pooled connection is dead when the next request comes.
+	requests := h.rawBackend("flaky", func(r *http.Request, _ []byte, w *bufio.Writer, c net.Conn) bool {
+		fmt.Fprint(w, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+		_ = w.Flush()
+		time.Sleep(20 * time.Millisecond)
+		return false
+	})
+	h.compile(rt.Ingress("ns", "i", 1, rt.Rule("h", "/", rt.Prefix, "flaky", 80)))
+	c := &http.Client{}
+	for i := 0; i < 10; i++ {
+		resp, _, body := get(t, c, "http://"+h.http+"/", "h")
+		if resp.StatusCode != 200 || body != "ok" {
+			t.Fatalf("request %d: %d %q", i, resp.StatusCode, body)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if n := requests.Load(); n != 10 {
+		t.Errorf("backend answered %d requests, want 10 (each once)", n)
+	}
+	// A POST is not repeated (the backend may have run it), so its pooled connection is
+	// checked before use instead.
+	for i := 0; i < 5; i++ {
+		req, _ := http.NewRequest(http.MethodPost, "http://"+h.http+"/", strings.NewReader("x"))
+		req.Host = "h"
+		resp, err := c.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != 200 {
+			t.Fatalf("POST %d: %d", i, resp.StatusCode)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+func TestFastPathStreamsResponses(t *testing.T) {
+	h := newHarness(t, Options{})
+	release := make(chan struct{})
+	h.rawBackend("stream", func(r *http.Request, _ []byte, w *bufio.Writer, _ net.Conn) bool {
+		fmt.Fprint(w, "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nContent-Type: text/event-stream\r\n\r\n6\r\nfirst\n\r\n")
+		_ = w.Flush()
+		<-release
+		fmt.Fprint(w, "7\r\nsecond\n\r\n0\r\n\r\n")
+		return true
+	})
+	h.compile(rt.Ingress("ns", "i", 1, rt.Rule("h", "/", rt.Prefix, "stream", 80)))
+	conn, err := net.Dial("tcp", h.http)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	_ = conn.SetDeadline(time.Now().Add(5 * time.Second))
+	fmt.Fprint(conn, "GET /events HTTP/1.1\r\nHost: h\r\n\r\n")
+	resp, err := http.ReadResponse(bufio.NewReader(conn), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	line, err := bufio.NewReader(resp.Body).ReadString('\n')
+	if err != nil || line != "first\n" {
+		t.Fatalf("first event before the second was sent: %q %v", line, err)
+	}
+	close(release)
+}
+
+func TestFastPathUploadWithLength(t *testing.T) {
+	h := newHarness(t, Options{})
+	h.backend("up", echo.Handler("up-1", "up"), "")
+	h.compile(rt.Ingress("ns", "i", 1, rt.Rule("h", "/", rt.Prefix, "up", 80)))
+	const size = 64 << 20
+	req, _ := http.NewRequest(http.MethodPut, "http://"+h.http+"/upload", io.LimitReader(zeros{}, size))
+	req.ContentLength = size
+	req.Host = "h"
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if !strings.Contains(string(b), `"bodySize":`+strconv.Itoa(size)) || handoffs(h) != 0 {
+		t.Errorf("upload with Content-Length: %s (handoffs %v)", b, handoffs(h))
+	}
+}
+
+type zeros struct{}
+
+func (zeros) Read(p []byte) (int, error) {
+	clear(p)
+	return len(p), nil
+}
+
+func TestFastPathEarlyAnswerToUpload(t *testing.T) {
+	h := newHarness(t, Options{})
+	// The backend refuses the upload without reading it, and closes.
+	ln, _ := net.Listen("tcp", "127.0.0.1:0")
+	defer ln.Close()
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				_, _ = http.ReadRequest(bufio.NewReader(c))
+				fmt.Fprint(c, "HTTP/1.1 413 Request Entity Too Large\r\nContent-Length: 9\r\nConnection: close\r\n\r\ntoo large")
+			}()
+		}
+	}()
+	h.addEndpoints("strict", "", ln.Addr().(*net.TCPAddr).Port, "127.0.0.1")
+	h.compile(rt.Ingress("ns", "i", 1, rt.Rule("h", "/", rt.Prefix, "strict", 80)))
+	req, _ := http.NewRequest(http.MethodPut, "http://"+h.http+"/", io.LimitReader(zeros{}, 32<<20))
+	req.ContentLength = 32 << 20
+	req.Host = "h"
+	resp, err := (&http.Client{}).Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != 413 || string(b) != "too large" {
+		t.Errorf("early answer: %d %q, want the backend's 413", resp.StatusCode, b)
+	}
+}
+
+func TestFastPathConnectionClose(t *testing.T) {
+	h := newHarness(t, Options{})
+	h.backend("echo", echo.Handler("echo-1", "echo"), "")
+	h.compile(rt.Ingress("ns", "i", 1, rt.Rule("h", "/", rt.Prefix, "echo", 80)))
+	resps, _, conn := exchange(t, h.http, "GET / HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n", 1)
+	if !resps[0].Close {
+		t.Error("Connection: close not answered with Connection: close")
+	}
+	_ = conn.SetReadDeadline(time.Now().Add(2 * time.Second))
+	if n, err := conn.Read(make([]byte, 1)); err != io.EOF {
+		t.Errorf("connection still open after Connection: close: %d %v", n, err)
+	}
+	// A 404 answered by the proxy itself, for a HEAD: no body, keep-alive kept.
+	resps, bodies, _ := exchange(t, h.http, "HEAD / HTTP/1.1\r\nHost: nowhere\r\n\r\nGET / HTTP/1.1\r\nHost: h\r\n\r\n", 2)
+	if resps[0].StatusCode != 404 || bodies[0] != "" || resps[0].ContentLength <= 0 || resps[1].StatusCode != 200 {
+		t.Errorf("HEAD 404 then GET: %d %q %d / %d", resps[0].StatusCode, bodies[0], resps[0].ContentLength, resps[1].StatusCode)
+	}
+}
+
+func TestFastPathShutdownFinishesActiveRequests(t *testing.T) {
+	h := newHarness(t, Options{})
+	started := make(chan struct{})
+	var once sync.Once
+	h.backend("slow", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/slow" {
+			once.Do(func() { close(started) })
+			time.Sleep(600 * time.Millisecond)
+		}
+		_, _ = w.Write([]byte("done"))
+	}), "")
+	h.compile(rt.Ingress("ns", "i", 1, rt.Rule("h", "/", rt.Prefix, "slow", 80)))
+	idle, err := net.Dial("tcp", h.http) // an idle keep-alive connection
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer idle.Close()
+	fmt.Fprint(idle, "GET / HTTP/1.1\r\nHost: h\r\n\r\n")
+	ibr := bufio.NewReader(idle)
+	if r, err := http.ReadResponse(ibr, nil); err != nil || r.StatusCode != 200 {
+		t.Fatalf("idle connection's first request: %v %v", r, err)
+	} else {
+		_, _ = io.ReadAll(r.Body)
+	}
+	result := make(chan string, 1)
+	go func() {
+		resps, bodies, _ := exchange(t, h.http, "GET /slow HTTP/1.1\r\nHost: h\r\n\r\n", 1)
+		result <- fmt.Sprint(resps[0].StatusCode, " ", bodies[0], " close=", resps[0].Close)
+	}()
+	<-started
+	h.cancel() // drain 300ms, then shutdown while /slow is in flight
+	if got := <-result; got != "200 done close=true" {
+		t.Errorf("in-flight request across shutdown: %s", got)
+	}
+	_ = idle.SetReadDeadline(time.Now().Add(3 * time.Second))
+	if _, err := ibr.ReadByte(); err == nil {
+		t.Error("idle connection not closed by shutdown")
+	}
+	<-h.done
+	h.done <- nil
+}
