@@ -8,11 +8,9 @@ import (
 	"io"
 	"net"
 	"net/http"
-	"os"
 	"strconv"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"time"
 
 	"portico.dev/portico/dataplane/route"
@@ -490,10 +488,4 @@ func appendDate(b []byte, now time.Time) []byte {
 		dates.Store(d)
 	}
 	return append(b, d.b...)
-}
-
-// isClientGone reports errors of a client that went away.
-func isClientGone(err error) bool {
-	return errors.Is(err, io.EOF) || errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.EPIPE) ||
-		errors.Is(err, net.ErrClosed) || errors.Is(err, os.ErrDeadlineExceeded)
 }
