@@ -201,9 +201,8 @@ func (c *h1Conn) serve() {
 		if !c.state.CompareAndSwap(stateIdle, stateActive) {
 			return // closed by Shutdown
 		}
-		_ = c.c.SetReadDeadline(time.Now().Add(o.ReadHeaderTimeout))
 		n := 0
-		for {
+		for first := true; ; first = false {
 			buf, _ := c.br.Peek(c.br.Buffered())
 			if n = headEnd(buf); n != 0 {
 				break
@@ -211,6 +210,9 @@ func (c *h1Conn) serve() {
 			if len(buf) >= limit {
 				n = -1
 				break
+			}
+			if first { // the head did not come in one piece: it has ReadHeaderTimeout to arrive
+				_ = c.c.SetReadDeadline(time.Now().Add(o.ReadHeaderTimeout))
 			}
 			if _, err := c.br.Peek(len(buf) + 1); err != nil {
 				return // timeout or close before a whole head: nothing to answer
@@ -285,7 +287,9 @@ func (c *h1Conn) serveRequest(headLen int) bool {
 		return false
 	}
 	_, _ = c.br.Discard(headLen)
-	_ = c.c.SetReadDeadline(time.Time{}) // bodies have no deadline, as with net/http
+	if hd.contentLength > 0 {
+		_ = c.c.SetReadDeadline(time.Time{}) // bodies have no deadline, as with net/http
+	}
 	if b == nil {
 		c.discardBody()
 		c.answer(code, msg)

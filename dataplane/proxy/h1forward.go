@@ -117,6 +117,9 @@ func (c *h1Conn) forward() {
 	}
 	c.out = append(c.out, "\r\n"...)
 	_, werr := c.bw.Write(c.out)
+	if rh.body != bodyNone && (rh.body != bodyLength || int64(uc.r.Buffered()) < rh.length) {
+		_ = uc.c.SetReadDeadline(time.Time{}) // bodies stream as long as they take
+	}
 	var err error
 	if werr == nil {
 		switch rh.body {
@@ -364,8 +367,8 @@ func trimEOL(l []byte) []byte {
 // 101) are passed to the client as they come.
 func (c *h1Conn) readHead(uc *upConn, rh *respHead) error {
 	h, st := c.s.h, &c.st
+	// The deadline covers the head only; forward lifts it before the body when it has to wait.
 	_ = uc.c.SetReadDeadline(time.Now().Add(h.opts.UpstreamTimeout))
-	defer func() { _ = uc.c.SetReadDeadline(time.Time{}) }()
 	for {
 		var err error
 		var line []byte
