@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"crypto/tls"
 	"errors"
@@ -12,6 +13,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
 
 	"portico.dev/portico/dataplane/route"
 )
@@ -156,6 +159,28 @@ type h1Conn struct {
 	st   reqState
 	// closeAfter: the connection ends after the current answer.
 	closeAfter bool
+	// now is when the last answer was written (one clock reading serves several uses).
+	now time.Time
+	// metrics caches the series of the last request: a keep-alive connection mostly repeats it.
+	metrics metricCache
+}
+
+// metricCache holds the series last used on a connection.
+type metricCache struct {
+	ingress, service string
+	code             int
+	requests         prometheus.Counter
+	durationService  string
+	duration         prometheus.Observer
+}
+
+// observe records the time to the response head.
+func (c *h1Conn) observe(d time.Duration) {
+	m := &c.metrics
+	if m.duration == nil || m.durationService != c.st.service {
+		m.durationService, m.duration = c.st.service, c.s.h.metrics.Duration.WithLabelValues(c.st.service)
+	}
+	m.duration.Observe(d.Seconds())
 }
 
 func (c *h1Conn) serve() {
@@ -193,8 +218,9 @@ func (c *h1Conn) serve() {
 	c.bw = bufio.NewWriterSize(c.c, clientWriteBuffer)
 	limit := min(clientReadBuffer, o.MaxHeaderBytes)
 	wait := o.ReadHeaderTimeout // before the first request; IdleTimeout between requests
+	c.now = time.Now()
 	for {
-		_ = c.c.SetReadDeadline(time.Now().Add(wait))
+		_ = c.c.SetReadDeadline(c.now.Add(wait))
 		if _, err := c.br.Peek(1); err != nil {
 			return
 		}
@@ -336,7 +362,8 @@ func (c *h1Conn) answer(code int, msg string) {
 	o = append(o, "\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: "...)
 	o = strconv.AppendInt(o, int64(len(body)), 10)
 	o = append(o, "\r\nServer: portico\r\nCache-Control: no-store\r\nDate: "...)
-	o = appendDate(o, time.Now())
+	c.now = time.Now()
+	o = appendDate(o, c.now)
 	if c.closeAfter {
 		o = append(o, "\r\nConnection: close"...)
 	}
@@ -355,7 +382,12 @@ func (c *h1Conn) done() {
 	if st.status == 0 {
 		st.status = http.StatusOK
 	}
-	h.metrics.Requests.WithLabelValues(st.ingress, st.service, codeString(st.status)).Inc()
+	m := &c.metrics
+	if m.requests == nil || m.code != st.status || m.ingress != st.ingress || m.service != st.service {
+		m.ingress, m.service, m.code = st.ingress, st.service, st.status
+		m.requests = h.metrics.Requests.WithLabelValues(st.ingress, st.service, codeString(st.status))
+	}
+	m.requests.Inc()
 	if h.opts.AccessLog != nil {
 		addr := ""
 		if st.endpoint != nil {
@@ -380,7 +412,7 @@ func cookieValue(hd *reqHead, name string) string {
 		v := hd.buf[l.vs:l.ve]
 		for len(v) > 0 {
 			var part []byte
-			if i := indexByte(v, ';'); i >= 0 {
+			if i := bytes.IndexByte(v, ';'); i >= 0 {
 				part, v = v[:i], v[i+1:]
 			} else {
 				part, v = v, nil
@@ -396,15 +428,6 @@ func cookieValue(hd *reqHead, name string) string {
 		}
 	}
 	return ""
-}
-
-func indexByte(b []byte, c byte) int {
-	for i := range b {
-		if b[i] == c {
-			return i
-		}
-	}
-	return -1
 }
 
 // handoffConn is a connection given to net/http: reads drain what the fast path buffered first.

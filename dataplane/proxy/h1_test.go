@@ -262,6 +262,10 @@ func TestFastPathResponseFraming(t *testing.T) {
 		case "/garbage":
 			fmt.Fprint(w, "HTTQ/9 what\r\n\r\n")
 			return false
+		case "/bare-lf":
+			fmt.Fprint(w, "HTTP/1.1 200 OK\nContent-Length: 2\nX-A: 1\n\nok")
+		case "/big-head":
+			fmt.Fprint(w, "HTTP/1.1 200 OK\r\nX-Big: "+strings.Repeat("b", 20000)+"\r\nContent-Length: 2\r\n\r\nok")
 		case "/http10":
 			fmt.Fprint(w, "HTTP/1.0 200 OK\r\nContent-Length: 2\r\n\r\nok")
 			return false
@@ -313,6 +317,12 @@ func TestFastPathResponseFraming(t *testing.T) {
 	}
 	if resp, _ = get("GET", "/garbage"); resp.StatusCode != 502 {
 		t.Errorf("malformed response: %d, want 502", resp.StatusCode)
+	}
+	if resp, body = get("GET", "/bare-lf"); body != "ok" || resp.Header.Get("X-A") != "1" {
+		t.Errorf("bare LF line ends: %d %q %v", resp.StatusCode, body, resp.Header)
+	}
+	if resp, body = get("GET", "/big-head"); body != "ok" || len(resp.Header.Get("X-Big")) != 20000 {
+		t.Errorf("head larger than the buffer: %d %q", resp.StatusCode, body)
 	}
 	if resp, body = get("GET", "/http10"); resp.StatusCode != 200 || body != "ok" || resp.ProtoMinor != 1 {
 		t.Errorf("HTTP/1.0 backend: %d %q %s", resp.StatusCode, body, resp.Proto)

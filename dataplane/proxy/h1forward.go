@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"bufio"
+	"bytes"
 	"errors"
 	"io"
 	"net"
@@ -56,7 +57,10 @@ func (c *h1Conn) forward() {
 	)
 	for attempt := 0; ; {
 		e := st.endpoint
-		now := time.Now()
+		now := st.start
+		if attempt > 0 || stale {
+			now = time.Now()
+		}
 		var err error
 		uc, err = c.s.up.get(e.Addr, now, stale, !replay)
 		if err != nil {
@@ -107,7 +111,8 @@ func (c *h1Conn) forward() {
 		return
 	}
 	st.endpoint.Stats.Succeeded()
-	h.metrics.Duration.WithLabelValues(st.service).Observe(time.Since(st.start).Seconds())
+	c.now = time.Now()
+	c.observe(c.now.Sub(st.start))
 	st.status = rh.status
 	if rh.body == bodyUntilClose || c.s.closing.Load() {
 		c.closeAfter = true
@@ -117,7 +122,8 @@ func (c *h1Conn) forward() {
 	}
 	c.out = append(c.out, "\r\n"...)
 	_, werr := c.bw.Write(c.out)
-	if rh.body != bodyNone && (rh.body != bodyLength || int64(uc.r.Buffered()) < rh.length) {
+	waits := rh.body != bodyNone && (rh.body != bodyLength || int64(uc.r.Buffered()) < rh.length)
+	if waits {
 		_ = uc.c.SetReadDeadline(time.Time{}) // bodies stream as long as they take
 	}
 	var err error
@@ -136,7 +142,10 @@ func (c *h1Conn) forward() {
 	if err != nil || rh.upClose || rh.body == bodyUntilClose {
 		_ = uc.c.Close()
 	} else {
-		c.s.up.put(st.endpoint.Addr, uc, time.Now())
+		if waits {
+			c.now = time.Now()
+		}
+		c.s.up.put(st.endpoint.Addr, uc, c.now)
 	}
 	if err != nil {
 		// The answer is cut short: the client must not take it as whole.
@@ -203,47 +212,57 @@ func isClosedConn(err error) bool {
 		errors.Is(err, syscall.EPIPE)
 }
 
-// send writes the request head and body to the backend.
+// send writes the request head and body to the backend. The head is built in c.out and
+// written in one piece.
 func (c *h1Conn) send(uc *upConn) error {
-	hd, w := &c.head, uc.w
-	_, _ = w.Write(hd.method)
-	_ = w.WriteByte(' ')
-	_, _ = w.Write(hd.target)
-	_, _ = w.WriteString(" HTTP/1.1\r\n")
-	for _, l := range hd.lines {
-		if !l.drop {
-			_, _ = w.Write(hd.buf[l.start:l.end])
+	hd, h := &c.head, c.s.h
+	o := append(c.out[:0], hd.method...)
+	o = append(o, ' ')
+	o = append(o, hd.target...)
+	o = append(o, " HTTP/1.1\r\n"...)
+	run := -1 // start of a run of kept lines, copied at once
+	for i, l := range hd.lines {
+		switch {
+		case l.drop && run >= 0:
+			o = append(o, hd.buf[hd.lines[run].start:hd.lines[i-1].end]...)
+			run = -1
+		case !l.drop && run < 0:
+			run = i
 		}
 	}
-	_, _ = w.WriteString("X-Forwarded-For: ")
-	_, _ = w.WriteString(c.client)
-	_, _ = w.WriteString("\r\nX-Forwarded-Host: ")
-	_, _ = w.Write(hd.host)
-	_, _ = w.WriteString("\r\nX-Forwarded-Port: ")
-	_, _ = w.WriteString(c.port)
-	_, _ = w.WriteString("\r\nX-Forwarded-Proto: ")
-	_, _ = w.WriteString(c.proto)
-	_, _ = w.WriteString("\r\n")
+	if run >= 0 {
+		o = append(o, hd.buf[hd.lines[run].start:hd.lines[len(hd.lines)-1].end]...)
+	}
+	o = append(o, "X-Forwarded-For: "...)
+	o = append(o, c.client...)
+	o = append(o, "\r\nX-Forwarded-Host: "...)
+	o = append(o, hd.host...)
+	o = append(o, "\r\nX-Forwarded-Port: "...)
+	o = append(o, c.port...)
+	o = append(o, "\r\nX-Forwarded-Proto: "...)
+	o = append(o, c.proto...)
+	o = append(o, "\r\n"...)
 	if len(hd.requestID) == 0 {
-		_, _ = w.WriteString("X-Request-Id: ")
-		h := c.s.h
-		id := strconv.AppendUint(append(c.out[:0], h.idBase...), h.idSeq.Add(1), 16)
-		c.out = id
-		_, _ = w.Write(id)
-		_, _ = w.WriteString("\r\n")
+		o = append(o, "X-Request-Id: "...)
+		idStart := len(o)
+		o = append(o, h.idBase...)
+		o = strconv.AppendUint(o, h.idSeq.Add(1), 16)
 		if h.opts.AccessLog != nil {
-			c.st.requestID = string(id)
+			c.st.requestID = string(o[idStart:])
 		}
-	} else if c.s.h.opts.AccessLog != nil {
+		o = append(o, "\r\n"...)
+	} else if h.opts.AccessLog != nil {
 		c.st.requestID = string(hd.requestID)
 	}
-	_, _ = w.WriteString("\r\n")
+	o = append(o, "\r\n"...)
+	c.out = o
+	_, _ = uc.w.Write(o)
 	if hd.contentLength > 0 {
-		if err := pipe(w, c.br, hd.contentLength, false); err != nil {
+		if err := pipe(uc.w, c.br, hd.contentLength, false); err != nil {
 			return err
 		}
 	}
-	return w.Flush()
+	return uc.w.Flush()
 }
 
 // pipe copies n bytes (n < 0: until end of file) from src to dst. Before it waits for src, it
@@ -318,7 +337,7 @@ func (c *h1Conn) pipeChunked(src *bufio.Reader) error {
 				if len(l) == 0 {
 					break
 				}
-				if i := indexByte(l, ':'); i <= 0 || !validValue(l) {
+				if i := bytes.IndexByte(l, ':'); i <= 0 || !validValue(l) {
 					return errBadResponse
 				}
 				c.out = append(append(c.out, l...), "\r\n"...)
@@ -361,6 +380,37 @@ func trimEOL(l []byte) []byte {
 	return l
 }
 
+// readRawHead reads one response head, up to and with its blank line, into c.raw: in one copy
+// when the buffer holds it whole (the common case), else line by line (a head longer than the
+// buffer, or lines ending in a bare LF).
+func (c *h1Conn) readRawHead(r *bufio.Reader) error {
+	c.raw = c.raw[:0]
+	if _, err := r.Peek(1); err != nil {
+		return err
+	}
+	if buf, _ := r.Peek(r.Buffered()); len(buf) > 0 {
+		if n := headEnd(buf); n > 0 {
+			c.raw = append(c.raw, buf[:n]...)
+			_, _ = r.Discard(n)
+			return nil
+		}
+	}
+	for {
+		start := len(c.raw)
+		var line []byte
+		var err error
+		if c.raw, line, err = readLine(r, c.raw, maxResponseHead); err != nil {
+			return unexpectedEOF(err)
+		}
+		if len(trimEOL(line)) == 0 {
+			if start == 0 {
+				return errBadResponse
+			}
+			return nil
+		}
+	}
+}
+
 // readHead reads the backend's response head into rh and builds the client's head in c.out
 // (without its final blank line): hop-by-hop headers dropped, Server and Date added when
 // missing, the affinity cookie when the client is not pinned. Informational answers (1xx but
@@ -368,16 +418,18 @@ func trimEOL(l []byte) []byte {
 func (c *h1Conn) readHead(uc *upConn, rh *respHead) error {
 	h, st := c.s.h, &c.st
 	// The deadline covers the head only; forward lifts it before the body when it has to wait.
-	_ = uc.c.SetReadDeadline(time.Now().Add(h.opts.UpstreamTimeout))
+	base := st.start
+	if c.head.contentLength > 0 {
+		base = time.Now() // the body took its time to send
+	}
+	_ = uc.c.SetReadDeadline(base.Add(h.opts.UpstreamTimeout))
 	for {
-		var err error
-		var line []byte
-		c.raw = c.raw[:0]
-		if c.raw, line, err = readLine(uc.r, c.raw, maxResponseHead); err != nil {
+		if err := c.readRawHead(uc.r); err != nil {
 			return err
 		}
 		// Status line: HTTP/1.x SP 3DIGIT [SP reason].
-		sl := trimEOL(line)
+		next := bytes.IndexByte(c.raw, '\n') + 1
+		sl := trimEOL(c.raw[:next])
 		if len(sl) < 12 || string(sl[:7]) != "HTTP/1." || (sl[7] != '0' && sl[7] != '1') || sl[8] != ' ' ||
 			(len(sl) > 12 && sl[12] != ' ') || !validValue(sl) {
 			return errBadResponse
@@ -395,19 +447,17 @@ func (c *h1Conn) readHead(uc *upConn, rh *respHead) error {
 		http10 := sl[7] == '0'
 		slLen := len(sl) // c.raw[:slLen] is the status line without its end
 
-		// Header lines.
+		// Header lines, up to the blank line that ends c.raw.
 		c.hl = c.hl[:0]
 		var conn tokenList
 		for {
-			start := len(c.raw)
-			if c.raw, line, err = readLine(uc.r, c.raw, maxResponseHead); err != nil {
-				return unexpectedEOF(err)
-			}
-			l := trimEOL(line)
+			start := next
+			next += bytes.IndexByte(c.raw[next:], '\n') + 1
+			l := trimEOL(c.raw[start:next])
 			if len(l) == 0 {
 				break
 			}
-			colon := indexByte(l, ':')
+			colon := bytes.IndexByte(l, ':')
 			if colon <= 0 {
 				return errBadResponse
 			}
@@ -438,7 +488,7 @@ func (c *h1Conn) readHead(uc *upConn, rh *respHead) error {
 
 		// What to keep, and how the body ends.
 		*rh = respHead{status: code, length: -1}
-		rh.upClose = conn.hasString("close") || (http10 && !conn.hasString("keep-alive"))
+		rh.upClose = conn.close || (http10 && !conn.keepAlive)
 		chunked, hasServer, hasDate := false, false, false
 		for i := range c.hl {
 			l := &c.hl[i]

@@ -128,8 +128,9 @@ func headerKind(name []byte) hkind {
 	return hOther
 }
 
+// asciiEqualFold compares b with s, which is lower case, ignoring ASCII case.
 func asciiEqualFold(b []byte, s string) bool {
-	if len(b) != len(s) {
+	if len(b) != len(s) || (len(b) > 0 && b[0]|0x20 != s[0]) {
 		return false
 	}
 	for i := 0; i < len(b); i++ {
@@ -194,12 +195,14 @@ type headerLine struct {
 	drop                        bool
 }
 
-// tokens holds the tokens of Connection headers (at most maxTokens; more means hand off).
+// tokens holds the tokens of Connection headers that name other headers (at most maxTokens;
+// more means hand off); close, keep-alive and upgrade are flags.
 const maxTokens = 8
 
 type tokenList struct {
-	n int
-	t [maxTokens][]byte
+	n                         int
+	t                         [maxTokens][]byte
+	close, keepAlive, upgrade bool
 }
 
 // add splits a comma-separated list into the list; false when it is full or malformed.
@@ -221,6 +224,17 @@ func (l *tokenList) add(v []byte) bool {
 				return false
 			}
 		}
+		switch {
+		case asciiEqualFold(tok, "close"):
+			l.close = true
+			continue
+		case asciiEqualFold(tok, "keep-alive"):
+			l.keepAlive = true
+			continue
+		case asciiEqualFold(tok, "upgrade"):
+			l.upgrade = true
+			continue
+		}
 		if l.n == maxTokens {
 			return false
 		}
@@ -232,16 +246,7 @@ func (l *tokenList) add(v []byte) bool {
 
 func (l *tokenList) has(name []byte) bool {
 	for i := 0; i < l.n; i++ {
-		if len(l.t[i]) == len(name) && asciiEqualFold(l.t[i], string(name)) {
-			return true
-		}
-	}
-	return false
-}
-
-func (l *tokenList) hasString(s string) bool {
-	for i := 0; i < l.n; i++ {
-		if asciiEqualFold(l.t[i], s) {
+		if len(l.t[i]) == len(name) && bytes.EqualFold(l.t[i], name) {
 			return true
 		}
 	}
@@ -291,7 +296,7 @@ func parseRequestHead(b []byte, h *reqHead) bool {
 	h.buf, h.method, h.target, h.path, h.host = b, nil, nil, nil, nil
 	h.contentLength, h.close, h.requestID, h.userAgent = 0, false, nil, nil
 	h.lines = h.lines[:0]
-	h.conn.n = 0
+	h.conn = tokenList{}
 
 	// Request line: method SP origin-form SP HTTP/1.1 CRLF.
 	eol := bytes.IndexByte(b, '\n') - 1
@@ -394,10 +399,10 @@ func parseRequestHead(b []byte, h *reqHead) bool {
 	if hosts != 1 {
 		return false // missing or repeated Host: net/http answers 400
 	}
-	if h.conn.hasString("upgrade") {
+	if h.conn.upgrade {
 		return false
 	}
-	h.close = h.conn.hasString("close")
+	h.close = h.conn.close
 	if h.conn.n > 0 {
 		for i := range h.lines {
 			l := &h.lines[i]
