@@ -6,10 +6,14 @@
 # same cores (GOMAXPROCS, worker_processes and nbthread all set to the core count). Then TLS
 # handshakes per second (a new connection per request) against nginx. Everything on loopback.
 #
-#   hack/bench-proxy.sh            DURATION=10 CONNECTIONS=64 by default
+#   hack/bench-proxy.sh            DURATION=10 ROUNDS=3 CONNECTIONS=64 by default
+#
+# This machine's neighbours make single runs vary by +-20%: each round runs the three proxies
+# back to back (in a rotated order), and the table shows medians.
 set -euo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 DURATION=${DURATION:-10}
+ROUNDS=${ROUNDS:-3}
 CONNECTIONS=${CONNECTIONS:-64}
 CORES=$(nproc)
 for tool in wrk nginx haproxy openssl; do
@@ -87,53 +91,76 @@ backend be
 HAPROXY
 
 nginx -c "$work/backend.conf" -g 'daemon off;' & pids+=($!)
-nginx -c "$work/nginx.conf" -g 'daemon off;' & pids+=($!)
-haproxy -f "$work/haproxy.cfg" & pids+=($!)
+nginx -c "$work/nginx.conf" -g 'daemon off;' & pids+=($!); nginx_pid=$!
+haproxy -f "$work/haproxy.cfg" & pids+=($!); haproxy_pid=$!
 (cd "$root" && go build -o "$work/staticproxy" ./test/bench/staticproxy)
-GOMAXPROCS=$CORES "$work/staticproxy" & pids+=($!)
+GOMAXPROCS=$CORES "$work/staticproxy" & pids+=($!); portico_pid=$!
 for port in 18000 18081 18082 18083 18443 18444; do
   for _ in $(seq 100); do (exec 3<>/dev/tcp/127.0.0.1/$port) 2>/dev/null && break; sleep 0.1; done
 done
 
-run() { # name url [extra wrk args]
+cpu() { # clock ticks used so far by the given processes
+  local t=0 p
+  for p in "$@"; do t=$((t + $(awk '{print $14+$15}' "/proc/$p/stat" 2>/dev/null || echo 0))); done
+  echo "$t"
+}
+run() { # name url pids... -- [extra wrk args]: prints name rps p50 p99 cpu-us-per-request errors
   local name=$1 url=$2; shift 2
+  local pids=()
+  while [ $# -gt 0 ] && [ "$1" != -- ]; do pids+=("$1"); shift; done
+  [ $# -gt 0 ] && shift
+  local c0 c1
+  c0=$(cpu "${pids[@]}")
   wrk -t"$CORES" -c"$CONNECTIONS" -d"${DURATION}s" --latency -H "Host: bench.example.com" "$@" "$url" >"$work/$name.txt" 2>&1 || true
+  c1=$(cpu "${pids[@]}")
   local rps p50 p99 errs
   rps=$(awk '/Requests\/sec/ {print $2}' "$work/$name.txt")
   p50=$(awk '$1=="50%" {print $2}' "$work/$name.txt")
   p99=$(awk '$1=="99%" {print $2}' "$work/$name.txt")
-  errs=$(awk '/Non-2xx|Socket errors/ {print}' "$work/$name.txt" | tr '\n' ' ')
-  echo "$name $rps $p50 $p99 ${errs:-none}"
+  errs=$(awk '/Non-2xx|Socket errors/ {print}' "$work/$name.txt" | tr '\n' ' ' | tr -s ' ' '_')
+  local us
+  us=$(awk -v c=$((c1 - c0)) -v r="$rps" -v d="$DURATION" -v hz="$(getconf CLK_TCK)" 'BEGIN { printf "%.1f", (r > 0) ? c * 1e6 / hz / (r * d) : 0 }')
+  echo "$name $rps $(ms "$p50") $(ms "$p99") $us ${errs:-none}"
 }
 ms() { # wrk latency (e.g. 512.00us, 1.20ms, 2.00s) -> milliseconds
   awk -v v="$1" 'BEGIN { n=v+0; if (v ~ /us$/) n/=1000; else if (v ~ /ms$/) n=n; else if (v ~ /s$/) n*=1000; printf "%.3f", n }'
 }
+median() { sort -g | awk '{ v[NR] = $1 } END { print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
 
-echo "# bench-proxy: $(nproc) cores, $(awk '/model name/ {$1=$2=$3=""; print; exit}' /proc/cpuinfo | sed 's/^ *//'), ${DURATION}s per run, $CONNECTIONS keep-alive connections, wrk -t$CORES"
+echo "# bench-proxy: $(nproc) cores, $(awk '/model name/ {$1=$2=$3=""; print; exit}' /proc/cpuinfo | sed 's/^ *//'), ${DURATION}s per run, $ROUNDS rounds (order rotated each round), $CONNECTIONS keep-alive connections, wrk -t$CORES"
 echo "# backend: nginx static 200 on 127.0.0.1:18000 (its own process); the proxies, the backend and wrk share the machine's cores"
-results=()
+echo "# figures are the median of the rounds; cpu us/req is the proxy's own CPU time (user+system) per request"
 warm() { wrk -t1 -c8 -d2s -H "Host: bench.example.com" "$1" >/dev/null 2>&1 || true; }
-for spec in "portico http://127.0.0.1:18083/" "nginx http://127.0.0.1:18081/" "haproxy http://127.0.0.1:18082/"; do
-  set -- $spec
-  warm "$2"
-  results+=("$(run "$1" "$2")")
+nginx_pids=("$nginx_pid" $(pgrep -P "$nginx_pid"))
+specs=("portico http://127.0.0.1:18083/ $portico_pid" "nginx http://127.0.0.1:18081/ ${nginx_pids[*]}" "haproxy http://127.0.0.1:18082/ $haproxy_pid")
+for spec in "${specs[@]}"; do set -- $spec; warm "$2"; done
+: >"$work/rounds"
+for round in $(seq "$ROUNDS"); do
+  for i in 0 1 2; do
+    set -- ${specs[$(((i + round - 1) % 3))]}
+    name=$1 url=$2; shift 2
+    r=$(run "$name" "$url" "$@" --)
+    echo "round $round: $r" >&2
+    echo "$r" >>"$work/rounds"
+  done
 done
-printf '\n%-10s %12s %10s %10s  %s\n' proxy "requests/s" "p50 ms" "p99 ms" errors
-for r in "${results[@]}"; do
-  set -- $r
-  printf '%-10s %12s %10s %10s  %s\n' "$1" "$2" "$(ms "$3")" "$(ms "$4")" "${*:5}"
+printf '\n%-10s %12s %10s %10s %12s  %s\n' proxy "requests/s" "p50 ms" "p99 ms" "cpu us/req" errors
+declare -A RPS P99
+for name in portico nginx haproxy; do
+  col() { awk -v n="$name" -v c="$1" '$1 == n { print $c }' "$work/rounds" | median; }
+  RPS[$name]=$(col 2) P99[$name]=$(col 4)
+  errs=$(awk -v n="$name" '$1 == n && $6 != "none" { print $6 }' "$work/rounds" | tr '\n' ' ')
+  printf '%-10s %12.0f %10.3f %10.3f %12.1f  %s\n' "$name" "${RPS[$name]}" "$(col 3)" "${P99[$name]}" "$(col 5)" "${errs:-none}"
 done
-por=(${results[0]})
-for r in "${results[@]:1}"; do
-  set -- $r
-  awk -v n="$1" -v pr="${por[1]}" -v r="$2" -v pp="$(ms "${por[3]}")" -v p="$(ms "$4")" \
+for name in nginx haproxy; do
+  awk -v n="$name" -v pr="${RPS[portico]}" -v r="${RPS[$name]}" -v pp="${P99[portico]}" -v p="${P99[$name]}" \
     'BEGIN { printf "portico / %-8s throughput %.2fx, p99 %.2fx (lower is better)\n", n, pr/r, pp/p }'
 done
 
 echo
 echo "# TLS handshakes per second: a new connection and full handshake per request (no session reuse)"
-tp=$(run portico-tls https://127.0.0.1:18443/ -H "Connection: close")
-tn=$(run nginx-tls https://127.0.0.1:18444/ -H "Connection: close")
+tp=$(run portico-tls https://127.0.0.1:18443/ "$portico_pid" -- -H "Connection: close")
+tn=$(run nginx-tls https://127.0.0.1:18444/ "${nginx_pids[@]}" -- -H "Connection: close")
 set -- $tp; ptls=$2
 set -- $tn; ntls=$2
 printf '%-10s %12s handshakes/s\n%-10s %12s handshakes/s\n' portico "$ptls" nginx "$ntls"

@@ -3,6 +3,8 @@ package proxy
 import (
 	"bufio"
 	"bytes"
+	"crypto/tls"
+	"encoding/json"
 	"fmt"
 	"io"
 	"net"
@@ -519,4 +521,89 @@ func TestFastPathShutdownFinishesActiveRequests(t *testing.T) {
 	}
 	<-h.done
 	h.done <- nil
+}
+
+func TestFastPathOverTLS(t *testing.T) {
+	h := newHarness(t, Options{})
+	h.backend("a", echo.Handler("a-1", "a"), "")
+	h.in.Secrets = append(h.in.Secrets, rt.TLSSecret("ns", "a-tls", "a.example.com"))
+	h.compile(rt.Ingress("ns", "i", 1, rt.Rule("a.example.com", "/", rt.Prefix, "a", 80), rt.TLS("a-tls", "a.example.com")))
+	conn, err := tls.Dial("tcp", h.https, &tls.Config{ServerName: "a.example.com", InsecureSkipVerify: true, NextProtos: []string{"http/1.1"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	_ = conn.SetDeadline(time.Now().Add(5 * time.Second))
+	// A request for the fast path, then one it hands off (a chunked body): both see HTTPS.
+	fmt.Fprint(conn, "GET /fast HTTP/1.1\r\nHost: a.example.com\r\n\r\n"+
+		"POST /handed-off HTTP/1.1\r\nHost: a.example.com\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nhi\r\n0\r\n\r\n")
+	br := bufio.NewReader(conn)
+	for i, path := range []string{"/fast", "/handed-off"} {
+		resp, err := http.ReadResponse(br, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var rep echo.Reply
+		_ = json.NewDecoder(resp.Body).Decode(&rep)
+		_, _ = io.Copy(io.Discard, resp.Body)
+		hd := http.Header(rep.Headers)
+		if rep.URI != path || hd.Get("X-Forwarded-Proto") != "https" || hd.Get("X-Forwarded-Port") != "443" {
+			t.Errorf("request %d over TLS HTTP/1.1: %s %v", i, rep.URI, rep.Headers)
+		}
+	}
+	if handoffs(h) != 1 {
+		t.Errorf("handoffs %v, want 1 (the chunked request)", handoffs(h))
+	}
+}
+
+func TestAccessLogBothPaths(t *testing.T) {
+	var buf syncBuffer
+	log := NewAccessLog(&buf)
+	h := newHarness(t, Options{AccessLog: log})
+	h.backend("echo", echo.Handler("echo-1", "echo"), "")
+	h.compile(rt.Ingress("ns", "i", 1, rt.Rule("h", "/", rt.Prefix, "echo", 80)))
+	exchange(t, h.http, "GET /fast?x=1 HTTP/1.1\r\nHost: h\r\nUser-Agent: ua/1\r\nX-Request-Id: id-1\r\n\r\n"+
+		"GET /slow HTTP/1.0\r\nHost: h\r\nUser-Agent: ua/2\r\n\r\n", 2)
+	log.mu.Lock()
+	_ = log.f()
+	log.mu.Unlock()
+	var entries []accessEntry
+	for _, line := range strings.Split(strings.TrimSpace(buf.String()), "\n") {
+		var e accessEntry
+		if err := json.Unmarshal([]byte(line), &e); err != nil {
+			t.Fatalf("%q: %v", line, err)
+		}
+		entries = append(entries, e)
+	}
+	if len(entries) != 2 {
+		t.Fatalf("access log: %q", buf.String())
+	}
+	for i, want := range []accessEntry{
+		{Method: "GET", Host: "h", URI: "/fast?x=1", Proto: "HTTP/1.1", Status: 200, Ingress: "ns/i", Service: "ns/echo:80", RequestID: "id-1", UserAgent: "ua/1"},
+		{Method: "GET", Host: "h", URI: "/slow", Proto: "HTTP/1.0", Status: 200, Ingress: "ns/i", Service: "ns/echo:80", UserAgent: "ua/2"},
+	} {
+		e := entries[i]
+		if e.Method != want.Method || e.Host != want.Host || e.URI != want.URI || e.Proto != want.Proto || e.Status != want.Status ||
+			e.Ingress != want.Ingress || e.Service != want.Service || e.UserAgent != want.UserAgent || e.Upstream == "" || e.Client == "" ||
+			(want.RequestID != "" && e.RequestID != want.RequestID) || e.RequestID == "" {
+			t.Errorf("entry %d: %+v, want %+v", i, e, want)
+		}
+	}
+}
+
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
 }
