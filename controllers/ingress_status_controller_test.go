@@ -216,9 +216,7 @@ var _ = Describe("Ingress status addresses", func() {
 		Expect(k8s.Update(ctx, classless)).To(Succeed())
 		Eventually(lb(classless), timeout, interval).Should(Equal([]string{"10.4.0.1"}))
 
-		f := getFleet(w.fleet)
-		f.Spec.IgnoreDefaultClass = true
-		Expect(k8s.Update(ctx, f)).To(Succeed())
+		updateFleet(w.fleet, func(f *porticov1alpha1.IngressDeployment) { f.Spec.IgnoreDefaultClass = true })
 		Eventually(lb(classless), timeout, interval).Should(BeEmpty())
 		// Another test's default class must not serve this namespace's Ingresses later.
 		def.Annotations = nil

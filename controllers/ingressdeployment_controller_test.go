@@ -21,6 +21,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/util/intstr"
+	"k8s.io/client-go/util/retry"
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
@@ -57,6 +58,19 @@ func getFleet(f *porticov1alpha1.IngressDeployment) *porticov1alpha1.IngressDepl
 	out := &porticov1alpha1.IngressDeployment{}
 	ExpectWithOffset(1, k8s.Get(ctx, client.ObjectKeyFromObject(f), out)).To(Succeed())
 	return out
+}
+
+// updateFleet changes a fleet's spec as a user would: read, change, write, again on a conflict
+// (the operator writes the status and finalizer of the same object meanwhile).
+func updateFleet(f *porticov1alpha1.IngressDeployment, change func(*porticov1alpha1.IngressDeployment)) {
+	ExpectWithOffset(1, retry.RetryOnConflict(retry.DefaultRetry, func() error {
+		live := &porticov1alpha1.IngressDeployment{}
+		if err := k8s.Get(ctx, client.ObjectKeyFromObject(f), live); err != nil {
+			return err
+		}
+		change(live)
+		return k8s.Update(ctx, live)
+	})).To(Succeed())
 }
 
 // fleetObjects lists, through the live client, every object of a rendered kind carrying the
@@ -204,12 +218,12 @@ var _ = Describe("IngressDeployment controller", func() {
 				Expect(k8s.Create(ctx, f)).To(Succeed())
 				Eventually(func() []string { return fleetObjects(f) }, timeout, interval).Should(Equal(expectedObjects(f, from)))
 
-				live := getFleet(f)
-				live.Spec.Topology = porticov1alpha1.Topology{Type: to}
-				if to == porticov1alpha1.TopologyHostNetwork {
-					live.Spec.Replicas = nil
-				}
-				Expect(k8s.Update(ctx, live)).To(Succeed())
+				updateFleet(f, func(live *porticov1alpha1.IngressDeployment) {
+					live.Spec.Topology = porticov1alpha1.Topology{Type: to}
+					if to == porticov1alpha1.TopologyHostNetwork {
+						live.Spec.Replicas = nil
+					}
+				})
 				Eventually(func() []string { return fleetObjects(f) }, timeout, interval).Should(Equal(expectedObjects(f, to)))
 				if to != porticov1alpha1.TopologyHostNetwork {
 					// NodePort and LoadBalancer render the same kinds: wait for the Service's type.
@@ -248,9 +262,9 @@ var _ = Describe("IngressDeployment controller", func() {
 		svc.Annotations["cloud.example.com/id"] = "lb-123"
 		Expect(k8s.Patch(ctx, svc, patch, client.FieldOwner("cloud-controller"))).To(Succeed())
 
-		live := getFleet(f)
-		delete(live.Spec.Topology.LoadBalancer.Annotations, "lb.example.com/b")
-		Expect(k8s.Update(ctx, live)).To(Succeed())
+		updateFleet(f, func(live *porticov1alpha1.IngressDeployment) {
+			delete(live.Spec.Topology.LoadBalancer.Annotations, "lb.example.com/b")
+		})
 		Eventually(func() map[string]string {
 			Expect(k8s.Get(ctx, key, svc)).To(Succeed())
 			return svc.Annotations
@@ -357,9 +371,7 @@ var _ = Describe("IngressDeployment controller", func() {
 			}
 			Expect(can(ns, sa, "list", "networking.k8s.io", "ingressclasses", "", "")).To(BeTrue())
 
-			live := getFleet(f)
-			live.Spec.WatchNamespaces = []string{c}
-			Expect(k8s.Update(ctx, live)).To(Succeed())
+			updateFleet(f, func(live *porticov1alpha1.IngressDeployment) { live.Spec.WatchNamespaces = []string{c} })
 			Eventually(func() bool { return can(ns, sa, "list", "", "secrets", c, "") }, timeout, interval).Should(BeTrue())
 			Eventually(func() bool { return can(ns, sa, "list", "", "secrets", a, "") }, timeout, interval).Should(BeFalse())
 			Expect(k8s.Get(ctx, types.NamespacedName{Namespace: a, Name: "portico-proxy:" + ns + ":scoped"}, &rbacv1.Role{})).
