@@ -158,6 +158,15 @@ for name in nginx haproxy; do
 done
 
 echo
+echo "# HTTPS keep-alive (TLS 1.3, HTTP/1.1), one run each"
+hp=$(run portico-https https://127.0.0.1:18443/ "$portico_pid" --)
+hn=$(run nginx-https https://127.0.0.1:18444/ "${nginx_pids[@]}" --)
+printf '%-10s %12s %10s %10s %12s  %s\n' proxy "requests/s" "p50 ms" "p99 ms" "cpu us/req" errors
+for r in "$hp" "$hn"; do set -- $r; printf '%-10s %12.0f %10.3f %10.3f %12.1f  %s\n' "${1%-https}" "$2" "$3" "$4" "$5" "$6"; done
+set -- $hp; a=$2; set -- $hn
+awk -v a="$a" -v b="$2" 'BEGIN { printf "portico / nginx HTTPS throughput %.2fx\n", a/b }'
+
+echo
 echo "# TLS handshakes per second: a new connection and full handshake per request (no session reuse)"
 tp=$(run portico-tls https://127.0.0.1:18443/ "$portico_pid" -- -H "Connection: close")
 tn=$(run nginx-tls https://127.0.0.1:18444/ "${nginx_pids[@]}" -- -H "Connection: close")
