@@ -200,10 +200,14 @@ func (r *StatsRegistry) Get(addr string) *EndpointStats {
 }
 
 // Retain forgets every address not in keep (called after a compile, so the registry does not
-// grow without bound as pods come and go).
+// grow without bound as pods come and go). Every address in keep came from Get, so when the
+// sizes are equal there is nothing to forget.
 func (r *StatsRegistry) Retain(keep map[string]bool) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
+	if len(r.m) == len(keep) {
+		return
+	}
 	for a := range r.m {
 		if !keep[a] {
 			delete(r.m, a)

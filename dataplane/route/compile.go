@@ -5,6 +5,7 @@ import (
 	"crypto/x509"
 	"fmt"
 	"net"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -240,7 +241,7 @@ func Compile(in Input) (*Table, []Problem) {
 	if t.DefaultBackend == nil && in.Config.DefaultBackend != nil {
 		ref := in.Config.DefaultBackend
 		t.DefaultBackend = c.backend(types.NamespacedName{Namespace: ref.Namespace, Name: ref.Name},
-			networkingv1.ServiceBackendPort{Number: ref.Port}, types.NamespacedName{}, nil, nil)
+			networkingv1.ServiceBackendPort{Number: ref.Port}, types.NamespacedName{}, nil, fieldPath{})
 	}
 	t.DefaultCertificate = in.FallbackCertificate
 	if ref := in.Config.DefaultCertificate; ref != "" {
@@ -281,11 +282,20 @@ func (t *Table) allHosts() []*Host {
 
 // sortRules orders rules most specific first: longer path, then Exact before Prefix.
 func sortRules(rules []Rule) {
-	sort.SliceStable(rules, func(i, j int) bool {
-		if len(rules[i].Path) != len(rules[j].Path) {
-			return len(rules[i].Path) > len(rules[j].Path)
+	if len(rules) < 2 {
+		return
+	}
+	slices.SortStableFunc(rules, func(a, b Rule) int {
+		if len(a.Path) != len(b.Path) {
+			return len(b.Path) - len(a.Path)
 		}
-		return rules[i].Type == Exact && rules[j].Type != Exact
+		switch {
+		case a.Type == Exact && b.Type != Exact:
+			return -1
+		case b.Type == Exact && a.Type != Exact:
+			return 1
+		}
+		return 0
 	})
 }
 
@@ -297,7 +307,7 @@ func (c *compiler) compileIngress(t *Table, ing *networkingv1.Ingress, claimed m
 	key := types.NamespacedName{Namespace: ing.Namespace, Name: ing.Name}
 	keyName := key.String()
 	if db := ing.Spec.DefaultBackend; db != nil {
-		b := c.ingressBackend(ing, key, *db, func() string { return "spec.defaultBackend" })
+		b := c.ingressBackend(ing, key, *db, fieldPath{rule: -1})
 		if t.DefaultBackend == nil {
 			t.DefaultBackend, t.DefaultIngress, t.DefaultIngressName = b, key, keyName
 		} else {
@@ -310,7 +320,7 @@ func (c *compiler) compileIngress(t *Table, ing *networkingv1.Ingress, claimed m
 		}
 		host := NormalizeHost(rule.Host)
 		for j, p := range rule.HTTP.Paths {
-			field := func() string { return fmt.Sprintf("spec.rules[%d].http.paths[%d]", i, j) }
+			field := fieldPath{rule: i, path: j}
 			r := Rule{Path: p.Path, Type: Prefix, Ingress: key, IngressName: keyName}
 			if p.PathType != nil && *p.PathType == networkingv1.PathTypeExact {
 				r.Type = Exact
@@ -326,18 +336,18 @@ func (c *compiler) compileIngress(t *Table, ing *networkingv1.Ingress, claimed m
 			}
 			ck := claimKey{host, r.Type, r.Path}
 			if first, ok := claimed[ck]; ok && first != key {
-				c.problem(key, "%s: host %q path %q is already claimed by the older Ingress %s", field(), rule.Host, p.Path, first)
+				c.problem(key, "%s: host %q path %q is already claimed by the older Ingress %s", field, rule.Host, p.Path, first)
 				continue
 			} else if ok {
 				continue // the same Ingress repeating itself: first one wins
 			}
 			claimed[ck] = key
-			r.Backend = c.ingressBackend(ing, key, p.Backend, func() string { return field() + ".backend" })
+			r.Backend = c.ingressBackend(ing, key, p.Backend, fieldPath{rule: i, path: j, backend: true})
 			t.hostFor(host).Rules = append(t.hostFor(host).Rules, r)
 		}
 	}
 	for i, tl := range ing.Spec.TLS {
-		field := fmt.Sprintf("spec.tls[%d]", i)
+		field := tlsField(i)
 		if tl.SecretName == "" {
 			c.problem(key, "%s.secretName is empty", field)
 			continue
@@ -368,6 +378,29 @@ func (c *compiler) compileIngress(t *Table, ing *networkingv1.Ingress, claimed m
 	}
 }
 
+// fieldPath names a backend's place in an Ingress in problems, formatted only when printed:
+// spec.defaultBackend (rule -1), spec.rules[rule].http.paths[path], with ".backend" if set.
+type fieldPath struct {
+	rule, path int
+	backend    bool
+}
+
+func (f fieldPath) String() string {
+	if f.rule < 0 {
+		return "spec.defaultBackend"
+	}
+	s := fmt.Sprintf("spec.rules[%d].http.paths[%d]", f.rule, f.path)
+	if f.backend {
+		s += ".backend"
+	}
+	return s
+}
+
+// tlsField names spec.tls[i] in problems, formatted only when printed.
+type tlsField int
+
+func (f tlsField) String() string { return fmt.Sprintf("spec.tls[%d]", int(f)) }
+
 func (t *Table) hostFor(host string) *Host {
 	var m map[string]*Host
 	switch {
@@ -391,14 +424,14 @@ func (t *Table) hostFor(host string) *Host {
 
 // ingressBackend resolves one IngressBackend of an Ingress.
 // field names the backend's place in the Ingress; it is only called to report a problem.
-func (c *compiler) ingressBackend(ing *networkingv1.Ingress, key types.NamespacedName, b networkingv1.IngressBackend, field func() string) *Backend {
+func (c *compiler) ingressBackend(ing *networkingv1.Ingress, key types.NamespacedName, b networkingv1.IngressBackend, field fieldPath) *Backend {
 	if b.Resource != nil {
-		c.problem(key, "%s: resource backends (%s %s) cannot be proxied; answering 503", field(), b.Resource.Kind, b.Resource.Name)
+		c.problem(key, "%s: resource backends (%s %s) cannot be proxied; answering 503", field, b.Resource.Kind, b.Resource.Name)
 		return &Backend{Service: types.NamespacedName{Namespace: ing.Namespace, Name: b.Resource.Name}, Port: b.Resource.Kind,
 			Problem: "resource backend " + b.Resource.Kind + "/" + b.Resource.Name + " cannot be proxied"}
 	}
 	if b.Service == nil {
-		c.problem(key, "%s: no service", field())
+		c.problem(key, "%s: no service", field)
 		return &Backend{Service: key, Problem: "no backend"}
 	}
 	return c.backend(types.NamespacedName{Namespace: ing.Namespace, Name: b.Service.Name}, b.Service.Port, key, ing.Annotations, field)
@@ -406,7 +439,7 @@ func (c *compiler) ingressBackend(ing *networkingv1.Ingress, key types.Namespace
 
 // backend returns the shared Backend of a Service port, building it on first use. ing is the
 // Ingress reporting problems (empty for the fleet's own default backend).
-func (c *compiler) backend(svcKey types.NamespacedName, port networkingv1.ServiceBackendPort, ing types.NamespacedName, annotations map[string]string, field func() string) *Backend {
+func (c *compiler) backend(svcKey types.NamespacedName, port networkingv1.ServiceBackendPort, ing types.NamespacedName, annotations map[string]string, field fieldPath) *Backend {
 	portName := port.Name
 	if portName == "" {
 		portName = strconv.Itoa(int(port.Number))
@@ -419,7 +452,7 @@ func (c *compiler) backend(svcKey types.NamespacedName, port networkingv1.Servic
 	k := backendKey{svcKey, port, affinity, balancing}
 	if b, ok := c.backends[k]; ok {
 		if b.Problem != "" && ing.Name != "" {
-			c.problem(ing, "%s: %s", field(), b.Problem)
+			c.problem(ing, "%s: %s", field, b.Problem)
 		}
 		return b
 	}
@@ -430,7 +463,7 @@ func (c *compiler) backend(svcKey types.NamespacedName, port networkingv1.Servic
 		}
 		if cached.Problem != "" && !strings.HasPrefix(cached.Problem, "no ready endpoint") {
 			if ing.Name != "" {
-				c.problem(ing, "%s: %s", field(), cached.Problem)
+				c.problem(ing, "%s: %s", field, cached.Problem)
 			} else {
 				c.problems = append(c.problems, Problem{Message: "default backend: " + cached.Problem})
 			}
@@ -443,7 +476,7 @@ func (c *compiler) backend(svcKey types.NamespacedName, port networkingv1.Servic
 	report := func(format string, args ...any) {
 		b.Problem = fmt.Sprintf(format, args...)
 		if ing.Name != "" {
-			c.problem(ing, "%s: %s", field(), b.Problem)
+			c.problem(ing, "%s: %s", field, b.Problem)
 		} else {
 			c.problems = append(c.problems, Problem{Message: "default backend: " + b.Problem})
 		}
