@@ -77,7 +77,8 @@ func EndpointKey(addr string) string {
 // EndpointStats are the live counters of one address. They are kept across Tables, so a
 // recompile neither forgets an ejection nor resets in-flight counts.
 type EndpointStats struct {
-	key          string // EndpointKey of the address
+	key          string        // EndpointKey of the address
+	gen          atomic.Uint64 // the last compile that used the address
 	InFlight     atomic.Int64
 	failures     atomic.Int32
 	ejectedUntil atomic.Int64 // unix nanoseconds
@@ -180,8 +181,9 @@ func (b *Backend) ByKey(key string) *Endpoint {
 
 // StatsRegistry hands out the EndpointStats of each address, shared by every Table.
 type StatsRegistry struct {
-	mu sync.Mutex
-	m  map[string]*EndpointStats
+	mu  sync.Mutex
+	m   map[string]*EndpointStats
+	gen uint64
 }
 
 // NewStatsRegistry returns an empty registry.
@@ -199,17 +201,25 @@ func (r *StatsRegistry) Get(addr string) *EndpointStats {
 	return s
 }
 
-// Retain forgets every address not in keep (called after a compile, so the registry does not
-// grow without bound as pods come and go). Every address in keep came from Get, so when the
-// sizes are equal there is nothing to forget.
-func (r *StatsRegistry) Retain(keep map[string]bool) {
+// nextGeneration starts a compile: the stats it uses are marked with the number returned.
+func (r *StatsRegistry) nextGeneration() uint64 {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	if len(r.m) == len(keep) {
+	r.gen++
+	return r.gen
+}
+
+// retain forgets every address the compile of generation gen did not use (so the registry does
+// not grow without bound as pods come and go). used counts them: when it equals the registry's
+// size there is nothing to forget.
+func (r *StatsRegistry) retain(gen uint64, used int) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if len(r.m) == used {
 		return
 	}
-	for a := range r.m {
-		if !keep[a] {
+	for a, s := range r.m {
+		if s.gen.Load() != gen {
 			delete(r.m, a)
 		}
 	}

@@ -170,13 +170,6 @@ type backendKey struct {
 	balancing Balancing
 }
 
-// claimKey identifies a host and path that one Ingress claims.
-type claimKey struct {
-	host string
-	typ  PathType
-	path string
-}
-
 // compiler holds the indexes of one compile.
 type compiler struct {
 	in       *Input
@@ -185,7 +178,11 @@ type compiler struct {
 	secrets  map[types.NamespacedName]*corev1.Secret
 	backends map[backendKey]*Backend
 	problems []Problem
-	addrs    map[string]bool
+	// gen marks the EndpointStats this compile uses; endpoints counts them.
+	gen       uint64
+	endpoints int
+	// cached counts the Backends of this compile that are in in.Backends.
+	cached int
 }
 
 // Compile builds a Table. It never fails as a whole: each Ingress that cannot be served in full
@@ -197,8 +194,11 @@ func Compile(in Input) (*Table, []Problem) {
 		slices:   make(map[types.NamespacedName][]*discoveryv1.EndpointSlice, len(in.Services)),
 		secrets:  make(map[types.NamespacedName]*corev1.Secret, len(in.Secrets)),
 		backends: make(map[backendKey]*Backend, len(in.Services)),
-		addrs:    make(map[string]bool, 2*len(in.EndpointSlices)),
 	}
+	if in.Stats == nil {
+		in.Stats = NewStatsRegistry() // this compile's own
+	}
+	c.gen = in.Stats.nextGeneration()
 	for _, s := range in.Services {
 		c.services[types.NamespacedName{Namespace: s.Namespace, Name: s.Name}] = s
 	}
@@ -225,9 +225,8 @@ func Compile(in Input) (*Table, []Problem) {
 	}
 	served := ServedIngresses(&in)
 	t.Stats.Ingresses = len(served)
-	claimed := make(map[claimKey]types.NamespacedName, 2*len(served)) // first Ingress to claim a host and path
 	for _, ing := range served {
-		c.compileIngress(t, ing, claimed)
+		c.compileIngress(t, ing)
 	}
 	for _, h := range t.allHosts() {
 		sortRules(h.Rules)
@@ -255,14 +254,12 @@ func Compile(in Input) (*Table, []Problem) {
 		}
 	}
 	t.Stats.Backends = len(c.backends)
-	t.Stats.Endpoints = len(c.addrs)
-	if in.Stats != nil {
-		in.Stats.Retain(c.addrs)
-	}
+	t.Stats.Endpoints = c.endpoints
+	in.Stats.retain(c.gen, c.endpoints)
 	if in.Certs != nil {
 		in.Certs.retain(c.secrets)
 	}
-	in.Backends.retain(c.backends)
+	in.Backends.retain(c.backends, c.cached)
 	return t, c.problems
 }
 
@@ -303,7 +300,9 @@ func (c *compiler) problem(ing types.NamespacedName, format string, args ...any)
 	c.problems = append(c.problems, Problem{Ingress: ing, Message: fmt.Sprintf(format, args...)})
 }
 
-func (c *compiler) compileIngress(t *Table, ing *networkingv1.Ingress, claimed map[claimKey]types.NamespacedName) {
+// compileIngress adds an Ingress's rules, default backend and certificates to t. Ingresses come
+// oldest first: the first to claim a host and path keeps it.
+func (c *compiler) compileIngress(t *Table, ing *networkingv1.Ingress) {
 	key := types.NamespacedName{Namespace: ing.Namespace, Name: ing.Name}
 	keyName := key.String()
 	if db := ing.Spec.DefaultBackend; db != nil {
@@ -334,16 +333,15 @@ func (c *compiler) compileIngress(t *Table, ing *networkingv1.Ingress, claimed m
 					r.Path = "/"
 				}
 			}
-			ck := claimKey{host, r.Type, r.Path}
-			if first, ok := claimed[ck]; ok && first != key {
-				c.problem(key, "%s: host %q path %q is already claimed by the older Ingress %s", field, rule.Host, p.Path, first)
-				continue
-			} else if ok {
-				continue // the same Ingress repeating itself: first one wins
+			h := t.hostFor(host)
+			if first := h.claimant(r.Type, r.Path); first != nil {
+				if first.Ingress != key {
+					c.problem(key, "%s: host %q path %q is already claimed by the older Ingress %s", field, rule.Host, p.Path, first.Ingress)
+				}
+				continue // else the same Ingress repeating itself: its first rule wins
 			}
-			claimed[ck] = key
 			r.Backend = c.ingressBackend(ing, key, p.Backend, fieldPath{rule: i, path: j, backend: true})
-			t.hostFor(host).Rules = append(t.hostFor(host).Rules, r)
+			h.Rules = append(h.Rules, r)
 		}
 	}
 	for i, tl := range ing.Spec.TLS {
@@ -400,6 +398,16 @@ func (f fieldPath) String() string {
 type tlsField int
 
 func (f tlsField) String() string { return fmt.Sprintf("spec.tls[%d]", int(f)) }
+
+// claimant returns the rule of h that already has this path, if any (hosts have few rules).
+func (h *Host) claimant(typ PathType, path string) *Rule {
+	for i := range h.Rules {
+		if r := &h.Rules[i]; r.Type == typ && r.Path == path {
+			return r
+		}
+	}
+	return nil
+}
 
 func (t *Table) hostFor(host string) *Host {
 	var m map[string]*Host
@@ -458,9 +466,8 @@ func (c *compiler) backend(svcKey types.NamespacedName, port networkingv1.Servic
 	}
 	if cached := c.in.Backends.lookup(k, c.services[svcKey], c.slices[svcKey]); cached != nil {
 		c.backends[k] = cached
-		for _, e := range cached.Endpoints {
-			c.addrs[e.Addr] = true
-		}
+		c.cached++
+		c.mark(cached.Endpoints)
 		if cached.Problem != "" && !strings.HasPrefix(cached.Problem, "no ready endpoint") {
 			if ing.Name != "" {
 				c.problem(ing, "%s: %s", field, cached.Problem)
@@ -472,7 +479,11 @@ func (c *compiler) backend(svcKey types.NamespacedName, port networkingv1.Servic
 	}
 	b := &Backend{Service: svcKey, Port: portName, Affinity: affinity, Balancing: balancing, name: svcKey.String() + ":" + portName}
 	c.backends[k] = b
-	defer func() { c.in.Backends.store(k, c.services[svcKey], c.slices[svcKey], b) }()
+	defer func() {
+		if c.in.Backends.store(k, c.services[svcKey], c.slices[svcKey], b) {
+			c.cached++
+		}
+	}()
 	report := func(format string, args ...any) {
 		b.Problem = fmt.Sprintf(format, args...)
 		if ing.Name != "" {
@@ -545,9 +556,7 @@ func (c *compiler) backend(svcKey types.NamespacedName, port networkingv1.Servic
 		b.Endpoints = terminating
 	}
 	sort.Slice(b.Endpoints, func(i, j int) bool { return b.Endpoints[i].Addr < b.Endpoints[j].Addr })
-	for _, e := range b.Endpoints {
-		c.addrs[e.Addr] = true
-	}
+	c.mark(b.Endpoints)
 	if len(b.Endpoints) == 0 {
 		b.Problem = "no ready endpoint for service " + svcKey.String() + " port " + portName
 	}
@@ -555,10 +564,16 @@ func (c *compiler) backend(svcKey types.NamespacedName, port networkingv1.Servic
 }
 
 func (c *compiler) stats(addr string) *EndpointStats {
-	if c.in.Stats == nil {
-		return &EndpointStats{key: EndpointKey(addr)}
-	}
 	return c.in.Stats.Get(addr)
+}
+
+// mark counts the endpoints this compile uses, each address once.
+func (c *compiler) mark(eps []*Endpoint) {
+	for _, e := range eps {
+		if e.Stats.gen.Swap(c.gen) != c.gen {
+			c.endpoints++
+		}
+	}
 }
 
 func ptrString(p *string) string {
@@ -673,9 +688,10 @@ func (bc *BackendCache) lookup(k backendKey, svc *corev1.Service, slices []*disc
 	return e.backend
 }
 
-func (bc *BackendCache) store(k backendKey, svc *corev1.Service, slices []*discoveryv1.EndpointSlice, b *Backend) {
+// store caches b; false when it cannot be (no cache, or no resourceVersion to check it by).
+func (bc *BackendCache) store(k backendKey, svc *corev1.Service, slices []*discoveryv1.EndpointSlice, b *Backend) bool {
 	if bc == nil || svc == nil || svc.ResourceVersion == "" {
-		return
+		return false
 	}
 	versions := make([]string, len(slices))
 	for i, es := range slices {
@@ -684,15 +700,20 @@ func (bc *BackendCache) store(k backendKey, svc *corev1.Service, slices []*disco
 	bc.mu.Lock()
 	bc.m[k] = cachedBackend{svcVersion: svc.ResourceVersion, sliceVersions: versions, backend: b}
 	bc.mu.Unlock()
+	return true
 }
 
-// retain drops the Backends the last compile did not use.
-func (bc *BackendCache) retain(used map[backendKey]*Backend) {
+// retain drops the Backends the last compile did not use; cached of them are in the cache, so
+// when that is its size there is nothing to drop.
+func (bc *BackendCache) retain(used map[backendKey]*Backend, cached int) {
 	if bc == nil {
 		return
 	}
 	bc.mu.Lock()
 	defer bc.mu.Unlock()
+	if len(bc.m) == cached {
+		return
+	}
 	for k := range bc.m {
 		if _, ok := used[k]; !ok {
 			delete(bc.m, k)
