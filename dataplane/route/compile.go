@@ -69,6 +69,19 @@ func (p Problem) String() string {
 // ServedIngresses returns the Ingresses the fleet serves, oldest first (creationTimestamp, then
 // namespace/name): the order in which conflicts are settled.
 func ServedIngresses(in *Input) []*networkingv1.Ingress {
+	served := servingFilter(in)
+	var out []*networkingv1.Ingress
+	for _, ing := range in.Ingresses {
+		if served(ing) {
+			out = append(out, ing)
+		}
+	}
+	sort.Slice(out, func(i, j int) bool { return olderIngress(out[i], out[j]) })
+	return out
+}
+
+// servingFilter returns whether the fleet serves an Ingress, by the classes and settings of in.
+func servingFilter(in *Input) func(*networkingv1.Ingress) bool {
 	fleet := types.NamespacedName{Namespace: in.Config.FleetNamespace, Name: in.Config.FleetName}
 	ours := map[string]bool{}
 	defaultClass := false
@@ -87,20 +100,16 @@ func ServedIngresses(in *Input) []*networkingv1.Ingress {
 	for _, ns := range in.Config.WatchNamespaces {
 		watch[ns] = true
 	}
-	var out []*networkingv1.Ingress
-	for _, ing := range in.Ingresses {
+	viaDefault := defaultClass && !in.Config.IgnoreDefaultClass
+	return func(ing *networkingv1.Ingress) bool {
 		if len(watch) > 0 && !watch[ing.Namespace] {
-			continue
+			return false
 		}
 		if !ing.DeletionTimestamp.IsZero() {
-			continue
+			return false
 		}
-		if serves(ing, ours, defaultClass && !in.Config.IgnoreDefaultClass) {
-			out = append(out, ing)
-		}
+		return serves(ing, ours, viaDefault)
 	}
-	sort.Slice(out, func(i, j int) bool { return olderIngress(out[i], out[j]) })
-	return out
 }
 
 // ClassOf returns the class an Ingress asks for: spec.ingressClassName, else the legacy
@@ -183,12 +192,43 @@ type compiler struct {
 	endpoints int
 	// cached counts the Backends of this compile that are in in.Backends.
 	cached int
+
+	// For a Compiler (nil for Compile): problems by host (of the rules of that host) and the
+	// others, and the served Ingresses with rules for each host, oldest first.
+	byHost    map[string][]*networkingv1.Ingress
+	hostProbs map[string][]Problem
+	other     []Problem
+	bucket    string // the host whose rules are being compiled; "\x00" for none
+	served    []*networkingv1.Ingress
+}
+
+const noBucket = "\x00"
+
+// add records a problem.
+func (c *compiler) add(p Problem) {
+	c.problems = append(c.problems, p)
+	switch {
+	case c.hostProbs == nil:
+	case c.bucket != noBucket:
+		c.hostProbs[c.bucket] = append(c.hostProbs[c.bucket], p)
+	default:
+		c.other = append(c.other, p)
+	}
 }
 
 // Compile builds a Table. It never fails as a whole: each Ingress that cannot be served in full
 // is reported as a Problem, and what can be served of it is.
 func Compile(in Input) (*Table, []Problem) {
+	c := newCompiler(&in, false)
+	return c.run(), c.problems
+}
+
+// newCompiler indexes the objects of in. tracking keeps what a Compiler needs to update the
+// table later.
+func newCompiler(inp *Input, tracking bool) *compiler {
+	in := *inp
 	c := &compiler{
+		bucket:   noBucket,
 		in:       &in,
 		services: make(map[types.NamespacedName]*corev1.Service, len(in.Services)),
 		slices:   make(map[types.NamespacedName][]*discoveryv1.EndpointSlice, len(in.Services)),
@@ -216,14 +256,24 @@ func Compile(in Input) (*Table, []Problem) {
 	for _, s := range in.Secrets {
 		c.secrets[types.NamespacedName{Namespace: s.Namespace, Name: s.Name}] = s
 	}
+	if tracking {
+		c.byHost = map[string][]*networkingv1.Ingress{}
+		c.hostProbs = map[string][]Problem{}
+	}
+	return c
+}
 
+// run compiles every served Ingress into a new Table.
+func (c *compiler) run() *Table {
+	in := c.in
 	t := &Table{
 		exact:        make(map[string]*Host, len(in.Ingresses)),
 		wildcard:     map[string]*Host{},
 		certExact:    map[string]*tls.Certificate{},
 		certWildcard: map[string]*tls.Certificate{},
 	}
-	served := ServedIngresses(&in)
+	served := ServedIngresses(in)
+	c.served = served
 	t.Stats.Ingresses = len(served)
 	for _, ing := range served {
 		c.compileIngress(t, ing)
@@ -247,7 +297,7 @@ func Compile(in Input) (*Table, []Problem) {
 		ns, name, _ := strings.Cut(ref, "/")
 		cert, err := c.certificate(types.NamespacedName{Namespace: ns, Name: name})
 		if err != nil {
-			c.problems = append(c.problems, Problem{Message: "default certificate: " + err.Error()})
+			c.add(Problem{Message: "default certificate: " + err.Error()})
 		}
 		if cert != nil {
 			t.DefaultCertificate = cert
@@ -260,7 +310,7 @@ func Compile(in Input) (*Table, []Problem) {
 		in.Certs.retain(c.secrets)
 	}
 	in.Backends.retain(c.backends, c.cached)
-	return t, c.problems
+	return t
 }
 
 func (t *Table) allHosts() []*Host {
@@ -297,7 +347,7 @@ func sortRules(rules []Rule) {
 }
 
 func (c *compiler) problem(ing types.NamespacedName, format string, args ...any) {
-	c.problems = append(c.problems, Problem{Ingress: ing, Message: fmt.Sprintf(format, args...)})
+	c.add(Problem{Ingress: ing, Message: fmt.Sprintf(format, args...)})
 }
 
 // compileIngress adds an Ingress's rules, default backend and certificates to t. Ingresses come
@@ -314,35 +364,18 @@ func (c *compiler) compileIngress(t *Table, ing *networkingv1.Ingress) {
 		}
 	}
 	for i, rule := range ing.Spec.Rules {
-		if rule.HTTP == nil {
+		if rule.HTTP == nil || len(rule.HTTP.Paths) == 0 {
 			continue
 		}
 		host := NormalizeHost(rule.Host)
-		for j, p := range rule.HTTP.Paths {
-			field := fieldPath{rule: i, path: j}
-			r := Rule{Path: p.Path, Type: Prefix, Ingress: key, IngressName: keyName}
-			if p.PathType != nil && *p.PathType == networkingv1.PathTypeExact {
-				r.Type = Exact
+		if c.byHost != nil {
+			if l := c.byHost[host]; len(l) == 0 || l[len(l)-1] != ing {
+				c.byHost[host] = append(l, ing)
 			}
-			if r.Path == "" {
-				r.Path = "/"
-			}
-			if r.Type == Prefix && r.Path != "/" {
-				r.Path = strings.TrimRight(r.Path, "/")
-				if r.Path == "" {
-					r.Path = "/"
-				}
-			}
-			h := t.hostFor(host)
-			if first := h.claimant(r.Type, r.Path); first != nil {
-				if first.Ingress != key {
-					c.problem(key, "%s: host %q path %q is already claimed by the older Ingress %s", field, rule.Host, p.Path, first.Ingress)
-				}
-				continue // else the same Ingress repeating itself: its first rule wins
-			}
-			r.Backend = c.ingressBackend(ing, key, p.Backend, fieldPath{rule: i, path: j, backend: true})
-			h.Rules = append(h.Rules, r)
+			c.bucket = host
 		}
+		c.addPaths(t.hostFor(host), ing, key, keyName, i, rule)
+		c.bucket = noBucket
 	}
 	for i, tl := range ing.Spec.TLS {
 		field := tlsField(i)
@@ -398,6 +431,35 @@ func (f fieldPath) String() string {
 type tlsField int
 
 func (f tlsField) String() string { return fmt.Sprintf("spec.tls[%d]", int(f)) }
+
+// addPaths adds the paths of rule i of ing to h, its host. A path some rule of h already has
+// stays with that rule: Ingresses come oldest first.
+func (c *compiler) addPaths(h *Host, ing *networkingv1.Ingress, key types.NamespacedName, keyName string, i int, rule networkingv1.IngressRule) {
+	for j, p := range rule.HTTP.Paths {
+		field := fieldPath{rule: i, path: j}
+		r := Rule{Path: p.Path, Type: Prefix, Ingress: key, IngressName: keyName}
+		if p.PathType != nil && *p.PathType == networkingv1.PathTypeExact {
+			r.Type = Exact
+		}
+		if r.Path == "" {
+			r.Path = "/"
+		}
+		if r.Type == Prefix && r.Path != "/" {
+			r.Path = strings.TrimRight(r.Path, "/")
+			if r.Path == "" {
+				r.Path = "/"
+			}
+		}
+		if first := h.claimant(r.Type, r.Path); first != nil {
+			if first.Ingress != key {
+				c.problem(key, "%s: host %q path %q is already claimed by the older Ingress %s", field, rule.Host, p.Path, first.Ingress)
+			}
+			continue // else the same Ingress repeating itself: its first rule wins
+		}
+		r.Backend = c.ingressBackend(ing, key, p.Backend, fieldPath{rule: i, path: j, backend: true})
+		h.Rules = append(h.Rules, r)
+	}
+}
 
 // claimant returns the rule of h that already has this path, if any (hosts have few rules).
 func (h *Host) claimant(typ PathType, path string) *Rule {
@@ -472,7 +534,7 @@ func (c *compiler) backend(svcKey types.NamespacedName, port networkingv1.Servic
 			if ing.Name != "" {
 				c.problem(ing, "%s: %s", field, cached.Problem)
 			} else {
-				c.problems = append(c.problems, Problem{Message: "default backend: " + cached.Problem})
+				c.add(Problem{Message: "default backend: " + cached.Problem})
 			}
 		}
 		return cached
@@ -489,7 +551,7 @@ func (c *compiler) backend(svcKey types.NamespacedName, port networkingv1.Servic
 		if ing.Name != "" {
 			c.problem(ing, "%s: %s", field, b.Problem)
 		} else {
-			c.problems = append(c.problems, Problem{Message: "default backend: " + b.Problem})
+			c.add(Problem{Message: "default backend: " + b.Problem})
 		}
 	}
 	svc := c.services[svcKey]

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"reflect"
 	"slices"
+	"sync"
 	"time"
 
 	"github.com/go-logr/logr"
@@ -57,6 +58,11 @@ type Watcher struct {
 
 	cfg       proxyconfig.Config
 	cfgLister func() (*corev1.ConfigMap, bool)
+	// compiler keeps the last compile, so that a change of Ingresses alone rebuilds only the
+	// hosts it touches; pending gathers the changes since the last compile.
+	compiler  route.Compiler
+	compiled  proxyconfig.Config // the settings of the last full compile
+	pending   changes
 	session   *session
 	lastProbs []route.Problem
 	lastStats route.Stats
@@ -80,6 +86,61 @@ func New(client kubernetes.Interface, pub Publisher, opts Options, log logr.Logg
 		stats:    route.NewStatsRegistry(),
 		backends: route.NewBackendCache(),
 		cfg:      proxyconfig.Config{FleetNamespace: opts.Fleet.Namespace, FleetName: opts.Fleet.Name},
+	}
+}
+
+// changes are the events since the last compile: Ingresses added, updated (the new object) or
+// deleted (nil), and whether anything else changed.
+type changes struct {
+	mu        sync.Mutex
+	ingresses map[types.NamespacedName]*networkingv1.Ingress
+	other     bool
+}
+
+func (c *changes) ingress(key types.NamespacedName, ing *networkingv1.Ingress) {
+	c.mu.Lock()
+	if c.ingresses == nil {
+		c.ingresses = map[types.NamespacedName]*networkingv1.Ingress{}
+	}
+	c.ingresses[key] = ing
+	c.mu.Unlock()
+}
+
+func (c *changes) setOther() {
+	c.mu.Lock()
+	c.other = true
+	c.mu.Unlock()
+}
+
+// take returns and clears the changes.
+func (c *changes) take() (map[types.NamespacedName]*networkingv1.Ingress, bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	ings, other := c.ingresses, c.other
+	c.ingresses, c.other = nil, false
+	return ings, other
+}
+
+// ingressHandler records Ingress events for the incremental compile.
+func (w *Watcher) ingressHandler() cache.ResourceEventHandler {
+	record := func(obj any, deleted bool) {
+		if t, ok := obj.(cache.DeletedFinalStateUnknown); ok {
+			obj, deleted = t.Obj, true
+		}
+		ing, ok := obj.(*networkingv1.Ingress)
+		if !ok {
+			w.pending.setOther()
+		} else if key := (types.NamespacedName{Namespace: ing.Namespace, Name: ing.Name}); deleted {
+			w.pending.ingress(key, nil)
+		} else {
+			w.pending.ingress(key, ing)
+		}
+		w.kick()
+	}
+	return cache.ResourceEventHandlerFuncs{
+		AddFunc:    func(obj any) { record(obj, false) },
+		UpdateFunc: func(_, obj any) { record(obj, false) },
+		DeleteFunc: func(obj any) { record(obj, true) },
 	}
 }
 
@@ -137,10 +198,16 @@ func (w *Watcher) startSession(namespaces []string) *session {
 	if len(nsList) == 0 {
 		nsList = []string{corev1.NamespaceAll}
 	}
-	h := handler(w.kick)
+	w.pending.setOther()
+	h := handler(func() { w.pending.setOther(); w.kick() })
 	add := func(inf cache.SharedIndexInformer) cache.SharedIndexInformer {
 		_ = inf.SetTransform(stripForCache)
 		_, _ = inf.AddEventHandler(h)
+		return inf
+	}
+	addIngresses := func(inf cache.SharedIndexInformer) cache.SharedIndexInformer {
+		_ = inf.SetTransform(stripForCache)
+		_, _ = inf.AddEventHandler(w.ingressHandler())
 		return inf
 	}
 	for _, ns := range nsList {
@@ -149,7 +216,7 @@ func (w *Watcher) startSession(namespaces []string) *session {
 			informers.WithTweakListOptions(func(o *metav1.ListOptions) {
 				o.FieldSelector = fields.OneTermEqualSelector("type", string(corev1.SecretTypeTLS)).String()
 			}))
-		s.ingresses = append(s.ingresses, add(f.Networking().V1().Ingresses().Informer()))
+		s.ingresses = append(s.ingresses, addIngresses(f.Networking().V1().Ingresses().Informer()))
 		s.services = append(s.services, add(f.Core().V1().Services().Informer()))
 		s.slices = append(s.slices, add(f.Discovery().V1().EndpointSlices().Informer()))
 		s.secrets = append(s.secrets, add(secrets.Core().V1().Secrets().Informer()))
@@ -291,10 +358,27 @@ func list[T any](infs []cache.SharedIndexInformer) []*T {
 	return out
 }
 
-// compile builds and publishes a table from the informers' caches.
+// compile builds and publishes a table: from the last one when only Ingresses changed (and none
+// of them involves TLS or a default backend), else from the informers' caches.
 func (w *Watcher) compile() {
-	s := w.session
 	start := time.Now()
+	ings, other := w.pending.take()
+	if !other && reflect.DeepEqual(w.cfg, w.compiled) {
+		var changed []*networkingv1.Ingress
+		var deleted []types.NamespacedName
+		for key, ing := range ings {
+			if ing == nil {
+				deleted = append(deleted, key)
+			} else {
+				changed = append(changed, ing)
+			}
+		}
+		if t, probs, ok := w.compiler.Update(changed, deleted); ok {
+			w.publish(t, probs, start, "hosts of the changed Ingresses")
+			return
+		}
+	}
+	s := w.session
 	in := route.Input{
 		Config:              w.cfg,
 		Classes:             list[networkingv1.IngressClass]([]cache.SharedIndexInformer{s.classes}),
@@ -307,7 +391,12 @@ func (w *Watcher) compile() {
 		Stats:               w.stats,
 		Backends:            w.backends,
 	}
-	t, probs := route.Compile(in)
+	t, probs := w.compiler.Compile(in)
+	w.compiled = w.cfg
+	w.publish(t, probs, start, "everything")
+}
+
+func (w *Watcher) publish(t *route.Table, probs []route.Problem, start time.Time, rebuilt string) {
 	w.pub.Swap(t, len(probs))
 	w.lastStats = t.Stats
 	if !slices.Equal(probs, w.lastProbs) {
@@ -317,5 +406,5 @@ func (w *Watcher) compile() {
 		w.lastProbs = probs
 	}
 	w.log.V(2).Info("Routing table published", "ingresses", t.Stats.Ingresses, "hosts", t.Stats.Hosts,
-		"endpoints", t.Stats.Endpoints, "took", time.Since(start).String())
+		"endpoints", t.Stats.Endpoints, "rebuilt", rebuilt, "took", time.Since(start).String())
 }
