@@ -14,8 +14,9 @@ import (
 // costs its hosts, not a full compile. Not safe for concurrent use.
 //
 // Its tables equal those Compile builds from the same objects (TestCompilerUpdateEqualsCompile),
-// with two differences: Stats.Backends and Stats.Endpoints count what the table's rules and
-// default backend use, and problems come sorted by Ingress, then message.
+// with two differences: Stats.Backends counts the Backends the table's rules and default backend
+// use and Stats.Endpoints their endpoints (an address in two Backends counts twice), and
+// problems come sorted by Ingress, then message.
 type Compiler struct {
 	st *compilerState
 }
@@ -25,10 +26,10 @@ type compilerState struct {
 	table  *Table
 	serves func(*networkingv1.Ingress) bool
 	served map[types.NamespacedName]*networkingv1.Ingress
-	// refs counts the uses of each Backend by rules and the default backend; addrs counts the
-	// used Backends of each endpoint address.
-	refs  map[*Backend]int
-	addrs map[string]int
+	// refs counts the uses of each Backend by rules and the default backend; endpoints sums
+	// the endpoints of the Backends in use.
+	refs      map[*Backend]int
+	endpoints int
 }
 
 // Compile compiles in from scratch, as the package's Compile does, and keeps its state.
@@ -37,7 +38,7 @@ func (cs *Compiler) Compile(in Input) (*Table, []Problem) {
 	t := c.run()
 	st := &compilerState{c: c, table: t, serves: servingFilter(c.in),
 		served: make(map[types.NamespacedName]*networkingv1.Ingress, len(c.served)),
-		refs:   map[*Backend]int{}, addrs: map[string]int{}}
+		refs:   map[*Backend]int{}}
 	for _, ing := range c.served {
 		st.served[types.NamespacedName{Namespace: ing.Namespace, Name: ing.Name}] = ing
 	}
@@ -47,7 +48,7 @@ func (cs *Compiler) Compile(in Input) (*Table, []Problem) {
 		}
 	}
 	st.ref(t.DefaultBackend)
-	t.Stats.Backends, t.Stats.Endpoints = len(st.refs), len(st.addrs)
+	t.Stats.Backends, t.Stats.Endpoints = len(st.refs), st.endpoints
 	cs.st = st
 	return t, st.problems()
 }
@@ -157,7 +158,7 @@ func (cs *Compiler) Update(changed []*networkingv1.Ingress, deleted []types.Name
 	if t.catchAll != nil {
 		t.Stats.Hosts++
 	}
-	t.Stats.Backends, t.Stats.Endpoints = len(st.refs), len(st.addrs)
+	t.Stats.Backends, t.Stats.Endpoints = len(st.refs), st.endpoints
 	st.table = &t
 	return &t, st.problems(), true
 }
@@ -215,9 +216,7 @@ func (st *compilerState) ref(b *Backend) {
 	}
 	st.refs[b]++
 	if st.refs[b] == 1 {
-		for _, e := range b.Endpoints {
-			st.addrs[e.Addr]++
-		}
+		st.endpoints += len(b.Endpoints)
 	}
 }
 
@@ -230,11 +229,7 @@ func (st *compilerState) unref(b *Backend) {
 		return
 	}
 	delete(st.refs, b)
-	for _, e := range b.Endpoints {
-		if st.addrs[e.Addr]--; st.addrs[e.Addr] == 0 {
-			delete(st.addrs, e.Addr)
-		}
-	}
+	st.endpoints -= len(b.Endpoints)
 }
 
 // problems lists the problems of the table: those of every host, and the others.
