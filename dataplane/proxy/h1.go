@@ -41,6 +41,9 @@ const (
 	// maxDiscard is how much of an unforwarded request body is read to keep the connection;
 	// past it, the connection is closed after the answer (as net/http does).
 	maxDiscard = 256 << 10
+	// lingerTime and lingerIdle bound the lingering close (closeWrite).
+	lingerTime = 5 * time.Second
+	lingerIdle = 500 * time.Millisecond
 )
 
 // h1Server serves the fast path on one listener and hands connections to fallback servers.
@@ -273,15 +276,28 @@ func (c *h1Conn) serve() {
 	}
 }
 
-// closeWrite ends a connection the way net/http does after Connection: close: the answer is
-// sent, then the write side is shut and the client's remaining bytes drained briefly, so the
-// client reads the answer instead of a reset.
+// closeWrite ends a connection after Connection: close: the answer is sent, the write side is
+// shut, and what the client still sends (the rest of an upload answered early) is read and
+// dropped until it stops for lingerIdle or lingerTime has passed, as nginx's lingering close
+// does, so that the client reads the answer instead of a reset.
 func (c *h1Conn) closeWrite() {
 	type closeWriter interface{ CloseWrite() error }
-	if cw, ok := c.c.(closeWriter); ok {
-		_ = cw.CloseWrite()
-		_ = c.c.SetReadDeadline(time.Now().Add(500 * time.Millisecond))
-		_, _ = io.CopyN(io.Discard, c.c, maxDiscard)
+	cw, ok := c.c.(closeWriter)
+	if !ok {
+		return
+	}
+	_ = cw.CloseWrite()
+	end := time.Now().Add(lingerTime)
+	buf := make([]byte, 32<<10)
+	for now := time.Now(); now.Before(end); now = time.Now() {
+		d := now.Add(lingerIdle)
+		if d.After(end) {
+			d = end
+		}
+		_ = c.c.SetReadDeadline(d)
+		if _, err := c.c.Read(buf); err != nil {
+			return
+		}
 	}
 }
 

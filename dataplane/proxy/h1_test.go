@@ -9,6 +9,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/textproto"
 	"strconv"
 	"strings"
 	"sync"
@@ -19,6 +20,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	"golang.org/x/net/http/httpguts"
 
+	"portico.dev/portico/dataplane/route"
 	rt "portico.dev/portico/dataplane/route/routetest"
 	"portico.dev/portico/test/echo"
 )
@@ -606,4 +608,85 @@ func (s *syncBuffer) String() string {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.b.String()
+}
+
+// FuzzResponseHead checks the fast path's reading of a backend's response head against
+// net/http's: whatever it accepts, http.ReadResponse reads with the same status, framing and
+// connection reuse, and the head it sends the client carries the same end-to-end headers and
+// parses cleanly.
+func FuzzResponseHead(f *testing.F) {
+	for _, s := range []string{
+		"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok",
+		"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nTrailer: X\r\n\r\n0\r\n\r\n",
+		"HTTP/1.0 200 OK\r\nConnection: keep-alive\r\nContent-Length: 0\r\n\r\n",
+		"HTTP/1.1 204 No Content\r\nServer: x\r\nDate: today\r\n\r\n",
+		"HTTP/1.1 103 Early Hints\r\nLink: </a>\r\n\r\n",
+		"HTTP/1.1 200 OK\r\nConnection: X-A, close\r\nX-A: 1\r\nX-B: 2\r\n\r\n",
+		"HTTP/1.1 200 OK\nContent-Length: 1\nX: y\n\nz",
+		"HTTP/1.1 200 OK\r\nContent-Length: 1\r\nContent-Length: 1\r\n\r\nz",
+		"HTTP/1.1 200 OK\r\nContent-Length: 1\r\nTransfer-Encoding: chunked\r\n\r\n",
+		"HTTP/1.1 999\r\nX:\r\n\r\n",
+	} {
+		f.Add([]byte(s), false)
+	}
+	f.Fuzz(func(t *testing.T, in []byte, head bool) {
+		c := &h1Conn{}
+		c.st.backend = &route.Backend{}
+		method := http.MethodGet
+		if head {
+			method = http.MethodHead
+		}
+		c.head.method = []byte(method)
+		if c.readRawHead(bufio.NewReader(bytes.NewReader(in))) != nil {
+			return
+		}
+		var rh respHead
+		informational, err := c.parseResponseHead(&rh)
+		if err != nil {
+			return
+		}
+		resp, err := http.ReadResponse(bufio.NewReader(bytes.NewReader(in)), &http.Request{Method: method})
+		if err != nil {
+			t.Fatalf("fast path took %q, net/http refuses it: %v", in, err)
+		}
+		closes := rh.upClose || rh.body == bodyUntilClose // the connection is not reused
+		if resp.StatusCode != rh.status || (!informational && resp.Close != closes) {
+			t.Fatalf("%q: net/http status %d close %v; fast path %d close %v", in, resp.StatusCode, resp.Close, rh.status, closes)
+		}
+		if !informational && rh.body != bodyNone {
+			chunked := len(resp.TransferEncoding) == 1 && resp.TransferEncoding[0] == "chunked"
+			if (rh.body == bodyChunked) != chunked || (rh.body == bodyLength && resp.ContentLength != rh.length) ||
+				(rh.body == bodyUntilClose && (resp.ContentLength != -1 || chunked)) {
+				t.Fatalf("%q: net/http length %d te %v; fast path body %d length %d", in, resp.ContentLength, resp.TransferEncoding, rh.body, rh.length)
+			}
+		}
+		out := string(c.out)
+		if !informational {
+			out += "\r\n"
+		}
+		sent, err := http.ReadResponse(bufio.NewReader(strings.NewReader(out)), &http.Request{Method: http.MethodHead})
+		if err != nil {
+			t.Fatalf("%q: the head sent to the client does not parse: %v\n%q", in, err, out)
+		}
+		hop := map[string]bool{"Connection": true, "Keep-Alive": true, "Proxy-Connection": true, "Transfer-Encoding": true,
+			"Upgrade": true, "Te": true, "Proxy-Authenticate": true, "Proxy-Authorization": true, "Content-Length": true}
+		tp := textproto.NewReader(bufio.NewReader(bytes.NewReader(in)))
+		_, _ = tp.ReadLine()
+		raw, _ := tp.ReadMIMEHeader() // net/http drops Connection: close from resp.Header
+		for _, v := range raw["Connection"] {
+			for _, tok := range strings.Split(v, ",") {
+				hop[http.CanonicalHeaderKey(strings.TrimSpace(tok))] = true
+			}
+		}
+		for k, v := range resp.Header {
+			if !hop[k] && strings.Join(sent.Header[k], "\x00") != strings.Join(v, "\x00") {
+				t.Fatalf("%q: header %s: backend %q, sent %q", in, k, v, sent.Header[k])
+			}
+		}
+		for k := range sent.Header {
+			if _, ok := resp.Header[k]; !ok && !hop[k] && k != "Server" && k != "Date" {
+				t.Fatalf("%q: header %s sent, not from the backend", in, k)
+			}
+		}
+	})
 }

@@ -427,149 +427,163 @@ func (c *h1Conn) readHead(uc *upConn, rh *respHead) error {
 		if err := c.readRawHead(uc.r); err != nil {
 			return err
 		}
-		// Status line: HTTP/1.x SP 3DIGIT [SP reason].
-		next := bytes.IndexByte(c.raw, '\n') + 1
-		sl := trimEOL(c.raw[:next])
-		if len(sl) < 12 || string(sl[:7]) != "HTTP/1." || (sl[7] != '0' && sl[7] != '1') || sl[8] != ' ' ||
-			(len(sl) > 12 && sl[12] != ' ') || !validValue(sl) {
-			return errBadResponse
+		informational, err := c.parseResponseHead(rh)
+		if err != nil {
+			return err
 		}
-		code := 0
-		for _, d := range sl[9:12] {
-			if d < '0' || d > '9' {
-				return errBadResponse
-			}
-			code = code*10 + int(d-'0')
+		if !informational {
+			return nil
 		}
-		if code < 100 {
-			return errBadResponse
+		if _, err := c.bw.Write(c.out); err != nil {
+			return clientError{err}
 		}
-		http10 := sl[7] == '0'
-		slLen := len(sl) // c.raw[:slLen] is the status line without its end
-
-		// Header lines, up to the blank line that ends c.raw.
-		c.hl = c.hl[:0]
-		var conn tokenList
-		for {
-			start := next
-			next += bytes.IndexByte(c.raw[next:], '\n') + 1
-			l := trimEOL(c.raw[start:next])
-			if len(l) == 0 {
-				break
-			}
-			colon := bytes.IndexByte(l, ':')
-			if colon <= 0 {
-				return errBadResponse
-			}
-			for _, ch := range l[:colon] {
-				if !isToken[ch] {
-					return errBadResponse
-				}
-			}
-			vs, ve := start+colon+1, start+len(l)
-			for vs < ve && (c.raw[vs] == ' ' || c.raw[vs] == '\t') {
-				vs++
-			}
-			for ve > vs && (c.raw[ve-1] == ' ' || c.raw[ve-1] == '\t') {
-				ve--
-			}
-			if !validValue(c.raw[vs:ve]) {
-				return errBadResponse
-			}
-			k := headerKind(l[:colon])
-			if k == hConnection && !conn.add(c.raw[vs:ve]) {
-				return errBadResponse
-			}
-			c.hl = append(c.hl, headerLine{start: int32(start), nameEnd: int32(start + colon), vs: int32(vs), ve: int32(ve), kind: k})
-		}
-		if code == http.StatusSwitchingProtocols {
-			return errUnexpected101
-		}
-
-		// What to keep, and how the body ends.
-		*rh = respHead{status: code, length: -1}
-		rh.upClose = conn.close || (http10 && !conn.keepAlive)
-		chunked, hasServer, hasDate := false, false, false
-		for i := range c.hl {
-			l := &c.hl[i]
-			v := c.raw[l.vs:l.ve]
-			switch l.kind {
-			case hConnection, hKeepAlive, hProxyConnection, hUpgrade, hTE, hProxyAuthenticate, hProxyAuthorization:
-				l.drop = true
-			case hTransferEncoding:
-				if chunked || http10 || !asciiEqualFold(v, "chunked") {
-					return errBadResponse
-				}
-				chunked, l.drop = true, true
-			case hContentLength:
-				n, ok := parseDecimal(v)
-				if !ok || (rh.length >= 0 && n != rh.length) {
-					return errBadResponse
-				}
-				l.drop = rh.length >= 0 // a repeated, equal value is sent once
-				rh.length = n
-			case hServer:
-				hasServer = true
-			case hDate:
-				hasDate = true
-			}
-			if !l.drop && conn.n > 0 && conn.has(c.raw[l.start:l.nameEnd]) {
-				l.drop = true
-			}
-		}
-		switch {
-		case string(c.head.method) == http.MethodHead || code < 200 || code == http.StatusNoContent || code == http.StatusNotModified:
-			rh.body = bodyNone
-		case chunked:
-			rh.body = bodyChunked
-		case rh.length >= 0:
-			rh.body = bodyLength
-		default:
-			rh.body = bodyUntilClose
-		}
-		if chunked {
-			for i := range c.hl {
-				if c.hl[i].kind == hContentLength {
-					c.hl[i].drop = true // Transfer-Encoding overrides Content-Length
-				}
-			}
-		}
-
-		o := append(c.out[:0], "HTTP/1.1 "...)
-		o = append(o, c.raw[9:slLen]...)
-		o = append(o, "\r\n"...)
-		for _, l := range c.hl {
-			if !l.drop {
-				o = append(o, c.raw[l.start:l.nameEnd]...)
-				o = append(o, ": "...)
-				o = append(o, c.raw[l.vs:l.ve]...)
-				o = append(o, "\r\n"...)
-			}
-		}
-		if code < 200 {
-			c.out = append(o, "\r\n"...)
-			if _, err := c.bw.Write(c.out); err != nil {
-				return clientError{err}
-			}
-			continue
-		}
-		if chunked {
-			o = append(o, "Transfer-Encoding: chunked\r\n"...)
-		}
-		if !hasServer {
-			o = append(o, "Server: portico\r\n"...)
-		}
-		if !hasDate {
-			o = append(o, "Date: "...)
-			o = appendDate(o, time.Now())
-			o = append(o, "\r\n"...)
-		}
-		if st.backend.Affinity && !st.pinned {
-			o = append(o, "Set-Cookie: "...)
-			o = append(o, affinityCookie(st.endpoint.Key)...)
-			o = append(o, "\r\n"...)
-		}
-		c.out = o
-		return nil
 	}
+}
+
+// parseResponseHead parses the response head in c.raw into rh and builds the client's head in
+// c.out (without its final blank line, unless the answer is informational: 1xx but 101, sent on
+// as is).
+func (c *h1Conn) parseResponseHead(rh *respHead) (informational bool, err error) {
+	st := &c.st
+	// Status line: HTTP/1.x SP 3DIGIT [SP reason].
+	next := bytes.IndexByte(c.raw, '\n') + 1
+	sl := trimEOL(c.raw[:next])
+	if len(sl) < 12 || string(sl[:7]) != "HTTP/1." || (sl[7] != '0' && sl[7] != '1') || sl[8] != ' ' ||
+		(len(sl) > 12 && sl[12] != ' ') || !validValue(sl) {
+		return false, errBadResponse
+	}
+	code := 0
+	for _, d := range sl[9:12] {
+		if d < '0' || d > '9' {
+			return false, errBadResponse
+		}
+		code = code*10 + int(d-'0')
+	}
+	if code < 100 {
+		return false, errBadResponse
+	}
+	http10 := sl[7] == '0'
+	slLen := len(sl) // c.raw[:slLen] is the status line without its end
+
+	// Header lines, up to the blank line that ends c.raw.
+	c.hl = c.hl[:0]
+	var conn tokenList
+	for {
+		start := next
+		next += bytes.IndexByte(c.raw[next:], '\n') + 1
+		l := trimEOL(c.raw[start:next])
+		if len(l) == 0 {
+			break
+		}
+		colon := bytes.IndexByte(l, ':')
+		if colon <= 0 {
+			return false, errBadResponse
+		}
+		for _, ch := range l[:colon] {
+			if !isToken[ch] {
+				return false, errBadResponse
+			}
+		}
+		vs, ve := start+colon+1, start+len(l)
+		for vs < ve && (c.raw[vs] == ' ' || c.raw[vs] == '\t') {
+			vs++
+		}
+		for ve > vs && (c.raw[ve-1] == ' ' || c.raw[ve-1] == '\t') {
+			ve--
+		}
+		if !validValue(c.raw[vs:ve]) {
+			return false, errBadResponse
+		}
+		k := headerKind(l[:colon])
+		if k == hConnection && !conn.add(c.raw[vs:ve]) {
+			return false, errBadResponse
+		}
+		c.hl = append(c.hl, headerLine{start: int32(start), nameEnd: int32(start + colon), vs: int32(vs), ve: int32(ve), kind: k})
+	}
+	if code == http.StatusSwitchingProtocols {
+		return false, errUnexpected101
+	}
+
+	// What to keep, and how the body ends.
+	*rh = respHead{status: code, length: -1}
+	rh.upClose = conn.close || (http10 && !conn.keepAlive)
+	chunked, hasServer, hasDate := false, false, false
+	for i := range c.hl {
+		l := &c.hl[i]
+		v := c.raw[l.vs:l.ve]
+		switch l.kind {
+		case hConnection, hKeepAlive, hProxyConnection, hUpgrade, hTE, hProxyAuthenticate, hProxyAuthorization:
+			l.drop = true
+		case hTransferEncoding:
+			if chunked || http10 || !asciiEqualFold(v, "chunked") {
+				return false, errBadResponse
+			}
+			chunked, l.drop = true, true
+		case hContentLength:
+			n, ok := parseDecimal(v)
+			if !ok || (rh.length >= 0 && n != rh.length) {
+				return false, errBadResponse
+			}
+			l.drop = rh.length >= 0 // a repeated, equal value is sent once
+			rh.length = n
+		case hServer:
+			hasServer = true
+		case hDate:
+			hasDate = true
+		}
+		if !l.drop && conn.n > 0 && conn.has(c.raw[l.start:l.nameEnd]) {
+			l.drop = true
+		}
+	}
+	switch {
+	case string(c.head.method) == http.MethodHead || code < 200 || code == http.StatusNoContent || code == http.StatusNotModified:
+		rh.body = bodyNone
+	case chunked:
+		rh.body = bodyChunked
+	case rh.length >= 0:
+		rh.body = bodyLength
+	default:
+		rh.body = bodyUntilClose
+	}
+	if chunked {
+		for i := range c.hl {
+			if c.hl[i].kind == hContentLength {
+				c.hl[i].drop = true // Transfer-Encoding overrides Content-Length
+			}
+		}
+	}
+
+	o := append(c.out[:0], "HTTP/1.1 "...)
+	o = append(o, c.raw[9:slLen]...)
+	o = append(o, "\r\n"...)
+	for _, l := range c.hl {
+		if !l.drop {
+			o = append(o, c.raw[l.start:l.nameEnd]...)
+			o = append(o, ": "...)
+			o = append(o, c.raw[l.vs:l.ve]...)
+			o = append(o, "\r\n"...)
+		}
+	}
+	if code < 200 {
+		c.out = append(o, "\r\n"...)
+		return true, nil
+	}
+	if chunked {
+		o = append(o, "Transfer-Encoding: chunked\r\n"...)
+	}
+	if !hasServer {
+		o = append(o, "Server: portico\r\n"...)
+	}
+	if !hasDate {
+		o = append(o, "Date: "...)
+		o = appendDate(o, time.Now())
+		o = append(o, "\r\n"...)
+	}
+	if st.backend.Affinity && !st.pinned {
+		o = append(o, "Set-Cookie: "...)
+		o = append(o, affinityCookie(st.endpoint.Key)...)
+		o = append(o, "\r\n"...)
+	}
+	c.out = o
+	return false, nil
 }
