@@ -242,6 +242,10 @@ func (c *h1Conn) serve() {
 			}
 			if first { // the head did not come in one piece: it has ReadHeaderTimeout to arrive
 				_ = c.c.SetReadDeadline(time.Now().Add(o.ReadHeaderTimeout))
+				// Answers held back for a pipelined request go out before waiting for its rest.
+				if err := c.bw.Flush(); err != nil {
+					return
+				}
 			}
 			if _, err := c.br.Peek(len(buf) + 1); err != nil {
 				return // timeout or close before a whole head: nothing to answer

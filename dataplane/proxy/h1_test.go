@@ -200,6 +200,18 @@ func TestFastPathTakesCommonRequestsAndHandsOffTheRest(t *testing.T) {
 		t.Fatalf("%v connections handed off for fast-path requests", n)
 	}
 
+	// A request followed by the start of the next: the first answer does not wait for the rest.
+	conn, err := net.Dial("tcp", h.http)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	_ = conn.SetDeadline(time.Now().Add(3 * time.Second))
+	fmt.Fprint(conn, "GET /one HTTP/1.1\r\nHost: h\r\n\r\nGET /two HTTP/1.1\r\nHo")
+	if r, err := http.ReadResponse(bufio.NewReader(conn), nil); err != nil || r.StatusCode != 200 {
+		t.Fatalf("answer to a request followed by half of the next: %v %v", r, err)
+	}
+
 	// Requests outside the fast path's subset, alone and after a fast one on the same
 	// connection: net/http answers them, with nothing lost.
 	for _, tc := range []struct{ name, req, want string }{

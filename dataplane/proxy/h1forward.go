@@ -258,6 +258,12 @@ func (c *h1Conn) send(uc *upConn) error {
 	c.out = o
 	_, _ = uc.w.Write(o)
 	if hd.contentLength > 0 {
+		if int64(c.br.Buffered()) < hd.contentLength && c.bw.Buffered() > 0 {
+			// Answers held back for pipelining go out before waiting for this body.
+			if err := c.bw.Flush(); err != nil {
+				return clientError{err}
+			}
+		}
 		if err := pipe(uc.w, c.br, hd.contentLength, false); err != nil {
 			return err
 		}
