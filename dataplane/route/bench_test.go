@@ -106,7 +106,31 @@ func BenchmarkCompilerUpdate10kOneIngress(b *testing.B) {
 	b.ResetTimer()
 	for i := 0; i < b.N; i++ {
 		ing := ing("extra-"+strconv.Itoa(i%2), 20000, rule("extra.example.com", "/", pfx, "svc-1", 80))
-		if t, _, ok := cs.Update([]*networkingv1.Ingress{ing}, nil); !ok || t.Match("extra.example.com", "/") == nil {
+		if t, _, ok := cs.Update(Changes{Ingresses: []*networkingv1.Ingress{ing}}); !ok || t.Match("extra.example.com", "/") == nil {
+			b.Fatal("not applied")
+		}
+	}
+}
+
+// BenchmarkCompilerUpdate10kEndpoints is the incremental path after a pod of one Service came
+// or went: the EndpointSlice changed.
+func BenchmarkCompilerUpdate10kEndpoints(b *testing.B) {
+	in := LargeInput(10000)
+	for _, s := range in.Services {
+		s.ResourceVersion = "1"
+	}
+	for _, es := range in.EndpointSlices {
+		es.ResourceVersion = "1"
+	}
+	in.Stats, in.Backends = NewStatsRegistry(), NewBackendCache()
+	var cs Compiler
+	cs.Compile(in)
+	b.ReportAllocs()
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		es := slice("svc-7", "http", 8080, ready, "10.9.0."+strconv.Itoa(1+i%2), "10.9.1.1")
+		es.Name, es.ResourceVersion = in.EndpointSlices[7].Name, strconv.Itoa(2+i) // replaces svc-7's slice
+		if t, _, ok := cs.Update(Changes{Slices: []*discoveryv1.EndpointSlice{es}}); !ok || t.Stats.Endpoints != 29999 {
 			b.Fatal("not applied")
 		}
 	}

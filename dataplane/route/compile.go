@@ -200,6 +200,14 @@ type compiler struct {
 	other     []Problem
 	bucket    string // the host whose rules are being compiled; "\x00" for none
 	served    []*networkingv1.Ingress
+	// svcHosts records the hosts whose rules name each Service, otherSvcs the Services named
+	// elsewhere (default backends), for a Compiler.
+	svcHosts  map[types.NamespacedName]map[string]bool
+	otherSvcs map[types.NamespacedName]bool
+	// byTLS holds the served Ingresses whose spec.tls lists each name, oldest first;
+	// tlsFromCerts is set when some spec.tls lists no hosts (its certificate's names count).
+	byTLS        map[string][]*networkingv1.Ingress
+	tlsFromCerts bool
 }
 
 const noBucket = "\x00"
@@ -259,6 +267,9 @@ func newCompiler(inp *Input, tracking bool) *compiler {
 	if tracking {
 		c.byHost = map[string][]*networkingv1.Ingress{}
 		c.hostProbs = map[string][]Problem{}
+		c.svcHosts = map[types.NamespacedName]map[string]bool{}
+		c.otherSvcs = map[types.NamespacedName]bool{}
+		c.byTLS = map[string][]*networkingv1.Ingress{}
 	}
 	return c
 }
@@ -377,34 +388,86 @@ func (c *compiler) compileIngress(t *Table, ing *networkingv1.Ingress) {
 		c.addPaths(t.hostFor(host), ing, key, keyName, i, rule)
 		c.bucket = noBucket
 	}
+	if c.byTLS != nil && len(ing.Spec.TLS) > 0 {
+		c.bucket = tlsBucket(key)
+		c.tlsFromCerts = c.tlsFromCerts || !tlsListsHosts(ing)
+		forTLSNames(ing, func(n string) {
+			if l := c.byTLS[n]; len(l) == 0 || l[len(l)-1] != ing {
+				c.byTLS[n] = append(l, ing)
+			}
+		})
+	}
 	for i, tl := range ing.Spec.TLS {
-		field := tlsField(i)
-		if tl.SecretName == "" {
-			c.problem(key, "%s.secretName is empty", field)
-			continue
-		}
-		cert, err := c.certificate(types.NamespacedName{Namespace: ing.Namespace, Name: tl.SecretName})
-		if err != nil {
-			if cert != nil {
-				c.problem(key, "%s: %v; serving the last good certificate", field, err)
-			} else {
-				c.problem(key, "%s: %v", field, err)
-				continue
-			}
-		}
-		hosts := tl.Hosts
-		if len(hosts) == 0 && cert.Leaf != nil {
-			hosts = cert.Leaf.DNSNames
-		}
+		cert, hosts := c.tlsSection(key, ing, i, tl, true)
 		for _, h := range hosts {
-			h = NormalizeHost(h)
-			if rest, ok := strings.CutPrefix(h, "*."); ok {
-				if _, taken := t.certWildcard[rest]; !taken {
-					t.certWildcard[rest] = cert
-				}
-			} else if _, taken := t.certExact[h]; !taken {
-				t.certExact[h] = cert
-			}
+			t.setCertificate(NormalizeHost(h), cert)
+		}
+	}
+	c.bucket = noBucket
+}
+
+// tlsSection resolves spec.tls[i] of an Ingress: its certificate (nil: skip the section) and
+// the names it serves (spec.tls[].hosts, else the certificate's DNS names). report adds its
+// problems.
+func (c *compiler) tlsSection(key types.NamespacedName, ing *networkingv1.Ingress, i int, tl networkingv1.IngressTLS, report bool) (*tls.Certificate, []string) {
+	field := tlsField(i)
+	problem := func(format string, args ...any) {
+		if report {
+			c.problem(key, format, args...)
+		}
+	}
+	if tl.SecretName == "" {
+		problem("%s.secretName is empty", field)
+		return nil, nil
+	}
+	cert, err := c.certificate(types.NamespacedName{Namespace: ing.Namespace, Name: tl.SecretName})
+	if err != nil {
+		if cert == nil {
+			problem("%s: %v", field, err)
+			return nil, nil
+		}
+		problem("%s: %v; serving the last good certificate", field, err)
+	}
+	hosts := tl.Hosts
+	if len(hosts) == 0 && cert.Leaf != nil {
+		hosts = cert.Leaf.DNSNames
+	}
+	return cert, hosts
+}
+
+// setCertificate gives a normalized name its certificate, unless an older Ingress did.
+func (t *Table) setCertificate(name string, cert *tls.Certificate) {
+	if rest, ok := strings.CutPrefix(name, "*."); ok {
+		if _, taken := t.certWildcard[rest]; !taken {
+			t.certWildcard[rest] = cert
+		}
+	} else if _, taken := t.certExact[name]; !taken {
+		t.certExact[name] = cert
+	}
+}
+
+// tlsBucket keys the problems of an Ingress's spec.tls among the per-host problems (a name no
+// host can have).
+func tlsBucket(key types.NamespacedName) string { return "\x01tls " + key.String() }
+
+// tlsListsHosts: every spec.tls of ing lists its hosts.
+func tlsListsHosts(ing *networkingv1.Ingress) bool {
+	for _, tl := range ing.Spec.TLS {
+		if len(tl.Hosts) == 0 {
+			return false
+		}
+	}
+	return true
+}
+
+// forTLSNames calls fn with each normalized name an Ingress's spec.tls lists.
+func forTLSNames(ing *networkingv1.Ingress, fn func(string)) {
+	if ing == nil {
+		return
+	}
+	for _, tl := range ing.Spec.TLS {
+		for _, h := range tl.Hosts {
+			fn(NormalizeHost(h))
 		}
 	}
 }
@@ -510,6 +573,18 @@ func (c *compiler) ingressBackend(ing *networkingv1.Ingress, key types.Namespace
 // backend returns the shared Backend of a Service port, building it on first use. ing is the
 // Ingress reporting problems (empty for the fleet's own default backend).
 func (c *compiler) backend(svcKey types.NamespacedName, port networkingv1.ServiceBackendPort, ing types.NamespacedName, annotations map[string]string, field fieldPath) *Backend {
+	switch {
+	case c.svcHosts == nil:
+	case c.bucket == noBucket:
+		c.otherSvcs[svcKey] = true
+	default:
+		hs := c.svcHosts[svcKey]
+		if hs == nil {
+			hs = map[string]bool{}
+			c.svcHosts[svcKey] = hs
+		}
+		hs[c.bucket] = true
+	}
 	portName := port.Name
 	if portName == "" {
 		portName = strconv.Itoa(int(port.Number))
@@ -521,7 +596,7 @@ func (c *compiler) backend(svcKey types.NamespacedName, port networkingv1.Servic
 	}
 	k := backendKey{svcKey, port, affinity, balancing}
 	if b, ok := c.backends[k]; ok {
-		if b.Problem != "" && ing.Name != "" {
+		if b.Problem != "" && ing.Name != "" && !noReadyEndpoint(b) {
 			c.problem(ing, "%s: %s", field, b.Problem)
 		}
 		return b
@@ -530,7 +605,7 @@ func (c *compiler) backend(svcKey types.NamespacedName, port networkingv1.Servic
 		c.backends[k] = cached
 		c.cached++
 		c.mark(cached.Endpoints)
-		if cached.Problem != "" && !strings.HasPrefix(cached.Problem, "no ready endpoint") {
+		if cached.Problem != "" && !noReadyEndpoint(cached) {
 			if ing.Name != "" {
 				c.problem(ing, "%s: %s", field, cached.Problem)
 			} else {
@@ -623,6 +698,13 @@ func (c *compiler) backend(svcKey types.NamespacedName, port networkingv1.Servic
 		b.Problem = "no ready endpoint for service " + svcKey.String() + " port " + portName
 	}
 	return b
+}
+
+// noReadyEndpoint: the Backend's only problem is that no endpoint is ready now, which the proxy
+// answers with 503 and which is not a problem of the Ingress (every user of the Backend is
+// treated alike, whichever resolved it first).
+func noReadyEndpoint(b *Backend) bool {
+	return strings.HasPrefix(b.Problem, "no ready endpoint")
 }
 
 func (c *compiler) stats(addr string) *EndpointStats {

@@ -2,16 +2,21 @@ package route
 
 import (
 	"maps"
+	"slices"
 	"sort"
 	"strings"
+	"time"
 
+	corev1 "k8s.io/api/core/v1"
+	discoveryv1 "k8s.io/api/discovery/v1"
 	networkingv1 "k8s.io/api/networking/v1"
 	"k8s.io/apimachinery/pkg/types"
 )
 
-// Compiler compiles Inputs into Tables and keeps what it needs to apply a change of Ingresses
-// alone by rebuilding only the hosts the change touches: with 10,000 Ingresses, a new Ingress
-// costs its hosts, not a full compile. Not safe for concurrent use.
+// Compiler compiles Inputs into Tables and keeps what it needs to apply a change of Ingresses,
+// Services or EndpointSlices by rebuilding only the hosts the change touches: with 10,000
+// Ingresses, a new Ingress or a pod coming or going costs its hosts, not a full compile. Not safe
+// for concurrent use.
 //
 // Its tables equal those Compile builds from the same objects (TestCompilerUpdateEqualsCompile),
 // with two differences: Stats.Backends counts the Backends the table's rules and default backend
@@ -22,6 +27,7 @@ type Compiler struct {
 }
 
 type compilerState struct {
+	at     time.Time // of the last full compile
 	c      *compiler // the indexes of the last full compile, and its per-host records
 	table  *Table
 	serves func(*networkingv1.Ingress) bool
@@ -36,7 +42,7 @@ type compilerState struct {
 func (cs *Compiler) Compile(in Input) (*Table, []Problem) {
 	c := newCompiler(&in, true)
 	t := c.run()
-	st := &compilerState{c: c, table: t, serves: servingFilter(c.in),
+	st := &compilerState{at: time.Now(), c: c, table: t, serves: servingFilter(c.in),
 		served: make(map[types.NamespacedName]*networkingv1.Ingress, len(c.served)),
 		refs:   map[*Backend]int{}}
 	for _, ing := range c.served {
@@ -53,22 +59,40 @@ func (cs *Compiler) Compile(in Input) (*Table, []Problem) {
 	return t, st.problems()
 }
 
-// Update applies a change of Ingresses alone to the last compiled table: changed holds new or
-// updated Ingresses, deleted the keys of removed ones; every other object is as the last Compile
-// saw it. It returns false, and changes nothing, when it cannot: no Compile yet, or an Ingress
-// involved (before or after the change) has TLS or a default backend, which are settled across
-// all Ingresses; the caller then compiles in full.
-func (cs *Compiler) Update(changed []*networkingv1.Ingress, deleted []types.NamespacedName) (*Table, []Problem, bool) {
+// Changes are the objects changed since the last compile, each object once, in its last state:
+// added and updated objects as they are now, deleted ones as they were last (their keys and
+// labels are used).
+type Changes struct {
+	Ingresses        []*networkingv1.Ingress
+	DeletedIngresses []types.NamespacedName
+	Services         []*corev1.Service
+	DeletedServices  []*corev1.Service
+	Slices           []*discoveryv1.EndpointSlice
+	DeletedSlices    []*discoveryv1.EndpointSlice
+}
+
+// maxIncrementalAge bounds the time between full compiles, which also forget the endpoint
+// counters and cached Backends nothing uses any more.
+const maxIncrementalAge = time.Minute
+
+// Update applies changes of Ingresses, Services and EndpointSlices to the last compiled table;
+// every other object is as the last Compile saw it. It rebuilds only the hosts whose Ingresses
+// changed or whose rules name a changed Service. It returns false, and changes nothing, when it
+// cannot: no Compile yet, the last full one is older than maxIncrementalAge, an Ingress
+// involved (before or after the change) has a default backend or a spec.tls without hosts
+// (names from a certificate), or a default backend names a changed Service. The caller then
+// compiles in full.
+func (cs *Compiler) Update(chg Changes) (*Table, []Problem, bool) {
 	st := cs.st
-	if st == nil {
+	if st == nil || time.Since(st.at) > maxIncrementalAge {
 		return nil, nil, false
 	}
 	type change struct{ old, new *networkingv1.Ingress }
 	changes := map[types.NamespacedName]change{}
 	simple := func(ing *networkingv1.Ingress) bool {
-		return ing == nil || (ing.Spec.DefaultBackend == nil && len(ing.Spec.TLS) == 0)
+		return ing == nil || (ing.Spec.DefaultBackend == nil && tlsListsHosts(ing))
 	}
-	for _, ing := range changed {
+	for _, ing := range chg.Ingresses {
 		key := types.NamespacedName{Namespace: ing.Namespace, Name: ing.Name}
 		ch := change{old: st.served[key]}
 		if st.serves(ing) {
@@ -76,21 +100,70 @@ func (cs *Compiler) Update(changed []*networkingv1.Ingress, deleted []types.Name
 		}
 		changes[key] = ch
 	}
-	for _, key := range deleted {
+	for _, key := range chg.DeletedIngresses {
 		changes[key] = change{old: st.served[key]}
 	}
-	affected := map[string]bool{}
+	affected, affectedTLS := map[string]bool{}, map[string]bool{}
 	for _, ch := range changes {
 		if !simple(ch.old) || !simple(ch.new) {
 			return nil, nil, false
 		}
 		for _, ing := range []*networkingv1.Ingress{ch.old, ch.new} {
 			forHosts(ing, func(h string) { affected[h] = true })
+			forTLSNames(ing, func(n string) { affectedTLS[n] = true })
+		}
+	}
+	if len(affectedTLS) > 0 && st.c.tlsFromCerts {
+		return nil, nil, false // names that come from certificates are not indexed
+	}
+	svcs := map[types.NamespacedName]bool{}
+	for _, o := range chg.Services {
+		svcs[types.NamespacedName{Namespace: o.Namespace, Name: o.Name}] = true
+	}
+	for _, o := range chg.DeletedServices {
+		svcs[types.NamespacedName{Namespace: o.Namespace, Name: o.Name}] = true
+	}
+	for _, list := range [][]*discoveryv1.EndpointSlice{chg.Slices, chg.DeletedSlices} {
+		for _, es := range list {
+			if svc := es.Labels[discoveryv1.LabelServiceName]; svc != "" {
+				svcs[types.NamespacedName{Namespace: es.Namespace, Name: svc}] = true
+			}
+		}
+	}
+	c := st.c
+	for key := range svcs {
+		if c.otherSvcs[key] {
+			return nil, nil, false // a default backend (the fleet's, or an Ingress's) names it
+		}
+	}
+	for key := range svcs {
+		for h := range c.svcHosts[key] {
+			affected[h] = true
+		}
+	}
+
+	// The indexes of Services and EndpointSlices, and the Backends built from changed ones.
+	for _, o := range chg.Services {
+		c.services[types.NamespacedName{Namespace: o.Namespace, Name: o.Name}] = o
+	}
+	for _, o := range chg.DeletedServices {
+		delete(c.services, types.NamespacedName{Namespace: o.Namespace, Name: o.Name})
+	}
+	for _, es := range chg.DeletedSlices {
+		c.replaceSlice(es, false)
+	}
+	for _, es := range chg.Slices {
+		c.replaceSlice(es, true)
+	}
+	if len(svcs) > 0 {
+		for k := range c.backends {
+			if svcs[k.svc] {
+				delete(c.backends, k)
+			}
 		}
 	}
 
 	// The Ingresses of each affected host, oldest first.
-	c := st.c
 	for key, ch := range changes {
 		if ch.new != nil {
 			st.served[key] = ch.new
@@ -118,10 +191,49 @@ func (cs *Compiler) Update(changed []*networkingv1.Ingress, deleted []types.Name
 		}
 	}
 
+	for n := range affectedTLS {
+		var list []*networkingv1.Ingress
+		for _, ing := range c.byTLS[n] {
+			if _, ok := changes[types.NamespacedName{Namespace: ing.Namespace, Name: ing.Name}]; !ok {
+				list = append(list, ing)
+			}
+		}
+		for _, ch := range changes {
+			listed := false
+			forTLSNames(ch.new, func(x string) { listed = listed || x == n })
+			if listed {
+				list = append(list, ch.new)
+			}
+		}
+		sort.SliceStable(list, func(i, j int) bool { return olderIngress(list[i], list[j]) })
+		if len(list) == 0 {
+			delete(c.byTLS, n)
+		} else {
+			c.byTLS[n] = list
+		}
+	}
+
 	// A new table sharing every untouched host with the last one.
 	old := st.table
 	t := *old
 	t.exact, t.wildcard = maps.Clone(old.exact), maps.Clone(old.wildcard)
+	if len(affectedTLS) > 0 {
+		t.certExact, t.certWildcard = maps.Clone(old.certExact), maps.Clone(old.certWildcard)
+		for n := range affectedTLS {
+			c.rebuildCertificate(&t, n)
+		}
+		for key, ch := range changes {
+			delete(c.hostProbs, tlsBucket(key))
+			if ch.new == nil || len(ch.new.Spec.TLS) == 0 {
+				continue
+			}
+			c.bucket = tlsBucket(key)
+			for i, tl := range ch.new.Spec.TLS {
+				c.tlsSection(key, ch.new, i, tl, true)
+			}
+			c.bucket = noBucket
+		}
+	}
 	for h := range affected {
 		if prev := old.hostByKey(h); prev != nil {
 			for i := range prev.Rules {
@@ -161,6 +273,48 @@ func (cs *Compiler) Update(changed []*networkingv1.Ingress, deleted []types.Name
 	t.Stats.Backends, t.Stats.Endpoints = len(st.refs), st.endpoints
 	st.table = &t
 	return &t, st.problems(), true
+}
+
+// rebuildCertificate sets the certificate of a normalized name in t from the Ingresses that
+// list it, oldest first: the first section with a usable certificate wins, as in a full compile.
+func (c *compiler) rebuildCertificate(t *Table, n string) {
+	if rest, ok := strings.CutPrefix(n, "*."); ok {
+		delete(t.certWildcard, rest)
+	} else {
+		delete(t.certExact, n)
+	}
+	for _, ing := range c.byTLS[n] {
+		key := types.NamespacedName{Namespace: ing.Namespace, Name: ing.Name}
+		for i, tl := range ing.Spec.TLS {
+			if !slices.ContainsFunc(tl.Hosts, func(h string) bool { return NormalizeHost(h) == n }) {
+				continue
+			}
+			if cert, _ := c.tlsSection(key, ing, i, tl, false); cert != nil {
+				t.setCertificate(n, cert)
+				return
+			}
+		}
+	}
+}
+
+// replaceSlice puts an EndpointSlice into the index of its Service (keep) or takes it out,
+// keeping the index's order by name.
+func (c *compiler) replaceSlice(es *discoveryv1.EndpointSlice, keep bool) {
+	svc := es.Labels[discoveryv1.LabelServiceName]
+	if svc == "" {
+		return
+	}
+	k := types.NamespacedName{Namespace: es.Namespace, Name: svc}
+	list := slices.DeleteFunc(slices.Clone(c.slices[k]), func(x *discoveryv1.EndpointSlice) bool { return x.Name == es.Name })
+	if keep {
+		list = append(list, es)
+		sort.Slice(list, func(i, j int) bool { return list[i].Name < list[j].Name })
+	}
+	if len(list) == 0 {
+		delete(c.slices, k)
+	} else {
+		c.slices[k] = list
+	}
 }
 
 // forHosts calls fn with each normalized host ing has paths for (repeats included).

@@ -2,12 +2,15 @@ package route
 
 import (
 	"fmt"
+	"maps"
 	"math/rand"
 	"reflect"
 	"sort"
 	"strconv"
 	"testing"
 
+	corev1 "k8s.io/api/core/v1"
+	discoveryv1 "k8s.io/api/discovery/v1"
 	networkingv1 "k8s.io/api/networking/v1"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/utils/ptr"
@@ -15,15 +18,15 @@ import (
 	rt "portico.dev/portico/dataplane/route/routetest"
 )
 
-// TestCompilerUpdateEqualsCompile applies random changes of Ingresses with Update and checks
-// each table against a full compile of the same objects: hosts, rules in order, backends and
-// their endpoints, stats, default backend and problems. Changes touching TLS or default backends
-// must be refused (and are then compiled in full, as the watcher does).
+// TestCompilerUpdateEqualsCompile applies random changes of Ingresses (rules, TLS), Services and
+// EndpointSlices with Update and checks each table against a full compile of the same objects:
+// hosts, rules in order, backends and their endpoints, certificates by name, stats, default
+// backend and problems. Changes Update refuses are compiled in full, as the watcher does.
 func TestCompilerUpdateEqualsCompile(t *testing.T) {
 	hosts := []string{"a.example.com", "B.example.com", "*.example.com", "x.y.example.com", "", "c.example.org:80"}
 	paths := []string{"/", "/api", "/api/", "/api/v1", "/b", ""}
 	services := []string{"a", "b", "c", "d", "missing", "grpc"}
-	updates, refused := 0, 0
+	updates, refused, backendUpdates, tlsUpdates := 0, 0, 0, 0
 	for seed := int64(0); seed < 60; seed++ {
 		r := rand.New(rand.NewSource(seed))
 		randomIngress := func(name string) *networkingv1.Ingress {
@@ -36,19 +39,33 @@ func TestCompilerUpdateEqualsCompile(t *testing.T) {
 			case 0:
 				opts = append(opts, rt.ClassOf(ptr.To("other"), ""))
 			case 1:
-				opts = append(opts, rt.DefaultBackend(services[r.Intn(len(services))], 80))
-			case 2:
-				opts = append(opts, rt.TLS("tls", hosts[0]))
+				if r.Intn(6) == 0 { // rare: a default backend names a Service, whose changes then compile in full
+					opts = append(opts, rt.DefaultBackend(services[r.Intn(len(services))], 80))
+				}
+			case 2, 4, 5:
+				secret := []string{"tls-a", "tls-w", "missing-tls"}[r.Intn(3)]
+				var names []string
+				for n := r.Intn(3); n > 0; n-- {
+					names = append(names, hosts[r.Intn(len(hosts))])
+				}
+				if len(names) == 0 && r.Intn(4) != 0 {
+					names = []string{hosts[r.Intn(len(hosts))]}
+				}
+				opts = append(opts, rt.TLS(secret, names...)) // no names (rarely): the certificate's
 			case 3:
 				opts = append(opts, rt.Annotation(AffinityAnnotation, "cookie"))
 			}
-			return rt.Ingress("ns"+strconv.Itoa(r.Intn(2)), name, r.Intn(5), opts...)
+			return rt.Ingress([]string{"ns", "ns", "ns1"}[r.Intn(3)], name, r.Intn(5), opts...) // the Services live in ns
 		}
 		in := baseInput()
 		for i := 0; i < 30; i++ {
 			in.Ingresses = append(in.Ingresses, randomIngress("i"+strconv.Itoa(i)))
 		}
-		in.Stats, in.Backends = NewStatsRegistry(), NewBackendCache()
+		in.Stats, in.Backends, in.Certs = NewStatsRegistry(), NewBackendCache(), NewCertCache()
+		in.Secrets = append(in.Secrets, rt.TLSSecret("ns", "tls-a", "a.example.com"), rt.TLSSecret("ns", "tls-w", "*.example.com", "x.y.example.com"))
+		for _, sec := range in.Secrets {
+			sec.UID, sec.ResourceVersion = types.UID(sec.Name), "1"
+		}
 		var cs Compiler
 		cs.Compile(in)
 		for step := 0; step < 25; step++ {
@@ -73,7 +90,78 @@ func TestCompilerUpdateEqualsCompile(t *testing.T) {
 					changed = append(changed, ing)
 				}
 			}
-			got, gotProbs, ok := cs.Update(changed, deleted)
+			chg := Changes{Ingresses: changed, DeletedIngresses: deleted}
+			// Services and EndpointSlices change too: pods come and go, ports move, a Service goes.
+			// As the watcher does, only the last change of an object counts.
+			type last[T any] struct {
+				obj     T
+				deleted bool
+			}
+			svcChanges := map[string]last[*corev1.Service]{}
+			sliceChanges := map[string]last[*discoveryv1.EndpointSlice]{}
+			for n := r.Intn(3); n > 0; n-- {
+				svc := services[r.Intn(len(services)-1)] // not "grpc"
+				rv := strconv.Itoa(step*10 + n + 100)
+				switch r.Intn(5) {
+				case 0: // a Service deleted
+					for i, s := range in.Services {
+						if s.Name == svc {
+							in.Services = append(in.Services[:i:i], in.Services[i+1:]...)
+							svcChanges[s.Name] = last[*corev1.Service]{s, true}
+							break
+						}
+					}
+				case 1: // a Service (re)created, port 80 or 81
+					s := rt.Service("ns", svc, corev1.ServicePort{Name: "http", Port: int32(80 + r.Intn(2))})
+					s.ResourceVersion = rv
+					for i := range in.Services {
+						if in.Services[i].Name == svc {
+							in.Services = append(in.Services[:i:i], in.Services[i+1:]...)
+							break
+						}
+					}
+					in.Services = append(in.Services, s)
+					svcChanges[s.Name] = last[*corev1.Service]{s, false}
+				case 2: // its EndpointSlice deleted
+					for i, es := range in.EndpointSlices {
+						if es.Labels[discoveryv1.LabelServiceName] == svc {
+							in.EndpointSlices = append(in.EndpointSlices[:i:i], in.EndpointSlices[i+1:]...)
+							sliceChanges[es.Name] = last[*discoveryv1.EndpointSlice]{es, true}
+							break
+						}
+					}
+				default: // its EndpointSlice replaced: other addresses, some not ready
+					state := rt.Ready
+					if r.Intn(3) == 0 {
+						state = rt.NotReady
+					}
+					es := rt.Slice("ns", svc, "http", 8080, state, "10.5."+strconv.Itoa(r.Intn(3))+".1", "10.6.0."+strconv.Itoa(r.Intn(3)))
+					es.Name, es.ResourceVersion = svc+"-slice", rv
+					for i := range in.EndpointSlices {
+						if in.EndpointSlices[i].Name == es.Name {
+							in.EndpointSlices = append(in.EndpointSlices[:i:i], in.EndpointSlices[i+1:]...)
+							break
+						}
+					}
+					in.EndpointSlices = append(in.EndpointSlices, es)
+					sliceChanges[es.Name] = last[*discoveryv1.EndpointSlice]{es, false}
+				}
+			}
+			for _, c := range svcChanges {
+				if c.deleted {
+					chg.DeletedServices = append(chg.DeletedServices, c.obj)
+				} else {
+					chg.Services = append(chg.Services, c.obj)
+				}
+			}
+			for _, c := range sliceChanges {
+				if c.deleted {
+					chg.DeletedSlices = append(chg.DeletedSlices, c.obj)
+				} else {
+					chg.Slices = append(chg.Slices, c.obj)
+				}
+			}
+			got, gotProbs, ok := cs.Update(chg)
 			var full Compiler
 			want, wantProbs := full.Compile(in)
 			if !ok {
@@ -82,6 +170,15 @@ func TestCompilerUpdateEqualsCompile(t *testing.T) {
 				continue
 			}
 			updates++
+			if len(chg.Services)+len(chg.DeletedServices)+len(chg.Slices)+len(chg.DeletedSlices) > 0 {
+				backendUpdates++
+			}
+			for _, ing := range chg.Ingresses {
+				if len(ing.Spec.TLS) > 0 {
+					tlsUpdates++
+					break
+				}
+			}
 			where := fmt.Sprintf("seed %d step %d", seed, step)
 			if d := diffTables(got, want); d != "" {
 				t.Fatalf("%s: %s", where, d)
@@ -91,9 +188,11 @@ func TestCompilerUpdateEqualsCompile(t *testing.T) {
 			}
 		}
 	}
-	t.Logf("%d updates applied and checked, %d refused (TLS or default backend)", updates, refused)
-	if updates < 500 || refused == 0 {
-		t.Errorf("%d updates, %d refused: the generator no longer exercises both", updates, refused)
+	t.Logf("%d updates applied and checked (%d with Services or EndpointSlices, %d with TLS), %d refused",
+		updates, backendUpdates, tlsUpdates, refused)
+	if updates < 500 || backendUpdates < 200 || tlsUpdates < 100 || refused == 0 {
+		t.Errorf("%d updates (%d with Services or EndpointSlices), %d refused: the generator no longer exercises them all",
+			updates, backendUpdates, refused)
 	}
 }
 
@@ -137,6 +236,9 @@ func diffTables(a, b *Table) string {
 	}
 	if backendString(a.DefaultBackend) != backendString(b.DefaultBackend) || a.DefaultIngressName != b.DefaultIngressName {
 		return "default backend differs"
+	}
+	if !maps.Equal(a.certExact, b.certExact) || !maps.Equal(a.certWildcard, b.certWildcard) {
+		return fmt.Sprintf("certificates: %v %v, want %v %v", a.certExact, a.certWildcard, b.certExact, b.certWildcard)
 	}
 	return ""
 }

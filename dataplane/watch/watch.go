@@ -89,20 +89,27 @@ func New(client kubernetes.Interface, pub Publisher, opts Options, log logr.Logg
 	}
 }
 
-// changes are the events since the last compile: Ingresses added, updated (the new object) or
-// deleted (nil), and whether anything else changed.
+// changes are the events since the last compile: the last state of each Ingress, Service and
+// EndpointSlice that changed (deleted ones as last known), and whether anything else changed.
 type changes struct {
 	mu        sync.Mutex
-	ingresses map[types.NamespacedName]*networkingv1.Ingress
+	ingresses map[types.NamespacedName]change[*networkingv1.Ingress]
+	services  map[types.NamespacedName]change[*corev1.Service]
+	slices    map[types.NamespacedName]change[*discoveryv1.EndpointSlice]
 	other     bool
 }
 
-func (c *changes) ingress(key types.NamespacedName, ing *networkingv1.Ingress) {
+type change[T any] struct {
+	obj     T
+	deleted bool
+}
+
+func record[T any](c *changes, m *map[types.NamespacedName]change[T], key types.NamespacedName, obj T, deleted bool) {
 	c.mu.Lock()
-	if c.ingresses == nil {
-		c.ingresses = map[types.NamespacedName]*networkingv1.Ingress{}
+	if *m == nil {
+		*m = map[types.NamespacedName]change[T]{}
 	}
-	c.ingresses[key] = ing
+	(*m)[key] = change[T]{obj, deleted}
 	c.mu.Unlock()
 }
 
@@ -112,35 +119,64 @@ func (c *changes) setOther() {
 	c.mu.Unlock()
 }
 
-// take returns and clears the changes.
-func (c *changes) take() (map[types.NamespacedName]*networkingv1.Ingress, bool) {
+// take returns the changes as route.Changes and clears them; other reports changes of anything
+// else.
+func (c *changes) take() (chg route.Changes, other bool) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	ings, other := c.ingresses, c.other
-	c.ingresses, c.other = nil, false
-	return ings, other
+	for key, ch := range c.ingresses {
+		if ch.deleted {
+			chg.DeletedIngresses = append(chg.DeletedIngresses, key)
+		} else {
+			chg.Ingresses = append(chg.Ingresses, ch.obj)
+		}
+	}
+	for _, ch := range c.services {
+		if ch.deleted {
+			chg.DeletedServices = append(chg.DeletedServices, ch.obj)
+		} else {
+			chg.Services = append(chg.Services, ch.obj)
+		}
+	}
+	for _, ch := range c.slices {
+		if ch.deleted {
+			chg.DeletedSlices = append(chg.DeletedSlices, ch.obj)
+		} else {
+			chg.Slices = append(chg.Slices, ch.obj)
+		}
+	}
+	other = c.other
+	c.ingresses, c.services, c.slices, c.other = nil, nil, nil, false
+	return chg, other
 }
 
-// ingressHandler records Ingress events for the incremental compile.
-func (w *Watcher) ingressHandler() cache.ResourceEventHandler {
-	record := func(obj any, deleted bool) {
+// recordingHandler records the events of Ingresses, Services and EndpointSlices for the
+// incremental compile; anything else (or a slice moving to another Service) means a full one.
+func (w *Watcher) recordingHandler() cache.ResourceEventHandler {
+	on := func(oldObj, obj any, deleted bool) {
 		if t, ok := obj.(cache.DeletedFinalStateUnknown); ok {
 			obj, deleted = t.Obj, true
 		}
-		ing, ok := obj.(*networkingv1.Ingress)
-		if !ok {
+		switch o := obj.(type) {
+		case *networkingv1.Ingress:
+			record(&w.pending, &w.pending.ingresses, types.NamespacedName{Namespace: o.Namespace, Name: o.Name}, o, deleted)
+		case *corev1.Service:
+			record(&w.pending, &w.pending.services, types.NamespacedName{Namespace: o.Namespace, Name: o.Name}, o, deleted)
+		case *discoveryv1.EndpointSlice:
+			if old, ok := oldObj.(*discoveryv1.EndpointSlice); ok &&
+				old.Labels[discoveryv1.LabelServiceName] != o.Labels[discoveryv1.LabelServiceName] {
+				w.pending.setOther()
+			}
+			record(&w.pending, &w.pending.slices, types.NamespacedName{Namespace: o.Namespace, Name: o.Name}, o, deleted)
+		default:
 			w.pending.setOther()
-		} else if key := (types.NamespacedName{Namespace: ing.Namespace, Name: ing.Name}); deleted {
-			w.pending.ingress(key, nil)
-		} else {
-			w.pending.ingress(key, ing)
 		}
 		w.kick()
 	}
 	return cache.ResourceEventHandlerFuncs{
-		AddFunc:    func(obj any) { record(obj, false) },
-		UpdateFunc: func(_, obj any) { record(obj, false) },
-		DeleteFunc: func(obj any) { record(obj, true) },
+		AddFunc:    func(obj any) { on(nil, obj, false) },
+		UpdateFunc: func(oldObj, obj any) { on(oldObj, obj, false) },
+		DeleteFunc: func(obj any) { on(nil, obj, true) },
 	}
 }
 
@@ -205,9 +241,9 @@ func (w *Watcher) startSession(namespaces []string) *session {
 		_, _ = inf.AddEventHandler(h)
 		return inf
 	}
-	addIngresses := func(inf cache.SharedIndexInformer) cache.SharedIndexInformer {
+	recorded := func(inf cache.SharedIndexInformer) cache.SharedIndexInformer {
 		_ = inf.SetTransform(stripForCache)
-		_, _ = inf.AddEventHandler(w.ingressHandler())
+		_, _ = inf.AddEventHandler(w.recordingHandler())
 		return inf
 	}
 	for _, ns := range nsList {
@@ -216,9 +252,9 @@ func (w *Watcher) startSession(namespaces []string) *session {
 			informers.WithTweakListOptions(func(o *metav1.ListOptions) {
 				o.FieldSelector = fields.OneTermEqualSelector("type", string(corev1.SecretTypeTLS)).String()
 			}))
-		s.ingresses = append(s.ingresses, addIngresses(f.Networking().V1().Ingresses().Informer()))
-		s.services = append(s.services, add(f.Core().V1().Services().Informer()))
-		s.slices = append(s.slices, add(f.Discovery().V1().EndpointSlices().Informer()))
+		s.ingresses = append(s.ingresses, recorded(f.Networking().V1().Ingresses().Informer()))
+		s.services = append(s.services, recorded(f.Core().V1().Services().Informer()))
+		s.slices = append(s.slices, recorded(f.Discovery().V1().EndpointSlices().Informer()))
 		s.secrets = append(s.secrets, add(secrets.Core().V1().Secrets().Informer()))
 		s.factories = append(s.factories, f, secrets)
 	}
@@ -358,23 +394,15 @@ func list[T any](infs []cache.SharedIndexInformer) []*T {
 	return out
 }
 
-// compile builds and publishes a table: from the last one when only Ingresses changed (and none
-// of them involves TLS or a default backend), else from the informers' caches.
+// compile builds and publishes a table: from the last one when only Ingresses, Services and
+// EndpointSlices changed (route.Compiler.Update says when it can), else from the informers'
+// caches.
 func (w *Watcher) compile() {
 	start := time.Now()
-	ings, other := w.pending.take()
+	chg, other := w.pending.take()
 	if !other && reflect.DeepEqual(w.cfg, w.compiled) {
-		var changed []*networkingv1.Ingress
-		var deleted []types.NamespacedName
-		for key, ing := range ings {
-			if ing == nil {
-				deleted = append(deleted, key)
-			} else {
-				changed = append(changed, ing)
-			}
-		}
-		if t, probs, ok := w.compiler.Update(changed, deleted); ok {
-			w.publish(t, probs, start, "hosts of the changed Ingresses")
+		if t, probs, ok := w.compiler.Update(chg); ok {
+			w.publish(t, probs, start, "hosts of the changes")
 			return
 		}
 	}
