@@ -107,16 +107,15 @@ func FuzzRequestHead(f *testing.F) {
 	})
 }
 
-// rawBackend serves each request read from a connection with answer, which writes the response
-// bytes itself. It declares Service name with it as the endpoint.
-func (h *harness) rawBackend(name string, answer func(r *http.Request, body []byte, w *bufio.Writer, conn net.Conn) bool) *atomic.Int64 {
+// tcpBackend runs serve on each connection accepted on 127.0.0.1 (closing it after) and
+// declares Service name with the listener as the endpoint.
+func (h *harness) tcpBackend(name string, serve func(net.Conn)) {
 	h.t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		h.t.Fatal(err)
 	}
 	h.t.Cleanup(func() { ln.Close() })
-	var requests atomic.Int64
 	go func() {
 		for {
 			c, err := ln.Accept()
@@ -125,23 +124,33 @@ func (h *harness) rawBackend(name string, answer func(r *http.Request, body []by
 			}
 			go func() {
 				defer c.Close()
-				br, bw := bufio.NewReader(c), bufio.NewWriter(c)
-				for {
-					r, err := http.ReadRequest(br)
-					if err != nil {
-						return
-					}
-					body, _ := io.ReadAll(r.Body)
-					requests.Add(1)
-					keep := answer(r, body, bw, c)
-					if bw.Flush() != nil || !keep {
-						return
-					}
-				}
+				serve(c)
 			}()
 		}
 	}()
 	h.addEndpoints(name, "", ln.Addr().(*net.TCPAddr).Port, "127.0.0.1")
+}
+
+// rawBackend serves each request read from a connection with answer, which writes the response
+// bytes itself. It declares Service name with it as the endpoint.
+func (h *harness) rawBackend(name string, answer func(r *http.Request, body []byte, w *bufio.Writer, conn net.Conn) bool) *atomic.Int64 {
+	h.t.Helper()
+	var requests atomic.Int64
+	h.tcpBackend(name, func(c net.Conn) {
+		br, bw := bufio.NewReader(c), bufio.NewWriter(c)
+		for {
+			r, err := http.ReadRequest(br)
+			if err != nil {
+				return
+			}
+			body, _ := io.ReadAll(r.Body)
+			requests.Add(1)
+			keep := answer(r, body, bw, c)
+			if bw.Flush() != nil || !keep {
+				return
+			}
+		}
+	})
 	return &requests
 }
 
@@ -445,22 +454,10 @@ func (zeros) Read(p []byte) (int, error) {
 func TestFastPathEarlyAnswerToUpload(t *testing.T) {
 	h := newHarness(t, Options{})
 	// The backend refuses the upload without reading it, and closes.
-	ln, _ := net.Listen("tcp", "127.0.0.1:0")
-	defer ln.Close()
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			go func() {
-				defer c.Close()
-				_, _ = http.ReadRequest(bufio.NewReader(c))
-				fmt.Fprint(c, "HTTP/1.1 413 Request Entity Too Large\r\nContent-Length: 9\r\nConnection: close\r\n\r\ntoo large")
-			}()
-		}
-	}()
-	h.addEndpoints("strict", "", ln.Addr().(*net.TCPAddr).Port, "127.0.0.1")
+	h.tcpBackend("strict", func(c net.Conn) {
+		_, _ = http.ReadRequest(bufio.NewReader(c))
+		fmt.Fprint(c, "HTTP/1.1 413 Request Entity Too Large\r\nContent-Length: 9\r\nConnection: close\r\n\r\ntoo large")
+	})
 	h.compile(rt.Ingress("ns", "i", 1, rt.Rule("h", "/", rt.Prefix, "strict", 80)))
 	req, _ := http.NewRequest(http.MethodPut, "http://"+h.http+"/", io.LimitReader(zeros{}, 32<<20))
 	req.ContentLength = 32 << 20

@@ -5,7 +5,6 @@ import (
 	"bytes"
 	"errors"
 	"io"
-	"net"
 	"net/http"
 	"strconv"
 	"syscall"
@@ -49,7 +48,7 @@ var (
 // cannot be repeated checks its pooled connection first.
 func (c *h1Conn) forward() {
 	h, hd, st := c.s.h, &c.head, &c.st
-	replay := hd.contentLength == 0 && idempotent(hd.method)
+	replay := hd.contentLength == 0 && idempotent(string(hd.method))
 	var (
 		uc    *upConn
 		rh    respHead
@@ -160,14 +159,6 @@ func (c *h1Conn) forward() {
 	c.done()
 }
 
-func idempotent(method []byte) bool {
-	switch string(method) {
-	case http.MethodGet, http.MethodHead, http.MethodOptions, http.MethodTrace:
-		return true
-	}
-	return false
-}
-
 // nextEndpoint picks another endpoint after a failed connection: from the request's backend,
 // else from the backend the request maps to in the table in use now.
 func (c *h1Conn) nextEndpoint(now time.Time) *route.Endpoint {
@@ -183,20 +174,9 @@ func (c *h1Conn) nextEndpoint(now time.Time) *route.Endpoint {
 	return b.Pick(now, st.endpoint)
 }
 
-// upstreamFailed answers a failed exchange as the net/http path's errorHandler does.
+// upstreamFailed answers a failed exchange as the net/http path does.
 func (c *h1Conn) upstreamFailed(err error) {
-	st := &c.st
-	kind, code, msg := "other", http.StatusBadGateway, "upstream "+st.service+" failed"
-	var ne net.Error
-	switch {
-	case isDialError(err):
-		kind, msg = "connect", "cannot connect to upstream "+st.service
-	case errors.As(err, &ne) && ne.Timeout():
-		kind, code, msg = "timeout", http.StatusGatewayTimeout, "upstream "+st.service+" did not answer in time"
-	}
-	c.s.h.metrics.UpstreamErrors.WithLabelValues(st.service, kind).Inc()
-	c.s.h.log.V(1).Info("Upstream error", "service", st.service, "endpoint", st.endpoint.Addr, "error", err.Error())
-	c.answer(code, msg)
+	c.answer(c.s.h.upstreamFailed(&c.st, err))
 }
 
 // clientGone ends a request whose client went away mid-body.

@@ -71,7 +71,7 @@ func NewHandler(opts Options, metrics *Metrics, log logr.Logger) *Handler {
 		httpPort: strconv.Itoa(opts.HTTPPort), httpsPort: strconv.Itoa(opts.HTTPSPort)}
 	h.table.Store(&route.Table{})
 	tr := newTransport(opts)
-	tr.reroute = h.currentBackend
+	tr.reroute = func(r *http.Request) *route.Backend { return h.backendFor(r.Host, r.URL.Path) }
 	h.rp = &httputil.ReverseProxy{
 		Rewrite:        h.rewrite,
 		Transport:      tr,
@@ -87,11 +87,6 @@ func NewHandler(opts Options, metrics *Metrics, log logr.Logger) *Handler {
 func (h *Handler) Swap(t *route.Table, problems int) {
 	h.table.Store(t)
 	h.metrics.observeTable(t, problems)
-}
-
-// currentBackend routes r through the table in use now (for retries).
-func (h *Handler) currentBackend(r *http.Request) *route.Backend {
-	return h.backendFor(r.Host, r.URL.Path)
 }
 
 // backendFor routes a host and decoded path through the table in use now (for retries).
@@ -214,13 +209,22 @@ func affinityCookie(key string) string {
 
 func (h *Handler) errorHandler(w http.ResponseWriter, r *http.Request, err error) {
 	st := r.Context().Value(ctxKey{}).(*reqState)
-	kind, code, msg := "other", http.StatusBadGateway, "upstream "+st.service+" failed"
-	var ne net.Error
-	switch {
-	case errors.Is(err, context.Canceled) && r.Context().Err() != nil:
+	if errors.Is(err, context.Canceled) && r.Context().Err() != nil {
 		// The client went away; nobody reads the answer.
 		st.status = 499
 		return
+	}
+	code, msg := h.upstreamFailed(st, err)
+	writeError(w, code, msg)
+}
+
+// upstreamFailed counts and logs a failed exchange with st's endpoint, and returns the answer
+// the client gets: 502 for a failed connection or exchange, 504 for a timeout. Both serving
+// paths call it.
+func (h *Handler) upstreamFailed(st *reqState, err error) (code int, msg string) {
+	kind, code, msg := "other", http.StatusBadGateway, "upstream "+st.service+" failed"
+	var ne net.Error
+	switch {
 	case isDialError(err):
 		kind, msg = "connect", "cannot connect to upstream "+st.service
 	case errors.As(err, &ne) && ne.Timeout(), errors.Is(err, context.DeadlineExceeded):
@@ -228,7 +232,7 @@ func (h *Handler) errorHandler(w http.ResponseWriter, r *http.Request, err error
 	}
 	h.metrics.UpstreamErrors.WithLabelValues(st.service, kind).Inc()
 	h.log.V(1).Info("Upstream error", "service", st.service, "endpoint", st.endpoint.Addr, "error", err.Error())
-	writeError(w, code, msg)
+	return code, msg
 }
 
 // answer writes the proxy's own short answer.

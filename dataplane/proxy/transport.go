@@ -83,9 +83,14 @@ func (t *transport) RoundTrip(req *http.Request) (*http.Response, error) {
 
 // replayable: idempotent and nothing to send but headers.
 func replayable(r *http.Request) bool {
-	switch r.Method {
+	return idempotent(r.Method) && (r.Body == nil || r.Body == http.NoBody)
+}
+
+// idempotent methods may be sent again when a connection fails (with no body to resend).
+func idempotent(method string) bool {
+	switch method {
 	case http.MethodGet, http.MethodHead, http.MethodOptions, http.MethodTrace:
-		return r.Body == nil || r.Body == http.NoBody
+		return true
 	}
 	return false
 }

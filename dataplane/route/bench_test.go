@@ -30,6 +30,20 @@ func LargeInput(n int) Input {
 	return in
 }
 
+// cachedLargeInput is LargeInput as the watcher hands it over: Services and EndpointSlices with
+// resourceVersions, endpoint counters and a Backend cache kept between compiles.
+func cachedLargeInput(n int) Input {
+	in := LargeInput(n)
+	for _, s := range in.Services {
+		s.ResourceVersion = "1"
+	}
+	for _, es := range in.EndpointSlices {
+		es.ResourceVersion = "1"
+	}
+	in.Stats, in.Backends = NewStatsRegistry(), NewBackendCache()
+	return in
+}
+
 func BenchmarkMatch(b *testing.B) {
 	tb, _ := Compile(LargeInput(10000))
 	hosts := make([]string, 1024)
@@ -70,15 +84,7 @@ func BenchmarkCompile10k(b *testing.B) {
 // BenchmarkCompile10kOneIngressChanged is the compile after one Ingress changed: Services and
 // EndpointSlices carry resourceVersions, so their Backends come from the cache.
 func BenchmarkCompile10kOneIngressChanged(b *testing.B) {
-	in := LargeInput(10000)
-	for _, s := range in.Services {
-		s.ResourceVersion = "1"
-	}
-	for _, es := range in.EndpointSlices {
-		es.ResourceVersion = "1"
-	}
-	in.Stats = NewStatsRegistry()
-	in.Backends = NewBackendCache()
+	in := cachedLargeInput(10000)
 	Compile(in)
 	b.ReportAllocs()
 	b.ResetTimer()
@@ -92,14 +98,7 @@ func BenchmarkCompile10kOneIngressChanged(b *testing.B) {
 // BenchmarkCompilerUpdate10kOneIngress is the incremental path the proxy takes when only an
 // Ingress changed: the table of 10,000 Ingresses with one more host.
 func BenchmarkCompilerUpdate10kOneIngress(b *testing.B) {
-	in := LargeInput(10000)
-	for _, s := range in.Services {
-		s.ResourceVersion = "1"
-	}
-	for _, es := range in.EndpointSlices {
-		es.ResourceVersion = "1"
-	}
-	in.Stats, in.Backends = NewStatsRegistry(), NewBackendCache()
+	in := cachedLargeInput(10000)
 	var cs Compiler
 	cs.Compile(in)
 	b.ReportAllocs()
@@ -115,14 +114,7 @@ func BenchmarkCompilerUpdate10kOneIngress(b *testing.B) {
 // BenchmarkCompilerUpdate10kEndpoints is the incremental path after a pod of one Service came
 // or went: the EndpointSlice changed.
 func BenchmarkCompilerUpdate10kEndpoints(b *testing.B) {
-	in := LargeInput(10000)
-	for _, s := range in.Services {
-		s.ResourceVersion = "1"
-	}
-	for _, es := range in.EndpointSlices {
-		es.ResourceVersion = "1"
-	}
-	in.Stats, in.Backends = NewStatsRegistry(), NewBackendCache()
+	in := cachedLargeInput(10000)
 	var cs Compiler
 	cs.Compile(in)
 	b.ReportAllocs()

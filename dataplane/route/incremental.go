@@ -87,21 +87,20 @@ func (cs *Compiler) Update(chg Changes) (*Table, []Problem, bool) {
 	if st == nil || time.Since(st.at) > maxIncrementalAge {
 		return nil, nil, false
 	}
-	type change struct{ old, new *networkingv1.Ingress }
-	changes := map[types.NamespacedName]change{}
+	changes := map[types.NamespacedName]ingressChange{}
 	simple := func(ing *networkingv1.Ingress) bool {
 		return ing == nil || (ing.Spec.DefaultBackend == nil && tlsListsHosts(ing))
 	}
 	for _, ing := range chg.Ingresses {
 		key := types.NamespacedName{Namespace: ing.Namespace, Name: ing.Name}
-		ch := change{old: st.served[key]}
+		ch := ingressChange{old: st.served[key]}
 		if st.serves(ing) {
 			ch.new = ing
 		}
 		changes[key] = ch
 	}
 	for _, key := range chg.DeletedIngresses {
-		changes[key] = change{old: st.served[key]}
+		changes[key] = ingressChange{old: st.served[key]}
 	}
 	affected, affectedTLS := map[string]bool{}, map[string]bool{}
 	for _, ch := range changes {
@@ -171,47 +170,8 @@ func (cs *Compiler) Update(chg Changes) (*Table, []Problem, bool) {
 			delete(st.served, key)
 		}
 	}
-	for h := range affected {
-		var list []*networkingv1.Ingress
-		for _, ing := range c.byHost[h] {
-			if _, ok := changes[types.NamespacedName{Namespace: ing.Namespace, Name: ing.Name}]; !ok {
-				list = append(list, ing)
-			}
-		}
-		for _, ch := range changes {
-			if ch.new != nil && hasHost(ch.new, h) {
-				list = append(list, ch.new)
-			}
-		}
-		sort.SliceStable(list, func(i, j int) bool { return olderIngress(list[i], list[j]) })
-		if len(list) == 0 {
-			delete(c.byHost, h)
-		} else {
-			c.byHost[h] = list
-		}
-	}
-
-	for n := range affectedTLS {
-		var list []*networkingv1.Ingress
-		for _, ing := range c.byTLS[n] {
-			if _, ok := changes[types.NamespacedName{Namespace: ing.Namespace, Name: ing.Name}]; !ok {
-				list = append(list, ing)
-			}
-		}
-		for _, ch := range changes {
-			listed := false
-			forTLSNames(ch.new, func(x string) { listed = listed || x == n })
-			if listed {
-				list = append(list, ch.new)
-			}
-		}
-		sort.SliceStable(list, func(i, j int) bool { return olderIngress(list[i], list[j]) })
-		if len(list) == 0 {
-			delete(c.byTLS, n)
-		} else {
-			c.byTLS[n] = list
-		}
-	}
+	reindex(c.byHost, affected, changes, forHosts)
+	reindex(c.byTLS, affectedTLS, changes, forTLSNames)
 
 	// A new table sharing every untouched host with the last one.
 	old := st.table
@@ -317,6 +277,37 @@ func (c *compiler) replaceSlice(es *discoveryv1.EndpointSlice, keep bool) {
 	}
 }
 
+// ingressChange is an Ingress before (nil: not served) and after (nil: deleted or not served).
+type ingressChange struct{ old, new *networkingv1.Ingress }
+
+// reindex brings the entries of index for the given names (hosts, or TLS names) up to date with
+// the changes: the changed Ingresses leave them, their new versions that name them join, oldest
+// first. names lists the names an Ingress has.
+func reindex(index map[string][]*networkingv1.Ingress, keys map[string]bool,
+	changes map[types.NamespacedName]ingressChange, names func(*networkingv1.Ingress, func(string))) {
+	for k := range keys {
+		var list []*networkingv1.Ingress
+		for _, ing := range index[k] {
+			if _, ok := changes[types.NamespacedName{Namespace: ing.Namespace, Name: ing.Name}]; !ok {
+				list = append(list, ing)
+			}
+		}
+		for _, ch := range changes {
+			named := false
+			names(ch.new, func(x string) { named = named || x == k })
+			if named {
+				list = append(list, ch.new)
+			}
+		}
+		sort.SliceStable(list, func(i, j int) bool { return olderIngress(list[i], list[j]) })
+		if len(list) == 0 {
+			delete(index, k)
+		} else {
+			index[k] = list
+		}
+	}
+}
+
 // forHosts calls fn with each normalized host ing has paths for (repeats included).
 func forHosts(ing *networkingv1.Ingress, fn func(string)) {
 	if ing == nil {
@@ -327,12 +318,6 @@ func forHosts(ing *networkingv1.Ingress, fn func(string)) {
 			fn(NormalizeHost(rule.Host))
 		}
 	}
-}
-
-func hasHost(ing *networkingv1.Ingress, h string) bool {
-	found := false
-	forHosts(ing, func(x string) { found = found || x == h })
-	return found
 }
 
 // hostByKey finds a host by its normalized name ("" for rules without a host).
