@@ -9,8 +9,6 @@ import (
 	"strconv"
 	"syscall"
 	"time"
-
-	"portico.dev/portico/dataplane/route"
 )
 
 // bodyKind is how a response body is delimited.
@@ -30,6 +28,8 @@ type respHead struct {
 	body    bodyKind
 	length  int64
 	upClose bool // the backend closes the connection after this response
+	// informed: an informational answer (1xx) was passed on to the client.
+	informed bool
 }
 
 // clientError is a failure on the client's side of an exchange (it went away mid-body).
@@ -42,10 +42,12 @@ var (
 	errUnexpected101 = errors.New("upstream switched protocols unasked")
 )
 
-// forward sends the request to st.endpoint and streams the answer back. A failed connection is
-// retried on another endpoint when the request can be repeated (as the net/http path does), and
-// a reused connection the backend had closed is retried once on a new one; a request that
-// cannot be repeated checks its pooled connection first.
+// forward sends the request to st.endpoint and streams the answer back. When the connection
+// fails before any answer, a request that can be repeated (idempotent, no body) is sent again
+// once on a new connection if the failed one was reused (the backend had closed it); otherwise
+// Handler.retry decides whether it goes on to another endpoint (any request after a refused
+// connection, a repeatable one after a connection closed or reset unanswered: a pod that is
+// stopping). A request that cannot be repeated checks its pooled connection first.
 func (c *h1Conn) forward() {
 	h, hd, st := c.s.h, &c.head, &c.st
 	replay := hd.contentLength == 0 && idempotent(string(hd.method))
@@ -54,22 +56,18 @@ func (c *h1Conn) forward() {
 		rh    respHead
 		stale bool
 	)
-	for attempt := 0; ; {
+	for again := false; ; again = true {
 		e := st.endpoint
 		now := st.start
-		if attempt > 0 || stale {
+		if again {
 			now = time.Now()
 		}
 		var err error
 		uc, err = c.s.up.get(e.Addr, now, stale, !replay)
 		if err != nil {
-			e.Stats.Failed(now)
-			if attempt < h.opts.Retries && replay {
-				if next := c.nextEndpoint(now); next != nil {
-					attempt++
-					st.endpoint, st.pinned = next, false
-					continue
-				}
+			if c.retry(err, replay) {
+				stale = false
+				continue
 			}
 			c.upstreamFailed(err)
 			return
@@ -90,6 +88,7 @@ func (c *h1Conn) forward() {
 			continue
 		}
 		// Even when the body could not be sent in full, the backend may have answered (413).
+		rh.informed = false
 		err = c.readHead(uc, &rh)
 		e.Stats.InFlight.Add(-1)
 		if err == nil {
@@ -99,9 +98,15 @@ func (c *h1Conn) forward() {
 			break
 		}
 		_ = uc.c.Close()
-		if len(c.raw) == 0 && uc.reused && replay && !stale && isClosedConn(err) {
-			stale = true
-			continue
+		if replay && len(c.raw) == 0 && !rh.informed && isClosedConn(err) {
+			if uc.reused && !stale {
+				stale = true
+				continue
+			}
+			if c.retry(err, replay) {
+				stale = false
+				continue
+			}
 		}
 		if sendErr != nil {
 			c.closeAfter = true // the client's body was not read in full
@@ -159,19 +164,8 @@ func (c *h1Conn) forward() {
 	c.done()
 }
 
-// nextEndpoint picks another endpoint after a failed connection: from the request's backend,
-// else from the backend the request maps to in the table in use now.
-func (c *h1Conn) nextEndpoint(now time.Time) *route.Endpoint {
-	st := &c.st
-	if next := st.backend.Pick(now, st.endpoint); next != nil {
-		return next
-	}
-	b := c.s.h.backendFor(string(c.head.host), string(c.head.path))
-	if b == nil || b == st.backend || b.Protocol != st.backend.Protocol {
-		return nil
-	}
-	st.backend = b
-	return b.Pick(now, st.endpoint)
+func (c *h1Conn) retry(err error, replay bool) bool {
+	return c.s.h.retry(&c.st, err, replay, string(c.head.host), string(c.head.path))
 }
 
 // upstreamFailed answers a failed exchange as the net/http path does.
@@ -420,6 +414,7 @@ func (c *h1Conn) readHead(uc *upConn, rh *respHead) error {
 		if !informational {
 			return nil
 		}
+		rh.informed = true
 		if _, err := c.bw.Write(c.out); err != nil {
 			return clientError{err}
 		}

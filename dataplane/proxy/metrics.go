@@ -13,10 +13,14 @@ type Metrics struct {
 	Requests       *prometheus.CounterVec
 	Duration       *prometheus.HistogramVec
 	UpstreamErrors *prometheus.CounterVec
-	TableSize      *prometheus.GaugeVec
-	LastSync       prometheus.Gauge
-	Generation     prometheus.Gauge
-	Problems       prometheus.Gauge
+	// UpstreamRetries counts requests moved to another endpoint after a failed connection, by
+	// Service port and reason: "refused" (nothing listened) or "failed" (any other failure
+	// before an answer).
+	UpstreamRetries *prometheus.CounterVec
+	TableSize       *prometheus.GaugeVec
+	LastSync        prometheus.Gauge
+	Generation      prometheus.Gauge
+	Problems        prometheus.Gauge
 	// Handoffs counts connections the HTTP/1.1 fast path gave to net/http, by reason: "h2"
 	// (chosen by ALPN) or "request" (a request outside the fast path's subset; the connection
 	// stays with net/http).
@@ -36,6 +40,9 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		UpstreamErrors: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "portico_upstream_errors_total", Help: "Failed exchanges with backends, by Service port and kind (connect, timeout, other).",
 		}, []string{"service", "kind"}),
+		UpstreamRetries: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "portico_upstream_retries_total", Help: "Requests moved to another endpoint after a failed connection, by Service port and reason (refused, failed).",
+		}, []string{"service", "reason"}),
 		TableSize: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "portico_routing_table_size", Help: "Size of the routing table in use, by what is counted.",
 		}, []string{"kind"}),
@@ -52,7 +59,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Name: "portico_http_handoffs_total", Help: "Connections the HTTP/1.1 fast path handed to net/http, by reason (h2, request).",
 		}, []string{"reason"}),
 	}
-	reg.MustRegister(m.Requests, m.Duration, m.UpstreamErrors, m.TableSize, m.LastSync, m.Generation, m.Problems, m.Handoffs)
+	reg.MustRegister(m.Requests, m.Duration, m.UpstreamErrors, m.UpstreamRetries, m.TableSize, m.LastSync, m.Generation, m.Problems, m.Handoffs)
 	return m
 }
 

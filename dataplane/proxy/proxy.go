@@ -9,12 +9,14 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"net/http/httputil"
 	"strconv"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/go-logr/logr"
@@ -34,8 +36,8 @@ type Options struct {
 	// UpstreamTimeout bounds waiting for a backend's response headers (default 60s); past it the
 	// client gets 504.
 	UpstreamTimeout time.Duration
-	// Retries is how many other endpoints an idempotent request tries after a failed connection
-	// (default 2).
+	// Retries is how many other endpoints a repeatable request tries after failed connections
+	// other than refused ones, which do not count (default 2; see Handler.retry).
 	Retries int
 	// AccessLog, when set, receives one JSON line per request.
 	AccessLog *AccessLog
@@ -70,8 +72,7 @@ func NewHandler(opts Options, metrics *Metrics, log logr.Logger) *Handler {
 	h := &Handler{opts: opts, metrics: metrics, log: log, idBase: hex.EncodeToString(b[:]) + "-",
 		httpPort: strconv.Itoa(opts.HTTPPort), httpsPort: strconv.Itoa(opts.HTTPSPort)}
 	h.table.Store(&route.Table{})
-	tr := newTransport(opts)
-	tr.reroute = func(r *http.Request) *route.Backend { return h.backendFor(r.Host, r.URL.Path) }
+	tr := newTransport(opts, h)
 	h.rp = &httputil.ReverseProxy{
 		Rewrite:        h.rewrite,
 		Transport:      tr,
@@ -98,6 +99,49 @@ func (h *Handler) backendFor(host, path string) *route.Backend {
 	return t.DefaultBackend
 }
 
+// retry records that the connection to st.endpoint failed before any answer and decides
+// whether the request goes on to another endpoint, which it picks. A refused connection means
+// nothing listens there (a pod that is gone, while the table still lists it): its endpoint is
+// ejected at once, and since nothing was sent, any request goes on, without using up a retry,
+// at most once per endpoint. Other failures (a connection closed or reset unanswered, a dial
+// timeout) count towards ejection and let a repeatable request (idempotent, no body) go on
+// while opts.Retries last. The next endpoint comes from the request's backend, else from the
+// backend host and path map to in the table in use now (the request's table may predate a
+// replacement of every endpoint). Both serving paths call it.
+func (h *Handler) retry(st *reqState, err error, repeatable bool, host, path string) bool {
+	now := time.Now()
+	refused := errors.Is(err, syscall.ECONNREFUSED)
+	if refused {
+		st.endpoint.Stats.Eject(now)
+	} else {
+		st.endpoint.Stats.Failed(now)
+	}
+	reason := "failed"
+	switch {
+	case refused && st.refusals < len(st.backend.Endpoints):
+		st.refusals++
+		reason = "refused"
+	case repeatable && st.retries < h.opts.Retries:
+		st.retries++
+	default:
+		return false
+	}
+	next := st.backend.Pick(now, st.endpoint)
+	if next == nil {
+		b := h.backendFor(host, path)
+		if b == nil || b == st.backend || b.Protocol != st.backend.Protocol {
+			return false
+		}
+		st.backend = b
+		if next = b.Pick(now, st.endpoint); next == nil {
+			return false
+		}
+	}
+	h.metrics.UpstreamRetries.WithLabelValues(st.service, reason).Inc()
+	st.endpoint, st.pinned = next, false
+	return true
+}
+
 // Table returns the table in use.
 func (h *Handler) Table() *route.Table { return h.table.Load() }
 
@@ -111,8 +155,10 @@ type reqState struct {
 	service  string
 	port     string // X-Forwarded-Port
 	pinned   bool   // the client's affinity cookie named the endpoint
-	start    time.Time
-	status   int
+	// retries and refusals count the request's moves to another endpoint (see Handler.retry).
+	retries, refusals int
+	start             time.Time
+	status            int
 	// requestID is the X-Request-Id sent upstream (for the access log).
 	requestID string
 }
@@ -179,6 +225,11 @@ func (h *Handler) rewrite(pr *httputil.ProxyRequest) {
 	out.URL.Scheme = "http"
 	out.URL.Host = st.endpoint.Addr
 	out.Host = pr.In.Host
+	if out.Body != nil && out.Body != http.NoBody {
+		// The Transport closes the body when a connection fails; a request whose connection was
+		// refused keeps it for the next endpoint (the server closes it after the handler).
+		out.Body = keptBody{out.Body}
+	}
 	pr.SetXForwarded() // X-Forwarded-For (client address), -Host, -Proto
 	out.Header.Set("X-Forwarded-Port", st.port)
 	if id := out.Header.Get("X-Request-Id"); id != "" {
@@ -306,3 +357,8 @@ var buffers = sync.Pool{New: func() any { b := make([]byte, 32*1024); return &b 
 
 func (bufferPool) Get() []byte  { return *(buffers.Get().(*[]byte)) }
 func (bufferPool) Put(b []byte) { buffers.Put(&b) }
+
+// keptBody is a request body the Transport cannot close.
+type keptBody struct{ io.ReadCloser }
+
+func (keptBody) Close() error { return nil }

@@ -17,6 +17,7 @@ import (
 	"github.com/go-logr/logr"
 	"github.com/go-logr/logr/testr"
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
 	corev1 "k8s.io/api/core/v1"
 	networkingv1 "k8s.io/api/networking/v1"
 	"k8s.io/utils/ptr"
@@ -251,36 +252,119 @@ func TestErrorAnswers(t *testing.T) {
 	}
 }
 
-func TestRetryOnConnectFailureAndEjection(t *testing.T) {
+// TestRetryOnRefusedConnectionAndEjection: endpoints where nothing listens (pods that are gone
+// while the table still lists them; a rollout stops several at once) refuse the connection.
+// Nothing was sent, so every request, a POST with its body too, goes on to another endpoint,
+// past more dead endpoints than it has retries, on both serving paths; each dead endpoint is
+// ejected at its first refusal.
+func TestRetryOnRefusedConnectionAndEjection(t *testing.T) {
 	h := newHarness(t, Options{})
 	h.backend("svc", echo.Handler("live", "svc"), "")
-	ln, _ := net.Listen("tcp", "127.0.0.1:0")
-	dead := ln.Addr().(*net.TCPAddr).Port
-	ln.Close()
-	h.addEndpoints("svc", "", dead, "127.0.0.1")
+	const dead = 4 // more than Options.Retries
+	for i := 0; i < dead; i++ {
+		ln, _ := net.Listen("tcp", "127.0.0.1:0")
+		port := ln.Addr().(*net.TCPAddr).Port
+		ln.Close()
+		h.addEndpoints("svc", "", port, "127.0.0.1")
+	}
 	h.compile(rt.Ingress("ns", "i", 1, rt.Rule("h", "/", rt.Prefix, "svc", 80)))
-	c := &http.Client{}
-	for i := 0; i < 20; i++ {
-		resp, rep, body := get(t, c, "http://"+h.http+"/", "h")
-		if resp.StatusCode != 200 || rep.Name != "live" {
-			t.Fatalf("request %d: %d %s", i, resp.StatusCode, body)
-		}
+	refused := func() float64 {
+		return testutil.ToFloat64(h.handler.metrics.UpstreamRetries.WithLabelValues("ns/svc:80", "refused"))
 	}
-	// A POST is not retried: it may have been half sent.
-	var failed int
-	for i := 0; i < 4; i++ {
-		resp, err := c.Post("http://"+h.http+"/", "text/plain", strings.NewReader("x"))
+	clients := map[string]*http.Client{
+		"http://" + h.http:   {}, // the fast path
+		"https://" + h.https: {Transport: &http.Transport{TLSClientConfig: &tls.Config{InsecureSkipVerify: true}, ForceAttemptHTTP2: true}},
+	}
+	for base, c := range clients {
+		for i := 0; i < 6; i++ {
+			method, body := http.MethodGet, ""
+			if i%2 == 1 {
+				method, body = http.MethodPost, strings.Repeat("x", 1000+i)
+			}
+			req, _ := http.NewRequest(method, base+"/", strings.NewReader(body))
+			req.Host = "h"
+			resp, err := c.Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			raw, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			var rep echo.Reply
+			_ = json.Unmarshal(raw, &rep)
+			if resp.StatusCode != 200 || rep.Name != "live" || rep.Method != method || rep.BodySize != int64(len(body)) {
+				t.Fatalf("%s %s: %d %s", method, base, resp.StatusCode, raw)
+			}
+		}
+		// The first request that met a dead endpoint ejected it: no other was sent there.
+		if n := refused(); n != dead {
+			t.Errorf("%s: %v moves after a refused connection, want %d (each dead endpoint ejected at once)", base, n, dead)
+		}
+		h.in.Stats = route.NewStatsRegistry() // forget the ejection: the dead endpoint is back in turn
+		h.compile(h.in.Ingresses...)
+		h.handler.metrics.UpstreamRetries.Reset()
+	}
+}
+
+// TestRetryWhenAStoppingBackendResetsConnections: a pod that stops closes its listener, and the
+// kernel resets the connections queued there that it never accepted. The proxy had connected
+// and sent its request; it meets a reset instead of an answer. Requests that can be repeated go
+// to another endpoint, on both serving paths.
+func TestRetryWhenAStoppingBackendResetsConnections(t *testing.T) {
+	h := newHarness(t, Options{})
+	h.backend("svc", echo.Handler("live", "svc"), "")
+	stopping, err := net.Listen("tcp", "127.0.0.1:0") // never accepts
+	if err != nil {
+		t.Fatal(err)
+	}
+	h.addEndpoints("svc", "", stopping.Addr().(*net.TCPAddr).Port, "127.0.0.1")
+	h.compile(rt.Ingress("ns", "i", 1, rt.Rule("h", "/", rt.Prefix, "svc", 80)))
+	fast := &http.Client{Transport: &http.Transport{DisableKeepAlives: true}}
+	h2 := &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{InsecureSkipVerify: true}, ForceAttemptHTTP2: true}}
+	type result struct {
+		path, status, name string
+		waited             bool
+	}
+	results := make(chan result)
+	send := func(path string, c *http.Client, url, method string) {
+		req, _ := http.NewRequest(method, url, nil)
+		req.Host = "h"
+		start := time.Now()
+		resp, err := c.Do(req)
+		r := result{path: path + " " + method, waited: time.Since(start) > 200*time.Millisecond}
 		if err != nil {
-			t.Fatal(err)
+			r.status = err.Error()
+		} else {
+			body, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			var rep echo.Reply
+			_ = json.Unmarshal(body, &rep)
+			r.status, r.name = resp.Status, rep.Name
 		}
-		resp.Body.Close()
-		if resp.StatusCode == 502 {
-			failed++
+		results <- r
+	}
+	// Round robin sends every other request to the stopping endpoint.
+	const n = 6
+	for i := 0; i < n; i++ {
+		go send("fast path", fast, "http://"+h.http+"/", http.MethodGet)
+		go send("net/http", h2, "https://"+h.https+"/", http.MethodGet)
+	}
+	time.Sleep(400 * time.Millisecond)
+	if err := stopping.Close(); err != nil {
+		t.Fatal(err)
+	}
+	waited := map[string]int{}
+	for i := 0; i < 2*n; i++ {
+		r := <-results
+		if r.status != "200 OK" || r.name != "live" {
+			t.Errorf("%s: %s from %q", r.path, r.status, r.name)
+		}
+		if r.waited {
+			waited[r.path]++
 		}
 	}
-	// The dead endpoint was ejected after three failures, so POSTs reach the live one.
-	if failed != 0 {
-		t.Errorf("%d POSTs went to the ejected endpoint", failed)
+	// The requests that met the stopping endpoint waited for its close: the test did what it says.
+	if waited["fast path GET"] == 0 || waited["net/http GET"] == 0 {
+		t.Errorf("requests that met the stopping endpoint: %v, want some on each path", waited)
 	}
 }
 
@@ -539,6 +623,72 @@ func TestNoFailedRequestsWhileTablesChange(t *testing.T) {
 	time.Sleep(300 * time.Millisecond)
 	total, failed, failures := loop.Stop()
 	if failed != 0 || total < 100 {
+		t.Fatalf("%d of %d requests failed: %v", failed, total, failures)
+	}
+	t.Logf("%d requests, none failed", total)
+}
+
+// TestNoFailedRequestsWhileBackendsRoll replaces a backend's endpoints one by one under a steady
+// request loop, the way a rolling update without a preStop delay does: the old server stops
+// (gracefully, closing its listener and idle connections) at about the time the table drops it,
+// sometimes before. Requests caught on its connections go to another endpoint: none may fail.
+func TestNoFailedRequestsWhileBackendsRoll(t *testing.T) {
+	h := newHarness(t, Options{})
+	type pod struct {
+		stop  func()
+		slice int
+	}
+	var pods []pod
+	start := func(name string) {
+		pods = append(pods, pod{stop: h.backend("svc", echo.Handler(name, "svc"), ""), slice: len(h.in.EndpointSlices) - 1})
+	}
+	for i := 0; i < 4; i++ {
+		start("old-" + strconv.Itoa(i))
+	}
+	ing := rt.Ingress("ns", "main", 1, rt.Rule("h", "/", rt.Prefix, "svc", 80))
+	h.compile(ing)
+	c := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{MaxIdleConnsPerHost: 16}}
+	loop := load.Start(6, func() string {
+		req, _ := http.NewRequest(http.MethodGet, "http://"+h.http+"/", nil)
+		req.Host = "h"
+		resp, err := c.Do(req)
+		if err != nil {
+			return err.Error()
+		}
+		_, _ = io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != 200 {
+			return resp.Status
+		}
+		return ""
+	})
+	for round := 0; round < 24; round++ {
+		start("new-" + strconv.Itoa(round))
+		h.compile(ing)
+		time.Sleep(20 * time.Millisecond)
+		old := pods[0]
+		pods = pods[1:]
+		drop := func() {
+			h.in.EndpointSlices[old.slice].Endpoints = nil
+			h.compile(ing)
+		}
+		switch round % 3 {
+		case 0: // the table first, then the server
+			drop()
+			old.stop()
+		case 1: // the server first: the table lags
+			go old.stop()
+			time.Sleep(15 * time.Millisecond)
+			drop()
+		case 2: // both at once
+			go old.stop()
+			drop()
+		}
+		time.Sleep(30 * time.Millisecond)
+	}
+	time.Sleep(100 * time.Millisecond)
+	total, failed, failures := loop.Stop()
+	if failed != 0 || total < 200 {
 		t.Fatalf("%d of %d requests failed: %v", failed, total, failures)
 	}
 	t.Logf("%d requests, none failed", total)

@@ -11,18 +11,15 @@ import (
 )
 
 // transport sends a request to the endpoint chosen for it, over HTTP/1.1 or h2c as the backend
-// says, and moves an idempotent request without a body to another endpoint when the connection
-// fails (nothing was sent, so nothing is repeated). When the request's table has no other
-// endpoint, the retry routes through the table in use now: a request that loaded a table just
-// before its endpoints were replaced still reaches a new one.
+// says. When the connection fails before any answer (refused, or closed or reset unanswered),
+// Handler.retry decides whether the request goes on to another endpoint; the Transport itself
+// retries a reused connection the backend had closed.
 type transport struct {
 	h1, h2c *http.Transport
-	retries int
-	// reroute returns the backend the request maps to in the current table, or nil.
-	reroute func(*http.Request) *route.Backend
+	h       *Handler // retry decides
 }
 
-func newTransport(o Options) *transport {
+func newTransport(o Options, h *Handler) *transport {
 	dialer := &net.Dialer{Timeout: o.DialTimeout, KeepAlive: 30 * time.Second}
 	base := func() *http.Transport {
 		return &http.Transport{
@@ -40,7 +37,7 @@ func newTransport(o Options) *transport {
 	h2c := base()
 	h2c.Protocols = new(http.Protocols)
 	h2c.Protocols.SetUnencryptedHTTP2(true)
-	return &transport{h1: h1, h2c: h2c, retries: o.Retries}
+	return &transport{h1: h1, h2c: h2c, h: h}
 }
 
 func (t *transport) RoundTrip(req *http.Request) (*http.Response, error) {
@@ -49,7 +46,7 @@ func (t *transport) RoundTrip(req *http.Request) (*http.Response, error) {
 	if st.backend.Protocol == route.H2C {
 		rt = t.h2c
 	}
-	for attempt := 0; ; attempt++ {
+	for {
 		req.URL.Host = st.endpoint.Addr
 		stats := st.endpoint.Stats
 		stats.InFlight.Add(1)
@@ -59,25 +56,12 @@ func (t *transport) RoundTrip(req *http.Request) (*http.Response, error) {
 			stats.Succeeded()
 			return resp, nil
 		}
-		if !isDialError(err) {
+		if !isDialError(err) && (!isClosedConn(err) || req.Context().Err() != nil) {
 			return nil, err
 		}
-		now := time.Now()
-		stats.Failed(now)
-		if attempt >= t.retries || !replayable(req) {
+		if !t.h.retry(st, err, replayable(req), req.Host, req.URL.Path) {
 			return nil, err
 		}
-		next := st.backend.Pick(now, st.endpoint)
-		if next == nil && t.reroute != nil {
-			if b := t.reroute(req); b != nil && b != st.backend && b.Protocol == st.backend.Protocol {
-				st.backend = b
-				next = b.Pick(now, st.endpoint)
-			}
-		}
-		if next == nil {
-			return nil, err
-		}
-		st.endpoint, st.pinned = next, false
 	}
 }
 

@@ -99,6 +99,13 @@ func (s *EndpointStats) Failed(now time.Time) {
 	}
 }
 
+// Eject skips the endpoint from now on for EjectFor: nothing listens there (a connection was
+// refused), so there is no point in waiting for more failures.
+func (s *EndpointStats) Eject(now time.Time) {
+	s.ejectedUntil.Store(now.Add(EjectFor).UnixNano())
+	s.failures.Store(0)
+}
+
 // Succeeded records a successful exchange.
 func (s *EndpointStats) Succeeded() {
 	if s.failures.Load() != 0 {

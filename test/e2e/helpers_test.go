@@ -110,20 +110,29 @@ func tlsClient() *http.Client {
 // answer sends GET scheme://addr/path with Host shop.example.com; it returns the backend's
 // Service name ("" on any failure) and its pod name.
 func answer(c *http.Client, scheme, addr, path string) (service, pod string) {
+	r, _ := fetch(c, scheme, addr, path)
+	return r.Service, r.Name
+}
+
+// fetch sends GET scheme://addr/path with Host shop.example.com; it returns the backend's reply
+// to a 200, else what went wrong (error or status, body, time).
+func fetch(c *http.Client, scheme, addr, path string) (echo.Reply, string) {
+	var r echo.Reply
 	req, _ := http.NewRequest(http.MethodGet, scheme+"://"+addr+path, nil)
 	req.Host = host
 	resp, err := c.Do(req)
 	if err != nil {
-		return "", ""
+		return r, time.Now().Format("15:04:05.000") + " " + err.Error()
 	}
 	defer resp.Body.Close()
 	b, _ := io.ReadAll(resp.Body)
 	if resp.StatusCode != 200 {
-		return "", ""
+		return r, fmt.Sprintf("%s %s: %q", time.Now().Format("15:04:05.000"), resp.Status, b)
 	}
-	var r echo.Reply
-	_ = json.Unmarshal(b, &r)
-	return r.Service, r.Name
+	if err := json.Unmarshal(b, &r); err != nil {
+		return r, fmt.Sprintf("%s not an echo reply: %q", time.Now().Format("15:04:05.000"), b)
+	}
+	return r, ""
 }
 
 // expectServes checks host and path routing over HTTP and HTTPS at one address.

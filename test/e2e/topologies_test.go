@@ -165,10 +165,11 @@ var _ = Describe("A fleet on the local cluster", Ordered, func() {
 		}).Should(Equal(10))
 
 		loop := load.Start(4, func() string {
-			if svc, _ := answer(plain, "http", node1+":80", "/coffee"); svc != "coffee" {
-				return "answered by " + svc
+			r, problem := fetch(plain, "http", node1+":80", "/coffee")
+			if problem == "" && r.Service != "coffee" {
+				problem = "answered by " + r.Service
 			}
-			return ""
+			return problem
 		})
 		Expect(getObj(d, appsNS, "coffee")).To(Succeed())
 		if d.Spec.Template.Annotations == nil {
