@@ -3,7 +3,6 @@ package proxy
 import (
 	"net"
 	"syscall"
-	"time"
 )
 
 // alive reports whether an idle upstream connection is still open: a non-blocking peek finds
@@ -13,7 +12,6 @@ func alive(c net.Conn) bool {
 	if !ok {
 		return true
 	}
-	_ = c.SetReadDeadline(time.Time{}) // the last response head's deadline may have passed
 	rc, err := sc.SyscallConn()
 	if err != nil {
 		return false

@@ -156,10 +156,12 @@ type h1Conn struct {
 	port   string // X-Forwarded-Port
 
 	head reqHead
-	out  []byte // the response head being built
-	raw  []byte // the backend's response head as read
-	hl   []headerLine
-	st   reqState
+	// rd is the client connection's read deadline.
+	rd  readDeadline
+	out []byte // the response head being built
+	raw []byte // the backend's response head as read
+	hl  []headerLine
+	st  reqState
 	// closeAfter: the connection ends after the current answer.
 	closeAfter bool
 	// now is when the last answer was written (one clock reading serves several uses).
@@ -197,7 +199,7 @@ func (c *h1Conn) serve() {
 	o := &c.s.opts
 	c.proto, c.port = "http", c.s.h.httpPort
 	if c.s.tlsConfig != nil {
-		tc := tls.Server(c.c, c.s.tlsConfig)
+		tc := tls.Server(newRawConn(c.c), c.s.tlsConfig)
 		c.c = tc
 		_ = tc.SetDeadline(time.Now().Add(o.ReadHeaderTimeout))
 		if err := tc.HandshakeContext(context.Background()); err != nil {
@@ -217,13 +219,17 @@ func (c *h1Conn) serve() {
 	if host, _, err := net.SplitHostPort(c.c.RemoteAddr().String()); err == nil {
 		c.client = host
 	}
-	c.br = bufio.NewReaderSize(c.c, clientReadBuffer)
-	c.bw = bufio.NewWriterSize(c.c, clientWriteBuffer)
+	rw := c.c
+	if c.tls == nil {
+		rw = newRawConn(c.c)
+	}
+	c.br = bufio.NewReaderSize(rw, clientReadBuffer)
+	c.bw = bufio.NewWriterSize(rw, clientWriteBuffer)
 	limit := min(clientReadBuffer, o.MaxHeaderBytes)
 	wait := o.ReadHeaderTimeout // before the first request; IdleTimeout between requests
 	c.now = time.Now()
 	for {
-		_ = c.c.SetReadDeadline(c.now.Add(wait))
+		c.rd.within(c.c, c.now, wait)
 		if _, err := c.br.Peek(1); err != nil {
 			return
 		}
@@ -241,7 +247,7 @@ func (c *h1Conn) serve() {
 				break
 			}
 			if first { // the head did not come in one piece: it has ReadHeaderTimeout to arrive
-				_ = c.c.SetReadDeadline(time.Now().Add(o.ReadHeaderTimeout))
+				c.rd.exactly(c.c, time.Now().Add(o.ReadHeaderTimeout))
 				// Answers held back for a pipelined request go out before waiting for its rest.
 				if err := c.bw.Flush(); err != nil {
 					return
@@ -334,7 +340,7 @@ func (c *h1Conn) serveRequest(headLen int) bool {
 	}
 	_, _ = c.br.Discard(headLen)
 	if hd.contentLength > 0 {
-		_ = c.c.SetReadDeadline(time.Time{}) // bodies have no deadline, as with net/http
+		c.rd.none(c.c) // bodies have no deadline, as with net/http
 	}
 	if b == nil {
 		c.discardBody()

@@ -396,6 +396,67 @@ func TestFastPathRetriesConnectionsTheBackendClosed(t *testing.T) {
 	}
 }
 
+// TestFastPathClientTimeouts: a client that sends half a head is closed after ReadHeaderTimeout,
+// an idle keep-alive connection after IdleTimeout (up to an eighth late: deadlines move
+// lazily), and a busy keep-alive connection outlives IdleTimeout.
+func TestFastPathClientTimeouts(t *testing.T) {
+	const header, idle = 400 * time.Millisecond, 800 * time.Millisecond
+	h := newHarnessWith(t, Options{}, ServerOptions{ReadHeaderTimeout: header, IdleTimeout: idle})
+	h.backend("svc", echo.Handler("e", "svc"), "")
+	h.compile(rt.Ingress("ns", "i", 1, rt.Rule("h", "/", rt.Prefix, "svc", 80)))
+	const slop = 150 * time.Millisecond // scheduling on a loaded machine
+	closedWithin := func(what string, conn net.Conn, br *bufio.Reader, min, max time.Duration) {
+		t.Helper()
+		start := time.Now()
+		_ = conn.SetReadDeadline(start.Add(5 * time.Second))
+		if _, err := br.ReadByte(); err == nil {
+			t.Fatalf("%s: the proxy sent something", what)
+		}
+		if d := time.Since(start); d < min || d > max {
+			t.Errorf("%s: closed after %v, want %v to %v", what, d, min, max)
+		}
+	}
+	request := func(conn net.Conn, br *bufio.Reader) {
+		t.Helper()
+		if _, err := io.WriteString(conn, "GET / HTTP/1.1\r\nHost: h\r\n\r\n"); err != nil {
+			t.Fatal(err)
+		}
+		resp, err := http.ReadResponse(br, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, _ = io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != 200 {
+			t.Fatalf("status %d", resp.StatusCode)
+		}
+	}
+	dial := func() (net.Conn, *bufio.Reader) {
+		conn, err := net.Dial("tcp", h.http)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { conn.Close() })
+		return conn, bufio.NewReader(conn)
+	}
+
+	conn, br := dial()
+	if _, err := io.WriteString(conn, "GET / HTTP/1.1\r\nHost: h\r\n"); err != nil {
+		t.Fatal(err)
+	}
+	closedWithin("half a head", conn, br, header-slop/3, header+header/8+slop)
+
+	conn, br = dial()
+	request(conn, br)
+	closedWithin("idle after a request", conn, br, idle-slop/3, idle+idle/8+slop)
+
+	conn, br = dial()
+	for end := time.Now().Add(2 * idle); time.Now().Before(end); time.Sleep(idle / 4) {
+		request(conn, br)
+	}
+	request(conn, br) // still open
+}
+
 func TestFastPathStreamsResponses(t *testing.T) {
 	h := newHarness(t, Options{})
 	release := make(chan struct{})

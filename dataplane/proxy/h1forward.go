@@ -128,7 +128,7 @@ func (c *h1Conn) forward() {
 	_, werr := c.bw.Write(c.out)
 	waits := rh.body != bodyNone && (rh.body != bodyLength || int64(uc.r.Buffered()) < rh.length)
 	if waits {
-		_ = uc.c.SetReadDeadline(time.Time{}) // bodies stream as long as they take
+		uc.rd.none(uc.c) // bodies stream as long as they take
 	}
 	var err error
 	if werr == nil {
@@ -402,7 +402,7 @@ func (c *h1Conn) readHead(uc *upConn, rh *respHead) error {
 	if c.head.contentLength > 0 {
 		base = time.Now() // the body took its time to send
 	}
-	_ = uc.c.SetReadDeadline(base.Add(h.opts.UpstreamTimeout))
+	uc.rd.within(uc.c, base, h.opts.UpstreamTimeout)
 	for {
 		if err := c.readRawHead(uc.r); err != nil {
 			return err

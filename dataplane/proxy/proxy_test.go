@@ -44,6 +44,12 @@ type harness struct {
 
 func newHarness(t *testing.T, opts Options) *harness {
 	t.Helper()
+	return newHarnessWith(t, opts, ServerOptions{})
+}
+
+// newHarnessWith is newHarness with server options (its addresses and drain period are set).
+func newHarnessWith(t *testing.T, opts Options, so ServerOptions) *harness {
+	t.Helper()
 	reg := prometheus.NewRegistry()
 	fallback, err := tls.X509KeyPair(rt.SelfSigned("portico-default"))
 	if err != nil {
@@ -59,8 +65,8 @@ func newHarness(t *testing.T, opts Options) *harness {
 	}
 	opts.HTTPPort, opts.HTTPSPort = 80, 443
 	h.handler = NewHandler(opts, NewMetrics(reg), testr.NewWithOptions(t, testr.Options{Verbosity: 1}))
-	h.server = NewServer(ServerOptions{HTTPAddr: "127.0.0.1:0", HTTPSAddr: "127.0.0.1:0", HealthAddr: "127.0.0.1:0",
-		DrainPeriod: 300 * time.Millisecond}, h.handler, reg, logr.Discard())
+	so.HTTPAddr, so.HTTPSAddr, so.HealthAddr, so.DrainPeriod = "127.0.0.1:0", "127.0.0.1:0", "127.0.0.1:0", 300*time.Millisecond
+	h.server = NewServer(so, h.handler, reg, logr.Discard())
 	ctx, cancel := context.WithCancel(context.Background())
 	h.cancel = cancel
 	go func() { h.done <- h.server.Run(ctx) }()

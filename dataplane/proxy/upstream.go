@@ -30,6 +30,7 @@ type upConn struct {
 	r         *bufio.Reader
 	w         *bufio.Writer
 	idleSince time.Time
+	rd        readDeadline
 	// reused is false on a connection's first exchange.
 	reused bool
 }
@@ -75,7 +76,11 @@ func (u *upstreams) get(addr string, now time.Time, fresh, probe bool) (*upConn,
 		p.idle = p.idle[:n-1]
 		p.lastUse = now
 		p.mu.Unlock()
-		if (!probe && now.Sub(uc.idleSince) < probeAfter) || alive(uc.c) {
+		if !probe && now.Sub(uc.idleSince) < probeAfter {
+			return uc, nil
+		}
+		uc.rd.none(uc.c) // the last response head's deadline may have passed
+		if alive(uc.c) {
 			return uc, nil
 		}
 		_ = uc.c.Close()
@@ -84,7 +89,8 @@ func (u *upstreams) get(addr string, now time.Time, fresh, probe bool) (*upConn,
 	if err != nil {
 		return nil, err
 	}
-	return &upConn{c: c, r: bufio.NewReaderSize(c, 8<<10), w: bufio.NewWriterSize(c, 4<<10)}, nil
+	rw := newRawConn(c)
+	return &upConn{c: c, r: bufio.NewReaderSize(rw, 8<<10), w: bufio.NewWriterSize(rw, 4<<10)}, nil
 }
 
 // put makes uc available to the next request for addr.
@@ -154,4 +160,35 @@ func (u *upstreams) sweep(now time.Time, maxIdle time.Duration) {
 func (u *upstreams) close() {
 	u.once.Do(func() { close(u.stop) })
 	u.sweep(time.Now().Add(100*365*24*time.Hour), 0)
+}
+
+// readDeadline moves a connection's read deadline lazily. Setting a deadline updates a runtime
+// timer; doing it for every request of a keep-alive connection (twice: the client's idle
+// timeout, the backend's response timeout) costs more than the rest of the bookkeeping.
+type readDeadline struct{ at time.Time } // zero: none set
+
+// within makes reads on c time out d after now, up to d/8 late: a deadline already set between
+// now+d and now+d+d/8 is kept, else one is set at now+d+d/16, which the requests of the next
+// d/16 keep in turn. A busy connection so moves its deadline a few times per timeout period.
+func (rd *readDeadline) within(c net.Conn, now time.Time, d time.Duration) {
+	want := now.Add(d)
+	if !rd.at.IsZero() && !rd.at.Before(want) && rd.at.Sub(want) <= d/8 {
+		return
+	}
+	rd.at = want.Add(d / 16)
+	_ = c.SetReadDeadline(rd.at)
+}
+
+// exactly sets the deadline at t.
+func (rd *readDeadline) exactly(c net.Conn, t time.Time) {
+	rd.at = t
+	_ = c.SetReadDeadline(t)
+}
+
+// none lifts the deadline.
+func (rd *readDeadline) none(c net.Conn) {
+	if !rd.at.IsZero() {
+		rd.at = time.Time{}
+		_ = c.SetReadDeadline(time.Time{})
+	}
 }

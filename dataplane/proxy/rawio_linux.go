@@ -1,0 +1,115 @@
+//go:build linux
+
+package proxy
+
+import (
+	"io"
+	"net"
+	"os"
+	"syscall"
+	"unsafe"
+)
+
+// rawConn reads and writes a TCP connection with raw system calls: the goroutine keeps its P
+// for the microseconds a non-blocking socket call takes. The socket is non-blocking, so a call
+// never waits: EAGAIN parks the goroutine on the poller, as net.Conn does, and deadlines apply
+// as on the connection. What it saves is the runtime's system-call bookkeeping, and above all
+// the P hand-offs the system monitor makes when a call outlasts its 20 µs tick (a loopback
+// write runs the receiver's network stack too, and often does): each wakes another thread, and
+// at high request rates those context switches cost more than the calls themselves.
+type rawConn struct {
+	net.Conn
+	rc syscall.RawConn
+	// The calls' arguments and results live here, so that the functions given to rc are made
+	// once (a closure per call would be an allocation per call).
+	rbuf, wbuf     []byte
+	rn, wn         int
+	rerrno, werrno syscall.Errno
+	readFn         func(uintptr) bool
+	writeFn        func(uintptr) bool
+}
+
+// newRawConn wraps a TCP connection; any other connection is returned as is.
+func newRawConn(c net.Conn) net.Conn {
+	tc, ok := c.(*net.TCPConn)
+	if !ok {
+		return c
+	}
+	rc, err := tc.SyscallConn()
+	if err != nil {
+		return c
+	}
+	r := &rawConn{Conn: c, rc: rc}
+	r.readFn, r.writeFn = r.read, r.write
+	return r
+}
+
+func (r *rawConn) read(fd uintptr) bool {
+	for {
+		v, _, e := syscall.RawSyscall(syscall.SYS_READ, fd, uintptr(unsafe.Pointer(&r.rbuf[0])), uintptr(len(r.rbuf)))
+		switch e {
+		case syscall.EINTR:
+			continue
+		case syscall.EAGAIN:
+			return false // wait for the poller
+		}
+		r.rn, r.rerrno = int(v), e
+		return true
+	}
+}
+
+func (r *rawConn) write(fd uintptr) bool {
+	for {
+		v, _, e := syscall.RawSyscall(syscall.SYS_WRITE, fd, uintptr(unsafe.Pointer(&r.wbuf[r.wn])), uintptr(len(r.wbuf)-r.wn))
+		switch e {
+		case syscall.EINTR:
+			continue
+		case syscall.EAGAIN:
+			return false
+		case 0:
+			if r.wn += int(v); r.wn < len(r.wbuf) {
+				continue // a partial write: the rest may fit now, else EAGAIN
+			}
+		}
+		r.werrno = e
+		return true
+	}
+}
+
+func (r *rawConn) Read(p []byte) (int, error) {
+	if len(p) == 0 {
+		return 0, nil
+	}
+	r.rbuf, r.rn, r.rerrno = p, 0, 0
+	err := r.rc.Read(r.readFn)
+	r.rbuf = nil
+	switch {
+	case err != nil:
+		return 0, r.opError("read", err)
+	case r.rerrno != 0:
+		return 0, r.opError("read", os.NewSyscallError("read", r.rerrno))
+	case r.rn == 0:
+		return 0, io.EOF
+	}
+	return r.rn, nil
+}
+
+func (r *rawConn) Write(p []byte) (int, error) {
+	if len(p) == 0 {
+		return 0, nil
+	}
+	r.wbuf, r.wn, r.werrno = p, 0, 0
+	err := r.rc.Write(r.writeFn)
+	r.wbuf = nil
+	switch {
+	case err != nil:
+		return r.wn, r.opError("write", err)
+	case r.werrno != 0:
+		return r.wn, r.opError("write", os.NewSyscallError("write", r.werrno))
+	}
+	return r.wn, nil
+}
+
+func (r *rawConn) opError(op string, err error) error {
+	return &net.OpError{Op: op, Net: "tcp", Source: r.LocalAddr(), Addr: r.RemoteAddr(), Err: err}
+}
