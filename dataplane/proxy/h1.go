@@ -38,6 +38,9 @@ const (
 const (
 	clientReadBuffer  = 8 << 10
 	clientWriteBuffer = 4 << 10
+	// idleRelease: a keep-alive connection idle this long gives its buffers back while it
+	// waits for the next request.
+	idleRelease = time.Second
 	// maxDiscard is how much of an unforwarded request body is read to keep the connection;
 	// past it, the connection is closed after the answer (as net/http does).
 	maxDiscard = 256 << 10
@@ -146,7 +149,8 @@ func (s *h1Server) forget(c *h1Conn) {
 // h1Conn is one client connection on the fast path.
 type h1Conn struct {
 	s      *h1Server
-	c      net.Conn // a *tls.Conn on HTTPS
+	c      net.Conn      // a *tls.Conn on HTTPS
+	rw     io.ReadWriter // what br and bw read and write: the raw or TLS connection
 	br     *bufio.Reader
 	bw     *bufio.Writer
 	state  atomic.Int32
@@ -193,6 +197,7 @@ func (c *h1Conn) serve() {
 	defer func() {
 		if !handedOff {
 			_ = c.c.Close()
+			c.releaseBuffers(false)
 		}
 		c.s.forget(c)
 	}()
@@ -219,18 +224,16 @@ func (c *h1Conn) serve() {
 	if host, _, err := net.SplitHostPort(c.c.RemoteAddr().String()); err == nil {
 		c.client = host
 	}
-	rw := c.c
+	c.rw = c.c
 	if c.tls == nil {
-		rw = newRawConn(c.c)
+		c.rw = newRawConn(c.c)
 	}
-	c.br = bufio.NewReaderSize(rw, clientReadBuffer)
-	c.bw = bufio.NewWriterSize(rw, clientWriteBuffer)
+	c.takeBuffers()
 	limit := min(clientReadBuffer, o.MaxHeaderBytes)
 	wait := o.ReadHeaderTimeout // before the first request; IdleTimeout between requests
 	c.now = time.Now()
 	for {
-		c.rd.within(c.c, c.now, wait)
-		if _, err := c.br.Peek(1); err != nil {
+		if !c.awaitRequest(wait) {
 			return
 		}
 		if !c.state.CompareAndSwap(stateIdle, stateActive) {
@@ -284,6 +287,84 @@ func (c *h1Conn) serve() {
 		}
 		wait = o.IdleTimeout
 	}
+}
+
+var (
+	readerPool = sync.Pool{New: func() any { return bufio.NewReaderSize(nil, clientReadBuffer) }}
+	writerPool = sync.Pool{New: func() any { return bufio.NewWriterSize(nil, clientWriteBuffer) }}
+)
+
+// takeBuffers gives the connection the buffers it lacks.
+func (c *h1Conn) takeBuffers() {
+	if c.br == nil {
+		c.br = readerPool.Get().(*bufio.Reader)
+		c.br.Reset(c.rw)
+	}
+	if c.bw == nil {
+		c.bw = writerPool.Get().(*bufio.Writer)
+		c.bw.Reset(c.rw)
+	}
+}
+
+// releaseBuffers gives the connection's empty buffers back (the reader too unless keepReader),
+// and drops its head buffers when they grew large.
+func (c *h1Conn) releaseBuffers(keepReader bool) {
+	if c.bw != nil {
+		c.bw.Reset(nil)
+		writerPool.Put(c.bw)
+		c.bw = nil
+	}
+	if c.br != nil && !keepReader {
+		c.br.Reset(nil)
+		readerPool.Put(c.br)
+		c.br = nil
+	}
+	if cap(c.head.buf) > 1<<10 {
+		c.head.buf = nil
+	}
+	if cap(c.out) > 1<<10 {
+		c.out = nil
+	}
+	if cap(c.raw) > 1<<10 {
+		c.raw = nil
+	}
+}
+
+// awaitRequest waits for the next request's first byte, wait from c.now at most (a pipelined
+// one may be buffered already). A connection still idle after idleRelease gives its buffers
+// back for the rest of the wait (a TLS connection keeps its read buffer, which may hold
+// decrypted bytes), so an idle keep-alive connection costs its goroutine and little more.
+func (c *h1Conn) awaitRequest(wait time.Duration) bool {
+	if c.br.Buffered() > 0 {
+		return true
+	}
+	if wait <= idleRelease {
+		c.rd.within(c.c, c.now, wait)
+		_, err := c.br.Peek(1)
+		return err == nil
+	}
+	c.rd.within(c.c, c.now, idleRelease)
+	_, err := c.br.Peek(1)
+	var ne net.Error
+	if err == nil || !errors.As(err, &ne) || !ne.Timeout() {
+		return err == nil
+	}
+	c.rd.exactly(c.c, c.now.Add(wait))
+	keepReader := c.tls != nil
+	c.releaseBuffers(keepReader)
+	if !keepReader {
+		if _, err := waitReadable(c.c); err != nil {
+			return false
+		}
+	}
+	if c.br == nil {
+		c.takeBuffers()
+		_, err = c.br.Peek(1)
+	} else {
+		_, err = c.br.Peek(1)
+		c.takeBuffers()
+	}
+	return err == nil
 }
 
 // closeWrite ends a connection after Connection: close: the answer is sent, the write side is
