@@ -529,6 +529,82 @@ func dialed(t *testing.T, addr string, conns *[]net.Conn) net.Conn {
 	return c
 }
 
+// TestFastPathNoticesAClientThatGivesUp: while a slow backend prepares its answer, a client
+// that closes its connection (HTTP or HTTPS) ends the request: the proxy closes the backend
+// connection, so the backend's request is cancelled, and counts a 499. A client that waits gets
+// the slow answer.
+func TestFastPathNoticesAClientThatGivesUp(t *testing.T) {
+	h := newHarness(t, Options{})
+	cancelled := make(chan time.Duration, 4)
+	h.backend("slow", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		start := time.Now()
+		select {
+		case <-r.Context().Done():
+			cancelled <- time.Since(start)
+		case <-time.After(2500 * time.Millisecond):
+			_, _ = io.WriteString(w, "late")
+		}
+	}), "")
+	h.compile(rt.Ingress("ns", "i", 1, rt.Rule("h", "/", rt.Prefix, "slow", 80)))
+	if resp, _, body := get(t, &http.Client{}, "http://"+h.http+"/", "h"); resp.StatusCode != 200 || body != "late" {
+		t.Fatalf("a client that waits: %d %q", resp.StatusCode, body)
+	}
+	dials := map[string]func() (net.Conn, error){
+		"HTTP": func() (net.Conn, error) { return net.Dial("tcp", h.http) },
+		"HTTPS": func() (net.Conn, error) {
+			return tls.Dial("tcp", h.https, &tls.Config{InsecureSkipVerify: true, NextProtos: []string{"http/1.1"}})
+		},
+	}
+	for name, dial := range dials {
+		conn, err := dial()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := io.WriteString(conn, "GET / HTTP/1.1\r\nHost: h\r\n\r\n"); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(1500 * time.Millisecond) // past watchClientAfter
+		conn.Close()
+		select {
+		case d := <-cancelled:
+			if d > 2200*time.Millisecond {
+				t.Errorf("%s: the backend's request ended %v after it began, the client left at 1.5 s", name, d)
+			}
+		case <-time.After(3 * time.Second):
+			t.Fatalf("%s: the backend was not told that the client left", name)
+		}
+	}
+	if n := testutil.ToFloat64(h.handler.metrics.Requests.WithLabelValues("ns/i", "ns/slow:80", "499")); n != 2 {
+		t.Errorf("requests counted 499: %v, want 2", n)
+	}
+	// A request pipelined while the first waits is kept and answered after it.
+	conn, err := net.Dial("tcp", h.http)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	req := "GET / HTTP/1.1\r\nHost: h\r\n\r\n"
+	if _, err := io.WriteString(conn, req); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(1500 * time.Millisecond)
+	if _, err := io.WriteString(conn, req); err != nil {
+		t.Fatal(err)
+	}
+	br := bufio.NewReader(conn)
+	for i := 0; i < 2; i++ {
+		resp, err := http.ReadResponse(br, nil)
+		if err != nil {
+			t.Fatalf("pipelined answer %d: %v", i, err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != 200 || string(body) != "late" {
+			t.Fatalf("pipelined answer %d: %d %q", i, resp.StatusCode, body)
+		}
+	}
+}
+
 func TestFastPathStreamsResponses(t *testing.T) {
 	h := newHarness(t, Options{})
 	release := make(chan struct{})

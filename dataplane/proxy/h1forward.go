@@ -5,8 +5,10 @@ import (
 	"bytes"
 	"errors"
 	"io"
+	"net"
 	"net/http"
 	"strconv"
+	"sync/atomic"
 	"syscall"
 	"time"
 )
@@ -91,6 +93,11 @@ func (c *h1Conn) forward() {
 		rh.informed = false
 		err = c.readHead(uc, &rh)
 		e.Stats.InFlight.Add(-1)
+		if errors.As(err, &ce) {
+			_ = uc.c.Close() // the backend sees the request end, as net/http's cancellation does
+			c.clientGone()
+			return
+		}
 		if err == nil {
 			if sendErr != nil {
 				rh.upClose, c.closeAfter = true, true
@@ -396,13 +403,16 @@ func (c *h1Conn) readRawHead(r *bufio.Reader) error {
 // missing, the affinity cookie when the client is not pinned. Informational answers (1xx but
 // 101) are passed to the client as they come.
 func (c *h1Conn) readHead(uc *upConn, rh *respHead) error {
-	h, st := c.s.h, &c.st
+	st := &c.st
 	// The deadline covers the head only; forward lifts it before the body when it has to wait.
 	base := st.start
 	if c.head.contentLength > 0 {
 		base = time.Now() // the body took its time to send
 	}
-	uc.rd.within(uc.c, base, h.opts.UpstreamTimeout)
+	c.raw = c.raw[:0] // nothing of this answer read yet (forward's retry checks)
+	if err := c.awaitAnswer(uc, base); err != nil {
+		return err
+	}
 	for {
 		if err := c.readRawHead(uc.r); err != nil {
 			return err
@@ -419,6 +429,64 @@ func (c *h1Conn) readHead(uc *upConn, rh *respHead) error {
 			return clientError{err}
 		}
 	}
+}
+
+// watchClientAfter: while a backend takes longer than this to start its answer, the client's
+// connection is watched for its close.
+const watchClientAfter = time.Second
+
+// awaitAnswer waits for the first byte of the backend's answer, and arms the deadline for the
+// rest of the head (UpstreamTimeout from base in all). When the backend takes more than
+// watchClientAfter, a goroutine watches the client's connection meanwhile: a client that closes
+// or resets it ends the wait with a clientError (forward then closes the backend connection, so
+// the backend sees the request end), as nginx and net/http notice a client that gives up. A
+// client that sends more (a pipelined request) is not watched further.
+func (c *h1Conn) awaitAnswer(uc *upConn, base time.Time) error {
+	timeout := c.s.h.opts.UpstreamTimeout
+	if uc.r.Buffered() > 0 || timeout <= watchClientAfter {
+		uc.rd.within(uc.c, base, timeout)
+		return nil
+	}
+	uc.rd.within(uc.c, base, watchClientAfter)
+	_, err := uc.r.Peek(1)
+	if err == nil {
+		if buf, _ := uc.r.Peek(uc.r.Buffered()); headEnd(buf) == 0 {
+			uc.rd.within(uc.c, base, timeout) // the head came in part: the rest has the full time
+		}
+		return nil
+	}
+	deadline := base.Add(timeout)
+	var ne net.Error
+	if !errors.As(err, &ne) || !ne.Timeout() || !time.Now().Before(deadline) {
+		return err
+	}
+	uc.rd.exactly(uc.c, deadline)
+	if c.br.Buffered() > 0 { // a pipelined request is there: no telling
+		_, err = uc.r.Peek(1)
+		return err
+	}
+	// The watch reads into c.br, which nothing else uses until it ends: a pipelined request
+	// that comes meanwhile stays there for later, and a TLS client's close_notify is read as
+	// the end it is.
+	c.rd.none(c.c)
+	var closed atomic.Bool
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		_, err := c.br.Peek(1)
+		var ne net.Error
+		if err != nil && !(errors.As(err, &ne) && ne.Timeout()) {
+			closed.Store(true)
+			_ = uc.c.SetReadDeadline(time.Unix(1, 0)) // wakes the wait below
+		}
+	}()
+	_, err = uc.r.Peek(1)
+	c.rd.exactly(c.c, time.Unix(1, 0)) // wakes the watch, if it still waits
+	<-done
+	if closed.Load() {
+		return clientError{io.ErrUnexpectedEOF}
+	}
+	return err
 }
 
 // parseResponseHead parses the response head in c.raw into rh and builds the client's head in
