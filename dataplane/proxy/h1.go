@@ -343,7 +343,7 @@ func (c *h1Conn) awaitRequest(wait time.Duration) bool {
 		_, err := c.br.Peek(1)
 		return err == nil
 	}
-	c.rd.within(c.c, c.now, idleRelease)
+	c.rd.withinLate(c.c, c.now, idleRelease, idleRelease) // when is not critical
 	_, err := c.br.Peek(1)
 	var ne net.Error
 	if err == nil || !errors.As(err, &ne) || !ne.Timeout() {

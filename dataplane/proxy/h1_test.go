@@ -605,6 +605,24 @@ func TestFastPathNoticesAClientThatGivesUp(t *testing.T) {
 	}
 }
 
+// TestFastPathHeadInParts: a backend that sends the first line of its head at once and the rest
+// after more than watchClientAfter gets the full upstream timeout for it.
+func TestFastPathHeadInParts(t *testing.T) {
+	h := newHarness(t, Options{})
+	h.rawBackend("parts", func(r *http.Request, _ []byte, w *bufio.Writer, c net.Conn) bool {
+		fmt.Fprint(w, "HTTP/1.1 200 OK\r\n")
+		_ = w.Flush()
+		time.Sleep(watchClientAfter + watchClientAfter/2)
+		fmt.Fprint(w, "Content-Length: 2\r\n\r\nok")
+		_ = w.Flush()
+		return true
+	})
+	h.compile(rt.Ingress("ns", "i", 1, rt.Rule("h", "/", rt.Prefix, "parts", 80)))
+	if resp, _, body := get(t, &http.Client{}, "http://"+h.http+"/", "h"); resp.StatusCode != 200 || body != "ok" {
+		t.Fatalf("%d %q", resp.StatusCode, body)
+	}
+}
+
 func TestFastPathStreamsResponses(t *testing.T) {
 	h := newHarness(t, Options{})
 	release := make(chan struct{})
@@ -855,7 +873,7 @@ func FuzzResponseHead(f *testing.F) {
 			method = http.MethodHead
 		}
 		c.head.method = []byte(method)
-		if c.readRawHead(bufio.NewReader(bytes.NewReader(in))) != nil {
+		if c.readRawHead(bufio.NewReader(bytes.NewReader(in)), func() {}) != nil {
 			return
 		}
 		var rh respHead

@@ -369,18 +369,19 @@ func trimEOL(l []byte) []byte {
 
 // readRawHead reads one response head, up to and with its blank line, into c.raw: in one copy
 // when the buffer holds it whole (the common case), else line by line (a head longer than the
-// buffer, or lines ending in a bare LF).
-func (c *h1Conn) readRawHead(r *bufio.Reader) error {
+// buffer, or lines ending in a bare LF), after calling waits.
+func (c *h1Conn) readRawHead(r *bufio.Reader, waits func()) error {
 	c.raw = c.raw[:0]
-	if _, err := r.Peek(1); err != nil {
-		return err
-	}
 	if buf, _ := r.Peek(r.Buffered()); len(buf) > 0 {
 		if n := headEnd(buf); n > 0 {
 			c.raw = append(c.raw, buf[:n]...)
 			_, _ = r.Discard(n)
 			return nil
 		}
+	}
+	waits() // reads will wait: with the head's full deadline
+	if _, err := r.Peek(1); err != nil {
+		return err
 	}
 	for {
 		start := len(c.raw)
@@ -414,7 +415,7 @@ func (c *h1Conn) readHead(uc *upConn, rh *respHead) error {
 		return err
 	}
 	for {
-		if err := c.readRawHead(uc.r); err != nil {
+		if err := c.readRawHead(uc.r, func() { uc.rd.within(uc.c, base, c.s.h.opts.UpstreamTimeout) }); err != nil {
 			return err
 		}
 		informational, err := c.parseResponseHead(rh)
@@ -435,8 +436,8 @@ func (c *h1Conn) readHead(uc *upConn, rh *respHead) error {
 // connection is watched for its close.
 const watchClientAfter = time.Second
 
-// awaitAnswer waits for the first byte of the backend's answer, and arms the deadline for the
-// rest of the head (UpstreamTimeout from base in all). When the backend takes more than
+// awaitAnswer waits for the first byte of the backend's answer (UpstreamTimeout from base in
+// all). When the backend takes more than
 // watchClientAfter, a goroutine watches the client's connection meanwhile: a client that closes
 // or resets it ends the wait with a clientError (forward then closes the backend connection, so
 // the backend sees the request end), as nginx and net/http notice a client that gives up. A
@@ -447,13 +448,10 @@ func (c *h1Conn) awaitAnswer(uc *upConn, base time.Time) error {
 		uc.rd.within(uc.c, base, timeout)
 		return nil
 	}
-	uc.rd.within(uc.c, base, watchClientAfter)
+	uc.rd.withinLate(uc.c, base, watchClientAfter, watchClientAfter) // when is not critical
 	_, err := uc.r.Peek(1)
 	if err == nil {
-		if buf, _ := uc.r.Peek(uc.r.Buffered()); headEnd(buf) == 0 {
-			uc.rd.within(uc.c, base, timeout) // the head came in part: the rest has the full time
-		}
-		return nil
+		return nil // readHead gives the rest of a head that came in part the full time
 	}
 	deadline := base.Add(timeout)
 	var ne net.Error

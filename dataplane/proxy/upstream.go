@@ -171,11 +171,16 @@ type readDeadline struct{ at time.Time } // zero: none set
 // now+d and now+d+d/8 is kept, else one is set at now+d+d/16, which the requests of the next
 // d/16 keep in turn. A busy connection so moves its deadline a few times per timeout period.
 func (rd *readDeadline) within(c net.Conn, now time.Time, d time.Duration) {
+	rd.withinLate(c, now, d, d/8)
+}
+
+// withinLate is within with the lateness allowed given: up to late after now+d.
+func (rd *readDeadline) withinLate(c net.Conn, now time.Time, d, late time.Duration) {
 	want := now.Add(d)
-	if !rd.at.IsZero() && !rd.at.Before(want) && rd.at.Sub(want) <= d/8 {
+	if !rd.at.IsZero() && !rd.at.Before(want) && rd.at.Sub(want) <= late {
 		return
 	}
-	rd.at = want.Add(d / 16)
+	rd.at = want.Add(late / 2)
 	_ = c.SetReadDeadline(rd.at)
 }
 
