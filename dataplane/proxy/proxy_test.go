@@ -598,20 +598,7 @@ func TestNoFailedRequestsWhileTablesChange(t *testing.T) {
 	stopOld := h.backend("svc", echo.Handler("old-1", "svc"), "")
 	h.compile(rt.Ingress("ns", "main", 1, rt.Rule("h", "/", rt.Prefix, "svc", 80)))
 	c := &http.Client{Timeout: 5 * time.Second}
-	loop := load.Start(4, func() string {
-		req, _ := http.NewRequest(http.MethodGet, "http://"+h.http+"/", nil)
-		req.Host = "h"
-		resp, err := c.Do(req)
-		if err != nil {
-			return err.Error()
-		}
-		_, _ = io.Copy(io.Discard, resp.Body)
-		resp.Body.Close()
-		if resp.StatusCode != 200 {
-			return resp.Status
-		}
-		return ""
-	})
+	loop := load.Start(4, steadyGET(c, "http://"+h.http+"/", "h"))
 	// 100 updates of other Ingresses.
 	ings := []*networkingv1.Ingress{h.in.Ingresses[0]}
 	for i := 0; i < 100; i++ {
@@ -654,20 +641,7 @@ func TestNoFailedRequestsWhileBackendsRoll(t *testing.T) {
 	ing := rt.Ingress("ns", "main", 1, rt.Rule("h", "/", rt.Prefix, "svc", 80))
 	h.compile(ing)
 	c := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{MaxIdleConnsPerHost: 16}}
-	loop := load.Start(6, func() string {
-		req, _ := http.NewRequest(http.MethodGet, "http://"+h.http+"/", nil)
-		req.Host = "h"
-		resp, err := c.Do(req)
-		if err != nil {
-			return err.Error()
-		}
-		_, _ = io.Copy(io.Discard, resp.Body)
-		resp.Body.Close()
-		if resp.StatusCode != 200 {
-			return resp.Status
-		}
-		return ""
-	})
+	loop := load.Start(6, steadyGET(c, "http://"+h.http+"/", "h"))
 	for round := 0; round < 24; round++ {
 		start("new-" + strconv.Itoa(round))
 		h.compile(ing)
@@ -698,4 +672,22 @@ func TestNoFailedRequestsWhileBackendsRoll(t *testing.T) {
 		t.Fatalf("%d of %d requests failed: %v", failed, total, failures)
 	}
 	t.Logf("%d requests, none failed", total)
+}
+
+// steadyGET is a request loop's step: GET url with Host host; "" for a 200, else what failed.
+func steadyGET(c *http.Client, url, host string) func() string {
+	return func() string {
+		req, _ := http.NewRequest(http.MethodGet, url, nil)
+		req.Host = host
+		resp, err := c.Do(req)
+		if err != nil {
+			return err.Error()
+		}
+		_, _ = io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != 200 {
+			return resp.Status
+		}
+		return ""
+	}
 }
