@@ -38,8 +38,8 @@ const (
 const (
 	clientReadBuffer  = 8 << 10
 	clientWriteBuffer = 4 << 10
-	// idleRelease: a keep-alive connection idle this long gives its buffers back while it
-	// waits for the next request.
+	// idleRelease: a keep-alive connection idle this long (up to twice: the timer is coarse)
+	// gives its buffers back while it waits for the next request.
 	idleRelease = time.Second
 	// maxDiscard is how much of an unforwarded request body is read to keep the connection;
 	// past it, the connection is closed after the answer (as net/http does).
@@ -331,8 +331,8 @@ func (c *h1Conn) releaseBuffers(keepReader bool) {
 }
 
 // awaitRequest waits for the next request's first byte, wait from c.now at most (a pipelined
-// one may be buffered already). A connection still idle after idleRelease gives its buffers
-// back for the rest of the wait (a TLS connection keeps its read buffer, which may hold
+// one may be buffered already). A connection still idle after idleRelease (to twice that) gives
+// its buffers back for the rest of the wait (a TLS connection keeps its read buffer, which may hold
 // decrypted bytes), so an idle keep-alive connection costs its goroutine and little more.
 func (c *h1Conn) awaitRequest(wait time.Duration) bool {
 	if c.br.Buffered() > 0 {

@@ -432,19 +432,19 @@ func (c *h1Conn) readHead(uc *upConn, rh *respHead) error {
 	}
 }
 
-// watchClientAfter: while a backend takes longer than this to start its answer, the client's
-// connection is watched for its close.
+// watchClientAfter: while a backend takes longer than this (up to twice: the timer is coarse)
+// to start its answer, the client's connection is watched for its close.
 const watchClientAfter = time.Second
 
 // awaitAnswer waits for the first byte of the backend's answer (UpstreamTimeout from base in
-// all). When the backend takes more than
-// watchClientAfter, a goroutine watches the client's connection meanwhile: a client that closes
-// or resets it ends the wait with a clientError (forward then closes the backend connection, so
-// the backend sees the request end), as nginx and net/http notice a client that gives up. A
-// client that sends more (a pipelined request) is not watched further.
+// all). When the backend takes more than watchClientAfter, a goroutine watches the client's
+// connection meanwhile: a client that closes or resets it ends the wait with a clientError
+// (forward then closes the backend connection, so the backend sees the request end), as nginx
+// and net/http notice a client that gives up. A client that sends more (a pipelined request) is
+// not watched further. Upstream timeouts too short for the watch to matter skip it.
 func (c *h1Conn) awaitAnswer(uc *upConn, base time.Time) error {
 	timeout := c.s.h.opts.UpstreamTimeout
-	if uc.r.Buffered() > 0 || timeout <= watchClientAfter {
+	if uc.r.Buffered() > 0 || timeout <= 2*watchClientAfter {
 		uc.rd.within(uc.c, base, timeout)
 		return nil
 	}
