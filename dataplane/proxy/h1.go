@@ -345,8 +345,7 @@ func (c *h1Conn) awaitRequest(wait time.Duration) bool {
 	}
 	c.rd.withinLate(c.c, c.now, idleRelease, idleRelease) // when is not critical
 	_, err := c.br.Peek(1)
-	var ne net.Error
-	if err == nil || !errors.As(err, &ne) || !ne.Timeout() {
+	if err == nil || !isTimeout(err) {
 		return err == nil
 	}
 	c.rd.exactly(c.c, c.now.Add(wait))

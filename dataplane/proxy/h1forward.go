@@ -5,7 +5,6 @@ import (
 	"bytes"
 	"errors"
 	"io"
-	"net"
 	"net/http"
 	"strconv"
 	"sync/atomic"
@@ -38,6 +37,15 @@ type respHead struct {
 type clientError struct{ error }
 
 func (e clientError) Unwrap() error { return e.error }
+
+// isClientError: err is a clientError (nil is not).
+func isClientError(err error) bool {
+	if err == nil {
+		return false
+	}
+	var ce clientError
+	return errors.As(err, &ce)
+}
 
 var (
 	errBadResponse   = errors.New("malformed response from upstream")
@@ -76,24 +84,18 @@ func (c *h1Conn) forward() {
 		}
 		e.Stats.InFlight.Add(1)
 		sendErr := c.send(uc)
-		var ce clientError
-		if errors.As(sendErr, &ce) {
+		if isClientError(sendErr) {
 			e.Stats.InFlight.Add(-1)
 			_ = uc.c.Close()
 			c.clientGone()
 			return
 		}
-		if sendErr != nil && uc.reused && replay && !stale && isClosedConn(sendErr) {
-			e.Stats.InFlight.Add(-1)
-			_ = uc.c.Close()
-			stale = true
-			continue
-		}
-		// Even when the body could not be sent in full, the backend may have answered (413).
+		// Even when the body could not be sent in full, the backend may have answered (413); a
+		// connection the backend had closed fails the read at once, and is retried below.
 		rh.informed = false
 		err = c.readHead(uc, &rh)
 		e.Stats.InFlight.Add(-1)
-		if errors.As(err, &ce) {
+		if isClientError(err) {
 			_ = uc.c.Close() // the backend sees the request end, as net/http's cancellation does
 			c.clientGone()
 			return
@@ -161,7 +163,7 @@ func (c *h1Conn) forward() {
 	if err != nil {
 		// The answer is cut short: the client must not take it as whole.
 		c.closeAfter = true
-		if errors.As(err, new(clientError)) {
+		if isClientError(err) {
 			st.status = 499
 		} else {
 			h.metrics.UpstreamErrors.WithLabelValues(st.service, "other").Inc()
@@ -454,8 +456,7 @@ func (c *h1Conn) awaitAnswer(uc *upConn, base time.Time) error {
 		return nil // readHead gives the rest of a head that came in part the full time
 	}
 	deadline := base.Add(timeout)
-	var ne net.Error
-	if !errors.As(err, &ne) || !ne.Timeout() || !time.Now().Before(deadline) {
+	if !isTimeout(err) || !time.Now().Before(deadline) {
 		return err
 	}
 	uc.rd.exactly(uc.c, deadline)
@@ -472,8 +473,7 @@ func (c *h1Conn) awaitAnswer(uc *upConn, base time.Time) error {
 	go func() {
 		defer close(done)
 		_, err := c.br.Peek(1)
-		var ne net.Error
-		if err != nil && !(errors.As(err, &ne) && ne.Timeout()) {
+		if err != nil && !isTimeout(err) {
 			closed.Store(true)
 			_ = uc.c.SetReadDeadline(time.Unix(1, 0)) // wakes the wait below
 		}
