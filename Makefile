@@ -60,10 +60,12 @@ test: test-integration test-e2e ## Run every test: unit, integration on a real k
 test-integration: manifests generate vet k8s-binaries ## Unit tests, and integration tests on a real kube-apiserver and etcd.
 	go test -count=1 -run '^$$' ./... >/dev/null # compile (and fetch modules) outside the network namespace
 	KUBEBUILDER_ASSETS="$$($(K8S_BINARIES))" hack/in-netns.sh go test -count=1 -timeout=45m ./...
+	PORTICO_TEST_EVENT_LOOPS=-1 go test -count=1 ./dataplane/proxy/ # the cleartext fast path without event loops too
 
 .PHONY: test-unit
 test-unit: ## Run only the tests that need no API server.
 	go test -count=1 ./controllers/render/... ./dataplane/...
+	PORTICO_TEST_EVENT_LOOPS=-1 go test -count=1 ./dataplane/proxy/
 
 ##@ Benchmarks (figures in the README, with the machine they ran on)
 

@@ -9,6 +9,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"runtime"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -62,13 +63,25 @@ type h1Server struct {
 
 	mu      sync.Mutex
 	ln      net.Listener
+	loops   *loops // the event loops serving ln, if any (Linux)
 	conns   map[*h1Conn]struct{}
 	closing atomic.Bool
 	wg      sync.WaitGroup
 }
 
-// Serve accepts connections until the listener is closed.
+// Serve accepts connections until the listener is closed. The cleartext listener is served by
+// event loops where they run (Linux, opts.EventLoops not negative), which give the connections
+// they do not serve to this server's goroutines.
 func (s *h1Server) Serve(ln net.Listener) error {
+	if s.tlsConfig == nil && s.opts.EventLoops >= 0 {
+		n := s.opts.EventLoops
+		if n == 0 {
+			n = runtime.GOMAXPROCS(0)
+		}
+		if ok, err := s.serveLoops(ln, n); ok {
+			return err
+		}
+	}
 	s.mu.Lock()
 	s.ln = ln
 	if s.conns == nil {
@@ -111,7 +124,11 @@ func (s *h1Server) Shutdown(ctx context.Context) error {
 	if s.ln != nil {
 		_ = s.ln.Close()
 	}
+	ls := s.loops
 	s.mu.Unlock()
+	if ls != nil {
+		ls.stop()
+	}
 	done := make(chan struct{})
 	go func() { s.wg.Wait(); close(done) }()
 	tick := time.NewTicker(10 * time.Millisecond)
@@ -128,6 +145,9 @@ func (s *h1Server) Shutdown(ctx context.Context) error {
 		case <-done:
 			return nil
 		case <-ctx.Done():
+			if ls != nil {
+				ls.kill()
+			}
 			s.mu.Lock()
 			for c := range s.conns {
 				_ = c.c.Close()
@@ -156,8 +176,10 @@ type h1Conn struct {
 	state  atomic.Int32
 	tls    *tls.ConnectionState
 	client string // the client's IP, for X-Forwarded-For
-	proto  string // "http" or "https"
-	port   string // X-Forwarded-Port
+	// peer is the client's address while an event loop serves the connection (c is nil then).
+	peer  string
+	proto string // "http" or "https"
+	port  string // X-Forwarded-Port
 
 	head reqHead
 	// rd is the client connection's read deadline.
@@ -192,15 +214,18 @@ func (c *h1Conn) observe(d time.Duration) {
 	m.duration.Observe(d.Seconds())
 }
 
+// finish ends the connection's goroutine: the connection is closed unless net/http took it.
+func (c *h1Conn) finish(handedOff bool) {
+	if !handedOff {
+		_ = c.c.Close()
+		c.releaseBuffers(false)
+	}
+	c.s.forget(c)
+}
+
 func (c *h1Conn) serve() {
 	handedOff := false
-	defer func() {
-		if !handedOff {
-			_ = c.c.Close()
-			c.releaseBuffers(false)
-		}
-		c.s.forget(c)
-	}()
+	defer func() { c.finish(handedOff) }()
 	o := &c.s.opts
 	c.proto, c.port = "http", c.s.h.httpPort
 	if c.s.tlsConfig != nil {
@@ -229,15 +254,56 @@ func (c *h1Conn) serve() {
 		c.rw = newRawConn(c.c)
 	}
 	c.takeBuffers()
-	limit := min(clientReadBuffer, o.MaxHeaderBytes)
-	wait := o.ReadHeaderTimeout // before the first request; IdleTimeout between requests
 	c.now = time.Now()
-	for {
-		if !c.awaitRequest(wait) {
+	handedOff = c.serveRequests(o.ReadHeaderTimeout) // before the first request
+}
+
+// serveFromLoop serves a connection an event loop gave up: out is written first, then the
+// requests are read from in and the connection.
+func (c *h1Conn) serveFromLoop(in, out []byte) {
+	handedOff := false
+	defer func() { c.finish(handedOff) }()
+	raw := newRawConn(c.c)
+	if len(out) > 0 {
+		if _, err := raw.Write(out); err != nil {
 			return
 		}
+	}
+	c.rw = raw
+	if len(in) > 0 {
+		c.rw = &prefixedConn{Conn: raw, pre: in}
+	}
+	c.takeBuffers()
+	c.now = time.Now()
+	handedOff = c.serveRequests(c.s.opts.IdleTimeout)
+}
+
+// prefixedConn reads pre before the connection.
+type prefixedConn struct {
+	net.Conn
+	pre []byte
+}
+
+func (p *prefixedConn) Read(b []byte) (int, error) {
+	if len(p.pre) > 0 {
+		n := copy(b, p.pre)
+		p.pre = p.pre[n:]
+		return n, nil
+	}
+	return p.Conn.Read(b)
+}
+
+// serveRequests serves the connection's requests, waiting wait from c.now for the first. It
+// reports whether the connection was handed to net/http.
+func (c *h1Conn) serveRequests(wait time.Duration) (handedOff bool) {
+	o := &c.s.opts
+	limit := min(clientReadBuffer, o.MaxHeaderBytes)
+	for {
+		if !c.awaitRequest(wait) {
+			return false
+		}
 		if !c.state.CompareAndSwap(stateIdle, stateActive) {
-			return // closed by Shutdown
+			return false // closed by Shutdown
 		}
 		n := 0
 		for first := true; ; first = false {
@@ -253,11 +319,11 @@ func (c *h1Conn) serve() {
 				c.rd.exactly(c.c, time.Now().Add(o.ReadHeaderTimeout))
 				// Answers held back for a pipelined request go out before waiting for its rest.
 				if err := c.bw.Flush(); err != nil {
-					return
+					return false
 				}
 			}
 			if _, err := c.br.Peek(len(buf) + 1); err != nil {
-				return // timeout or close before a whole head: nothing to answer
+				return false // timeout or close before a whole head: nothing to answer
 			}
 		}
 		fast := false
@@ -267,23 +333,22 @@ func (c *h1Conn) serve() {
 			fast = parseRequestHead(c.head.buf, &c.head)
 		}
 		if !fast || !c.serveRequest(n) {
-			handedOff = c.handoff()
-			return
+			return c.handoff()
 		}
 		if c.closeAfter {
 			_ = c.bw.Flush()
 			c.closeWrite()
-			return
+			return false
 		}
 		if c.br.Buffered() == 0 { // pipelined requests get their answers in one write
 			if err := c.bw.Flush(); err != nil {
-				return
+				return false
 			}
 		}
 		c.state.Store(stateIdle)
 		if c.s.closing.Load() && c.state.CompareAndSwap(stateIdle, stateClosed) {
 			_ = c.bw.Flush()
-			return
+			return false
 		}
 		wait = o.IdleTimeout
 	}
@@ -410,22 +475,33 @@ func (c *h1Conn) handoff() bool {
 // serveRequest answers the parsed head: forwards it, or answers for the proxy. It returns
 // false, having consumed nothing, when net/http must take the request (an h2c backend).
 func (c *h1Conn) serveRequest(headLen int) bool {
-	h, hd := c.s.h, &c.head
-	st := &c.st
-	*st = reqState{start: time.Now(), port: c.port}
-	c.closeAfter = hd.close || c.s.closing.Load()
-	b, code, msg := decide(h.table.Load(), string(hd.host), string(hd.path), st)
+	b, code, msg := c.route()
 	if b != nil && b.Protocol == route.H2C {
 		return false
 	}
 	_, _ = c.br.Discard(headLen)
-	if hd.contentLength > 0 {
+	if c.head.contentLength > 0 {
 		c.rd.none(c.c) // bodies have no deadline, as with net/http
 	}
 	if b == nil {
 		c.discardBody()
 		c.answer(code, msg)
 		return true
+	}
+	c.forward()
+	return true
+}
+
+// route starts the request in c.head: it resets c.st, routes by host and path, and picks the
+// endpoint (the affinity cookie's, else the balancer's) unless the backend is h2c. It returns
+// nil with the proxy's own answer when nothing is forwarded (see decide).
+func (c *h1Conn) route() (*route.Backend, int, string) {
+	hd, st := &c.head, &c.st
+	*st = reqState{start: time.Now(), port: c.port}
+	c.closeAfter = hd.close || c.s.closing.Load()
+	b, code, msg := decide(c.s.h.table.Load(), string(hd.host), string(hd.path), st)
+	if b == nil || b.Protocol == route.H2C {
+		return b, code, msg
 	}
 	st.backend, st.service = b, b.Name()
 	if b.Affinity {
@@ -438,8 +514,7 @@ func (c *h1Conn) serveRequest(headLen int) bool {
 	if st.endpoint == nil {
 		st.endpoint = b.Pick(st.start, nil)
 	}
-	c.forward()
-	return true
+	return b, 0, ""
 }
 
 // discardBody reads the body of a request that is answered without forwarding, up to
@@ -460,6 +535,13 @@ func (c *h1Conn) discardBody() {
 
 // answer writes the proxy's own answer (404, 502, 503, 504) and accounts for the request.
 func (c *h1Conn) answer(code int, msg string) {
+	c.answerHead(code, msg)
+	_, _ = c.bw.Write(c.out)
+	c.done()
+}
+
+// answerHead builds the proxy's own answer in c.out, body included.
+func (c *h1Conn) answerHead(code int, msg string) {
 	body := errorBody(code, msg)
 	o := append(c.out[:0], "HTTP/1.1 "...)
 	o = strconv.AppendInt(o, int64(code), 10)
@@ -478,9 +560,15 @@ func (c *h1Conn) answer(code int, msg string) {
 		o = append(o, body...)
 	}
 	c.out = o
-	_, _ = c.bw.Write(o)
 	c.st.status = code
-	c.done()
+}
+
+// peerAddr is the client's address and port, for the access log.
+func (c *h1Conn) peerAddr() string {
+	if c.c != nil {
+		return c.c.RemoteAddr().String()
+	}
+	return c.peer
 }
 
 func (c *h1Conn) done() {
@@ -501,7 +589,7 @@ func (c *h1Conn) done() {
 		}
 		hd := &c.head
 		h.opts.AccessLog.write(accessEntry{
-			Time: time.Now().UTC().Format(time.RFC3339Nano), Client: c.c.RemoteAddr().String(), Method: string(hd.method),
+			Time: time.Now().UTC().Format(time.RFC3339Nano), Client: c.peerAddr(), Method: string(hd.method),
 			Host: string(hd.host), URI: string(hd.target), Proto: "HTTP/1.1", Status: st.status, Ingress: st.ingress,
 			Service: st.service, Upstream: addr, Duration: time.Since(st.start).Seconds(), RequestID: st.requestID,
 			UserAgent: string(hd.userAgent),

@@ -198,6 +198,26 @@ func isClosedConn(err error) bool {
 // send writes the request head and body to the backend. The head is built in c.out and
 // written in one piece.
 func (c *h1Conn) send(uc *upConn) error {
+	hd := &c.head
+	c.requestHead()
+	_, _ = uc.w.Write(c.out)
+	if hd.contentLength > 0 {
+		if int64(c.br.Buffered()) < hd.contentLength && c.bw.Buffered() > 0 {
+			// Answers held back for pipelining go out before waiting for this body.
+			if err := c.bw.Flush(); err != nil {
+				return clientError{err}
+			}
+		}
+		if err := pipe(uc.w, c.br, hd.contentLength, false); err != nil {
+			return err
+		}
+	}
+	return uc.w.Flush()
+}
+
+// requestHead builds the head sent to the backend in c.out: the client's head without its
+// hop-by-hop lines, with X-Forwarded-* and X-Request-Id.
+func (c *h1Conn) requestHead() {
 	hd, h := &c.head, c.s.h
 	o := append(c.out[:0], hd.method...)
 	o = append(o, ' ')
@@ -239,19 +259,6 @@ func (c *h1Conn) send(uc *upConn) error {
 	}
 	o = append(o, "\r\n"...)
 	c.out = o
-	_, _ = uc.w.Write(o)
-	if hd.contentLength > 0 {
-		if int64(c.br.Buffered()) < hd.contentLength && c.bw.Buffered() > 0 {
-			// Answers held back for pipelining go out before waiting for this body.
-			if err := c.bw.Flush(); err != nil {
-				return clientError{err}
-			}
-		}
-		if err := pipe(uc.w, c.br, hd.contentLength, false); err != nil {
-			return err
-		}
-	}
-	return uc.w.Flush()
 }
 
 // pipe copies n bytes (n < 0: until end of file) from src to dst. Before it waits for src, it

@@ -9,6 +9,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"os"
 	"strconv"
 	"strings"
 	"testing"
@@ -42,6 +43,10 @@ type harness struct {
 	done    chan error
 }
 
+// testEventLoops: PORTICO_TEST_EVENT_LOOPS=-1 runs the tests with the cleartext listener on the
+// goroutine fast path instead of event loops (make test runs the package both ways).
+var testEventLoops, _ = strconv.Atoi(os.Getenv("PORTICO_TEST_EVENT_LOOPS"))
+
 func newHarness(t *testing.T, opts Options) *harness {
 	t.Helper()
 	return newHarnessWith(t, opts, ServerOptions{})
@@ -66,6 +71,9 @@ func newHarnessWith(t *testing.T, opts Options, so ServerOptions) *harness {
 	opts.HTTPPort, opts.HTTPSPort = 80, 443
 	h.handler = NewHandler(opts, NewMetrics(reg), testr.NewWithOptions(t, testr.Options{Verbosity: 1}))
 	so.HTTPAddr, so.HTTPSAddr, so.HealthAddr, so.DrainPeriod = "127.0.0.1:0", "127.0.0.1:0", "127.0.0.1:0", 300*time.Millisecond
+	if so.EventLoops == 0 {
+		so.EventLoops = testEventLoops
+	}
 	h.server = NewServer(so, h.handler, reg, logr.Discard())
 	ctx, cancel := context.WithCancel(context.Background())
 	h.cancel = cancel

@@ -25,6 +25,9 @@ type ServerOptions struct {
 	DrainPeriod, ShutdownTimeout   time.Duration
 	ReadHeaderTimeout, IdleTimeout time.Duration
 	MaxHeaderBytes                 int
+	// EventLoops is how many event loops serve the cleartext listener (Linux): 0 for one per P
+	// (GOMAXPROCS), negative for none (a goroutine per connection, as on HTTPS).
+	EventLoops int
 }
 
 // Server runs the HTTP, HTTPS and health listeners around a Handler.

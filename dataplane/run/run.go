@@ -43,6 +43,7 @@ type Flags struct {
 	DrainSeconds                    int
 	UpstreamTimeout                 time.Duration
 	AccessLog                       bool
+	EventLoops                      int
 	Holdoff, MaxDelay               time.Duration
 }
 
@@ -59,6 +60,7 @@ func ParseFlags(args []string) (Flags, error) {
 	fs.IntVar(&f.DrainSeconds, "drain-seconds", 15, "after SIGTERM, seconds to keep serving with readiness false")
 	fs.DurationVar(&f.UpstreamTimeout, "upstream-timeout", 60*time.Second, "wait for a backend's response headers before answering 504")
 	fs.BoolVar(&f.AccessLog, "access-log", false, "write a JSON access log line per request to stdout")
+	fs.IntVar(&f.EventLoops, "event-loops", 0, "event loops serving cleartext HTTP on Linux: 0 for one per CPU the process may use, -1 for a goroutine per connection")
 	fs.DurationVar(&f.Holdoff, "holdoff", 10*time.Millisecond, "gather changes this long before recompiling the routing table")
 	fs.DurationVar(&f.MaxDelay, "max-delay", 200*time.Millisecond, "never delay a recompile longer than this")
 	if err := fs.Parse(args); err != nil {
@@ -121,7 +123,7 @@ func Run(ctx context.Context, cfg *rest.Config, f Flags, log logr.Logger) error 
 	addr := func(p int) string { return net.JoinHostPort(f.BindAddress, strconv.Itoa(p)) }
 	srv := proxy.NewServer(proxy.ServerOptions{
 		HTTPAddr: addr(f.HTTPPort), HTTPSAddr: addr(f.HTTPSPort), HealthAddr: addr(f.HealthPort),
-		DrainPeriod: time.Duration(f.DrainSeconds) * time.Second,
+		DrainPeriod: time.Duration(f.DrainSeconds) * time.Second, EventLoops: f.EventLoops,
 	}, h, reg, log.WithName("server"))
 	w := watch.New(cs, h, watch.Options{
 		Fleet: types.NamespacedName{Namespace: ns, Name: name}, ConfigMap: f.ConfigMap,

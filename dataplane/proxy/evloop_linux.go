@@ -1,0 +1,1377 @@
+//go:build linux
+
+package proxy
+
+import (
+	"bytes"
+	"errors"
+	"io"
+	"net"
+	"net/http"
+	"net/netip"
+	"os"
+	"runtime"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+	"unsafe"
+
+	"portico.dev/portico/dataplane/route"
+)
+
+// Event loops for the cleartext listener, on Linux. Each loop is a goroutine locked to its OS
+// thread, with its own epoll instance; it accepts connections from the shared listening socket
+// (EPOLLEXCLUSIVE wakes one loop per connection), and owns them and the upstream connections
+// they use: one thread runs a request from its first byte to its last, with no goroutine switch,
+// no channel and no lock, as nginx's and HAProxy's workers do. There are as many loops as Ps.
+//
+// A loop serves the common exchange: an HTTP/1.1 request the fast path parses
+// (parseRequestHead) with no body, forwarded to an HTTP/1.1 backend, whatever the answer
+// (informational answers, bodies of any length, chunked or ended by close). Every other request
+// (a body, Upgrade/WebSocket, h2c, HTTP/1.0, a head larger than the buffer, anything the parser
+// leaves to net/http) hands its connection, unread bytes included and before anything of the
+// request is consumed, to the goroutine fast path (h1Conn), which serves it from then on as it
+// serves every connection where loops are off.
+//
+// Timers are coarse: each loop checks its connections' deadlines every loopTick (request-head,
+// idle, connect and upstream timeouts fire up to that late).
+
+const (
+	loopTick = 100 * time.Millisecond
+	// loopOutHigh: a loop writes to a client once it holds this much of a streamed body.
+	loopOutHigh = 64 << 10
+	// loopBuffer is the size of the buffers a loop lends its connections (client input,
+	// client output, upstream input).
+	loopBuffer = 8 << 10
+
+	epollET        = 1 << 31
+	epollExclusive = 1 << 28
+	epollIn        = syscall.EPOLLIN
+	epollOut       = syscall.EPOLLOUT
+	epollRdHup     = syscall.EPOLLRDHUP
+	epollHupErr    = syscall.EPOLLHUP | syscall.EPOLLERR
+)
+
+// loops are the event loops serving one listener.
+type loops struct {
+	s    *h1Server
+	lnfd int
+	// fileKeep holds the listening socket's duplicate (an os.File closes its descriptor when
+	// collected).
+	fileKeep *os.File
+	workers  []*worker
+	live     atomic.Int32 // loops still running; the last closes the listening socket
+	stopped  chan struct{}
+	once     sync.Once
+}
+
+// serveLoops serves ln with event loops until Shutdown. It reports false when it cannot (ln is
+// not a TCP listener, or a loop could not be set up), and the caller serves ln itself.
+func (s *h1Server) serveLoops(ln net.Listener, n int) (bool, error) {
+	tl, ok := ln.(*net.TCPListener)
+	if !ok || n <= 0 {
+		return false, nil
+	}
+	f, err := tl.File() // a duplicate: ln's own descriptor stays with Go's poller until closed
+	if err != nil {
+		return false, nil
+	}
+	lnfd := int(f.Fd())
+	ls := &loops{s: s, lnfd: lnfd, fileKeep: f, stopped: make(chan struct{})}
+	if err := syscall.SetNonblock(lnfd, true); err != nil {
+		_ = f.Close()
+		return false, nil
+	}
+	for range n {
+		w, err := newWorker(ls)
+		if err != nil {
+			for _, w := range ls.workers {
+				w.closeFDs()
+			}
+			_ = f.Close()
+			return false, nil
+		}
+		ls.workers = append(ls.workers, w)
+	}
+	s.mu.Lock()
+	if s.closing.Load() {
+		s.mu.Unlock()
+		for _, w := range ls.workers {
+			w.closeFDs()
+		}
+		_ = f.Close()
+		return true, http.ErrServerClosed
+	}
+	s.ln, s.loops = ln, ls
+	s.wg.Add(n)
+	ls.live.Store(int32(n))
+	s.mu.Unlock()
+	// The loops accept from the duplicate; Go's poller must not watch the listener too.
+	_ = ln.Close()
+	for _, w := range ls.workers {
+		go w.run()
+	}
+	<-ls.stopped
+	return true, http.ErrServerClosed
+}
+
+// stop stops accepting: the listening socket is closed, and the loops are woken to close their
+// idle connections and finish the others (Shutdown waits for them through s.wg).
+func (ls *loops) stop() {
+	ls.once.Do(func() {
+		for _, w := range ls.workers {
+			_ = syscall.EpollCtl(w.ep, syscall.EPOLL_CTL_DEL, ls.lnfd, nil)
+		}
+		// The socket stops listening (connections still queued are reset, as a close does);
+		// its descriptor is closed by the last loop, so that no loop's accept meets a number
+		// reused meanwhile.
+		_ = syscall.Shutdown(ls.lnfd, syscall.SHUT_RDWR)
+		for _, w := range ls.workers {
+			w.wake(1)
+		}
+		close(ls.stopped)
+	})
+}
+
+// kill ends every connection at once (Shutdown's deadline passed).
+func (ls *loops) kill() {
+	ls.stop()
+	for _, w := range ls.workers {
+		w.wake(2)
+	}
+}
+
+// fdOwner is what a descriptor of a loop belongs to; gen tells a stale event (of a descriptor
+// closed and reused within one batch of events) from a current one.
+type fdOwner struct {
+	c   *evConn
+	u   *evUp
+	gen uint32
+}
+
+type worker struct {
+	ls           *loops
+	s            *h1Server
+	h            *Handler
+	ep           int
+	wakeR, wakeW int
+	fds          []fdOwner
+	gen          uint32
+	clients      []*evConn
+	pools        map[string]*evPool
+	scratch      []byte
+	free         [][]byte // buffers to lend
+	now          time.Time
+	lastTick     time.Time
+	lastSweep    time.Time
+	closing      bool
+	acceptPaused bool
+	limit        int // the longest request head a loop reads
+}
+
+func newWorker(ls *loops) (*worker, error) {
+	ep, err := syscall.EpollCreate1(syscall.EPOLL_CLOEXEC)
+	if err != nil {
+		return nil, err
+	}
+	var p [2]int
+	if err := syscall.Pipe2(p[:], syscall.O_NONBLOCK|syscall.O_CLOEXEC); err != nil {
+		_ = syscall.Close(ep)
+		return nil, err
+	}
+	w := &worker{ls: ls, s: ls.s, h: ls.s.h, ep: ep, wakeR: p[0], wakeW: p[1], pools: map[string]*evPool{},
+		scratch: make([]byte, loopBuffer), limit: min(loopBuffer, ls.s.opts.MaxHeaderBytes)}
+	err = errors.Join(
+		syscall.EpollCtl(ep, syscall.EPOLL_CTL_ADD, w.wakeR, &syscall.EpollEvent{Events: epollIn, Fd: int32(w.wakeR)}),
+		syscall.EpollCtl(ep, syscall.EPOLL_CTL_ADD, ls.lnfd, &syscall.EpollEvent{Events: epollIn | epollExclusive, Fd: int32(ls.lnfd)}))
+	if err != nil {
+		w.closeFDs()
+		return nil, err
+	}
+	return w, nil
+}
+
+func (w *worker) closeFDs() {
+	_ = syscall.Close(w.ep)
+	_ = syscall.Close(w.wakeR)
+	_ = syscall.Close(w.wakeW)
+}
+
+// wake sends the loop a byte: 1 to notice Shutdown, 2 to close everything.
+func (w *worker) wake(b byte) {
+	_, _ = syscall.Write(w.wakeW, []byte{b})
+}
+
+func (w *worker) buf() []byte {
+	if n := len(w.free); n > 0 {
+		b := w.free[n-1]
+		w.free = w.free[:n-1]
+		return b[:0]
+	}
+	return make([]byte, 0, loopBuffer)
+}
+
+func (w *worker) putBuf(b []byte) {
+	if b != nil && cap(b) == loopBuffer && len(w.free) < 1024 {
+		w.free = append(w.free, b)
+	}
+}
+
+func (w *worker) register(fd int, c *evConn, u *evUp) error {
+	for fd >= len(w.fds) {
+		w.fds = append(w.fds, make([]fdOwner, len(w.fds)+64)...)
+	}
+	w.gen++
+	w.fds[fd] = fdOwner{c: c, u: u, gen: w.gen}
+	ev := syscall.EpollEvent{Events: epollIn | epollOut | epollRdHup | epollET, Fd: int32(fd), Pad: int32(w.gen)}
+	if err := syscall.EpollCtl(w.ep, syscall.EPOLL_CTL_ADD, fd, &ev); err != nil {
+		w.fds[fd] = fdOwner{}
+		return err
+	}
+	return nil
+}
+
+// forgetFD drops fd from the loop (the caller closes it or gives it away).
+func (w *worker) forgetFD(fd int) {
+	w.fds[fd] = fdOwner{}
+}
+
+func (w *worker) run() {
+	runtime.LockOSThread()
+	defer func() {
+		for _, p := range w.pools {
+			for _, u := range p.idle {
+				u.close()
+			}
+		}
+		w.closeFDs()
+		if w.ls.live.Add(-1) == 0 {
+			_ = w.ls.fileKeep.Close()
+		}
+		w.s.wg.Done()
+	}()
+	events := make([]syscall.EpollEvent, 256)
+	w.now = time.Now()
+	w.lastTick, w.lastSweep = w.now, w.now
+	for {
+		n, err := syscall.EpollWait(w.ep, events, int(loopTick/time.Millisecond))
+		if err != nil && err != syscall.EINTR {
+			w.s.h.log.Error(err, "epoll_wait failed")
+			return
+		}
+		w.now = time.Now()
+		for _, ev := range events[:max(n, 0)] {
+			fd := int(ev.Fd)
+			switch {
+			case fd == w.wakeR:
+				if w.onWake() {
+					return
+				}
+			case fd == w.ls.lnfd:
+				w.accept()
+			case fd < len(w.fds) && w.fds[fd].gen == uint32(ev.Pad):
+				o := w.fds[fd]
+				if o.c != nil {
+					o.c.onEvent(ev.Events)
+				} else if o.u != nil {
+					o.u.onEvent(ev.Events)
+				}
+			}
+		}
+		if w.now.Sub(w.lastTick) >= loopTick {
+			w.tick()
+		}
+		if w.closing && len(w.clients) == 0 {
+			return
+		}
+	}
+}
+
+// onWake handles Shutdown's messages; it reports whether the loop ends now.
+func (w *worker) onWake() bool {
+	var b [8]byte
+	n, _ := syscall.Read(w.wakeR, b[:])
+	kill := bytes.IndexByte(b[:max(n, 0)], 2) >= 0
+	w.closing = true
+	for i := len(w.clients) - 1; i >= 0; i-- {
+		if i >= len(w.clients) {
+			continue
+		}
+		c := w.clients[i]
+		if kill || (c.phase == pIdle && len(c.in) == 0 && c.pending() == 0) {
+			c.close()
+		}
+	}
+	return kill
+}
+
+func (w *worker) accept() {
+	for !w.closing {
+		nfd, sa, err := syscall.Accept4(w.ls.lnfd, syscall.SOCK_NONBLOCK|syscall.SOCK_CLOEXEC)
+		if err != nil {
+			if err == syscall.EINTR || err == syscall.ECONNABORTED {
+				continue
+			}
+			switch err {
+			case syscall.EAGAIN, syscall.EINVAL: // none left; the socket stopped listening
+			case syscall.EMFILE, syscall.ENFILE, syscall.ENOBUFS, syscall.ENOMEM:
+				// Out of descriptors or memory: this loop stops accepting for a while (the
+				// listening socket would wake it at once again), as net/http backs off.
+				w.h.log.Error(err, "Accept failed, retrying", "in", loopTick.String())
+				_ = syscall.EpollCtl(w.ep, syscall.EPOLL_CTL_DEL, w.ls.lnfd, nil)
+				w.acceptPaused = true
+			default:
+				w.h.log.Error(err, "Accept failed")
+			}
+			return
+		}
+		_ = syscall.SetsockoptInt(nfd, syscall.IPPROTO_TCP, syscall.TCP_NODELAY, 1)
+		c := &evConn{w: w, fd: nfd}
+		c.s, c.proto, c.port = w.s, "http", w.h.httpPort
+		ap := sockaddrAddrPort(sa)
+		c.client = ap.Addr().Unmap().String()
+		if w.h.opts.AccessLog != nil {
+			c.peer = ap.String()
+		}
+		if err := w.register(nfd, c, nil); err != nil {
+			_ = syscall.Close(nfd)
+			continue
+		}
+		c.idx = len(w.clients)
+		w.clients = append(w.clients, c)
+		c.now = w.now
+		c.deadline = w.now.Add(w.s.opts.ReadHeaderTimeout)
+	}
+}
+
+func sockaddrAddrPort(sa syscall.Sockaddr) netip.AddrPort {
+	switch a := sa.(type) {
+	case *syscall.SockaddrInet4:
+		return netip.AddrPortFrom(netip.AddrFrom4(a.Addr), uint16(a.Port))
+	case *syscall.SockaddrInet6:
+		return netip.AddrPortFrom(netip.AddrFrom16(a.Addr), uint16(a.Port))
+	}
+	return netip.AddrPort{}
+}
+
+// tick fires the deadlines that passed and, now and then, closes idle upstream connections.
+func (w *worker) tick() {
+	w.lastTick = w.now
+	if w.acceptPaused && !w.closing {
+		w.acceptPaused = false
+		_ = syscall.EpollCtl(w.ep, syscall.EPOLL_CTL_ADD, w.ls.lnfd, &syscall.EpollEvent{Events: epollIn | epollExclusive, Fd: int32(w.ls.lnfd)})
+	}
+	for i := len(w.clients) - 1; i >= 0; i-- {
+		if i >= len(w.clients) {
+			continue
+		}
+		c := w.clients[i]
+		if !c.deadline.IsZero() && !w.now.Before(c.deadline) {
+			c.timeout()
+		}
+	}
+	if w.now.Sub(w.lastSweep) >= upstreamIdleTimeout/6 {
+		w.lastSweep = w.now
+		for addr, p := range w.pools {
+			keep := p.idle[:0]
+			for _, u := range p.idle {
+				if w.now.Sub(u.idleSince) >= upstreamIdleTimeout {
+					u.close()
+				} else {
+					keep = append(keep, u)
+				}
+			}
+			clear(p.idle[len(keep):])
+			p.idle = keep
+			if len(keep) == 0 && w.now.Sub(p.lastUse) >= upstreamIdleTimeout {
+				delete(w.pools, addr)
+			}
+		}
+	}
+}
+
+// Raw non-blocking reads and writes: the loop's thread keeps its P (see rawConn).
+func rawRead(fd int, p []byte) (int, syscall.Errno) {
+	for {
+		n, _, e := syscall.RawSyscall(syscall.SYS_READ, uintptr(fd), uintptr(unsafe.Pointer(&p[0])), uintptr(len(p)))
+		if e != syscall.EINTR {
+			return int(n), e
+		}
+	}
+}
+
+func rawWrite(fd int, p []byte) (int, syscall.Errno) {
+	for {
+		n, _, e := syscall.RawSyscall(syscall.SYS_WRITE, uintptr(fd), uintptr(unsafe.Pointer(&p[0])), uintptr(len(p)))
+		if e != syscall.EINTR {
+			return int(n), e
+		}
+	}
+}
+
+// client connection phases.
+const (
+	pIdle     uint8 = iota // waiting for a request (deadline: ReadHeaderTimeout or IdleTimeout)
+	pHead                  // part of a head came (deadline: ReadHeaderTimeout)
+	pUpstream              // waiting for the backend: connect and response head
+	pBody                  // passing the response body on
+	pLinger                // answered with Connection: close; reading what the client still sends
+)
+
+// evConn is a client connection served by a loop. The embedded h1Conn holds the request's state
+// and builds heads as on the goroutine fast path; its net.Conn and buffers are unused.
+type evConn struct {
+	h1Conn
+	w     *worker
+	fd    int
+	idx   int
+	phase uint8
+	// in holds input not yet consumed; it may be the loop's scratch buffer while an event is
+	// handled (inScratch), and is moved to a buffer of its own before the handler returns.
+	in        []byte
+	inScratch bool
+	wout      []byte // output not yet written (wout[woff:])
+	woff      int
+	// readable: an input edge came and reads have not met EAGAIN since. hup: the client
+	// closed its side. blocked: output waits for the client to read.
+	readable, hup, blocked bool
+	deadline               time.Time
+	lingerEnd              time.Time
+	closed                 bool
+
+	// The exchange in progress.
+	up        *evUp
+	rh        respHead
+	replay    bool // the request can be sent again (idempotent, no body)
+	stale     bool // sent again on a new connection after a reused one failed
+	inFlight  bool // counted in the endpoint's InFlight
+	remaining int64
+	chunk     chunkState
+}
+
+// pending is how much output waits to be written.
+func (c *evConn) pending() int { return len(c.wout) - c.woff }
+
+// emit adds b to the output, in a buffer of the loop's.
+func (c *evConn) emit(b []byte) {
+	if c.wout == nil {
+		c.wout = c.w.buf()
+	}
+	c.wout = append(c.wout, b...)
+}
+
+// consumeIn drops n bytes of input; a buffer of the connection's own keeps the rest at its
+// start, and goes back to the loop when empty.
+func (c *evConn) consumeIn(n int) {
+	if c.inScratch {
+		c.in = c.in[n:]
+		return
+	}
+	c.in = c.in[:copy(c.in, c.in[n:])]
+	if len(c.in) == 0 {
+		c.w.putBuf(c.in)
+		c.in = nil
+	}
+}
+
+func (c *evConn) onEvent(ev uint32) {
+	if ev&(epollIn|epollRdHup|epollHupErr) != 0 {
+		c.readable = true
+		if ev&(epollRdHup|epollHupErr) != 0 {
+			c.hup = true
+		}
+	}
+	if ev&epollOut != 0 && c.blocked {
+		c.blocked = false
+		if !c.flush() {
+			c.settle()
+			return
+		}
+		if c.phase == pBody && c.up != nil {
+			c.relay()
+			c.settle()
+			return
+		}
+	}
+	c.drive()
+	c.settle()
+}
+
+// drive moves the connection on after input or output.
+func (c *evConn) drive() {
+	switch c.phase {
+	case pIdle, pHead:
+		c.serveInput()
+	case pUpstream, pBody:
+		if c.readable && !c.keepInput() {
+			c.clientGone()
+		} else if c.phase == pBody && !c.blocked && c.pending() == 0 && c.up != nil {
+			c.relay()
+		}
+	case pLinger:
+		c.linger()
+	}
+}
+
+// settle moves input held in the scratch buffer to a buffer of the connection's own.
+func (c *evConn) settle() {
+	if !c.inScratch || c.closed {
+		return
+	}
+	c.inScratch = false
+	if len(c.in) == 0 {
+		c.in = nil
+		return
+	}
+	b := c.w.buf()
+	c.in = append(b, c.in...)
+}
+
+// read reads what the client sent: into the scratch buffer when nothing is held, else after
+// what is held, up to the loop's limit. It returns false when nothing more can be read now; eof
+// reports the client's end (or an error).
+func (c *evConn) read() (ok, eof bool) {
+	if !c.readable {
+		return false, false
+	}
+	var p []byte
+	if len(c.in) == 0 {
+		if !c.inScratch && c.in != nil {
+			c.w.putBuf(c.in)
+		}
+		c.in, c.inScratch = c.w.scratch[:0], true
+		p = c.w.scratch[:c.w.limit]
+	} else {
+		if c.inScratch {
+			c.settle()
+		}
+		if len(c.in) >= c.w.limit {
+			return false, false
+		}
+		if cap(c.in) < c.w.limit {
+			c.in = append(make([]byte, 0, c.w.limit), c.in...)
+		}
+		p = c.in[len(c.in):c.w.limit]
+	}
+	n, e := rawRead(c.fd, p)
+	switch {
+	case e == syscall.EAGAIN:
+		c.readable = false
+		return false, false
+	case e != 0 || n == 0:
+		c.readable = false
+		return false, true
+	}
+	c.in = c.in[:len(c.in)+n]
+	if n < len(p) && !c.hup {
+		c.readable = false // a short read emptied the socket; the next input brings an edge
+	}
+	return true, false
+}
+
+// keepInput reads what the client sends while its request is served (a pipelined request, or
+// the end of the connection). It returns false when the client has gone.
+func (c *evConn) keepInput() bool {
+	for {
+		ok, eof := c.read()
+		if eof {
+			return false
+		}
+		if !ok {
+			return true
+		}
+	}
+}
+
+// serveInput serves the requests the input holds, and reads more while it can.
+func (c *evConn) serveInput() {
+	w := c.w
+	for !c.closed {
+		if w.closing && c.phase == pIdle && len(c.in) == 0 {
+			if c.flush() {
+				c.close()
+			}
+			return
+		}
+		n := headEnd(c.in)
+		if n == 0 {
+			if len(c.in) >= w.limit {
+				c.handoff()
+				return
+			}
+			ok, eof := c.read()
+			if eof {
+				if c.flush() {
+					c.close()
+				}
+				return
+			}
+			if ok {
+				continue
+			}
+			// Wait for more: answers held back for pipelining go out first.
+			if len(c.in) > 0 && c.phase == pIdle {
+				c.phase = pHead
+				c.deadline = w.now.Add(w.s.opts.ReadHeaderTimeout)
+			}
+			c.flush()
+			return
+		}
+		if n < 0 {
+			c.handoff()
+			return
+		}
+		c.head.buf = append(c.head.buf[:0], c.in[:n]...)
+		if !parseRequestHead(c.head.buf, &c.head) || c.head.contentLength > 0 {
+			c.handoff()
+			return
+		}
+		b, code, msg := c.route()
+		if b != nil && b.Protocol == route.H2C {
+			c.handoff()
+			return
+		}
+		c.consumeIn(n)
+		if b == nil {
+			c.answerHead(code, msg)
+			c.emit(c.h1Conn.out)
+			c.done()
+			if !c.answered() {
+				return
+			}
+			continue
+		}
+		c.forward()
+		return
+	}
+}
+
+// answered ends an exchange: the connection closes after a Connection: close answer, or waits
+// for the next request. It reports whether the next request may be read now.
+func (c *evConn) answered() bool {
+	w := c.w
+	if c.closeAfter || w.closing {
+		c.phase = pLinger
+		c.lingerEnd = time.Time{}
+		c.linger()
+		return false
+	}
+	c.phase = pIdle
+	c.deadline = w.now.Add(w.s.opts.IdleTimeout)
+	return true
+}
+
+// flush writes the output held. It returns false when some remains (the client reads slowly:
+// the loop waits for its edge) or the client has gone (the connection is then closed).
+func (c *evConn) flush() bool {
+	for c.pending() > 0 {
+		n, e := rawWrite(c.fd, c.wout[c.woff:])
+		if e == syscall.EAGAIN {
+			c.blocked = true
+			return false
+		}
+		if e != 0 {
+			c.writeFailed(e)
+			return false
+		}
+		c.woff += n
+	}
+	c.woff = 0
+	if c.wout != nil && (c.phase == pIdle || c.phase == pHead) {
+		c.w.putBuf(c.wout)
+		c.wout = nil
+	} else {
+		c.wout = c.wout[:0]
+	}
+	return true
+}
+
+// writeFailed: the client is gone while its answer was written.
+func (c *evConn) writeFailed(e syscall.Errno) {
+	if c.phase == pBody && c.up != nil {
+		c.endBody(clientError{os.NewSyscallError("write", e)})
+		return
+	}
+	c.close()
+}
+
+// clientGone ends a request whose client closed the connection before its answer was whole.
+func (c *evConn) clientGone() {
+	if c.up != nil {
+		c.dropUpstream()
+	}
+	c.st.status = 499
+	c.closeAfter = true
+	c.done()
+	c.close()
+}
+
+func (c *evConn) timeout() {
+	switch c.phase {
+	case pUpstream:
+		u := c.up
+		if u != nil && u.connecting {
+			c.upstreamError(&net.OpError{Op: "dial", Net: "tcp", Err: os.ErrDeadlineExceeded}, false)
+		} else {
+			c.upstreamError(&net.OpError{Op: "read", Net: "tcp", Err: os.ErrDeadlineExceeded}, false)
+		}
+		c.settle()
+	default:
+		c.close() // nothing to answer: a head that did not come, an idle or lingering client
+	}
+}
+
+// linger ends a connection after Connection: close: once the answer is out, the write side is
+// shut and what the client still sends is read and dropped until it stops for lingerIdle or
+// lingerTime has passed (see h1Conn.closeWrite).
+func (c *evConn) linger() {
+	if !c.flush() {
+		return
+	}
+	w := c.w
+	if c.lingerEnd.IsZero() {
+		c.lingerEnd = w.now.Add(lingerTime)
+		if err := syscall.Shutdown(c.fd, syscall.SHUT_WR); err != nil {
+			c.close()
+			return
+		}
+		c.readable = true
+	}
+	for c.readable {
+		n, e := rawRead(c.fd, w.scratch)
+		if e == syscall.EAGAIN {
+			c.readable = false
+			break
+		}
+		if e != 0 || n == 0 {
+			c.close()
+			return
+		}
+	}
+	c.deadline = w.now.Add(lingerIdle)
+	if c.deadline.After(c.lingerEnd) {
+		c.deadline = c.lingerEnd
+	}
+}
+
+func (c *evConn) close() {
+	if c.closed {
+		return
+	}
+	c.closed = true
+	w := c.w
+	if c.up != nil {
+		c.dropUpstream()
+	}
+	w.forgetFD(c.fd)
+	_ = syscall.Close(c.fd)
+	c.release()
+	last := len(w.clients) - 1
+	w.clients[c.idx] = w.clients[last]
+	w.clients[c.idx].idx = c.idx
+	w.clients[last] = nil
+	w.clients = w.clients[:last]
+}
+
+// release gives the connection's buffers back to the loop.
+func (c *evConn) release() {
+	if !c.inScratch && c.in != nil {
+		c.w.putBuf(c.in)
+	}
+	c.in, c.inScratch = nil, false
+	c.w.putBuf(c.wout)
+	c.wout = nil
+}
+
+// handoff gives the connection to the goroutine fast path, unread input and unwritten output
+// included.
+func (c *evConn) handoff() {
+	w := c.w
+	w.forgetFD(c.fd)
+	_ = syscall.EpollCtl(w.ep, syscall.EPOLL_CTL_DEL, c.fd, nil)
+	in := bytes.Clone(c.in)
+	out := bytes.Clone(c.wout[c.woff:])
+	fd := c.fd
+	c.fd = -1
+	c.closed = true
+	c.release()
+	last := len(w.clients) - 1
+	w.clients[c.idx] = w.clients[last]
+	w.clients[c.idx].idx = c.idx
+	w.clients[last] = nil
+	w.clients = w.clients[:last]
+
+	f := os.NewFile(uintptr(fd), "client")
+	nc, err := net.FileConn(f) // a duplicate, on Go's poller
+	_ = f.Close()
+	if err != nil {
+		return
+	}
+	s := w.s
+	hc := &h1Conn{s: s, c: nc, client: c.client, proto: c.proto, port: c.port}
+	s.mu.Lock()
+	if s.conns == nil {
+		s.conns = map[*h1Conn]struct{}{}
+	}
+	s.conns[hc] = struct{}{}
+	s.wg.Add(1)
+	s.mu.Unlock()
+	go hc.serveFromLoop(in, out)
+}
+
+// forward sends the request to c.st.endpoint.
+func (c *evConn) forward() {
+	c.requestHead()
+	c.replay = idempotent(string(c.head.method))
+	c.stale = false
+	c.rh = respHead{}
+	c.phase = pUpstream
+	c.flush() // answers held back for pipelining go out before the wait
+	c.send(false)
+}
+
+// send sends the request head (in c.h1Conn.out) to the endpoint, on a new connection when
+// fresh is set.
+func (c *evConn) send(fresh bool) {
+	st := &c.st
+	u, err := c.w.upstream(st.endpoint.Addr, fresh, !c.replay)
+	if err != nil {
+		c.upstreamError(err, false)
+		return
+	}
+	c.up, u.client = u, c
+	st.endpoint.Stats.InFlight.Add(1)
+	c.inFlight = true
+	if u.connecting {
+		c.deadline = c.w.now.Add(c.w.h.opts.DialTimeout)
+		return
+	}
+	c.sendHead()
+}
+
+func (c *evConn) sendHead() {
+	u := c.up
+	c.deadline = c.st.start.Add(c.w.h.opts.UpstreamTimeout)
+	head := c.h1Conn.out
+	n, e := rawWrite(u.fd, head)
+	if e == syscall.EAGAIN {
+		n, e = 0, 0
+	}
+	if e != 0 {
+		c.upstreamError(os.NewSyscallError("write", e), true)
+		return
+	}
+	if n < len(head) {
+		u.pending = append(u.pending[:0], head[n:]...)
+	}
+	if u.readable {
+		c.readHead()
+	}
+}
+
+// upstreamError handles a failure before the answer's head: the request goes to another
+// endpoint, or a new connection, when Handler.retry (or a reused connection the backend had
+// closed) allows, else the client gets 502 or 504. sent: the failure came after the request
+// was sent (or while it was).
+func (c *evConn) upstreamError(err error, sent bool) {
+	u := c.up
+	answerBegun := u != nil && len(u.in) > 0
+	reused := u != nil && u.reused
+	if u != nil {
+		c.dropUpstream()
+	}
+	switch {
+	case isDialError(err):
+		if c.retry(err, c.replay) {
+			c.send(false)
+			return
+		}
+	case c.replay && !answerBegun && !c.rh.informed && isClosedConn(err):
+		if reused && !c.stale {
+			c.stale = true
+			c.send(true)
+			return
+		}
+		if c.retry(err, c.replay) {
+			c.stale = false
+			c.send(false)
+			return
+		}
+	}
+	_ = sent
+	c.answerHead(c.w.h.upstreamFailed(&c.st, err))
+	c.emit(c.h1Conn.out)
+	c.done()
+	if c.answered() {
+		c.serveInput()
+	}
+}
+
+// dropUpstream closes the exchange's upstream connection.
+func (c *evConn) dropUpstream() {
+	u := c.up
+	c.up = nil
+	if c.inFlight {
+		c.st.endpoint.Stats.InFlight.Add(-1)
+		c.inFlight = false
+	}
+	u.client = nil
+	u.close()
+}
+
+// readHead reads and parses the answer's head; informational answers go on to the client.
+func (c *evConn) readHead() {
+	u := c.up
+	for {
+		end := responseHeadEnd(u.in)
+		if end == 0 {
+			if len(u.in) >= maxResponseHead {
+				c.badResponse(errBadResponse)
+				return
+			}
+			ok, err := u.read()
+			if err != nil {
+				c.upstreamError(err, true)
+				return
+			}
+			if !ok {
+				return
+			}
+			continue
+		}
+		if end < 0 {
+			c.badResponse(errBadResponse)
+			return
+		}
+		c.raw = append(c.raw[:0], u.in[:end]...)
+		u.consume(end)
+		informational, err := c.parseResponseHead(&c.rh)
+		if err != nil {
+			c.badResponse(err)
+			return
+		}
+		if !informational {
+			break
+		}
+		c.rh.informed = true
+		c.emit(c.h1Conn.out)
+		if !c.flush() && c.closed {
+			return
+		}
+	}
+	c.inFlight = false
+	c.st.endpoint.Stats.InFlight.Add(-1)
+	c.startBody()
+}
+
+// badResponse answers a malformed response head with 502 (no retry: the backend answered).
+func (c *evConn) badResponse(err error) {
+	c.dropUpstream()
+	c.answerHead(c.w.h.upstreamFailed(&c.st, err))
+	c.emit(c.h1Conn.out)
+	c.done()
+	if c.answered() {
+		c.serveInput()
+	}
+}
+
+func (c *evConn) startBody() {
+	st, rh := &c.st, &c.rh
+	st.endpoint.Stats.Succeeded()
+	c.now = time.Now()
+	c.observe(c.now.Sub(st.start))
+	st.status = rh.status
+	if rh.body == bodyUntilClose || c.s.closing.Load() {
+		c.closeAfter = true
+	}
+	o := c.h1Conn.out
+	if c.closeAfter {
+		o = append(o, "Connection: close\r\n"...)
+	}
+	o = append(o, "\r\n"...)
+	c.h1Conn.out = o
+	c.emit(o)
+	c.phase = pBody
+	c.deadline = time.Time{} // bodies stream as long as they take
+	c.remaining = rh.length
+	c.chunk = chunkState{}
+	c.relay()
+}
+
+// relay passes the body on as it comes, holding up to loopOutHigh for a slow client.
+func (c *evConn) relay() {
+	u := c.up
+	for {
+		var done bool
+		var err error
+		switch c.rh.body {
+		case bodyNone:
+			done = true
+		case bodyLength:
+			k := min(int64(len(u.in)), c.remaining)
+			c.wout = append(c.wout, u.in[:k]...)
+			u.consume(int(k))
+			c.remaining -= k
+			done = c.remaining == 0
+		case bodyUntilClose:
+			c.wout = append(c.wout, u.in...)
+			u.consume(len(u.in))
+		case bodyChunked:
+			done, err = c.chunk.pass(c, u)
+		}
+		if err != nil {
+			c.endBody(err)
+			return
+		}
+		if done {
+			c.endBody(nil)
+			return
+		}
+		if c.pending() >= loopOutHigh && !c.flush() {
+			return // the client's edge resumes the relay
+		}
+		ok, rerr := u.read()
+		if rerr != nil {
+			if c.rh.body == bodyUntilClose && errors.Is(rerr, io.EOF) {
+				c.endBody(nil)
+				return
+			}
+			c.endBody(unexpectedEOF(rerr))
+			return
+		}
+		if !ok {
+			c.flush() // what came so far goes on while the backend sends more
+			return
+		}
+	}
+}
+
+// endBody ends the exchange after the body (err: cut short).
+func (c *evConn) endBody(err error) {
+	u := c.up
+	st := &c.st
+	if err != nil || c.rh.upClose || c.rh.body == bodyUntilClose || len(u.in) > 0 {
+		c.dropUpstream()
+	} else {
+		c.up, u.client = nil, nil
+		c.w.putUpstream(u, st.endpoint.Addr)
+	}
+	if err != nil {
+		c.closeAfter = true
+		if isClientError(err) {
+			st.status = 499
+		} else {
+			c.w.h.metrics.UpstreamErrors.WithLabelValues(st.service, "other").Inc()
+			c.w.h.log.V(1).Info("Upstream error in the response body", "service", st.service, "endpoint", st.endpoint.Addr, "error", err.Error())
+		}
+	}
+	c.done()
+	if c.closed {
+		return
+	}
+	if c.answered() {
+		c.serveInput()
+	}
+}
+
+// chunkState follows a chunked body: chunk sizes are sent on without extensions, trailers as
+// they are (as pipeChunked does).
+type chunkState struct {
+	left    int64 // data bytes left in the current chunk
+	inData  bool
+	crlf    bool // the CRLF after a chunk's data is next
+	trailer bool // in the trailer section
+}
+
+// pass moves what u.in holds of the body to the client's output. It reports done at the end
+// of the body.
+func (cs *chunkState) pass(c *evConn, u *evUp) (done bool, err error) {
+	for {
+		switch {
+		case cs.inData:
+			k := min(int64(len(u.in)), cs.left)
+			c.wout = append(c.wout, u.in[:k]...)
+			u.consume(int(k))
+			if cs.left -= k; cs.left > 0 {
+				return false, nil
+			}
+			cs.inData, cs.crlf = false, true
+		case cs.crlf:
+			i := bytes.IndexByte(u.in, '\n')
+			if i < 0 {
+				if len(u.in) > 1 {
+					return false, errBadResponse
+				}
+				return false, nil
+			}
+			if len(trimEOL(u.in[:i+1])) != 0 {
+				return false, errBadResponse
+			}
+			u.consume(i + 1)
+			c.wout = append(c.wout, "\r\n"...)
+			cs.crlf = false
+		default:
+			i := bytes.IndexByte(u.in, '\n')
+			if i < 0 {
+				if len(u.in) >= loopBuffer {
+					return false, errBadResponse
+				}
+				return false, nil
+			}
+			line := trimEOL(u.in[:i+1])
+			if cs.trailer {
+				if len(line) == 0 {
+					u.consume(i + 1)
+					c.wout = append(c.wout, "\r\n"...)
+					return true, nil
+				}
+				if j := bytes.IndexByte(line, ':'); j <= 0 || !validValue(line) {
+					return false, errBadResponse
+				}
+				c.wout = append(append(c.wout, line...), "\r\n"...)
+				u.consume(i + 1)
+				continue
+			}
+			size, ok := parseHex(line)
+			if !ok {
+				return false, errBadResponse
+			}
+			u.consume(i + 1)
+			c.wout = strconv.AppendInt(c.wout, size, 16)
+			c.wout = append(c.wout, "\r\n"...)
+			if size == 0 {
+				cs.trailer = true
+			} else {
+				cs.inData, cs.left = true, size
+			}
+		}
+	}
+}
+
+// responseHeadEnd finds the end of a response head in b (lines may end in a bare LF): the
+// index past the blank line, 0 when b holds no whole head yet, -1 when the head is empty.
+func responseHeadEnd(b []byte) int {
+	start := 0
+	for {
+		i := bytes.IndexByte(b[start:], '\n')
+		if i < 0 {
+			return 0
+		}
+		i += start
+		if len(trimEOL(b[start:i+1])) == 0 {
+			if start == 0 {
+				return -1
+			}
+			return i + 1
+		}
+		start = i + 1
+	}
+}
+
+// evUp is an upstream connection of a loop.
+type evUp struct {
+	w                          *worker
+	fd                         int
+	in                         []byte
+	pending                    []byte // the part of a request head the socket did not take at once
+	client                     *evConn
+	idleSince                  time.Time
+	readable                   bool
+	eof                        bool
+	connecting, reused, closed bool
+}
+
+type evPool struct {
+	sa      syscall.Sockaddr
+	family  int
+	idle    []*evUp
+	lastUse time.Time
+}
+
+// upstream returns an idle connection to addr or starts a new one (always when fresh). probe
+// checks an idle connection for a close by the backend however young it is (see upstreams.get).
+func (w *worker) upstream(addr string, fresh, probe bool) (*evUp, error) {
+	p := w.pools[addr]
+	if p == nil {
+		ap, err := netip.ParseAddrPort(addr)
+		if err != nil {
+			return nil, &net.OpError{Op: "dial", Net: "tcp", Err: err}
+		}
+		p = &evPool{}
+		if ap.Addr().Is4() || ap.Addr().Is4In6() {
+			p.sa, p.family = &syscall.SockaddrInet4{Port: int(ap.Port()), Addr: ap.Addr().Unmap().As4()}, syscall.AF_INET
+		} else {
+			p.sa, p.family = &syscall.SockaddrInet6{Port: int(ap.Port()), Addr: ap.Addr().As16()}, syscall.AF_INET6
+		}
+		w.pools[addr] = p
+	}
+	p.lastUse = w.now
+	for !fresh && len(p.idle) > 0 {
+		u := p.idle[len(p.idle)-1]
+		p.idle[len(p.idle)-1] = nil
+		p.idle = p.idle[:len(p.idle)-1]
+		if (probe || w.now.Sub(u.idleSince) >= probeAfter) && !u.alive() {
+			u.close()
+			continue
+		}
+		return u, nil
+	}
+	fd, err := syscall.Socket(p.family, syscall.SOCK_STREAM|syscall.SOCK_NONBLOCK|syscall.SOCK_CLOEXEC, 0)
+	if err != nil {
+		return nil, &net.OpError{Op: "dial", Net: "tcp", Err: os.NewSyscallError("socket", err)}
+	}
+	_ = syscall.SetsockoptInt(fd, syscall.IPPROTO_TCP, syscall.TCP_NODELAY, 1)
+	_ = syscall.SetsockoptInt(fd, syscall.SOL_SOCKET, syscall.SO_KEEPALIVE, 1)
+	_ = syscall.SetsockoptInt(fd, syscall.IPPROTO_TCP, syscall.TCP_KEEPIDLE, 30)
+	_ = syscall.SetsockoptInt(fd, syscall.IPPROTO_TCP, syscall.TCP_KEEPINTVL, 30)
+	u := &evUp{w: w, fd: fd}
+	switch err := syscall.Connect(fd, p.sa); err {
+	case nil:
+	case syscall.EINPROGRESS:
+		u.connecting = true
+	default:
+		_ = syscall.Close(fd)
+		return nil, &net.OpError{Op: "dial", Net: "tcp", Err: os.NewSyscallError("connect", err)}
+	}
+	if err := w.register(fd, nil, u); err != nil {
+		_ = syscall.Close(fd)
+		return nil, &net.OpError{Op: "dial", Net: "tcp", Err: os.NewSyscallError("epoll_ctl", err)}
+	}
+	return u, nil
+}
+
+func (w *worker) putUpstream(u *evUp, addr string) {
+	p := w.pools[addr]
+	if p == nil || len(p.idle) >= maxIdlePerEndpoint || w.closing {
+		u.close()
+		return
+	}
+	u.idleSince, u.reused = w.now, true
+	if u.in != nil {
+		w.putBuf(u.in)
+		u.in = nil
+	}
+	p.idle = append(p.idle, u)
+}
+
+func (u *evUp) alive() bool {
+	var b [1]byte
+	_, _, err := syscall.Recvfrom(u.fd, b[:], syscall.MSG_PEEK|syscall.MSG_DONTWAIT)
+	return err == syscall.EAGAIN
+}
+
+func (u *evUp) close() {
+	if u.closed {
+		return
+	}
+	u.closed = true
+	u.w.forgetFD(u.fd)
+	_ = syscall.Close(u.fd)
+	u.w.putBuf(u.in)
+	u.in = nil
+	u.client = nil
+}
+
+func (u *evUp) consume(n int) {
+	u.in = u.in[:copy(u.in, u.in[n:])]
+}
+
+// read reads what the backend sent into u.in (growing it for a long head). It returns false
+// when nothing more can be read now, and io.EOF or the error at the connection's end.
+func (u *evUp) read() (bool, error) {
+	if u.eof {
+		return false, io.EOF
+	}
+	if !u.readable {
+		return false, nil
+	}
+	if u.in == nil {
+		u.in = u.w.buf()
+	}
+	if len(u.in) == cap(u.in) {
+		u.in = append(u.in, make([]byte, cap(u.in))...)[:len(u.in)]
+	}
+	p := u.in[len(u.in):cap(u.in)]
+	n, e := rawRead(u.fd, p)
+	switch {
+	case e == syscall.EAGAIN:
+		u.readable = false
+		return false, nil
+	case e != 0:
+		u.eof = true
+		return false, os.NewSyscallError("read", e)
+	case n == 0:
+		u.eof = true
+		return false, io.EOF
+	}
+	u.in = u.in[:len(u.in)+n]
+	return true, nil
+}
+
+func (u *evUp) onEvent(ev uint32) {
+	if ev&(epollIn|epollRdHup|epollHupErr) != 0 {
+		u.readable = true
+	}
+	c := u.client
+	if c == nil { // idle in the pool: the backend closed it, or sent what it should not have
+		if ev&(epollIn|epollRdHup|epollHupErr) != 0 {
+			u.closeIdle()
+		}
+		return
+	}
+	if u.connecting {
+		if ev&(epollOut|epollHupErr) == 0 {
+			return
+		}
+		errno, err := syscall.GetsockoptInt(u.fd, syscall.SOL_SOCKET, syscall.SO_ERROR)
+		if err == nil && errno != 0 {
+			c.upstreamError(&net.OpError{Op: "dial", Net: "tcp", Err: os.NewSyscallError("connect", syscall.Errno(errno))}, false)
+			c.settle()
+			return
+		}
+		u.connecting = false
+		c.sendHead()
+		c.settle()
+		return
+	}
+	if len(u.pending) > 0 && ev&epollOut != 0 {
+		n, e := rawWrite(u.fd, u.pending)
+		if e != 0 && e != syscall.EAGAIN {
+			c.upstreamError(os.NewSyscallError("write", e), true)
+			c.settle()
+			return
+		}
+		if e == 0 {
+			u.pending = u.pending[:copy(u.pending, u.pending[n:])]
+		}
+	}
+	if !u.readable {
+		return
+	}
+	switch c.phase {
+	case pUpstream:
+		c.readHead()
+	case pBody:
+		if !c.blocked {
+			c.relay()
+		}
+	}
+	c.settle()
+}
+
+// closeIdle removes a pooled connection the backend closed.
+func (u *evUp) closeIdle() {
+	w := u.w
+	for _, p := range w.pools {
+		for i, x := range p.idle {
+			if x == u {
+				p.idle = append(p.idle[:i], p.idle[i+1:]...)
+				u.close()
+				return
+			}
+		}
+	}
+	u.close()
+}

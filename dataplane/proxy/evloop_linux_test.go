@@ -1,0 +1,136 @@
+//go:build linux
+
+package proxy
+
+import (
+	"bufio"
+	"bytes"
+	"crypto/sha256"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"runtime"
+	"syscall"
+	"testing"
+	"time"
+
+	"portico.dev/portico/dataplane/route/routetest"
+	"portico.dev/portico/test/echo"
+)
+
+// TestEventLoopsHoldIdleConnectionsWithoutGoroutines: on the event loops a keep-alive
+// connection is a descriptor in an epoll set and a small struct, not a goroutine with buffers;
+// each still answers its next request.
+func TestEventLoopsHoldIdleConnectionsWithoutGoroutines(t *testing.T) {
+	h := newHarnessWith(t, Options{}, ServerOptions{EventLoops: 2})
+	h.backend("svc", echo.Handler("e", "svc"), "")
+	h.compile(routetest.Ingress("ns", "i", 1, routetest.Rule("h", "/", routetest.Prefix, "svc", 80)))
+	inUse := func() int64 {
+		runtime.GC()
+		runtime.GC()
+		var m runtime.MemStats
+		runtime.ReadMemStats(&m)
+		return int64(m.HeapInuse + m.StackInuse)
+	}
+	const n = 1000
+	conns := make([]net.Conn, 0, n)
+	t.Cleanup(func() {
+		for _, c := range conns {
+			c.Close()
+		}
+	})
+	request := func(c net.Conn) { t.Helper(); getOn(t, c, bufio.NewReaderSize(c, 16)) }
+	request(dialed(t, h.http, &conns)) // warm
+	goroutines, before := runtime.NumGoroutine(), inUse()
+	for i := 1; i < n; i++ {
+		request(dialed(t, h.http, &conns))
+	}
+	grown := runtime.NumGoroutine() - goroutines
+	per := (inUse() - before) / (n - 1)
+	t.Logf("%d idle keep-alive connections: %d more goroutines, %d bytes each (the client's side included)", n-1, grown, per)
+	// The test's client side costs a net.Conn each; the backend's connections are pooled.
+	if grown > 20 {
+		t.Errorf("%d goroutines for %d idle connections, want none per connection", grown, n-1)
+	}
+	if per > 4<<10 {
+		t.Errorf("an idle connection costs %d bytes, want under %d", per, 4<<10)
+	}
+	for _, c := range conns {
+		request(c)
+	}
+}
+
+// TestEventLoopPassesLargeBodiesToASlowReader: bodies of every framing, larger than every
+// buffer on the way, reach a client that reads slowly (its receive buffer small, and it starts
+// late) byte for byte: the loop holds what the client cannot take yet and waits for it.
+func TestEventLoopPassesLargeBodiesToASlowReader(t *testing.T) {
+	h := newHarnessWith(t, Options{}, ServerOptions{EventLoops: 1})
+	body := make([]byte, 6<<20+123)
+	for i := range body {
+		body[i] = byte(i*7 + i>>13)
+	}
+	want := sha256.Sum256(body)
+	h.rawBackend("big", func(r *http.Request, _ []byte, w *bufio.Writer, _ net.Conn) bool {
+		switch r.URL.Path {
+		case "/length":
+			fmt.Fprintf(w, "HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n", len(body))
+			_, _ = w.Write(body)
+		case "/chunked":
+			fmt.Fprint(w, "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n")
+			for rest := body; len(rest) > 0; {
+				k := min(len(rest), 10000+len(rest)%5000)
+				fmt.Fprintf(w, "%x;ext=1\r\n", k)
+				_, _ = w.Write(rest[:k])
+				fmt.Fprint(w, "\r\n")
+				rest = rest[k:]
+			}
+			fmt.Fprint(w, "0\r\nX-Trailer: done\r\n\r\n")
+		case "/close":
+			fmt.Fprint(w, "HTTP/1.1 200 OK\r\n\r\n")
+			_, _ = w.Write(body)
+			return false
+		}
+		return true
+	})
+	h.compile(routetest.Ingress("ns", "i", 1, routetest.Rule("h", "/", routetest.Prefix, "big", 80)))
+
+	// A small receive buffer, set before connecting (window scaling is agreed then).
+	d := net.Dialer{Control: func(_, _ string, rc syscall.RawConn) error {
+		return rc.Control(func(fd uintptr) { _ = syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_RCVBUF, 16<<10) })
+	}}
+	conn, err := d.Dial("tcp", h.http)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	_ = conn.SetDeadline(time.Now().Add(30 * time.Second))
+	br := bufio.NewReaderSize(conn, 4<<10)
+	for _, path := range []string{"/length", "/chunked", "/length", "/close"} {
+		fmt.Fprintf(conn, "GET %s HTTP/1.1\r\nHost: h\r\n\r\n", path)
+		time.Sleep(300 * time.Millisecond) // the proxy fills the socket and must wait
+		resp, err := http.ReadResponse(br, nil)
+		if err != nil {
+			t.Fatalf("%s: %v", path, err)
+		}
+		hash := sha256.New()
+		n, err := io.Copy(hash, slowly{resp.Body})
+		resp.Body.Close()
+		if err != nil || n != int64(len(body)) || !bytes.Equal(hash.Sum(nil), want[:]) {
+			t.Fatalf("%s: %d bytes (%v), want %d intact", path, n, err, len(body))
+		}
+		if path == "/chunked" && resp.Trailer.Get("X-Trailer") != "done" {
+			t.Errorf("chunked: trailer %v", resp.Trailer)
+		}
+		if path == "/close" && !resp.Close {
+			t.Errorf("a body ended by close: the client's connection must close too")
+		}
+	}
+}
+
+// slowly reads in small pieces.
+type slowly struct{ r io.Reader }
+
+func (s slowly) Read(p []byte) (int, error) {
+	return s.r.Read(p[:min(len(p), 1500)])
+}
