@@ -1172,13 +1172,15 @@ func responseHeadEnd(b []byte) int {
 
 // evUp is an upstream connection of a loop.
 type evUp struct {
-	w                          *worker
-	fd                         int
-	in                         []byte
-	pending                    []byte // the part of a request head the socket did not take at once
-	client                     *evConn
-	idleSince                  time.Time
-	readable                   bool
+	w         *worker
+	fd        int
+	in        []byte
+	pending   []byte // the part of a request head the socket did not take at once
+	client    *evConn
+	idleSince time.Time
+	// readable: an input edge came and reads have not met EAGAIN (or a short read) since;
+	// hup: the backend closed its side (reads go on to its end).
+	readable, hup              bool
 	eof                        bool
 	connecting, reused, closed bool
 }
@@ -1307,12 +1309,18 @@ func (u *evUp) read() (bool, error) {
 		return false, io.EOF
 	}
 	u.in = u.in[:len(u.in)+n]
+	if n < len(p) && !u.hup {
+		u.readable = false // a short read emptied the socket; more input brings an edge
+	}
 	return true, nil
 }
 
 func (u *evUp) onEvent(ev uint32) {
 	if ev&(epollIn|epollRdHup|epollHupErr) != 0 {
 		u.readable = true
+		if ev&(epollRdHup|epollHupErr) != 0 {
+			u.hup = true
+		}
 	}
 	c := u.client
 	if c == nil { // idle in the pool: the backend closed it, or sent what it should not have
