@@ -18,6 +18,8 @@ import (
 	"time"
 	"unsafe"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"portico.dev/portico/dataplane/route"
 )
 
@@ -84,8 +86,8 @@ func (s *h1Server) serveLoops(ln net.Listener, n int) (bool, error) {
 		_ = f.Close()
 		return false, nil
 	}
-	for range n {
-		w, err := newWorker(ls)
+	for i := range n {
+		w, err := newWorker(ls, i)
 		if err != nil {
 			for _, w := range ls.workers {
 				w.closeFDs()
@@ -129,7 +131,7 @@ func (ls *loops) stop() {
 		// reused meanwhile.
 		_ = syscall.Shutdown(ls.lnfd, syscall.SHUT_RDWR)
 		for _, w := range ls.workers {
-			w.wake(1)
+			w.wake(wakeStop)
 		}
 		close(ls.stopped)
 	})
@@ -139,7 +141,7 @@ func (ls *loops) stop() {
 func (ls *loops) kill() {
 	ls.stop()
 	for _, w := range ls.workers {
-		w.wake(2)
+		w.wake(wakeKill)
 	}
 }
 
@@ -168,10 +170,17 @@ type worker struct {
 	lastSweep    time.Time
 	closing      bool
 	acceptPaused bool
-	limit        int // the longest request head a loop reads
+	// count is how many connections the loop has (read by the others to balance them); inbox
+	// holds connections other loops accepted for this one.
+	count   atomic.Int32
+	inboxMu sync.Mutex
+	inbox   []accepted
+	exited  bool
+	gauge   prometheus.Gauge
+	limit   int // the longest request head a loop reads
 }
 
-func newWorker(ls *loops) (*worker, error) {
+func newWorker(ls *loops, i int) (*worker, error) {
 	ep, err := syscall.EpollCreate1(syscall.EPOLL_CLOEXEC)
 	if err != nil {
 		return nil, err
@@ -182,7 +191,8 @@ func newWorker(ls *loops) (*worker, error) {
 		return nil, err
 	}
 	w := &worker{ls: ls, s: ls.s, h: ls.s.h, ep: ep, wakeR: p[0], wakeW: p[1], pools: map[string]*evPool{},
-		scratch: make([]byte, loopBuffer), limit: min(loopBuffer, ls.s.opts.MaxHeaderBytes)}
+		scratch: make([]byte, loopBuffer), limit: min(loopBuffer, ls.s.opts.MaxHeaderBytes),
+		gauge: ls.s.h.metrics.LoopConnections.WithLabelValues(strconv.Itoa(i))}
 	err = errors.Join(
 		syscall.EpollCtl(ep, syscall.EPOLL_CTL_ADD, w.wakeR, &syscall.EpollEvent{Events: epollIn, Fd: int32(w.wakeR)}),
 		syscall.EpollCtl(ep, syscall.EPOLL_CTL_ADD, ls.lnfd, &syscall.EpollEvent{Events: epollIn | epollExclusive, Fd: int32(ls.lnfd)}))
@@ -199,7 +209,13 @@ func (w *worker) closeFDs() {
 	_ = syscall.Close(w.wakeW)
 }
 
-// wake sends the loop a byte: 1 to notice Shutdown, 2 to close everything.
+// Messages to a loop.
+const (
+	wakeStop  byte = 1 // Shutdown: close idle connections, finish the others, end
+	wakeKill  byte = 2 // close everything now
+	wakeInbox byte = 3 // connections wait in the inbox
+)
+
 func (w *worker) wake(b byte) {
 	_, _ = syscall.Write(w.wakeW, []byte{b})
 }
@@ -246,6 +262,13 @@ func (w *worker) run() {
 				u.close()
 			}
 		}
+		w.inboxMu.Lock()
+		w.exited = true
+		for _, a := range w.inbox {
+			_ = syscall.Close(a.fd)
+		}
+		w.inbox = nil
+		w.inboxMu.Unlock()
 		w.closeFDs()
 		if w.ls.live.Add(-1) == 0 {
 			_ = w.ls.fileKeep.Close()
@@ -289,11 +312,18 @@ func (w *worker) run() {
 	}
 }
 
-// onWake handles Shutdown's messages; it reports whether the loop ends now.
+// onWake handles the loop's messages; it reports whether the loop ends now.
 func (w *worker) onWake() bool {
-	var b [8]byte
+	var b [64]byte
 	n, _ := syscall.Read(w.wakeR, b[:])
-	kill := bytes.IndexByte(b[:max(n, 0)], 2) >= 0
+	msgs := b[:max(n, 0)]
+	if bytes.IndexByte(msgs, wakeInbox) >= 0 {
+		w.takeInbox()
+	}
+	kill := bytes.IndexByte(msgs, wakeKill) >= 0
+	if !kill && bytes.IndexByte(msgs, wakeStop) < 0 {
+		return false
+	}
 	w.closing = true
 	for i := len(w.clients) - 1; i >= 0; i-- {
 		if i >= len(w.clients) {
@@ -307,6 +337,10 @@ func (w *worker) onWake() bool {
 	return kill
 }
 
+// accept takes the connections waiting on the listening socket, keeping each or giving it to
+// the loop with the fewest connections: the loop the kernel wakes would otherwise take a burst
+// of connections alone (measured: 41 against 23 of wrk's 64), and one loop's connections share
+// one core.
 func (w *worker) accept() {
 	for !w.closing {
 		nfd, sa, err := syscall.Accept4(w.ls.lnfd, syscall.SOCK_NONBLOCK|syscall.SOCK_CLOEXEC)
@@ -328,22 +362,78 @@ func (w *worker) accept() {
 			return
 		}
 		_ = syscall.SetsockoptInt(nfd, syscall.IPPROTO_TCP, syscall.TCP_NODELAY, 1)
-		c := &evConn{w: w, fd: nfd}
-		c.s, c.proto, c.port = w.s, "http", w.h.httpPort
-		ap := sockaddrAddrPort(sa)
-		c.client = ap.Addr().Unmap().String()
-		if w.h.opts.AccessLog != nil {
-			c.peer = ap.String()
-		}
-		if err := w.register(nfd, c, nil); err != nil {
-			_ = syscall.Close(nfd)
+		if to := w.ls.leastLoaded(w); to != w {
+			to.post(nfd, sa)
 			continue
 		}
-		c.idx = len(w.clients)
-		w.clients = append(w.clients, c)
-		c.now = w.now
-		c.deadline = w.now.Add(w.s.opts.ReadHeaderTimeout)
+		w.adopt(nfd, sa)
 	}
+}
+
+// leastLoaded is the loop with the fewest connections, w on a tie.
+func (ls *loops) leastLoaded(w *worker) *worker {
+	best, n := w, w.count.Load()
+	for _, o := range ls.workers {
+		if m := o.count.Load(); m < n {
+			best, n = o, m
+		}
+	}
+	return best
+}
+
+// post gives an accepted connection to w (from another loop's thread).
+func (w *worker) post(fd int, sa syscall.Sockaddr) {
+	w.count.Add(1) // counted now, so that the next connections go elsewhere
+	w.inboxMu.Lock()
+	if w.exited {
+		w.inboxMu.Unlock()
+		_ = syscall.Close(fd)
+		return
+	}
+	w.inbox = append(w.inbox, accepted{fd, sa})
+	w.inboxMu.Unlock()
+	w.wake(wakeInbox)
+}
+
+// takeInbox adopts the connections other loops gave this one.
+func (w *worker) takeInbox() {
+	w.inboxMu.Lock()
+	in := w.inbox
+	w.inbox = nil
+	w.inboxMu.Unlock()
+	for _, a := range in {
+		w.count.Add(-1) // adopt counts it again
+		if w.closing {
+			_ = syscall.Close(a.fd)
+			continue
+		}
+		w.adopt(a.fd, a.sa)
+	}
+}
+
+// adopt makes an accepted connection the loop's.
+func (w *worker) adopt(nfd int, sa syscall.Sockaddr) {
+	c := &evConn{w: w, fd: nfd}
+	c.s, c.proto, c.port = w.s, "http", w.h.httpPort
+	ap := sockaddrAddrPort(sa)
+	c.client = ap.Addr().Unmap().String()
+	if w.h.opts.AccessLog != nil {
+		c.peer = ap.String()
+	}
+	if err := w.register(nfd, c, nil); err != nil {
+		_ = syscall.Close(nfd)
+		return
+	}
+	c.idx = len(w.clients)
+	w.clients = append(w.clients, c)
+	w.count.Add(1)
+	c.now = w.now
+	c.deadline = w.now.Add(w.s.opts.ReadHeaderTimeout)
+}
+
+type accepted struct {
+	fd int
+	sa syscall.Sockaddr
 }
 
 func sockaddrAddrPort(sa syscall.Sockaddr) netip.AddrPort {
@@ -359,6 +449,7 @@ func sockaddrAddrPort(sa syscall.Sockaddr) netip.AddrPort {
 // tick fires the deadlines that passed and, now and then, closes idle upstream connections.
 func (w *worker) tick() {
 	w.lastTick = w.now
+	w.gauge.Set(float64(len(w.clients)))
 	if w.acceptPaused && !w.closing {
 		w.acceptPaused = false
 		_ = syscall.EpollCtl(w.ep, syscall.EPOLL_CTL_ADD, w.ls.lnfd, &syscall.EpollEvent{Events: epollIn | epollExclusive, Fd: int32(w.ls.lnfd)})
@@ -768,11 +859,17 @@ func (c *evConn) close() {
 	w.forgetFD(c.fd)
 	_ = syscall.Close(c.fd)
 	c.release()
+	w.drop(c)
+}
+
+// drop removes c from the loop's connections.
+func (w *worker) drop(c *evConn) {
 	last := len(w.clients) - 1
 	w.clients[c.idx] = w.clients[last]
 	w.clients[c.idx].idx = c.idx
 	w.clients[last] = nil
 	w.clients = w.clients[:last]
+	w.count.Add(-1)
 }
 
 // release gives the connection's buffers back to the loop.
@@ -797,11 +894,7 @@ func (c *evConn) handoff() {
 	c.fd = -1
 	c.closed = true
 	c.release()
-	last := len(w.clients) - 1
-	w.clients[c.idx] = w.clients[last]
-	w.clients[c.idx].idx = c.idx
-	w.clients[last] = nil
-	w.clients = w.clients[:last]
+	w.drop(c)
 
 	f := os.NewFile(uintptr(fd), "client")
 	nc, err := net.FileConn(f) // a duplicate, on Go's poller

@@ -15,6 +15,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus/testutil"
+
 	"portico.dev/portico/dataplane/route/routetest"
 	"portico.dev/portico/test/echo"
 )
@@ -133,4 +135,34 @@ type slowly struct{ r io.Reader }
 
 func (s slowly) Read(p []byte) (int, error) {
 	return s.r.Read(p[:min(len(p), 1500)])
+}
+
+// TestEventLoopsShareConnections: connections are spread evenly over the loops, whichever loop
+// the kernel wakes for them (it tends to wake the same one for a burst).
+func TestEventLoopsShareConnections(t *testing.T) {
+	h := newHarnessWith(t, Options{}, ServerOptions{EventLoops: 2})
+	h.backend("svc", echo.Handler("e", "svc"), "")
+	h.compile(routetest.Ingress("ns", "i", 1, routetest.Rule("h", "/", routetest.Prefix, "svc", 80)))
+	const n = 40
+	conns := make([]net.Conn, 0, n)
+	t.Cleanup(func() {
+		for _, c := range conns {
+			c.Close()
+		}
+	})
+	for range n {
+		getOn(t, dialed(t, h.http, &conns), bufio.NewReaderSize(conns[len(conns)-1], 16))
+	}
+	gauge := func(loop string) float64 {
+		return testutil.ToFloat64(h.handler.metrics.LoopConnections.WithLabelValues(loop))
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for gauge("0")+gauge("1") != n && time.Now().Before(deadline) {
+		time.Sleep(50 * time.Millisecond) // the gauges follow within a loop tick
+	}
+	a, b := gauge("0"), gauge("1")
+	t.Logf("loop 0: %v connections, loop 1: %v", a, b)
+	if a+b != n || a < n/2-1 || b < n/2-1 {
+		t.Errorf("loops hold %v and %v of %d connections, want about half each", a, b, n)
+	}
 }

@@ -25,6 +25,9 @@ type Metrics struct {
 	// (chosen by ALPN) or "request" (a request outside the fast path's subset; the connection
 	// stays with net/http).
 	Handoffs *prometheus.CounterVec
+	// LoopConnections is how many client connections each event loop holds (Linux, cleartext),
+	// updated every loop tick.
+	LoopConnections *prometheus.GaugeVec
 }
 
 // NewMetrics registers the proxy's series with reg.
@@ -58,8 +61,12 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		Handoffs: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "portico_http_handoffs_total", Help: "Connections the HTTP/1.1 fast path handed to net/http, by reason (h2, request).",
 		}, []string{"reason"}),
+		LoopConnections: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "portico_event_loop_connections", Help: "Client connections held by each event loop of the cleartext listener.",
+		}, []string{"loop"}),
 	}
-	reg.MustRegister(m.Requests, m.Duration, m.UpstreamErrors, m.UpstreamRetries, m.TableSize, m.LastSync, m.Generation, m.Problems, m.Handoffs)
+	reg.MustRegister(m.Requests, m.Duration, m.UpstreamErrors, m.UpstreamRetries, m.TableSize, m.LastSync, m.Generation, m.Problems, m.Handoffs,
+		m.LoopConnections)
 	return m
 }
 

@@ -34,6 +34,7 @@ func main() {
 	backend := flag.String("backend", "127.0.0.1:18000", "backend address")
 	host := flag.String("host", "bench.example.com", "routed host")
 	cpuprofile := flag.String("cpuprofile", "", "write a CPU profile of the whole run to this file")
+	loops := flag.Int("event-loops", 0, "event loops for cleartext HTTP (0: one per P, -1: none)")
 	runFor := flag.Duration("run-for", 0, "exit after this long (for profilers that cannot take a signal, such as callgrind)")
 	flag.Parse()
 	if *cpuprofile != "" {
@@ -72,7 +73,7 @@ func main() {
 	reg := prometheus.NewRegistry()
 	h := proxy.NewHandler(proxy.Options{HTTPPort: 80, HTTPSPort: 443}, proxy.NewMetrics(reg), logr.Discard())
 	h.Swap(t, 0)
-	srv := proxy.NewServer(proxy.ServerOptions{HTTPAddr: *httpAddr, HTTPSAddr: *httpsAddr, HealthAddr: *health}, h, reg, logr.Discard())
+	srv := proxy.NewServer(proxy.ServerOptions{HTTPAddr: *httpAddr, HTTPSAddr: *httpsAddr, HealthAddr: *health, EventLoops: *loops}, h, reg, logr.Discard())
 	srv.SetReady(true)
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
