@@ -804,9 +804,9 @@ func (c *evConn) timeout() {
 	case pUpstream:
 		u := c.up
 		if u != nil && u.connecting {
-			c.upstreamError(&net.OpError{Op: "dial", Net: "tcp", Err: os.ErrDeadlineExceeded}, false)
+			c.upstreamError(&net.OpError{Op: "dial", Net: "tcp", Err: os.ErrDeadlineExceeded})
 		} else {
-			c.upstreamError(&net.OpError{Op: "read", Net: "tcp", Err: os.ErrDeadlineExceeded}, false)
+			c.upstreamError(&net.OpError{Op: "read", Net: "tcp", Err: os.ErrDeadlineExceeded})
 		}
 		c.settle()
 	default:
@@ -931,7 +931,7 @@ func (c *evConn) send(fresh bool) {
 	st := &c.st
 	u, err := c.w.upstream(st.endpoint.Addr, fresh, !c.replay)
 	if err != nil {
-		c.upstreamError(err, false)
+		c.upstreamError(err)
 		return
 	}
 	c.up, u.client = u, c
@@ -953,7 +953,7 @@ func (c *evConn) sendHead() {
 		n, e = 0, 0
 	}
 	if e != 0 {
-		c.upstreamError(os.NewSyscallError("write", e), true)
+		c.upstreamError(os.NewSyscallError("write", e))
 		return
 	}
 	if n < len(head) {
@@ -966,9 +966,8 @@ func (c *evConn) sendHead() {
 
 // upstreamError handles a failure before the answer's head: the request goes to another
 // endpoint, or a new connection, when Handler.retry (or a reused connection the backend had
-// closed) allows, else the client gets 502 or 504. sent: the failure came after the request
-// was sent (or while it was).
-func (c *evConn) upstreamError(err error, sent bool) {
+// closed) allows, else the client gets 502 or 504.
+func (c *evConn) upstreamError(err error) {
 	u := c.up
 	answerBegun := u != nil && len(u.in) > 0
 	reused := u != nil && u.reused
@@ -993,7 +992,6 @@ func (c *evConn) upstreamError(err error, sent bool) {
 			return
 		}
 	}
-	_ = sent
 	c.answerHead(c.w.h.upstreamFailed(&c.st, err))
 	c.emit(c.h1Conn.out)
 	c.done()
@@ -1026,7 +1024,7 @@ func (c *evConn) readHead() {
 			}
 			ok, err := u.read()
 			if err != nil {
-				c.upstreamError(err, true)
+				c.upstreamError(err)
 				return
 			}
 			if !ok {
@@ -1428,7 +1426,7 @@ func (u *evUp) onEvent(ev uint32) {
 		}
 		errno, err := syscall.GetsockoptInt(u.fd, syscall.SOL_SOCKET, syscall.SO_ERROR)
 		if err == nil && errno != 0 {
-			c.upstreamError(&net.OpError{Op: "dial", Net: "tcp", Err: os.NewSyscallError("connect", syscall.Errno(errno))}, false)
+			c.upstreamError(&net.OpError{Op: "dial", Net: "tcp", Err: os.NewSyscallError("connect", syscall.Errno(errno))})
 			c.settle()
 			return
 		}
@@ -1440,7 +1438,7 @@ func (u *evUp) onEvent(ev uint32) {
 	if len(u.pending) > 0 && ev&epollOut != 0 {
 		n, e := rawWrite(u.fd, u.pending)
 		if e != 0 && e != syscall.EAGAIN {
-			c.upstreamError(os.NewSyscallError("write", e), true)
+			c.upstreamError(os.NewSyscallError("write", e))
 			c.settle()
 			return
 		}
