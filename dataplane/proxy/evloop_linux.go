@@ -47,6 +47,8 @@ const (
 	// loopBuffer is the size of the buffers a loop lends its connections (client input,
 	// client output, upstream input).
 	loopBuffer = 8 << 10
+	// maxFreeBuffers bounds the buffers a loop keeps for reuse (2 MiB).
+	maxFreeBuffers = 256
 
 	epollET        = 1 << 31
 	epollExclusive = 1 << 28
@@ -119,8 +121,8 @@ func (s *h1Server) serveLoops(ln net.Listener, n int) (bool, error) {
 	return true, http.ErrServerClosed
 }
 
-// stop stops accepting: the listening socket is closed, and the loops are woken to close their
-// idle connections and finish the others (Shutdown waits for them through s.wg).
+// stop stops accepting: the listening socket stops listening, and the loops are woken to close
+// their idle connections and finish the others (Shutdown waits for them through s.wg).
 func (ls *loops) stop() {
 	ls.once.Do(func() {
 		for _, w := range ls.workers {
@@ -230,7 +232,7 @@ func (w *worker) buf() []byte {
 }
 
 func (w *worker) putBuf(b []byte) {
-	if b != nil && cap(b) == loopBuffer && len(w.free) < 1024 {
+	if b != nil && cap(b) == loopBuffer && len(w.free) < maxFreeBuffers {
 		w.free = append(w.free, b)
 	}
 }

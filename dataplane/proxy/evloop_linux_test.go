@@ -28,13 +28,7 @@ func TestEventLoopsHoldIdleConnectionsWithoutGoroutines(t *testing.T) {
 	h := newHarnessWith(t, Options{}, ServerOptions{EventLoops: 2})
 	h.backend("svc", echo.Handler("e", "svc"), "")
 	h.compile(routetest.Ingress("ns", "i", 1, routetest.Rule("h", "/", routetest.Prefix, "svc", 80)))
-	inUse := func() int64 {
-		runtime.GC()
-		runtime.GC()
-		var m runtime.MemStats
-		runtime.ReadMemStats(&m)
-		return int64(m.HeapInuse + m.StackInuse)
-	}
+	inUse := heapAndStacksInUse
 	const n = 1000
 	conns := make([]net.Conn, 0, n)
 	t.Cleanup(func() {

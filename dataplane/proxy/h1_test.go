@@ -456,13 +456,7 @@ func TestIdleConnectionsGiveBuffersBack(t *testing.T) {
 		t.Helper()
 		getOn(t, conn, bufio.NewReaderSize(conn, 16)) // 16: the smallest reader, dropped after
 	}
-	inUse := func() int64 {
-		runtime.GC()
-		runtime.GC() // a second cycle shrinks the stacks the first found mostly unused
-		var m runtime.MemStats
-		runtime.ReadMemStats(&m)
-		return int64(m.HeapInuse + m.StackInuse)
-	}
+	inUse := heapAndStacksInUse
 	const n = 1000
 	conns := make([]net.Conn, 0, n)
 	t.Cleanup(func() {
@@ -496,6 +490,16 @@ func TestIdleConnectionsGiveBuffersBack(t *testing.T) {
 		request(c)
 	}
 	request(tc)
+}
+
+// heapAndStacksInUse is the memory the process uses for heap and goroutine stacks, after
+// collecting.
+func heapAndStacksInUse() int64 {
+	runtime.GC()
+	runtime.GC() // a second cycle shrinks the stacks the first found mostly unused
+	var m runtime.MemStats
+	runtime.ReadMemStats(&m)
+	return int64(m.HeapInuse + m.StackInuse)
 }
 
 // getOn sends GET / with Host h on conn and reads a 200 answer with br.
