@@ -160,3 +160,47 @@ func TestEventLoopsShareConnections(t *testing.T) {
 		t.Errorf("loops hold %v and %v of %d connections, want about half each", a, b, n)
 	}
 }
+
+// TestEventLoopNoticesAClientThatLeavesAtOnce: a client that closes its connection while its
+// request waits for the backend ends the request at once on a loop (its close is an edge), not
+// after the goroutine path's watch delay: the backend's request is cancelled, 499 counted.
+func TestEventLoopNoticesAClientThatLeavesAtOnce(t *testing.T) {
+	h := newHarnessWith(t, Options{}, ServerOptions{EventLoops: 1})
+	cancelled := make(chan time.Duration, 1)
+	h.backend("slow", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		start := time.Now()
+		select {
+		case <-r.Context().Done():
+			cancelled <- time.Since(start)
+		case <-time.After(3 * time.Second):
+			_, _ = io.WriteString(w, "late")
+		}
+	}), "")
+	h.compile(routetest.Ingress("ns", "i", 1, routetest.Rule("h", "/", routetest.Prefix, "slow", 80)))
+	conn, err := net.Dial("tcp", h.http)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := io.WriteString(conn, "GET / HTTP/1.1\r\nHost: h\r\n\r\n"); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(100 * time.Millisecond)
+	conn.Close()
+	select {
+	case d := <-cancelled:
+		if d >= watchClientAfter {
+			t.Errorf("the backend's request ended %v after it began, the client left at 100 ms", d)
+		}
+	case <-time.After(3 * time.Second):
+		t.Fatal("the backend was not told that the client left")
+	}
+	gone := func() float64 {
+		return testutil.ToFloat64(h.handler.metrics.Requests.WithLabelValues("ns/i", "ns/slow:80", "499"))
+	}
+	for end := time.Now().Add(2 * time.Second); gone() != 1 && time.Now().Before(end); {
+		time.Sleep(10 * time.Millisecond)
+	}
+	if n := gone(); n != 1 {
+		t.Errorf("requests counted 499: %v, want 1", n)
+	}
+}
