@@ -11,6 +11,7 @@ import (
 	"net/netip"
 	"os"
 	"runtime"
+	"slices"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -85,16 +86,13 @@ func (s *h1Server) serveLoops(ln net.Listener, n int) (bool, error) {
 	lnfd := int(f.Fd())
 	ls := &loops{s: s, lnfd: lnfd, fileKeep: f, stopped: make(chan struct{})}
 	if err := syscall.SetNonblock(lnfd, true); err != nil {
-		_ = f.Close()
+		ls.discard()
 		return false, nil
 	}
 	for i := range n {
 		w, err := newWorker(ls, i)
 		if err != nil {
-			for _, w := range ls.workers {
-				w.closeFDs()
-			}
-			_ = f.Close()
+			ls.discard()
 			return false, nil
 		}
 		ls.workers = append(ls.workers, w)
@@ -102,10 +100,7 @@ func (s *h1Server) serveLoops(ln net.Listener, n int) (bool, error) {
 	s.mu.Lock()
 	if s.closing.Load() {
 		s.mu.Unlock()
-		for _, w := range ls.workers {
-			w.closeFDs()
-		}
-		_ = f.Close()
+		ls.discard()
 		return true, http.ErrServerClosed
 	}
 	s.ln, s.loops = ln, ls
@@ -119,6 +114,14 @@ func (s *h1Server) serveLoops(ln net.Listener, n int) (bool, error) {
 	}
 	<-ls.stopped
 	return true, http.ErrServerClosed
+}
+
+// discard releases loops that never ran.
+func (ls *loops) discard() {
+	for _, w := range ls.workers {
+		w.closeFDs()
+	}
+	_ = ls.fileKeep.Close()
 }
 
 // stop stops accepting: the listening socket stops listening, and the loops are woken to close
@@ -327,10 +330,8 @@ func (w *worker) onWake() bool {
 		return false
 	}
 	w.closing = true
+	// Closing c removes it alone, swapping in the last connection, which was seen already.
 	for i := len(w.clients) - 1; i >= 0; i-- {
-		if i >= len(w.clients) {
-			continue
-		}
 		c := w.clients[i]
 		if kill || (c.phase == pIdle && len(c.in) == 0 && c.pending() == 0) {
 			c.close()
@@ -456,10 +457,8 @@ func (w *worker) tick() {
 		w.acceptPaused = false
 		_ = syscall.EpollCtl(w.ep, syscall.EPOLL_CTL_ADD, w.ls.lnfd, &syscall.EpollEvent{Events: epollIn | epollExclusive, Fd: int32(w.ls.lnfd)})
 	}
+	// Closing c removes it alone, swapping in the last connection, which was seen already.
 	for i := len(w.clients) - 1; i >= 0; i-- {
-		if i >= len(w.clients) {
-			continue
-		}
 		c := w.clients[i]
 		if !c.deadline.IsZero() && !w.now.Before(c.deadline) {
 			c.timeout()
@@ -480,6 +479,7 @@ func (w *worker) tick() {
 			p.idle = keep
 			if len(keep) == 0 && w.now.Sub(p.lastUse) >= upstreamIdleTimeout {
 				delete(w.pools, addr)
+				p.gone = true // a connection still in use closes instead of coming back
 			}
 		}
 	}
@@ -728,9 +728,7 @@ func (c *evConn) serveInput() {
 		}
 		c.consumeIn(n)
 		if b == nil {
-			c.answerHead(code, msg)
-			c.emit(c.h1Conn.out)
-			c.done()
+			c.answerOwn(code, msg)
 			if !c.answered() {
 				return
 			}
@@ -994,12 +992,22 @@ func (c *evConn) upstreamError(err error) {
 			return
 		}
 	}
-	c.answerHead(c.w.h.upstreamFailed(&c.st, err))
-	c.emit(c.h1Conn.out)
-	c.done()
+	c.fail(err)
+}
+
+// fail answers a failed exchange (502, 504) and goes on to the next request.
+func (c *evConn) fail(err error) {
+	c.answerOwn(c.w.h.upstreamFailed(&c.st, err))
 	if c.answered() {
 		c.serveInput()
 	}
+}
+
+// answerOwn adds the proxy's own answer to the output and accounts for the request.
+func (c *evConn) answerOwn(code int, msg string) {
+	c.answerHead(code, msg)
+	c.emit(c.h1Conn.out)
+	c.done()
 }
 
 // dropUpstream closes the exchange's upstream connection.
@@ -1062,30 +1070,13 @@ func (c *evConn) readHead() {
 // badResponse answers a malformed response head with 502 (no retry: the backend answered).
 func (c *evConn) badResponse(err error) {
 	c.dropUpstream()
-	c.answerHead(c.w.h.upstreamFailed(&c.st, err))
-	c.emit(c.h1Conn.out)
-	c.done()
-	if c.answered() {
-		c.serveInput()
-	}
+	c.fail(err)
 }
 
 func (c *evConn) startBody() {
-	st, rh := &c.st, &c.rh
-	st.endpoint.Stats.Succeeded()
-	c.now = time.Now()
-	c.observe(c.now.Sub(st.start))
-	st.status = rh.status
-	if rh.body == bodyUntilClose || c.s.closing.Load() {
-		c.closeAfter = true
-	}
-	o := c.h1Conn.out
-	if c.closeAfter {
-		o = append(o, "Connection: close\r\n"...)
-	}
-	o = append(o, "\r\n"...)
-	c.h1Conn.out = o
-	c.emit(o)
+	rh := &c.rh
+	c.finishHead(rh)
+	c.emit(c.h1Conn.out)
 	c.phase = pBody
 	c.deadline = time.Time{} // bodies stream as long as they take
 	c.remaining = rh.length
@@ -1149,7 +1140,7 @@ func (c *evConn) endBody(err error) {
 		c.dropUpstream()
 	} else {
 		c.up, u.client = nil, nil
-		c.w.putUpstream(u, st.endpoint.Addr)
+		c.w.putUpstream(u)
 	}
 	if err != nil {
 		c.closeAfter = true
@@ -1243,29 +1234,10 @@ func (cs *chunkState) pass(c *evConn, u *evUp) (done bool, err error) {
 	}
 }
 
-// responseHeadEnd finds the end of a response head in b (lines may end in a bare LF): the
-// index past the blank line, 0 when b holds no whole head yet, -1 when the head is empty.
-func responseHeadEnd(b []byte) int {
-	start := 0
-	for {
-		i := bytes.IndexByte(b[start:], '\n')
-		if i < 0 {
-			return 0
-		}
-		i += start
-		if len(trimEOL(b[start:i+1])) == 0 {
-			if start == 0 {
-				return -1
-			}
-			return i + 1
-		}
-		start = i + 1
-	}
-}
-
 // evUp is an upstream connection of a loop.
 type evUp struct {
 	w         *worker
+	pool      *evPool // its endpoint's pool
 	fd        int
 	in        []byte
 	pending   []byte // the part of a request head the socket did not take at once
@@ -1283,6 +1255,7 @@ type evPool struct {
 	family  int
 	idle    []*evUp
 	lastUse time.Time
+	gone    bool // no longer in the loop's pools
 }
 
 // upstream returns an idle connection to addr or starts a new one (always when fresh). probe
@@ -1321,7 +1294,7 @@ func (w *worker) upstream(addr string, fresh, probe bool) (*evUp, error) {
 	_ = syscall.SetsockoptInt(fd, syscall.SOL_SOCKET, syscall.SO_KEEPALIVE, 1)
 	_ = syscall.SetsockoptInt(fd, syscall.IPPROTO_TCP, syscall.TCP_KEEPIDLE, 30)
 	_ = syscall.SetsockoptInt(fd, syscall.IPPROTO_TCP, syscall.TCP_KEEPINTVL, 30)
-	u := &evUp{w: w, fd: fd}
+	u := &evUp{w: w, fd: fd, pool: p}
 	switch err := syscall.Connect(fd, p.sa); err {
 	case nil:
 	case syscall.EINPROGRESS:
@@ -1337,9 +1310,9 @@ func (w *worker) upstream(addr string, fresh, probe bool) (*evUp, error) {
 	return u, nil
 }
 
-func (w *worker) putUpstream(u *evUp, addr string) {
-	p := w.pools[addr]
-	if p == nil || len(p.idle) >= maxIdlePerEndpoint || w.closing {
+func (w *worker) putUpstream(u *evUp) {
+	p := u.pool
+	if p.gone || len(p.idle) >= maxIdlePerEndpoint || w.closing {
 		u.close()
 		return
 	}
@@ -1464,15 +1437,9 @@ func (u *evUp) onEvent(ev uint32) {
 
 // closeIdle removes a pooled connection the backend closed.
 func (u *evUp) closeIdle() {
-	w := u.w
-	for _, p := range w.pools {
-		for i, x := range p.idle {
-			if x == u {
-				p.idle = append(p.idle[:i], p.idle[i+1:]...)
-				u.close()
-				return
-			}
-		}
+	p := u.pool
+	if i := slices.Index(p.idle, u); i >= 0 {
+		p.idle = slices.Delete(p.idle, i, i+1)
 	}
 	u.close()
 }

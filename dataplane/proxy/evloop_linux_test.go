@@ -166,16 +166,7 @@ func TestEventLoopsShareConnections(t *testing.T) {
 // after the goroutine path's watch delay: the backend's request is cancelled, 499 counted.
 func TestEventLoopNoticesAClientThatLeavesAtOnce(t *testing.T) {
 	h := newHarnessWith(t, Options{}, ServerOptions{EventLoops: 1})
-	cancelled := make(chan time.Duration, 1)
-	h.backend("slow", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		start := time.Now()
-		select {
-		case <-r.Context().Done():
-			cancelled <- time.Since(start)
-		case <-time.After(3 * time.Second):
-			_, _ = io.WriteString(w, "late")
-		}
-	}), "")
+	cancelled := h.slowBackend("slow", 3*time.Second)
 	h.compile(routetest.Ingress("ns", "i", 1, routetest.Rule("h", "/", routetest.Prefix, "slow", 80)))
 	conn, err := net.Dial("tcp", h.http)
 	if err != nil {

@@ -492,6 +492,22 @@ func TestIdleConnectionsGiveBuffersBack(t *testing.T) {
 	request(tc)
 }
 
+// slowBackend declares Service name served by a backend that answers "late" after wait, or
+// sends how long it waited on the channel returned when the request is cancelled first.
+func (h *harness) slowBackend(name string, wait time.Duration) <-chan time.Duration {
+	cancelled := make(chan time.Duration, 4)
+	h.backend(name, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		start := time.Now()
+		select {
+		case <-r.Context().Done():
+			cancelled <- time.Since(start)
+		case <-time.After(wait):
+			_, _ = io.WriteString(w, "late")
+		}
+	}), "")
+	return cancelled
+}
+
 // heapAndStacksInUse is the memory the process uses for heap and goroutine stacks, after
 // collecting.
 func heapAndStacksInUse() int64 {
@@ -536,16 +552,7 @@ func dialed(t *testing.T, addr string, conns *[]net.Conn) net.Conn {
 // the slow answer.
 func TestFastPathNoticesAClientThatGivesUp(t *testing.T) {
 	h := newHarness(t, Options{})
-	cancelled := make(chan time.Duration, 4)
-	h.backend("slow", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		start := time.Now()
-		select {
-		case <-r.Context().Done():
-			cancelled <- time.Since(start)
-		case <-time.After(4 * time.Second):
-			_, _ = io.WriteString(w, "late")
-		}
-	}), "")
+	cancelled := h.slowBackend("slow", 4*time.Second)
 	h.compile(rt.Ingress("ns", "i", 1, rt.Rule("h", "/", rt.Prefix, "slow", 80)))
 	if resp, _, body := get(t, &http.Client{}, "http://"+h.http+"/", "h"); resp.StatusCode != 200 || body != "late" {
 		t.Fatalf("a client that waits: %d %q", resp.StatusCode, body)

@@ -123,17 +123,7 @@ func (c *h1Conn) forward() {
 		c.upstreamFailed(err)
 		return
 	}
-	st.endpoint.Stats.Succeeded()
-	c.now = time.Now()
-	c.observe(c.now.Sub(st.start))
-	st.status = rh.status
-	if rh.body == bodyUntilClose || c.s.closing.Load() {
-		c.closeAfter = true
-	}
-	if c.closeAfter {
-		c.out = append(c.out, "Connection: close\r\n"...)
-	}
-	c.out = append(c.out, "\r\n"...)
+	c.finishHead(&rh)
 	_, werr := c.bw.Write(c.out)
 	waits := rh.body != bodyNone && (rh.body != bodyLength || int64(uc.r.Buffered()) < rh.length)
 	if waits {
@@ -171,6 +161,24 @@ func (c *h1Conn) forward() {
 		}
 	}
 	c.done()
+}
+
+// finishHead accounts for an answer whose head came (the endpoint succeeded, the time to the
+// head observed) and ends the client's head in c.out: Connection: close when the connection
+// ends after it (a body ended by close, a shutdown), then the blank line.
+func (c *h1Conn) finishHead(rh *respHead) {
+	st := &c.st
+	st.endpoint.Stats.Succeeded()
+	c.now = time.Now()
+	c.observe(c.now.Sub(st.start))
+	st.status = rh.status
+	if rh.body == bodyUntilClose || c.s.closing.Load() {
+		c.closeAfter = true
+	}
+	if c.closeAfter {
+		c.out = append(c.out, "Connection: close\r\n"...)
+	}
+	c.out = append(c.out, "\r\n"...)
 }
 
 func (c *h1Conn) retry(err error, replay bool) bool {

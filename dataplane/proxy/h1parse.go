@@ -256,7 +256,12 @@ func (l *tokenList) has(name []byte) bool {
 // headEnd finds the end of a request head in b: the index just past the blank line, 0 when b
 // holds no complete head yet, -1 when the fast path cannot read it (a bare LF, or an empty
 // first line), so it must be handed off.
-func headEnd(b []byte) int {
+func headEnd(b []byte) int { return scanHead(b, false) }
+
+// responseHeadEnd is headEnd for a backend's head, whose lines may end in a bare LF.
+func responseHeadEnd(b []byte) int { return scanHead(b, true) }
+
+func scanHead(b []byte, bareLF bool) int {
 	start := 0
 	for {
 		i := bytes.IndexByte(b[start:], '\n')
@@ -264,10 +269,13 @@ func headEnd(b []byte) int {
 			return 0
 		}
 		i += start
-		if i == 0 || b[i-1] != '\r' {
+		end := i // the line is b[start:end]
+		if i > start && b[i-1] == '\r' {
+			end--
+		} else if !bareLF {
 			return -1
 		}
-		if i == start+1 { // "\r\n" alone: the blank line
+		if end == start { // the blank line
 			if start == 0 {
 				return -1
 			}
