@@ -259,16 +259,16 @@ var _ = Describe("Ingress route problems", func() {
 			rt.TLS("absent-tls", "shop.example.com"))
 		bad.UID, bad.CreationTimestamp = "", metav1.Time{}
 		Expect(k8s.Create(ctx, bad)).To(Succeed())
-		Eventually(func() string { return eventNotes("bad") }, timeout, interval).Should(And(
+		Eventually(func() string { return eventNotes(bad) }, timeout, interval).Should(And(
 			ContainSubstring(`spec.rules[0].http.paths[0]: host "shop.example.com" path "/" is already claimed by the older Ingress `+w.ns+"/older"),
 			ContainSubstring("spec.rules[0].http.paths[1].backend: service "+w.ns+"/nope not found"),
 			ContainSubstring("spec.rules[0].http.paths[2].backend: service "+w.ns+"/svc has no port 81"),
 			ContainSubstring("resource backends (Bucket assets) cannot be proxied"),
 			ContainSubstring("spec.tls[0]: secret "+w.ns+"/absent-tls not found"),
 		))
-		Expect(eventNotes("older")).To(BeEmpty())
+		Expect(eventNotes(older)).To(BeEmpty())
 		// Fixing the Service clears that problem: no new Event for it appears later.
 		Expect(k8s.Create(ctx, rt.Service(w.ns, "nope"))).To(Succeed())
-		Consistently(func() int { return strings.Count(eventNotes("bad"), "nope not found") }, 2*time.Second, 200*time.Millisecond).Should(Equal(1))
+		Consistently(func() int { return strings.Count(eventNotes(bad), "nope not found") }, 2*time.Second, 200*time.Millisecond).Should(Equal(1))
 	})
 })

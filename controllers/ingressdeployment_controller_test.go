@@ -429,8 +429,8 @@ var _ = Describe("IngressDeployment controller", func() {
 			missing := class(ns+"-missing", ns, "nope")
 			Expect(k8s.Create(ctx, bad)).To(Succeed())
 			Expect(k8s.Create(ctx, missing)).To(Succeed())
-			Eventually(func() string { return eventNotes(bad.Name) }, timeout, interval).Should(ContainSubstring("spec.parameters.scope must be Namespace"))
-			Eventually(func() string { return eventNotes(missing.Name) }, timeout, interval).Should(ContainSubstring("IngressDeployment " + ns + "/nope not found"))
+			Eventually(func() string { return eventNotes(bad) }, timeout, interval).Should(ContainSubstring("spec.parameters.scope must be Namespace"))
+			Eventually(func() string { return eventNotes(missing) }, timeout, interval).Should(ContainSubstring("IngressDeployment " + ns + "/nope not found"))
 		})
 	})
 
@@ -446,7 +446,7 @@ var _ = Describe("IngressDeployment controller", func() {
 				HaveField("Reason", porticov1alpha1.ReasonDefaultBackendMissing),
 				HaveField("Message", ContainSubstring("spec.defaultBackend.service: Service "+ns+"/my-404 not found"))))
 			Expect(fleetObjects(f)).NotTo(ContainElement(ContainSubstring("dbs-default-backend")), "no managed default backend with type Service")
-			Eventually(func() string { return eventNotes(f.Name) }, timeout, interval).Should(ContainSubstring("my-404 not found"))
+			Eventually(func() string { return eventNotes(f) }, timeout, interval).Should(ContainSubstring("my-404 not found"))
 
 			Expect(k8s.Create(ctx, &corev1.Service{
 				ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "my-404"},
@@ -565,13 +565,15 @@ func equalMaps(a, b map[string]string) bool {
 }
 
 // eventNotes joins the notes of the Events (events.k8s.io, which also lists core/v1 Events)
-// about objects named name.
-func eventNotes(name string) string {
+// regarding obj itself, matched by UID: names repeat across namespaces and kinds (a fleet and an
+// Ingress of other specs are both named "older"), and specs run in random order.
+func eventNotes(obj client.Object) string {
+	Expect(obj.GetUID()).NotTo(BeEmpty(), "eventNotes needs an object read back from the API server")
 	list := &eventsv1.EventList{}
 	Expect(k8s.List(ctx, list)).To(Succeed())
 	var notes []string
 	for _, e := range list.Items {
-		if e.Regarding.Name == name {
+		if e.Regarding.UID == obj.GetUID() {
 			notes = append(notes, e.Note)
 		}
 	}
