@@ -3,8 +3,9 @@
 # run: the same route (Host bench.example.com, Prefix /) to the same backend (a static nginx on
 # 127.0.0.1:18000, its own process, so that no proxy shares a process with it),
 # keep-alive, wrk with the same threads and connections, the proxies on the
-# same cores (GOMAXPROCS, worker_processes and nbthread all set to the core count). Then TLS
-# handshakes per second (a new connection per request) against nginx. Everything on loopback.
+# same cores (GOMAXPROCS, worker_processes and nbthread all set to the core count). Then HTTPS
+# keep-alive and small uploads (POST, 1 KiB body) against the peers, and TLS handshakes per
+# second (a new connection per request) against nginx. Everything on loopback.
 #
 #   hack/bench-proxy.sh            DURATION=10 ROUNDS=3 CONNECTIONS=64 by default
 #
@@ -165,6 +166,20 @@ printf '%-10s %12s %10s %10s %12s  %s\n' proxy "requests/s" "p50 ms" "p99 ms" "c
 for r in "$hp" "$hn"; do set -- $r; printf '%-10s %12.0f %10.3f %10.3f %12.1f  %s\n' "${1%-https}" "$2" "$3" "$4" "$5" "$6"; done
 set -- $hp; a=$2; set -- $hn
 awk -v a="$a" -v b="$2" 'BEGIN { printf "portico / nginx HTTPS throughput %.2fx\n", a/b }'
+
+echo
+echo "# small uploads: POST with a 1 KiB body, keep-alive, one run each"
+printf 'wrk.method = "POST"\nwrk.body = string.rep("x", 1024)\nwrk.headers["Content-Type"] = "application/octet-stream"\n' >"$work/post.lua"
+pp=$(run portico-post http://127.0.0.1:18083/ "$portico_pid" -- -s "$work/post.lua")
+pn=$(run nginx-post http://127.0.0.1:18081/ "${nginx_pids[@]}" -- -s "$work/post.lua")
+ph=$(run haproxy-post http://127.0.0.1:18082/ "$haproxy_pid" -- -s "$work/post.lua")
+printf '%-10s %12s %10s %10s %12s  %s\n' proxy "requests/s" "p50 ms" "p99 ms" "cpu us/req" errors
+for r in "$pp" "$pn" "$ph"; do set -- $r; printf '%-10s %12.0f %10.3f %10.3f %12.1f  %s\n' "${1%-post}" "$2" "$3" "$4" "$5" "$6"; done
+set -- $pp; a=$2 ap=$4
+for r in "$pn" "$ph"; do
+  set -- $r
+  awk -v n="${1%-post}" -v a="$a" -v b="$2" -v ap="$ap" -v bp="$4" 'BEGIN { printf "portico / %-8s POST throughput %.2fx, p99 %.2fx\n", n, a/b, ap/bp }'
+done
 
 echo
 echo "# TLS handshakes per second: a new connection and full handshake per request (no session reuse)"

@@ -688,12 +688,29 @@ func (c *evConn) serveInput() {
 			}
 			return
 		}
-		n := headEnd(c.in)
-		if n == 0 {
-			if len(c.in) >= w.limit {
-				c.handoff()
+		// A whole request: a head the fast path takes, and its body when it has one (the loop
+		// holds a body only when head and body fit in its buffer).
+		n, whole := headEnd(c.in), false
+		switch {
+		case n < 0:
+			c.handoff("request")
+			return
+		case n > 0:
+			c.head.buf = append(c.head.buf[:0], c.in[:n]...)
+			if !parseRequestHead(c.head.buf, &c.head) {
+				c.handoff("request")
 				return
 			}
+			if c.head.contentLength > int64(w.limit-n) {
+				c.handoff("body")
+				return
+			}
+			whole = int64(len(c.in)-n) >= c.head.contentLength
+		case len(c.in) >= w.limit:
+			c.handoff("head")
+			return
+		}
+		if !whole {
 			ok, eof := c.read()
 			if eof {
 				if c.flush() {
@@ -704,7 +721,8 @@ func (c *evConn) serveInput() {
 			if ok {
 				continue
 			}
-			// Wait for more: answers held back for pipelining go out first.
+			// Wait for more (under the header timeout, the body of a request too): answers
+			// held back for pipelining go out first.
 			if len(c.in) > 0 && c.phase == pIdle {
 				c.phase = pHead
 				c.deadline = w.now.Add(w.s.opts.ReadHeaderTimeout)
@@ -712,22 +730,16 @@ func (c *evConn) serveInput() {
 			c.flush()
 			return
 		}
-		if n < 0 {
-			c.handoff()
-			return
-		}
-		c.head.buf = append(c.head.buf[:0], c.in[:n]...)
-		if !parseRequestHead(c.head.buf, &c.head) || c.head.contentLength > 0 {
-			c.handoff()
-			return
-		}
 		b, code, msg := c.route()
 		if b != nil && b.Protocol == route.H2C {
-			c.handoff()
+			c.handoff("h2c")
 			return
 		}
 		c.consumeIn(n)
 		if b == nil {
+			if n := int(c.head.contentLength); n > 0 {
+				c.consumeIn(n) // a body not forwarded is dropped
+			}
 			c.answerOwn(code, msg)
 			if !c.answered() {
 				return
@@ -884,8 +896,9 @@ func (c *evConn) release() {
 
 // handoff gives the connection to the goroutine fast path, unread input and unwritten output
 // included.
-func (c *evConn) handoff() {
+func (c *evConn) handoff(reason string) {
 	w := c.w
+	w.h.metrics.LoopHandoffs.WithLabelValues(reason).Inc()
 	w.forgetFD(c.fd)
 	_ = syscall.EpollCtl(w.ep, syscall.EPOLL_CTL_DEL, c.fd, nil)
 	in := bytes.Clone(c.in)
@@ -917,7 +930,11 @@ func (c *evConn) handoff() {
 // forward sends the request to c.st.endpoint.
 func (c *evConn) forward() {
 	c.requestHead()
-	c.replay = idempotent(string(c.head.method))
+	if n := int(c.head.contentLength); n > 0 {
+		c.h1Conn.out = append(c.h1Conn.out, c.in[:n]...) // head and body go in one write
+		c.consumeIn(n)
+	}
+	c.replay = c.head.contentLength == 0 && idempotent(string(c.head.method)) // as on the goroutine path
 	c.stale = false
 	c.rh = respHead{}
 	c.phase = pUpstream

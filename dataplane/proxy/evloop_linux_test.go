@@ -11,6 +11,7 @@ import (
 	"net"
 	"net/http"
 	"runtime"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -193,5 +194,96 @@ func TestEventLoopNoticesAClientThatLeavesAtOnce(t *testing.T) {
 	}
 	if n := gone(); n != 1 {
 		t.Errorf("requests counted 499: %v, want 1", n)
+	}
+}
+
+// TestEventLoopServesSmallBodies: a request whose head and body fit in a loop's buffer stays on
+// the loop, whether its body comes with the head or after it, pipelined or answered by the
+// proxy itself (the body then dropped, the next request read right after it). A longer body
+// hands the connection to the goroutine path, which serves it as before.
+func TestEventLoopServesSmallBodies(t *testing.T) {
+	h := newHarnessWith(t, Options{}, ServerOptions{EventLoops: 1})
+	got := make(chan string, 16)
+	h.rawBackend("svc", func(r *http.Request, body []byte, w *bufio.Writer, _ net.Conn) bool {
+		got <- r.Method + " " + r.URL.Path + " " + string(body)
+		fmt.Fprintf(w, "HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s", len(body), body)
+		return true
+	})
+	h.compile(routetest.Ingress("ns", "i", 1, routetest.Rule("h", "/", routetest.Prefix, "svc", 80)))
+	loopHandoffs := func(reason string) float64 {
+		return testutil.ToFloat64(h.handler.metrics.LoopHandoffs.WithLabelValues(reason))
+	}
+
+	conn, err := net.Dial("tcp", h.http)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	_ = conn.SetDeadline(time.Now().Add(10 * time.Second))
+	br := bufio.NewReader(conn)
+	answer := func(want int, body string) {
+		t.Helper()
+		resp, err := http.ReadResponse(br, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := io.ReadAll(resp.Body)
+		if resp.StatusCode != want || (want == 200 && string(b) != body) {
+			t.Fatalf("got %d %q, want %d %q", resp.StatusCode, b, want, body)
+		}
+	}
+	send := func(s string) {
+		t.Helper()
+		if _, err := io.WriteString(conn, s); err != nil {
+			t.Fatal(err)
+		}
+	}
+	backendSaw := func(want string) {
+		t.Helper()
+		select {
+		case s := <-got:
+			if s != want {
+				t.Fatalf("backend got %q, want %q", s, want)
+			}
+		case <-time.After(5 * time.Second):
+			t.Fatalf("backend got nothing, want %q", want)
+		}
+	}
+
+	// Head and body in one write.
+	send("POST /one HTTP/1.1\r\nHost: h\r\nContent-Length: 5\r\n\r\nhello")
+	answer(200, "hello")
+	backendSaw("POST /one hello")
+	// The body after the head, in two parts.
+	send("PUT /two HTTP/1.1\r\nHost: h\r\nContent-Length: 11\r\n\r\n")
+	time.Sleep(150 * time.Millisecond)
+	send("hello ")
+	time.Sleep(150 * time.Millisecond)
+	send("world")
+	answer(200, "hello world")
+	backendSaw("PUT /two hello world")
+	// Pipelined: a body, a request without one, a body for the proxy's own 404, then a GET.
+	send("POST /three HTTP/1.1\r\nHost: h\r\nContent-Length: 3\r\n\r\nabc" +
+		"GET /four HTTP/1.1\r\nHost: h\r\n\r\n" +
+		"POST /x HTTP/1.1\r\nHost: nowhere\r\nContent-Length: 9\r\n\r\nGET /bad " +
+		"GET /five HTTP/1.1\r\nHost: h\r\n\r\n")
+	answer(200, "abc")
+	answer(200, "")
+	answer(404, "")
+	answer(200, "")
+	backendSaw("POST /three abc")
+	backendSaw("GET /four ")
+	backendSaw("GET /five ")
+	if n := loopHandoffs("body") + loopHandoffs("request") + loopHandoffs("head") + handoffs(h); n != 0 {
+		t.Fatalf("%v handoffs for requests a loop holds", n)
+	}
+
+	// A body longer than a loop's buffer: the goroutine path takes the connection.
+	big := strings.Repeat("b", 3*loopBuffer)
+	send(fmt.Sprintf("POST /six HTTP/1.1\r\nHost: h\r\nContent-Length: %d\r\n\r\n%s", len(big), big))
+	answer(200, big)
+	backendSaw("POST /six " + big)
+	if loopHandoffs("body") != 1 {
+		t.Errorf("body handoffs %v, want 1", loopHandoffs("body"))
 	}
 }

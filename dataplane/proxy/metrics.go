@@ -28,6 +28,10 @@ type Metrics struct {
 	// LoopConnections is how many client connections each event loop holds (Linux, cleartext),
 	// updated every loop tick.
 	LoopConnections *prometheus.GaugeVec
+	// LoopHandoffs counts connections an event loop gave to the goroutine path, by reason:
+	// "body" (a request body longer than a loop holds), "head" (a head longer than a loop
+	// holds), "h2c" (an h2c backend), "request" (a request outside the fast path's subset).
+	LoopHandoffs *prometheus.CounterVec
 }
 
 // NewMetrics registers the proxy's series with reg.
@@ -64,9 +68,12 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		LoopConnections: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "portico_event_loop_connections", Help: "Client connections held by each event loop of the cleartext listener.",
 		}, []string{"loop"}),
+		LoopHandoffs: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "portico_event_loop_handoffs_total", Help: "Connections an event loop handed to the goroutine path, by reason (body, head, h2c, request).",
+		}, []string{"reason"}),
 	}
 	reg.MustRegister(m.Requests, m.Duration, m.UpstreamErrors, m.UpstreamRetries, m.TableSize, m.LastSync, m.Generation, m.Problems, m.Handoffs,
-		m.LoopConnections)
+		m.LoopConnections, m.LoopHandoffs)
 	return m
 }
 
