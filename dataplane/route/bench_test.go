@@ -8,6 +8,10 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
 	networkingv1 "k8s.io/api/networking/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+
+	rt "portico.dev/portico/dataplane/route/routetest"
 )
 
 // LargeInput is n Ingresses, each with its own host, two paths and its own Service with three
@@ -125,5 +129,75 @@ func BenchmarkCompilerUpdate10kEndpoints(b *testing.B) {
 		if t, _, ok := cs.Update(Changes{Slices: []*discoveryv1.EndpointSlice{es}}); !ok || t.Stats.Endpoints != 29999 {
 			b.Fatal("not applied")
 		}
+	}
+}
+
+// tlsLargeInput is cachedLargeInput with a spec.tls on every Ingress, each naming a Secret of
+// its own (one key pair shared by all, to keep the set-up short), and a certificate cache.
+func tlsLargeInput(n int) Input {
+	in := cachedLargeInput(n)
+	crt, key := rt.SelfSigned("*.example.com")
+	for i, ing := range in.Ingresses {
+		name := "tls-" + strconv.Itoa(i)
+		ing.Spec.TLS = []networkingv1.IngressTLS{{Hosts: []string{ing.Spec.Rules[0].Host}, SecretName: name}}
+		in.Secrets = append(in.Secrets, &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: "ns", Name: name, UID: types.UID(name), ResourceVersion: "1"},
+			Type: corev1.SecretTypeTLS, Data: map[string][]byte{corev1.TLSCertKey: crt, corev1.TLSPrivateKeyKey: key}})
+	}
+	in.Certs = NewCertCache()
+	return in
+}
+
+// renewed returns a renewal of in's Secret i: the same Secret with another key pair, one of two.
+func renewed(in Input, i, round int, pairs [2][2][]byte) *corev1.Secret {
+	s := in.Secrets[i].DeepCopy()
+	s.ResourceVersion = strconv.Itoa(2 + round)
+	s.Data = map[string][]byte{corev1.TLSCertKey: pairs[round%2][0], corev1.TLSPrivateKeyKey: pairs[round%2][1]}
+	return s
+}
+
+func twoKeyPairs() (p [2][2][]byte) {
+	for i := range p {
+		p[i][0], p[i][1] = rt.SelfSigned("host-7.example.com")
+	}
+	return p
+}
+
+// BenchmarkCompilerUpdate10kSecret is the incremental path after a certificate was renewed (a
+// Secret named by one Ingress of 10,000, each with TLS): the key pair parsed, its Ingress's
+// host and certificate rebuilt.
+func BenchmarkCompilerUpdate10kSecret(b *testing.B) {
+	in := tlsLargeInput(10000)
+	pairs := twoKeyPairs()
+	var cs Compiler
+	t, _ := cs.Compile(in)
+	last := t.Certificate("host-7.example.com")
+	b.ReportAllocs()
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		s := renewed(in, 7, i, pairs)
+		t, _, ok := cs.Update(Changes{Secrets: []*corev1.Secret{s}})
+		if !ok || t.Certificate("host-7.example.com") == last {
+			b.Fatal("not applied")
+		}
+		last = t.Certificate("host-7.example.com")
+	}
+}
+
+// BenchmarkCompile10kTLSOneSecretChanged is the same renewal by a full compile (the path before
+// Update took Secrets): every other key pair comes from the certificate cache.
+func BenchmarkCompile10kTLSOneSecretChanged(b *testing.B) {
+	in := tlsLargeInput(10000)
+	pairs := twoKeyPairs()
+	t, _ := Compile(in)
+	last := t.Certificate("host-7.example.com")
+	b.ReportAllocs()
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		in.Secrets[7] = renewed(in, 7, i, pairs)
+		t, _ := Compile(in)
+		if t.Certificate("host-7.example.com") == last {
+			b.Fatal("not applied")
+		}
+		last = t.Certificate("host-7.example.com")
 	}
 }

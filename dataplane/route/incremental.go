@@ -69,19 +69,23 @@ type Changes struct {
 	DeletedServices  []*corev1.Service
 	Slices           []*discoveryv1.EndpointSlice
 	DeletedSlices    []*discoveryv1.EndpointSlice
+	Secrets          []*corev1.Secret
+	DeletedSecrets   []*corev1.Secret
 }
 
 // maxIncrementalAge bounds the time between full compiles, which also forget the endpoint
 // counters and cached Backends nothing uses any more.
 const maxIncrementalAge = time.Minute
 
-// Update applies changes of Ingresses, Services and EndpointSlices to the last compiled table;
-// every other object is as the last Compile saw it. It rebuilds only the hosts whose Ingresses
-// changed or whose rules name a changed Service. It returns false, and changes nothing, when it
-// cannot: no Compile yet, the last full one is older than maxIncrementalAge, an Ingress
-// involved (before or after the change) has a default backend or a spec.tls without hosts
-// (names from a certificate), or a default backend names a changed Service. The caller then
-// compiles in full.
+// Update applies changes of Ingresses, Services, EndpointSlices and Secrets to the last
+// compiled table; every other object is as the last Compile saw it. It rebuilds only the hosts
+// whose Ingresses changed or whose rules name a changed Service, and the certificates of the
+// Ingresses that name a changed Secret (a renewal costs its Ingresses, not a full compile). It
+// returns false, and changes nothing, when it cannot: no Compile yet, the last full one is older
+// than maxIncrementalAge, an Ingress involved (before or after the change) has a default backend
+// or a spec.tls without hosts (names from a certificate), a default backend names a changed
+// Service, or a changed Secret is the fleet's default certificate. The caller then compiles in
+// full.
 func (cs *Compiler) Update(chg Changes) (*Table, []Problem, bool) {
 	st := cs.st
 	if st == nil || time.Since(st.at) > maxIncrementalAge {
@@ -101,6 +105,32 @@ func (cs *Compiler) Update(chg Changes) (*Table, []Problem, bool) {
 	}
 	for _, key := range chg.DeletedIngresses {
 		changes[key] = ingressChange{old: st.served[key]}
+	}
+	// A changed Secret changes the certificates of the Ingresses that name it, as they stand.
+	secrets := map[types.NamespacedName]bool{}
+	for _, list := range [][]*corev1.Secret{chg.Secrets, chg.DeletedSecrets} {
+		for _, o := range list {
+			secrets[types.NamespacedName{Namespace: o.Namespace, Name: o.Name}] = true
+		}
+	}
+	if len(secrets) > 0 {
+		if ref := st.c.in.Config.DefaultCertificate; ref != "" {
+			ns, name, _ := strings.Cut(ref, "/")
+			if secrets[types.NamespacedName{Namespace: ns, Name: name}] {
+				return nil, nil, false
+			}
+		}
+		for key, ing := range st.served {
+			if _, ok := changes[key]; ok {
+				continue
+			}
+			for _, tl := range ing.Spec.TLS {
+				if secrets[types.NamespacedName{Namespace: ing.Namespace, Name: tl.SecretName}] {
+					changes[key] = ingressChange{old: ing, new: ing}
+					break
+				}
+			}
+		}
 	}
 	affected, affectedTLS := map[string]bool{}, map[string]bool{}
 	for _, ch := range changes {
@@ -141,7 +171,14 @@ func (cs *Compiler) Update(chg Changes) (*Table, []Problem, bool) {
 		}
 	}
 
-	// The indexes of Services and EndpointSlices, and the Backends built from changed ones.
+	// The indexes of Secrets, Services and EndpointSlices, and the Backends built from changed
+	// Services.
+	for _, o := range chg.Secrets {
+		c.secrets[types.NamespacedName{Namespace: o.Namespace, Name: o.Name}] = o
+	}
+	for _, o := range chg.DeletedSecrets {
+		delete(c.secrets, types.NamespacedName{Namespace: o.Namespace, Name: o.Name})
+	}
 	for _, o := range chg.Services {
 		c.services[types.NamespacedName{Namespace: o.Namespace, Name: o.Name}] = o
 	}

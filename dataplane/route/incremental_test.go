@@ -5,6 +5,7 @@ import (
 	"maps"
 	"math/rand"
 	"reflect"
+	"slices"
 	"sort"
 	"strconv"
 	"testing"
@@ -18,15 +19,15 @@ import (
 	rt "portico.dev/portico/dataplane/route/routetest"
 )
 
-// TestCompilerUpdateEqualsCompile applies random changes of Ingresses (rules, TLS), Services and
-// EndpointSlices with Update and checks each table against a full compile of the same objects:
+// TestCompilerUpdateEqualsCompile applies random changes of Ingresses (rules, TLS), Services,
+// EndpointSlices and Secrets with Update and checks each table against a full compile of the same objects:
 // hosts, rules in order, backends and their endpoints, certificates by name, stats, default
 // backend and problems. Changes Update refuses are compiled in full, as the watcher does.
 func TestCompilerUpdateEqualsCompile(t *testing.T) {
 	hosts := []string{"a.example.com", "B.example.com", "*.example.com", "x.y.example.com", "", "c.example.org:80"}
 	paths := []string{"/", "/api", "/api/", "/api/v1", "/b", ""}
 	services := []string{"a", "b", "c", "d", "missing", "grpc"}
-	updates, refused, backendUpdates, tlsUpdates := 0, 0, 0, 0
+	updates, refused, backendUpdates, tlsUpdates, secretUpdates := 0, 0, 0, 0, 0
 	for seed := int64(0); seed < 60; seed++ {
 		r := rand.New(rand.NewSource(seed))
 		randomIngress := func(name string) *networkingv1.Ingress {
@@ -161,6 +162,30 @@ func TestCompilerUpdateEqualsCompile(t *testing.T) {
 					chg.Slices = append(chg.Slices, c.obj)
 				}
 			}
+			// Secrets change: a certificate renewed for other names, broken, deleted, created.
+			if r.Intn(3) == 0 {
+				name := []string{"tls-a", "tls-w", "missing-tls"}[r.Intn(3)]
+				i := slices.IndexFunc(in.Secrets, func(s *corev1.Secret) bool { return s.Name == name })
+				switch k := r.Intn(4); {
+				case k == 0 && i >= 0: // deleted
+					chg.DeletedSecrets = append(chg.DeletedSecrets, in.Secrets[i])
+					in.Secrets = slices.Delete(slices.Clone(in.Secrets), i, i+1)
+				default:
+					var sec *corev1.Secret
+					if k == 1 { // broken: the last good certificate stays, with a problem
+						sec = rt.TLSSecret("ns", name, "broken.example.com")
+						sec.Data[corev1.TLSCertKey] = []byte("not a certificate")
+					} else { // renewed (or created) for one or two names
+						sec = rt.TLSSecret("ns", name, hosts[r.Intn(4)], hosts[r.Intn(4)])
+					}
+					sec.UID, sec.ResourceVersion = types.UID(name), strconv.Itoa(step*10+1000)
+					if i >= 0 {
+						in.Secrets = slices.Delete(slices.Clone(in.Secrets), i, i+1)
+					}
+					in.Secrets = append(in.Secrets, sec)
+					chg.Secrets = append(chg.Secrets, sec)
+				}
+			}
 			got, gotProbs, ok := cs.Update(chg)
 			var full Compiler
 			want, wantProbs := full.Compile(in)
@@ -172,6 +197,9 @@ func TestCompilerUpdateEqualsCompile(t *testing.T) {
 			updates++
 			if len(chg.Services)+len(chg.DeletedServices)+len(chg.Slices)+len(chg.DeletedSlices) > 0 {
 				backendUpdates++
+			}
+			if len(chg.Secrets)+len(chg.DeletedSecrets) > 0 {
+				secretUpdates++
 			}
 			for _, ing := range chg.Ingresses {
 				if len(ing.Spec.TLS) > 0 {
@@ -188,11 +216,11 @@ func TestCompilerUpdateEqualsCompile(t *testing.T) {
 			}
 		}
 	}
-	t.Logf("%d updates applied and checked (%d with Services or EndpointSlices, %d with TLS), %d refused",
-		updates, backendUpdates, tlsUpdates, refused)
-	if updates < 500 || backendUpdates < 200 || tlsUpdates < 100 || refused == 0 {
-		t.Errorf("%d updates (%d with Services or EndpointSlices), %d refused: the generator no longer exercises them all",
-			updates, backendUpdates, refused)
+	t.Logf("%d updates applied and checked (%d with Services or EndpointSlices, %d with TLS, %d with Secrets), %d refused",
+		updates, backendUpdates, tlsUpdates, secretUpdates, refused)
+	if updates < 500 || backendUpdates < 200 || tlsUpdates < 100 || secretUpdates < 100 || refused == 0 {
+		t.Errorf("%d updates (%d with Services or EndpointSlices, %d with TLS, %d with Secrets), %d refused: the generator no longer exercises them all",
+			updates, backendUpdates, tlsUpdates, secretUpdates, refused)
 	}
 }
 
@@ -252,4 +280,24 @@ func backendString(b *Backend) string {
 		s += " " + e.Addr
 	}
 	return s
+}
+
+// TestCompilerUpdateRefusesTheDefaultCertificate: the fleet's default certificate is not kept
+// per Ingress, so a change of its Secret compiles in full; a change of another Secret does not.
+func TestCompilerUpdateRefusesTheDefaultCertificate(t *testing.T) {
+	in := baseInput(rt.Ingress("ns", "i", 0, rt.Rule("a.example.com", "/", rt.Prefix, "a", 80), rt.TLS("tls-a", "a.example.com")))
+	in.Config.DefaultCertificate = "ingress/default-cert"
+	in.Secrets = []*corev1.Secret{rt.TLSSecret("ingress", "default-cert", "default.example.com"), rt.TLSSecret("ns", "tls-a", "a.example.com")}
+	var cs Compiler
+	cs.Compile(in)
+	renewed := rt.TLSSecret("ingress", "default-cert", "default.example.com")
+	renewed.ResourceVersion = "2"
+	if _, _, ok := cs.Update(Changes{Secrets: []*corev1.Secret{renewed}}); ok {
+		t.Error("a change of the default certificate's Secret was applied incrementally")
+	}
+	other := rt.TLSSecret("ns", "tls-a", "a.example.com")
+	other.ResourceVersion = "2"
+	if _, _, ok := cs.Update(Changes{Secrets: []*corev1.Secret{other}}); !ok {
+		t.Error("a change of an Ingress's Secret was refused")
+	}
 }

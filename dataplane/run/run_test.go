@@ -202,6 +202,20 @@ var _ = Describe("portico proxy against a real API server", func() {
 		Expect(err).NotTo(HaveOccurred())
 		Expect(conn.ConnectionState().PeerCertificates[0].Subject.CommonName).To(Equal("portico-default"))
 		conn.Close()
+
+		// A renewed certificate (as cert-manager writes it: the same Secret, new data) is served
+		// to new connections.
+		Expect(k8s.Get(ctx, client.ObjectKeyFromObject(secret), secret)).To(Succeed())
+		secret.Data = rt.TLSSecret(f.ns, "cafe-tls", "cafe.example.com", "renewed.cafe.example.com").Data
+		Expect(k8s.Update(ctx, secret)).To(Succeed())
+		Eventually(func() []string {
+			conn, err := tls.Dial("tcp", f.https, &tls.Config{ServerName: "cafe.example.com", InsecureSkipVerify: true})
+			if err != nil {
+				return nil
+			}
+			defer conn.Close()
+			return conn.ConnectionState().PeerCertificates[0].DNSNames
+		}, timeout, interval).Should(ContainElement("renewed.cafe.example.com"))
 	})
 
 	It("applies new Ingresses and settings changes without a restart", func() {

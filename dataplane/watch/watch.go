@@ -89,13 +89,15 @@ func New(client kubernetes.Interface, pub Publisher, opts Options, log logr.Logg
 	}
 }
 
-// changes are the events since the last compile: the last state of each Ingress, Service and
-// EndpointSlice that changed (deleted ones as last known), and whether anything else changed.
+// changes are the events since the last compile: the last state of each Ingress, Service,
+// EndpointSlice and Secret that changed (deleted ones as last known), and whether anything else
+// changed.
 type changes struct {
 	mu        sync.Mutex
 	ingresses map[types.NamespacedName]change[*networkingv1.Ingress]
 	services  map[types.NamespacedName]change[*corev1.Service]
 	slices    map[types.NamespacedName]change[*discoveryv1.EndpointSlice]
+	secrets   map[types.NamespacedName]change[*corev1.Secret]
 	other     bool
 }
 
@@ -145,12 +147,19 @@ func (c *changes) take() (chg route.Changes, other bool) {
 			chg.Slices = append(chg.Slices, ch.obj)
 		}
 	}
+	for _, ch := range c.secrets {
+		if ch.deleted {
+			chg.DeletedSecrets = append(chg.DeletedSecrets, ch.obj)
+		} else {
+			chg.Secrets = append(chg.Secrets, ch.obj)
+		}
+	}
 	other = c.other
-	c.ingresses, c.services, c.slices, c.other = nil, nil, nil, false
+	c.ingresses, c.services, c.slices, c.secrets, c.other = nil, nil, nil, nil, false
 	return chg, other
 }
 
-// recordingHandler records the events of Ingresses, Services and EndpointSlices for the
+// recordingHandler records the events of Ingresses, Services, EndpointSlices and Secrets for the
 // incremental compile; anything else (or a slice moving to another Service) means a full one.
 func (w *Watcher) recordingHandler() cache.ResourceEventHandler {
 	on := func(oldObj, obj any, deleted bool) {
@@ -162,6 +171,8 @@ func (w *Watcher) recordingHandler() cache.ResourceEventHandler {
 			record(&w.pending, &w.pending.ingresses, types.NamespacedName{Namespace: o.Namespace, Name: o.Name}, o, deleted)
 		case *corev1.Service:
 			record(&w.pending, &w.pending.services, types.NamespacedName{Namespace: o.Namespace, Name: o.Name}, o, deleted)
+		case *corev1.Secret:
+			record(&w.pending, &w.pending.secrets, types.NamespacedName{Namespace: o.Namespace, Name: o.Name}, o, deleted)
 		case *discoveryv1.EndpointSlice:
 			if old, ok := oldObj.(*discoveryv1.EndpointSlice); ok &&
 				old.Labels[discoveryv1.LabelServiceName] != o.Labels[discoveryv1.LabelServiceName] {
@@ -255,7 +266,7 @@ func (w *Watcher) startSession(namespaces []string) *session {
 		s.ingresses = append(s.ingresses, recorded(f.Networking().V1().Ingresses().Informer()))
 		s.services = append(s.services, recorded(f.Core().V1().Services().Informer()))
 		s.slices = append(s.slices, recorded(f.Discovery().V1().EndpointSlices().Informer()))
-		s.secrets = append(s.secrets, add(secrets.Core().V1().Secrets().Informer()))
+		s.secrets = append(s.secrets, recorded(secrets.Core().V1().Secrets().Informer()))
 		s.factories = append(s.factories, f, secrets)
 	}
 	cf := informers.NewSharedInformerFactoryWithOptions(w.client, w.opts.Resync)
@@ -394,8 +405,8 @@ func list[T any](infs []cache.SharedIndexInformer) []*T {
 	return out
 }
 
-// compile builds and publishes a table: from the last one when only Ingresses, Services and
-// EndpointSlices changed (route.Compiler.Update says when it can), else from the informers'
+// compile builds and publishes a table: from the last one when only Ingresses, Services,
+// EndpointSlices and Secrets changed (route.Compiler.Update says when it can), else from the informers'
 // caches.
 func (w *Watcher) compile() {
 	start := time.Now()
