@@ -185,8 +185,16 @@ func (w *Watcher) recordingHandler() cache.ResourceEventHandler {
 		w.kick()
 	}
 	return cache.ResourceEventHandlerFuncs{
-		AddFunc:    func(obj any) { on(nil, obj, false) },
-		UpdateFunc: func(oldObj, obj any) { on(oldObj, obj, false) },
+		AddFunc: func(obj any) { on(nil, obj, false) },
+		UpdateFunc: func(oldObj, obj any) {
+			// A resync or a relist repeats objects unchanged: nothing to rebuild.
+			if o, ok := oldObj.(metav1.Object); ok {
+				if n, ok := obj.(metav1.Object); ok && o.GetResourceVersion() != "" && o.GetResourceVersion() == n.GetResourceVersion() {
+					return
+				}
+			}
+			on(oldObj, obj, false)
+		},
 		DeleteFunc: func(obj any) { on(nil, obj, true) },
 	}
 }
