@@ -245,6 +245,9 @@ func TestFastPathTakesCommonRequestsAndHandsOffTheRest(t *testing.T) {
 		if handoffs(h) != before+1 {
 			t.Errorf("%s: not handed off", tc.name)
 		}
+		if tc.name == "expect" && (resps[1].StatusCode != 100 || strings.Contains(bodies[last], "Expect")) {
+			t.Errorf("expect: %d, backend saw %s; want one 100 Continue, from the proxy", resps[1].StatusCode, bodies[last])
+		}
 	}
 
 	// net/http answers malformed requests as it always does.

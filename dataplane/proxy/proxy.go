@@ -225,6 +225,10 @@ func (h *Handler) rewrite(pr *httputil.ProxyRequest) {
 	out.URL.Scheme = "http"
 	out.URL.Host = st.endpoint.Addr
 	out.Host = pr.In.Host
+	// Expect: 100-continue is the proxy's to answer: net/http sends the client its 100 Continue
+	// when the body is first read. Forwarded, the backend's 100 would race that one and the
+	// client could get two (as nginx does, it is not passed on).
+	out.Header.Del("Expect")
 	if out.Body != nil && out.Body != http.NoBody {
 		// The Transport closes the body when a connection fails; a request whose connection was
 		// refused keeps it for the next endpoint (the server closes it after the handler).
