@@ -7,7 +7,7 @@
 # keep-alive and small uploads (POST, 1 KiB body) against the peers, and TLS handshakes per
 # second (a new connection per request) against nginx. Everything on loopback.
 #
-#   hack/bench-proxy.sh            DURATION=10 ROUNDS=3 CONNECTIONS=64 by default
+#   hack/bench-proxy.sh            DURATION=10 ROUNDS=3 CONNECTIONS=64 POST_BYTES=1024 by default
 #
 # This machine's neighbours make single runs vary by +-20%: each round runs the three proxies
 # back to back (in a rotated order), and the table shows medians.
@@ -16,6 +16,7 @@ root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 DURATION=${DURATION:-10}
 ROUNDS=${ROUNDS:-3}
 CONNECTIONS=${CONNECTIONS:-64}
+POST_BYTES=${POST_BYTES:-1024}
 CORES=$(nproc)
 for tool in wrk nginx haproxy openssl; do
   if ! command -v "$tool" >/dev/null; then
@@ -54,6 +55,7 @@ http {
   access_log off;
   server_tokens off;
   upstream backend { server 127.0.0.1:18000; keepalive 128; }
+  client_body_buffer_size 128k; # upload bodies in memory, as portico's loops hold them (up to 64 KiB)
   server {
     listen 127.0.0.1:18081;
     listen 127.0.0.1:18444 ssl;
@@ -168,8 +170,8 @@ set -- $hp; a=$2; set -- $hn
 awk -v a="$a" -v b="$2" 'BEGIN { printf "portico / nginx HTTPS throughput %.2fx\n", a/b }'
 
 echo
-echo "# small uploads: POST with a 1 KiB body, keep-alive, one run each"
-printf 'wrk.method = "POST"\nwrk.body = string.rep("x", 1024)\nwrk.headers["Content-Type"] = "application/octet-stream"\n' >"$work/post.lua"
+echo "# uploads: POST with a $POST_BYTES-byte body, keep-alive, one run each"
+printf 'wrk.method = "POST"\nwrk.body = string.rep("x", %d)\nwrk.headers["Content-Type"] = "application/octet-stream"\n' "$POST_BYTES" >"$work/post.lua"
 pp=$(run portico-post http://127.0.0.1:18083/ "$portico_pid" -- -s "$work/post.lua")
 pn=$(run nginx-post http://127.0.0.1:18081/ "${nginx_pids[@]}" -- -s "$work/post.lua")
 ph=$(run haproxy-post http://127.0.0.1:18082/ "$haproxy_pid" -- -s "$work/post.lua")

@@ -48,6 +48,14 @@ const (
 	// loopBuffer is the size of the buffers a loop lends its connections (client input,
 	// client output, upstream input).
 	loopBuffer = 8 << 10
+	// maxLoopBody is the longest request body a loop reads whole before forwarding it with the
+	// head in one write (nginx buffers bodies too); a longer one goes to the goroutine path,
+	// which streams it.
+	maxLoopBody = 64 << 10
+	// bodyBuffer is the size of the buffers that hold a request with its body; a loop keeps up
+	// to maxFreeBodyBuffers of them for reuse (1.1 MiB).
+	bodyBuffer         = maxLoopBody + loopBuffer
+	maxFreeBodyBuffers = 16
 	// maxFreeBuffers bounds the buffers a loop keeps for reuse (2 MiB).
 	maxFreeBuffers = 256
 
@@ -170,6 +178,7 @@ type worker struct {
 	pools        map[string]*evPool
 	scratch      []byte
 	free         [][]byte // buffers to lend
+	freeBodies   [][]byte // bodyBuffer-sized buffers to lend
 	now          time.Time
 	lastTick     time.Time
 	lastSweep    time.Time
@@ -235,9 +244,26 @@ func (w *worker) buf() []byte {
 }
 
 func (w *worker) putBuf(b []byte) {
-	if b != nil && cap(b) == loopBuffer && len(w.free) < maxFreeBuffers {
+	switch {
+	case b == nil:
+	case cap(b) == loopBuffer && len(w.free) < maxFreeBuffers:
 		w.free = append(w.free, b)
+	case cap(b) == bodyBuffer && len(w.freeBodies) < maxFreeBodyBuffers:
+		w.freeBodies = append(w.freeBodies, b)
 	}
+}
+
+// bufFor lends a buffer for n bytes of input: a body buffer when n is more than loopBuffer.
+func (w *worker) bufFor(n int) []byte {
+	if n <= loopBuffer {
+		return w.buf()
+	}
+	if k := len(w.freeBodies); k > 0 {
+		b := w.freeBodies[k-1]
+		w.freeBodies = w.freeBodies[:k-1]
+		return b[:0]
+	}
+	return make([]byte, 0, bodyBuffer)
 }
 
 func (w *worker) register(fd int, c *evConn, u *evUp) error {
@@ -504,6 +530,23 @@ func rawWrite(fd int, p []byte) (int, syscall.Errno) {
 	}
 }
 
+// testUpstreamSendBuffer, when set by a test, is the send buffer of the loops' connections to
+// backends: small, it makes writes of request bodies partial on loopback.
+var testUpstreamSendBuffer int
+
+// rawWritev writes a then b in one system call.
+func rawWritev(fd int, a, b []byte) (int, syscall.Errno) {
+	iov := [2]syscall.Iovec{{Base: &a[0]}, {Base: &b[0]}}
+	iov[0].SetLen(len(a))
+	iov[1].SetLen(len(b))
+	for {
+		n, _, e := syscall.RawSyscall(syscall.SYS_WRITEV, uintptr(fd), uintptr(unsafe.Pointer(&iov[0])), 2)
+		if e != syscall.EINTR {
+			return int(n), e
+		}
+	}
+}
+
 // client connection phases.
 const (
 	pIdle     uint8 = iota // waiting for a request (deadline: ReadHeaderTimeout or IdleTimeout)
@@ -525,8 +568,12 @@ type evConn struct {
 	// handled (inScratch), and is moved to a buffer of its own before the handler returns.
 	in        []byte
 	inScratch bool
-	wout      []byte // output not yet written (wout[woff:])
-	woff      int
+	want      int // input the request in c.in needs, head and body, beyond the loop's limit
+	// reqBody is the body of the request being forwarded, in reqBuf (a buffer of the loop's),
+	// until it is written to the backend.
+	reqBody, reqBuf []byte
+	wout            []byte // output not yet written (wout[woff:])
+	woff            int
 	// readable: an input edge came and reads have not met EAGAIN since. hup: the client
 	// closed its side. blocked: output waits for the client to read.
 	readable, hup, blocked bool
@@ -618,13 +665,13 @@ func (c *evConn) settle() {
 		c.in = nil
 		return
 	}
-	b := c.w.buf()
+	b := c.w.bufFor(c.want)
 	c.in = append(b, c.in...)
 }
 
 // read reads what the client sent: into the scratch buffer when nothing is held, else after
-// what is held, up to the loop's limit. It returns false when nothing more can be read now; eof
-// reports the client's end (or an error).
+// what is held, up to the loop's limit (or c.want, for a body). It returns false when nothing
+// more can be read now; eof reports the client's end (or an error).
 func (c *evConn) read() (ok, eof bool) {
 	if !c.readable {
 		return false, false
@@ -640,13 +687,16 @@ func (c *evConn) read() (ok, eof bool) {
 		if c.inScratch {
 			c.settle()
 		}
-		if len(c.in) >= c.w.limit {
+		limit := max(c.w.limit, c.want)
+		if len(c.in) >= limit {
 			return false, false
 		}
-		if cap(c.in) < c.w.limit {
-			c.in = append(make([]byte, 0, c.w.limit), c.in...)
+		if cap(c.in) < limit {
+			held := c.in
+			c.in = append(c.w.bufFor(limit), held...)
+			c.w.putBuf(held)
 		}
-		p = c.in[len(c.in):c.w.limit]
+		p = c.in[len(c.in):limit]
 	}
 	n, e := rawRead(c.fd, p)
 	switch {
@@ -681,6 +731,7 @@ func (c *evConn) keepInput() bool {
 // serveInput serves the requests the input holds, and reads more while it can.
 func (c *evConn) serveInput() {
 	w := c.w
+	progressed := false // input came for a request whose head is whole
 	for !c.closed {
 		if w.closing && c.phase == pIdle && len(c.in) == 0 {
 			if c.flush() {
@@ -688,8 +739,8 @@ func (c *evConn) serveInput() {
 			}
 			return
 		}
-		// A whole request: a head the fast path takes, and its body when it has one (the loop
-		// holds a body only when head and body fit in its buffer).
+		// A whole request: a head the fast path takes, and its body when it has one (up to
+		// maxLoopBody, read whole before the request is forwarded).
 		n, whole := headEnd(c.in), false
 		switch {
 		case n < 0:
@@ -701,11 +752,12 @@ func (c *evConn) serveInput() {
 				c.handoff("request")
 				return
 			}
-			if c.head.contentLength > int64(w.limit-n) {
+			if c.head.contentLength > maxLoopBody {
 				c.handoff("body")
 				return
 			}
-			whole = int64(len(c.in)-n) >= c.head.contentLength
+			c.want = n + int(c.head.contentLength)
+			whole = len(c.in) >= c.want
 		case len(c.in) >= w.limit:
 			c.handoff("head")
 			return
@@ -719,27 +771,32 @@ func (c *evConn) serveInput() {
 				return
 			}
 			if ok {
+				progressed = progressed || n > 0
 				continue
 			}
-			// Wait for more (under the header timeout, the body of a request too): answers
-			// held back for pipelining go out first.
+			// Wait for more, answers held back for pipelining sent first: the head within the
+			// header timeout, the body with no pause longer than it (nginx's client_body_timeout).
 			if len(c.in) > 0 && c.phase == pIdle {
 				c.phase = pHead
+				c.deadline = w.now.Add(w.s.opts.ReadHeaderTimeout)
+			} else if progressed {
 				c.deadline = w.now.Add(w.s.opts.ReadHeaderTimeout)
 			}
 			c.flush()
 			return
 		}
+		c.want = 0
 		b, code, msg := c.route()
 		if b != nil && b.Protocol == route.H2C {
 			c.handoff("h2c")
 			return
 		}
-		c.consumeIn(n)
+		if b != nil && c.head.contentLength > 0 {
+			c.takeBody(n, int(c.head.contentLength))
+		} else {
+			c.consumeIn(n + int(c.head.contentLength)) // a body not forwarded is dropped
+		}
 		if b == nil {
-			if n := int(c.head.contentLength); n > 0 {
-				c.consumeIn(n) // a body not forwarded is dropped
-			}
 			c.answerOwn(code, msg)
 			if !c.answered() {
 				return
@@ -763,6 +820,7 @@ func (c *evConn) answered() bool {
 	}
 	c.phase = pIdle
 	c.deadline = w.now.Add(w.s.opts.IdleTimeout)
+	c.dropBody() // not sent: the exchange failed before
 	return true
 }
 
@@ -884,8 +942,31 @@ func (w *worker) drop(c *evConn) {
 	w.count.Add(-1)
 }
 
+// takeBody moves the body of n bytes after a head of h bytes out of the input, without copying
+// it when it fills a buffer of its own (the input then ends with it: read stops at c.want).
+func (c *evConn) takeBody(h, n int) {
+	if c.inScratch { // the next event reuses the scratch buffer
+		c.reqBuf = append(c.w.bufFor(n), c.in[h:h+n]...)
+		c.reqBody = c.reqBuf
+		c.in = c.in[h+n:]
+		return
+	}
+	buf, rest := c.in, c.in[h+n:]
+	c.reqBuf, c.reqBody, c.in = buf, buf[h:h+n], nil
+	if len(rest) > 0 {
+		c.in = append(c.w.buf(), rest...)
+	}
+}
+
+// dropBody gives the request body's buffer back to the loop.
+func (c *evConn) dropBody() {
+	c.w.putBuf(c.reqBuf)
+	c.reqBuf, c.reqBody = nil, nil
+}
+
 // release gives the connection's buffers back to the loop.
 func (c *evConn) release() {
+	c.dropBody()
 	if !c.inScratch && c.in != nil {
 		c.w.putBuf(c.in)
 	}
@@ -930,10 +1011,6 @@ func (c *evConn) handoff(reason string) {
 // forward sends the request to c.st.endpoint.
 func (c *evConn) forward() {
 	c.requestHead()
-	if n := int(c.head.contentLength); n > 0 {
-		c.h1Conn.out = append(c.h1Conn.out, c.in[:n]...) // head and body go in one write
-		c.consumeIn(n)
-	}
 	c.replay = c.head.contentLength == 0 && idempotent(string(c.head.method)) // as on the goroutine path
 	c.stale = false
 	c.rh = respHead{}
@@ -964,18 +1041,31 @@ func (c *evConn) send(fresh bool) {
 func (c *evConn) sendHead() {
 	u := c.up
 	c.deadline = c.st.start.Add(c.w.h.opts.UpstreamTimeout)
-	head := c.h1Conn.out
-	n, e := rawWrite(u.fd, head)
+	head, body := c.h1Conn.out, c.reqBody
+	var n int
+	var e syscall.Errno
+	if len(body) > 0 {
+		n, e = rawWritev(u.fd, head, body) // head and body in one write
+	} else {
+		n, e = rawWrite(u.fd, head)
+	}
 	if e == syscall.EAGAIN {
 		n, e = 0, 0
 	}
 	if e != 0 {
+		c.dropBody()
 		c.upstreamError(os.NewSyscallError("write", e))
 		return
 	}
-	if n < len(head) {
-		u.pending = append(u.pending[:0], head[n:]...)
+	if n < len(head)+len(body) {
+		u.pending = u.pending[:0]
+		if n < len(head) {
+			u.pending = append(u.pending, head[n:]...)
+			n = len(head)
+		}
+		u.pending = append(u.pending, body[n-len(head):]...)
 	}
+	c.dropBody() // sent or held in u.pending: a request with a body is not sent again
 	if u.readable {
 		c.readHead()
 	}
@@ -1311,6 +1401,9 @@ func (w *worker) upstream(addr string, fresh, probe bool) (*evUp, error) {
 	_ = syscall.SetsockoptInt(fd, syscall.SOL_SOCKET, syscall.SO_KEEPALIVE, 1)
 	_ = syscall.SetsockoptInt(fd, syscall.IPPROTO_TCP, syscall.TCP_KEEPIDLE, 30)
 	_ = syscall.SetsockoptInt(fd, syscall.IPPROTO_TCP, syscall.TCP_KEEPINTVL, 30)
+	if testUpstreamSendBuffer > 0 {
+		_ = syscall.SetsockoptInt(fd, syscall.SOL_SOCKET, syscall.SO_SNDBUF, testUpstreamSendBuffer)
+	}
 	u := &evUp{w: w, fd: fd, pool: p}
 	switch err := syscall.Connect(fd, p.sa); err {
 	case nil:
@@ -1334,6 +1427,9 @@ func (w *worker) putUpstream(u *evUp) {
 		return
 	}
 	u.idleSince, u.reused = w.now, true
+	if cap(u.pending) > loopBuffer {
+		u.pending = nil
+	}
 	if u.in != nil {
 		w.putBuf(u.in)
 		u.in = nil

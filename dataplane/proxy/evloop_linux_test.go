@@ -197,12 +197,14 @@ func TestEventLoopNoticesAClientThatLeavesAtOnce(t *testing.T) {
 	}
 }
 
-// TestEventLoopServesSmallBodies: a request whose head and body fit in a loop's buffer stays on
-// the loop, whether its body comes with the head or after it, pipelined or answered by the
-// proxy itself (the body then dropped, the next request read right after it). A longer body
+// TestEventLoopServesBodies: a request with a Content-Length body up to maxLoopBody stays on
+// the loop, whether its body comes with the head or after it, in parts, pipelined or answered by
+// the proxy itself (the body then dropped, the next request read right after it). A body may
+// take longer than the header timeout as long as it does not pause for that long. A longer body
 // hands the connection to the goroutine path, which serves it as before.
-func TestEventLoopServesSmallBodies(t *testing.T) {
-	h := newHarnessWith(t, Options{}, ServerOptions{EventLoops: 1})
+func TestEventLoopServesBodies(t *testing.T) {
+	const headerTimeout = 600 * time.Millisecond
+	h := newHarnessWith(t, Options{}, ServerOptions{EventLoops: 1, ReadHeaderTimeout: headerTimeout})
 	got := make(chan string, 16)
 	h.rawBackend("svc", func(r *http.Request, body []byte, w *bufio.Writer, _ net.Conn) bool {
 		got <- r.Method + " " + r.URL.Path + " " + string(body)
@@ -278,12 +280,112 @@ func TestEventLoopServesSmallBodies(t *testing.T) {
 		t.Fatalf("%v handoffs for requests a loop holds", n)
 	}
 
-	// A body longer than a loop's buffer: the goroutine path takes the connection.
-	big := strings.Repeat("b", 3*loopBuffer)
-	send(fmt.Sprintf("POST /six HTTP/1.1\r\nHost: h\r\nContent-Length: %d\r\n\r\n%s", len(big), big))
-	answer(200, big)
-	backendSaw("POST /six " + big)
+	// The largest body a loop holds, in parts over twice the header timeout, no pause as long.
+	body := strings.Repeat("b", maxLoopBody)
+	send(fmt.Sprintf("POST /six HTTP/1.1\r\nHost: h\r\nContent-Length: %d\r\n\r\n", len(body)))
+	for part := range 8 {
+		time.Sleep(headerTimeout / 4)
+		send(body[part*len(body)/8 : (part+1)*len(body)/8])
+	}
+	answer(200, body)
+	backendSaw("POST /six " + body)
+	if n := loopHandoffs("body") + loopHandoffs("request") + loopHandoffs("head") + handoffs(h); n != 0 {
+		t.Fatalf("%v handoffs for requests a loop holds", n)
+	}
+
+	// A longer body: the goroutine path takes the connection.
+	body += "b"
+	send(fmt.Sprintf("POST /seven HTTP/1.1\r\nHost: h\r\nContent-Length: %d\r\n\r\n%s", len(body), body))
+	answer(200, body)
+	backendSaw("POST /seven " + body)
 	if loopHandoffs("body") != 1 {
 		t.Errorf("body handoffs %v, want 1", loopHandoffs("body"))
+	}
+
+	// A body that stops coming: the connection is closed after the header timeout.
+	stalled, err := net.Dial("tcp", h.http)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer stalled.Close()
+	start := time.Now()
+	_, _ = io.WriteString(stalled, "POST /eight HTTP/1.1\r\nHost: h\r\nContent-Length: 10\r\n\r\nhalf")
+	_ = stalled.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if n, err := stalled.Read(make([]byte, 1)); err == nil || n != 0 {
+		t.Fatalf("stalled body: read %d, %v; want the connection closed", n, err)
+	}
+	if took := time.Since(start); took < headerTimeout || took > headerTimeout+time.Second {
+		t.Errorf("stalled body closed after %v, want the header timeout (%v)", took, headerTimeout)
+	}
+	select {
+	case s := <-got:
+		t.Errorf("backend got %q from a stalled body", s)
+	default:
+	}
+}
+
+// TestEventLoopSendsBodiesToASlowBackend: a request body the backend's socket cannot take at once
+// (4 KiB socket buffers on both sides, and a backend that reads late) is held by the loop and
+// sent as the backend reads, byte for byte, for requests one after the other on one connection.
+func TestEventLoopSendsBodiesToASlowBackend(t *testing.T) {
+	testUpstreamSendBuffer = 4 << 10
+	t.Cleanup(func() { testUpstreamSendBuffer = 0 })
+	h := newHarnessWith(t, Options{}, ServerOptions{EventLoops: 1})
+	lc := net.ListenConfig{Control: func(_, _ string, rc syscall.RawConn) error {
+		return rc.Control(func(fd uintptr) { _ = syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_RCVBUF, 4<<10) })
+	}}
+	ln, err := lc.Listen(t.Context(), "tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				br := bufio.NewReader(c)
+				for {
+					time.Sleep(200 * time.Millisecond) // the proxy's write meets a full window
+					r, err := http.ReadRequest(br)
+					if err != nil {
+						return
+					}
+					b, _ := io.ReadAll(r.Body)
+					sum := sha256.Sum256(b)
+					fmt.Fprintf(c, "HTTP/1.1 200 OK\r\nContent-Length: 64\r\n\r\n%x", sum)
+				}
+			}()
+		}
+	}()
+	h.addEndpoints("slow", "", ln.Addr().(*net.TCPAddr).Port, "127.0.0.1")
+	h.compile(routetest.Ingress("ns", "i", 1, routetest.Rule("h", "/", routetest.Prefix, "slow", 80)))
+
+	conn, err := net.Dial("tcp", h.http)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	_ = conn.SetDeadline(time.Now().Add(10 * time.Second))
+	br := bufio.NewReader(conn)
+	for i, size := range []int{maxLoopBody, 3000, maxLoopBody - 1} {
+		body := bytes.Repeat([]byte{byte('a' + i)}, size)
+		if _, err := fmt.Fprintf(conn, "PUT /%d HTTP/1.1\r\nHost: h\r\nContent-Length: %d\r\n\r\n%s", i, size, body); err != nil {
+			t.Fatal(err)
+		}
+		resp, err := http.ReadResponse(br, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, _ := io.ReadAll(resp.Body)
+		if want := fmt.Sprintf("%x", sha256.Sum256(body)); resp.StatusCode != 200 || string(got) != want {
+			t.Fatalf("body %d (%d bytes): %d %s, want 200 %s", i, size, resp.StatusCode, got, want)
+		}
+	}
+	if n := testutil.ToFloat64(h.handler.metrics.LoopHandoffs.WithLabelValues("body")); n != 0 {
+		t.Errorf("%v body handoffs, want none", n)
 	}
 }
