@@ -7,6 +7,7 @@ import (
 	"io"
 	"net/http"
 	"strconv"
+	"sync"
 	"sync/atomic"
 	"syscall"
 	"time"
@@ -279,6 +280,9 @@ func pipe(dst *bufio.Writer, src *bufio.Reader, n int64, clientIsDst bool) error
 		}
 		return err
 	}
+	if n < 0 || n > clientReadBuffer {
+		return pipeLarge(dst, src, n, clientIsDst, dstErr)
+	}
 	for n != 0 {
 		if src.Buffered() == 0 && dst.Buffered() > 0 {
 			if err := dst.Flush(); err != nil {
@@ -306,6 +310,55 @@ func pipe(dst *bufio.Writer, src *bufio.Reader, n int64, clientIsDst bool) error
 		_, _ = src.Discard(k)
 		if n > 0 {
 			n -= int64(k)
+		}
+	}
+	return nil
+}
+
+// pipeBuffer is the size of the buffer a long body moves through.
+const pipeBuffer = 32 << 10
+
+var pipeBuffers = sync.Pool{New: func() any { b := make([]byte, pipeBuffer); return &b }}
+
+// pipeLarge is pipe for a body longer than a client read buffer, or until close: each read takes what the
+// socket holds, up to pipeBuffer, straight into a pooled buffer, and each write sends it at once,
+// where the bufio buffers would move it 4 to 8 KiB at a time (a 128 KiB upload: 4 system calls
+// instead of 32). A read returns what came, so a stream is passed on as it comes.
+func pipeLarge(dst *bufio.Writer, src *bufio.Reader, n int64, clientIsDst bool, dstErr func(error) error) error {
+	bp := pipeBuffers.Get().(*[]byte)
+	defer pipeBuffers.Put(bp)
+	buf := *bp
+	for n != 0 {
+		if src.Buffered() == 0 && dst.Buffered() > 0 {
+			if err := dst.Flush(); err != nil {
+				return dstErr(err)
+			}
+		}
+		p := buf
+		if n > 0 && int64(len(p)) > n {
+			p = p[:n]
+		}
+		k, err := src.Read(p)
+		if k > 0 {
+			if _, err := dst.Write(p[:k]); err != nil {
+				return dstErr(err)
+			}
+			if n > 0 {
+				n -= int64(k)
+			}
+		}
+		if err != nil {
+			if n < 0 && errors.Is(err, io.EOF) {
+				return nil
+			}
+			if n == 0 {
+				return nil
+			}
+			err = unexpectedEOF(err)
+			if !clientIsDst {
+				return clientError{err}
+			}
+			return err
 		}
 	}
 	return nil
