@@ -216,13 +216,7 @@ func TestEventLoopServesBodies(t *testing.T) {
 		return testutil.ToFloat64(h.handler.metrics.LoopHandoffs.WithLabelValues(reason))
 	}
 
-	conn, err := net.Dial("tcp", h.http)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
-	_ = conn.SetDeadline(time.Now().Add(10 * time.Second))
-	br := bufio.NewReader(conn)
+	conn, br := clientConn(t, h.http)
 	answer := func(want int, body string) {
 		t.Helper()
 		resp, err := http.ReadResponse(br, nil)
@@ -338,39 +332,21 @@ func TestEventLoopSendsBodiesToASlowBackend(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { ln.Close() })
-	go func() {
+	h.tcpBackendOn(ln, "slow", func(c net.Conn) {
+		br := bufio.NewReader(c)
 		for {
-			c, err := ln.Accept()
+			time.Sleep(200 * time.Millisecond) // the proxy's write meets a full window
+			r, err := http.ReadRequest(br)
 			if err != nil {
 				return
 			}
-			go func() {
-				defer c.Close()
-				br := bufio.NewReader(c)
-				for {
-					time.Sleep(200 * time.Millisecond) // the proxy's write meets a full window
-					r, err := http.ReadRequest(br)
-					if err != nil {
-						return
-					}
-					b, _ := io.ReadAll(r.Body)
-					sum := sha256.Sum256(b)
-					fmt.Fprintf(c, "HTTP/1.1 200 OK\r\nContent-Length: 64\r\n\r\n%x", sum)
-				}
-			}()
+			b, _ := io.ReadAll(r.Body)
+			fmt.Fprintf(c, "HTTP/1.1 200 OK\r\nContent-Length: 64\r\n\r\n%x", sha256.Sum256(b))
 		}
-	}()
-	h.addEndpoints("slow", "", ln.Addr().(*net.TCPAddr).Port, "127.0.0.1")
+	})
 	h.compile(routetest.Ingress("ns", "i", 1, routetest.Rule("h", "/", routetest.Prefix, "slow", 80)))
 
-	conn, err := net.Dial("tcp", h.http)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
-	_ = conn.SetDeadline(time.Now().Add(10 * time.Second))
-	br := bufio.NewReader(conn)
+	conn, br := clientConn(t, h.http)
 	for i, size := range []int{maxLoopBody, 3000, maxLoopBody - 1} {
 		body := bytes.Repeat([]byte{byte('a' + i)}, size)
 		if _, err := fmt.Fprintf(conn, "PUT /%d HTTP/1.1\r\nHost: h\r\nContent-Length: %d\r\n\r\n%s", i, size, body); err != nil {
@@ -388,4 +364,16 @@ func TestEventLoopSendsBodiesToASlowBackend(t *testing.T) {
 	if n := testutil.ToFloat64(h.handler.metrics.LoopHandoffs.WithLabelValues("body")); n != 0 {
 		t.Errorf("%v body handoffs, want none", n)
 	}
+}
+
+// clientConn dials addr for a test's requests, with a 10-second deadline, closed at its end.
+func clientConn(t *testing.T, addr string) (net.Conn, *bufio.Reader) {
+	t.Helper()
+	conn, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	_ = conn.SetDeadline(time.Now().Add(10 * time.Second))
+	return conn, bufio.NewReader(conn)
 }

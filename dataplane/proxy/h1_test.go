@@ -116,6 +116,11 @@ func (h *harness) tcpBackend(name string, serve func(net.Conn)) {
 	if err != nil {
 		h.t.Fatal(err)
 	}
+	h.tcpBackendOn(ln, name, serve)
+}
+
+// tcpBackendOn is tcpBackend on a listener of the test's (on 127.0.0.1).
+func (h *harness) tcpBackendOn(ln net.Listener, name string, serve func(net.Conn)) {
 	h.t.Cleanup(func() { ln.Close() })
 	go func() {
 		for {
