@@ -740,29 +740,30 @@ func (c *evConn) serveInput() {
 			return
 		}
 		// A whole request: a head the fast path takes, and its body when it has one (up to
-		// maxLoopBody, read whole before the request is forwarded).
-		n, whole := headEnd(c.in), false
-		switch {
-		case n < 0:
-			c.handoff("request")
-			return
-		case n > 0:
-			c.head.buf = append(c.head.buf[:0], c.in[:n]...)
-			if !parseRequestHead(c.head.buf, &c.head) {
+		// maxLoopBody, read whole before the request is forwarded). c.want > 0: the head is
+		// parsed and c.want bytes, head and body, make the request.
+		if c.want == 0 {
+			switch n := headEnd(c.in); {
+			case n < 0:
 				c.handoff("request")
 				return
-			}
-			if c.head.contentLength > maxLoopBody {
-				c.handoff("body")
+			case n > 0:
+				c.head.buf = append(c.head.buf[:0], c.in[:n]...)
+				if !parseRequestHead(c.head.buf, &c.head) {
+					c.handoff("request")
+					return
+				}
+				if c.head.contentLength > maxLoopBody {
+					c.handoff("body")
+					return
+				}
+				c.want = n + int(c.head.contentLength)
+			case len(c.in) >= w.limit:
+				c.handoff("head")
 				return
 			}
-			c.want = n + int(c.head.contentLength)
-			whole = len(c.in) >= c.want
-		case len(c.in) >= w.limit:
-			c.handoff("head")
-			return
 		}
-		if !whole {
+		if c.want == 0 || len(c.in) < c.want {
 			ok, eof := c.read()
 			if eof {
 				if c.flush() {
@@ -771,7 +772,7 @@ func (c *evConn) serveInput() {
 				return
 			}
 			if ok {
-				progressed = progressed || n > 0
+				progressed = progressed || c.want > 0
 				continue
 			}
 			// Wait for more, answers held back for pipelining sent first: the head within the
@@ -785,6 +786,7 @@ func (c *evConn) serveInput() {
 			c.flush()
 			return
 		}
+		n := c.want - int(c.head.contentLength) // the head's length
 		c.want = 0
 		b, code, msg := c.route()
 		if b != nil && b.Protocol == route.H2C {

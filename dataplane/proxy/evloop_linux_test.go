@@ -365,15 +365,3 @@ func TestEventLoopSendsBodiesToASlowBackend(t *testing.T) {
 		t.Errorf("%v body handoffs, want none", n)
 	}
 }
-
-// clientConn dials addr for a test's requests, with a 10-second deadline, closed at its end.
-func clientConn(t *testing.T, addr string) (net.Conn, *bufio.Reader) {
-	t.Helper()
-	conn, err := net.Dial("tcp", addr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { conn.Close() })
-	_ = conn.SetDeadline(time.Now().Add(10 * time.Second))
-	return conn, bufio.NewReader(conn)
-}

@@ -160,19 +160,25 @@ func (h *harness) rawBackend(name string, answer func(r *http.Request, body []by
 	return &requests
 }
 
-// exchange sends raw request bytes on one connection and reads n responses.
-func exchange(t *testing.T, addr, raw string, n int) ([]*http.Response, []string, net.Conn) {
+// clientConn dials addr for a test's requests, with a 10-second deadline, closed at its end.
+func clientConn(t *testing.T, addr string) (net.Conn, *bufio.Reader) {
 	t.Helper()
 	conn, err := net.Dial("tcp", addr)
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { conn.Close() })
-	_ = conn.SetDeadline(time.Now().Add(5 * time.Second))
+	_ = conn.SetDeadline(time.Now().Add(10 * time.Second))
+	return conn, bufio.NewReader(conn)
+}
+
+// exchange sends raw request bytes on one connection and reads n responses.
+func exchange(t *testing.T, addr, raw string, n int) ([]*http.Response, []string, net.Conn) {
+	t.Helper()
+	conn, br := clientConn(t, addr)
 	if _, err := io.WriteString(conn, raw); err != nil {
 		t.Fatal(err)
 	}
-	br := bufio.NewReader(conn)
 	var resps []*http.Response
 	var bodies []string
 	for i := 0; i < n; i++ {

@@ -270,88 +270,59 @@ func (c *h1Conn) requestHead() {
 	c.out = o
 }
 
-// pipe copies n bytes (n < 0: until end of file) from src to dst. Before it waits for src, it
-// flushes what dst holds, so streamed bodies pass through as they come. Failures on the
-// client's side (dst when clientIsDst, else src) are returned as clientError.
-func pipe(dst *bufio.Writer, src *bufio.Reader, n int64, clientIsDst bool) error {
-	dstErr := func(err error) error {
-		if clientIsDst {
-			return clientError{err}
-		}
-		return err
-	}
-	if n < 0 || n > clientReadBuffer {
-		return pipeLarge(dst, src, n, clientIsDst, dstErr)
-	}
-	for n != 0 {
-		if src.Buffered() == 0 && dst.Buffered() > 0 {
-			if err := dst.Flush(); err != nil {
-				return dstErr(err)
-			}
-		}
-		if _, err := src.Peek(1); err != nil {
-			if n < 0 && errors.Is(err, io.EOF) {
-				return nil
-			}
-			err = unexpectedEOF(err)
-			if !clientIsDst {
-				return clientError{err}
-			}
-			return err
-		}
-		k := src.Buffered()
-		if n > 0 && int64(k) > n {
-			k = int(n)
-		}
-		p, _ := src.Peek(k)
-		if _, err := dst.Write(p); err != nil {
-			return dstErr(err)
-		}
-		_, _ = src.Discard(k)
-		if n > 0 {
-			n -= int64(k)
-		}
-	}
-	return nil
-}
-
 // pipeBuffer is the size of the buffer a long body moves through.
 const pipeBuffer = 32 << 10
 
 var pipeBuffers = sync.Pool{New: func() any { b := make([]byte, pipeBuffer); return &b }}
 
-// pipeLarge is pipe for a body longer than a client read buffer, or until close: each read takes what the
-// socket holds, up to pipeBuffer, straight into a pooled buffer, and each write sends it at once,
+// pipe copies n bytes (n < 0: until end of file) from src to dst. Before it waits for src, it
+// flushes what dst holds, so streamed bodies pass through as they come. A short body goes from
+// src's buffer to dst's; a body longer than a client read buffer (or until close) moves through
+// a pooled pipeBuffer, each read taking what the socket holds and each write sending it at once,
 // where the bufio buffers would move it 4 to 8 KiB at a time (a 128 KiB upload: 4 system calls
-// instead of 32). A read returns what came, so a stream is passed on as it comes.
-func pipeLarge(dst *bufio.Writer, src *bufio.Reader, n int64, clientIsDst bool, dstErr func(error) error) error {
-	bp := pipeBuffers.Get().(*[]byte)
-	defer pipeBuffers.Put(bp)
-	buf := *bp
+// instead of 32). Failures on the client's side (dst when clientIsDst, else src) are returned
+// as clientError.
+func pipe(dst *bufio.Writer, src *bufio.Reader, n int64, clientIsDst bool) error {
+	var buf []byte
+	if n < 0 || n > clientReadBuffer {
+		bp := pipeBuffers.Get().(*[]byte)
+		defer pipeBuffers.Put(bp)
+		buf = *bp
+	}
 	for n != 0 {
 		if src.Buffered() == 0 && dst.Buffered() > 0 {
 			if err := dst.Flush(); err != nil {
-				return dstErr(err)
+				return dstError(err, clientIsDst)
 			}
 		}
-		p := buf
-		if n > 0 && int64(len(p)) > n {
-			p = p[:n]
+		var p []byte
+		var err error
+		if buf == nil {
+			if _, err = src.Peek(1); err == nil {
+				p, _ = src.Peek(int(min(int64(src.Buffered()), n)))
+			}
+		} else {
+			p = buf
+			if n > 0 && int64(len(p)) > n {
+				p = p[:n]
+			}
+			var k int
+			k, err = src.Read(p)
+			p = p[:k]
 		}
-		k, err := src.Read(p)
-		if k > 0 {
-			if _, err := dst.Write(p[:k]); err != nil {
-				return dstErr(err)
+		if len(p) > 0 {
+			if _, err := dst.Write(p); err != nil {
+				return dstError(err, clientIsDst)
+			}
+			if buf == nil {
+				_, _ = src.Discard(len(p))
 			}
 			if n > 0 {
-				n -= int64(k)
+				n -= int64(len(p))
 			}
 		}
-		if err != nil {
+		if err != nil && n != 0 {
 			if n < 0 && errors.Is(err, io.EOF) {
-				return nil
-			}
-			if n == 0 {
 				return nil
 			}
 			err = unexpectedEOF(err)
@@ -362,6 +333,13 @@ func pipeLarge(dst *bufio.Writer, src *bufio.Reader, n int64, clientIsDst bool, 
 		}
 	}
 	return nil
+}
+
+func dstError(err error, clientIsDst bool) error {
+	if clientIsDst {
+		return clientError{err}
+	}
+	return err
 }
 
 // pipeChunked copies a chunked body, chunk sizes rewritten without extensions and the trailer
