@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"strings"
+	"time"
 )
 
 // ConfigKey is the ConfigMap data key holding the JSON document.
@@ -27,6 +28,50 @@ type Config struct {
 	DefaultCertificate string `json:"defaultCertificate,omitempty"`
 	// IgnoreDefaultClass turns off serving class-less Ingresses through a default IngressClass.
 	IgnoreDefaultClass bool `json:"ignoreDefaultClass,omitempty"`
+	// HTTP holds the fleet-wide HTTP limits; nil means every default.
+	HTTP *HTTP `json:"http,omitempty"`
+}
+
+// Defaults of the fleet-wide HTTP limits, as ingress-nginx's (client_max_body_size 1m,
+// client_body_timeout 60s, underscores_in_headers off).
+const (
+	DefaultMaxRequestBodyBytes = 1 << 20
+	DefaultClientBodyTimeout   = 60 * time.Second
+)
+
+// HTTP is the fleet-wide HTTP limits. A field left out takes its default.
+type HTTP struct {
+	// MaxRequestBodyBytes is the largest request body accepted; a larger one is answered 413.
+	// 0 means no limit; nil means DefaultMaxRequestBodyBytes.
+	MaxRequestBodyBytes *int64 `json:"maxRequestBodyBytes,omitempty"`
+	// ClientBodyTimeout is the longest a request body may pause between two reads (nginx's
+	// client_body_timeout), as a Go duration ("60s"); empty means DefaultClientBodyTimeout.
+	ClientBodyTimeout string `json:"clientBodyTimeout,omitempty"`
+	// AllowUnderscoresInHeaders forwards request header names containing "_"; by default they
+	// are dropped (CGI, WSGI and PHP backends read X_Forwarded_For as X-Forwarded-For).
+	AllowUnderscoresInHeaders bool `json:"allowUnderscoresInHeaders,omitempty"`
+}
+
+// Limits are HTTP with every default applied.
+type Limits struct {
+	MaxRequestBodyBytes       int64 // 0: no limit
+	ClientBodyTimeout         time.Duration
+	AllowUnderscoresInHeaders bool
+}
+
+// Limits returns the fleet's HTTP limits with defaults applied (c.HTTP is validated by Parse).
+func (c Config) Limits() Limits {
+	l := Limits{MaxRequestBodyBytes: DefaultMaxRequestBodyBytes, ClientBodyTimeout: DefaultClientBodyTimeout}
+	if h := c.HTTP; h != nil {
+		if h.MaxRequestBodyBytes != nil {
+			l.MaxRequestBodyBytes = *h.MaxRequestBodyBytes
+		}
+		if d, err := time.ParseDuration(h.ClientBodyTimeout); err == nil && d > 0 {
+			l.ClientBodyTimeout = d
+		}
+		l.AllowUnderscoresInHeaders = h.AllowUnderscoresInHeaders
+	}
+	return l
 }
 
 // ServiceRef is a Service port.
@@ -55,6 +100,16 @@ func Parse(data string) (Config, error) {
 	}
 	if c.FleetNamespace == "" || c.FleetName == "" {
 		return Config{}, fmt.Errorf("parse %s: fleetNamespace and fleetName are required", ConfigKey)
+	}
+	if h := c.HTTP; h != nil {
+		if h.MaxRequestBodyBytes != nil && *h.MaxRequestBodyBytes < 0 {
+			return Config{}, fmt.Errorf("parse %s: http.maxRequestBodyBytes %d: must not be negative", ConfigKey, *h.MaxRequestBodyBytes)
+		}
+		if h.ClientBodyTimeout != "" {
+			if d, err := time.ParseDuration(h.ClientBodyTimeout); err != nil || d <= 0 {
+				return Config{}, fmt.Errorf("parse %s: http.clientBodyTimeout %q: want a positive duration such as 60s", ConfigKey, h.ClientBodyTimeout)
+			}
+		}
 	}
 	return c, nil
 }

@@ -282,6 +282,7 @@ func (c *compiler) run() *Table {
 		wildcard:     map[string]*Host{},
 		certExact:    map[string]*tls.Certificate{},
 		certWildcard: map[string]*tls.Certificate{},
+		Limits:       in.Config.Limits(),
 	}
 	served := ServedIngresses(in)
 	c.served = served

@@ -6,6 +6,8 @@ import (
 	"strings"
 
 	"k8s.io/apimachinery/pkg/types"
+
+	proxyconfig "portico.dev/portico/dataplane/config"
 )
 
 // PathType is how a rule's path matches a request path.
@@ -77,6 +79,11 @@ type Table struct {
 	certWildcard map[string]*tls.Certificate
 	// DefaultCertificate answers TLS handshakes with no SNI or an unknown name.
 	DefaultCertificate *tls.Certificate
+
+	// Limits are the fleet-wide HTTP limits every serving path applies (request body size and
+	// pace, header names). The zero value means no body limit, the proxy's default body timeout,
+	// and underscored header names dropped.
+	Limits proxyconfig.Limits
 
 	// Stats describe the table, for metrics.
 	Stats Stats
