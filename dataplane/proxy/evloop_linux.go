@@ -743,6 +743,9 @@ func (c *evConn) serveInput() {
 		// maxLoopBody, read whole before the request is forwarded). c.want > 0: the head is
 		// parsed and c.want bytes, head and body, make the request.
 		if c.want == 0 {
+			if k := emptyLines(c.in); k > 0 {
+				c.consumeIn(k)
+			}
 			switch n := headEnd(c.in); {
 			case n < 0:
 				c.handoff("request")
@@ -750,7 +753,19 @@ func (c *evConn) serveInput() {
 			case n > 0:
 				c.head.buf = append(c.head.buf[:0], c.in[:n]...)
 				if !parseRequestHead(c.head.buf, &c.head) {
+					if fault := framingFault(c.head.buf); fault != "" {
+						c.refuse(fault)
+						return
+					}
 					c.handoff("request")
+					return
+				}
+				if t := w.h.table.Load(); bodyTooLarge(t, c.head.contentLength) {
+					c.consumeIn(n) // the body is not read: the lingering close drops it
+					c.route()
+					c.closeAfter = true
+					c.answerOwn(http.StatusRequestEntityTooLarge, "the request body is larger than the fleet's maxRequestBodySize")
+					c.answered()
 					return
 				}
 				if c.head.contentLength > maxLoopBody {
@@ -776,12 +791,16 @@ func (c *evConn) serveInput() {
 				continue
 			}
 			// Wait for more, answers held back for pipelining sent first: the head within the
-			// header timeout, the body with no pause longer than it (nginx's client_body_timeout).
+			// header timeout, the body with no pause longer than the body timeout (nginx's
+			// client_body_timeout).
 			if len(c.in) > 0 && c.phase == pIdle {
 				c.phase = pHead
 				c.deadline = w.now.Add(w.s.opts.ReadHeaderTimeout)
+				if c.want > 0 {
+					c.deadline = w.now.Add(bodyTimeout(w.h.table.Load()))
+				}
 			} else if progressed {
-				c.deadline = w.now.Add(w.s.opts.ReadHeaderTimeout)
+				c.deadline = w.now.Add(bodyTimeout(w.h.table.Load()))
 			}
 			c.flush()
 			return
@@ -881,9 +900,36 @@ func (c *evConn) timeout() {
 			c.upstreamError(&net.OpError{Op: "read", Net: "tcp", Err: os.ErrDeadlineExceeded})
 		}
 		c.settle()
+	case pHead:
+		if c.want > 0 { // the head came, its body stalled
+			c.refuseStalled()
+			return
+		}
+		c.close() // a head that did not come: nothing to answer
 	default:
-		c.close() // nothing to answer: a head that did not come, an idle or lingering client
+		c.close() // nothing to answer: an idle or lingering client
 	}
+}
+
+// refuse answers a request whose framing is in doubt with 400 and closes the connection (see
+// framingFault).
+func (c *evConn) refuse(fault string) {
+	c.st = reqState{start: time.Now(), port: c.port, service: "default"}
+	c.consumeIn(len(c.in)) // nothing more is read as a request
+	c.closeAfter = true
+	c.answerOwn(http.StatusBadRequest, "request framing is ambiguous: "+fault)
+	c.answered()
+}
+
+// refuseStalled answers 408 to a request whose body paused longer than the body timeout, and
+// closes the connection.
+func (c *evConn) refuseStalled() {
+	c.want = 0
+	c.route()
+	c.consumeIn(len(c.in))
+	c.closeAfter = true
+	c.answerOwn(http.StatusRequestTimeout, "the request body stalled")
+	c.answered()
 }
 
 // linger ends a connection after Connection: close: once the answer is out, the write side is
@@ -1089,7 +1135,7 @@ func (c *evConn) upstreamError(err error) {
 			c.send(false)
 			return
 		}
-	case c.replay && !answerBegun && !c.rh.informed && isClosedConn(err):
+	case resendable(c.replay, answerBegun || c.rh.informed, err):
 		if reused && !c.stale {
 			c.stale = true
 			c.send(true)
@@ -1245,10 +1291,11 @@ func (c *evConn) relay() {
 func (c *evConn) endBody(err error) {
 	u := c.up
 	st := &c.st
-	if err != nil || c.rh.upClose || c.rh.body == bodyUntilClose || len(u.in) > 0 {
+	if !reusable(&c.rh, err, len(u.in)) {
 		c.dropUpstream()
 	} else {
 		c.up, u.client = nil, nil
+		u.suspect = noBodyByRule(c.head.method, c.rh.status)
 		c.w.putUpstream(u)
 	}
 	if err != nil {
@@ -1357,6 +1404,8 @@ type evUp struct {
 	readable, hup              bool
 	eof                        bool
 	connecting, reused, closed bool
+	// suspect: its last answer was bodiless by rule (see mustProbe).
+	suspect bool
 }
 
 type evPool struct {
@@ -1389,7 +1438,7 @@ func (w *worker) upstream(addr string, fresh, probe bool) (*evUp, error) {
 		u := p.idle[len(p.idle)-1]
 		p.idle[len(p.idle)-1] = nil
 		p.idle = p.idle[:len(p.idle)-1]
-		if (probe || w.now.Sub(u.idleSince) >= probeAfter) && !u.alive() {
+		if mustProbe(w.now.Sub(u.idleSince), !probe, u.suspect) && !u.alive() {
 			u.close()
 			continue
 		}

@@ -18,6 +18,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
+	proxyconfig "portico.dev/portico/dataplane/config"
 	"portico.dev/portico/dataplane/route/routetest"
 	"portico.dev/portico/test/echo"
 )
@@ -205,6 +206,8 @@ func TestEventLoopNoticesAClientThatLeavesAtOnce(t *testing.T) {
 func TestEventLoopServesBodies(t *testing.T) {
 	const headerTimeout = 600 * time.Millisecond
 	h := newHarnessWith(t, Options{}, ServerOptions{EventLoops: 1, ReadHeaderTimeout: headerTimeout})
+	const bodyTimeout = 900 * time.Millisecond
+	h.in.Config.HTTP = &proxyconfig.HTTP{ClientBodyTimeout: bodyTimeout.String()}
 	got := make(chan string, 16)
 	h.rawBackend("svc", func(r *http.Request, body []byte, w *bufio.Writer, _ net.Conn) bool {
 		got <- r.Method + " " + r.URL.Path + " " + string(body)
@@ -296,7 +299,7 @@ func TestEventLoopServesBodies(t *testing.T) {
 		t.Errorf("body handoffs %v, want 1", loopHandoffs("body"))
 	}
 
-	// A body that stops coming: the connection is closed after the header timeout.
+	// A body that stops coming: 408 after the body timeout, and the connection closed.
 	stalled, err := net.Dial("tcp", h.http)
 	if err != nil {
 		t.Fatal(err)
@@ -305,12 +308,14 @@ func TestEventLoopServesBodies(t *testing.T) {
 	start := time.Now()
 	_, _ = io.WriteString(stalled, "POST /eight HTTP/1.1\r\nHost: h\r\nContent-Length: 10\r\n\r\nhalf")
 	_ = stalled.SetReadDeadline(time.Now().Add(5 * time.Second))
-	if n, err := stalled.Read(make([]byte, 1)); err == nil || n != 0 {
-		t.Fatalf("stalled body: read %d, %v; want the connection closed", n, err)
+	sbr := bufio.NewReader(stalled)
+	if resp, err := http.ReadResponse(sbr, nil); err != nil || resp.StatusCode != http.StatusRequestTimeout || !resp.Close {
+		t.Fatalf("stalled body: %v %v; want 408 with Connection: close", resp, err)
 	}
-	if took := time.Since(start); took < headerTimeout || took > headerTimeout+time.Second {
-		t.Errorf("stalled body closed after %v, want the header timeout (%v)", took, headerTimeout)
+	if took := time.Since(start); took < bodyTimeout || took > bodyTimeout+time.Second {
+		t.Errorf("stalled body answered after %v, want the body timeout (%v)", took, bodyTimeout)
 	}
+	_, _ = io.Copy(io.Discard, sbr)
 	select {
 	case s := <-got:
 		t.Errorf("backend got %q from a stalled body", s)

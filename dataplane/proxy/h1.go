@@ -57,9 +57,10 @@ type h1Server struct {
 	up   *upstreams
 	// tlsConfig is set on the HTTPS listener.
 	tlsConfig *tls.Config
-	// plain takes the cleartext connections the fast path hands off (HTTP/1 and h2c); h2 takes
-	// TLS connections that chose h2 by ALPN; tlsH1 takes handed-off HTTP/1.1 TLS connections.
-	plain, h2, tlsH1 *connQueue
+	// plain takes the cleartext HTTP/1 connections the fast path hands off, h2c those that
+	// start with the HTTP/2 preface; h2 takes TLS connections that chose h2 by ALPN; tlsH1
+	// takes handed-off HTTP/1.1 TLS connections.
+	plain, h2c, h2, tlsH1 *connQueue
 
 	mu      sync.Mutex
 	ln      net.Listener
@@ -308,6 +309,10 @@ func (c *h1Conn) serveRequests(wait time.Duration) (handedOff bool) {
 		n := 0
 		for first := true; ; first = false {
 			buf, _ := c.br.Peek(c.br.Buffered())
+			if k := emptyLines(buf); k > 0 {
+				_, _ = c.br.Discard(k)
+				buf = buf[k:]
+			}
 			if n = headEnd(buf); n != 0 {
 				break
 			}
@@ -331,6 +336,12 @@ func (c *h1Conn) serveRequests(wait time.Duration) (handedOff bool) {
 			buf, _ := c.br.Peek(n)
 			c.head.buf = append(c.head.buf[:0], buf...)
 			fast = parseRequestHead(c.head.buf, &c.head)
+			if !fast {
+				if fault := framingFault(c.head.buf); fault != "" {
+					c.refuse(fault)
+					return false
+				}
+			}
 		}
 		if !fast || !c.serveRequest(n) {
 			return c.handoff()
@@ -467,9 +478,24 @@ func (c *h1Conn) handoff() bool {
 	if c.tls != nil {
 		q = c.s.tlsH1
 	}
+	if q == c.s.plain {
+		if buf, _ := c.br.Peek(min(c.br.Buffered(), len(h2Preface))); isH2Preface(buf) {
+			q = c.s.h2c
+		}
+	}
 	c.state.Store(stateClosed)
 	c.s.h.metrics.Handoffs.WithLabelValues("request").Inc()
 	return q.push(&handoffConn{Conn: c.c, r: c.br, tls: c.tls})
+}
+
+// refuse answers a request whose framing is in doubt with 400 and closes the connection
+// (see framingFault): nothing of it reaches a backend.
+func (c *h1Conn) refuse(fault string) {
+	c.st = reqState{start: time.Now(), port: c.port, service: "default"}
+	c.closeAfter = true
+	c.answer(http.StatusBadRequest, "request framing is ambiguous: "+fault)
+	_ = c.bw.Flush()
+	c.closeWrite()
 }
 
 // serveRequest answers the parsed head: forwards it, or answers for the proxy. It returns
@@ -480,8 +506,13 @@ func (c *h1Conn) serveRequest(headLen int) bool {
 		return false
 	}
 	_, _ = c.br.Discard(headLen)
+	if bodyTooLarge(c.st.table, c.head.contentLength) {
+		c.closeAfter = true // the body is not read: the lingering close drops it
+		c.answer(http.StatusRequestEntityTooLarge, "the request body is larger than the fleet's maxRequestBodySize")
+		return true
+	}
 	if c.head.contentLength > 0 {
-		c.rd.none(c.c) // bodies have no deadline, as with net/http
+		c.rd.within(c.c, time.Now(), bodyTimeout(c.st.table)) // each read of the body extends it
 	}
 	if b == nil {
 		c.discardBody()
@@ -499,7 +530,7 @@ func (c *h1Conn) route() (*route.Backend, int, string) {
 	hd, st := &c.head, &c.st
 	*st = reqState{start: time.Now(), port: c.port}
 	c.closeAfter = hd.close || c.s.closing.Load()
-	b, code, msg := decide(c.s.h.table.Load(), string(hd.host), string(hd.path), st)
+	b, code, msg := decide(c.s.h.table.Load(), string(hd.host), string(hd.route), st)
 	if b == nil || b.Protocol == route.H2C {
 		return b, code, msg
 	}

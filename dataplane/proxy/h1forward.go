@@ -88,6 +88,11 @@ func (c *h1Conn) forward() {
 		if isClientError(sendErr) {
 			e.Stats.InFlight.Add(-1)
 			_ = uc.c.Close()
+			if isTimeout(sendErr) { // the body paused longer than the body timeout
+				c.closeAfter = true
+				c.answer(http.StatusRequestTimeout, "the request body stalled")
+				return
+			}
 			c.clientGone()
 			return
 		}
@@ -108,7 +113,7 @@ func (c *h1Conn) forward() {
 			break
 		}
 		_ = uc.c.Close()
-		if replay && len(c.raw) == 0 && !rh.informed && isClosedConn(err) {
+		if resendable(replay, len(c.raw) > 0 || rh.informed, err) {
 			if uc.reused && !stale {
 				stale = true
 				continue
@@ -134,21 +139,22 @@ func (c *h1Conn) forward() {
 	if werr == nil {
 		switch rh.body {
 		case bodyLength:
-			err = pipe(c.bw, uc.r, rh.length, true)
+			err = pipe(c.bw, uc.r, rh.length, true, nil)
 		case bodyChunked:
 			err = c.pipeChunked(uc.r)
 		case bodyUntilClose:
-			err = pipe(c.bw, uc.r, -1, true)
+			err = pipe(c.bw, uc.r, -1, true, nil)
 		}
 	} else {
 		err = clientError{werr}
 	}
-	if err != nil || rh.upClose || rh.body == bodyUntilClose {
+	if !reusable(&rh, err, uc.r.Buffered()) {
 		_ = uc.c.Close()
 	} else {
 		if waits {
 			c.now = time.Now()
 		}
+		uc.suspect = noBodyByRule(hd.method, rh.status)
 		c.s.up.put(st.endpoint.Addr, uc, c.now)
 	}
 	if err != nil {
@@ -183,7 +189,7 @@ func (c *h1Conn) finishHead(rh *respHead) {
 }
 
 func (c *h1Conn) retry(err error, replay bool) bool {
-	return c.s.h.retry(&c.st, err, replay, string(c.head.host), string(c.head.path))
+	return c.s.h.retry(&c.st, err, replay, string(c.head.host), string(c.head.route))
 }
 
 // upstreamFailed answers a failed exchange as the net/http path does.
@@ -217,15 +223,22 @@ func (c *h1Conn) send(uc *upConn) error {
 				return clientError{err}
 			}
 		}
-		if err := pipe(uc.w, c.br, hd.contentLength, false); err != nil {
+		if err := pipe(uc.w, c.br, hd.contentLength, false, c.bodyProgress); err != nil {
 			return err
 		}
 	}
 	return uc.w.Flush()
 }
 
+// bodyProgress moves the client's read deadline before a read of the request body: the body
+// may take as long as it needs, but not pause longer than the body timeout.
+func (c *h1Conn) bodyProgress() {
+	c.rd.within(c.c, time.Now(), bodyTimeout(c.st.table))
+}
+
 // requestHead builds the head sent to the backend in c.out: the client's head without its
-// hop-by-hop lines, with X-Forwarded-* and X-Request-Id.
+// hop-by-hop lines (and underscored names, see forwardHeader), with X-Forwarded-* and
+// X-Request-Id.
 func (c *h1Conn) requestHead() {
 	hd, h := &c.head, c.s.h
 	o := append(c.out[:0], hd.method...)
@@ -233,12 +246,14 @@ func (c *h1Conn) requestHead() {
 	o = append(o, hd.target...)
 	o = append(o, " HTTP/1.1\r\n"...)
 	run := -1 // start of a run of kept lines, copied at once
-	for i, l := range hd.lines {
+	t := c.st.table
+	for i := range hd.lines {
+		keep := forwardHeader(&hd.lines[i], t)
 		switch {
-		case l.drop && run >= 0:
+		case !keep && run >= 0:
 			o = append(o, hd.buf[hd.lines[run].start:hd.lines[i-1].end]...)
 			run = -1
-		case !l.drop && run < 0:
+		case keep && run < 0:
 			run = i
 		}
 	}
@@ -281,8 +296,9 @@ var pipeBuffers = sync.Pool{New: func() any { b := make([]byte, pipeBuffer); ret
 // a pooled pipeBuffer, each read taking what the socket holds and each write sending it at once,
 // where the bufio buffers would move it 4 to 8 KiB at a time (a 128 KiB upload: 4 system calls
 // instead of 32). Failures on the client's side (dst when clientIsDst, else src) are returned
-// as clientError.
-func pipe(dst *bufio.Writer, src *bufio.Reader, n int64, clientIsDst bool) error {
+// as clientError. waiting, when set, is called before each read that may wait for src (it
+// moves the request body's progress deadline).
+func pipe(dst *bufio.Writer, src *bufio.Reader, n int64, clientIsDst bool, waiting func()) error {
 	var buf []byte
 	if n < 0 || n > clientReadBuffer {
 		bp := pipeBuffers.Get().(*[]byte)
@@ -297,6 +313,9 @@ func pipe(dst *bufio.Writer, src *bufio.Reader, n int64, clientIsDst bool) error
 		}
 		var p []byte
 		var err error
+		if waiting != nil && src.Buffered() == 0 {
+			waiting()
+		}
 		if buf == nil {
 			if _, err = src.Peek(1); err == nil {
 				p, _ = src.Peek(int(min(int64(src.Buffered()), n)))
@@ -386,7 +405,7 @@ func (c *h1Conn) pipeChunked(src *bufio.Reader) error {
 		if _, err := dst.Write(c.out); err != nil {
 			return clientError{err}
 		}
-		if err := pipe(dst, src, size, true); err != nil {
+		if err := pipe(dst, src, size, true, nil); err != nil {
 			return err
 		}
 		if c.raw, line, err = readLine(src, c.raw[:0], 2); err != nil || len(trimEOL(line)) != 0 {
@@ -624,12 +643,12 @@ func (c *h1Conn) parseResponseHead(rh *respHead) (informational bool, err error)
 		case hDate:
 			hasDate = true
 		}
-		if !l.drop && conn.n > 0 && conn.has(c.raw[l.start:l.nameEnd]) {
+		if !l.drop && conn.n > 0 && !keptDespiteConnection(l.kind) && conn.has(c.raw[l.start:l.nameEnd]) {
 			l.drop = true
 		}
 	}
 	switch {
-	case string(c.head.method) == http.MethodHead || code < 200 || code == http.StatusNoContent || code == http.StatusNotModified:
+	case noBodyByRule(c.head.method, code):
 		rh.body = bodyNone
 	case chunked:
 		rh.body = bodyChunked

@@ -193,6 +193,8 @@ type headerLine struct {
 	start, end, nameEnd, vs, ve int32
 	kind                        hkind
 	drop                        bool
+	// underscore: the name holds "_" (see Limits.AllowUnderscoresInHeaders).
+	underscore bool
 }
 
 // tokens holds the tokens of Connection headers that name other headers (at most maxTokens;
@@ -289,6 +291,9 @@ func scanHead(b []byte, bareLF bool) int {
 type reqHead struct {
 	buf                        []byte
 	method, target, path, host []byte
+	// route is the path requests are routed by: path, or path percent-decoded into decoded
+	// (as net/http's URL.Path).
+	route, decoded []byte
 	contentLength              int64
 	close                      bool // Connection: close
 	requestID, userAgent       []byte
@@ -299,9 +304,11 @@ type reqHead struct {
 // parseRequestHead parses a complete head (as found by headEnd) into h, reusing h's storage.
 // It reports false when the request must be handed off to net/http: anything but origin-form
 // HTTP/1.1 with one valid Host, an optional plain Content-Length, no Transfer-Encoding, Expect,
-// Upgrade or TE, no obs-fold, no percent-encoded or fragment path, and well-formed fields.
+// Upgrade or TE, no obs-fold, no fragment or invalid percent-encoding in the path, and
+// well-formed fields. Before a request is handed off, framingFault decides whether it is
+// refused instead (see h1core.go).
 func parseRequestHead(b []byte, h *reqHead) bool {
-	h.buf, h.method, h.target, h.path, h.host = b, nil, nil, nil, nil
+	h.buf, h.method, h.target, h.path, h.host, h.route = b, nil, nil, nil, nil, nil
 	h.contentLength, h.close, h.requestID, h.userAgent = 0, false, nil, nil
 	h.lines = h.lines[:0]
 	h.conn = tokenList{}
@@ -332,13 +339,27 @@ func parseRequestHead(b []byte, h *reqHead) bool {
 		return false // absolute-form, asterisk-form: net/http's rules
 	}
 	h.path = h.target
+	escaped := false
 	for i, c := range h.target {
-		if c <= ' ' || c >= 0x7f || c == '%' || c == '#' {
-			return false // net/http decodes the path; leave that to it
+		if c <= ' ' || c >= 0x7f || c == '#' {
+			return false
 		}
-		if c == '?' && len(h.path) == len(h.target) {
-			h.path = h.target[:i]
+		if len(h.path) == len(h.target) {
+			switch c {
+			case '?':
+				h.path = h.target[:i]
+			case '%':
+				escaped = true
+			}
 		}
+	}
+	h.route = h.path
+	if escaped {
+		var ok bool
+		if h.decoded, ok = unescapePath(h.decoded[:0], h.path); !ok {
+			return false // net/http answers 400
+		}
+		h.route = h.decoded
 	}
 
 	hosts, lengths := 0, 0
@@ -350,10 +371,12 @@ func parseRequestHead(b []byte, h *reqHead) bool {
 			return false // no name, or obs-fold (a line starting with SP/HTAB has no valid name)
 		}
 		name := b[pos : pos+colon]
+		underscore := false
 		for _, c := range name {
 			if !isToken[c] {
 				return false
 			}
+			underscore = underscore || c == '_'
 		}
 		vs, ve := pos+colon+1, end-2
 		for vs < ve && (b[vs] == ' ' || b[vs] == '\t') {
@@ -366,7 +389,8 @@ func parseRequestHead(b []byte, h *reqHead) bool {
 		if !validValue(value) {
 			return false
 		}
-		l := headerLine{start: int32(pos), end: int32(end), nameEnd: int32(pos + colon), vs: int32(vs), ve: int32(ve), kind: headerKind(name)}
+		l := headerLine{start: int32(pos), end: int32(end), nameEnd: int32(pos + colon), vs: int32(vs), ve: int32(ve),
+			kind: headerKind(name), underscore: underscore}
 		switch l.kind {
 		case hHost:
 			hosts++
@@ -414,12 +438,42 @@ func parseRequestHead(b []byte, h *reqHead) bool {
 	if h.conn.n > 0 {
 		for i := range h.lines {
 			l := &h.lines[i]
-			if !l.drop && h.conn.has(b[l.start:l.nameEnd]) {
+			if !l.drop && !keptDespiteConnection(l.kind) && h.conn.has(b[l.start:l.nameEnd]) {
 				l.drop = true
 			}
 		}
 	}
 	return true
+}
+
+// unescapePath appends p percent-decoded to dst; false when an escape is malformed.
+func unescapePath(dst, p []byte) ([]byte, bool) {
+	for i := 0; i < len(p); i++ {
+		c := p[i]
+		if c == '%' {
+			if i+2 >= len(p) || !isHex(p[i+1]) || !isHex(p[i+2]) {
+				return dst, false
+			}
+			c = unhex(p[i+1])<<4 | unhex(p[i+2])
+			i += 2
+		}
+		dst = append(dst, c)
+	}
+	return dst, true
+}
+
+func isHex(c byte) bool {
+	return '0' <= c && c <= '9' || 'a' <= c && c <= 'f' || 'A' <= c && c <= 'F'
+}
+
+func unhex(c byte) byte {
+	switch {
+	case c <= '9':
+		return c - '0'
+	case c <= 'F':
+		return c - 'A' + 10
+	}
+	return c - 'a' + 10
 }
 
 // validHost accepts the characters of DNS names, IPv4 and bracketed IPv6 addresses and a port:

@@ -14,6 +14,7 @@ import (
 	"net/http"
 	"net/http/httputil"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -149,6 +150,8 @@ type ctxKey struct{}
 
 // reqState travels with a request from ServeHTTP through the transport and back.
 type reqState struct {
+	// table is the routing table the request was routed by (its limits apply to it).
+	table    *route.Table
 	backend  *route.Backend
 	endpoint *route.Endpoint
 	ingress  string
@@ -161,6 +164,8 @@ type reqState struct {
 	status            int
 	// requestID is the X-Request-Id sent upstream (for the access log).
 	requestID string
+	// bodyErr is the error reading the client's body failed with (net/http path).
+	bodyErr error
 }
 
 // ServeHTTP routes one request.
@@ -170,6 +175,19 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		st.port = h.httpsPort
 	}
 	b, code, msg := decide(h.table.Load(), r.Host, r.URL.Path, st)
+	if bodyTooLarge(st.table, r.ContentLength) {
+		w.Header().Set("Connection", "close")
+		h.answer(w, r, st, http.StatusRequestEntityTooLarge, "the request body is larger than the fleet's maxRequestBodySize")
+		return
+	}
+	if r.Body != nil && r.Body != http.NoBody {
+		// The body may not pause longer than the body timeout, nor (chunked) outgrow the limit.
+		body := r.Body
+		if max := st.table.Limits.MaxRequestBodyBytes; max > 0 && r.ContentLength < 0 {
+			body = http.MaxBytesReader(w, body, max)
+		}
+		r.Body = &pacedBody{ReadCloser: body, rc: http.NewResponseController(w), timeout: bodyTimeout(st.table), st: st}
+	}
 	if b == nil {
 		h.answer(w, r, st, code, msg)
 		return
@@ -196,6 +214,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 // proxy's own answer: 404 when nothing matches and there is no default backend to send to, 503
 // when the backend has no endpoint. Both serving paths call it, once per request.
 func decide(t *route.Table, host, path string, st *reqState) (*route.Backend, int, string) {
+	st.table = t
 	b := t.DefaultBackend
 	fleetDefault := t.DefaultIngress.Name == ""
 	if rule := t.Match(host, path); rule != nil {
@@ -236,6 +255,18 @@ func (h *Handler) rewrite(pr *httputil.ProxyRequest) {
 	}
 	pr.SetXForwarded() // X-Forwarded-For (client address), -Host, -Proto
 	out.Header.Set("X-Forwarded-Port", st.port)
+	if !st.table.Limits.AllowUnderscoresInHeaders {
+		for k := range out.Header {
+			if strings.IndexByte(k, '_') >= 0 {
+				delete(out.Header, k) // see forwardHeader
+			}
+		}
+	}
+	// The request id stays even when Connection names it (see keptDespiteConnection):
+	// ReverseProxy removed the names Connection lists before calling Rewrite.
+	if id := pr.In.Header.Get("X-Request-Id"); id != "" {
+		out.Header.Set("X-Request-Id", id)
+	}
 	if id := out.Header.Get("X-Request-Id"); id != "" {
 		st.requestID = id
 	} else {
@@ -269,8 +300,38 @@ func (h *Handler) errorHandler(w http.ResponseWriter, r *http.Request, err error
 		st.status = 499
 		return
 	}
+	var tooLarge *http.MaxBytesError
+	switch {
+	case errors.As(st.bodyErr, &tooLarge):
+		w.Header().Set("Connection", "close")
+		writeError(w, http.StatusRequestEntityTooLarge, "the request body is larger than the fleet's maxRequestBodySize")
+		return
+	case st.bodyErr != nil && isTimeout(st.bodyErr):
+		w.Header().Set("Connection", "close")
+		writeError(w, http.StatusRequestTimeout, "the request body stalled")
+		return
+	}
 	code, msg := h.upstreamFailed(st, err)
 	writeError(w, code, msg)
+}
+
+// pacedBody is a request body on the net/http path: before each read the connection's (or
+// stream's) read deadline moves to the body timeout from now, and a read error is kept for
+// errorHandler (408 for a stall, 413 past the size limit).
+type pacedBody struct {
+	io.ReadCloser
+	rc      *http.ResponseController
+	timeout time.Duration
+	st      *reqState
+}
+
+func (b *pacedBody) Read(p []byte) (int, error) {
+	_ = b.rc.SetReadDeadline(time.Now().Add(b.timeout))
+	n, err := b.ReadCloser.Read(p)
+	if err != nil && err != io.EOF && b.st.bodyErr == nil {
+		b.st.bodyErr = err
+	}
+	return n, err
 }
 
 // upstreamFailed counts and logs a failed exchange with st's endpoint, and returns the answer

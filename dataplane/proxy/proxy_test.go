@@ -128,6 +128,12 @@ func (h *harness) addEndpoints(name, appProtocol string, port int, ips ...string
 	h.in.EndpointSlices = append(h.in.EndpointSlices, es)
 }
 
+// unlimitedBodies lifts the fleet's request body size limit (1 MiB by default) for the
+// harness's next compile.
+func (h *harness) unlimitedBodies() {
+	h.in.Config.HTTP = &proxyconfig.HTTP{MaxRequestBodyBytes: ptr.To[int64](0)}
+}
+
 func (h *harness) compile(ings ...*networkingv1.Ingress) []route.Problem {
 	h.in.Ingresses = ings
 	t, probs := route.Compile(h.in)
@@ -489,6 +495,7 @@ func TestWebSocketSurvivesTableSwaps(t *testing.T) {
 
 func TestLargeUploadStreams(t *testing.T) {
 	h := newHarness(t, Options{})
+	h.unlimitedBodies()
 	h.backend("up", echo.Handler("up-1", "up"), "")
 	h.compile(rt.Ingress("ns", "i", 1, rt.Rule("h", "/", rt.Prefix, "up", 80)))
 	const size = 256 << 20 // 256 MiB: no size limit, and the proxy must not buffer it

@@ -110,29 +110,29 @@ func (s *Server) Run(ctx context.Context) error {
 	})
 	health.Handle("/metrics", promhttp.HandlerFor(s.reg, promhttp.HandlerOpts{}))
 
-	protocols := func(h2c bool) *http.Protocols {
-		p := new(http.Protocols)
-		p.SetHTTP1(true)
-		if h2c {
-			p.SetUnencryptedHTTP2(true) // h2c with prior knowledge on the cleartext port
-		} else {
-			p.SetHTTP2(true)
-		}
-		return p
-	}
 	mk := func(h http.Handler) *http.Server {
 		return &http.Server{Handler: h, ReadHeaderTimeout: s.opts.ReadHeaderTimeout, IdleTimeout: s.opts.IdleTimeout,
 			MaxHeaderBytes: s.opts.MaxHeaderBytes, ErrorLog: stdlog.New(logWriter{s.log}, "", 0)}
 	}
 	// The fast path takes each listener; net/http serves what it hands off: cleartext HTTP/1
-	// and h2c (plain), TLS connections that chose h2 (secure), and TLS HTTP/1.1 (secureH1).
-	plain, secure, secureH1, hs := mk(s.handler), mk(s.handler), mk(tlsStateFromConn(s.handler)), mk(health)
-	plain.Protocols = protocols(true)
-	secure.Protocols = protocols(false)
+	// (plain), h2c with prior knowledge (h2c), TLS connections that chose h2 (secure), and TLS
+	// HTTP/1.1 (secureH1). net/http parses at most one HTTP/1 request per connection: plain and
+	// secureH1 close the connection after their answer (WebSocket tunnels excepted), so that
+	// every later request head is read by the fast path's parser (see h1core.go).
+	plain, h2c, secure, secureH1, hs := mk(s.handler), mk(s.handler), mk(s.handler), mk(tlsStateFromConn(s.handler)), mk(health)
+	plain.Protocols = new(http.Protocols)
+	plain.Protocols.SetHTTP1(true)
+	plain.SetKeepAlivesEnabled(false)
+	h2c.Protocols = new(http.Protocols)
+	h2c.Protocols.SetUnencryptedHTTP2(true)
+	secure.Protocols = new(http.Protocols)
+	secure.Protocols.SetHTTP1(true)
+	secure.Protocols.SetHTTP2(true)
 	secure.TLSConfig = s.TLSConfig()
 	secureH1.Protocols = new(http.Protocols)
 	secureH1.Protocols.SetHTTP1(true)
 	secureH1.ConnContext = tlsConnContext
+	secureH1.SetKeepAlivesEnabled(false)
 
 	var lns [3]net.Listener
 	for i, addr := range []string{s.opts.HTTPAddr, s.opts.HTTPSAddr, s.opts.HealthAddr} {
@@ -148,11 +148,11 @@ func (s *Server) Run(ctx context.Context) error {
 	}
 	up := newUpstreams(s.handler.opts.DialTimeout)
 	defer up.close()
-	fastPlain := &h1Server{h: s.handler, opts: s.opts, up: up, plain: newConnQueue(lns[0].Addr())}
+	fastPlain := &h1Server{h: s.handler, opts: s.opts, up: up, plain: newConnQueue(lns[0].Addr()), h2c: newConnQueue(lns[0].Addr())}
 	fastTLS := &h1Server{h: s.handler, opts: s.opts, up: up, tlsConfig: secure.TLSConfig,
 		h2: newConnQueue(lns[1].Addr()), tlsH1: newConnQueue(lns[1].Addr())}
 	close(s.Bound)
-	errc := make(chan error, 6)
+	errc := make(chan error, 7)
 	serve := func(f func() error) {
 		go func() {
 			if err := f(); err != nil && !errors.Is(err, http.ErrServerClosed) {
@@ -162,6 +162,7 @@ func (s *Server) Run(ctx context.Context) error {
 	}
 	serve(func() error { return fastPlain.Serve(lns[0]) })
 	serve(func() error { return plain.Serve(fastPlain.plain) })
+	serve(func() error { return h2c.Serve(fastPlain.h2c) })
 	serve(func() error { return fastTLS.Serve(lns[1]) })
 	serve(func() error { return secure.Serve(fastTLS.h2) })
 	serve(func() error { return secureH1.Serve(fastTLS.tlsH1) })
@@ -171,7 +172,7 @@ func (s *Server) Run(ctx context.Context) error {
 	select {
 	case err := <-errc:
 		_ = errors.Join(fastPlain.Shutdown(canceled()), fastTLS.Shutdown(canceled()))
-		_ = errors.Join(plain.Close(), secure.Close(), secureH1.Close(), hs.Close())
+		_ = errors.Join(plain.Close(), h2c.Close(), secure.Close(), secureH1.Close(), hs.Close())
 		return err
 	case <-ctx.Done():
 	}
@@ -182,7 +183,7 @@ func (s *Server) Run(ctx context.Context) error {
 	defer cancel()
 	// The fast path first: it stops handing connections to net/http.
 	err := errors.Join(fastPlain.Shutdown(shutdown), fastTLS.Shutdown(shutdown))
-	err = errors.Join(err, plain.Shutdown(shutdown), secure.Shutdown(shutdown), secureH1.Shutdown(shutdown))
+	err = errors.Join(err, plain.Shutdown(shutdown), h2c.Shutdown(shutdown), secure.Shutdown(shutdown), secureH1.Shutdown(shutdown))
 	_ = hs.Close()
 	s.log.Info("Proxy stopped")
 	return err

@@ -33,6 +33,8 @@ type upConn struct {
 	rd        readDeadline
 	// reused is false on a connection's first exchange.
 	reused bool
+	// suspect: its last answer was bodiless by rule (see mustProbe).
+	suspect bool
 }
 
 type upPool struct {
@@ -76,7 +78,7 @@ func (u *upstreams) get(addr string, now time.Time, fresh, probe bool) (*upConn,
 		p.idle = p.idle[:n-1]
 		p.lastUse = now
 		p.mu.Unlock()
-		if !probe && now.Sub(uc.idleSince) < probeAfter {
+		if !mustProbe(now.Sub(uc.idleSince), !probe, uc.suspect) {
 			return uc, nil
 		}
 		uc.rd.none(uc.c) // the last response head's deadline may have passed
