@@ -18,6 +18,7 @@ import (
 	rbacv1 "k8s.io/api/rbac/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	apimeta "k8s.io/apimachinery/pkg/api/meta"
+	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/util/intstr"
@@ -29,6 +30,7 @@ import (
 	porticov1alpha1 "portico.dev/portico/api/v1alpha1"
 	"portico.dev/portico/controllers"
 	"portico.dev/portico/controllers/render"
+	proxyconfig "portico.dev/portico/dataplane/config"
 )
 
 const (
@@ -271,6 +273,35 @@ var _ = Describe("IngressDeployment controller", func() {
 		}, timeout, interval).ShouldNot(HaveKey("lb.example.com/b"))
 		Expect(svc.Annotations).To(HaveKeyWithValue("cloud.example.com/id", "lb-123"))
 		Expect(svc.Annotations).To(HaveKeyWithValue("lb.example.com/a", "1"))
+	})
+
+	It("carries spec.http into the proxy's ConfigMap and follows changes to it", func() {
+		ns := newNamespace()
+		f := newFleet(ns, "limits", porticov1alpha1.TopologyNodePort)
+		f.Spec.HTTP = &porticov1alpha1.HTTPSettings{
+			MaxRequestBodySize: ptr.To(resource.MustParse("8Mi")),
+			ClientBodyTimeout:  &metav1.Duration{Duration: 90 * time.Second},
+		}
+		Expect(k8s.Create(ctx, f)).To(Succeed())
+		limits := func() proxyconfig.Limits {
+			cm := &corev1.ConfigMap{}
+			if err := k8s.Get(ctx, types.NamespacedName{Namespace: ns, Name: "limits-proxy"}, cm); err != nil {
+				return proxyconfig.Limits{}
+			}
+			c, err := proxyconfig.Parse(cm.Data[proxyconfig.ConfigKey])
+			Expect(err).NotTo(HaveOccurred(), "the proxy would reject its ConfigMap")
+			return c.Limits()
+		}
+		Eventually(limits, timeout, interval).Should(Equal(proxyconfig.Limits{MaxRequestBodyBytes: 8 << 20, ClientBodyTimeout: 90 * time.Second}))
+
+		updateFleet(f, func(live *porticov1alpha1.IngressDeployment) {
+			live.Spec.HTTP.MaxRequestBodySize = ptr.To(resource.MustParse("0"))
+			live.Spec.HTTP.AllowUnderscoresInHeaders = true
+		})
+		Eventually(limits, timeout, interval).Should(Equal(proxyconfig.Limits{MaxRequestBodyBytes: 0, ClientBodyTimeout: 90 * time.Second, AllowUnderscoresInHeaders: true}))
+
+		updateFleet(f, func(live *porticov1alpha1.IngressDeployment) { live.Spec.HTTP = nil })
+		Eventually(limits, timeout, interval).Should(Equal(proxyconfig.Limits{MaxRequestBodyBytes: proxyconfig.DefaultMaxRequestBodyBytes, ClientBodyTimeout: proxyconfig.DefaultClientBodyTimeout}))
 	})
 
 	It("puts the proxy pods of every topology under the restricted profile except what HostNetwork needs", func() {

@@ -1,6 +1,7 @@
 package controllers_test
 
 import (
+	"encoding/json"
 	"strings"
 
 	. "github.com/onsi/ginkgo/v2"
@@ -24,6 +25,7 @@ var _ = Describe("IngressDeployment validation", func() {
 			err := create(spec)
 			Expect(err).To(HaveOccurred())
 			Expect(err.Error()).To(And(ContainSubstring(field), ContainSubstring(message)))
+			Expect(err.Error()).NotTo(ContainSubstring("evaluating rule"), "a CEL rule failed to evaluate instead of answering with its message")
 		},
 		Entry("a hostNetwork block with type NodePort", "topology:\n  type: NodePort\n  hostNetwork: {httpPort: 80}",
 			"spec.topology.hostNetwork", "only allowed when spec.topology.type is HostNetwork"),
@@ -55,11 +57,61 @@ var _ = Describe("IngressDeployment validation", func() {
 		Entry("a managed status code of 199", "topology: {type: NodePort}\ndefaultBackend: {managed: {statusCode: 199}}",
 			"spec.defaultBackend.managed.statusCode", "greater than or equal to 200"),
 		Entry("a missing topology", "replicas: 1", "spec.topology", "Required value"),
+		Entry("a negative request body size", "topology: {type: NodePort}\nhttp: {maxRequestBodySize: -1}",
+			"spec.http.maxRequestBodySize", "must not be negative"),
+		Entry("a negative request body size as a quantity", "topology: {type: NodePort}\nhttp: {maxRequestBodySize: -1Mi}",
+			"spec.http.maxRequestBodySize", "must not be negative"),
+		Entry("nginx's 1m, a milli-quantity", "topology: {type: NodePort}\nhttp: {maxRequestBodySize: 1m}",
+			"spec.http.maxRequestBodySize", "must be a whole number of bytes"),
+		Entry("half a byte", "topology: {type: NodePort}\nhttp: {maxRequestBodySize: \"0.5\"}",
+			"spec.http.maxRequestBodySize", "must be a whole number of bytes"),
+		Entry("a request body size beyond int64", "topology: {type: NodePort}\nhttp: {maxRequestBodySize: 10E}",
+			"spec.http.maxRequestBodySize", "must be a whole number of bytes at most 2^63-1"),
+		Entry("a fraction of a binary unit, though whole bytes", "topology: {type: NodePort}\nhttp: {maxRequestBodySize: 1.5Ki}",
+			"spec.http.maxRequestBodySize", "such as 1.5Ki are not accepted"),
+		Entry("a request body size that is no quantity", "topology: {type: NodePort}\nhttp: {maxRequestBodySize: 1mb}",
+			"spec.http.maxRequestBodySize", "should match"),
+		Entry("a zero client body timeout", "topology: {type: NodePort}\nhttp: {clientBodyTimeout: 0s}",
+			"spec.http.clientBodyTimeout", "must be greater than 0s"),
+		Entry("a client body timeout that is no duration", "topology: {type: NodePort}\nhttp: {clientBodyTimeout: soon}",
+			"spec.http.clientBodyTimeout", "must be a Go duration"),
+		Entry("a client body timeout without a unit", "topology: {type: NodePort}\nhttp: {clientBodyTimeout: \"60\"}",
+			"spec.http.clientBodyTimeout", "must be a Go duration"),
+		Entry("a negative client body timeout", "topology: {type: NodePort}\nhttp: {clientBodyTimeout: -5s}",
+			"spec.http.clientBodyTimeout", "must be greater than 0s"),
+		Entry("a client body timeout over an hour", "topology: {type: NodePort}\nhttp: {clientBodyTimeout: 61m}",
+			"spec.http.clientBodyTimeout", "must be at most 1h"),
 	)
 
 	It("accepts a valid spec and fills the schema's defaults", func() {
 		Expect(create("topology:\n  type: HostNetwork\n  hostNetwork: {}\ndefaultBackend: {}")).To(Succeed())
 	})
+
+	DescribeTable("accepts HTTP limits and stores them as written (the operator applies the defaults, not the API server)",
+		func(http string) {
+			ns := newNamespace()
+			u := &unstructured.Unstructured{}
+			Expect(yaml.Unmarshal([]byte("apiVersion: ingress.portico.dev/v1alpha1\nkind: IngressDeployment\nmetadata:\n  name: v\n  namespace: "+ns+
+				"\nspec:\n  topology: {type: NodePort}\n  http: "+http+"\n"), &u.Object)).To(Succeed())
+			sent, err := json.Marshal(u.Object["spec"].(map[string]any)["http"])
+			Expect(err).NotTo(HaveOccurred())
+			Expect(k8s.Create(ctx, u)).To(Succeed())
+			stored, err := json.Marshal(u.Object["spec"].(map[string]any)["http"])
+			Expect(err).NotTo(HaveOccurred())
+			Expect(stored).To(MatchJSON(sent))
+		},
+		Entry("none set", "{}"),
+		Entry("no limit as a number", "{maxRequestBodySize: 0}"),
+		Entry("no limit as a string", `{maxRequestBodySize: "0"}`),
+		Entry("bytes as a number", "{maxRequestBodySize: 1048576}"),
+		Entry("a binary quantity", "{maxRequestBodySize: 1Mi}"),
+		Entry("a decimal quantity", "{maxRequestBodySize: 8M}"),
+		Entry("a fraction of a decimal unit that is whole bytes", "{maxRequestBodySize: 1.5M}"),
+		Entry("the largest size", "{maxRequestBodySize: 8E}"),
+		Entry("the smallest timeout", "{clientBodyTimeout: 1ns}"),
+		Entry("the largest timeout", "{clientBodyTimeout: 1h}"),
+		Entry("every field", "{maxRequestBodySize: 64Mi, clientBodyTimeout: 2m30s, allowUnderscoresInHeaders: true}"),
+	)
 })
 
 func indent(s string) string {

@@ -2,6 +2,7 @@ package v1alpha1
 
 import (
 	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 )
 
@@ -87,6 +88,48 @@ type IngressDeploymentSpec struct {
 	// IngressClasses is annotated ingressclass.kubernetes.io/is-default-class: "true".
 	// +optional
 	IgnoreDefaultClass bool `json:"ignoreDefaultClass,omitempty"`
+
+	// HTTP holds the fleet-wide HTTP limits every proxy of the fleet applies to every request.
+	// When absent, every limit takes its default, which is ingress-nginx's.
+	// +optional
+	HTTP *HTTPSettings `json:"http,omitempty"`
+}
+
+// HTTPSettings are a fleet's HTTP limits. A field left out takes its default, which is the
+// default of the matching ingress-nginx setting; the operator applies the defaults when it
+// renders the proxy's configuration and never writes them into the stored object.
+type HTTPSettings struct {
+	// MaxRequestBodySize is the largest request body a proxy accepts; a request whose body is
+	// larger is answered 413 Content Too Large. It is ingress-nginx's proxy-body-size (nginx's
+	// client_max_body_size). The default is 1Mi, as ingress-nginx's 1m; 0 means no limit.
+	// The value is a Kubernetes quantity, not an nginx size: write "1Mi" (1048576 bytes) or
+	// "8M" (8000000 bytes); nginx's "1m" is a milli-quantity here (a thousandth of a byte) and
+	// is rejected. It must be a whole number of bytes, not negative, at most 2^63-1, and
+	// written without a fraction of a binary unit (1536, not 1.5Ki).
+	// +optional
+	// +kubebuilder:validation:XValidation:rule="!isQuantity(string(self)) || !quantity(string(self)).isLessThan(quantity('0'))",message="must not be negative (0 means no limit)"
+	// +kubebuilder:validation:XValidation:rule="!isQuantity(string(self)) || quantity(string(self)).isInteger()",message="must be a whole number of bytes at most 2^63-1, such as 1Mi, 8M or 1536 (nginx's 1m is a thousandth of a byte here; fractions of a binary unit such as 1.5Ki are not accepted)"
+	MaxRequestBodySize *resource.Quantity `json:"maxRequestBodySize,omitempty"`
+
+	// ClientBodyTimeout is the longest a request body may pause between two successive reads
+	// before the proxy gives up on the request (nginx's client_body_timeout, ingress-nginx's
+	// client-body-timeout). It is a Go duration such as "60s" or "2m30s", greater than 0s and
+	// at most 1h. The default is 60s, as ingress-nginx's.
+	// +optional
+	// +kubebuilder:validation:Type=string
+	// +kubebuilder:validation:MaxLength=32
+	// +kubebuilder:validation:XValidation:rule="self.matches('^-?(0|([0-9]+([.][0-9]+)?(ns|us|µs|ms|s|m|h))+)$')",message="must be a Go duration such as 60s, 2m30s or 1h"
+	// +kubebuilder:validation:XValidation:rule="!self.matches('^-?(0|([0-9]+([.][0-9]+)?(ns|us|µs|ms|s|m|h))+)$') || duration(self) > duration('0s')",message="must be greater than 0s"
+	// +kubebuilder:validation:XValidation:rule="!self.matches('^-?(0|([0-9]+([.][0-9]+)?(ns|us|µs|ms|s|m|h))+)$') || duration(self) <= duration('1h')",message="must be at most 1h"
+	ClientBodyTimeout *metav1.Duration `json:"clientBodyTimeout,omitempty"`
+
+	// AllowUnderscoresInHeaders forwards request header names that contain "_". The default,
+	// false, drops such headers before the request is forwarded, as ingress-nginx does
+	// (enable-underscores-in-headers false, nginx's underscores_in_headers off): CGI, WSGI and
+	// PHP backends read X_Forwarded_For as X-Forwarded-For, so a client could otherwise
+	// spoof a header the proxy sets.
+	// +optional
+	AllowUnderscoresInHeaders bool `json:"allowUnderscoresInHeaders,omitempty"`
 }
 
 // Topology chooses how a fleet receives traffic. Only the sub-struct matching type may be set.

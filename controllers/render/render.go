@@ -188,7 +188,25 @@ func ProxyConfig(f *porticov1alpha1.IngressDeployment) proxyconfig.Config {
 	if dc := f.Spec.DefaultCertificate; dc != nil {
 		c.DefaultCertificate = f.Namespace + "/" + dc.SecretName
 	}
+	c.HTTP = proxyHTTP(f.Spec.HTTP)
 	return c
+}
+
+// proxyHTTP is spec.http as the proxy reads it; nil (every default) when spec.http is absent.
+// A field left out stays unset, so the proxy applies its default (the CRD's CEL rules keep the
+// size a whole, non-negative number of bytes and the timeout positive).
+func proxyHTTP(h *porticov1alpha1.HTTPSettings) *proxyconfig.HTTP {
+	if h == nil {
+		return nil
+	}
+	out := &proxyconfig.HTTP{AllowUnderscoresInHeaders: h.AllowUnderscoresInHeaders}
+	if q := h.MaxRequestBodySize; q != nil {
+		out.MaxRequestBodyBytes = ptr.To(q.Value())
+	}
+	if d := h.ClientBodyTimeout; d != nil {
+		out.ClientBodyTimeout = d.Duration.String()
+	}
+	return out
 }
 
 // HostPorts are the node ports a HostNetwork fleet binds: http, https, health.

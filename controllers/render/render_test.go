@@ -7,8 +7,10 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -16,6 +18,7 @@ import (
 
 	porticov1alpha1 "portico.dev/portico/api/v1alpha1"
 	"portico.dev/portico/controllers/render"
+	proxyconfig "portico.dev/portico/dataplane/config"
 )
 
 var update = flag.Bool("update", false, "rewrite the golden files under testdata/")
@@ -45,6 +48,11 @@ func TestRenderGolden(t *testing.T) {
 			f.Spec.DefaultCertificate = &porticov1alpha1.DefaultCertificate{SecretName: "wildcard-tls"}
 			f.Spec.DefaultBackend = &porticov1alpha1.DefaultBackend{Type: porticov1alpha1.DefaultBackendService,
 				Service: &porticov1alpha1.ServiceReference{Name: "my-404", Port: 80}}
+			f.Spec.HTTP = &porticov1alpha1.HTTPSettings{
+				MaxRequestBodySize:        ptr.To(resource.MustParse("8Mi")),
+				ClientBodyTimeout:         &metav1.Duration{Duration: 90 * time.Second},
+				AllowUnderscoresInHeaders: true,
+			}
 		}),
 		"nodeport": fleet(func(f *porticov1alpha1.IngressDeployment) {
 			f.Spec.Topology = porticov1alpha1.Topology{Type: porticov1alpha1.TopologyNodePort,
@@ -188,5 +196,46 @@ func TestRenderExcludedNodes(t *testing.T) {
 	}
 	if f.Spec.NodePlacement.Affinity.NodeAffinity.RequiredDuringSchedulingIgnoredDuringExecution.NodeSelectorTerms[0].MatchFields != nil {
 		t.Error("Render modified the IngressDeployment's spec")
+	}
+}
+
+// spec.http reaches the proxy as its settings: what the proxy parses from the rendered ConfigMap
+// value, with its defaults applied, is what the spec says.
+func TestProxyConfigHTTP(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		http *porticov1alpha1.HTTPSettings
+		want proxyconfig.Limits
+	}{
+		{"absent", nil, proxyconfig.Limits{MaxRequestBodyBytes: 1 << 20, ClientBodyTimeout: time.Minute}},
+		{"empty", &porticov1alpha1.HTTPSettings{}, proxyconfig.Limits{MaxRequestBodyBytes: 1 << 20, ClientBodyTimeout: time.Minute}},
+		{"no limit", &porticov1alpha1.HTTPSettings{MaxRequestBodySize: ptr.To(resource.MustParse("0"))},
+			proxyconfig.Limits{MaxRequestBodyBytes: 0, ClientBodyTimeout: time.Minute}},
+		{"decimal size", &porticov1alpha1.HTTPSettings{MaxRequestBodySize: ptr.To(resource.MustParse("8M"))},
+			proxyconfig.Limits{MaxRequestBodyBytes: 8_000_000, ClientBodyTimeout: time.Minute}},
+		{"fraction of a decimal unit", &porticov1alpha1.HTTPSettings{MaxRequestBodySize: ptr.To(resource.MustParse("1.5M"))},
+			proxyconfig.Limits{MaxRequestBodyBytes: 1_500_000, ClientBodyTimeout: time.Minute}},
+		{"timeout only", &porticov1alpha1.HTTPSettings{ClientBodyTimeout: &metav1.Duration{Duration: 150 * time.Second}},
+			proxyconfig.Limits{MaxRequestBodyBytes: 1 << 20, ClientBodyTimeout: 150 * time.Second}},
+		{"underscores", &porticov1alpha1.HTTPSettings{AllowUnderscoresInHeaders: true},
+			proxyconfig.Limits{MaxRequestBodyBytes: 1 << 20, ClientBodyTimeout: time.Minute, AllowUnderscoresInHeaders: true}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c := render.ProxyConfig(fleet(func(f *porticov1alpha1.IngressDeployment) { f.Spec.HTTP = tc.http }))
+			if (tc.http == nil) != (c.HTTP == nil) {
+				t.Errorf("spec.http %v rendered as http %v; want both absent or both present", tc.http, c.HTTP)
+			}
+			s, err := c.Marshal()
+			if err != nil {
+				t.Fatal(err)
+			}
+			parsed, err := proxyconfig.Parse(s)
+			if err != nil {
+				t.Fatalf("the proxy rejects the rendered config: %v\n%s", err, s)
+			}
+			if got := parsed.Limits(); got != tc.want {
+				t.Errorf("limits %+v, want %+v\n%s", got, tc.want, s)
+			}
+		})
 	}
 }
