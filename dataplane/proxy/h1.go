@@ -74,7 +74,7 @@ type h1Server struct {
 // event loops where they run (Linux, opts.EventLoops not negative), which give the connections
 // they do not serve to this server's goroutines.
 func (s *h1Server) Serve(ln net.Listener) error {
-	if s.tlsConfig == nil && s.opts.EventLoops >= 0 {
+	if s.tlsConfig == nil && s.opts.EventLoops >= 0 && !s.opts.NetHTTPOnly {
 		n := s.opts.EventLoops
 		if n == 0 {
 			n = runtime.GOMAXPROCS(0)
@@ -335,7 +335,7 @@ func (c *h1Conn) serveRequests(wait time.Duration) (handedOff bool) {
 		if n > 0 {
 			buf, _ := c.br.Peek(n)
 			c.head.buf = append(c.head.buf[:0], buf...)
-			fast = parseRequestHead(c.head.buf, &c.head)
+			fast = parseRequestHead(c.head.buf, &c.head) && !o.NetHTTPOnly
 			if !fast {
 				if fault := framingFault(c.head.buf); fault != "" {
 					c.refuse(fault)
@@ -663,6 +663,15 @@ type handoffConn struct {
 }
 
 func (c *handoffConn) Read(p []byte) (int, error) { return c.r.Read(p) }
+
+// CloseWrite lets net/http end a connection with a lingering close (it looks for the method
+// on the connection it serves).
+func (c *handoffConn) CloseWrite() error {
+	if cw, ok := c.Conn.(interface{ CloseWrite() error }); ok {
+		return cw.CloseWrite()
+	}
+	return nil
+}
 
 // connQueue is a net.Listener whose connections come from the fast path.
 type connQueue struct {

@@ -657,12 +657,15 @@ func (c *h1Conn) parseResponseHead(rh *respHead) (informational bool, err error)
 	default:
 		rh.body = bodyUntilClose
 	}
-	if chunked {
+	if chunked && rh.length >= 0 {
+		// Transfer-Encoding overrides Content-Length, and the connection is not trusted with
+		// another exchange (RFC 9112 §6.3: the framing is in doubt).
 		for i := range c.hl {
 			if c.hl[i].kind == hContentLength {
-				c.hl[i].drop = true // Transfer-Encoding overrides Content-Length
+				c.hl[i].drop = true
 			}
 		}
+		rh.upClose = true
 	}
 
 	o := append(c.out[:0], "HTTP/1.1 "...)

@@ -293,12 +293,12 @@ type reqHead struct {
 	method, target, path, host []byte
 	// route is the path requests are routed by: path, or path percent-decoded into decoded
 	// (as net/http's URL.Path).
-	route, decoded []byte
-	contentLength              int64
-	close                      bool // Connection: close
-	requestID, userAgent       []byte
-	lines                      []headerLine
-	conn                       tokenList
+	route, decoded       []byte
+	contentLength        int64
+	close                bool // Connection: close
+	requestID, userAgent []byte
+	lines                []headerLine
+	conn                 tokenList
 }
 
 // parseRequestHead parses a complete head (as found by headEnd) into h, reusing h's storage.

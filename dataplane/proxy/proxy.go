@@ -295,11 +295,8 @@ func affinityCookie(key string) string {
 
 func (h *Handler) errorHandler(w http.ResponseWriter, r *http.Request, err error) {
 	st := r.Context().Value(ctxKey{}).(*reqState)
-	if errors.Is(err, context.Canceled) && r.Context().Err() != nil {
-		// The client went away; nobody reads the answer.
-		st.status = 499
-		return
-	}
+	// The body's failures first: net/http cancels the request's context when a read of the
+	// body fails, the body timeout's included.
 	var tooLarge *http.MaxBytesError
 	switch {
 	case errors.As(st.bodyErr, &tooLarge):
@@ -309,6 +306,11 @@ func (h *Handler) errorHandler(w http.ResponseWriter, r *http.Request, err error
 	case st.bodyErr != nil && isTimeout(st.bodyErr):
 		w.Header().Set("Connection", "close")
 		writeError(w, http.StatusRequestTimeout, "the request body stalled")
+		return
+	}
+	if errors.Is(err, context.Canceled) && r.Context().Err() != nil {
+		// The client went away; nobody reads the answer.
+		st.status = 499
 		return
 	}
 	code, msg := h.upstreamFailed(st, err)

@@ -28,6 +28,10 @@ type ServerOptions struct {
 	// EventLoops is how many event loops serve the cleartext listener (Linux): 0 for one per P
 	// (GOMAXPROCS), negative for none (a goroutine per connection, as on HTTPS).
 	EventLoops int
+	// NetHTTPOnly hands every connection to net/http at its first request (after the checks of
+	// h1core.go), with keep-alives off as for every handed-off connection: the serving path
+	// without the fast path, for measurements and tests. Event loops are off with it.
+	NetHTTPOnly bool
 }
 
 // Server runs the HTTP, HTTPS and health listeners around a Handler.

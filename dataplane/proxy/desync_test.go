@@ -1,0 +1,474 @@
+package proxy
+
+import (
+	"bufio"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"slices"
+	"sort"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"k8s.io/utils/ptr"
+
+	proxyconfig "portico.dev/portico/dataplane/config"
+	rt "portico.dev/portico/dataplane/route/routetest"
+)
+
+// The differential table: each case is the raw bytes a client sends on one connection and the
+// raw answers the backend gives, run against every serving path. It asserts what the backend
+// receives (each request as a strict parser reads it, canonicalized: method, target, headers
+// sorted, body), what the client receives (each answer's status, framing and body, then
+// whether the connection is closed), and that a later client, on another connection, gets
+// its own answer and nothing of this exchange.
+
+// servingPath is one way the proxy serves a connection.
+type servingPath struct {
+	name string
+	so   ServerOptions
+	tls  bool
+	// single: the path answers one request per connection (net/http closes after it).
+	single bool
+}
+
+var servingPaths = []servingPath{
+	{name: "loops", so: ServerOptions{EventLoops: 1}},
+	{name: "goroutines", so: ServerOptions{EventLoops: -1}},
+	{name: "net/http", so: ServerOptions{NetHTTPOnly: true}, single: true},
+	{name: "https", tls: true},
+}
+
+type desyncCase struct {
+	name string
+	// client is what the client sends, all at once.
+	client string
+	// answers are the backend's raw answers by request target; other requests get an echo:
+	// 200, Content-Length, the body "METHOD target".
+	answers map[string]string
+	// backend is what the backend must receive, canonicalized (see canonRequest).
+	backend []string
+	// responses are what the client must receive, canonicalized (see canonResponse).
+	responses []string
+	// closed: the proxy closes the connection after the responses; otherwise a follow-up
+	// request on it is answered as its own.
+	closed bool
+	// head: the client's requests are HEAD (for reading the answers).
+	head bool
+}
+
+const desyncBodyLimit = 1000
+
+var desyncCases = []desyncCase{
+	{
+		name:      "plain request",
+		client:    "GET /a?b=c HTTP/1.1\r\nHost: h\r\nX-Custom: 1\r\n\r\n",
+		backend:   []string{"GET /a?b=c\nhost: h\nx-custom: 1\n"},
+		responses: []string{`200 length "GET /a?b=c"`},
+	},
+	{
+		name:      "pipelined requests",
+		client:    "GET /1 HTTP/1.1\r\nHost: h\r\n\r\nPOST /2 HTTP/1.1\r\nHost: h\r\nContent-Length: 3\r\n\r\nabc",
+		backend:   []string{"GET /1\nhost: h\n", "POST /2\ncontent-length: 3\nhost: h\n\nabc"},
+		responses: []string{`200 length "GET /1"`, `200 length "POST /2"`},
+	},
+	{
+		name:      "Connection: close",
+		client:    "GET /c HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n",
+		backend:   []string{"GET /c\nhost: h\n"},
+		responses: []string{`200 length "GET /c"`},
+		closed:    true,
+	},
+	{
+		name:   "Connection names Content-Length: the body stays a body",
+		client: "POST /p HTTP/1.1\r\nHost: h\r\nConnection: Content-Length\r\nContent-Length: 35\r\n\r\nGET /smuggled HTTP/1.1\r\nHost: h\r\n\r\n",
+		backend: []string{"POST /p\ncontent-length: 35\nhost: h\n\nGET /smuggled HTTP/1.1\r\nHost: h\r\n\r\n"},
+		responses: []string{`200 length "POST /p"`},
+	},
+	{
+		name:      "Connection names Host: the backend still gets it",
+		client:    "GET /h HTTP/1.1\r\nHost: h\r\nConnection: Host\r\n\r\n",
+		backend:   []string{"GET /h\nhost: h\n"},
+		responses: []string{`200 length "GET /h"`},
+	},
+	{
+		name:      "Connection names X-Request-Id: it is kept",
+		client:    "GET /r HTTP/1.1\r\nHost: h\r\nConnection: X-Request-Id, X-Hop\r\nX-Request-Id: abc\r\nX-Hop: 1\r\n\r\n",
+		backend:   []string{"GET /r\nhost: h\nx-request-id: abc\n"},
+		responses: []string{`200 length "GET /r"`},
+	},
+	{
+		name:      "Content-Length with Transfer-Encoding: 400, closed",
+		client:    "POST /te HTTP/1.1\r\nHost: h\r\nContent-Length: 40\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\nGET /smuggled HTTP/1.1\r\nHost: h\r\n\r\n",
+		responses: []string{`400 length`},
+		closed:    true,
+	},
+	{
+		name:      "Transfer-Encoding on HTTP/1.0: 400, closed",
+		client:    "POST /te10 HTTP/1.0\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\nGET /smuggled HTTP/1.1\r\nHost: h\r\n\r\n",
+		responses: []string{`400 length`},
+		closed:    true,
+	},
+	{
+		name:      "Transfer-Encoding after Content-Length, lower case: 400, closed",
+		client:    "POST /te2 HTTP/1.1\r\nHost: h\r\ncontent-length: 5\r\ntransfer-encoding: chunked\r\n\r\n0\r\n\r\n",
+		responses: []string{`400 length`},
+		closed:    true,
+	},
+	{
+		name:      "HEAD answered with a body: the stray bytes reach nobody",
+		client:    "HEAD /head HTTP/1.1\r\nHost: h\r\n\r\n",
+		answers:   map[string]string{"/head": "HTTP/1.1 200 OK\r\nContent-Length: 37\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 8\r\n\r\npoisoned"},
+		backend:   []string{"HEAD /head\nhost: h\n"},
+		responses: []string{`200 length ""`},
+		head:      true,
+	},
+	{
+		name:      "204 with a body",
+		client:    "GET /204 HTTP/1.1\r\nHost: h\r\n\r\n",
+		answers:   map[string]string{"/204": "HTTP/1.1 204 No Content\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 8\r\n\r\npoisoned"},
+		backend:   []string{"GET /204\nhost: h\n"},
+		responses: []string{`204 none ""`},
+	},
+	{
+		name:      "304 with a body",
+		client:    "GET /304 HTTP/1.1\r\nHost: h\r\n\r\n",
+		answers:   map[string]string{"/304": "HTTP/1.1 304 Not Modified\r\nContent-Length: 37\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 8\r\n\r\npoisoned"},
+		backend:   []string{"GET /304\nhost: h\n"},
+		responses: []string{`304 none ""`},
+	},
+	{
+		name:      "a body longer than its Content-Length",
+		client:    "GET /long HTTP/1.1\r\nHost: h\r\n\r\n",
+		answers:   map[string]string{"/long": "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nokHTTP/1.1 200 OK\r\nContent-Length: 8\r\n\r\npoisoned"},
+		backend:   []string{"GET /long\nhost: h\n"},
+		responses: []string{`200 length "ok"`},
+	},
+	{
+		name:      "an answer with Content-Length and Transfer-Encoding: chunked wins, the connection is not reused",
+		client:    "GET /clte HTTP/1.1\r\nHost: h\r\n\r\n",
+		answers:   map[string]string{"/clte": "HTTP/1.1 200 OK\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 8\r\n\r\npoisoned"},
+		backend:   []string{"GET /clte\nhost: h\n"},
+		responses: []string{`200 chunked "hello"`},
+	},
+	{
+		name:      "HEAD answered with a body that comes late",
+		client:    "HEAD /head-late HTTP/1.1\r\nHost: h\r\n\r\n",
+		answers:   map[string]string{"/head-late": "HTTP/1.1 200 OK\r\nContent-Length: 37\r\n\r\n" + later + "HTTP/1.1 200 OK\r\nContent-Length: 8\r\n\r\npoisoned"},
+		backend:   []string{"HEAD /head-late\nhost: h\n"},
+		responses: []string{`200 length ""`},
+		head:      true,
+	},
+	{
+		name:      "an answer with Content-Length and Transfer-Encoding, stray bytes late",
+		client:    "GET /clte-late HTTP/1.1\r\nHost: h\r\n\r\n",
+		answers:   map[string]string{"/clte-late": "HTTP/1.1 200 OK\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n" + later + "HTTP/1.1 200 OK\r\nContent-Length: 8\r\n\r\npoisoned"},
+		backend:   []string{"GET /clte-late\nhost: h\n"},
+		responses: []string{`200 chunked "hello"`},
+	},
+	{
+		name:      "an answer whose Connection names Content-Length keeps its framing",
+		client:    "GET /cl HTTP/1.1\r\nHost: h\r\n\r\n",
+		answers:   map[string]string{"/cl": "HTTP/1.1 200 OK\r\nConnection: Content-Length\r\nContent-Length: 5\r\n\r\nhello"},
+		backend:   []string{"GET /cl\nhost: h\n"},
+		responses: []string{`200 length "hello"`},
+	},
+	{
+		name:      "header names with underscores are dropped",
+		client:    "GET /u HTTP/1.1\r\nHost: h\r\nX_Forwarded_For: 6.6.6.6\r\nX-Ok: 1\r\n\r\n",
+		backend:   []string{"GET /u\nhost: h\nx-ok: 1\n"},
+		responses: []string{`200 length "GET /u"`},
+	},
+	{
+		name:      "empty lines before a request are ignored",
+		client:    "\r\n\r\nGET /e HTTP/1.1\r\nHost: h\r\n\r\n",
+		backend:   []string{"GET /e\nhost: h\n"},
+		responses: []string{`200 length "GET /e"`},
+	},
+	{
+		name:      "a short HTTP/1.0 request is answered at once",
+		client:    "GET / HTTP/1.0\r\nHost: h\r\n\r\n",
+		backend:   []string{"GET /\nhost: h\n"},
+		responses: []string{`200 length "GET /"`},
+		closed:    true, // HTTP/1.0 without keep-alive
+	},
+	{
+		name:      "a body over the size limit: 413, closed",
+		client:    fmt.Sprintf("POST /big HTTP/1.1\r\nHost: h\r\nContent-Length: %d\r\n\r\n%s", desyncBodyLimit+1, strings.Repeat("x", desyncBodyLimit+1)),
+		responses: []string{`413 length`},
+		closed:    true,
+	},
+	{
+		name:      "a chunked body over the size limit: 413, closed",
+		client:    "POST /bigc HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n" + fmt.Sprintf("%x\r\n%s\r\n0\r\n\r\n", desyncBodyLimit+1, strings.Repeat("x", desyncBodyLimit+1)),
+		responses: []string{`413 length`},
+		closed:    true,
+	},
+	{
+		name:      "a chunked body within the limit",
+		client:    "POST /c HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n3;ext=1\r\nabc\r\n0\r\n\r\n",
+		backend:   []string{"POST /c\nhost: h\ntransfer-encoding: chunked\n\nabc"},
+		responses: []string{`200 length "POST /c"`},
+		closed:    true, // net/http's
+	},
+	{
+		name:      "a stalled body: 408, closed",
+		client:    "POST /stall HTTP/1.1\r\nHost: h\r\nContent-Length: 20\r\n\r\nhalf",
+		responses: []string{`408 length`},
+		closed:    true,
+	},
+	{
+		name:      "a stalled long body: 408, closed",
+		client:    "POST /stall-long HTTP/1.1\r\nHost: h\r\nContent-Length: 900\r\n\r\nhalf",
+		responses: []string{`408 length`},
+		closed:    true,
+	},
+	{
+		name:      "a stalled chunked body: 408, closed",
+		client:    "POST /stall-chunked HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n10\r\nhalf",
+		responses: []string{`408 length`},
+		closed:    true,
+	},
+}
+
+// later in a backend answer: what follows is sent 50 ms after what precedes it.
+const later = "\x00later\x00"
+
+// desyncBodyTimeout is the fleet's body timeout in the differential test.
+const desyncBodyTimeout = 500 * time.Millisecond
+
+// rawRecordingBackend reads requests with net/http's strict parser and answers each from
+// answers by target, else with an echo; it records every request it read whole.
+type rawRecordingBackend struct {
+	mu      sync.Mutex
+	got     []string
+	answers map[string]string
+}
+
+func (b *rawRecordingBackend) serve(c net.Conn) {
+	br := bufio.NewReader(c)
+	for {
+		r, err := http.ReadRequest(br)
+		if err != nil {
+			return
+		}
+		body, err := io.ReadAll(r.Body)
+		if err != nil {
+			return
+		}
+		b.mu.Lock()
+		b.got = append(b.got, canonRequest(r, body))
+		answer, ok := b.answers[r.URL.Path]
+		b.mu.Unlock()
+		if !ok {
+			echo := r.Method + " " + r.RequestURI
+			answer = fmt.Sprintf("HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s", len(echo), echo)
+		}
+		now, rest, late := strings.Cut(answer, later)
+		if _, err := io.WriteString(c, now); err != nil {
+			return
+		}
+		if late {
+			time.Sleep(50 * time.Millisecond)
+			if _, err := io.WriteString(c, rest); err != nil {
+				return
+			}
+		}
+	}
+}
+
+func (b *rawRecordingBackend) take() []string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	got := b.got
+	b.got = nil
+	return got
+}
+
+// canonRequest is a request as the backend read it: "METHOD target", then the headers as
+// "name: value" lines, lower case and sorted, then a blank line and the body when there is
+// one. The proxy's own headers (X-Forwarded-*) and a generated X-Request-Id are left out.
+func canonRequest(r *http.Request, body []byte) string {
+	lines := []string{"host: " + r.Host}
+	for k, vs := range r.Header {
+		k = strings.ToLower(k)
+		if strings.HasPrefix(k, "x-forwarded-") || (k == "x-request-id" && strings.Contains(vs[0], "-")) {
+			continue
+		}
+		for _, v := range vs {
+			lines = append(lines, k+": "+v)
+		}
+	}
+	if len(r.TransferEncoding) > 0 {
+		lines = append(lines, "transfer-encoding: "+strings.Join(r.TransferEncoding, ","))
+	}
+	sort.Strings(lines)
+	s := r.Method + " " + r.RequestURI + "\n" + strings.Join(lines, "\n") + "\n"
+	if len(body) > 0 {
+		s += "\n" + string(body)
+	}
+	return s
+}
+
+// canonResponse is an answer as the client read it: status, framing (length, chunked, close,
+// none), and the body, left out of the proxy's own error answers (status >= 400 with no body
+// wanted).
+func canonResponse(resp *http.Response, body []byte, withBody bool) string {
+	framing := "close"
+	switch {
+	case resp.StatusCode == 204 || resp.StatusCode == 304:
+		framing = "none"
+	case len(resp.TransferEncoding) > 0:
+		framing = "chunked"
+	case resp.ContentLength >= 0 || resp.Request.Method == http.MethodHead:
+		framing = "length"
+	}
+	if !withBody {
+		return fmt.Sprintf("%d %s", resp.StatusCode, framing)
+	}
+	return fmt.Sprintf("%d %s %q", resp.StatusCode, framing, body)
+}
+
+// desyncHarness is a proxy on one serving path in front of a recording backend.
+type desyncHarness struct {
+	*harness
+	path    servingPath
+	backend *rawRecordingBackend
+}
+
+func newDesyncHarness(t *testing.T, p servingPath) *desyncHarness {
+	h := &desyncHarness{harness: newHarnessWith(t, Options{}, p.so), path: p, backend: &rawRecordingBackend{}}
+	h.in.Config.HTTP = &proxyconfig.HTTP{MaxRequestBodyBytes: ptr.To[int64](desyncBodyLimit), ClientBodyTimeout: desyncBodyTimeout.String()}
+	h.tcpBackend("raw", h.backend.serve)
+	h.compile(rt.Ingress("ns", "i", 1, rt.Rule("h", "/", rt.Prefix, "raw", 80)))
+	return h
+}
+
+// dial opens a client connection on the harness's serving path.
+func (h *desyncHarness) dial(t *testing.T) net.Conn {
+	t.Helper()
+	var conn net.Conn
+	var err error
+	if h.path.tls {
+		conn, err = tls.Dial("tcp", h.https, &tls.Config{InsecureSkipVerify: true, ServerName: "h", NextProtos: []string{"http/1.1"}})
+	} else {
+		conn, err = net.Dial("tcp", h.http)
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	_ = conn.SetDeadline(time.Now().Add(5 * time.Second))
+	return conn
+}
+
+// readAnswers reads n answers from br; withBody says which to canonicalize with their body.
+func readAnswers(br *bufio.Reader, n int, method string, want []string) ([]string, error) {
+	var got []string
+	for i := 0; i < n; i++ {
+		resp, err := http.ReadResponse(br, &http.Request{Method: method})
+		if err != nil {
+			return got, fmt.Errorf("answer %d: %w", i+1, err)
+		}
+		body, err := io.ReadAll(resp.Body)
+		if err != nil {
+			return got, fmt.Errorf("answer %d body: %w", i+1, err)
+		}
+		withBody := i >= len(want) || strings.Count(want[i], " ") > 1
+		got = append(got, canonResponse(resp, body, withBody))
+	}
+	return got, nil
+}
+
+// connClosed reports whether the proxy closed conn (no byte comes before it does), waiting up
+// to wait; extra holds any byte that came instead.
+func connClosed(conn net.Conn, br *bufio.Reader, wait time.Duration) (closed bool, extra []byte) {
+	_ = conn.SetReadDeadline(time.Now().Add(wait))
+	b, err := br.ReadByte()
+	if err == nil {
+		rest, _ := br.Peek(br.Buffered())
+		return false, append([]byte{b}, rest...)
+	}
+	var ne net.Error
+	return !(errors.As(err, &ne) && ne.Timeout()), nil
+}
+
+func TestDesyncDifferential(t *testing.T) {
+	for _, p := range servingPaths {
+		t.Run(p.name, func(t *testing.T) {
+			h := newDesyncHarness(t, p)
+			for _, tc := range desyncCases {
+				t.Run(tc.name, func(t *testing.T) { h.run(t, tc) })
+			}
+		})
+	}
+}
+
+func (h *desyncHarness) run(t *testing.T, tc desyncCase) {
+	h.backend.mu.Lock()
+	h.backend.answers = tc.answers
+	h.backend.mu.Unlock()
+	h.backend.take()
+	wantBackend, wantResponses, wantClosed := slices.Clone(tc.backend), tc.responses, tc.closed
+	if h.path.single { // net/http answers the first request only, then closes
+		wantResponses, wantClosed = wantResponses[:1], true
+		if len(wantBackend) > 1 {
+			wantBackend = wantBackend[:1]
+		}
+	}
+	method := http.MethodGet
+	if tc.head {
+		method = http.MethodHead
+	}
+
+	conn := h.dial(t)
+	br := bufio.NewReader(conn)
+	if _, err := io.WriteString(conn, tc.client); err != nil {
+		t.Fatal(err)
+	}
+	got, err := readAnswers(br, len(wantResponses), method, wantResponses)
+	if err != nil || !slices.Equal(got, wantResponses) {
+		t.Fatalf("client got %q (%v), want %q", got, err, wantResponses)
+	}
+	closed, extra := connClosed(conn, br, 200*time.Millisecond)
+	if len(extra) > 0 {
+		t.Fatalf("client got bytes past its answers: %q", extra)
+	}
+	if closed != wantClosed {
+		t.Fatalf("connection closed: %v, want %v", closed, wantClosed)
+	}
+	if !closed { // the connection still frames requests as the client does
+		_ = conn.SetDeadline(time.Now().Add(5 * time.Second))
+		_, _ = io.WriteString(conn, "GET /after HTTP/1.1\r\nHost: h\r\n\r\n")
+		got, err := readAnswers(br, 1, http.MethodGet, nil)
+		if err != nil || got[0] != `200 length "GET /after"` {
+			t.Fatalf("follow-up on the same connection: %q %v", got, err)
+		}
+		wantBackend = append(wantBackend, "GET /after\nhost: h\n")
+	}
+
+	// Another client, on a connection of its own, gets its own answer (on the loops path the
+	// same loop serves it, and on every path the same upstream pool).
+	victim := h.dial(t)
+	vbr := bufio.NewReader(victim)
+	victims := 2
+	if h.path.single {
+		victims = 1
+	}
+	for i := 0; i < victims; i++ {
+		_, _ = io.WriteString(victim, "GET /victim HTTP/1.1\r\nHost: h\r\n\r\n")
+		got, err := readAnswers(vbr, 1, http.MethodGet, nil)
+		if err != nil || got[0] != `200 length "GET /victim"` {
+			t.Fatalf("another client got %q %v, want its own answer", got, err)
+		}
+		wantBackend = append(wantBackend, "GET /victim\nhost: h\n")
+	}
+	if gotBackend := h.backend.take(); !slices.Equal(gotBackend, wantBackend) {
+		t.Fatalf("backend received:\n%s\nwant:\n%s", strings.Join(gotBackend, "--\n"), strings.Join(wantBackend, "--\n"))
+	}
+}
