@@ -1,23 +1,43 @@
 #!/usr/bin/env bash
 # Throughput and latency of Portico's proxy against nginx and HAProxy on this machine, in one
 # run: the same route (Host bench.example.com, Prefix /) to the same backend (a static nginx on
-# 127.0.0.1:18000, its own process, so that no proxy shares a process with it),
-# keep-alive, wrk with the same threads and connections, the proxies on the
-# same cores (GOMAXPROCS, worker_processes and nbthread all set to the core count). Then HTTPS
-# keep-alive and small uploads (POST, 1 KiB body) against the peers, and TLS handshakes per
-# second (a new connection per request) against nginx. Everything on loopback.
+# 127.0.0.1:18000, its own process, so that no proxy shares a process with it), wrk with the
+# same threads and connections, the proxies on the same cores (GOMAXPROCS, worker_processes and
+# nbthread all set to the core count). Everything on loopback, every load run bounded by
+# DURATION. Sections (SECTIONS, default all, in this order):
+#
+#   keepalive   cleartext keep-alive, CONNECTIONS connections
+#   https       HTTPS keep-alive (TLS 1.3, HTTP/1.1 by ALPN)
+#   upload      POST with a POST_BYTES-byte body, keep-alive
+#   tls         TLS handshakes per second: a new connection and full handshake per request
+#   close       cleartext, a new connection per request (Connection: close)
+#   upload128k  POST with a 131072-byte body, keep-alive
+#   c1000       cleartext keep-alive with C1000 (1000) connections
+#
+# Each section runs the three proxies back to back, ROUNDS times (the order rotated each round),
+# and prints medians and the ratios portico/nginx and portico/haproxy; a summary of all sections
+# comes last.
 #
 #   hack/bench-proxy.sh            DURATION=10 ROUNDS=3 CONNECTIONS=64 POST_BYTES=1024 by default
+#   SECTIONS="close c1000" DURATION=5 ROUNDS=1 hack/bench-proxy.sh     rerun two rows quickly
+#   RAW=/tmp/wrk-out hack/bench-proxy.sh                               keep wrk's own outputs
 #
-# This machine's neighbours make single runs vary by +-20%: each round runs the three proxies
-# back to back (in a rotated order), and the table shows medians.
+# This machine's neighbours make single runs vary by +-20%, hence the rounds and medians.
 set -euo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 DURATION=${DURATION:-10}
 ROUNDS=${ROUNDS:-3}
 CONNECTIONS=${CONNECTIONS:-64}
 POST_BYTES=${POST_BYTES:-1024}
+C1000=${C1000:-1000}
+ALL_SECTIONS="keepalive https upload tls close upload128k c1000"
+SECTIONS=${SECTIONS:-$ALL_SECTIONS}
+RAW=${RAW:-}
 CORES=$(nproc)
+for s in $SECTIONS; do
+  case " $ALL_SECTIONS " in *" $s "*) ;; *) echo "bench-proxy: unknown section $s (sections: $ALL_SECTIONS)" >&2; exit 2 ;; esac
+done
+want() { case " $SECTIONS " in *" $1 "*) return 0 ;; *) return 1 ;; esac; }
 for tool in wrk nginx haproxy openssl; do
   if ! command -v "$tool" >/dev/null; then
     echo "bench-proxy: installing wrk nginx-light haproxy openssl (Debian packages)" >&2
@@ -25,42 +45,60 @@ for tool in wrk nginx haproxy openssl; do
     break
   fi
 done
+# 1,000 connections through a proxy are 2,000+ descriptors in one process (client and upstream
+# sides), and wrk holds 1,000 more: 65536 if the hard limit allows, else the hard limit (a
+# container may not let root raise it). nginx's workers get the same (worker_rlimit_nofile).
+ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
+NOFILE=$(ulimit -n)
 
 work=$(mktemp -d)
 pids=()
-cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$work"; }
+cleanup() {
+  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+  if [ -n "$RAW" ]; then mkdir -p "$RAW" && cp "$work"/*.txt "$work"/*.conf "$work"/*.cfg "$work"/*.log "$RAW"/ 2>/dev/null || true; fi
+  rm -rf "$work"
+}
 trap cleanup EXIT
 
 openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 1 -subj /CN=bench.example.com \
   -keyout "$work/key.pem" -out "$work/cert.pem" 2>/dev/null
+cat "$work/cert.pem" "$work/key.pem" >"$work/haproxy.pem"
 
 cat >"$work/backend.conf" <<NGINX
 worker_processes $CORES;
+worker_rlimit_nofile $NOFILE;
 pid $work/backend.pid;
 error_log $work/backend-error.log;
-events { worker_connections 4096; }
+events { worker_connections 8192; }
 http {
   access_log off;
   server_tokens off;
   keepalive_requests 1000000;
-  server { listen 127.0.0.1:18000; location / { return 200 "ok\n"; } }
+  server { listen 127.0.0.1:18000 backlog=4096; location / { return 200 "ok\n"; } }
 }
 NGINX
+# keepalive_requests: nginx closes a client connection after 1,000 requests by default (and an
+# upstream one too, since 1.19.10); portico and HAProxy set no such limit, so neither does this.
+# backlog=4096: as Go's listeners (somaxconn) and HAProxy's (its maxconn).
 cat >"$work/nginx.conf" <<NGINX
 worker_processes $CORES;
+worker_rlimit_nofile $NOFILE;
 pid $work/nginx.pid;
 error_log $work/nginx-error.log;
-events { worker_connections 4096; }
+events { worker_connections 8192; }
 http {
   access_log off;
   server_tokens off;
-  upstream backend { server 127.0.0.1:18000; keepalive 128; }
+  keepalive_requests 1000000;
+  upstream backend { server 127.0.0.1:18000; keepalive 128; keepalive_requests 1000000; }
   client_body_buffer_size 128k; # upload bodies in memory, as portico's loops hold them (up to 64 KiB)
   server {
-    listen 127.0.0.1:18081;
-    listen 127.0.0.1:18444 ssl;
+    listen 127.0.0.1:18081 backlog=4096;
+    listen 127.0.0.1:18444 ssl backlog=4096;
     ssl_certificate $work/cert.pem;
     ssl_certificate_key $work/key.pem;
+    ssl_protocols TLSv1.2 TLSv1.3; # 1.22's default stops at TLSv1.2; portico and HAProxy offer 1.3
     ssl_session_cache off;
     ssl_session_tickets off;
     server_name bench.example.com;
@@ -74,12 +112,18 @@ http {
   }
 }
 NGINX
+# HAProxy has no per-connection request limit (nothing like keepalive_requests) on either side;
+# maxconn is set in defaults too, so that the frontend's own limit is the global one whatever
+# this version's default for it. TLS as nginx's: no session cache, no tickets, HTTP/1.1 by ALPN.
 cat >"$work/haproxy.cfg" <<HAPROXY
 global
   nbthread $CORES
-  maxconn 4096
+  maxconn 8192
+  tune.ssl.cachesize 0
+  ssl-default-bind-options no-tls-tickets
 defaults
   mode http
+  maxconn 8192
   timeout connect 5s
   timeout client 60s
   timeout server 60s
@@ -87,6 +131,7 @@ defaults
   http-reuse always
 frontend fe
   bind 127.0.0.1:18082
+  bind 127.0.0.1:18445 ssl crt $work/haproxy.pem alpn http/1.1
   acl bench hdr(host) -i bench.example.com
   use_backend be if bench
 backend be
@@ -98,7 +143,7 @@ nginx -c "$work/nginx.conf" -g 'daemon off;' & pids+=($!); nginx_pid=$!
 haproxy -f "$work/haproxy.cfg" & pids+=($!); haproxy_pid=$!
 (cd "$root" && go build -o "$work/staticproxy" ./test/bench/staticproxy)
 GOMAXPROCS=$CORES "$work/staticproxy" & pids+=($!); portico_pid=$!
-for port in 18000 18081 18082 18083 18443 18444; do
+for port in 18000 18081 18082 18083 18443 18444 18445; do
   for _ in $(seq 100); do (exec 3<>/dev/tcp/127.0.0.1/$port) 2>/dev/null && break; sleep 0.1; done
 done
 
@@ -107,87 +152,125 @@ cpu() { # clock ticks used so far by the given processes
   for p in "$@"; do t=$((t + $(awk '{print $14+$15}' "/proc/$p/stat" 2>/dev/null || echo 0))); done
   echo "$t"
 }
+conns=$CONNECTIONS tag=run
 run() { # name url pids... -- [extra wrk args]: prints name rps p50 p99 cpu-us-per-request errors
   local name=$1 url=$2; shift 2
   local pids=()
   while [ $# -gt 0 ] && [ "$1" != -- ]; do pids+=("$1"); shift; done
   [ $# -gt 0 ] && shift
-  local c0 c1
+  local c0 c1 out="$work/$tag-$name.txt"
   c0=$(cpu "${pids[@]}")
-  wrk -t"$CORES" -c"$CONNECTIONS" -d"${DURATION}s" --latency -H "Host: bench.example.com" "$@" "$url" >"$work/$name.txt" 2>&1 || true
+  wrk -t"$CORES" -c"$conns" -d"${DURATION}s" --latency -H "Host: bench.example.com" "$@" "$url" >"$out" 2>&1 || true
   c1=$(cpu "${pids[@]}")
   local rps p50 p99 errs
-  rps=$(awk '/Requests\/sec/ {print $2}' "$work/$name.txt")
-  p50=$(awk '$1=="50%" {print $2}' "$work/$name.txt")
-  p99=$(awk '$1=="99%" {print $2}' "$work/$name.txt")
-  errs=$(awk '/Non-2xx|Socket errors/ {print}' "$work/$name.txt" | tr '\n' ' ' | tr -s ' ' '_')
+  rps=$(awk '/Requests\/sec/ {print $2}' "$out")
+  p50=$(awk '$1=="50%" {print $2}' "$out")
+  p99=$(awk '$1=="99%" {print $2}' "$out")
+  errs=$(awk '/Non-2xx|Socket errors/ {print}' "$out" | tr '\n' ' ' | tr -s ' ' '_')
   local us
-  us=$(awk -v c=$((c1 - c0)) -v r="$rps" -v d="$DURATION" -v hz="$(getconf CLK_TCK)" 'BEGIN { printf "%.1f", (r > 0) ? c * 1e6 / hz / (r * d) : 0 }')
-  echo "$name $rps $(ms "$p50") $(ms "$p99") $us ${errs:-none}"
+  us=$(awk -v c=$((c1 - c0)) -v r="${rps:-0}" -v d="$DURATION" -v hz="$(getconf CLK_TCK)" 'BEGIN { printf "%.1f", (r > 0) ? c * 1e6 / hz / (r * d) : 0 }')
+  echo "$name ${rps:-0} $(ms "${p50:-0}") $(ms "${p99:-0}") $us ${errs:-none}"
 }
 ms() { # wrk latency (e.g. 512.00us, 1.20ms, 2.00s) -> milliseconds
   awk -v v="$1" 'BEGIN { n=v+0; if (v ~ /us$/) n/=1000; else if (v ~ /ms$/) n=n; else if (v ~ /s$/) n*=1000; printf "%.3f", n }'
 }
 median() { sort -g | awk '{ v[NR] = $1 } END { print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
+warm() { wrk -t1 -c8 -d2s -H "Host: bench.example.com" "$1" >/dev/null 2>&1 || true; }
 
+nginx_pids=("$nginx_pid" $(pgrep -P "$nginx_pid"))
+names=(portico nginx haproxy)
+declare -A PIDS=([portico]="$portico_pid" [nginx]="${nginx_pids[*]}" [haproxy]="$haproxy_pid")
+: >"$work/summary"
+
+# compare section label portico-url nginx-url haproxy-url [wrk args...]: ROUNDS rounds of the three
+# proxies back to back (order rotated), then the medians, the ratios, and a line for the summary.
+compare() {
+  local section=$1 label=$2 urls=("$3" "$4" "$5"); shift 5
+  local round i j name r rounds="$work/$section.rounds"
+  : >"$rounds"
+  for round in $(seq "$ROUNDS"); do
+    for i in 0 1 2; do
+      j=$(((i + round - 1) % 3)) name=${names[$j]}
+      tag="$section-$round" r=$(run "$name" "${urls[$j]}" ${PIDS[$name]} -- "$@")
+      echo "$section round $round: $r" >&2
+      echo "$r" >>"$rounds"
+    done
+  done
+  printf '%-10s %12s %10s %10s %12s  %s\n' proxy "requests/s" "p50 ms" "p99 ms" "cpu us/req" errors
+  local -A RPS P99
+  local errs
+  for name in "${names[@]}"; do
+    col() { awk -v n="$name" -v c="$1" '$1 == n { print $c }' "$rounds" | median; }
+    RPS[$name]=$(col 2) P99[$name]=$(col 4)
+    errs=$(awk -v n="$name" '$1 == n && $6 != "none" { print $6 }' "$rounds" | tr '\n' ' ')
+    printf '%-10s %12.0f %10.3f %10.3f %12.1f  %s\n' "$name" "${RPS[$name]}" "$(col 3)" "${P99[$name]}" "$(col 5)" "${errs:-none}"
+  done
+  for name in nginx haproxy; do
+    awk -v n="$name" -v l="$label" -v pr="${RPS[portico]}" -v r="${RPS[$name]}" -v pp="${P99[portico]}" -v p="${P99[$name]}" \
+      'BEGIN { printf "portico / %-8s %sthroughput %.2fx, p99 %.2fx (lower is better)\n", n, l, (r > 0) ? pr/r : 0, (p > 0) ? pp/p : 0 }'
+  done
+  awk -v s="$section" -v a="${RPS[portico]}" -v b="${RPS[nginx]}" -v c="${RPS[haproxy]}" \
+    -v ap="${P99[portico]}" -v bp="${P99[nginx]}" -v cp="${P99[haproxy]}" \
+    'BEGIN { printf "%-11s %10.0f %10.0f %10.0f %8.2fx %8.2fx %10.2fx %10.2fx\n", s, a, b, c, (b > 0) ? a/b : 0, (c > 0) ? a/c : 0, (bp > 0) ? ap/bp : 0, (cp > 0) ? ap/cp : 0 }' \
+    >>"$work/summary"
+  [ -z "${RPS_OUT:-}" ] || { eval "$RPS_OUT=(${RPS[portico]} ${RPS[nginx]} ${RPS[haproxy]})"; }
+}
+
+P=http://127.0.0.1:18083/ N=http://127.0.0.1:18081/ H=http://127.0.0.1:18082/
+PS=https://127.0.0.1:18443/ NS=https://127.0.0.1:18444/ HS=https://127.0.0.1:18445/
 echo "# bench-proxy: $(nproc) cores, $(awk '/model name/ {$1=$2=$3=""; print; exit}' /proc/cpuinfo | sed 's/^ *//'), ${DURATION}s per run, $ROUNDS rounds (order rotated each round), $CONNECTIONS keep-alive connections, wrk -t$CORES"
 echo "# backend: nginx static 200 on 127.0.0.1:18000 (its own process); the proxies, the backend and wrk share the machine's cores"
 echo "# figures are the median of the rounds; cpu us/req is the proxy's own CPU time (user+system) per request"
-warm() { wrk -t1 -c8 -d2s -H "Host: bench.example.com" "$1" >/dev/null 2>&1 || true; }
-nginx_pids=("$nginx_pid" $(pgrep -P "$nginx_pid"))
-specs=("portico http://127.0.0.1:18083/ $portico_pid" "nginx http://127.0.0.1:18081/ ${nginx_pids[*]}" "haproxy http://127.0.0.1:18082/ $haproxy_pid")
-for spec in "${specs[@]}"; do set -- $spec; warm "$2"; done
-: >"$work/rounds"
-for round in $(seq "$ROUNDS"); do
-  for i in 0 1 2; do
-    set -- ${specs[$(((i + round - 1) % 3))]}
-    name=$1 url=$2; shift 2
-    r=$(run "$name" "$url" "$@" --)
-    echo "round $round: $r" >&2
-    echo "$r" >>"$work/rounds"
-  done
-done
-printf '\n%-10s %12s %10s %10s %12s  %s\n' proxy "requests/s" "p50 ms" "p99 ms" "cpu us/req" errors
-declare -A RPS P99
-for name in portico nginx haproxy; do
-  col() { awk -v n="$name" -v c="$1" '$1 == n { print $c }' "$work/rounds" | median; }
-  RPS[$name]=$(col 2) P99[$name]=$(col 4)
-  errs=$(awk -v n="$name" '$1 == n && $6 != "none" { print $6 }' "$work/rounds" | tr '\n' ' ')
-  printf '%-10s %12.0f %10.3f %10.3f %12.1f  %s\n' "$name" "${RPS[$name]}" "$(col 3)" "${P99[$name]}" "$(col 5)" "${errs:-none}"
-done
-for name in nginx haproxy; do
-  awk -v n="$name" -v pr="${RPS[portico]}" -v r="${RPS[$name]}" -v pp="${P99[portico]}" -v p="${P99[$name]}" \
-    'BEGIN { printf "portico / %-8s throughput %.2fx, p99 %.2fx (lower is better)\n", n, pr/r, pp/p }'
-done
+echo "# sections: $SECTIONS; open files limit $NOFILE"
+for u in "$P" "$N" "$H"; do warm "$u"; done
+
+if want keepalive; then
+  echo
+  echo "# keep-alive, $CONNECTIONS connections"
+  compare keepalive "" "$P" "$N" "$H"
+fi
+
+if want https; then
+  echo
+  echo "# HTTPS keep-alive (TLS 1.3, HTTP/1.1 by ALPN), $CONNECTIONS connections"
+  for u in "$PS" "$NS" "$HS"; do warm "$u"; done
+  compare https "HTTPS " "$PS" "$NS" "$HS"
+fi
+
+if want upload; then
+  echo
+  echo "# uploads: POST with a $POST_BYTES-byte body, keep-alive, $CONNECTIONS connections"
+  printf 'wrk.method = "POST"\nwrk.body = string.rep("x", %d)\nwrk.headers["Content-Type"] = "application/octet-stream"\n' "$POST_BYTES" >"$work/post.lua"
+  compare upload "POST " "$P" "$N" "$H" -s "$work/post.lua"
+fi
+
+if want tls; then
+  echo
+  echo "# TLS handshakes per second: a new connection and full handshake per request (no session reuse), $CONNECTIONS connections"
+  RPS_OUT=tls_rps compare tls "TLS handshakes " "$PS" "$NS" "$HS" -H "Connection: close"
+  printf '%-10s %12.0f handshakes/s\n' portico "${tls_rps[0]}" nginx "${tls_rps[1]}" haproxy "${tls_rps[2]}"
+fi
+
+if want close; then
+  echo
+  echo "# cleartext, a new connection per request (Connection: close), $CONNECTIONS connections"
+  compare close "new-connection " "$P" "$N" "$H" -H "Connection: close"
+fi
+
+if want upload128k; then
+  echo
+  echo "# uploads: POST with a 131072-byte body, keep-alive, $CONNECTIONS connections"
+  printf 'wrk.method = "POST"\nwrk.body = string.rep("x", %d)\nwrk.headers["Content-Type"] = "application/octet-stream"\n' 131072 >"$work/post128k.lua"
+  compare upload128k "POST 128 KiB " "$P" "$N" "$H" -s "$work/post128k.lua"
+fi
+
+if want c1000; then
+  echo
+  echo "# keep-alive, $C1000 connections (wrk -t$CORES -c$C1000)"
+  conns=$C1000 compare c1000 "$C1000-connection " "$P" "$N" "$H"
+fi
 
 echo
-echo "# HTTPS keep-alive (TLS 1.3, HTTP/1.1), one run each"
-hp=$(run portico-https https://127.0.0.1:18443/ "$portico_pid" --)
-hn=$(run nginx-https https://127.0.0.1:18444/ "${nginx_pids[@]}" --)
-printf '%-10s %12s %10s %10s %12s  %s\n' proxy "requests/s" "p50 ms" "p99 ms" "cpu us/req" errors
-for r in "$hp" "$hn"; do set -- $r; printf '%-10s %12.0f %10.3f %10.3f %12.1f  %s\n' "${1%-https}" "$2" "$3" "$4" "$5" "$6"; done
-set -- $hp; a=$2; set -- $hn
-awk -v a="$a" -v b="$2" 'BEGIN { printf "portico / nginx HTTPS throughput %.2fx\n", a/b }'
-
-echo
-echo "# uploads: POST with a $POST_BYTES-byte body, keep-alive, one run each"
-printf 'wrk.method = "POST"\nwrk.body = string.rep("x", %d)\nwrk.headers["Content-Type"] = "application/octet-stream"\n' "$POST_BYTES" >"$work/post.lua"
-pp=$(run portico-post http://127.0.0.1:18083/ "$portico_pid" -- -s "$work/post.lua")
-pn=$(run nginx-post http://127.0.0.1:18081/ "${nginx_pids[@]}" -- -s "$work/post.lua")
-ph=$(run haproxy-post http://127.0.0.1:18082/ "$haproxy_pid" -- -s "$work/post.lua")
-printf '%-10s %12s %10s %10s %12s  %s\n' proxy "requests/s" "p50 ms" "p99 ms" "cpu us/req" errors
-for r in "$pp" "$pn" "$ph"; do set -- $r; printf '%-10s %12.0f %10.3f %10.3f %12.1f  %s\n' "${1%-post}" "$2" "$3" "$4" "$5" "$6"; done
-set -- $pp; a=$2 ap=$4
-for r in "$pn" "$ph"; do
-  set -- $r
-  awk -v n="${1%-post}" -v a="$a" -v b="$2" -v ap="$ap" -v bp="$4" 'BEGIN { printf "portico / %-8s POST throughput %.2fx, p99 %.2fx\n", n, a/b, ap/bp }'
-done
-
-echo
-echo "# TLS handshakes per second: a new connection and full handshake per request (no session reuse)"
-tp=$(run portico-tls https://127.0.0.1:18443/ "$portico_pid" -- -H "Connection: close")
-tn=$(run nginx-tls https://127.0.0.1:18444/ "${nginx_pids[@]}" -- -H "Connection: close")
-set -- $tp; ptls=$2
-set -- $tn; ntls=$2
-printf '%-10s %12s handshakes/s\n%-10s %12s handshakes/s\n' portico "$ptls" nginx "$ntls"
-awk -v a="$ptls" -v b="$ntls" 'BEGIN { printf "portico / nginx TLS handshakes %.2fx\n", a/b }'
+echo "# summary: medians of $ROUNDS rounds, ${DURATION}s each; x = portico / peer (requests/s: higher is better for portico; p99: lower is better)"
+printf '%-11s %10s %10s %10s %9s %9s %11s %11s\n' section portico nginx haproxy "x nginx" "x haproxy" "p99 x ngx" "p99 x hap"
+cat "$work/summary"
