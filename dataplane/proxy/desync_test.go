@@ -85,9 +85,9 @@ var desyncCases = []desyncCase{
 		closed:    true,
 	},
 	{
-		name:   "Connection names Content-Length: the body stays a body",
-		client: "POST /p HTTP/1.1\r\nHost: h\r\nConnection: Content-Length\r\nContent-Length: 35\r\n\r\nGET /smuggled HTTP/1.1\r\nHost: h\r\n\r\n",
-		backend: []string{"POST /p\ncontent-length: 35\nhost: h\n\nGET /smuggled HTTP/1.1\r\nHost: h\r\n\r\n"},
+		name:      "Connection names Content-Length: the body stays a body",
+		client:    "POST /p HTTP/1.1\r\nHost: h\r\nConnection: Content-Length\r\nContent-Length: 35\r\n\r\nGET /smuggled HTTP/1.1\r\nHost: h\r\n\r\n",
+		backend:   []string{"POST /p\ncontent-length: 35\nhost: h\n\nGET /smuggled HTTP/1.1\r\nHost: h\r\n\r\n"},
 		responses: []string{`200 length "POST /p"`},
 	},
 	{
@@ -165,6 +165,21 @@ var desyncCases = []desyncCase{
 		head:      true,
 	},
 	{
+		name:      "HEAD answered with a body that comes after the next request",
+		client:    "HEAD /head-much-later HTTP/1.1\r\nHost: h\r\n\r\n",
+		answers:   map[string]string{"/head-much-later": "HTTP/1.1 200 OK\r\nContent-Length: 37\r\n\r\n" + muchLater + "HTTP/1.1 200 OK\r\nContent-Length: 8\r\n\r\npoisoned"},
+		backend:   []string{"HEAD /head-much-later\nhost: h\n"},
+		responses: []string{`200 length ""`},
+		head:      true,
+	},
+	{
+		name:      "204 with a body that comes late",
+		client:    "GET /204-late HTTP/1.1\r\nHost: h\r\n\r\n",
+		answers:   map[string]string{"/204-late": "HTTP/1.1 204 No Content\r\n\r\n" + later + "HTTP/1.1 200 OK\r\nContent-Length: 8\r\n\r\npoisoned"},
+		backend:   []string{"GET /204-late\nhost: h\n"},
+		responses: []string{`204 none ""`},
+	},
+	{
 		name:      "an answer with Content-Length and Transfer-Encoding, stray bytes late",
 		client:    "GET /clte-late HTTP/1.1\r\nHost: h\r\n\r\n",
 		answers:   map[string]string{"/clte-late": "HTTP/1.1 200 OK\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n" + later + "HTTP/1.1 200 OK\r\nContent-Length: 8\r\n\r\npoisoned"},
@@ -236,8 +251,12 @@ var desyncCases = []desyncCase{
 	},
 }
 
-// later in a backend answer: what follows is sent 50 ms after what precedes it.
-const later = "\x00later\x00"
+// later in a backend answer: what follows is sent 50 ms after what precedes it; muchLater:
+// 400 ms after, when the next client's request has gone out.
+const (
+	later     = "\x00later\x00"
+	muchLater = "\x00muchlater\x00"
+)
 
 // desyncBodyTimeout is the fleet's body timeout in the differential test.
 const desyncBodyTimeout = 500 * time.Millisecond
@@ -269,12 +288,17 @@ func (b *rawRecordingBackend) serve(c net.Conn) {
 			echo := r.Method + " " + r.RequestURI
 			answer = fmt.Sprintf("HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s", len(echo), echo)
 		}
+		delay := 50 * time.Millisecond
 		now, rest, late := strings.Cut(answer, later)
+		if !late {
+			now, rest, late = strings.Cut(answer, muchLater)
+			delay = 400 * time.Millisecond
+		}
 		if _, err := io.WriteString(c, now); err != nil {
 			return
 		}
 		if late {
-			time.Sleep(50 * time.Millisecond)
+			time.Sleep(delay)
 			if _, err := io.WriteString(c, rest); err != nil {
 				return
 			}
@@ -453,7 +477,10 @@ func (h *desyncHarness) run(t *testing.T, tc desyncCase) {
 	}
 
 	// Another client, on a connection of its own, gets its own answer (on the loops path the
-	// same loop serves it, and on every path the same upstream pool).
+	// same loop serves it, and on every path the same upstream pool). It comes after the
+	// backend's late bytes (see later): bytes that come after the next request went out cannot
+	// be told from its answer.
+	time.Sleep(100 * time.Millisecond)
 	victim := h.dial(t)
 	vbr := bufio.NewReader(victim)
 	victims := 2

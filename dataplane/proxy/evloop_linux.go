@@ -1291,7 +1291,7 @@ func (c *evConn) relay() {
 func (c *evConn) endBody(err error) {
 	u := c.up
 	st := &c.st
-	if !reusable(&c.rh, err, len(u.in)) {
+	if !reusable(&c.rh, err, len(u.in)) || closeAfterHead(c.head.method) {
 		c.dropUpstream()
 	} else {
 		c.up, u.client = nil, nil

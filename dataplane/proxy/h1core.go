@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	"bufio"
 	"bytes"
 	"net/http"
 	"time"
@@ -25,7 +26,8 @@ import (
 //     connection is read by the fast path's parser, and passes framingFault.
 //   - An upstream connection goes back to its pool only when it stands exactly at the end of
 //     a message with nothing read past it (reusable); after an answer that must have no body
-//     (HEAD, 204, 304), the next user checks it for stray bytes first (mustProbe).
+//     (204, 304), the next user checks it for stray bytes first (mustProbe); after a HEAD, it
+//     is closed (closeAfterHead).
 
 // keptDespiteConnection reports whether a request or response header of kind k stays when the
 // Connection header names it (RFC 9110 §7.6.1 lets a sender name any header; removing one
@@ -46,12 +48,39 @@ func keptDespiteConnection(k hkind) bool {
 // bytes by the other header would then be desynchronised from us (RFC 9112 §6.1, §6.3, §11.2).
 // nginx answers 400 to both. head is a complete head (lines may end in a bare LF).
 func framingFault(head []byte) string {
+	http10, te, cl := framingHeaders(head)
+	switch {
+	case te && cl:
+		return "Content-Length with Transfer-Encoding"
+	case te && http10:
+		return "Transfer-Encoding on HTTP/1.0"
+	}
+	return ""
+}
+
+// responseFramingInDoubt reports whether the response head at the start of r's buffer
+// carries both Content-Length and Transfer-Encoding: it is read by Transfer-Encoding (as
+// parseResponseHead and net/http do), and its connection is not reused (RFC 9112 §6.3). A head
+// that is not buffered whole is not inspected (r has at least the head's first byte).
+func responseFramingInDoubt(r *bufio.Reader) bool {
+	buf, _ := r.Peek(r.Buffered())
+	n := responseHeadEnd(buf)
+	if n <= 0 {
+		return false
+	}
+	_, te, cl := framingHeaders(buf[:n])
+	return te && cl
+}
+
+// framingHeaders scans a head (lines may end in a bare LF) for what frames its body: whether
+// its first line ends in HTTP/1.0, and whether it has Transfer-Encoding and Content-Length.
+func framingHeaders(head []byte) (http10, te, cl bool) {
 	eol := bytes.IndexByte(head, '\n')
 	if eol < 0 {
-		return ""
+		return false, false, false
 	}
-	http10 := bytes.HasSuffix(trimEOL(head[:eol+1]), []byte(" HTTP/1.0"))
-	te, cl := false, false
+	first := trimEOL(head[:eol+1])
+	http10 = bytes.HasSuffix(first, []byte(" HTTP/1.0")) || bytes.HasPrefix(first, []byte("HTTP/1.0 "))
 	for rest := head[eol+1:]; len(rest) > 0; {
 		i := bytes.IndexByte(rest, '\n')
 		if i < 0 {
@@ -70,13 +99,7 @@ func framingFault(head []byte) string {
 			cl = true
 		}
 	}
-	switch {
-	case te && cl:
-		return "Content-Length with Transfer-Encoding"
-	case te && http10:
-		return "Transfer-Encoding on HTTP/1.0"
-	}
-	return ""
+	return http10, te, cl
 }
 
 // emptyLines is how many bytes of empty lines (CRLF or LF) b starts with: RFC 9112 §2.2 asks a
@@ -142,6 +165,15 @@ func forwardHeader(l *headerLine, t *route.Table) bool {
 // the backend sent beyond the answer, which would otherwise be read as the next client's).
 func reusable(rh *respHead, err error, buffered int) bool {
 	return err == nil && !rh.upClose && rh.body != bodyUntilClose && buffered == 0
+}
+
+// closeAfterHead reports whether the upstream connection of a request with this method is
+// closed after the answer: a HEAD's. A backend that answers HEAD with a body (a common bug:
+// the handler writes what it writes for GET) may send it after the head, even after the next
+// request on the connection has gone out, and no check can then tell those bytes from that
+// request's answer. HEAD requests are rare; a new connection for each costs little.
+func closeAfterHead(method []byte) bool {
+	return string(method) == http.MethodHead
 }
 
 // noBodyByRule reports whether an answer has no body whatever its headers say (HEAD, 1xx,

@@ -148,7 +148,7 @@ func (c *h1Conn) forward() {
 	} else {
 		err = clientError{werr}
 	}
-	if !reusable(&rh, err, uc.r.Buffered()) {
+	if !reusable(&rh, err, uc.r.Buffered()) || closeAfterHead(hd.method) {
 		_ = uc.c.Close()
 	} else {
 		if waits {

@@ -51,8 +51,10 @@ type Handler struct {
 	metrics *Metrics
 	log     logr.Logger
 	rp      *httputil.ReverseProxy
-	idBase  string
-	idSeq   atomic.Uint64
+	// up holds the HTTP/1.1 upstream connections of every serving path.
+	up     *upstreams
+	idBase string
+	idSeq  atomic.Uint64
 	// httpPort and httpsPort are Options' ports as X-Forwarded-Port values.
 	httpPort, httpsPort string
 }
@@ -73,6 +75,7 @@ func NewHandler(opts Options, metrics *Metrics, log logr.Logger) *Handler {
 	h := &Handler{opts: opts, metrics: metrics, log: log, idBase: hex.EncodeToString(b[:]) + "-",
 		httpPort: strconv.Itoa(opts.HTTPPort), httpsPort: strconv.Itoa(opts.HTTPSPort)}
 	h.table.Store(&route.Table{})
+	h.up = newUpstreams(opts.DialTimeout)
 	tr := newTransport(opts, h)
 	h.rp = &httputil.ReverseProxy{
 		Rewrite:        h.rewrite,

@@ -150,7 +150,7 @@ func (s *Server) Run(ctx context.Context) error {
 		lns[i] = ln
 		s.addrs[i] = ln.Addr()
 	}
-	up := newUpstreams(s.handler.opts.DialTimeout)
+	up := s.handler.up
 	defer up.close()
 	fastPlain := &h1Server{h: s.handler, opts: s.opts, up: up, plain: newConnQueue(lns[0].Addr()), h2c: newConnQueue(lns[0].Addr())}
 	fastTLS := &h1Server{h: s.handler, opts: s.opts, up: up, tlsConfig: secure.TLSConfig,

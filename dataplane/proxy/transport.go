@@ -1,7 +1,10 @@
 package proxy
 
 import (
+	"bufio"
+	"context"
 	"errors"
+	"io"
 	"net"
 	"net/http"
 	"syscall"
@@ -11,12 +14,16 @@ import (
 )
 
 // transport sends a request to the endpoint chosen for it, over HTTP/1.1 or h2c as the backend
-// says. When the connection fails before any answer (refused, or closed or reset unanswered),
-// Handler.retry decides whether the request goes on to another endpoint; the Transport itself
-// retries a reused connection the backend had closed.
+// says. HTTP/1.1 goes over the fast path's upstream connections (upstreams), under the rules
+// of h1core.go: a connection is reused only at a clean message boundary, and checked before
+// reuse after a bodiless answer, as on every other path. When the connection fails before any
+// answer (refused, or closed or reset unanswered), Handler.retry decides whether the request
+// goes on to another endpoint; a reused connection the backend had closed is retried once on
+// a new one.
 type transport struct {
-	h1, h2c *http.Transport
-	h       *Handler // retry decides
+	up  *upstreams
+	h2c *http.Transport
+	h   *Handler // retry decides
 }
 
 func newTransport(o Options, h *Handler) *transport {
@@ -33,25 +40,33 @@ func newTransport(o Options, h *Handler) *transport {
 			ForceAttemptHTTP2:     false,
 		}
 	}
-	h1 := base()
 	h2c := base()
 	h2c.Protocols = new(http.Protocols)
 	h2c.Protocols.SetUnencryptedHTTP2(true)
-	return &transport{h1: h1, h2c: h2c, h: h}
+	return &transport{up: h.up, h2c: h2c, h: h}
 }
 
 func (t *transport) RoundTrip(req *http.Request) (*http.Response, error) {
 	st := req.Context().Value(ctxKey{}).(*reqState)
-	rt := t.h1
-	if st.backend.Protocol == route.H2C {
-		rt = t.h2c
-	}
-	for {
+	h2c := st.backend.Protocol == route.H2C
+	for stale := false; ; {
 		req.URL.Host = st.endpoint.Addr
 		stats := st.endpoint.Stats
 		stats.InFlight.Add(1)
-		resp, err := rt.RoundTrip(req)
+		var resp *http.Response
+		var err error
+		reused := false
+		if h2c {
+			resp, err = t.h2c.RoundTrip(req)
+		} else {
+			resp, reused, err = t.roundTripH1(req, st, stale)
+		}
 		stats.InFlight.Add(-1)
+		if err != nil && reused && !stale && replayable(req) && isClosedConn(err) && req.Context().Err() == nil {
+			stale = true // the backend had closed the pooled connection: once more, on a new one
+			continue
+		}
+		stale = false
 		if err == nil {
 			stats.Succeeded()
 			return resp, nil
@@ -87,3 +102,142 @@ func isDialError(err error) bool {
 	}
 	return errors.Is(err, syscall.ECONNREFUSED)
 }
+
+// roundTripH1 sends req on a connection of the pool (a new one when fresh) and reads the
+// answer's head with net/http's parser; the body is read from the connection by the caller,
+// and the connection goes back to the pool at its end when reusable (h1core.go). It reports
+// whether the connection was reused (for the stale retry).
+func (t *transport) roundTripH1(req *http.Request, st *reqState, fresh bool) (*http.Response, bool, error) {
+	now := time.Now()
+	uc, err := t.up.get(st.endpoint.Addr, now, fresh, !replayable(req))
+	if err != nil {
+		return nil, false, err
+	}
+	reused := uc.reused
+	// The client going away (the request's context ending) ends the exchange.
+	stop := context.AfterFunc(req.Context(), func() { _ = uc.c.SetDeadline(time.Unix(1, 0)) })
+	fail := func(err error) (*http.Response, bool, error) {
+		stop()
+		_ = uc.c.Close()
+		if ctxErr := req.Context().Err(); ctxErr != nil {
+			return nil, reused, ctxErr
+		}
+		return nil, reused, err
+	}
+	uc.rd.none(uc.c)
+	_ = uc.c.SetWriteDeadline(time.Time{})
+	werr := req.Write(uc.w)
+	if werr == nil {
+		werr = uc.w.Flush()
+	}
+	if werr != nil && st.bodyErr != nil {
+		return fail(werr) // the client's body failed: errorHandler answers 408 or 413
+	}
+	// Even when the request could not be sent in full, the backend may have answered (413).
+	uc.rd.exactly(uc.c, st.start.Add(t.h.opts.UpstreamTimeout))
+	var resp *http.Response
+	inDoubt := false
+	for {
+		if _, err := uc.r.Peek(1); err != nil {
+			if werr != nil {
+				err = werr
+			}
+			return fail(err)
+		}
+		inDoubt = responseFramingInDoubt(uc.r)
+		resp, err = http.ReadResponse(uc.r, req)
+		if err != nil {
+			if werr != nil {
+				err = werr
+			}
+			return fail(err)
+		}
+		if resp.StatusCode >= 200 || resp.StatusCode == http.StatusSwitchingProtocols {
+			break
+		}
+		// 1xx informational answers (100 Continue and the like) are not passed on here.
+	}
+	uc.rd.none(uc.c)
+	if resp.StatusCode == http.StatusSwitchingProtocols {
+		// The connection becomes the tunnel ReverseProxy copies both ways.
+		stop()
+		resp.Body = &upgradedConn{Conn: uc.c, r: uc.r}
+		return resp, reused, nil
+	}
+	keep := werr == nil && !resp.Close && !inDoubt && !closeAfterHead([]byte(req.Method))
+	body := &pooledBody{t: t, uc: uc, st: st, resp: resp, rc: resp.Body, keep: keep, stop: stop,
+		suspect: noBodyByRule([]byte(req.Method), resp.StatusCode)}
+	resp.Body = body
+	if resp.ContentLength == 0 || resp.Body == http.NoBody || noBodyByRule([]byte(req.Method), resp.StatusCode) {
+		body.finish(true)
+		resp.Body = http.NoBody
+	}
+	return resp, reused, nil
+}
+
+// pooledBody is a response body read from a pooled connection: at its end the connection goes
+// back to the pool when reusable (h1core.go), else it is closed.
+type pooledBody struct {
+	t       *transport
+	uc      *upConn
+	st      *reqState
+	resp    *http.Response
+	rc      io.ReadCloser
+	keep    bool
+	suspect bool
+	stop    func() bool
+	done    bool
+}
+
+func (b *pooledBody) Read(p []byte) (int, error) {
+	if b.done {
+		return 0, io.EOF
+	}
+	n, err := b.rc.Read(p)
+	if err == io.EOF {
+		b.finish(true)
+	} else if err != nil {
+		b.finish(false)
+	}
+	return n, err
+}
+
+func (b *pooledBody) Close() error {
+	b.finish(false)
+	return nil
+}
+
+// finish ends the exchange: whole says the body was read to its end.
+func (b *pooledBody) finish(whole bool) {
+	if b.done {
+		return
+	}
+	b.done = true
+	uc := b.uc
+	if !b.stop() { // the client went away: the connection's deadline has passed
+		_ = uc.c.Close()
+		return
+	}
+	rh := respHead{}
+	if !b.keep {
+		rh.upClose = true
+	}
+	var err error
+	if !whole {
+		err = io.ErrUnexpectedEOF
+	}
+	if !reusable(&rh, err, uc.r.Buffered()) {
+		_ = uc.c.Close()
+		return
+	}
+	uc.suspect = b.suspect
+	b.t.up.put(b.st.endpoint.Addr, uc, time.Now())
+}
+
+// upgradedConn is a connection after 101 Switching Protocols: reads drain what was buffered.
+type upgradedConn struct {
+	net.Conn
+	r *bufio.Reader
+}
+
+func (c *upgradedConn) Read(p []byte) (int, error) { return c.r.Read(p) }
