@@ -32,7 +32,7 @@ import (
 
 // harness runs a proxy on 127.0.0.1 and backends on 127.0.0.1, routed by a compiled table.
 type harness struct {
-	t       *testing.T
+	t       testing.TB
 	handler *Handler
 	server  *Server
 	in      route.Input
@@ -47,13 +47,13 @@ type harness struct {
 // goroutine fast path instead of event loops (make test runs the package both ways).
 var testEventLoops, _ = strconv.Atoi(os.Getenv("PORTICO_TEST_EVENT_LOOPS"))
 
-func newHarness(t *testing.T, opts Options) *harness {
+func newHarness(t testing.TB, opts Options) *harness {
 	t.Helper()
 	return newHarnessWith(t, opts, ServerOptions{})
 }
 
 // newHarnessWith is newHarness with server options (its addresses and drain period are set).
-func newHarnessWith(t *testing.T, opts Options, so ServerOptions) *harness {
+func newHarnessWith(t testing.TB, opts Options, so ServerOptions) *harness {
 	t.Helper()
 	reg := prometheus.NewRegistry()
 	fallback, err := tls.X509KeyPair(rt.SelfSigned("portico-default"))
@@ -69,7 +69,11 @@ func newHarnessWith(t *testing.T, opts Options, so ServerOptions) *harness {
 		Stats:               route.NewStatsRegistry(),
 	}
 	opts.HTTPPort, opts.HTTPSPort = 80, 443
-	h.handler = NewHandler(opts, NewMetrics(reg), testr.NewWithOptions(t, testr.Options{Verbosity: 1}))
+	log := testr.NewWithInterface(t, testr.Options{Verbosity: 1})
+	if _, fuzz := t.(*testing.F); fuzz {
+		log = logr.Discard() // a fuzz target may not log through its F
+	}
+	h.handler = NewHandler(opts, NewMetrics(reg), log)
 	so.HTTPAddr, so.HTTPSAddr, so.HealthAddr, so.DrainPeriod = "127.0.0.1:0", "127.0.0.1:0", "127.0.0.1:0", 300*time.Millisecond
 	if so.EventLoops == 0 {
 		so.EventLoops = testEventLoops

@@ -1,0 +1,236 @@
+package proxy
+
+import (
+	"bufio"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"k8s.io/utils/ptr"
+
+	proxyconfig "portico.dev/portico/dataplane/config"
+	rt "portico.dev/portico/dataplane/route/routetest"
+)
+
+// FuzzDesync sends a fuzzed request stream on one connection, through the event loops and the
+// goroutine path in turn, to a backend whose answers are chosen by the fuzzer among framings a
+// misbehaving backend sends (bodies after HEAD, 204 and 304, bodies longer than their length,
+// Connection naming Content-Length, Content-Length with Transfer-Encoding, informational
+// answers, bodies ended by the close). It checks the invariants of h1core.go:
+//   - every answer the client gets from the backend answers a request the backend received on
+//     that client's behalf, in order, none twice;
+//   - the backend receives at most one request more than the client got answers for (the one
+//     whose answer a failure or close cut short): no request is smuggled past the proxy's
+//     framing;
+//   - another client, after, gets its own answer: no byte of the fuzzed exchange reaches it.
+//
+// Seeds run with go test; go test -fuzz FuzzDesync ./dataplane/proxy/ searches.
+func FuzzDesync(f *testing.F) {
+	for _, tc := range desyncCases {
+		f.Add([]byte(tc.client), uint64(0))
+	}
+	for _, s := range []string{
+		"HEAD / HTTP/1.1\r\nHost: h\r\n\r\nGET /2 HTTP/1.1\r\nHost: h\r\n\r\n",
+		"GET /1 HTTP/1.1\r\nHost: h\r\n\r\nGET /2 HTTP/1.1\r\nHost: h\r\n\r\nGET /3 HTTP/1.1\r\nHost: h\r\n\r\n",
+		"POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\nGET /s HTTP/1.1\r\nHost: h\r\n\r\n",
+		"POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\nGET /s HTTP/1.1\r\nHost: h\r\n\r\n",
+	} {
+		for modes := uint64(0); modes < 9; modes++ {
+			f.Add([]byte(s), modes|modes<<4|modes<<8)
+		}
+	}
+	backend := &fuzzBackend{}
+	var harnesses []*harness
+	for _, p := range servingPaths[:2] { // loops, goroutines
+		so := p.so
+		so.ReadHeaderTimeout = 200 * time.Millisecond
+		h := newHarnessWith(f, Options{UpstreamTimeout: time.Second}, so)
+		h.in.Config.HTTP = &proxyconfig.HTTP{MaxRequestBodyBytes: ptr.To[int64](1 << 16), ClientBodyTimeout: "200ms"}
+		h.tcpBackend("raw", backend.serve)
+		h.compile(rt.Ingress("ns", "i", 1, rt.Rule("h", "/", rt.Prefix, "raw", 80)))
+		harnesses = append(harnesses, h)
+	}
+	var victims int
+	f.Fuzz(func(t *testing.T, stream []byte, modes uint64) {
+		if len(stream) > 4096 {
+			return
+		}
+		for _, h := range harnesses {
+			backend.reset(modes)
+			conn, err := net.Dial("tcp", h.http)
+			if err != nil {
+				t.Fatal(err)
+			}
+			_ = conn.SetDeadline(time.Now().Add(3 * time.Second))
+			_, _ = conn.Write(stream)
+			_ = conn.(*net.TCPConn).CloseWrite()
+			got := readSeqs(bufio.NewReader(conn))
+			conn.Close()
+
+			// Wait until the backend is done with the stream (a cut request may still arrive).
+			time.Sleep(20 * time.Millisecond)
+			received := backend.received()
+			last := -1
+			for _, seq := range got {
+				if seq <= last || seq >= len(received) {
+					t.Fatalf("stream %q modes %x: client got answers %v, backend received %d requests", stream, modes, got, len(received))
+				}
+				last = seq
+			}
+			if len(received) > len(got)+1 {
+				t.Fatalf("stream %q modes %x: backend received %d requests %q, the client got %d answers from it: a request was smuggled",
+					stream, modes, len(received), received, len(got))
+			}
+
+			victims++
+			path := "/victim-" + strconv.Itoa(victims)
+			vc, err := net.Dial("tcp", h.http)
+			if err != nil {
+				t.Fatal(err)
+			}
+			_ = vc.SetDeadline(time.Now().Add(3 * time.Second))
+			fmt.Fprintf(vc, "GET %s HTTP/1.1\r\nHost: h\r\n\r\n", path)
+			resp, err := http.ReadResponse(bufio.NewReader(vc), nil)
+			if err != nil {
+				vc.Close()
+				t.Fatalf("stream %q modes %x: the next client got no answer: %v", stream, modes, err)
+			}
+			body, _ := io.ReadAll(resp.Body)
+			vc.Close()
+			if string(body) != "GET "+path {
+				t.Fatalf("stream %q modes %x: the next client got %d %q, want its own answer", stream, modes, resp.StatusCode, body)
+			}
+		}
+	})
+}
+
+// readSeqs reads answers until the connection ends, and returns the X-Seq of those that came
+// from the backend (the proxy's own answers have none).
+func readSeqs(br *bufio.Reader) []int {
+	var seqs []int
+	for {
+		req := &http.Request{Method: answerMethod(br)}
+		resp, err := http.ReadResponse(br, req)
+		if err != nil {
+			return seqs
+		}
+		if _, err := io.Copy(io.Discard, resp.Body); err != nil {
+			return seqs
+		}
+		if s := resp.Header.Get("X-Seq"); s != "" {
+			n, _ := strconv.Atoi(s)
+			seqs = append(seqs, n)
+		}
+	}
+}
+
+// answerMethod tells, from the answer at the start of br, whether it answers a HEAD (the
+// fuzzed stream's methods are not known here): the backend marks its answers to HEAD with
+// X-Head, and the proxy's own answers (no X-Seq) carry their status as the body's first bytes
+// unless they answer a HEAD.
+func answerMethod(br *bufio.Reader) string {
+	for n := 64; n <= 1<<16; n *= 2 {
+		buf, err := br.Peek(n)
+		end := strings.Index(string(buf), "\r\n\r\n")
+		if end < 0 {
+			if err != nil {
+				return http.MethodGet
+			}
+			continue
+		}
+		head := string(buf[:end+2])
+		switch {
+		case strings.Contains(head, "\r\nX-Head: 1\r\n"):
+			return http.MethodHead
+		case strings.Contains(head, "\r\nX-Seq: "), !strings.Contains(head, "\r\nContent-Length: "),
+			strings.Contains(head, "\r\nContent-Length: 0\r\n"):
+			return http.MethodGet
+		}
+		code := head[9:12]
+		body, _ := br.Peek(end + 4 + 3)
+		if len(body) == end+7 && string(body[end+4:]) == code {
+			return http.MethodGet
+		}
+		return http.MethodHead
+	}
+	return http.MethodGet
+}
+
+// fuzzBackend answers the n-th request it reads (since reset) in the framing the n-th nibble
+// of modes chooses; the victims' requests always get a plain echo.
+type fuzzBackend struct {
+	mu    sync.Mutex
+	modes uint64
+	got   []string
+}
+
+func (b *fuzzBackend) reset(modes uint64) {
+	b.mu.Lock()
+	b.modes, b.got = modes, nil
+	b.mu.Unlock()
+}
+
+func (b *fuzzBackend) received() []string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return append([]string(nil), b.got...)
+}
+
+func (b *fuzzBackend) serve(c net.Conn) {
+	br := bufio.NewReader(c)
+	for {
+		r, err := http.ReadRequest(br)
+		if err != nil {
+			return
+		}
+		if _, err := io.Copy(io.Discard, r.Body); err != nil {
+			return
+		}
+		echo := r.Method + " " + r.RequestURI
+		if strings.HasPrefix(r.URL.Path, "/victim-") {
+			fmt.Fprintf(c, "HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s", len(echo), echo)
+			continue
+		}
+		b.mu.Lock()
+		seq := len(b.got)
+		b.got = append(b.got, echo)
+		mode := (b.modes >> (4 * (seq % 16))) & 0xf
+		b.mu.Unlock()
+		stray := "HTTP/1.1 200 OK\r\nContent-Length: 8\r\n\r\npoisoned"
+		head := ""
+		if r.Method == http.MethodHead {
+			head = "X-Head: 1\r\n"
+		}
+		var answer string
+		switch mode % 9 {
+		case 0:
+			answer = fmt.Sprintf("HTTP/1.1 200 OK\r\nX-Seq: %d\r\n%sContent-Length: %d\r\n\r\n%s", seq, head, len(echo), echo)
+		case 1:
+			answer = fmt.Sprintf("HTTP/1.1 200 OK\r\nX-Seq: %d\r\n%sTransfer-Encoding: chunked\r\n\r\n%x;e=1\r\n%s\r\n0\r\nT: 1\r\n\r\n", seq, head, len(echo), echo)
+		case 2: // a body whatever the request (HEAD) and however long
+			answer = fmt.Sprintf("HTTP/1.1 200 OK\r\nX-Seq: %d\r\n%sContent-Length: %d\r\n\r\n%s", seq, head, len(stray), stray)
+		case 3:
+			answer = fmt.Sprintf("HTTP/1.1 204 No Content\r\nX-Seq: %d\r\n%s\r\n%s", seq, head, stray)
+		case 4:
+			answer = fmt.Sprintf("HTTP/1.1 304 Not Modified\r\nX-Seq: %d\r\n%sContent-Length: 5\r\n\r\n%s", seq, head, stray)
+		case 5:
+			answer = fmt.Sprintf("HTTP/1.1 200 OK\r\nX-Seq: %d\r\n%sContent-Length: 2\r\n\r\nok%s", seq, head, stray)
+		case 6:
+			answer = fmt.Sprintf("HTTP/1.1 200 OK\r\nX-Seq: %d\r\n%sConnection: Content-Length\r\nContent-Length: 2\r\n\r\nok", seq, head)
+		case 7:
+			answer = fmt.Sprintf("HTTP/1.1 200 OK\r\nX-Seq: %d\r\n%sContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nok\r\n0\r\n\r\n%s", seq, head, stray)
+		case 8: // informational first, then a body ended by the close
+			fmt.Fprintf(c, "HTTP/1.1 103 Early Hints\r\nLink: </a>\r\n\r\nHTTP/1.1 200 OK\r\nX-Seq: %d\r\n%s\r\n%s", seq, head, echo)
+			return
+		}
+		if _, err := io.WriteString(c, answer); err != nil {
+			return
+		}
+	}
+}
