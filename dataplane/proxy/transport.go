@@ -165,13 +165,13 @@ func (t *transport) roundTripH1(req *http.Request, st *reqState, fresh bool) (*h
 		return resp, reused, nil
 	}
 	keep := werr == nil && !resp.Close && !inDoubt && !closeAfterHead([]byte(req.Method))
-	body := &pooledBody{t: t, uc: uc, st: st, resp: resp, rc: resp.Body, keep: keep, stop: stop,
-		suspect: noBodyByRule([]byte(req.Method), resp.StatusCode)}
-	resp.Body = body
-	if resp.ContentLength == 0 || resp.Body == http.NoBody || noBodyByRule([]byte(req.Method), resp.StatusCode) {
-		body.finish(true)
-		resp.Body = http.NoBody
+	bodiless := noBodyByRule([]byte(req.Method), resp.StatusCode)
+	body := &pooledBody{t: t, uc: uc, st: st, rc: resp.Body, keep: keep, stop: stop, suspect: bodiless}
+	if bodiless || resp.ContentLength == 0 || resp.Body == http.NoBody {
+		body.finish(true) // the exchange ends with the head
+		return resp, reused, nil
 	}
+	resp.Body = body
 	return resp, reused, nil
 }
 
@@ -181,7 +181,6 @@ type pooledBody struct {
 	t       *transport
 	uc      *upConn
 	st      *reqState
-	resp    *http.Response
 	rc      io.ReadCloser
 	keep    bool
 	suspect bool
