@@ -399,11 +399,15 @@ func (w *worker) accept() {
 	}
 }
 
-// leastLoaded is the loop with the fewest connections, w on a tie.
+// leastLoaded is the loop with the fewest connections, or w when no loop has fewer by more
+// than an eighth of w's (and one): a connection given to another loop costs that loop a
+// wake-up, which short connections (one request each) would pay for every request, to even
+// out counts that their churn evens out anyway.
 func (ls *loops) leastLoaded(w *worker) *worker {
 	best, n := w, w.count.Load()
+	limit := n - n/8 - 1
 	for _, o := range ls.workers {
-		if m := o.count.Load(); m < n {
+		if m := o.count.Load(); m < limit && m < n {
 			best, n = o, m
 		}
 	}
@@ -580,6 +584,9 @@ type evConn struct {
 	deadline               time.Time
 	lingerEnd              time.Time
 	closed                 bool
+	// unread: a request's body was left unread (413, 408, a refused request): the close
+	// lingers (see lingers).
+	unread bool
 
 	// The exchange in progress.
 	up        *evUp
@@ -763,7 +770,7 @@ func (c *evConn) serveInput() {
 				if t := w.h.table.Load(); bodyTooLarge(t, c.head.contentLength) {
 					c.consumeIn(n) // the body is not read: the lingering close drops it
 					c.route()
-					c.closeAfter = true
+					c.closeAfter, c.unread = true, true
 					c.answerOwn(http.StatusRequestEntityTooLarge, "the request body is larger than the fleet's maxRequestBodySize")
 					c.answered()
 					return
@@ -916,7 +923,7 @@ func (c *evConn) timeout() {
 func (c *evConn) refuse(fault string) {
 	c.st = reqState{start: time.Now(), port: c.port, service: "default"}
 	c.consumeIn(len(c.in)) // nothing more is read as a request
-	c.closeAfter = true
+	c.closeAfter, c.unread = true, true
 	c.answerOwn(http.StatusBadRequest, "request framing is ambiguous: "+fault)
 	c.answered()
 }
@@ -927,7 +934,7 @@ func (c *evConn) refuseStalled() {
 	c.want = 0
 	c.route()
 	c.consumeIn(len(c.in))
-	c.closeAfter = true
+	c.closeAfter, c.unread = true, true
 	c.answerOwn(http.StatusRequestTimeout, "the request body stalled")
 	c.answered()
 }
@@ -941,6 +948,10 @@ func (c *evConn) linger() {
 	}
 	w := c.w
 	if c.lingerEnd.IsZero() {
+		if !lingers(!c.unread, len(c.in)) {
+			c.close()
+			return
+		}
 		c.lingerEnd = w.now.Add(lingerTime)
 		if err := syscall.Shutdown(c.fd, syscall.SHUT_WR); err != nil {
 			c.close()

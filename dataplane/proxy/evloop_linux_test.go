@@ -158,7 +158,8 @@ func TestEventLoopsShareConnections(t *testing.T) {
 	}
 	a, b := gauge("0"), gauge("1")
 	t.Logf("loop 0: %v connections, loop 1: %v", a, b)
-	if a+b != n || a < n/2-1 || b < n/2-1 {
+	// Balanced to within an eighth and one (leastLoaded's margin), the burst notwithstanding.
+	if a+b != n || min(a, b) < n/2-n/16-2 {
 		t.Errorf("loops hold %v and %v of %d connections, want about half each", a, b, n)
 	}
 }

@@ -191,6 +191,8 @@ type h1Conn struct {
 	st  reqState
 	// closeAfter: the connection ends after the current answer.
 	closeAfter bool
+	// bodyRead: the current request's body was read whole (see lingers).
+	bodyRead bool
 	// now is when the last answer was written (one clock reading serves several uses).
 	now time.Time
 	// metrics caches the series of the last request: a keep-alive connection mostly repeats it.
@@ -449,7 +451,7 @@ func (c *h1Conn) awaitRequest(wait time.Duration) bool {
 func (c *h1Conn) closeWrite() {
 	type closeWriter interface{ CloseWrite() error }
 	cw, ok := c.c.(closeWriter)
-	if !ok {
+	if !ok || !lingers(c.bodyRead, c.br.Buffered()) {
 		return
 	}
 	_ = cw.CloseWrite()
@@ -492,7 +494,7 @@ func (c *h1Conn) handoff() bool {
 // (see framingFault): nothing of it reaches a backend.
 func (c *h1Conn) refuse(fault string) {
 	c.st = reqState{start: time.Now(), port: c.port, service: "default"}
-	c.closeAfter = true
+	c.closeAfter, c.bodyRead = true, false
 	c.answer(http.StatusBadRequest, "request framing is ambiguous: "+fault)
 	_ = c.bw.Flush()
 	c.closeWrite()
@@ -530,6 +532,7 @@ func (c *h1Conn) route() (*route.Backend, int, string) {
 	hd, st := &c.head, &c.st
 	*st = reqState{start: time.Now(), port: c.port}
 	c.closeAfter = hd.close || c.s.closing.Load()
+	c.bodyRead = hd.contentLength == 0
 	b, code, msg := decide(c.s.h.table.Load(), string(hd.host), string(hd.route), st)
 	if b == nil || b.Protocol == route.H2C {
 		return b, code, msg
@@ -561,7 +564,9 @@ func (c *h1Conn) discardBody() {
 	}
 	if _, err := io.CopyN(io.Discard, c.br, n); err != nil {
 		c.closeAfter = true
+		return
 	}
+	c.bodyRead = true
 }
 
 // answer writes the proxy's own answer (404, 502, 503, 504) and accounts for the request.

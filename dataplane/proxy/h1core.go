@@ -198,3 +198,13 @@ func mustProbe(idle time.Duration, repeatable, suspect bool) bool {
 func resendable(replay, answerBegun bool, err error) bool {
 	return replay && !answerBegun && isClosedConn(err)
 }
+
+// lingers reports whether a connection that ends after an answer closes with a lingering close
+// (its write side shut, what the client still sends read and dropped for a while, see
+// h1Conn.closeWrite) rather than at once: only when the client may still be sending, because
+// its request's body was not read whole or more input is already there, as nginx's
+// lingering_close decides. Closing a socket with unread input resets it, and the client may
+// lose the answer; closing one whose input was all read costs a FIN, not a wait.
+func lingers(bodyRead bool, buffered int) bool {
+	return !bodyRead || buffered > 0
+}

@@ -85,6 +85,7 @@ func (c *h1Conn) forward() {
 		}
 		e.Stats.InFlight.Add(1)
 		sendErr := c.send(uc)
+		c.bodyRead = sendErr == nil
 		if isClientError(sendErr) {
 			e.Stats.InFlight.Add(-1)
 			_ = uc.c.Close()
