@@ -273,7 +273,7 @@ func (w *worker) register(fd int, c *evConn, u *evUp) error {
 	w.gen++
 	w.fds[fd] = fdOwner{c: c, u: u, gen: w.gen}
 	ev := syscall.EpollEvent{Events: epollIn | epollOut | epollRdHup | epollET, Fd: int32(fd), Pad: int32(w.gen)}
-	if err := syscall.EpollCtl(w.ep, syscall.EPOLL_CTL_ADD, fd, &ev); err != nil {
+	if err := rawEpollAdd(w.ep, fd, &ev); err != nil {
 		w.fds[fd] = fdOwner{}
 		return err
 	}
@@ -310,7 +310,12 @@ func (w *worker) run() {
 	w.now = time.Now()
 	w.lastTick, w.lastSweep = w.now, w.now
 	for {
-		n, err := syscall.EpollWait(w.ep, events, int(loopTick/time.Millisecond))
+		// A busy loop finds events without blocking: a raw call keeps the thread's P. Only an
+		// idle loop blocks, through the runtime (which may then lend the P to other goroutines).
+		n, err := rawEpollWait(w.ep, events)
+		if n == 0 && err == nil {
+			n, err = syscall.EpollWait(w.ep, events, int(loopTick/time.Millisecond))
+		}
 		if err != nil && err != syscall.EINTR {
 			w.s.h.log.Error(err, "epoll_wait failed")
 			return
@@ -372,7 +377,7 @@ func (w *worker) onWake() bool {
 // one core.
 func (w *worker) accept() {
 	for !w.closing {
-		nfd, sa, err := syscall.Accept4(w.ls.lnfd, syscall.SOCK_NONBLOCK|syscall.SOCK_CLOEXEC)
+		nfd, sa, err := rawAccept4(w.ls.lnfd)
 		if err != nil {
 			if err == syscall.EINTR || err == syscall.ECONNABORTED {
 				continue
@@ -390,7 +395,7 @@ func (w *worker) accept() {
 			}
 			return
 		}
-		_ = syscall.SetsockoptInt(nfd, syscall.IPPROTO_TCP, syscall.TCP_NODELAY, 1)
+		rawSetNoDelay(nfd)
 		if to := w.ls.leastLoaded(w); to != w {
 			to.post(nfd, sa)
 			continue
@@ -512,6 +517,65 @@ func (w *worker) tick() {
 				p.gone = true // a connection still in use closes instead of coming back
 			}
 		}
+	}
+}
+
+// Raw non-blocking system calls: the loop's thread keeps its P (see rawConn); each returns at
+// once (sockets are non-blocking, close has no linger time).
+
+// rawEpollWait takes the events ready now, without waiting.
+func rawEpollWait(ep int, events []syscall.EpollEvent) (int, error) {
+	n, _, e := syscall.RawSyscall6(syscall.SYS_EPOLL_WAIT, uintptr(ep), uintptr(unsafe.Pointer(&events[0])), uintptr(len(events)), 0, 0, 0)
+	if e != 0 {
+		if e == syscall.EINTR {
+			return 0, nil
+		}
+		return 0, e
+	}
+	return int(n), nil
+}
+
+func rawEpollAdd(ep, fd int, ev *syscall.EpollEvent) error {
+	_, _, e := syscall.RawSyscall6(syscall.SYS_EPOLL_CTL, uintptr(ep), syscall.EPOLL_CTL_ADD, uintptr(fd), uintptr(unsafe.Pointer(ev)), 0, 0)
+	if e != 0 {
+		return e
+	}
+	return nil
+}
+
+func rawClose(fd int) {
+	_, _, _ = syscall.RawSyscall(syscall.SYS_CLOSE, uintptr(fd), 0, 0)
+}
+
+func rawSetNoDelay(fd int) {
+	one := int32(1)
+	_, _, _ = syscall.RawSyscall6(syscall.SYS_SETSOCKOPT, uintptr(fd), syscall.IPPROTO_TCP, syscall.TCP_NODELAY, uintptr(unsafe.Pointer(&one)), 4, 0)
+}
+
+// rawAccept4 accepts a connection, non-blocking and close-on-exec, with its peer's address.
+func rawAccept4(lnfd int) (int, syscall.Sockaddr, error) {
+	var rsa syscall.RawSockaddrAny
+	l := uint32(syscall.SizeofSockaddrAny)
+	for {
+		fd, _, e := syscall.RawSyscall6(syscall.SYS_ACCEPT4, uintptr(lnfd), uintptr(unsafe.Pointer(&rsa)), uintptr(unsafe.Pointer(&l)),
+			syscall.SOCK_NONBLOCK|syscall.SOCK_CLOEXEC, 0, 0)
+		if e == syscall.EINTR {
+			continue
+		}
+		if e != 0 {
+			return -1, nil, e
+		}
+		switch rsa.Addr.Family {
+		case syscall.AF_INET:
+			p := (*syscall.RawSockaddrInet4)(unsafe.Pointer(&rsa))
+			port := (*[2]byte)(unsafe.Pointer(&p.Port))
+			return int(fd), &syscall.SockaddrInet4{Port: int(port[0])<<8 | int(port[1]), Addr: p.Addr}, nil
+		case syscall.AF_INET6:
+			p := (*syscall.RawSockaddrInet6)(unsafe.Pointer(&rsa))
+			port := (*[2]byte)(unsafe.Pointer(&p.Port))
+			return int(fd), &syscall.SockaddrInet6{Port: int(port[0])<<8 | int(port[1]), ZoneId: p.Scope_id, Addr: p.Addr}, nil
+		}
+		return int(fd), nil, nil
 	}
 }
 
@@ -986,7 +1050,7 @@ func (c *evConn) close() {
 		c.dropUpstream()
 	}
 	w.forgetFD(c.fd)
-	_ = syscall.Close(c.fd)
+	rawClose(c.fd)
 	c.release()
 	w.drop(c)
 }
@@ -1511,7 +1575,7 @@ func (u *evUp) close() {
 	}
 	u.closed = true
 	u.w.forgetFD(u.fd)
-	_ = syscall.Close(u.fd)
+	rawClose(u.fd)
 	u.w.putBuf(u.in)
 	u.in = nil
 	u.client = nil
