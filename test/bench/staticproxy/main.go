@@ -9,6 +9,7 @@ import (
 	"flag"
 	"fmt"
 	"net"
+	"net/http"
 	"os"
 	"os/signal"
 	"runtime/pprof"
@@ -36,6 +37,7 @@ func main() {
 	cpuprofile := flag.String("cpuprofile", "", "write a CPU profile of the whole run to this file")
 	loops := flag.Int("event-loops", 0, "event loops for cleartext HTTP (0: one per P, -1: none)")
 	runFor := flag.Duration("run-for", 0, "exit after this long (for profilers that cannot take a signal, such as callgrind)")
+	netHTTP := flag.Bool("net-http", false, "serve both listeners with net/http's own server and the proxy's Handler, keep-alive on (no fast path, no event loops): what the fast path is measured against")
 	flag.Parse()
 	if *cpuprofile != "" {
 		f, err := os.Create(*cpuprofile)
@@ -82,7 +84,22 @@ func main() {
 		ctx, cancel = context.WithTimeout(ctx, *runFor)
 		defer cancel()
 	}
+	if *netHTTP {
+		serveNetHTTP(ctx, h, srv.TLSConfig(), *httpAddr, *httpsAddr)
+		return
+	}
 	if err := srv.Run(ctx); err != nil {
 		fmt.Fprintln(os.Stderr, err)
 	}
+}
+
+// serveNetHTTP serves the Handler with net/http alone, as the proxy did before its fast path.
+func serveNetHTTP(ctx context.Context, h http.Handler, tc *tls.Config, httpAddr, httpsAddr string) {
+	plain := &http.Server{Addr: httpAddr, Handler: h}
+	secure := &http.Server{Addr: httpsAddr, Handler: h, TLSConfig: tc}
+	go func() { _ = plain.ListenAndServe() }()
+	go func() { _ = secure.ListenAndServeTLS("", "") }()
+	<-ctx.Done()
+	_ = plain.Close()
+	_ = secure.Close()
 }
