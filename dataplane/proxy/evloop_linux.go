@@ -193,6 +193,49 @@ type worker struct {
 	exited  bool
 	gauge   prometheus.Gauge
 	limit   int // the longest request head a loop reads
+	// dead holds the connections closed while the current batch of events is handled; spare
+	// holds them afterwards for the next accepted connections, with their head buffers and
+	// metric series (a short connection would otherwise grow them anew).
+	dead, spare []*evConn
+}
+
+// maxSpareConns bounds the closed connections a loop keeps for reuse.
+const maxSpareConns = 64
+
+// newConn returns a connection object for an accepted connection: a spare one, or a new one.
+func (w *worker) newConn() *evConn {
+	if n := len(w.spare); n > 0 {
+		c := w.spare[n-1]
+		w.spare[n-1] = nil
+		w.spare = w.spare[:n-1]
+		return c
+	}
+	return &evConn{w: w}
+}
+
+// recycleDead makes the connections closed during the last batch spare, once nothing of the
+// batch can still look at them (their closed flag, their fds' generations).
+func (w *worker) recycleDead() {
+	for i, c := range w.dead {
+		w.dead[i] = nil
+		if len(w.spare) >= maxSpareConns {
+			continue
+		}
+		hc := &c.h1Conn
+		if cap(hc.head.buf) > 2<<10 || cap(hc.out) > 2<<10 || cap(hc.raw) > 2<<10 {
+			continue // grown by an unusual request: not worth keeping
+		}
+		*c = evConn{w: w, h1Conn: h1Conn{
+			head:    reqHead{buf: hc.head.buf[:0], lines: hc.head.lines[:0], decoded: hc.head.decoded[:0]},
+			out:     hc.out[:0],
+			raw:     hc.raw[:0],
+			hl:      hc.hl[:0],
+			metrics: hc.metrics,
+			client:  hc.client,
+		}, clientAddr: c.clientAddr}
+		w.spare = append(w.spare, c)
+	}
+	w.dead = w.dead[:0]
 }
 
 func newWorker(ls *loops, i int) (*worker, error) {
@@ -343,6 +386,9 @@ func (w *worker) run() {
 		if w.now.Sub(w.lastTick) >= loopTick {
 			w.tick()
 		}
+		if len(w.dead) > 0 {
+			w.recycleDead()
+		}
 		if w.closing && len(w.clients) == 0 {
 			return
 		}
@@ -452,10 +498,13 @@ func (w *worker) takeInbox() {
 
 // adopt makes an accepted connection the loop's.
 func (w *worker) adopt(nfd int, sa syscall.Sockaddr) {
-	c := &evConn{w: w, fd: nfd}
+	c := w.newConn()
+	c.fd = nfd
 	c.s, c.proto, c.port = w.s, "http", w.h.httpPort
 	ap := sockaddrAddrPort(sa)
-	c.client = ap.Addr().Unmap().String()
+	if a := ap.Addr().Unmap(); a != c.clientAddr || c.client == "" {
+		c.clientAddr, c.client = a, a.String() // a spare connection may have it already
+	}
 	if w.h.opts.AccessLog != nil {
 		c.peer = ap.String()
 	}
@@ -652,6 +701,8 @@ type evConn struct {
 	// unread: a request's body was left unread (413, 408, a refused request): the close
 	// lingers (see lingers).
 	unread bool
+	// clientAddr is the client's address, whose text is h1Conn.client.
+	clientAddr netip.Addr
 
 	// The exchange in progress.
 	up        *evUp
@@ -1054,6 +1105,7 @@ func (c *evConn) close() {
 	rawClose(c.fd)
 	c.release()
 	w.drop(c)
+	w.dead = append(w.dead, c)
 }
 
 // drop removes c from the loop's connections.
