@@ -1386,7 +1386,9 @@ func (c *evConn) relay() {
 			c.wout = append(c.wout, u.in...)
 			u.consume(len(u.in))
 		case bodyChunked:
-			done, err = c.chunk.pass(c, u)
+			var n int
+			n, c.wout, done, err = c.chunk.step(u.in, c.wout, loopBuffer)
+			u.consume(n)
 		}
 		if err != nil {
 			c.endBody(err)
@@ -1441,80 +1443,6 @@ func (c *evConn) endBody(err error) {
 	}
 	if c.answered() {
 		c.serveInput()
-	}
-}
-
-// chunkState follows a chunked body: chunk sizes are sent on without extensions, trailers as
-// they are (as pipeChunked does).
-type chunkState struct {
-	left    int64 // data bytes left in the current chunk
-	inData  bool
-	crlf    bool // the CRLF after a chunk's data is next
-	trailer bool // in the trailer section
-}
-
-// pass moves what u.in holds of the body to the client's output. It reports done at the end
-// of the body.
-func (cs *chunkState) pass(c *evConn, u *evUp) (done bool, err error) {
-	for {
-		switch {
-		case cs.inData:
-			k := min(int64(len(u.in)), cs.left)
-			c.wout = append(c.wout, u.in[:k]...)
-			u.consume(int(k))
-			if cs.left -= k; cs.left > 0 {
-				return false, nil
-			}
-			cs.inData, cs.crlf = false, true
-		case cs.crlf:
-			i := bytes.IndexByte(u.in, '\n')
-			if i < 0 {
-				if len(u.in) > 1 {
-					return false, errBadResponse
-				}
-				return false, nil
-			}
-			if len(trimEOL(u.in[:i+1])) != 0 {
-				return false, errBadResponse
-			}
-			u.consume(i + 1)
-			c.wout = append(c.wout, "\r\n"...)
-			cs.crlf = false
-		default:
-			i := bytes.IndexByte(u.in, '\n')
-			if i < 0 {
-				if len(u.in) >= loopBuffer {
-					return false, errBadResponse
-				}
-				return false, nil
-			}
-			line := trimEOL(u.in[:i+1])
-			if cs.trailer {
-				if len(line) == 0 {
-					u.consume(i + 1)
-					c.wout = append(c.wout, "\r\n"...)
-					return true, nil
-				}
-				if j := bytes.IndexByte(line, ':'); j <= 0 || !validValue(line) {
-					return false, errBadResponse
-				}
-				c.wout = append(append(c.wout, line...), "\r\n"...)
-				u.consume(i + 1)
-				continue
-			}
-			size, ok := parseHex(line)
-			if !ok {
-				return false, errBadResponse
-			}
-			u.consume(i + 1)
-			c.wout = strconv.AppendInt(c.wout, size, 16)
-			c.wout = append(c.wout, "\r\n"...)
-			if size == 0 {
-				cs.trailer = true
-			} else {
-				cs.inData, cs.left = true, size
-			}
-		}
 	}
 }
 

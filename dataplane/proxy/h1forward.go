@@ -362,58 +362,113 @@ func dstError(err error, clientIsDst bool) error {
 	return err
 }
 
-// pipeChunked copies a chunked body, chunk sizes rewritten without extensions and the trailer
-// section as is.
+// pipeChunked copies a chunked body from src to the client (see chunkState.step), flushing
+// what it holds whenever src has nothing more buffered.
 func (c *h1Conn) pipeChunked(src *bufio.Reader) error {
-	dst := c.bw
-	var err error
-	var line []byte
+	var cs chunkState
 	for {
-		if src.Buffered() == 0 && dst.Buffered() > 0 {
-			if err := dst.Flush(); err != nil {
+		if src.Buffered() == 0 && c.bw.Buffered() > 0 {
+			if err := c.bw.Flush(); err != nil {
 				return clientError{err}
 			}
 		}
-		if c.raw, line, err = readLine(src, c.raw[:0], 4096); err != nil {
+		if _, err := src.Peek(1); err != nil {
 			return unexpectedEOF(err)
 		}
-		size, ok := parseHex(trimEOL(line))
-		if !ok {
-			return errBadResponse
-		}
-		c.out = strconv.AppendInt(c.out[:0], size, 16)
-		c.out = append(c.out, "\r\n"...)
-		if size == 0 {
-			for {
-				if c.raw, line, err = readLine(src, c.raw[:0], maxResponseHead); err != nil {
-					return unexpectedEOF(err)
-				}
-				l := trimEOL(line)
-				if len(l) == 0 {
-					break
-				}
-				if i := bytes.IndexByte(l, ':'); i <= 0 || !validValue(l) {
-					return errBadResponse
-				}
-				c.out = append(append(c.out, l...), "\r\n"...)
-			}
-			c.out = append(c.out, "\r\n"...)
-			if _, err := dst.Write(c.out); err != nil {
-				return clientError{err}
-			}
-			return nil
-		}
-		if _, err := dst.Write(c.out); err != nil {
-			return clientError{err}
-		}
-		if err := pipe(dst, src, size, true, nil); err != nil {
+		buf, _ := src.Peek(src.Buffered())
+		n, out, done, err := cs.step(buf, c.out[:0], src.Size())
+		c.out = out
+		if err != nil {
 			return err
 		}
-		if c.raw, line, err = readLine(src, c.raw[:0], 2); err != nil || len(trimEOL(line)) != 0 {
-			return errBadResponse
+		_, _ = src.Discard(n)
+		if len(out) > 0 {
+			if _, err := c.bw.Write(out); err != nil {
+				return clientError{err}
+			}
 		}
-		if _, err := dst.WriteString("\r\n"); err != nil {
-			return clientError{err}
+		if done {
+			return nil
+		}
+		if n == 0 { // a line not whole yet: wait for more
+			if _, err := src.Peek(len(buf) + 1); err != nil {
+				return unexpectedEOF(err)
+			}
+		}
+	}
+}
+
+// chunkState follows a chunked body through step, which every serving path calls.
+type chunkState struct {
+	left    int64 // data bytes left in the current chunk
+	inData  bool
+	crlf    bool // the CRLF after a chunk's data is next
+	trailer bool // in the trailer section
+}
+
+// step parses what in holds of a chunked body and appends it to out as it is sent on: chunk
+// sizes without extensions, data as is, trailer fields as they are (validated), CRLF line
+// ends. It returns how much of in it consumed, the grown out, and done at the body's end. A
+// line (size, trailer field) longer than maxLine, or malformed, is errBadResponse. It may
+// consume nothing when in holds only part of a line.
+func (cs *chunkState) step(in, out []byte, maxLine int) (n int, _ []byte, done bool, err error) {
+	for {
+		rest := in[n:]
+		switch {
+		case cs.inData:
+			k := min(int64(len(rest)), cs.left)
+			out = append(out, rest[:k]...)
+			n += int(k)
+			if cs.left -= k; cs.left > 0 {
+				return n, out, false, nil
+			}
+			cs.inData, cs.crlf = false, true
+		case cs.crlf:
+			i := bytes.IndexByte(rest, '\n')
+			if i < 0 {
+				if len(rest) > 1 {
+					return n, out, false, errBadResponse
+				}
+				return n, out, false, nil
+			}
+			if len(trimEOL(rest[:i+1])) != 0 {
+				return n, out, false, errBadResponse
+			}
+			n += i + 1
+			out = append(out, "\r\n"...)
+			cs.crlf = false
+		default:
+			i := bytes.IndexByte(rest, '\n')
+			if i < 0 {
+				if len(rest) >= maxLine {
+					return n, out, false, errBadResponse
+				}
+				return n, out, false, nil
+			}
+			line := trimEOL(rest[:i+1])
+			if cs.trailer {
+				n += i + 1
+				if len(line) == 0 {
+					return n, append(out, "\r\n"...), true, nil
+				}
+				if j := bytes.IndexByte(line, ':'); j <= 0 || !validValue(line) {
+					return n, out, false, errBadResponse
+				}
+				out = append(append(out, line...), "\r\n"...)
+				continue
+			}
+			size, ok := parseHex(line)
+			if !ok {
+				return n, out, false, errBadResponse
+			}
+			n += i + 1
+			out = strconv.AppendInt(out, size, 16)
+			out = append(out, "\r\n"...)
+			if size == 0 {
+				cs.trailer = true
+			} else {
+				cs.inData, cs.left = true, size
+			}
 		}
 	}
 }

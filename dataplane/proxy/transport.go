@@ -62,7 +62,7 @@ func (t *transport) RoundTrip(req *http.Request) (*http.Response, error) {
 			resp, reused, err = t.roundTripH1(req, st, stale)
 		}
 		stats.InFlight.Add(-1)
-		if err != nil && reused && !stale && replayable(req) && isClosedConn(err) && req.Context().Err() == nil {
+		if err != nil && reused && !stale && resendable(replayable(req), false, err) && req.Context().Err() == nil {
 			stale = true // the backend had closed the pooled connection: once more, on a new one
 			continue
 		}
