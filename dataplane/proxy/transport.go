@@ -147,10 +147,7 @@ func (t *transport) roundTripH1(req *http.Request, st *reqState, fresh bool) (*h
 		inDoubt = responseFramingInDoubt(uc.r)
 		resp, err = http.ReadResponse(uc.r, req)
 		if err != nil {
-			if werr != nil {
-				err = werr
-			}
-			return fail(err)
+			return fail(answerCut{err}) // part of an answer came: not sent again (resendable)
 		}
 		if resp.StatusCode >= 200 || resp.StatusCode == http.StatusSwitchingProtocols {
 			break
@@ -174,6 +171,18 @@ func (t *transport) roundTripH1(req *http.Request, st *reqState, fresh bool) (*h
 	resp.Body = body
 	return resp, reused, nil
 }
+
+// answerCut is a failure after part of an answer came; it does not unwrap, so that the
+// request is not sent again (see resendable).
+type answerCut struct{ err error }
+
+func (e answerCut) Error() string { return "upstream answer cut short: " + e.err.Error() }
+
+// Timeout keeps a deadline that passed mid-head a timeout (504).
+func (e answerCut) Timeout() bool { return isTimeout(e.err) }
+
+// Temporary is net.Error's.
+func (e answerCut) Temporary() bool { return false }
 
 // pooledBody is a response body read from a pooled connection: at its end the connection goes
 // back to the pool when reusable (h1core.go), else it is closed.
