@@ -7,6 +7,8 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/http/httptrace"
+	"net/textproto"
 	"syscall"
 	"time"
 
@@ -152,7 +154,15 @@ func (t *transport) roundTripH1(req *http.Request, st *reqState, fresh bool) (*h
 		if resp.StatusCode >= 200 || resp.StatusCode == http.StatusSwitchingProtocols {
 			break
 		}
-		// 1xx informational answers (100 Continue and the like) are not passed on here.
+		// Informational answers (103 Early Hints) go on to the client through ReverseProxy's
+		// trace hook, as net/http's Transport passes them; a 100 Continue does not (the proxy
+		// answers Expect itself, see rewrite).
+		if trace := httptrace.ContextClientTrace(req.Context()); trace != nil && trace.Got1xxResponse != nil &&
+			resp.StatusCode != http.StatusContinue {
+			if err := trace.Got1xxResponse(resp.StatusCode, textproto.MIMEHeader(resp.Header)); err != nil {
+				return fail(err)
+			}
+		}
 	}
 	uc.rd.none(uc.c)
 	if resp.StatusCode == http.StatusSwitchingProtocols {
