@@ -42,7 +42,9 @@ import (
 // idle, connect and upstream timeouts fire up to that late).
 
 const (
-	loopTick = 100 * time.Millisecond
+	// deferAccept: a connection that sends nothing is handed to a loop after this anyway.
+	deferAccept = 10 * time.Second
+	loopTick    = 100 * time.Millisecond
 	// loopOutHigh: a loop writes to a client once it holds this much of a streamed body.
 	loopOutHigh = 64 << 10
 	// loopBuffer is the size of the buffers a loop lends its connections (client input,
@@ -98,6 +100,10 @@ func (s *h1Server) serveLoops(ln net.Listener, n int) (bool, error) {
 		ls.discard()
 		return false, nil
 	}
+	// The kernel hands a connection over once its first bytes came (nginx's listen deferred,
+	// HAProxy's defer-accept): the loop reads the request at its first event, and a client
+	// that connects and sends nothing costs the loops nothing.
+	_ = syscall.SetsockoptInt(lnfd, syscall.IPPROTO_TCP, syscall.TCP_DEFER_ACCEPT, int(deferAccept/time.Second))
 	for i := range n {
 		w, err := newWorker(ls, i)
 		if err != nil {

@@ -371,3 +371,19 @@ func TestEventLoopSendsBodiesToASlowBackend(t *testing.T) {
 		t.Errorf("%v body handoffs, want none", n)
 	}
 }
+
+// TestEventLoopsDeferAccept: a connection that has sent nothing is held by the kernel
+// (TCP_DEFER_ACCEPT), not by a loop; its first request is then served at once.
+func TestEventLoopsDeferAccept(t *testing.T) {
+	h := newHarnessWith(t, Options{}, ServerOptions{EventLoops: 1})
+	h.backend("svc", echo.Handler("e", "svc"), "")
+	h.compile(routetest.Ingress("ns", "i", 1, routetest.Rule("h", "/", routetest.Prefix, "svc", 80)))
+	first, fbr := clientConn(t, h.http)
+	getOn(t, first, fbr) // the loops run (they set the option on the listening socket)
+	conn, br := clientConn(t, h.http)
+	time.Sleep(300 * time.Millisecond) // three loop ticks: the gauge would show an accepted one
+	if n := testutil.ToFloat64(h.handler.metrics.LoopConnections.WithLabelValues("0")); n != 1 {
+		t.Fatalf("the loop holds %v connections, want 1: the one that has sent nothing is not its yet", n)
+	}
+	getOn(t, conn, br)
+}
