@@ -81,6 +81,8 @@ type loops struct {
 	live     atomic.Int32 // loops still running; the last closes the listening socket
 	stopped  chan struct{}
 	once     sync.Once
+	// noDelay: accepted connections inherit TCP_NODELAY from the listening socket.
+	noDelay bool
 }
 
 // serveLoops serves ln with event loops until Shutdown. It reports false when it cannot (ln is
@@ -104,6 +106,9 @@ func (s *h1Server) serveLoops(ln net.Listener, n int) (bool, error) {
 	// HAProxy's defer-accept): the loop reads the request at its first event, and a client
 	// that connects and sends nothing costs the loops nothing.
 	_ = syscall.SetsockoptInt(lnfd, syscall.IPPROTO_TCP, syscall.TCP_DEFER_ACCEPT, int(deferAccept/time.Second))
+	// Accepted connections inherit TCP_NODELAY from the listening socket (Linux copies the
+	// listener's TCP options into each connection it accepts): one system call, not one each.
+	ls.noDelay = syscall.SetsockoptInt(lnfd, syscall.IPPROTO_TCP, syscall.TCP_NODELAY, 1) == nil
 	for i := range n {
 		w, err := newWorker(ls, i)
 		if err != nil {
@@ -448,7 +453,9 @@ func (w *worker) accept() {
 			}
 			return
 		}
-		rawSetNoDelay(nfd)
+		if !w.ls.noDelay {
+			rawSetNoDelay(nfd)
+		}
 		if to := w.ls.leastLoaded(w); to != w {
 			to.post(nfd, sa)
 			continue
