@@ -40,16 +40,15 @@ func main() {
 		fmt.Fprint(os.Stderr, usage)
 		os.Exit(2)
 	}
-	zopts := zap.Options{TimeEncoder: zapcore.RFC3339NanoTimeEncoder}
-	log := zap.New(zap.UseFlagOptions(&zopts))
+	// Each command binds the logger's flags (--zap-log-level and friends) to its own.
 	var err error
 	switch cmd, args := os.Args[1], os.Args[2:]; cmd {
 	case "operator":
 		err = runOperator(args)
 	case "proxy":
-		err = run.Main(args, log.WithName("proxy"))
+		err = run.Main(args)
 	case "default-backend":
-		err = defaultbackend.Main(args, log.WithName("default-backend"))
+		err = defaultbackend.Main(args)
 	case "-h", "--help", "help":
 		fmt.Print(usage)
 		return

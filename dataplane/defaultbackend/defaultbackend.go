@@ -16,6 +16,8 @@ import (
 	"time"
 
 	"github.com/go-logr/logr"
+	"go.uber.org/zap/zapcore"
+	"sigs.k8s.io/controller-runtime/pkg/log/zap"
 )
 
 // Options configure the server.
@@ -40,8 +42,10 @@ func Handler(code int) http.Handler {
 }
 
 // Main parses args and serves until SIGTERM or SIGINT.
-func Main(args []string, log logr.Logger) error {
+func Main(args []string) error {
 	fs := flag.NewFlagSet("default-backend", flag.ContinueOnError)
+	zopts := zap.Options{TimeEncoder: zapcore.RFC3339NanoTimeEncoder}
+	zopts.BindFlags(fs)
 	var o Options
 	var port, healthPort int
 	fs.IntVar(&o.StatusCode, "status-code", 404, "HTTP status code of every answer (200-599)")
@@ -51,6 +55,7 @@ func Main(args []string, log logr.Logger) error {
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
+	log := zap.New(zap.UseFlagOptions(&zopts)).WithName("default-backend")
 	if o.StatusCode < 200 || o.StatusCode > 599 {
 		return fmt.Errorf("--status-code %d: must be within 200-599", o.StatusCode)
 	}

@@ -66,7 +66,7 @@ func TestServeAnswersWithTheStatusCodeAndStopsGracefully(t *testing.T) {
 }
 
 func TestMainRejectsABadStatusCode(t *testing.T) {
-	err := Main([]string{"--status-code=700"}, logr.Discard())
+	err := Main([]string{"--status-code=700", "--zap-log-level=debug"}) // the logger's flags are its own
 	if err == nil || !strings.Contains(err.Error(), "--status-code 700") {
 		t.Fatalf("got %v", err)
 	}

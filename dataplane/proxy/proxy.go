@@ -10,6 +10,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	stdlog "log"
 	"net"
 	"net/http"
 	"net/http/httputil"
@@ -83,7 +84,7 @@ func NewHandler(opts Options, metrics *Metrics, log logr.Logger) *Handler {
 		ModifyResponse: h.modifyResponse,
 		ErrorHandler:   h.errorHandler,
 		BufferPool:     bufferPool{},
-		ErrorLog:       nil,
+		ErrorLog:       stdlog.New(logWriter{log}, "", 0), // through logr, at V(1)
 	}
 	return h
 }

@@ -25,10 +25,12 @@ import (
 	"github.com/go-logr/logr"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
+	"go.uber.org/zap/zapcore"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 	"sigs.k8s.io/controller-runtime/pkg/client/config"
+	"sigs.k8s.io/controller-runtime/pkg/log/zap"
 
 	"portico.dev/portico/dataplane/proxy"
 	"portico.dev/portico/dataplane/watch"
@@ -45,6 +47,14 @@ type Flags struct {
 	AccessLog                       bool
 	EventLoops                      int
 	Holdoff, MaxDelay               time.Duration
+	// Log is the logger's settings (--zap-log-level, --zap-encoder, --zap-devel, ...).
+	Log zap.Options
+}
+
+// Logger builds the logger the flags ask for (JSON, info level unless --zap-log-level says
+// otherwise; --zap-log-level=debug shows the V(1) lines: upstream errors, TLS failures).
+func (f *Flags) Logger() logr.Logger {
+	return zap.New(zap.UseFlagOptions(&f.Log))
 }
 
 // ParseFlags parses the command line of `portico proxy`.
@@ -63,6 +73,8 @@ func ParseFlags(args []string) (Flags, error) {
 	fs.IntVar(&f.EventLoops, "event-loops", 0, "event loops serving cleartext HTTP on Linux: 0 for one per CPU the process may use, -1 for a goroutine per connection")
 	fs.DurationVar(&f.Holdoff, "holdoff", 10*time.Millisecond, "gather changes this long before recompiling the routing table")
 	fs.DurationVar(&f.MaxDelay, "max-delay", 200*time.Millisecond, "never delay a recompile longer than this")
+	f.Log = zap.Options{TimeEncoder: zapcore.RFC3339NanoTimeEncoder}
+	f.Log.BindFlags(fs)
 	if err := fs.Parse(args); err != nil {
 		return f, err
 	}
@@ -85,11 +97,12 @@ func ParseFlags(args []string) (Flags, error) {
 }
 
 // Main runs `portico proxy` until SIGTERM or SIGINT.
-func Main(args []string, log logr.Logger) error {
+func Main(args []string) error {
 	f, err := ParseFlags(args)
 	if err != nil {
 		return err
 	}
+	log := f.Logger().WithName("proxy")
 	cfg, err := config.GetConfig()
 	if err != nil {
 		return fmt.Errorf("kubeconfig: %w", err)
