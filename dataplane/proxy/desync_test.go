@@ -201,6 +201,24 @@ var desyncCases = []desyncCase{
 		responses: []string{`103 length ""`, `200 length "ok"`},
 	},
 	{
+		name:      "Expect: 100-continue is answered by the proxy, not forwarded",
+		client:    "PUT /x HTTP/1.1\r\nHost: h\r\nContent-Length: 2\r\nExpect: 100-continue\r\n\r\nok",
+		backend:   []string{"PUT /x\ncontent-length: 2\nhost: h\n\nok"},
+		responses: []string{`100 length ""`, `200 length "PUT /x"`},
+	},
+	{
+		name:      "Expect: 100-continue with a body over the limit: 413 without 100, closed",
+		client:    fmt.Sprintf("PUT /big-expect HTTP/1.1\r\nHost: h\r\nContent-Length: %d\r\nExpect: 100-continue\r\n\r\n", desyncBodyLimit+1),
+		responses: []string{`413 length`},
+		closed:    true,
+	},
+	{
+		name:      "Expect: 100-continue for no route: 404 without 100, closed",
+		client:    "PUT /x HTTP/1.1\r\nHost: nowhere\r\nContent-Length: 5\r\nExpect: 100-continue\r\n\r\n",
+		responses: []string{`404 length`},
+		closed:    true,
+	},
+	{
 		name:      "header names with underscores are dropped",
 		client:    "GET /u HTTP/1.1\r\nHost: h\r\nX_Forwarded_For: 6.6.6.6\r\nX-Ok: 1\r\n\r\n",
 		backend:   []string{"GET /u\nhost: h\nx-ok: 1\n"},

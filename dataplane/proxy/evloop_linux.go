@@ -908,6 +908,10 @@ func (c *evConn) serveInput() {
 					c.handoff("body")
 					return
 				}
+				if c.head.expect && c.head.contentLength > 0 {
+					c.handoff("expect") // the goroutine path answers 100 Continue
+					return
+				}
 				c.want = n + int(c.head.contentLength)
 			case len(c.in) >= w.limit:
 				c.handoff("head")

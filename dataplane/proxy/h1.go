@@ -517,7 +517,11 @@ func (c *h1Conn) serveRequest(headLen int) bool {
 		c.rd.within(c.c, time.Now(), bodyTimeout(c.st.table)) // each read of the body extends it
 	}
 	if b == nil {
-		c.discardBody()
+		if c.head.expect {
+			c.closeAfter = true // no 100 Continue: the body does not come (if it does, the close lingers)
+		} else {
+			c.discardBody()
+		}
 		c.answer(code, msg)
 		return true
 	}

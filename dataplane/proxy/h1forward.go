@@ -217,6 +217,16 @@ func (c *h1Conn) send(uc *upConn) error {
 	hd := &c.head
 	c.requestHead()
 	_, _ = uc.w.Write(c.out)
+	if hd.expect && hd.contentLength > 0 {
+		// The proxy answers Expect (it is not forwarded): the client sends the body on this
+		// 100, as net/http sends it when a handler first reads the body.
+		if _, err := c.bw.WriteString("HTTP/1.1 100 Continue\r\n\r\n"); err != nil {
+			return clientError{err}
+		}
+		if err := c.bw.Flush(); err != nil {
+			return clientError{err}
+		}
+	}
 	if hd.contentLength > 0 {
 		if int64(c.br.Buffered()) < hd.contentLength && c.bw.Buffered() > 0 {
 			// Answers held back for pipelining go out before waiting for this body.

@@ -293,9 +293,11 @@ type reqHead struct {
 	method, target, path, host []byte
 	// route is the path requests are routed by: path, or path percent-decoded into decoded
 	// (as net/http's URL.Path).
-	route, decoded       []byte
-	contentLength        int64
-	close                bool // Connection: close
+	route, decoded []byte
+	contentLength  int64
+	close          bool // Connection: close
+	// expect: Expect: 100-continue (the proxy answers it, see h1Conn.send; not forwarded).
+	expect               bool
 	requestID, userAgent []byte
 	lines                []headerLine
 	conn                 tokenList
@@ -303,13 +305,13 @@ type reqHead struct {
 
 // parseRequestHead parses a complete head (as found by headEnd) into h, reusing h's storage.
 // It reports false when the request must be handed off to net/http: anything but origin-form
-// HTTP/1.1 with one valid Host, an optional plain Content-Length, no Transfer-Encoding, Expect,
-// Upgrade or TE, no obs-fold, no fragment or invalid percent-encoding in the path, and
+// HTTP/1.1 with one valid Host, an optional plain Content-Length, no Transfer-Encoding, Upgrade
+// or TE, no Expect but 100-continue, no obs-fold, no fragment or invalid percent-encoding in the path, and
 // well-formed fields. Before a request is handed off, framingFault decides whether it is
 // refused instead (see h1core.go).
 func parseRequestHead(b []byte, h *reqHead) bool {
 	h.buf, h.method, h.target, h.path, h.host, h.route = b, nil, nil, nil, nil, nil
-	h.contentLength, h.close, h.requestID, h.userAgent = 0, false, nil, nil
+	h.contentLength, h.close, h.requestID, h.userAgent, h.expect = 0, false, nil, nil, false
 	h.lines = h.lines[:0]
 	h.conn = tokenList{}
 
@@ -405,7 +407,12 @@ func parseRequestHead(b []byte, h *reqHead) bool {
 				return false
 			}
 			h.contentLength = n
-		case hTransferEncoding, hUpgrade, hExpect, hTE, hHTTP2Settings:
+		case hExpect:
+			if !asciiEqualFold(value, "100-continue") || h.expect {
+				return false // net/http answers 417
+			}
+			h.expect, l.drop = true, true
+		case hTransferEncoding, hUpgrade, hTE, hHTTP2Settings:
 			return false // chunked bodies, 100-continue, upgrades: net/http's
 		case hConnection:
 			if !h.conn.add(value) {

@@ -181,6 +181,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	b, code, msg := decide(h.table.Load(), r.Host, r.URL.Path, st)
 	if bodyTooLarge(st.table, r.ContentLength) {
 		w.Header().Set("Connection", "close")
+		noContinue(w, r)
 		h.answer(w, r, st, http.StatusRequestEntityTooLarge, "the request body is larger than the fleet's maxRequestBodySize")
 		return
 	}
@@ -193,6 +194,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		r.Body = &pacedBody{ReadCloser: body, rc: http.NewResponseController(w), timeout: bodyTimeout(st.table), st: st}
 	}
 	if b == nil {
+		noContinue(w, r)
 		h.answer(w, r, st, code, msg)
 		return
 	}
@@ -319,6 +321,16 @@ func (h *Handler) errorHandler(w http.ResponseWriter, r *http.Request, err error
 	}
 	code, msg := h.upstreamFailed(st, err)
 	writeError(w, code, msg)
+}
+
+// noContinue prepares the proxy's own answer to a request whose body it does not read: when
+// the client waits for 100 Continue, none goes out, so the body does not come, and net/http
+// would wait for it after the answer to discard it; its read deadline passes at once instead
+// (the connection then closes, as on the fast path).
+func noContinue(w http.ResponseWriter, r *http.Request) {
+	if r.ContentLength != 0 && strings.EqualFold(r.Header.Get("Expect"), "100-continue") {
+		_ = http.NewResponseController(w).SetReadDeadline(time.Now())
+	}
 }
 
 // pacedBody is a request body on the net/http path: before each read the connection's (or
