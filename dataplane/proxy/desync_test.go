@@ -254,7 +254,18 @@ var desyncCases = []desyncCase{
 		client:    "POST /c HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n3;ext=1\r\nabc\r\n0\r\n\r\n",
 		backend:   []string{"POST /c\nhost: h\ntransfer-encoding: chunked\n\nabc"},
 		responses: []string{`200 length "POST /c"`},
-		closed:    true, // net/http's
+	},
+	{
+		name:      "a malformed chunked body: 400, closed",
+		client:    "POST /badc HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\nabc\r\n0\r\n\r\n",
+		responses: []string{`400 length`},
+		closed:    true,
+	},
+	{
+		name:      "Transfer-Encoding other than chunked: refused, closed",
+		client:    "POST /gz HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: gzip, chunked\r\n\r\n0\r\n\r\n",
+		responses: []string{`501 close`}, // net/http's own answer
+		closed:    true,
 	},
 	{
 		name:      "a stalled body: 408, closed",

@@ -912,6 +912,10 @@ func (c *evConn) serveInput() {
 					c.handoff("expect") // the goroutine path answers 100 Continue
 					return
 				}
+				if c.head.chunked {
+					c.handoff("chunked") // the goroutine path relays chunked bodies
+					return
+				}
 				c.want = n + int(c.head.contentLength)
 			case len(c.in) >= w.limit:
 				c.handoff("head")

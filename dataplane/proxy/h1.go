@@ -513,11 +513,11 @@ func (c *h1Conn) serveRequest(headLen int) bool {
 		c.answer(http.StatusRequestEntityTooLarge, "the request body is larger than the fleet's maxRequestBodySize")
 		return true
 	}
-	if c.head.contentLength > 0 {
+	if c.head.contentLength > 0 || c.head.chunked {
 		c.rd.within(c.c, time.Now(), bodyTimeout(c.st.table)) // each read of the body extends it
 	}
 	if b == nil {
-		if c.head.expect {
+		if c.head.expect || c.head.chunked {
 			c.closeAfter = true // no 100 Continue: the body does not come (if it does, the close lingers)
 		} else {
 			c.discardBody()
@@ -536,7 +536,7 @@ func (c *h1Conn) route() (*route.Backend, int, string) {
 	hd, st := &c.head, &c.st
 	*st = reqState{start: time.Now(), port: c.port}
 	c.closeAfter = hd.close || c.s.closing.Load()
-	c.bodyRead = hd.contentLength == 0
+	c.bodyRead = hd.contentLength == 0 && !hd.chunked
 	b, code, msg := decide(c.s.h.table.Load(), string(hd.host), string(hd.route), st)
 	if b == nil || b.Protocol == route.H2C {
 		return b, code, msg

@@ -61,7 +61,7 @@ var (
 // stopping). A request that cannot be repeated checks its pooled connection first.
 func (c *h1Conn) forward() {
 	h, hd, st := c.s.h, &c.head, &c.st
-	replay := hd.contentLength == 0 && idempotent(string(hd.method))
+	replay := hd.contentLength == 0 && !hd.chunked && idempotent(string(hd.method))
 	var (
 		uc    *upConn
 		rh    respHead
@@ -89,9 +89,18 @@ func (c *h1Conn) forward() {
 		if isClientError(sendErr) {
 			e.Stats.InFlight.Add(-1)
 			_ = uc.c.Close()
-			if isTimeout(sendErr) { // the body paused longer than the body timeout
+			switch {
+			case isTimeout(sendErr): // the body paused longer than the body timeout
 				c.closeAfter = true
 				c.answer(http.StatusRequestTimeout, "the request body stalled")
+				return
+			case errors.Is(sendErr, errBodyTooLarge):
+				c.closeAfter = true
+				c.answer(http.StatusRequestEntityTooLarge, "the request body is larger than the fleet's maxRequestBodySize")
+				return
+			case errors.Is(sendErr, errBadChunk):
+				c.closeAfter = true
+				c.answer(http.StatusBadRequest, "malformed chunked request body")
 				return
 			}
 			c.clientGone()
@@ -217,7 +226,7 @@ func (c *h1Conn) send(uc *upConn) error {
 	hd := &c.head
 	c.requestHead()
 	_, _ = uc.w.Write(c.out)
-	if hd.expect && hd.contentLength > 0 {
+	if hd.expect && (hd.contentLength > 0 || hd.chunked) {
 		// The proxy answers Expect (it is not forwarded): the client sends the body on this
 		// 100, as net/http sends it when a handler first reads the body.
 		if _, err := c.bw.WriteString("HTTP/1.1 100 Continue\r\n\r\n"); err != nil {
@@ -238,7 +247,60 @@ func (c *h1Conn) send(uc *upConn) error {
 			return err
 		}
 	}
+	if hd.chunked {
+		if err := c.relayChunkedBody(uc.w); err != nil {
+			return err
+		}
+	}
 	return uc.w.Flush()
+}
+
+// errBodyTooLarge: a chunked request body outgrew the fleet's limit while it was relayed.
+var errBodyTooLarge = errors.New("request body larger than the limit")
+
+// errBadChunk: a chunked request body is malformed.
+var errBadChunk = errors.New("malformed chunked request body")
+
+// relayChunkedBody relays the request's chunked body from the client to dst (chunkState.step,
+// the response relay's parser): as it comes, each wait for the client moving the body timeout,
+// its data counted against the fleet's limit. Failures are clientError: the client's side
+// (a stall, a close, a malformed or too large body).
+func (c *h1Conn) relayChunkedBody(dst *bufio.Writer) error {
+	var cs chunkState
+	limit := c.st.table.Limits.MaxRequestBodyBytes
+	for {
+		if c.br.Buffered() == 0 {
+			if err := dst.Flush(); err != nil {
+				return err
+			}
+			c.bodyProgress()
+			if _, err := c.br.Peek(1); err != nil {
+				return clientError{unexpectedEOF(err)}
+			}
+		}
+		buf, _ := c.br.Peek(c.br.Buffered())
+		n, out, done, err := cs.step(buf, c.raw[:0], c.br.Size())
+		c.raw = out
+		if err != nil {
+			return clientError{errBadChunk}
+		}
+		if limit > 0 && cs.data > limit {
+			return clientError{errBodyTooLarge}
+		}
+		_, _ = c.br.Discard(n)
+		if _, err := dst.Write(out); err != nil {
+			return err
+		}
+		if done {
+			return nil
+		}
+		if n == 0 { // a line not whole yet
+			c.bodyProgress()
+			if _, err := c.br.Peek(len(buf) + 1); err != nil {
+				return clientError{unexpectedEOF(err)}
+			}
+		}
+	}
 }
 
 // bodyProgress moves the client's read deadline before a read of the request body: the body
@@ -410,6 +472,7 @@ func (c *h1Conn) pipeChunked(src *bufio.Reader) error {
 
 // chunkState follows a chunked body through step, which every serving path calls.
 type chunkState struct {
+	data    int64 // data bytes passed so far
 	left    int64 // data bytes left in the current chunk
 	inData  bool
 	crlf    bool // the CRLF after a chunk's data is next
@@ -429,6 +492,7 @@ func (cs *chunkState) step(in, out []byte, maxLine int) (n int, _ []byte, done b
 			k := min(int64(len(rest)), cs.left)
 			out = append(out, rest[:k]...)
 			n += int(k)
+			cs.data += k
 			if cs.left -= k; cs.left > 0 {
 				return n, out, false, nil
 			}

@@ -297,7 +297,9 @@ type reqHead struct {
 	contentLength  int64
 	close          bool // Connection: close
 	// expect: Expect: 100-continue (the proxy answers it, see h1Conn.send; not forwarded).
-	expect               bool
+	expect bool
+	// chunked: Transfer-Encoding: chunked, the body relayed chunk by chunk (chunkState).
+	chunked              bool
 	requestID, userAgent []byte
 	lines                []headerLine
 	conn                 tokenList
@@ -305,13 +307,13 @@ type reqHead struct {
 
 // parseRequestHead parses a complete head (as found by headEnd) into h, reusing h's storage.
 // It reports false when the request must be handed off to net/http: anything but origin-form
-// HTTP/1.1 with one valid Host, an optional plain Content-Length, no Transfer-Encoding, Upgrade
-// or TE, no Expect but 100-continue, no obs-fold, no fragment or invalid percent-encoding in the path, and
+// HTTP/1.1 with one valid Host, an optional plain Content-Length or Transfer-Encoding: chunked
+// (not both), no Upgrade or TE, no Expect but 100-continue, no obs-fold, no fragment or invalid percent-encoding in the path, and
 // well-formed fields. Before a request is handed off, framingFault decides whether it is
 // refused instead (see h1core.go).
 func parseRequestHead(b []byte, h *reqHead) bool {
 	h.buf, h.method, h.target, h.path, h.host, h.route = b, nil, nil, nil, nil, nil
-	h.contentLength, h.close, h.requestID, h.userAgent, h.expect = 0, false, nil, nil, false
+	h.contentLength, h.close, h.requestID, h.userAgent, h.expect, h.chunked = 0, false, nil, nil, false, false
 	h.lines = h.lines[:0]
 	h.conn = tokenList{}
 
@@ -412,8 +414,13 @@ func parseRequestHead(b []byte, h *reqHead) bool {
 				return false // net/http answers 417
 			}
 			h.expect, l.drop = true, true
-		case hTransferEncoding, hUpgrade, hTE, hHTTP2Settings:
-			return false // chunked bodies, 100-continue, upgrades: net/http's
+		case hTransferEncoding:
+			if !asciiEqualFold(value, "chunked") || h.chunked {
+				return false // other codings: net/http answers 501
+			}
+			h.chunked = true
+		case hUpgrade, hTE, hHTTP2Settings:
+			return false // upgrades: net/http's
 		case hConnection:
 			if !h.conn.add(value) {
 				return false
@@ -437,6 +444,9 @@ func parseRequestHead(b []byte, h *reqHead) bool {
 	}
 	if hosts != 1 {
 		return false // missing or repeated Host: net/http answers 400
+	}
+	if h.chunked && lengths > 0 {
+		return false // framingFault refuses it
 	}
 	if h.conn.upgrade {
 		return false

@@ -69,7 +69,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Name: "portico_event_loop_connections", Help: "Client connections held by each event loop of the cleartext listener.",
 		}, []string{"loop"}),
 		LoopHandoffs: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "portico_event_loop_handoffs_total", Help: "Connections an event loop handed to the goroutine path, by reason (body, expect, head, h2c, request).",
+			Name: "portico_event_loop_handoffs_total", Help: "Connections an event loop handed to the goroutine path, by reason (body, chunked, expect, head, h2c, request).",
 		}, []string{"reason"}),
 	}
 	reg.MustRegister(m.Requests, m.Duration, m.UpstreamErrors, m.UpstreamRetries, m.TableSize, m.LastSync, m.Generation, m.Problems, m.Handoffs,

@@ -313,6 +313,10 @@ func (h *Handler) errorHandler(w http.ResponseWriter, r *http.Request, err error
 		w.Header().Set("Connection", "close")
 		writeError(w, http.StatusRequestTimeout, "the request body stalled")
 		return
+	case st.bodyErr != nil && !isClosedConn(st.bodyErr) && !isNetError(st.bodyErr):
+		w.Header().Set("Connection", "close") // a malformed body (chunked framing)
+		writeError(w, http.StatusBadRequest, "malformed chunked request body")
+		return
 	}
 	if errors.Is(err, context.Canceled) && r.Context().Err() != nil {
 		// The client went away; nobody reads the answer.
@@ -444,6 +448,12 @@ func (bufferPool) Put(b []byte) { buffers.Put(&b) }
 type keptBody struct{ io.ReadCloser }
 
 func (keptBody) Close() error { return nil }
+
+// isNetError: err comes from the network (a reset, a closed connection).
+func isNetError(err error) bool {
+	var ne net.Error
+	return errors.As(err, &ne)
+}
 
 // isTimeout: err is a deadline passing (checked apart so that no caller's error variable is
 // moved to the heap on the paths where err is nil).
