@@ -711,9 +711,6 @@ type evConn struct {
 	deadline               time.Time
 	lingerEnd              time.Time
 	closed                 bool
-	// unread: a request's body was left unread (413, 408, a refused request): the close
-	// lingers (see lingers).
-	unread bool
 	// clientAddr is the client's address, whose text is h1Conn.client.
 	clientAddr netip.Addr
 
@@ -896,11 +893,11 @@ func (c *evConn) serveInput() {
 					c.handoff("request")
 					return
 				}
-				if t := w.h.table.Load(); bodyTooLarge(t, c.head.contentLength) {
+				if c.head.contentLength > 0 && bodyTooLarge(w.h.table.Load(), c.head.contentLength) {
 					c.consumeIn(n) // the body is not read: the lingering close drops it
-					c.route()
-					c.closeAfter, c.unread = true, true
-					c.answerOwn(http.StatusRequestEntityTooLarge, "the request body is larger than the fleet's maxRequestBodySize")
+					c.route()      // bodyRead stays false
+					c.closeAfter = true
+					c.answerOwn(http.StatusRequestEntityTooLarge, msgBodyTooLarge)
 					c.answered()
 					return
 				}
@@ -956,6 +953,7 @@ func (c *evConn) serveInput() {
 			c.handoff("h2c")
 			return
 		}
+		c.bodyRead = true // a loop reads a body whole before it serves the request
 		if b != nil && c.head.contentLength > 0 {
 			c.takeBody(n, int(c.head.contentLength))
 		} else {
@@ -1058,10 +1056,8 @@ func (c *evConn) timeout() {
 // refuse answers a request whose framing is in doubt with 400 and closes the connection (see
 // framingFault).
 func (c *evConn) refuse(fault string) {
-	c.st = reqState{start: time.Now(), port: c.port, service: "default"}
 	c.consumeIn(len(c.in)) // nothing more is read as a request
-	c.closeAfter, c.unread = true, true
-	c.answerOwn(http.StatusBadRequest, "request framing is ambiguous: "+fault)
+	c.answerOwn(c.refusal(fault))
 	c.answered()
 }
 
@@ -1069,10 +1065,10 @@ func (c *evConn) refuse(fault string) {
 // closes the connection.
 func (c *evConn) refuseStalled() {
 	c.want = 0
-	c.route()
+	c.route() // bodyRead stays false
 	c.consumeIn(len(c.in))
-	c.closeAfter, c.unread = true, true
-	c.answerOwn(http.StatusRequestTimeout, "the request body stalled")
+	c.closeAfter = true
+	c.answerOwn(http.StatusRequestTimeout, msgBodyStalled)
 	c.answered()
 }
 
@@ -1085,7 +1081,7 @@ func (c *evConn) linger() {
 	}
 	w := c.w
 	if c.lingerEnd.IsZero() {
-		if !lingers(!c.unread, len(c.in)) {
+		if !lingers(c.bodyRead, len(c.in)) {
 			c.close()
 			return
 		}
@@ -1442,7 +1438,7 @@ func (c *evConn) relay() {
 func (c *evConn) endBody(err error) {
 	u := c.up
 	st := &c.st
-	if !reusable(&c.rh, err, len(u.in)) || closeAfterHead(c.head.method) {
+	if !reusable(&c.rh, err, len(u.in)) {
 		c.dropUpstream()
 	} else {
 		c.up, u.client = nil, nil

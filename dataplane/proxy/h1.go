@@ -493,11 +493,17 @@ func (c *h1Conn) handoff() bool {
 // refuse answers a request whose framing is in doubt with 400 and closes the connection
 // (see framingFault): nothing of it reaches a backend.
 func (c *h1Conn) refuse(fault string) {
-	c.st = reqState{start: time.Now(), port: c.port, service: "default"}
-	c.closeAfter, c.bodyRead = true, false
-	c.answer(http.StatusBadRequest, "request framing is ambiguous: "+fault)
+	c.answer(c.refusal(fault))
 	_ = c.bw.Flush()
 	c.closeWrite()
+}
+
+// refusal starts the answer to a request refused for fault (see framingFault), on either
+// path: a new request's state, the connection closed after (lingering: its body is unread).
+func (c *h1Conn) refusal(fault string) (int, string) {
+	c.st = reqState{start: time.Now(), port: c.port, service: "default"}
+	c.closeAfter, c.bodyRead = true, false
+	return http.StatusBadRequest, "request framing is ambiguous: " + fault
 }
 
 // serveRequest answers the parsed head: forwards it, or answers for the proxy. It returns
@@ -510,7 +516,7 @@ func (c *h1Conn) serveRequest(headLen int) bool {
 	_, _ = c.br.Discard(headLen)
 	if bodyTooLarge(c.st.table, c.head.contentLength) {
 		c.closeAfter = true // the body is not read: the lingering close drops it
-		c.answer(http.StatusRequestEntityTooLarge, "the request body is larger than the fleet's maxRequestBodySize")
+		c.answer(http.StatusRequestEntityTooLarge, msgBodyTooLarge)
 		return true
 	}
 	if c.head.contentLength > 0 || c.head.chunked {

@@ -3,9 +3,11 @@ package proxy
 import (
 	"bufio"
 	"bytes"
+	"errors"
 	"net/http"
 	"time"
 
+	proxyconfig "portico.dev/portico/dataplane/config"
 	"portico.dev/portico/dataplane/route"
 )
 
@@ -134,21 +136,52 @@ func isH2Preface(b []byte) bool {
 // bodyTooLarge reports whether a request body of n bytes (-1: not known yet) exceeds the
 // fleet's limit; the request is then answered 413 without forwarding, and its connection
 // closed after a lingering close (as nginx's client_max_body_size).
-func bodyTooLarge(l *route.Table, n int64) bool {
-	max := l.Limits.MaxRequestBodyBytes
+func bodyTooLarge(t *route.Table, n int64) bool {
+	max := t.Limits.MaxRequestBodyBytes
 	return max > 0 && n > max
 }
 
-// defaultBodyTimeout is the body timeout of a table that sets none.
-const defaultBodyTimeout = 60 * time.Second
-
 // bodyTimeout is the longest a request body may pause between two reads (nginx's
-// client_body_timeout); past it the request is answered 408 and the connection closed.
+// client_body_timeout); past it the request is answered 408 and the connection closed. A
+// table compiled from no settings (the empty one before the first sync) has the default.
 func bodyTimeout(t *route.Table) time.Duration {
 	if d := t.Limits.ClientBodyTimeout; d > 0 {
 		return d
 	}
-	return defaultBodyTimeout
+	return proxyconfig.DefaultClientBodyTimeout
+}
+
+// The proxy's own answers to a request body that failed.
+const (
+	msgBodyTooLarge = "the request body is larger than the fleet's maxRequestBodySize"
+	msgBodyStalled  = "the request body stalled"
+	msgBadChunk     = "malformed chunked request body"
+)
+
+var (
+	// errBodyTooLarge: a chunked request body outgrew the fleet's limit while it was relayed.
+	errBodyTooLarge = errors.New("request body larger than the limit")
+	// errBadChunk: a chunked request body is malformed.
+	errBadChunk = errors.New(msgBadChunk)
+)
+
+// bodyFailure is the answer to a request whose body failed while it was read, on every path:
+// 413 past the size limit (the fast path's errBodyTooLarge, net/http's MaxBytesError), 408 for
+// a stall (a read deadline), 400 for malformed chunked framing; the connection then closes.
+// It returns 0 when the client went away (a close or a reset): nobody reads an answer.
+func bodyFailure(err error) (int, string) {
+	var tooLarge *http.MaxBytesError
+	switch {
+	case err == nil:
+		return 0, ""
+	case errors.Is(err, errBodyTooLarge), errors.As(err, &tooLarge):
+		return http.StatusRequestEntityTooLarge, msgBodyTooLarge
+	case isTimeout(err):
+		return http.StatusRequestTimeout, msgBodyStalled
+	case isClosedConn(err), isNetError(err):
+		return 0, ""
+	}
+	return http.StatusBadRequest, msgBadChunk // errBadChunk, net/http's chunked reader's errors
 }
 
 // forwardHeader reports whether a request header line goes to the backend: dropped are
@@ -168,7 +201,8 @@ func reusable(rh *respHead, err error, buffered int) bool {
 }
 
 // closeAfterHead reports whether the upstream connection of a request with this method is
-// closed after the answer: a HEAD's. A backend that answers HEAD with a body (a common bug:
+// closed after the answer (the response framing decisions, parseResponseHead and
+// roundTripH1, mark it not reusable): a HEAD's. A backend that answers HEAD with a body (a common bug:
 // the handler writes what it writes for GET) may send it after the head, even after the next
 // request on the connection has gone out, and no check can then tell those bytes from that
 // request's answer. HEAD requests are rare; a new connection for each costs little.

@@ -26,10 +26,12 @@ const (
 // respHead is what the fast path needs of a backend's response head; the head to send to the
 // client is built in h1Conn.out.
 type respHead struct {
-	status  int
-	body    bodyKind
-	length  int64
-	upClose bool // the backend closes the connection after this response
+	status int
+	body   bodyKind
+	length int64
+	// upClose: the upstream connection is not reused after this response (the backend closes
+	// it, its framing was in doubt, it answers a HEAD; see reusable).
+	upClose bool
 	// informed: an informational answer (1xx) was passed on to the client.
 	informed bool
 }
@@ -89,18 +91,9 @@ func (c *h1Conn) forward() {
 		if isClientError(sendErr) {
 			e.Stats.InFlight.Add(-1)
 			_ = uc.c.Close()
-			switch {
-			case isTimeout(sendErr): // the body paused longer than the body timeout
+			if code, msg := bodyFailure(sendErr); code != 0 {
 				c.closeAfter = true
-				c.answer(http.StatusRequestTimeout, "the request body stalled")
-				return
-			case errors.Is(sendErr, errBodyTooLarge):
-				c.closeAfter = true
-				c.answer(http.StatusRequestEntityTooLarge, "the request body is larger than the fleet's maxRequestBodySize")
-				return
-			case errors.Is(sendErr, errBadChunk):
-				c.closeAfter = true
-				c.answer(http.StatusBadRequest, "malformed chunked request body")
+				c.answer(code, msg)
 				return
 			}
 			c.clientGone()
@@ -151,14 +144,14 @@ func (c *h1Conn) forward() {
 		case bodyLength:
 			err = pipe(c.bw, uc.r, rh.length, true, nil)
 		case bodyChunked:
-			err = c.pipeChunked(uc.r)
+			err = relayChunked(c.bw, uc.r, &c.out, true, 0, nil)
 		case bodyUntilClose:
 			err = pipe(c.bw, uc.r, -1, true, nil)
 		}
 	} else {
 		err = clientError{werr}
 	}
-	if !reusable(&rh, err, uc.r.Buffered()) || closeAfterHead(hd.method) {
+	if !reusable(&rh, err, uc.r.Buffered()) {
 		_ = uc.c.Close()
 	} else {
 		if waits {
@@ -248,59 +241,11 @@ func (c *h1Conn) send(uc *upConn) error {
 		}
 	}
 	if hd.chunked {
-		if err := c.relayChunkedBody(uc.w); err != nil {
+		if err := relayChunked(uc.w, c.br, &c.raw, false, c.st.table.Limits.MaxRequestBodyBytes, c.bodyProgress); err != nil {
 			return err
 		}
 	}
 	return uc.w.Flush()
-}
-
-// errBodyTooLarge: a chunked request body outgrew the fleet's limit while it was relayed.
-var errBodyTooLarge = errors.New("request body larger than the limit")
-
-// errBadChunk: a chunked request body is malformed.
-var errBadChunk = errors.New("malformed chunked request body")
-
-// relayChunkedBody relays the request's chunked body from the client to dst (chunkState.step,
-// the response relay's parser): as it comes, each wait for the client moving the body timeout,
-// its data counted against the fleet's limit. Failures are clientError: the client's side
-// (a stall, a close, a malformed or too large body).
-func (c *h1Conn) relayChunkedBody(dst *bufio.Writer) error {
-	var cs chunkState
-	limit := c.st.table.Limits.MaxRequestBodyBytes
-	for {
-		if c.br.Buffered() == 0 {
-			if err := dst.Flush(); err != nil {
-				return err
-			}
-			c.bodyProgress()
-			if _, err := c.br.Peek(1); err != nil {
-				return clientError{unexpectedEOF(err)}
-			}
-		}
-		buf, _ := c.br.Peek(c.br.Buffered())
-		n, out, done, err := cs.step(buf, c.raw[:0], c.br.Size())
-		c.raw = out
-		if err != nil {
-			return clientError{errBadChunk}
-		}
-		if limit > 0 && cs.data > limit {
-			return clientError{errBodyTooLarge}
-		}
-		_, _ = c.br.Discard(n)
-		if _, err := dst.Write(out); err != nil {
-			return err
-		}
-		if done {
-			return nil
-		}
-		if n == 0 { // a line not whole yet
-			c.bodyProgress()
-			if _, err := c.br.Peek(len(buf) + 1); err != nil {
-				return clientError{unexpectedEOF(err)}
-			}
-		}
-	}
 }
 
 // bodyProgress moves the client's read deadline before a read of the request body: the body
@@ -434,38 +379,56 @@ func dstError(err error, clientIsDst bool) error {
 	return err
 }
 
-// pipeChunked copies a chunked body from src to the client (see chunkState.step), flushing
-// what it holds whenever src has nothing more buffered.
-func (c *h1Conn) pipeChunked(src *bufio.Reader) error {
-	var cs chunkState
-	for {
-		if src.Buffered() == 0 && c.bw.Buffered() > 0 {
-			if err := c.bw.Flush(); err != nil {
-				return clientError{err}
-			}
-		}
-		if _, err := src.Peek(1); err != nil {
-			return unexpectedEOF(err)
-		}
-		buf, _ := src.Peek(src.Buffered())
-		n, out, done, err := cs.step(buf, c.out[:0], src.Size())
-		c.out = out
-		if err != nil {
+// relayChunked copies a chunked body from src to dst through chunkState.step (chunk sizes
+// without extensions, trailers as they are), in scratch, flushing dst whenever src has nothing
+// more buffered, as pipe does: a backend's answer to the client (clientIsDst) or a client's
+// request body to the backend, whose data limit > 0 bounds (errBodyTooLarge) and before whose
+// waits waiting is called. Failures on the client's side (dst when clientIsDst, else src, a
+// malformed or too large request body included) are clientError; a malformed answer is
+// errBadResponse.
+func relayChunked(dst *bufio.Writer, src *bufio.Reader, scratch *[]byte, clientIsDst bool, limit int64, waiting func()) error {
+	srcError := func(err error) error {
+		if clientIsDst {
 			return err
 		}
-		_, _ = src.Discard(n)
-		if len(out) > 0 {
-			if _, err := c.bw.Write(out); err != nil {
-				return clientError{err}
+		return clientError{err}
+	}
+	var cs chunkState
+	for need := 1; ; {
+		if src.Buffered() < need {
+			if src.Buffered() == 0 && dst.Buffered() > 0 {
+				if err := dst.Flush(); err != nil {
+					return dstError(err, clientIsDst)
+				}
 			}
+			if waiting != nil {
+				waiting()
+			}
+			if _, err := src.Peek(need); err != nil {
+				return srcError(unexpectedEOF(err))
+			}
+		}
+		buf, _ := src.Peek(src.Buffered())
+		n, out, done, err := cs.step(buf, (*scratch)[:0], src.Size())
+		*scratch = out
+		switch {
+		case err != nil && !clientIsDst:
+			return clientError{errBadChunk}
+		case err != nil:
+			return err
+		case limit > 0 && cs.data > limit:
+			return clientError{errBodyTooLarge}
+		}
+		_, _ = src.Discard(n)
+		if _, err := dst.Write(out); err != nil {
+			return dstError(err, clientIsDst)
 		}
 		if done {
 			return nil
 		}
-		if n == 0 { // a line not whole yet: wait for more
-			if _, err := src.Peek(len(buf) + 1); err != nil {
-				return unexpectedEOF(err)
-			}
+		need = 1
+		if n == 0 {
+			need = len(buf) + 1 // a line not whole yet
 		}
 	}
 }
@@ -748,7 +711,7 @@ func (c *h1Conn) parseResponseHead(rh *respHead) (informational bool, err error)
 
 	// What to keep, and how the body ends.
 	*rh = respHead{status: code, length: -1}
-	rh.upClose = conn.close || (http10 && !conn.keepAlive)
+	rh.upClose = conn.close || (http10 && !conn.keepAlive) || closeAfterHead(c.head.method)
 	chunked, hasServer, hasDate := false, false, false
 	for i := range c.hl {
 		l := &c.hl[i]

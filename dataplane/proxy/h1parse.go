@@ -308,8 +308,8 @@ type reqHead struct {
 // parseRequestHead parses a complete head (as found by headEnd) into h, reusing h's storage.
 // It reports false when the request must be handed off to net/http: anything but origin-form
 // HTTP/1.1 with one valid Host, an optional plain Content-Length or Transfer-Encoding: chunked
-// (not both), no Upgrade or TE, no Expect but 100-continue, no obs-fold, no fragment or invalid percent-encoding in the path, and
-// well-formed fields. Before a request is handed off, framingFault decides whether it is
+// (not both), no Upgrade or TE, no Expect but 100-continue, no obs-fold, no fragment or invalid
+// percent-encoding in the path, and well-formed fields. Before a request is handed off, framingFault decides whether it is
 // refused instead (see h1core.go).
 func parseRequestHead(b []byte, h *reqHead) bool {
 	h.buf, h.method, h.target, h.path, h.host, h.route = b, nil, nil, nil, nil, nil

@@ -181,8 +181,11 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	b, code, msg := decide(h.table.Load(), r.Host, r.URL.Path, st)
 	if bodyTooLarge(st.table, r.ContentLength) {
 		w.Header().Set("Connection", "close")
+		code, msg, b = http.StatusRequestEntityTooLarge, msgBodyTooLarge, nil
+	}
+	if b == nil { // the body is not read
 		noContinue(w, r)
-		h.answer(w, r, st, http.StatusRequestEntityTooLarge, "the request body is larger than the fleet's maxRequestBodySize")
+		h.answer(w, r, st, code, msg)
 		return
 	}
 	if r.Body != nil && r.Body != http.NoBody {
@@ -192,11 +195,6 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			body = http.MaxBytesReader(w, body, max)
 		}
 		r.Body = &pacedBody{ReadCloser: body, rc: http.NewResponseController(w), timeout: bodyTimeout(st.table), st: st}
-	}
-	if b == nil {
-		noContinue(w, r)
-		h.answer(w, r, st, code, msg)
-		return
 	}
 	st.backend, st.service = b, b.Name()
 	if b.Affinity {
@@ -303,19 +301,9 @@ func (h *Handler) errorHandler(w http.ResponseWriter, r *http.Request, err error
 	st := r.Context().Value(ctxKey{}).(*reqState)
 	// The body's failures first: net/http cancels the request's context when a read of the
 	// body fails, the body timeout's included.
-	var tooLarge *http.MaxBytesError
-	switch {
-	case errors.As(st.bodyErr, &tooLarge):
+	if code, msg := bodyFailure(st.bodyErr); code != 0 {
 		w.Header().Set("Connection", "close")
-		writeError(w, http.StatusRequestEntityTooLarge, "the request body is larger than the fleet's maxRequestBodySize")
-		return
-	case st.bodyErr != nil && isTimeout(st.bodyErr):
-		w.Header().Set("Connection", "close")
-		writeError(w, http.StatusRequestTimeout, "the request body stalled")
-		return
-	case st.bodyErr != nil && !isClosedConn(st.bodyErr) && !isNetError(st.bodyErr):
-		w.Header().Set("Connection", "close") // a malformed body (chunked framing)
-		writeError(w, http.StatusBadRequest, "malformed chunked request body")
+		writeError(w, code, msg)
 		return
 	}
 	if errors.Is(err, context.Canceled) && r.Context().Err() != nil {
