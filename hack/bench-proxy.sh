@@ -13,6 +13,8 @@
 #   close       cleartext, a new connection per request (Connection: close)
 #   upload128k  POST with a 131072-byte body, keep-alive
 #   c1000       cleartext keep-alive with C1000 (1000) connections
+#   h2          HTTP/2 over TLS (h2load): 16 connections x 10 streams
+#   h2x100      HTTP/2 over TLS (h2load): 64 connections x 100 streams
 #
 # Each section runs the three proxies back to back, ROUNDS times (the order rotated each round),
 # and prints medians and the ratios portico/nginx and portico/haproxy; a summary of all sections
@@ -30,7 +32,7 @@ ROUNDS=${ROUNDS:-3}
 CONNECTIONS=${CONNECTIONS:-64}
 POST_BYTES=${POST_BYTES:-1024}
 C1000=${C1000:-1000}
-ALL_SECTIONS="keepalive https upload tls close upload128k c1000"
+ALL_SECTIONS="keepalive https upload tls close upload128k c1000 h2 h2x100"
 SECTIONS=${SECTIONS:-$ALL_SECTIONS}
 RAW=${RAW:-}
 CORES=$(nproc)
@@ -38,10 +40,10 @@ for s in $SECTIONS; do
   case " $ALL_SECTIONS " in *" $s "*) ;; *) echo "bench-proxy: unknown section $s (sections: $ALL_SECTIONS)" >&2; exit 2 ;; esac
 done
 want() { case " $SECTIONS " in *" $1 "*) return 0 ;; *) return 1 ;; esac; }
-for tool in wrk nginx haproxy openssl; do
+for tool in wrk nginx haproxy openssl h2load; do
   if ! command -v "$tool" >/dev/null; then
-    echo "bench-proxy: installing wrk nginx-light haproxy openssl (Debian packages)" >&2
-    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk nginx-light haproxy openssl >/dev/null
+    echo "bench-proxy: installing wrk nginx-light haproxy openssl nghttp2-client (Debian packages)" >&2
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk nginx-light haproxy openssl nghttp2-client >/dev/null
     break
   fi
 done
@@ -95,7 +97,7 @@ http {
   client_body_buffer_size 128k; # upload bodies in memory, as portico's loops hold them (up to 64 KiB)
   server {
     listen 127.0.0.1:18081 backlog=4096;
-    listen 127.0.0.1:18444 ssl backlog=4096;
+    listen 127.0.0.1:18444 ssl http2 backlog=4096; # wrk offers no ALPN: HTTP/1.1; h2load: h2
     ssl_certificate $work/cert.pem;
     ssl_certificate_key $work/key.pem;
     ssl_protocols TLSv1.2 TLSv1.3; # 1.22's default stops at TLSv1.2; portico and HAProxy offer 1.3
@@ -114,7 +116,8 @@ http {
 NGINX
 # HAProxy has no per-connection request limit (nothing like keepalive_requests) on either side;
 # maxconn is set in defaults too, so that the frontend's own limit is the global one whatever
-# this version's default for it. TLS as nginx's: no session cache, no tickets, HTTP/1.1 by ALPN.
+# this version's default for it. TLS as nginx's: no session cache, no tickets, h2 and HTTP/1.1 by
+# ALPN.
 cat >"$work/haproxy.cfg" <<HAPROXY
 global
   nbthread $CORES
@@ -131,7 +134,7 @@ defaults
   http-reuse always
 frontend fe
   bind 127.0.0.1:18082
-  bind 127.0.0.1:18445 ssl crt $work/haproxy.pem alpn http/1.1
+  bind 127.0.0.1:18445 ssl crt $work/haproxy.pem alpn h2,http/1.1
   acl bench hdr(host) -i bench.example.com
   use_backend be if bench
 backend be
@@ -171,6 +174,22 @@ run() { # name url pids... -- [extra wrk args]: prints name rps p50 p99 cpu-us-p
   us=$(awk -v c=$((c1 - c0)) -v r="${rps:-0}" -v d="$DURATION" -v hz="$(getconf CLK_TCK)" 'BEGIN { printf "%.1f", (r > 0) ? c * 1e6 / hz / (r * d) : 0 }')
   echo "$name ${rps:-0} $(ms "${p50:-0}") $(ms "${p99:-0}") $us ${errs:-none}"
 }
+h2run() { # as run, with h2load: name url pids... -- [h2load args]; p50 and p99 from its per-request log
+  local name=$1 url=$2; shift 2
+  local pids=()
+  while [ $# -gt 0 ] && [ "$1" != -- ]; do pids+=("$1"); shift; done
+  [ $# -gt 0 ] && shift
+  local c0 c1 out="$work/$tag-$name.txt" log="$work/$tag-$name.log"
+  c0=$(cpu "${pids[@]}")
+  h2load -t"$CORES" -D "$DURATION" --log-file="$log" "$@" "$url" >"$out" 2>&1 || true
+  c1=$(cpu "${pids[@]}")
+  local rps p50 p99 errs us
+  rps=$(awk '/^finished in/ {print $4}' "$out")
+  read -r p50 p99 < <(awk '{print $3}' "$log" | sort -n | awk '{v[NR]=$1} END {if (NR) printf "%.3f %.3f\n", v[int(NR*0.5)+1]/1000, v[int(NR*0.99)+1]/1000; else print "0 0"}')
+  errs=$(awk '/^requests:/ && ($10+0 > 0 || $12+0 > 0 || $14+0 > 0) {printf "failed_%d_errored_%d_timeout_%d ", $10, $12, $14} /^status codes:/ && ($5+0 + $7+0 + $9+0 > 0) {printf "non2xx_%d ", $5 + $7 + $9}' "$out" | tr -s ' ' '_')
+  us=$(awk -v c=$((c1 - c0)) -v r="${rps:-0}" -v d="$DURATION" -v hz="$(getconf CLK_TCK)" 'BEGIN { printf "%.1f", (r > 0) ? c * 1e6 / hz / (r * d) : 0 }')
+  echo "$name ${rps:-0} $p50 $p99 $us ${errs:-none}"
+}
 ms() { # wrk latency (e.g. 512.00us, 1.20ms, 2.00s) -> milliseconds
   awk -v v="$1" 'BEGIN { n=v+0; if (v ~ /us$/) n/=1000; else if (v ~ /ms$/) n=n; else if (v ~ /s$/) n*=1000; printf "%.3f", n }'
 }
@@ -191,7 +210,7 @@ compare() {
   for round in $(seq "$ROUNDS"); do
     for i in 0 1 2; do
       j=$(((i + round - 1) % 3)) name=${names[$j]}
-      tag="$section-$round" r=$(run "$name" "${urls[$j]}" ${PIDS[$name]} -- "$@")
+      tag="$section-$round" r=$(${RUNNER:-run} "$name" "${urls[$j]}" ${PIDS[$name]} -- "$@")
       echo "$section round $round: $r" >&2
       echo "$r" >>"$rounds"
     done
@@ -268,6 +287,18 @@ if want c1000; then
   echo
   echo "# keep-alive, $C1000 connections (wrk -t$CORES -c$C1000)"
   conns=$C1000 compare c1000 "$C1000-connection " "$P" "$N" "$H"
+fi
+
+if want h2; then
+  echo
+  echo "# HTTP/2 over TLS (h2load), 16 connections x 10 concurrent streams"
+  RUNNER=h2run compare h2 "HTTP/2 16x10 " "$PS" "$NS" "$HS" -c16 -m10 -H ":authority: bench.example.com"
+fi
+
+if want h2x100; then
+  echo
+  echo "# HTTP/2 over TLS (h2load), 64 connections x 100 concurrent streams"
+  RUNNER=h2run compare h2x100 "HTTP/2 64x100 " "$PS" "$NS" "$HS" -c64 -m100 -H ":authority: bench.example.com"
 fi
 
 echo

@@ -57,10 +57,9 @@ type h1Server struct {
 	up   *upstreams
 	// tlsConfig is set on the HTTPS listener.
 	tlsConfig *tls.Config
-	// plain takes the cleartext HTTP/1 connections the fast path hands off, h2c those that
-	// start with the HTTP/2 preface; h2 takes TLS connections that chose h2 by ALPN; tlsH1
-	// takes handed-off HTTP/1.1 TLS connections.
-	plain, h2c, h2, tlsH1 *connQueue
+	// plain takes the cleartext connections the fast path hands off, tlsH1 the TLS ones
+	// (HTTP/2 streams included: a stream is handed off as an HTTP/1.1 connection).
+	plain, tlsH1 *connQueue
 
 	mu      sync.Mutex
 	ln      net.Listener
@@ -140,6 +139,9 @@ func (s *h1Server) Shutdown(ctx context.Context) error {
 			if c.state.CompareAndSwap(stateIdle, stateClosed) {
 				_ = c.c.Close()
 			}
+			if cc := c.h2.Load(); cc != nil {
+				cc.shutdown()
+			}
 		}
 		s.mu.Unlock()
 		select {
@@ -197,6 +199,10 @@ type h1Conn struct {
 	now time.Time
 	// metrics caches the series of the last request: a keep-alive connection mostly repeats it.
 	metrics metricCache
+	// stream: the connection is an HTTP/2 stream (h2Stream), which carries one exchange.
+	stream bool
+	// h2 is the HTTP/2 connection this connection serves, if it does (for Shutdown).
+	h2 atomic.Pointer[h2Conn]
 }
 
 // metricCache holds the series last used on a connection.
@@ -243,11 +249,6 @@ func (c *h1Conn) serve() {
 		cs := tc.ConnectionState()
 		c.tls = &cs
 		c.proto, c.port = "https", c.s.h.httpsPort
-		if cs.NegotiatedProtocol == "h2" {
-			c.s.h.metrics.Handoffs.WithLabelValues("h2").Inc()
-			handedOff = c.s.h2.push(tc)
-			return
-		}
 	}
 	if host, _, err := net.SplitHostPort(c.c.RemoteAddr().String()); err == nil {
 		c.client = host
@@ -257,6 +258,11 @@ func (c *h1Conn) serve() {
 		c.rw = newRawConn(c.c)
 	}
 	c.takeBuffers()
+	if c.tls != nil && c.tls.NegotiatedProtocol == "h2" {
+		c.state.Store(stateActive)
+		c.serveH2()
+		return
+	}
 	c.now = time.Now()
 	handedOff = c.serveRequests(o.ReadHeaderTimeout) // before the first request
 }
@@ -480,14 +486,31 @@ func (c *h1Conn) handoff() bool {
 	if c.tls != nil {
 		q = c.s.tlsH1
 	}
-	if q == c.s.plain {
+	if q == c.s.plain && !c.stream {
 		if buf, _ := c.br.Peek(min(c.br.Buffered(), len(h2Preface))); isH2Preface(buf) {
-			q = c.s.h2c
+			// HTTP/2 with prior knowledge: served here (h2.go).
+			_ = c.c.SetReadDeadline(time.Time{})
+			c.serveH2()
+			return false
 		}
 	}
 	c.state.Store(stateClosed)
 	c.s.h.metrics.Handoffs.WithLabelValues("request").Inc()
 	return q.push(&handoffConn{Conn: c.c, r: c.br, tls: c.tls})
+}
+
+// serveStream serves the one request of an HTTP/2 stream, whose head (headLen bytes) comes
+// first from c.br. It reports whether the stream was handed to net/http.
+func (c *h1Conn) serveStream(headLen int) (handedOff bool) {
+	c.state.Store(stateActive)
+	if buf, err := c.br.Peek(headLen); err == nil {
+		c.head.buf = append(c.head.buf[:0], buf...)
+		if parseRequestHead(c.head.buf, &c.head) && !c.s.opts.NetHTTPOnly && c.serveRequest(headLen) {
+			_ = c.bw.Flush()
+			return false
+		}
+	}
+	return c.handoff()
 }
 
 // refuse answers a request whose framing is in doubt with 400 and closes the connection
@@ -636,11 +659,19 @@ func (c *h1Conn) done() {
 		hd := &c.head
 		h.opts.AccessLog.write(accessEntry{
 			Time: time.Now().UTC().Format(time.RFC3339Nano), Client: c.peerAddr(), Method: string(hd.method),
-			Host: string(hd.host), URI: string(hd.target), Proto: "HTTP/1.1", Status: st.status, Ingress: st.ingress,
+			Host: string(hd.host), URI: string(hd.target), Proto: c.protoVersion(), Status: st.status, Ingress: st.ingress,
 			Service: st.service, Upstream: addr, Duration: time.Since(st.start).Seconds(), RequestID: st.requestID,
 			UserAgent: string(hd.userAgent),
 		})
 	}
+}
+
+// protoVersion is the client's protocol version, for the access log.
+func (c *h1Conn) protoVersion() string {
+	if c.stream {
+		return "HTTP/2.0"
+	}
+	return "HTTP/1.1"
 }
 
 // cookieValue finds a cookie in the request's Cookie headers.

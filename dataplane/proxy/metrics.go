@@ -21,10 +21,14 @@ type Metrics struct {
 	LastSync        prometheus.Gauge
 	Generation      prometheus.Gauge
 	Problems        prometheus.Gauge
-	// Handoffs counts connections the HTTP/1.1 fast path gave to net/http, by reason: "h2"
-	// (chosen by ALPN) or "request" (a request outside the fast path's subset; the connection
-	// stays with net/http).
+	// Handoffs counts connections (and HTTP/2 streams) the fast path gave to net/http: reason
+	// "request" (a request outside the fast path's subset, or for an h2c backend).
 	Handoffs *prometheus.CounterVec
+	// H2Connections counts HTTP/2 connections (h2 by ALPN, h2c with prior knowledge).
+	H2Connections prometheus.Counter
+	// H2Refused counts streams refused past SETTINGS_MAX_CONCURRENT_STREAMS; H2Calmed connections
+	// ended with ENHANCE_YOUR_CALM (streams reset faster than they are served).
+	H2Refused, H2Calmed prometheus.Counter
 	// LoopConnections is how many client connections each event loop holds (Linux, cleartext),
 	// updated every loop tick.
 	LoopConnections *prometheus.GaugeVec
@@ -63,8 +67,17 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Name: "portico_ingress_problems", Help: "Problems found by the last compile (invalid backends, TLS Secrets, conflicts).",
 		}),
 		Handoffs: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "portico_http_handoffs_total", Help: "Connections the HTTP/1.1 fast path handed to net/http, by reason (h2, request).",
+			Name: "portico_http_handoffs_total", Help: "Connections and HTTP/2 streams the fast path handed to net/http, by reason (request).",
 		}, []string{"reason"}),
+		H2Connections: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "portico_http2_connections_total", Help: "HTTP/2 connections accepted (h2 by ALPN, h2c with prior knowledge).",
+		}),
+		H2Refused: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "portico_http2_refused_streams_total", Help: "HTTP/2 streams refused past the concurrent stream limit (REFUSED_STREAM).",
+		}),
+		H2Calmed: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "portico_http2_enhance_your_calm_total", Help: "HTTP/2 connections closed for opening streams faster than they are served (rapid reset).",
+		}),
 		LoopConnections: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "portico_event_loop_connections", Help: "Client connections held by each event loop of the cleartext listener.",
 		}, []string{"loop"}),
@@ -73,7 +86,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		}, []string{"reason"}),
 	}
 	reg.MustRegister(m.Requests, m.Duration, m.UpstreamErrors, m.UpstreamRetries, m.TableSize, m.LastSync, m.Generation, m.Problems, m.Handoffs,
-		m.LoopConnections, m.LoopHandoffs)
+		m.H2Connections, m.H2Refused, m.H2Calmed, m.LoopConnections, m.LoopHandoffs)
 	return m
 }
 

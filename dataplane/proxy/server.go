@@ -118,21 +118,16 @@ func (s *Server) Run(ctx context.Context) error {
 		return &http.Server{Handler: h, ReadHeaderTimeout: s.opts.ReadHeaderTimeout, IdleTimeout: s.opts.IdleTimeout,
 			MaxHeaderBytes: s.opts.MaxHeaderBytes, ErrorLog: stdlog.New(logWriter{s.log}, "", 0)}
 	}
-	// The fast path takes each listener; net/http serves what it hands off: cleartext HTTP/1
-	// (plain), h2c with prior knowledge (h2c), TLS connections that chose h2 (secure), and TLS
-	// HTTP/1.1 (secureH1). net/http parses at most one HTTP/1 request per connection: plain and
-	// secureH1 close the connection after their answer (WebSocket tunnels excepted), so that
-	// every later request head is read by the fast path's parser (see h1core.go).
-	plain, h2c, secure, secureH1, hs := mk(s.handler), mk(s.handler), mk(s.handler), mk(tlsStateFromConn(s.handler)), mk(health)
+	// The fast path takes each listener and serves HTTP/1.1 and HTTP/2 (h2 by ALPN, h2c with
+	// prior knowledge: h2.go); net/http serves the requests it hands off, on cleartext (plain)
+	// and TLS (secureH1) connections and HTTP/2 streams, as HTTP/1. net/http parses at most one
+	// request per connection: plain and secureH1 close the connection after their answer
+	// (WebSocket tunnels excepted), so that every later request head is read by the fast path's
+	// parser (see h1core.go).
+	plain, secureH1, hs := mk(s.handler), mk(tlsStateFromConn(s.handler)), mk(health)
 	plain.Protocols = new(http.Protocols)
 	plain.Protocols.SetHTTP1(true)
 	plain.SetKeepAlivesEnabled(false)
-	h2c.Protocols = new(http.Protocols)
-	h2c.Protocols.SetUnencryptedHTTP2(true)
-	secure.Protocols = new(http.Protocols)
-	secure.Protocols.SetHTTP1(true)
-	secure.Protocols.SetHTTP2(true)
-	secure.TLSConfig = s.TLSConfig()
 	secureH1.Protocols = new(http.Protocols)
 	secureH1.Protocols.SetHTTP1(true)
 	secureH1.ConnContext = tlsConnContext
@@ -152,11 +147,11 @@ func (s *Server) Run(ctx context.Context) error {
 	}
 	up := s.handler.up
 	defer up.close()
-	fastPlain := &h1Server{h: s.handler, opts: s.opts, up: up, plain: newConnQueue(lns[0].Addr()), h2c: newConnQueue(lns[0].Addr())}
-	fastTLS := &h1Server{h: s.handler, opts: s.opts, up: up, tlsConfig: secure.TLSConfig,
-		h2: newConnQueue(lns[1].Addr()), tlsH1: newConnQueue(lns[1].Addr())}
+	fastPlain := &h1Server{h: s.handler, opts: s.opts, up: up, plain: newConnQueue(lns[0].Addr())}
+	fastTLS := &h1Server{h: s.handler, opts: s.opts, up: up, tlsConfig: s.TLSConfig(),
+		tlsH1: newConnQueue(lns[1].Addr())}
 	close(s.Bound)
-	errc := make(chan error, 7)
+	errc := make(chan error, 5)
 	serve := func(f func() error) {
 		go func() {
 			if err := f(); err != nil && !errors.Is(err, http.ErrServerClosed) {
@@ -166,9 +161,7 @@ func (s *Server) Run(ctx context.Context) error {
 	}
 	serve(func() error { return fastPlain.Serve(lns[0]) })
 	serve(func() error { return plain.Serve(fastPlain.plain) })
-	serve(func() error { return h2c.Serve(fastPlain.h2c) })
 	serve(func() error { return fastTLS.Serve(lns[1]) })
-	serve(func() error { return secure.Serve(fastTLS.h2) })
 	serve(func() error { return secureH1.Serve(fastTLS.tlsH1) })
 	serve(func() error { return hs.Serve(lns[2]) })
 	s.log.Info("Proxy serving", "http", lns[0].Addr().String(), "https", lns[1].Addr().String(), "health", lns[2].Addr().String())
@@ -176,7 +169,7 @@ func (s *Server) Run(ctx context.Context) error {
 	select {
 	case err := <-errc:
 		_ = errors.Join(fastPlain.Shutdown(canceled()), fastTLS.Shutdown(canceled()))
-		_ = errors.Join(plain.Close(), h2c.Close(), secure.Close(), secureH1.Close(), hs.Close())
+		_ = errors.Join(plain.Close(), secureH1.Close(), hs.Close())
 		return err
 	case <-ctx.Done():
 	}
@@ -187,7 +180,7 @@ func (s *Server) Run(ctx context.Context) error {
 	defer cancel()
 	// The fast path first: it stops handing connections to net/http.
 	err := errors.Join(fastPlain.Shutdown(shutdown), fastTLS.Shutdown(shutdown))
-	err = errors.Join(err, plain.Shutdown(shutdown), h2c.Shutdown(shutdown), secure.Shutdown(shutdown), secureH1.Shutdown(shutdown))
+	err = errors.Join(err, plain.Shutdown(shutdown), secureH1.Shutdown(shutdown))
 	_ = hs.Close()
 	s.log.Info("Proxy stopped")
 	return err

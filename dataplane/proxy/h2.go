@@ -1,0 +1,686 @@
+package proxy
+
+import (
+	"bufio"
+	"bytes"
+	"errors"
+	"io"
+	"net"
+	"runtime"
+	"strconv"
+	"sync"
+	"time"
+
+	"golang.org/x/net/http2"
+	"golang.org/x/net/http2/hpack"
+)
+
+// The HTTP/2 server. A connection is served by one goroutine that reads its frames
+// (golang.org/x/net/http2's Framer: frame order, CONTINUATION assembly, HPACK decoding and field
+// validation) and keeps the streams' state; each request stream is served by a goroutine of its
+// own through the same core as an HTTP/1.1 request: the stream is an HTTP/1.1 exchange on a
+// connection of its own (h2Stream is a net.Conn). Its HEADERS become an HTTP/1.1 head that the
+// fast path's parser reads, its DATA the body (chunked when it has no content-length), and what
+// the core answers (the backend's head as the core rewrote it, the body as the core framed it)
+// becomes HEADERS, DATA and trailers again. Every rule of h1core.go (framing, hop-by-hop fields,
+// pooling, retries, body limits and timeouts), the routing, the metrics and the access log are
+// therefore the HTTP/1.1 path's; a request the fast path hands off (an h2c backend such as a
+// gRPC service, a percent-encoded path it does not take) goes to net/http's HTTP/1 server on
+// the stream, as a handed-off HTTP/1.1 connection does. See docs/data-plane.md.
+//
+// Frames to the client are appended to one buffer under the connection's lock and written by
+// whichever goroutine finds no write under way (flush combining): answers that end together go
+// out in one TLS write.
+
+const (
+	// h2MaxStreams is SETTINGS_MAX_CONCURRENT_STREAMS (nginx's and Go's default); more open
+	// streams are refused (REFUSED_STREAM). It also bounds the streams being served: streams a
+	// client resets stay counted until their goroutine ends, so resetting streams does not
+	// start more work (CVE-2023-44487, rapid reset); streams waiting for a slot are queued, and
+	// a queue longer than h2MaxStreams ends the connection (GOAWAY ENHANCE_YOUR_CALM).
+	h2MaxStreams = 128
+	// h2StreamWindow and h2ConnWindow are the receive windows: what a client may send ahead of
+	// the backend reading it, per stream and in all (so at most h2ConnWindow is buffered per
+	// connection).
+	h2StreamWindow = 256 << 10
+	h2ConnWindow   = 1 << 20
+	// h2MaxFrame is the largest frame read (SETTINGS_MAX_FRAME_SIZE left at its default).
+	h2MaxFrame = 16 << 10
+	// h2MaxWriteBuffer: frames waiting to be written past it make DATA writers wait.
+	h2MaxWriteBuffer = 256 << 10
+	// h2WriteTimeout bounds a write to the client and a wait for its flow-control window
+	// (nginx's send_timeout).
+	h2WriteTimeout = 60 * time.Second
+	// h2PingAfter: a connection silent this long while streams are open is sent a PING; no
+	// answer within h2PingTimeout closes it.
+	h2PingAfter   = 30 * time.Second
+	h2PingTimeout = 15 * time.Second
+	// h2MaxReadPerFrame bounds the bytes one frame read may consume: a header block with its
+	// CONTINUATION frames included (the Framer stops decoding past MaxHeaderListSize, but reads
+	// on as long as empty CONTINUATION frames come: the 2024 CONTINUATION flood).
+	h2MaxReadPerFrame = 4 << 20
+)
+
+var errH2ReadBudget = errors.New("http2: header block too long")
+
+// h2Conn is one HTTP/2 connection.
+type h2Conn struct {
+	hc    *h1Conn // the connection's own (its goroutine serves the frames)
+	c     net.Conn
+	rfr   *http2.Framer
+	cr    countingReader
+	wd    time.Time // the write deadline last set
+	ping  bool      // a PING of ours awaits its answer
+	rdead readDeadline
+
+	mu       sync.Mutex
+	space    sync.Cond // signalled when a write ends (DATA writers wait for buffer space)
+	out      []byte    // frames to write
+	spare    []byte
+	flushing bool
+	werr     error
+	enc      *hpack.Encoder
+	hbuf     bytes.Buffer
+	// the peer's settings and the connection's send window
+	sendWindow, initialWindow int32
+	maxFrame                  int
+	// recvWindow is what the client may still send on the connection; unacked what was
+	// consumed and not yet given back by WINDOW_UPDATE.
+	recvWindow, unacked int32
+	streams             map[uint32]*h2Stream
+	lastStream          uint32
+	workers             int // streams being served (started, response not ended)
+	pending             []*h2Stream
+	goingAway           bool
+	closed              bool
+	kick                chan struct{} // wakes the writer
+	wrote               chan struct{} // closed when the writer has written all after the end
+}
+
+// countingReader counts the bytes of one frame read.
+type countingReader struct {
+	r      *bufio.Reader
+	n, max int
+}
+
+func (r *countingReader) Read(p []byte) (int, error) {
+	if r.n >= r.max {
+		return 0, errH2ReadBudget
+	}
+	if len(p) > r.max-r.n {
+		p = p[:r.max-r.n]
+	}
+	n, err := r.r.Read(p)
+	r.n += n
+	return n, err
+}
+
+// serveH2 serves c as an HTTP/2 connection whose client preface is next in c.br.
+func (c *h1Conn) serveH2() {
+	c.s.h.metrics.H2Connections.Inc()
+	cc := &h2Conn{hc: c, c: c.c, streams: map[uint32]*h2Stream{}, sendWindow: 65535, initialWindow: 65535,
+		maxFrame: 16384, recvWindow: h2ConnWindow}
+	cc.space.L = &cc.mu
+	cc.enc = hpack.NewEncoder(&cc.hbuf)
+	cc.kick, cc.wrote = make(chan struct{}, 1), make(chan struct{})
+	go cc.writer()
+	c.h2.Store(cc)
+	defer cc.shut()
+
+	o := &c.s.opts
+	cc.mu.Lock()
+	cc.out = appendSettings(cc.out,
+		http2.Setting{ID: http2.SettingMaxConcurrentStreams, Val: h2MaxStreams},
+		http2.Setting{ID: http2.SettingInitialWindowSize, Val: h2StreamWindow},
+		http2.Setting{ID: http2.SettingMaxHeaderListSize, Val: uint32(o.MaxHeaderBytes)})
+	cc.out = appendWindowUpdate(cc.out, 0, h2ConnWindow-65535)
+	cc.flushLocked()
+	cc.mu.Unlock()
+
+	_ = c.c.SetReadDeadline(time.Now().Add(o.ReadHeaderTimeout))
+	pre, err := c.br.Peek(len(h2Preface))
+	if err != nil || !isH2Preface(pre) {
+		return
+	}
+	_, _ = c.br.Discard(len(h2Preface))
+	cc.cr = countingReader{r: c.br, max: h2MaxReadPerFrame}
+	cc.rfr = http2.NewFramer(nil, &cc.cr)
+	cc.rfr.ReadMetaHeaders = hpack.NewDecoder(4096, nil)
+	cc.rfr.MaxHeaderListSize = uint32(o.MaxHeaderBytes)
+	cc.rfr.SetMaxReadFrameSize(h2MaxFrame)
+	cc.rfr.SetReuseFrames()
+	first := true
+	for {
+		if !cc.readDeadline(first) {
+			return
+		}
+		cc.cr.n = 0
+		f, err := cc.rfr.ReadFrame()
+		if err != nil {
+			if !cc.readFailed(err) {
+				return
+			}
+			continue
+		}
+		if first {
+			if _, ok := f.(*http2.SettingsFrame); !ok {
+				cc.goAway(http2.ErrCodeProtocol)
+				return
+			}
+			first = false
+		}
+		if !cc.process(f) {
+			return
+		}
+	}
+}
+
+// readDeadline sets how long the next frame may take: the header timeout for the first, the
+// idle timeout while no stream is open, else until a PING is due (see readFailed). It reports
+// false when the connection ends instead: sent away (GOAWAY), with no stream left.
+func (cc *h2Conn) readDeadline(first bool) bool {
+	o := &cc.hc.s.opts
+	if first {
+		return true
+	}
+	cc.mu.Lock()
+	busy := cc.workers > 0 || len(cc.streams) > 0
+	away := cc.goingAway
+	cc.mu.Unlock()
+	if away && !busy {
+		return false
+	}
+	switch {
+	case cc.ping:
+		cc.rdead.within(cc.c, time.Now(), h2PingTimeout)
+	case busy:
+		cc.rdead.within(cc.c, time.Now(), h2PingAfter)
+	default:
+		cc.rdead.within(cc.c, time.Now(), o.IdleTimeout)
+	}
+	return true
+}
+
+// readFailed handles a failed frame read; it reports whether the connection goes on.
+func (cc *h2Conn) readFailed(err error) bool {
+	var se http2.StreamError
+	if errors.As(err, &se) {
+		cc.mu.Lock()
+		if se.StreamID%2 == 1 && se.StreamID > cc.lastStream {
+			cc.lastStream = se.StreamID // the stream was opened, malformed
+		}
+		if st := cc.streams[se.StreamID]; st != nil {
+			st.resetLocked(se.Code, true)
+		} else {
+			cc.out = appendRST(cc.out, se.StreamID, se.Code)
+		}
+		cc.flushLocked()
+		cc.mu.Unlock()
+		return true
+	}
+	var ce http2.ConnectionError
+	switch {
+	case errors.As(err, &ce):
+		cc.goAway(http2.ErrCode(ce))
+		return false
+	case errors.Is(err, errH2ReadBudget):
+		cc.goAway(http2.ErrCodeEnhanceYourCalm)
+		return false
+	case isTimeout(err) && cc.cr.n == 0:
+		cc.mu.Lock()
+		busy := cc.workers > 0 || len(cc.streams) > 0
+		cc.mu.Unlock()
+		if !busy || cc.ping {
+			cc.goAway(http2.ErrCodeNo)
+			return false
+		}
+		cc.ping = true
+		cc.mu.Lock()
+		cc.out = appendFrameHeader(cc.out, 8, http2.FramePing, 0, 0)
+		cc.out = append(cc.out, "portico!"...)
+		cc.flushLocked()
+		cc.mu.Unlock()
+		return true
+	}
+	return false
+}
+
+// process handles one frame; it reports whether the connection goes on.
+func (cc *h2Conn) process(f http2.Frame) bool {
+	switch f := f.(type) {
+	case *http2.MetaHeadersFrame:
+		return cc.headers(f)
+	case *http2.DataFrame:
+		return cc.data(f)
+	case *http2.WindowUpdateFrame:
+		return cc.windowUpdate(f)
+	case *http2.RSTStreamFrame:
+		cc.mu.Lock()
+		defer cc.mu.Unlock()
+		if f.StreamID > cc.lastStream {
+			cc.goAwayLocked(http2.ErrCodeProtocol)
+			return false
+		}
+		if st := cc.streams[f.StreamID]; st != nil {
+			st.resetLocked(f.ErrCode, false)
+		}
+		return true
+	case *http2.SettingsFrame:
+		if f.IsAck() {
+			return true
+		}
+		return cc.settings(f)
+	case *http2.PingFrame:
+		if f.IsAck() {
+			cc.ping = false
+			return true
+		}
+		cc.mu.Lock()
+		cc.out = appendFrameHeader(cc.out, 8, http2.FramePing, http2.FlagPingAck, 0)
+		cc.out = append(cc.out, f.Data[:]...)
+		cc.flushLocked()
+		cc.mu.Unlock()
+		return true
+	case *http2.GoAwayFrame:
+		cc.mu.Lock()
+		cc.goingAway = true
+		cc.mu.Unlock()
+		return true
+	case *http2.PushPromiseFrame:
+		cc.goAway(http2.ErrCodeProtocol)
+		return false
+	}
+	return true // PRIORITY, unknown frame types: ignored
+}
+
+// headers opens a stream, or ends one with trailers.
+func (cc *h2Conn) headers(f *http2.MetaHeadersFrame) bool {
+	id := f.StreamID
+	cc.mu.Lock()
+	defer cc.mu.Unlock()
+	if st := cc.streams[id]; st != nil {
+		if st.bodyEnd || !f.StreamEnded() {
+			st.resetLocked(http2.ErrCodeProtocol, true)
+		} else {
+			st.requestTrailers(f.RegularFields())
+		}
+		cc.flushLocked()
+		return true
+	}
+	if id%2 == 0 {
+		cc.goAwayLocked(http2.ErrCodeProtocol)
+		return false
+	}
+	if id <= cc.lastStream {
+		return true // a stream already closed (answered, or reset): trailers that crossed
+	}
+	cc.lastStream = id
+	switch {
+	case cc.goingAway:
+		cc.out = appendRST(cc.out, id, http2.ErrCodeRefusedStream)
+	case len(cc.streams) >= h2MaxStreams:
+		cc.hc.s.h.metrics.H2Refused.Inc()
+		cc.out = appendRST(cc.out, id, http2.ErrCodeRefusedStream)
+	case f.Truncated:
+		cc.answerLocked(id, 431)
+	default:
+		st := newH2Stream(cc, id)
+		if code := st.requestHead(f); code != 0 {
+			if code == http2.ErrCodeProtocol && st.status != 0 {
+				cc.answerLocked(id, st.status)
+			} else {
+				cc.out = appendRST(cc.out, id, code)
+			}
+			break
+		}
+		st.bodyEnd = f.StreamEnded()
+		cc.streams[id] = st
+		if cc.workers < h2MaxStreams {
+			cc.workers++
+			go st.serve()
+			break
+		}
+		cc.pending = append(cc.pending, st)
+		if len(cc.pending) > h2MaxStreams {
+			cc.hc.s.h.metrics.H2Calmed.Inc()
+			cc.goAwayLocked(http2.ErrCodeEnhanceYourCalm)
+			return false
+		}
+	}
+	cc.flushLocked()
+	return true
+}
+
+// data takes a DATA frame: its payload goes to its stream's body, within the windows.
+func (cc *h2Conn) data(f *http2.DataFrame) bool {
+	n := int32(f.Length)
+	cc.mu.Lock()
+	defer cc.mu.Unlock()
+	cc.recvWindow -= n
+	if cc.recvWindow < 0 {
+		cc.goAwayLocked(http2.ErrCodeFlowControl)
+		return false
+	}
+	st := cc.streams[f.StreamID]
+	if st == nil || st.bodyEnd || st.reset {
+		cc.consumedLocked(nil, n) // the connection's window is given back at once
+		switch {
+		case f.StreamID > cc.lastStream:
+			cc.goAwayLocked(http2.ErrCodeProtocol)
+			return false
+		case st != nil && st.bodyEnd:
+			st.resetLocked(http2.ErrCodeStreamClosed, true)
+		}
+		cc.flushLocked()
+		return true
+	}
+	st.recvWindow -= n
+	if st.recvWindow < 0 {
+		st.resetLocked(http2.ErrCodeFlowControl, true)
+		cc.flushLocked()
+		return true
+	}
+	data := f.Data()
+	if pad := n - int32(len(data)); pad > 0 {
+		cc.consumedLocked(st, pad)
+	}
+	st.received += int64(len(data))
+	if st.length >= 0 && (st.received > st.length || (f.StreamEnded() && st.received != st.length)) {
+		st.resetLocked(http2.ErrCodeProtocol, true) // the body disagrees with its content-length
+		cc.flushLocked()
+		return true
+	}
+	st.body = append(st.body, data...)
+	if f.StreamEnded() {
+		st.bodyEnd = true
+	}
+	cc.flushLocked()
+	st.cond.Broadcast()
+	return true
+}
+
+// windowUpdate opens a send window.
+func (cc *h2Conn) windowUpdate(f *http2.WindowUpdateFrame) bool {
+	cc.mu.Lock()
+	defer cc.mu.Unlock()
+	inc := int64(f.Increment)
+	if f.StreamID == 0 {
+		if int64(cc.sendWindow)+inc > 1<<31-1 {
+			cc.goAwayLocked(http2.ErrCodeFlowControl)
+			return false
+		}
+		cc.sendWindow += int32(inc)
+		for _, st := range cc.streams {
+			if st.waiting {
+				st.cond.Broadcast()
+			}
+		}
+		return true
+	}
+	if st := cc.streams[f.StreamID]; st != nil {
+		if int64(st.sendWindow)+inc > 1<<31-1 {
+			st.resetLocked(http2.ErrCodeFlowControl, true)
+			cc.flushLocked()
+			return true
+		}
+		st.sendWindow += int32(inc)
+		st.cond.Broadcast()
+	}
+	return true
+}
+
+// settings applies the client's settings and acknowledges them.
+func (cc *h2Conn) settings(f *http2.SettingsFrame) bool {
+	cc.mu.Lock()
+	defer cc.mu.Unlock()
+	err := f.ForeachSetting(func(s http2.Setting) error {
+		if err := s.Valid(); err != nil {
+			return err
+		}
+		switch s.ID {
+		case http2.SettingInitialWindowSize:
+			delta := int32(s.Val) - cc.initialWindow
+			cc.initialWindow = int32(s.Val)
+			for _, st := range cc.streams {
+				if int64(st.sendWindow)+int64(delta) > 1<<31-1 {
+					return http2.ConnectionError(http2.ErrCodeFlowControl)
+				}
+				st.sendWindow += delta
+				st.cond.Broadcast()
+			}
+		case http2.SettingMaxFrameSize:
+			cc.maxFrame = int(s.Val)
+		case http2.SettingHeaderTableSize:
+			cc.enc.SetMaxDynamicTableSizeLimit(s.Val)
+		}
+		return nil
+	})
+	if err != nil {
+		var ce http2.ConnectionError
+		code := http2.ErrCodeProtocol
+		if errors.As(err, &ce) {
+			code = http2.ErrCode(ce)
+		}
+		cc.goAwayLocked(code)
+		return false
+	}
+	cc.out = appendFrameHeader(cc.out, 0, http2.FrameSettings, http2.FlagSettingsAck, 0)
+	cc.flushLocked()
+	return true
+}
+
+// consumedLocked gives back n bytes of receive window, on st (unless nil) and the
+// connection, in WINDOW_UPDATE frames once a quarter of a window is due.
+func (cc *h2Conn) consumedLocked(st *h2Stream, n int32) {
+	cc.unacked += n
+	if cc.unacked >= h2ConnWindow/4 {
+		cc.out = appendWindowUpdate(cc.out, 0, uint32(cc.unacked))
+		cc.recvWindow += cc.unacked
+		cc.unacked = 0
+	}
+	if st == nil {
+		return
+	}
+	st.unacked += n
+	if st.unacked >= h2StreamWindow/4 && !st.bodyEnd && !st.reset {
+		cc.out = appendWindowUpdate(cc.out, st.id, uint32(st.unacked))
+		st.recvWindow += st.unacked
+		st.unacked = 0
+	}
+}
+
+// answerLocked answers a stream the proxy refuses before serving it (431 for a header list
+// too long, 400 for a malformed request, 405 for CONNECT), with no body.
+func (cc *h2Conn) answerLocked(id uint32, status int) {
+	cc.hbuf.Reset()
+	_ = cc.enc.WriteField(hpack.HeaderField{Name: ":status", Value: strconv.Itoa(status)})
+	_ = cc.enc.WriteField(hpack.HeaderField{Name: "server", Value: "portico"})
+	cc.out = cc.appendHeaderBlock(cc.out, id, true)
+}
+
+// appendHeaderBlock appends the header block in hbuf as a HEADERS frame and CONTINUATION frames
+// as the peer's frame size requires.
+func (cc *h2Conn) appendHeaderBlock(b []byte, id uint32, end bool) []byte {
+	block := cc.hbuf.Bytes()
+	typ, flags := http2.FrameHeaders, http2.Flags(0)
+	if end {
+		flags = http2.FlagHeadersEndStream
+	}
+	for {
+		n := min(len(block), cc.maxFrame)
+		fl := flags
+		if n == len(block) {
+			fl |= http2.FlagHeadersEndHeaders
+		}
+		b = appendFrameHeader(b, n, typ, fl, id)
+		b = append(b, block[:n]...)
+		block = block[n:]
+		if len(block) == 0 {
+			return b
+		}
+		typ, flags = http2.FrameContinuation, 0
+	}
+}
+
+// goAway sends GOAWAY with code; the connection then ends.
+func (cc *h2Conn) goAway(code http2.ErrCode) {
+	cc.mu.Lock()
+	cc.goAwayLocked(code)
+	cc.mu.Unlock()
+}
+
+func (cc *h2Conn) goAwayLocked(code http2.ErrCode) {
+	if cc.closed {
+		return
+	}
+	cc.out = appendFrameHeader(cc.out, 8, http2.FrameGoAway, 0, 0)
+	cc.out = append(cc.out, byte(cc.lastStream>>24)&0x7f, byte(cc.lastStream>>16), byte(cc.lastStream>>8), byte(cc.lastStream),
+		byte(code>>24), byte(code>>16), byte(code>>8), byte(code))
+	cc.goingAway = true
+	cc.flushLocked()
+}
+
+// shutdown asks the client to open no more streams (GOAWAY NO_ERROR); the connection ends when
+// its streams have (Shutdown closes it after its timeout).
+func (cc *h2Conn) shutdown() {
+	cc.mu.Lock()
+	defer cc.mu.Unlock()
+	if cc.goingAway {
+		if cc.workers == 0 && len(cc.streams) == 0 {
+			_ = cc.c.SetReadDeadline(time.Unix(1, 0))
+		}
+		return
+	}
+	cc.goAwayLocked(http2.ErrCodeNo)
+}
+
+// shut ends the connection: its streams are reset, their goroutines end on their own.
+func (cc *h2Conn) shut() {
+	cc.mu.Lock()
+	cc.closed = true
+	for _, st := range cc.streams {
+		st.reset = true
+		st.cond.Broadcast()
+	}
+	for _, st := range cc.pending {
+		st.reset = true
+	}
+	cc.pending = nil
+	cc.space.Broadcast()
+	cc.mu.Unlock()
+	// The writer writes what is left (a GOAWAY), a second at most, then ends.
+	_ = cc.c.SetWriteDeadline(time.Now().Add(time.Second))
+	select {
+	case cc.kick <- struct{}{}:
+	default:
+	}
+	<-cc.wrote
+	cc.hc.h2.Store(nil)
+}
+
+// flushLocked has the frames buffered written: by the connection's writer goroutine, which
+// the first frames after a write wake. Under load, the answers that end while a write is under
+// way or while the writer waits for a core go out together in the next write.
+func (cc *h2Conn) flushLocked() {
+	if cc.flushing || len(cc.out) == 0 {
+		return
+	}
+	cc.flushing = true
+	select {
+	case cc.kick <- struct{}{}:
+	default:
+	}
+}
+
+// writer writes what flushLocked hands it, until the connection ends.
+func (cc *h2Conn) writer() {
+	for range cc.kick {
+		// Streams whose answers are ready to be written run first, so that they go out in
+		// this write, as an event loop writes once for all it found ready.
+		runtime.Gosched()
+		cc.mu.Lock()
+		for len(cc.out) > 0 && cc.werr == nil {
+			b := cc.out
+			cc.out, cc.spare = cc.spare[:0], nil
+			closing := cc.closed
+			cc.mu.Unlock()
+			now := time.Now()
+			if !closing && cc.wd.Sub(now) < h2WriteTimeout*7/8 {
+				cc.wd = now.Add(h2WriteTimeout)
+				_ = cc.c.SetWriteDeadline(cc.wd)
+			}
+			_, err := cc.c.Write(b)
+			cc.mu.Lock()
+			cc.spare = nil // never the buffer being filled
+			if cap(b) <= 64<<10 {
+				cc.spare = b[:0]
+			}
+			if err != nil {
+				cc.werr = err
+				for _, st := range cc.streams {
+					st.cond.Broadcast()
+				}
+				_ = cc.c.SetReadDeadline(time.Unix(1, 0)) // the reader ends too
+			}
+			cc.space.Broadcast()
+		}
+		done := cc.closed
+		if done {
+			cc.werr = net.ErrClosed // nothing more is written
+		} else {
+			cc.flushing = false
+		}
+		cc.mu.Unlock()
+		if done {
+			close(cc.wrote)
+			return
+		}
+	}
+}
+
+// streamDone accounts for a stream whose answer ended: its slot goes to the next stream
+// waiting, if any.
+func (cc *h2Conn) streamDoneLocked(st *h2Stream) {
+	if cc.streams[st.id] == st {
+		delete(cc.streams, st.id)
+	}
+	cc.workers--
+	for len(cc.pending) > 0 {
+		next := cc.pending[0]
+		cc.pending = cc.pending[1:]
+		if next.reset {
+			continue
+		}
+		cc.workers++
+		go next.serve()
+		break
+	}
+	if cc.goingAway && cc.workers == 0 && len(cc.streams) == 0 {
+		_ = cc.c.SetReadDeadline(time.Unix(1, 0)) // nothing left: the reader ends the connection
+	}
+}
+
+func appendFrameHeader(b []byte, length int, typ http2.FrameType, flags http2.Flags, id uint32) []byte {
+	return append(b, byte(length>>16), byte(length>>8), byte(length), byte(typ), byte(flags),
+		byte(id>>24)&0x7f, byte(id>>16), byte(id>>8), byte(id))
+}
+
+func appendSettings(b []byte, ss ...http2.Setting) []byte {
+	b = appendFrameHeader(b, 6*len(ss), http2.FrameSettings, 0, 0)
+	for _, s := range ss {
+		b = append(b, byte(s.ID>>8), byte(s.ID), byte(s.Val>>24), byte(s.Val>>16), byte(s.Val>>8), byte(s.Val))
+	}
+	return b
+}
+
+func appendWindowUpdate(b []byte, id, inc uint32) []byte {
+	b = appendFrameHeader(b, 4, http2.FrameWindowUpdate, 0, id)
+	return append(b, byte(inc>>24)&0x7f, byte(inc>>16), byte(inc>>8), byte(inc))
+}
+
+func appendRST(b []byte, id uint32, code http2.ErrCode) []byte {
+	b = appendFrameHeader(b, 4, http2.FrameRSTStream, 0, id)
+	return append(b, byte(code>>24), byte(code>>16), byte(code>>8), byte(code))
+}
+
+var _ io.Reader = (*countingReader)(nil)
