@@ -498,3 +498,42 @@ func TestHTTP2ContinuationFlood(t *testing.T) {
 	}
 	_ = resp.Body.Close()
 }
+
+// TestHTTP2GracefulShutdown: at shutdown an HTTP/2 connection is sent GOAWAY (NO_ERROR), the
+// stream in flight is answered, and the connection then ends.
+func TestHTTP2GracefulShutdown(t *testing.T) {
+	f := newH2Fixture(t)
+	r := dialRawH2(t, f.https)
+	if err := r.request(1, true, "/slow"); err != nil {
+		t.Fatal(err)
+	}
+	for f.active.Load() == 0 {
+		time.Sleep(5 * time.Millisecond)
+	}
+	f.cancel() // the drain period (300 ms), then the shutdown
+	r.await(0, "GOAWAY", func(g h2Got) bool { return g.kind == http2.FrameGoAway && g.code == http2.ErrCodeNo })
+	close(f.release)
+	r.await(1, "the stream in flight", hasStatus("200"))
+	timeout := time.After(5 * time.Second)
+	for open := true; open; {
+		select {
+		case _, open = <-r.frames:
+		case <-timeout:
+			t.Fatal("the connection outlived its last stream")
+		}
+	}
+}
+
+// TestHTTP2IdleTimeout: a connection with no stream is closed after the idle timeout, with
+// GOAWAY NO_ERROR.
+func TestHTTP2IdleTimeout(t *testing.T) {
+	h := newHarnessWith(t, Options{}, ServerOptions{IdleTimeout: 300 * time.Millisecond})
+	h.in.Secrets = append(h.in.Secrets, rt.TLSSecret("ns", "tls", "h2.example.com"))
+	h.compile()
+	r := dialRawH2(t, h.https)
+	start := time.Now()
+	r.await(0, "GOAWAY", func(g h2Got) bool { return g.kind == http2.FrameGoAway && g.code == http2.ErrCodeNo })
+	if d := time.Since(start); d < 250*time.Millisecond || d > 3*time.Second {
+		t.Errorf("closed after %v, with an idle timeout of 300ms", d)
+	}
+}

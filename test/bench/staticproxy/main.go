@@ -21,6 +21,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
 	networkingv1 "k8s.io/api/networking/v1"
+	"k8s.io/utils/ptr"
 
 	proxyconfig "portico.dev/portico/dataplane/config"
 	"portico.dev/portico/dataplane/proxy"
@@ -34,6 +35,7 @@ func main() {
 	health := flag.String("health", "127.0.0.1:18254", "health listen address")
 	backend := flag.String("backend", "127.0.0.1:18000", "backend address")
 	host := flag.String("host", "bench.example.com", "routed host")
+	grpcBackend := flag.String("grpc-backend", "127.0.0.1:18010", "gRPC (h2c) backend address, routed for grpc.<host>")
 	cpuprofile := flag.String("cpuprofile", "", "write a CPU profile of the whole run to this file")
 	loops := flag.Int("event-loops", 0, "event loops for cleartext HTTP (0: one per P, -1: none)")
 	runFor := flag.Duration("run-for", 0, "exit after this long (for profilers that cannot take a signal, such as callgrind)")
@@ -55,14 +57,24 @@ func main() {
 		os.Exit(2)
 	}
 	port, _ := strconv.Atoi(bport)
-	secret := rt.TLSSecret("bench", "bench-tls", *host)
+	ghost, gport, err := net.SplitHostPort(*grpcBackend)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(2)
+	}
+	grpcPort, _ := strconv.Atoi(gport)
+	grpcName := "grpc." + *host
+	secret := rt.TLSSecret("bench", "bench-tls", *host, grpcName)
 	cert, _ := tls.X509KeyPair(secret.Data["tls.crt"], secret.Data["tls.key"])
 	in := route.Input{
 		Config:              proxyconfig.Config{FleetNamespace: "bench", FleetName: "bench"},
 		Classes:             []*networkingv1.IngressClass{rt.Class("portico", "bench", "bench", false)},
-		Ingresses:           []*networkingv1.Ingress{rt.Ingress("bench", "bench", 0, rt.Rule(*host, "/", rt.Prefix, "backend", 80), rt.TLS("bench-tls", *host))},
-		Services:            []*corev1.Service{rt.Service("bench", "backend")},
-		EndpointSlices:      []*discoveryv1.EndpointSlice{rt.Slice("bench", "backend", "http", int32(port), rt.Ready, bhost)},
+		Ingresses: []*networkingv1.Ingress{rt.Ingress("bench", "bench", 0, rt.Rule(*host, "/", rt.Prefix, "backend", 80),
+			rt.Rule(grpcName, "/", rt.Prefix, "grpc", 80), rt.TLS("bench-tls", *host, grpcName))},
+		Services: []*corev1.Service{rt.Service("bench", "backend"),
+			rt.Service("bench", "grpc", corev1.ServicePort{Name: "http", Port: 80, AppProtocol: ptr.To("grpc")})},
+		EndpointSlices: []*discoveryv1.EndpointSlice{rt.Slice("bench", "backend", "http", int32(port), rt.Ready, bhost),
+			rt.Slice("bench", "grpc", "http", int32(grpcPort), rt.Ready, ghost)},
 		Secrets:             []*corev1.Secret{secret},
 		FallbackCertificate: &cert,
 		Stats:               route.NewStatsRegistry(),
