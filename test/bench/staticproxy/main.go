@@ -67,8 +67,8 @@ func main() {
 	secret := rt.TLSSecret("bench", "bench-tls", *host, grpcName)
 	cert, _ := tls.X509KeyPair(secret.Data["tls.crt"], secret.Data["tls.key"])
 	in := route.Input{
-		Config:              proxyconfig.Config{FleetNamespace: "bench", FleetName: "bench"},
-		Classes:             []*networkingv1.IngressClass{rt.Class("portico", "bench", "bench", false)},
+		Config:  proxyconfig.Config{FleetNamespace: "bench", FleetName: "bench"},
+		Classes: []*networkingv1.IngressClass{rt.Class("portico", "bench", "bench", false)},
 		Ingresses: []*networkingv1.Ingress{rt.Ingress("bench", "bench", 0, rt.Rule(*host, "/", rt.Prefix, "backend", 80),
 			rt.Rule(grpcName, "/", rt.Prefix, "grpc", 80), rt.TLS("bench-tls", *host, grpcName))},
 		Services: []*corev1.Service{rt.Service("bench", "backend"),
