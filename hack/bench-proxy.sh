@@ -15,6 +15,9 @@
 #   c1000       cleartext keep-alive with C1000 (1000) connections
 #   h2          HTTP/2 over TLS (h2load): 16 connections x 10 streams
 #   h2x100      HTTP/2 over TLS (h2load): 64 connections x 100 streams
+#   grpc        gRPC unary calls over TLS (test/bench/grpcbench: 16 connections, 160 calls in flight)
+#               to a Go gRPC backend (h2c); nginx by grpc_pass, HAProxy by an h2 server line
+#   grpcstream  gRPC server-streaming calls (10 messages each), as grpc
 #
 # Each section runs the three proxies back to back, ROUNDS times (the order rotated each round),
 # and prints medians and the ratios portico/nginx and portico/haproxy; a summary of all sections
@@ -32,7 +35,7 @@ ROUNDS=${ROUNDS:-3}
 CONNECTIONS=${CONNECTIONS:-64}
 POST_BYTES=${POST_BYTES:-1024}
 C1000=${C1000:-1000}
-ALL_SECTIONS="keepalive https upload tls close upload128k c1000 h2 h2x100"
+ALL_SECTIONS="keepalive https upload tls close upload128k c1000 h2 h2x100 grpc grpcstream"
 SECTIONS=${SECTIONS:-$ALL_SECTIONS}
 RAW=${RAW:-}
 CORES=$(nproc)
@@ -112,6 +115,14 @@ http {
       proxy_set_header X-Forwarded-For \$remote_addr;
     }
   }
+  upstream grpcbackend { server 127.0.0.1:18010; keepalive 128; keepalive_requests 1000000; }
+  server {
+    listen 127.0.0.1:18444 ssl http2;
+    ssl_certificate $work/cert.pem;
+    ssl_certificate_key $work/key.pem;
+    server_name grpc.bench.example.com;
+    location / { grpc_pass grpc://grpcbackend; }
+  }
 }
 NGINX
 # HAProxy has no per-connection request limit (nothing like keepalive_requests) on either side;
@@ -136,17 +147,22 @@ frontend fe
   bind 127.0.0.1:18082
   bind 127.0.0.1:18445 ssl crt $work/haproxy.pem alpn h2,http/1.1
   acl bench hdr(host) -i bench.example.com
+  acl grpc hdr(host) -i grpc.bench.example.com
   use_backend be if bench
+  use_backend be_grpc if grpc
 backend be
   server s1 127.0.0.1:18000
+backend be_grpc
+  server g1 127.0.0.1:18010 proto h2
 HAPROXY
 
 nginx -c "$work/backend.conf" -g 'daemon off;' & pids+=($!)
 nginx -c "$work/nginx.conf" -g 'daemon off;' & pids+=($!); nginx_pid=$!
 haproxy -f "$work/haproxy.cfg" & pids+=($!); haproxy_pid=$!
-(cd "$root" && go build -o "$work/staticproxy" ./test/bench/staticproxy)
+(cd "$root" && go build -o "$work/staticproxy" ./test/bench/staticproxy && go build -o "$work/grpcbench" ./test/bench/grpcbench)
+"$work/grpcbench" -serve 127.0.0.1:18010 & pids+=($!)
 GOMAXPROCS=$CORES "$work/staticproxy" & pids+=($!); portico_pid=$!
-for port in 18000 18081 18082 18083 18443 18444 18445; do
+for port in 18000 18010 18081 18082 18083 18443 18444 18445; do
   for _ in $(seq 100); do (exec 3<>/dev/tcp/127.0.0.1/$port) 2>/dev/null && break; sleep 0.1; done
 done
 
@@ -189,6 +205,23 @@ h2run() { # as run, with h2load: name url pids... -- [h2load args]; p50 and p99 
   errs=$(awk '/^requests:/ && ($10+0 > 0 || $12+0 > 0 || $14+0 > 0) {printf "failed_%d_errored_%d_timeout_%d ", $10, $12, $14} /^status codes:/ && ($5+0 + $7+0 + $9+0 > 0) {printf "non2xx_%d ", $5 + $7 + $9}' "$out" | tr -s ' ' '_')
   us=$(awk -v c=$((c1 - c0)) -v r="${rps:-0}" -v d="$DURATION" -v hz="$(getconf CLK_TCK)" 'BEGIN { printf "%.1f", (r > 0) ? c * 1e6 / hz / (r * d) : 0 }')
   echo "$name ${rps:-0} $p50 $p99 $us ${errs:-none}"
+}
+grpcrun() { # as run, with grpcbench: name address pids... -- [grpcbench args]
+  local name=$1 addr=${2#https://}; shift 2
+  addr=${addr%/}
+  local pids=()
+  while [ $# -gt 0 ] && [ "$1" != -- ]; do pids+=("$1"); shift; done
+  [ $# -gt 0 ] && shift
+  local c0 c1 out="$work/$tag-$name.txt"
+  c0=$(cpu "${pids[@]}")
+  "$work/grpcbench" -target "$addr" -tls -authority grpc.bench.example.com -duration "${DURATION}s" "$@" >"$out" 2>&1 || true
+  c1=$(cpu "${pids[@]}")
+  local rps p50 p99 fails us
+  read -r fails rps p50 p99 < <(awk '/^calls/ {print $4, $6, $8, $10}' "$out")
+  us=$(awk -v c=$((c1 - c0)) -v r="${rps:-0}" -v d="$DURATION" -v hz="$(getconf CLK_TCK)" 'BEGIN { printf "%.1f", (r > 0) ? c * 1e6 / hz / (r * d) : 0 }')
+  local errs=none
+  [ "${fails:-0}" = 0 ] || errs="failed_$fails"
+  echo "$name ${rps:-0} ${p50:-0} ${p99:-0} $us $errs"
 }
 ms() { # wrk latency (e.g. 512.00us, 1.20ms, 2.00s) -> milliseconds
   awk -v v="$1" 'BEGIN { n=v+0; if (v ~ /us$/) n/=1000; else if (v ~ /ms$/) n=n; else if (v ~ /s$/) n*=1000; printf "%.3f", n }'
@@ -299,6 +332,18 @@ if want h2x100; then
   echo
   echo "# HTTP/2 over TLS (h2load), 64 connections x 100 concurrent streams"
   RUNNER=h2run compare h2x100 "HTTP/2 64x100 " "$PS" "$NS" "$HS" -c64 -m100 -H ":authority: bench.example.com"
+fi
+
+if want grpc; then
+  echo
+  echo "# gRPC unary calls over TLS (grpcbench), 16 connections, 160 calls in flight, 64-byte messages"
+  RUNNER=grpcrun compare grpc "gRPC unary " "$PS" "$NS" "$HS" -method unary -conns 16 -concurrency 160
+fi
+
+if want grpcstream; then
+  echo
+  echo "# gRPC server-streaming calls over TLS (grpcbench), 10 messages per call, 16 connections, 160 calls in flight"
+  RUNNER=grpcrun compare grpcstream "gRPC streaming " "$PS" "$NS" "$HS" -method stream -conns 16 -concurrency 160
 fi
 
 echo

@@ -3,6 +3,7 @@ package proxy
 import (
 	"context"
 	"crypto/tls"
+	"io"
 	"net"
 	"testing"
 	"time"
@@ -80,6 +81,115 @@ func TestGRPC(t *testing.T) {
 				t.Fatalf("Watch update: %v %v", m, err)
 			}
 			hs.SetServingStatus("shop", healthpb.HealthCheckResponse_SERVING)
+		})
+	}
+}
+
+// rawCodec passes gRPC messages as the bytes they are (no generated code in tests).
+type rawCodec struct{}
+
+func (rawCodec) Marshal(v any) ([]byte, error) { return *(v.(*[]byte)), nil }
+func (rawCodec) Unmarshal(data []byte, v any) error {
+	*(v.(*[]byte)) = append((*(v.(*[]byte)))[:0], data...)
+	return nil
+}
+func (rawCodec) Name() string { return "proto" }
+
+// TestGRPCBidiAndCancel: a bidirectional stream is relayed both ways at once (each message
+// echoed before the next is sent, which only full duplex allows), and a call the client
+// cancels is cancelled at the backend, over h2c and TLS.
+func TestGRPCBidiAndCancel(t *testing.T) {
+	h := newHarness(t, Options{})
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	cancelled := make(chan struct{}, 4)
+	desc := grpc.ServiceDesc{ServiceName: "t.T", HandlerType: (*any)(nil), Streams: []grpc.StreamDesc{
+		{StreamName: "Echo", ServerStreams: true, ClientStreams: true, Handler: func(_ any, s grpc.ServerStream) error {
+			for {
+				var m []byte
+				if err := s.RecvMsg(&m); err != nil {
+					return nil
+				}
+				if err := s.SendMsg(&m); err != nil {
+					return err
+				}
+			}
+		}},
+		{StreamName: "Hang", ServerStreams: true, Handler: func(_ any, s grpc.ServerStream) error {
+			var m []byte
+			_ = s.RecvMsg(&m)
+			_ = s.SendMsg(&m)
+			<-s.Context().Done()
+			cancelled <- struct{}{}
+			return s.Context().Err()
+		}},
+	}}
+	gs := grpc.NewServer(grpc.ForceServerCodec(rawCodec{}))
+	gs.RegisterService(&desc, nil)
+	go func() { _ = gs.Serve(ln) }()
+	t.Cleanup(gs.Stop)
+	h.addEndpoints("grpc-backend", "grpc", ln.Addr().(*net.TCPAddr).Port, "127.0.0.1")
+	h.in.Secrets = append(h.in.Secrets, rt.TLSSecret("ns", "grpc-tls", "grpc.example.com"))
+	if p := h.compile(rt.Ingress("ns", "g", 1, rt.Rule("grpc.example.com", "/", rt.Prefix, "grpc-backend", 80),
+		rt.TLS("grpc-tls", "grpc.example.com"))); len(p) != 0 {
+		t.Fatal(p)
+	}
+	for name, creds := range map[string]credentials.TransportCredentials{
+		"h2c": insecure.NewCredentials(),
+		"tls": credentials.NewTLS(&tls.Config{ServerName: "grpc.example.com", InsecureSkipVerify: true}),
+	} {
+		t.Run(name, func(t *testing.T) {
+			addr := h.http
+			if name == "tls" {
+				addr = h.https
+			}
+			conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(creds), grpc.WithAuthority("grpc.example.com"),
+				grpc.WithDefaultCallOptions(grpc.ForceCodec(rawCodec{})))
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer conn.Close()
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			defer cancel()
+			s, err := conn.NewStream(ctx, &desc.Streams[0], "/t.T/Echo")
+			if err != nil {
+				t.Fatal(err)
+			}
+			for i := range 5 {
+				m := []byte{byte('a' + i)}
+				if err := s.SendMsg(&m); err != nil {
+					t.Fatal(err)
+				}
+				var got []byte
+				if err := s.RecvMsg(&got); err != nil || string(got) != string(m) {
+					t.Fatalf("echo %d: %q %v", i, got, err)
+				}
+			}
+			_ = s.CloseSend()
+			var rest []byte
+			if err := s.RecvMsg(&rest); err != io.EOF {
+				t.Fatalf("end of the stream: %v", err)
+			}
+
+			cctx, ccancel := context.WithCancel(ctx)
+			hs, err := conn.NewStream(cctx, &desc.Streams[1], "/t.T/Hang")
+			if err != nil {
+				t.Fatal(err)
+			}
+			m := []byte("x")
+			_ = hs.SendMsg(&m)
+			_ = hs.CloseSend()
+			if err := hs.RecvMsg(&rest); err != nil {
+				t.Fatal(err)
+			}
+			ccancel()
+			select {
+			case <-cancelled:
+			case <-time.After(3 * time.Second):
+				t.Fatal("the backend's call was not cancelled when the client cancelled")
+			}
 		})
 	}
 }

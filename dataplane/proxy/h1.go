@@ -351,9 +351,10 @@ func (c *h1Conn) serveRequests(wait time.Duration) (handedOff bool) {
 				}
 			}
 		}
-		if !fast || !c.serveRequest(n) {
+		if !fast {
 			return c.handoff()
 		}
+		c.serveRequest(n)
 		if c.closeAfter {
 			_ = c.bw.Flush()
 			c.closeWrite()
@@ -505,7 +506,8 @@ func (c *h1Conn) serveStream(headLen int) (handedOff bool) {
 	c.state.Store(stateActive)
 	if buf, err := c.br.Peek(headLen); err == nil {
 		c.head.buf = append(c.head.buf[:0], buf...)
-		if parseRequestHead(c.head.buf, &c.head) && !c.s.opts.NetHTTPOnly && c.serveRequest(headLen) {
+		if parseRequestHead(c.head.buf, &c.head) && !c.s.opts.NetHTTPOnly {
+			c.serveRequest(headLen)
 			_ = c.bw.Flush()
 			return false
 		}
@@ -529,18 +531,15 @@ func (c *h1Conn) refusal(fault string) (int, string) {
 	return http.StatusBadRequest, "request framing is ambiguous: " + fault
 }
 
-// serveRequest answers the parsed head: forwards it, or answers for the proxy. It returns
-// false, having consumed nothing, when net/http must take the request (an h2c backend).
-func (c *h1Conn) serveRequest(headLen int) bool {
+// serveRequest answers the parsed head: forwards it (over HTTP/1.1, or HTTP/2 to an h2c
+// backend), or answers for the proxy.
+func (c *h1Conn) serveRequest(headLen int) {
 	b, code, msg := c.route()
-	if b != nil && b.Protocol == route.H2C {
-		return false
-	}
 	_, _ = c.br.Discard(headLen)
 	if bodyTooLarge(c.st.table, c.head.contentLength) {
 		c.closeAfter = true // the body is not read: the lingering close drops it
 		c.answer(http.StatusRequestEntityTooLarge, msgBodyTooLarge)
-		return true
+		return
 	}
 	if c.head.contentLength > 0 || c.head.chunked {
 		c.rd.within(c.c, time.Now(), bodyTimeout(c.st.table)) // each read of the body extends it
@@ -552,14 +551,17 @@ func (c *h1Conn) serveRequest(headLen int) bool {
 			c.discardBody()
 		}
 		c.answer(code, msg)
-		return true
+		return
 	}
-	c.forward()
-	return true
+	if b.Protocol == route.H2C {
+		c.forwardH2()
+	} else {
+		c.forward()
+	}
 }
 
 // route starts the request in c.head: it resets c.st, routes by host and path, and picks the
-// endpoint (the affinity cookie's, else the balancer's) unless the backend is h2c. It returns
+// endpoint (the affinity cookie's, else the balancer's). It returns
 // nil with the proxy's own answer when nothing is forwarded (see decide).
 func (c *h1Conn) route() (*route.Backend, int, string) {
 	hd, st := &c.head, &c.st
@@ -567,7 +569,7 @@ func (c *h1Conn) route() (*route.Backend, int, string) {
 	c.closeAfter = hd.close || c.s.closing.Load()
 	c.bodyRead = hd.contentLength == 0 && !hd.chunked
 	b, code, msg := decide(c.s.h.table.Load(), string(hd.host), string(hd.route), st)
-	if b == nil || b.Protocol == route.H2C {
+	if b == nil {
 		return b, code, msg
 	}
 	st.backend, st.service = b, b.Name()

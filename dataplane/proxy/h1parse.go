@@ -299,7 +299,9 @@ type reqHead struct {
 	// expect: Expect: 100-continue (the proxy answers it, see h1Conn.send; not forwarded).
 	expect bool
 	// chunked: Transfer-Encoding: chunked, the body relayed chunk by chunk (chunkState).
-	chunked              bool
+	chunked bool
+	// te: TE: trailers (the client takes trailers: gRPC); any other TE is handed off.
+	te                   bool
 	requestID, userAgent []byte
 	lines                []headerLine
 	conn                 tokenList
@@ -308,12 +310,12 @@ type reqHead struct {
 // parseRequestHead parses a complete head (as found by headEnd) into h, reusing h's storage.
 // It reports false when the request must be handed off to net/http: anything but origin-form
 // HTTP/1.1 with one valid Host, an optional plain Content-Length or Transfer-Encoding: chunked
-// (not both), no Upgrade or TE, no Expect but 100-continue, no obs-fold, no fragment or invalid
+// (not both), no Upgrade, no TE but trailers, no Expect but 100-continue, no obs-fold, no fragment or invalid
 // percent-encoding in the path, and well-formed fields. Before a request is handed off, framingFault decides whether it is
 // refused instead (see h1core.go).
 func parseRequestHead(b []byte, h *reqHead) bool {
 	h.buf, h.method, h.target, h.path, h.host, h.route = b, nil, nil, nil, nil, nil
-	h.contentLength, h.close, h.requestID, h.userAgent, h.expect, h.chunked = 0, false, nil, nil, false, false
+	h.contentLength, h.close, h.requestID, h.userAgent, h.expect, h.chunked, h.te = 0, false, nil, nil, false, false, false
 	h.lines = h.lines[:0]
 	h.conn = tokenList{}
 
@@ -419,7 +421,12 @@ func parseRequestHead(b []byte, h *reqHead) bool {
 				return false // other codings: net/http answers 501
 			}
 			h.chunked = true
-		case hUpgrade, hTE, hHTTP2Settings:
+		case hTE:
+			if !asciiEqualFold(value, "trailers") || h.te {
+				return false // other codings: net/http's
+			}
+			h.te, l.drop = true, true // hop-by-hop; sent on to HTTP/2 backends (h2up.go)
+		case hUpgrade, hHTTP2Settings:
 			return false // upgrades: net/http's
 		case hConnection:
 			if !h.conn.add(value) {

@@ -66,24 +66,14 @@ var errH2ReadBudget = errors.New("http2: header block too long")
 // h2Conn is one HTTP/2 connection.
 type h2Conn struct {
 	hc    *h1Conn // the connection's own (its goroutine serves the frames)
-	c     net.Conn
 	rfr   *http2.Framer
 	cr    countingReader
-	wd    time.Time // the write deadline last set
-	ping  bool      // a PING of ours awaits its answer
+	ping  bool // a PING of ours awaits its answer
 	rdead readDeadline
 
-	mu       sync.Mutex
-	space    sync.Cond // signalled when a write ends (DATA writers wait for buffer space)
-	out      []byte    // frames to write
-	spare    []byte
-	flushing bool
-	werr     error
+	frameWriter
 	enc      *hpack.Encoder
 	hbuf     bytes.Buffer
-	// the peer's settings and the connection's send window
-	sendWindow, initialWindow int32
-	maxFrame                  int
 	// recvWindow is what the client may still send on the connection; unacked what was
 	// consumed and not yet given back by WINDOW_UPDATE.
 	recvWindow, unacked int32
@@ -92,9 +82,6 @@ type h2Conn struct {
 	workers             int // streams being served (started, response not ended)
 	pending             []*h2Stream
 	goingAway           bool
-	closed              bool
-	kick                chan struct{} // wakes the writer
-	wrote               chan struct{} // closed when the writer has written all after the end
 }
 
 // countingReader counts the bytes of one frame read.
@@ -118,12 +105,13 @@ func (r *countingReader) Read(p []byte) (int, error) {
 // serveH2 serves c as an HTTP/2 connection whose client preface is next in c.br.
 func (c *h1Conn) serveH2() {
 	c.s.h.metrics.H2Connections.Inc()
-	cc := &h2Conn{hc: c, c: c.c, streams: map[uint32]*h2Stream{}, sendWindow: 65535, initialWindow: 65535,
-		maxFrame: 16384, recvWindow: h2ConnWindow}
-	cc.space.L = &cc.mu
+	cc := &h2Conn{hc: c, streams: map[uint32]*h2Stream{}, recvWindow: h2ConnWindow}
 	cc.enc = hpack.NewEncoder(&cc.hbuf)
-	cc.kick, cc.wrote = make(chan struct{}, 1), make(chan struct{})
-	go cc.writer()
+	cc.start(c.c, func() {
+		for _, st := range cc.streams {
+			st.cond.Broadcast()
+		}
+	})
 	c.h2.Store(cc)
 	defer cc.shut()
 
@@ -411,20 +399,15 @@ func (cc *h2Conn) windowUpdate(f *http2.WindowUpdateFrame) bool {
 		}
 		cc.sendWindow += int32(inc)
 		for _, st := range cc.streams {
-			if st.waiting {
+			if st.send.waiting {
 				st.cond.Broadcast()
 			}
 		}
 		return true
 	}
-	if st := cc.streams[f.StreamID]; st != nil {
-		if int64(st.sendWindow)+inc > 1<<31-1 {
-			st.resetLocked(http2.ErrCodeFlowControl, true)
-			cc.flushLocked()
-			return true
-		}
-		st.sendWindow += int32(inc)
-		st.cond.Broadcast()
+	if st := cc.streams[f.StreamID]; st != nil && !st.send.open(inc) {
+		st.resetLocked(http2.ErrCodeFlowControl, true)
+		cc.flushLocked()
 	}
 	return true
 }
@@ -439,14 +422,12 @@ func (cc *h2Conn) settings(f *http2.SettingsFrame) bool {
 		}
 		switch s.ID {
 		case http2.SettingInitialWindowSize:
-			delta := int32(s.Val) - cc.initialWindow
+			delta := int64(s.Val) - int64(cc.initialWindow)
 			cc.initialWindow = int32(s.Val)
 			for _, st := range cc.streams {
-				if int64(st.sendWindow)+int64(delta) > 1<<31-1 {
+				if !st.send.open(delta) {
 					return http2.ConnectionError(http2.ErrCodeFlowControl)
 				}
-				st.sendWindow += delta
-				st.cond.Broadcast()
 			}
 		case http2.SettingMaxFrameSize:
 			cc.maxFrame = int(s.Val)
@@ -568,74 +549,180 @@ func (cc *h2Conn) shut() {
 	cc.pending = nil
 	cc.space.Broadcast()
 	cc.mu.Unlock()
-	// The writer writes what is left (a GOAWAY), a second at most, then ends.
-	_ = cc.c.SetWriteDeadline(time.Now().Add(time.Second))
-	select {
-	case cc.kick <- struct{}{}:
-	default:
-	}
-	<-cc.wrote
+	cc.stop()
 	cc.hc.h2.Store(nil)
 }
 
-// flushLocked has the frames buffered written: by the connection's writer goroutine, which
-// the first frames after a write wake. Under load, the answers that end while a write is under
-// way or while the writer waits for a core go out together in the next write.
-func (cc *h2Conn) flushLocked() {
-	if cc.flushing || len(cc.out) == 0 {
+// frameWriter writes an HTTP/2 connection's frames (to a client or to a backend). Frames are
+// appended to out under mu (the connection's lock, which also guards its streams) and written
+// by the connection's writer goroutine, which the first frames after a write wake: under load,
+// the frames appended while a write is under way, or while the writer waits for a core, go out
+// together in the next write, as an event loop writes once for all it found ready.
+type frameWriter struct {
+	mu       sync.Mutex
+	space    sync.Cond // signalled when a write ends (DATA writers wait for buffer space)
+	c        net.Conn
+	out      []byte // frames to write
+	spare    []byte
+	flushing bool
+	closed   bool
+	werr     error
+	kick     chan struct{} // wakes the writer
+	wrote    chan struct{} // closed when the writer has ended
+	wd       time.Time     // the write deadline last set
+	failed   func()        // called (mu held) when a write fails
+	// The peer's settings, and the connection's send window.
+	sendWindow, initialWindow int32
+	maxFrame                  int
+}
+
+// streamSend is a stream's side of sending DATA: its window, and the waits for it.
+type streamSend struct {
+	cond    *sync.Cond // on the connection's mu: signalled when the window opens
+	window  int32
+	waiting bool // a writer waits for a window
+	expired bool // a wait outlasted h2WriteTimeout
+}
+
+func (s *streamSend) init(cond *sync.Cond, window int32) { s.cond, s.window = cond, window }
+
+// open adds inc (a WINDOW_UPDATE, a change of SETTINGS_INITIAL_WINDOW_SIZE) to the window;
+// false when it would pass 2^31-1 (FLOW_CONTROL_ERROR).
+func (s *streamSend) open(inc int64) bool {
+	if int64(s.window)+inc > 1<<31-1 {
+		return false
+	}
+	s.window += int32(inc)
+	s.cond.Broadcast()
+	return true
+}
+
+// sendData appends p as DATA frames of stream id within the stream's and the connection's
+// windows and the peer's frame size, END_STREAM on the last when end. It waits (mu held, as
+// by every caller) for a window or for buffer space, flushing first, up to h2WriteTimeout, and
+// gives up when *dead (the stream was reset) or the connection failed. ended reports that the
+// END_STREAM frame went out.
+func (w *frameWriter) sendData(s *streamSend, id uint32, p []byte, end bool, dead *bool) (ended bool, _ error) {
+	var timer *time.Timer
+	defer func() {
+		if timer != nil {
+			timer.Stop()
+		}
+		s.waiting = false
+	}()
+	for len(p) > 0 || end {
+		if *dead || w.werr != nil || s.expired {
+			return false, errStreamReset
+		}
+		n := min(len(p), w.maxFrame, int(s.window), int(w.sendWindow))
+		if (len(p) > 0 && n <= 0) || len(w.out) >= h2MaxWriteBuffer {
+			if timer == nil {
+				timer = time.AfterFunc(h2WriteTimeout, func() {
+					w.mu.Lock()
+					s.expired = true
+					s.cond.Broadcast()
+					w.space.Broadcast()
+					w.mu.Unlock()
+				})
+			}
+			w.flushLocked()
+			if len(w.out) >= h2MaxWriteBuffer {
+				w.space.Wait()
+			} else if n <= 0 && len(p) > 0 {
+				s.waiting = true
+				s.cond.Wait()
+			}
+			continue
+		}
+		last := end && n == len(p)
+		flags := http2.Flags(0)
+		if last {
+			flags = http2.FlagDataEndStream
+		}
+		w.out = appendFrameHeader(w.out, n, http2.FrameData, flags, id)
+		w.out = append(w.out, p[:n]...)
+		s.window -= int32(n)
+		w.sendWindow -= int32(n)
+		p = p[n:]
+		if last {
+			return true, nil
+		}
+	}
+	return false, nil
+}
+
+// start starts the writer of c.
+func (w *frameWriter) start(c net.Conn, failed func()) {
+	w.c, w.failed = c, failed
+	w.sendWindow, w.initialWindow, w.maxFrame = 65535, 65535, 16384 // until the peer's SETTINGS
+	w.space.L = &w.mu
+	w.kick, w.wrote = make(chan struct{}, 1), make(chan struct{})
+	go w.run()
+}
+
+// flushLocked has the frames buffered written.
+func (w *frameWriter) flushLocked() {
+	if w.flushing || len(w.out) == 0 {
 		return
 	}
-	cc.flushing = true
+	w.flushing = true
 	select {
-	case cc.kick <- struct{}{}:
+	case w.kick <- struct{}{}:
 	default:
 	}
 }
 
-// writer writes what flushLocked hands it, until the connection ends.
-func (cc *h2Conn) writer() {
-	for range cc.kick {
-		// Streams whose answers are ready to be written run first, so that they go out in
-		// this write, as an event loop writes once for all it found ready.
+func (w *frameWriter) run() {
+	for range w.kick {
+		// Streams whose frames are ready to be appended run first, so that they go out in
+		// this write.
 		runtime.Gosched()
-		cc.mu.Lock()
-		for len(cc.out) > 0 && cc.werr == nil {
-			b := cc.out
-			cc.out, cc.spare = cc.spare[:0], nil
-			closing := cc.closed
-			cc.mu.Unlock()
+		w.mu.Lock()
+		for len(w.out) > 0 && w.werr == nil {
+			b := w.out
+			w.out, w.spare = w.spare[:0], nil
+			closing := w.closed
+			w.mu.Unlock()
 			now := time.Now()
-			if !closing && cc.wd.Sub(now) < h2WriteTimeout*7/8 {
-				cc.wd = now.Add(h2WriteTimeout)
-				_ = cc.c.SetWriteDeadline(cc.wd)
+			if !closing && w.wd.Sub(now) < h2WriteTimeout*7/8 {
+				w.wd = now.Add(h2WriteTimeout)
+				_ = w.c.SetWriteDeadline(w.wd)
 			}
-			_, err := cc.c.Write(b)
-			cc.mu.Lock()
-			cc.spare = nil // never the buffer being filled
+			_, err := w.c.Write(b)
+			w.mu.Lock()
 			if cap(b) <= 64<<10 {
-				cc.spare = b[:0]
+				w.spare = b[:0] // never the buffer being filled
 			}
 			if err != nil {
-				cc.werr = err
-				for _, st := range cc.streams {
-					st.cond.Broadcast()
-				}
-				_ = cc.c.SetReadDeadline(time.Unix(1, 0)) // the reader ends too
+				w.werr = err
+				w.failed()
+				_ = w.c.SetReadDeadline(time.Unix(1, 0)) // the reader ends too
 			}
-			cc.space.Broadcast()
+			w.space.Broadcast()
 		}
-		done := cc.closed
+		done := w.closed
 		if done {
-			cc.werr = net.ErrClosed // nothing more is written
+			w.werr = net.ErrClosed // nothing more is written
 		} else {
-			cc.flushing = false
+			w.flushing = false
 		}
-		cc.mu.Unlock()
+		w.mu.Unlock()
 		if done {
-			close(cc.wrote)
+			close(w.wrote)
 			return
 		}
 	}
+}
+
+// stop has the writer write what is left (a GOAWAY), for a second at most, and end. closed is
+// set (under mu) by the caller.
+func (w *frameWriter) stop() {
+	_ = w.c.SetWriteDeadline(time.Now().Add(time.Second))
+	select {
+	case w.kick <- struct{}{}:
+	default:
+	}
+	<-w.wrote
 }
 
 // streamDone accounts for a stream whose answer ended: its slot goes to the next stream

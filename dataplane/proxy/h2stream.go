@@ -33,13 +33,11 @@ type h2Stream struct {
 	bodyEnd, bodyOut bool // END_STREAM came; the whole body was read out
 	reset            bool // the stream ended abnormally (RST_STREAM either way, or the connection)
 	finished         bool // the answer ended (its slot given back)
-	waiting          bool // a writer waits for a window
-	sendWindow       int32
+	send             streamSend
 	recvWindow       int32
 	unacked          int32
 	rdl              time.Time
 	rtimer           *time.Timer
-	wexpired         bool
 
 	// The answer, converted by the writer (the core's goroutine, under cc.mu).
 	method  string
@@ -68,13 +66,15 @@ type chunkParse struct {
 	remain int64
 	line   []byte
 	fields []hpack.HeaderField
+	done   bool
 }
 
 var errStreamReset = errors.New("http2: stream reset")
 
 func newH2Stream(cc *h2Conn, id uint32) *h2Stream {
-	st := &h2Stream{cc: cc, id: id, length: -1, sendWindow: cc.initialWindow, recvWindow: h2StreamWindow}
+	st := &h2Stream{cc: cc, id: id, length: -1, recvWindow: h2StreamWindow}
 	st.cond.L = &cc.mu
+	st.send.init(&st.cond, cc.initialWindow)
 	return st
 }
 
@@ -340,6 +340,10 @@ func (st *h2Stream) convert(p []byte) error {
 			p = nil
 		case rsChunked:
 			n, err := st.dechunk(p)
+			if err == errBadChunk {
+				st.resetLocked(http2.ErrCodeInternal, true)
+				return errStreamReset
+			}
 			if err != nil {
 				return err
 			}
@@ -407,66 +411,40 @@ func (st *h2Stream) sendHead(head []byte) error {
 	return nil
 }
 
-// sendData sends p as DATA frames within the flow-control windows (waiting for them up to
-// h2WriteTimeout), END_STREAM on the last when end.
+// sendData sends p as DATA frames, END_STREAM on the last when end (see frameWriter.sendData).
 func (st *h2Stream) sendData(p []byte, end bool) error {
-	cc := st.cc
-	var timer *time.Timer
-	defer func() {
-		if timer != nil {
-			timer.Stop()
-		}
-		st.waiting = false
-	}()
-	for len(p) > 0 || end {
-		if st.reset || cc.werr != nil || st.wexpired {
-			return errStreamReset
-		}
-		n := min(len(p), cc.maxFrame, int(st.sendWindow), int(cc.sendWindow))
-		if (len(p) > 0 && n <= 0) || len(cc.out) >= h2MaxWriteBuffer {
-			if timer == nil {
-				timer = time.AfterFunc(h2WriteTimeout, func() {
-					cc.mu.Lock()
-					st.wexpired = true
-					st.cond.Broadcast()
-					cc.space.Broadcast()
-					cc.mu.Unlock()
-				})
-			}
-			cc.flushLocked()
-			if len(cc.out) >= h2MaxWriteBuffer {
-				cc.space.Wait()
-			} else if n <= 0 && len(p) > 0 {
-				st.waiting = true
-				st.cond.Wait()
-			}
-			continue
-		}
-		last := end && n == len(p)
-		flags := http2.Flags(0)
-		if last {
-			flags = http2.FlagDataEndStream
-		}
-		cc.out = appendFrameHeader(cc.out, n, http2.FrameData, flags, st.id)
-		cc.out = append(cc.out, p[:n]...)
-		st.sendWindow -= int32(n)
-		cc.sendWindow -= int32(n)
-		p = p[n:]
-		if last {
-			st.rs = rsDone
-			st.finishLocked()
-			return nil
-		}
+	ended, err := st.cc.sendData(&st.send, st.id, p, end, &st.reset)
+	if ended {
+		st.rs = rsDone
+		st.finishLocked()
 	}
-	return nil
+	return err
 }
 
 // dechunk reads the chunked body in p, sending its data and at its end its trailers (or an
 // empty DATA frame ending the stream); it returns how much of p it consumed.
 func (st *h2Stream) dechunk(p []byte) (int, error) {
-	cs, cc := &st.cs, st.cc
+	cc := st.cc
+	return st.cs.feed(p, func(d []byte) error { return st.sendData(d, false) }, func(trailers []hpack.HeaderField) error {
+		if len(trailers) == 0 {
+			return st.sendData(nil, true)
+		}
+		cc.hbuf.Reset()
+		for _, f := range trailers {
+			_ = cc.enc.WriteField(f)
+		}
+		cc.out = cc.appendHeaderBlock(cc.out, st.id, true)
+		st.rs = rsDone
+		st.finishLocked()
+		return nil
+	})
+}
+
+// feed decodes the chunked body in p: its data goes to data, its end with the trailer fields
+// (names in lower case) to end. It returns how much of p it consumed, and stops at the end.
+func (cs *chunkParse) feed(p []byte, data func([]byte) error, end func([]hpack.HeaderField) error) (int, error) {
 	used := 0
-	for used < len(p) && st.rs == rsChunked {
+	for used < len(p) && !cs.done {
 		switch cs.state {
 		case 0, 3: // a line: a chunk size, or a trailer field
 			i := bytes.IndexByte(p[used:], '\n')
@@ -481,37 +459,30 @@ func (st *h2Stream) dechunk(p []byte) (int, error) {
 			}
 			used += i + 1
 			line = trimEOL(line)
-			if cs.state == 0 {
+			switch {
+			case cs.state == 0:
 				n, err := strconv.ParseInt(string(line), 16, 64)
 				if err != nil || n < 0 {
-					st.resetLocked(http2.ErrCodeInternal, true)
-					return used, errStreamReset
+					return used, errBadChunk
 				}
 				cs.remain, cs.state = n, 1
 				if n == 0 {
 					cs.state = 3
 				}
-			} else if len(line) == 0 {
-				if len(cs.fields) == 0 {
-					if err := st.sendData(nil, true); err != nil {
-						return used, err
-					}
-				} else {
-					cc.hbuf.Reset()
-					for _, f := range cs.fields {
-						_ = cc.enc.WriteField(f)
-					}
-					cc.out = cc.appendHeaderBlock(cc.out, st.id, true)
-					st.rs = rsDone
-					st.finishLocked()
+			case len(line) == 0:
+				cs.done = true
+				if err := end(cs.fields); err != nil {
+					return used, err
 				}
-			} else if colon := bytes.IndexByte(line, ':'); colon > 0 {
-				cs.fields = append(cs.fields, hpack.HeaderField{Name: lowerName(line[:colon]), Value: string(bytes.TrimSpace(line[colon+1:]))})
+			default:
+				if colon := bytes.IndexByte(line, ':'); colon > 0 {
+					cs.fields = append(cs.fields, hpack.HeaderField{Name: lowerName(line[:colon]), Value: string(bytes.TrimSpace(line[colon+1:]))})
+				}
 			}
 			cs.line = cs.line[:0]
 		case 1:
 			n := int(min(int64(len(p)-used), cs.remain))
-			if err := st.sendData(p[used:used+n], false); err != nil {
+			if err := data(p[used : used+n]); err != nil {
 				return used, err
 			}
 			used += n

@@ -47,12 +47,14 @@ type upPool struct {
 type upstreams struct {
 	dialer net.Dialer
 	pools  sync.Map // address -> *upPool
+	h2     h2Upstreams // HTTP/2 connections (h2up.go)
 	stop   chan struct{}
 	once   sync.Once
 }
 
 func newUpstreams(dialTimeout time.Duration) *upstreams {
 	u := &upstreams{dialer: net.Dialer{Timeout: dialTimeout, KeepAlive: 30 * time.Second}, stop: make(chan struct{})}
+	u.h2 = h2Upstreams{conns: map[string][]*h2UpConn{}, dialer: &u.dialer}
 	go u.janitor()
 	return u
 }
@@ -162,6 +164,7 @@ func (u *upstreams) sweep(now time.Time, maxIdle time.Duration) {
 func (u *upstreams) close() {
 	u.once.Do(func() { close(u.stop) })
 	u.sweep(time.Now().Add(100*365*24*time.Hour), 0)
+	u.h2.closeAll()
 }
 
 // readDeadline moves a connection's read deadline lazily. Setting a deadline updates a runtime
