@@ -72,8 +72,8 @@ type h2Conn struct {
 	rdead readDeadline
 
 	frameWriter
-	enc      *hpack.Encoder
-	hbuf     bytes.Buffer
+	enc  *hpack.Encoder
+	hbuf bytes.Buffer
 	// recvWindow is what the client may still send on the connection; unacked what was
 	// consumed and not yet given back by WINDOW_UPDATE.
 	recvWindow, unacked int32

@@ -62,17 +62,17 @@ type h2UpStream struct {
 	cond sync.Cond
 	send streamSend
 	// Guarded by uc.mu.
-	status   int
-	head     []hpack.HeaderField // the final response's fields
-	headDone bool
-	body     []byte
-	end      bool // END_STREAM came
-	trailers []hpack.HeaderField
-	err      error
-	sent     bool // the request ended (END_STREAM went out)
-	dead     bool // reset (either way) or the connection failed: nothing more is sent
+	status              int
+	head                []hpack.HeaderField // the final response's fields
+	headDone            bool
+	body                []byte
+	end                 bool // END_STREAM came
+	trailers            []hpack.HeaderField
+	err                 error
+	sent                bool // the request ended (END_STREAM went out)
+	dead                bool // reset (either way) or the connection failed: nothing more is sent
 	recvWindow, unacked int32
-	timedOut bool
+	timedOut            bool
 }
 
 // open returns a new stream to addr, on a pooled connection with room or a new one (always a

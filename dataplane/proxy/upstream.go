@@ -46,7 +46,7 @@ type upPool struct {
 // upstreams holds the idle connections of every endpoint address.
 type upstreams struct {
 	dialer net.Dialer
-	pools  sync.Map // address -> *upPool
+	pools  sync.Map    // address -> *upPool
 	h2     h2Upstreams // HTTP/2 connections (h2up.go)
 	stop   chan struct{}
 	once   sync.Once
