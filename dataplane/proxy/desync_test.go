@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"bufio"
+	"bytes"
 	"crypto/tls"
 	"errors"
 	"fmt"
@@ -15,6 +16,7 @@ import (
 	"testing"
 	"time"
 
+	"golang.org/x/net/http2"
 	"k8s.io/utils/ptr"
 
 	proxyconfig "portico.dev/portico/dataplane/config"
@@ -35,6 +37,8 @@ type servingPath struct {
 	tls  bool
 	// single: the path answers one request per connection (net/http closes after it).
 	single bool
+	// h2: the client speaks HTTP/2 (each row's requests sent as streams, see runH2).
+	h2 bool
 }
 
 var servingPaths = []servingPath{
@@ -42,6 +46,7 @@ var servingPaths = []servingPath{
 	{name: "goroutines", so: ServerOptions{EventLoops: -1}},
 	{name: "net/http", so: ServerOptions{NetHTTPOnly: true}, single: true},
 	{name: "https", tls: true},
+	{name: "http2", tls: true, h2: true},
 }
 
 type desyncCase struct {
@@ -470,6 +475,10 @@ func TestDesyncDifferential(t *testing.T) {
 }
 
 func (h *desyncHarness) run(t *testing.T, tc desyncCase) {
+	if h.path.h2 {
+		h.runH2(t, tc)
+		return
+	}
 	h.backend.mu.Lock()
 	h.backend.answers = tc.answers
 	h.backend.mu.Unlock()
@@ -534,6 +543,166 @@ func (h *desyncHarness) run(t *testing.T, tc desyncCase) {
 			t.Fatalf("another client got %q %v, want its own answer", got, err)
 		}
 		wantBackend = append(wantBackend, "GET /victim\nhost: h\n")
+	}
+	if gotBackend := h.backend.take(); !slices.Equal(gotBackend, wantBackend) {
+		t.Fatalf("backend received:\n%s\nwant:\n%s", strings.Join(gotBackend, "--\n"), strings.Join(wantBackend, "--\n"))
+	}
+}
+
+// h2Request is a row's request as an HTTP/2 client sends it.
+type h2Request struct {
+	method, target, host string
+	header               http.Header
+	body                 []byte
+	length               int64 // -1: no content-length
+	stalls               bool  // the body stops short and waits
+}
+
+// h2Requests reads a row's client bytes as the requests an HTTP/2 client would send, or says
+// why the row has no HTTP/2 form: connection-specific fields, HTTP/1.0, Expect, bytes that do
+// not parse as requests, bodies that are malformed rather than short.
+func h2Requests(raw string) ([]h2Request, string) {
+	br := bufio.NewReader(strings.NewReader(raw))
+	var reqs []h2Request
+	for {
+		if _, err := br.Peek(1); err == io.EOF {
+			return reqs, ""
+		}
+		head, _ := br.Peek(br.Buffered())
+		if end := bytes.Index(head, []byte("\r\n\r\n")); end > 0 {
+			h := strings.ToLower(string(head[:end]))
+			if strings.Contains(h, "\ncontent-length:") && strings.Contains(h, "\ntransfer-encoding:") {
+				return nil, "Content-Length with Transfer-Encoding is an HTTP/1.1 framing conflict"
+			}
+		}
+		r, err := http.ReadRequest(br)
+		if err != nil {
+			return nil, "does not parse: " + err.Error()
+		}
+		if r.ProtoMinor == 0 {
+			return nil, "HTTP/1.0"
+		}
+		for _, k := range []string{"Connection", "Transfer-Encoding", "Te", "Upgrade", "Keep-Alive", "Proxy-Connection", "Expect"} {
+			if _, ok := r.Header[k]; ok {
+				return nil, k + " is connection-specific in HTTP/2"
+			}
+		}
+		body, err := io.ReadAll(r.Body)
+		stalls := false
+		if err != nil {
+			if !errors.Is(err, io.ErrUnexpectedEOF) {
+				return nil, "malformed body: " + err.Error()
+			}
+			stalls = true
+		}
+		length := r.ContentLength
+		if len(r.TransferEncoding) > 0 {
+			length = -1
+		}
+		reqs = append(reqs, h2Request{method: r.Method, target: r.RequestURI, host: r.Host, header: r.Header, body: body, length: length, stalls: stalls})
+	}
+}
+
+// stallingBody gives its bytes, then waits until released, as a client whose body stops.
+type stallingBody struct {
+	r       io.Reader
+	release chan struct{}
+}
+
+func (b *stallingBody) Read(p []byte) (int, error) {
+	if n, err := b.r.Read(p); err != io.EOF {
+		return n, err
+	}
+	<-b.release
+	return 0, io.ErrUnexpectedEOF
+}
+
+// runH2 runs a row over HTTP/2: its requests as streams of one connection, one after another;
+// what the backend receives and what the client gets must be what the HTTP/1.1 paths give
+// (framing aside: HTTP/2 has none to compare, and no informational answers reach Go's client),
+// and a follow-up stream on the connection, then another client, get their own answers.
+func (h *desyncHarness) runH2(t *testing.T, tc desyncCase) {
+	reqs, why := h2Requests(tc.client)
+	if why != "" {
+		t.Skip("no HTTP/2 form: " + why)
+	}
+	h.backend.mu.Lock()
+	h.backend.answers = tc.answers
+	h.backend.mu.Unlock()
+	h.backend.take()
+	release := make(chan struct{})
+	defer close(release)
+	newClient := func() *http.Client {
+		return &http.Client{Timeout: 5 * time.Second, Transport: &http2.Transport{DisableCompression: true,
+			TLSClientConfig: &tls.Config{InsecureSkipVerify: true, ServerName: "h"}}}
+	}
+	do := func(c *http.Client, r h2Request) (string, error) {
+		var body io.Reader
+		if len(r.body) > 0 || r.stalls {
+			body = bytes.NewReader(r.body)
+			if r.stalls {
+				body = &stallingBody{r: body, release: release}
+			}
+		}
+		req, err := http.NewRequest(r.method, "https://"+h.https+r.target, body)
+		if err != nil {
+			return "", err
+		}
+		req.Host, req.ContentLength = r.host, r.length
+		for k, vs := range r.header {
+			req.Header[k] = vs
+		}
+		req.Header.Set("User-Agent", "") // Go's client sends none then
+		resp, err := c.Do(req)
+		if err != nil {
+			return "", err
+		}
+		defer resp.Body.Close()
+		b, err := io.ReadAll(resp.Body)
+		if err != nil {
+			return "", err
+		}
+		return fmt.Sprintf("%d %q", resp.StatusCode, b), nil
+	}
+	var want []string // the HTTP/1.1 answers without their framing or informational ones
+	for _, w := range tc.responses {
+		if w[0] == '1' {
+			continue
+		}
+		f := strings.SplitN(w, " ", 3)
+		if len(f) == 3 {
+			want = append(want, f[0]+" "+f[2])
+		} else {
+			want = append(want, f[0])
+		}
+	}
+	c := newClient()
+	var got []string
+	for i, r := range reqs {
+		g, err := do(c, r)
+		if err != nil {
+			t.Fatalf("request %d: %v", i+1, err)
+		}
+		if i < len(want) && !strings.Contains(want[i], " ") {
+			g, _, _ = strings.Cut(g, " ") // the proxy's own answer: its status
+		}
+		got = append(got, g)
+	}
+	if !slices.Equal(got, want) {
+		t.Fatalf("client got %q, want %q", got, want)
+	}
+	wantBackend := slices.Clone(tc.backend)
+	time.Sleep(200 * time.Millisecond) // as the HTTP/1.1 paths wait to see the connection close
+	for _, c := range []*http.Client{c, newClient(), newClient()} {
+		target := "/victim"
+		if len(wantBackend) == len(tc.backend) {
+			target = "/after" // on the same connection
+		}
+		g, err := do(c, h2Request{method: "GET", target: target, host: "h", length: -1})
+		if want := fmt.Sprintf("200 %q", "GET "+target); err != nil || g != want {
+			t.Fatalf("%s: got %q %v, want %q", target, g, err, want)
+		}
+		wantBackend = append(wantBackend, "GET "+target+"\nhost: h\n")
 	}
 	if gotBackend := h.backend.take(); !slices.Equal(gotBackend, wantBackend) {
 		t.Fatalf("backend received:\n%s\nwant:\n%s", strings.Join(gotBackend, "--\n"), strings.Join(wantBackend, "--\n"))

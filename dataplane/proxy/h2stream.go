@@ -387,6 +387,9 @@ func (st *h2Stream) sendHead(head []byte) error {
 			chunked = true
 			continue
 		case hContentLength:
+			if status == 204 || status == 304 {
+				continue // no body follows, whatever length it announces (RFC 9110 §8.6)
+			}
 			length, _ = parseDecimal(value)
 		}
 		_ = cc.enc.WriteField(hpack.HeaderField{Name: lowerName(name), Value: string(value)})
