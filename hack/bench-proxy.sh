@@ -18,6 +18,8 @@
 #   grpc        gRPC unary calls over TLS (test/bench/grpcbench: 16 connections, 160 calls in flight)
 #               to a Go gRPC backend (h2c); nginx by grpc_pass, HAProxy by an h2 server line
 #   grpcstream  gRPC server-streaming calls (10 messages each), as grpc
+#   h2idle      memory per idle HTTP/2 connection: IDLE_CONNS (1000) TLS h2 connections, one request
+#               each, then idle; the growth of each proxy's resident memory (all its processes)
 #
 # Each section runs the three proxies back to back, ROUNDS times (the order rotated each round),
 # and prints medians and the ratios portico/nginx and portico/haproxy; a summary of all sections
@@ -35,7 +37,8 @@ ROUNDS=${ROUNDS:-3}
 CONNECTIONS=${CONNECTIONS:-64}
 POST_BYTES=${POST_BYTES:-1024}
 C1000=${C1000:-1000}
-ALL_SECTIONS="keepalive https upload tls close upload128k c1000 h2 h2x100 grpc grpcstream"
+IDLE_CONNS=${IDLE_CONNS:-1000}
+ALL_SECTIONS="keepalive https upload tls close upload128k c1000 h2 h2x100 grpc grpcstream h2idle"
 SECTIONS=${SECTIONS:-$ALL_SECTIONS}
 RAW=${RAW:-}
 CORES=$(nproc)
@@ -159,7 +162,7 @@ HAPROXY
 nginx -c "$work/backend.conf" -g 'daemon off;' & pids+=($!)
 nginx -c "$work/nginx.conf" -g 'daemon off;' & pids+=($!); nginx_pid=$!
 haproxy -f "$work/haproxy.cfg" & pids+=($!); haproxy_pid=$!
-(cd "$root" && go build -o "$work/staticproxy" ./test/bench/staticproxy && go build -o "$work/grpcbench" ./test/bench/grpcbench)
+(cd "$root" && go build -o "$work/staticproxy" ./test/bench/staticproxy && go build -o "$work/grpcbench" ./test/bench/grpcbench && go build -o "$work/idleconns" ./test/bench/idleconns)
 "$work/grpcbench" -serve 127.0.0.1:18010 & pids+=($!)
 GOMAXPROCS=$CORES "$work/staticproxy" & pids+=($!); portico_pid=$!
 for port in 18000 18010 18081 18082 18083 18443 18444 18445; do
@@ -346,7 +349,43 @@ if want grpcstream; then
   RUNNER=grpcrun compare grpcstream "gRPC streaming " "$PS" "$NS" "$HS" -method stream -conns 16 -concurrency 160
 fi
 
+if want h2idle; then
+  echo
+  echo "# memory per idle HTTP/2 connection: $IDLE_CONNS TLS h2 connections, one request each, then idle"
+  mem() { # resident KiB of the given processes
+    local t=0 p
+    for p in "$@"; do t=$((t + $(awk '/^VmRSS/ {print $2}' "/proc/$p/status" 2>/dev/null || echo 0))); done
+    echo "$t"
+  }
+  declare -A KIB
+  for name in "${names[@]}"; do
+    case $name in portico) addr=127.0.0.1:18443 ;; nginx) addr=127.0.0.1:18444 ;; haproxy) addr=127.0.0.1:18445 ;; esac
+    m0=$(mem ${PIDS[$name]})
+    rm -f "$work/idle.in" && mkfifo "$work/idle.in"
+    "$work/idleconns" -addr "$addr" -n "$IDLE_CONNS" <"$work/idle.in" >"$work/idle-$name.txt" 2>&1 &
+    idle_pid=$!
+    exec 7>"$work/idle.in"
+    for _ in $(seq 600); do grep -q ready "$work/idle-$name.txt" && break; kill -0 "$idle_pid" 2>/dev/null || break; sleep 0.1; done
+    sleep 1
+    m1=$(mem ${PIDS[$name]})
+    exec 7>&-
+    wait "$idle_pid" || true
+    if grep -q ready "$work/idle-$name.txt"; then
+      KIB[$name]=$(awk -v a="$m0" -v b="$m1" -v n="$IDLE_CONNS" 'BEGIN { printf "%.1f", (b - a) / n }')
+    else
+      KIB[$name]=0
+      echo "$name: $(cat "$work/idle-$name.txt")" >&2
+    fi
+    printf '%-10s %8s KiB per idle connection (resident %d -> %d KiB)\n' "$name" "${KIB[$name]}" "$m0" "$m1"
+    sleep 1
+  done
+  awk -v a="${KIB[portico]}" -v b="${KIB[nginx]}" -v c="${KIB[haproxy]}" \
+    'BEGIN { printf "h2idle: KiB per idle HTTP/2 connection: portico %s, nginx %s, haproxy %s (portico / nginx %.2fx, / haproxy %.2fx; lower is better)\n", a, b, c, (b > 0) ? a/b : 0, (c > 0) ? a/c : 0 }' \
+    >"$work/idle-summary"
+fi
+
 echo
 echo "# summary: medians of $ROUNDS rounds, ${DURATION}s each; x = portico / peer (requests/s: higher is better for portico; p99: lower is better)"
 printf '%-11s %10s %10s %10s %9s %9s %11s %11s\n' section portico nginx haproxy "x nginx" "x haproxy" "p99 x ngx" "p99 x hap"
 cat "$work/summary"
+[ ! -f "$work/idle-summary" ] || cat "$work/idle-summary"

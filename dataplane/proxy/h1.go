@@ -233,8 +233,12 @@ func (c *h1Conn) finish(handedOff bool) {
 }
 
 func (c *h1Conn) serve() {
-	handedOff := false
-	defer func() { c.finish(handedOff) }()
+	handedOff, moved := false, false
+	defer func() {
+		if !moved {
+			c.finish(handedOff)
+		}
+	}()
 	o := &c.s.opts
 	c.proto, c.port = "http", c.s.h.httpPort
 	if c.s.tlsConfig != nil {
@@ -257,12 +261,18 @@ func (c *h1Conn) serve() {
 	if c.tls == nil {
 		c.rw = newRawConn(c.c)
 	}
-	c.takeBuffers()
 	if c.tls != nil && c.tls.NegotiatedProtocol == "h2" {
+		// A new goroutine serves it: its stack starts small, where this one's grew for the
+		// handshake, and an idle HTTP/2 connection keeps its reader's stack.
 		c.state.Store(stateActive)
-		c.serveH2()
+		moved = true
+		go func() {
+			c.serveH2()
+			c.finish(false)
+		}()
 		return
 	}
+	c.takeBuffers()
 	c.now = time.Now()
 	handedOff = c.serveRequests(o.ReadHeaderTimeout) // before the first request
 }

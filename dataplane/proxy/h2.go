@@ -1,7 +1,6 @@
 package proxy
 
 import (
-	"bufio"
 	"bytes"
 	"errors"
 	"io"
@@ -86,7 +85,7 @@ type h2Conn struct {
 
 // countingReader counts the bytes of one frame read.
 type countingReader struct {
-	r      *bufio.Reader
+	r      io.Reader
 	n, max int
 }
 
@@ -105,6 +104,11 @@ func (r *countingReader) Read(p []byte) (int, error) {
 // serveH2 serves c as an HTTP/2 connection whose client preface is next in c.br.
 func (c *h1Conn) serveH2() {
 	c.s.h.metrics.H2Connections.Inc()
+	if c.bw != nil { // frames are written from the frameWriter's buffer
+		c.bw.Reset(nil)
+		writerPool.Put(c.bw)
+		c.bw = nil
+	}
 	cc := &h2Conn{hc: c, streams: map[uint32]*h2Stream{}, recvWindow: h2ConnWindow}
 	cc.enc = hpack.NewEncoder(&cc.hbuf)
 	cc.start(c.c, func() {
@@ -126,12 +130,17 @@ func (c *h1Conn) serveH2() {
 	cc.mu.Unlock()
 
 	_ = c.c.SetReadDeadline(time.Now().Add(o.ReadHeaderTimeout))
-	pre, err := c.br.Peek(len(h2Preface))
-	if err != nil || !isH2Preface(pre) {
+	// Frames are read through c.br on cleartext; a TLS connection buffers a record already, and
+	// is read directly (c.br is not taken: an idle connection holds no read buffer of ours).
+	var r io.Reader = c.br
+	if c.br == nil {
+		r = c.c
+	}
+	var pre [len(h2Preface)]byte
+	if _, err := io.ReadFull(r, pre[:]); err != nil || !isH2Preface(pre[:]) {
 		return
 	}
-	_, _ = c.br.Discard(len(h2Preface))
-	cc.cr = countingReader{r: c.br, max: h2MaxReadPerFrame}
+	cc.cr = countingReader{r: r, max: h2MaxReadPerFrame}
 	cc.rfr = http2.NewFramer(nil, &cc.cr)
 	cc.rfr.ReadMetaHeaders = hpack.NewDecoder(4096, nil)
 	cc.rfr.MaxHeaderListSize = uint32(o.MaxHeaderBytes)
@@ -567,8 +576,6 @@ type frameWriter struct {
 	flushing bool
 	closed   bool
 	werr     error
-	kick     chan struct{} // wakes the writer
-	wrote    chan struct{} // closed when the writer has ended
 	wd       time.Time     // the write deadline last set
 	failed   func()        // called (mu held) when a write fails
 	// The peer's settings, and the connection's send window.
@@ -656,73 +663,71 @@ func (w *frameWriter) start(c net.Conn, failed func()) {
 	w.c, w.failed = c, failed
 	w.sendWindow, w.initialWindow, w.maxFrame = 65535, 65535, 16384 // until the peer's SETTINGS
 	w.space.L = &w.mu
-	w.kick, w.wrote = make(chan struct{}, 1), make(chan struct{})
-	go w.run()
 }
 
-// flushLocked has the frames buffered written.
+// flushLocked has the frames buffered written, by a writer goroutine started for them unless
+// one runs (it writes what is appended meanwhile too). No goroutine waits on an idle
+// connection.
 func (w *frameWriter) flushLocked() {
 	if w.flushing || len(w.out) == 0 {
 		return
 	}
 	w.flushing = true
-	select {
-	case w.kick <- struct{}{}:
-	default:
-	}
+	go w.run()
 }
 
 func (w *frameWriter) run() {
-	for range w.kick {
-		// Streams whose frames are ready to be appended run first, so that they go out in
-		// this write.
-		runtime.Gosched()
-		w.mu.Lock()
-		for len(w.out) > 0 && w.werr == nil {
-			b := w.out
-			w.out, w.spare = w.spare[:0], nil
-			closing := w.closed
-			w.mu.Unlock()
-			now := time.Now()
-			if !closing && w.wd.Sub(now) < h2WriteTimeout*7/8 {
-				w.wd = now.Add(h2WriteTimeout)
-				_ = w.c.SetWriteDeadline(w.wd)
-			}
-			_, err := w.c.Write(b)
-			w.mu.Lock()
-			if cap(b) <= 64<<10 {
-				w.spare = b[:0] // never the buffer being filled
-			}
-			if err != nil {
-				w.werr = err
-				w.failed()
-				_ = w.c.SetReadDeadline(time.Unix(1, 0)) // the reader ends too
-			}
-			w.space.Broadcast()
-		}
-		done := w.closed
-		if done {
-			w.werr = net.ErrClosed // nothing more is written
-		} else {
-			w.flushing = false
-		}
+	// Streams whose frames are ready to be appended run first, so that they go out in this
+	// write.
+	runtime.Gosched()
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	for len(w.out) > 0 && w.werr == nil {
+		b := w.out
+		w.out, w.spare = w.spare[:0], nil
+		closing := w.closed
 		w.mu.Unlock()
-		if done {
-			close(w.wrote)
-			return
+		now := time.Now()
+		if !closing && w.wd.Sub(now) < h2WriteTimeout*7/8 {
+			w.wd = now.Add(h2WriteTimeout)
+			_ = w.c.SetWriteDeadline(w.wd)
 		}
+		_, err := w.c.Write(b)
+		w.mu.Lock()
+		if cap(b) <= 64<<10 {
+			w.spare = b[:0] // never the buffer being filled
+		}
+		if err != nil {
+			w.werr = err
+			w.failed()
+			_ = w.c.SetReadDeadline(time.Unix(1, 0)) // the reader ends too
+		}
+		w.space.Broadcast()
 	}
+	w.flushing = false
+	w.space.Broadcast()
 }
 
-// stop has the writer write what is left (a GOAWAY), for a second at most, and end. closed is
-// set (under mu) by the caller.
+// stop writes what is left (a GOAWAY), for a second at most; nothing is written after it.
+// closed is set (under mu) by the caller.
 func (w *frameWriter) stop() {
 	_ = w.c.SetWriteDeadline(time.Now().Add(time.Second))
-	select {
-	case w.kick <- struct{}{}:
-	default:
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	for len(w.out) > 0 && w.werr == nil {
+		if !w.flushing {
+			w.flushing = true
+			go w.run()
+		}
+		w.space.Wait()
 	}
-	<-w.wrote
+	for w.flushing {
+		w.space.Wait()
+	}
+	if w.werr == nil {
+		w.werr = net.ErrClosed
+	}
+	w.flushing = true // no writer starts again
 }
 
 // streamDone accounts for a stream whose answer ended: its slot goes to the next stream
@@ -770,4 +775,3 @@ func appendRST(b []byte, id uint32, code http2.ErrCode) []byte {
 	return append(b, byte(code>>24), byte(code>>16), byte(code>>8), byte(code))
 }
 
-var _ io.Reader = (*countingReader)(nil)

@@ -12,6 +12,7 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
+	"runtime"
 	"runtime/pprof"
 	"strconv"
 	"syscall"
@@ -37,6 +38,7 @@ func main() {
 	host := flag.String("host", "bench.example.com", "routed host")
 	grpcBackend := flag.String("grpc-backend", "127.0.0.1:18010", "gRPC (h2c) backend address, routed for grpc.<host>")
 	cpuprofile := flag.String("cpuprofile", "", "write a CPU profile of the whole run to this file")
+	memprofile := flag.String("memprofile", "", "write a heap profile to this file at the end of the run (before the listeners close)")
 	loops := flag.Int("event-loops", 0, "event loops for cleartext HTTP (0: one per P, -1: none)")
 	runFor := flag.Duration("run-for", 0, "exit after this long (for profilers that cannot take a signal, such as callgrind)")
 	netHTTP := flag.Bool("net-http", false, "serve both listeners with net/http's own server and the proxy's Handler, keep-alive on (no fast path, no event loops): what the fast path is measured against")
@@ -100,9 +102,25 @@ func main() {
 		serveNetHTTP(ctx, h, srv.TLSConfig(), *httpAddr, *httpsAddr)
 		return
 	}
+	profiled := make(chan struct{})
+	if *memprofile == "" {
+		close(profiled)
+	} else {
+		go func() {
+			defer close(profiled)
+			<-ctx.Done()
+			f, err := os.Create(*memprofile)
+			if err == nil {
+				runtime.GC()
+				_ = pprof.WriteHeapProfile(f)
+				_ = f.Close()
+			}
+		}()
+	}
 	if err := srv.Run(ctx); err != nil {
 		fmt.Fprintln(os.Stderr, err)
 	}
+	<-profiled
 }
 
 // serveNetHTTP serves the Handler with net/http alone, as the proxy did before its fast path.
