@@ -304,6 +304,31 @@ var _ = Describe("IngressDeployment controller", func() {
 		Eventually(limits, timeout, interval).Should(Equal(proxyconfig.Limits{MaxRequestBodyBytes: proxyconfig.DefaultMaxRequestBodyBytes, ClientBodyTimeout: proxyconfig.DefaultClientBodyTimeout}))
 	})
 
+	It("carries spec.accessLog into the proxy's ConfigMap, and the API server refuses a sampling below 1", func() {
+		ns := newNamespace()
+		f := newFleet(ns, "logs", porticov1alpha1.TopologyNodePort)
+		f.Spec.AccessLog = &porticov1alpha1.AccessLogSettings{Enabled: true, OneIn: ptr.To[int32](50)}
+		Expect(k8s.Create(ctx, f)).To(Succeed())
+		policy := func() proxyconfig.AccessLogPolicy {
+			cm := &corev1.ConfigMap{}
+			if err := k8s.Get(ctx, types.NamespacedName{Namespace: ns, Name: "logs-proxy"}, cm); err != nil {
+				return proxyconfig.AccessLogPolicy{}
+			}
+			c, err := proxyconfig.Parse(cm.Data[proxyconfig.ConfigKey])
+			Expect(err).NotTo(HaveOccurred(), "the proxy would reject its ConfigMap")
+			return c.AccessLogPolicy()
+		}
+		Eventually(policy, timeout, interval).Should(Equal(proxyconfig.AccessLogPolicy{Enabled: true, Every: 50}))
+		updateFleet(f, func(live *porticov1alpha1.IngressDeployment) { live.Spec.AccessLog = nil })
+		Eventually(policy, timeout, interval).Should(Equal(proxyconfig.AccessLogPolicy{Every: 1}))
+
+		bad := newFleet(ns, "badlogs", porticov1alpha1.TopologyNodePort)
+		bad.Spec.AccessLog = &porticov1alpha1.AccessLogSettings{Enabled: true, OneIn: ptr.To[int32](0)}
+		err := k8s.Create(ctx, bad)
+		Expect(err).To(HaveOccurred())
+		Expect(err.Error()).To(ContainSubstring("spec.accessLog.oneIn"))
+	})
+
 	It("puts the proxy pods of every topology under the restricted profile except what HostNetwork needs", func() {
 		ns := newNamespace()
 		Expect(k8s.Create(ctx, newFleet(ns, "hn", porticov1alpha1.TopologyHostNetwork))).To(Succeed())

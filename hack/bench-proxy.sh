@@ -6,6 +6,9 @@
 # nbthread all set to the core count). Everything on loopback, every load run bounded by
 # DURATION. Sections (SECTIONS, default all, in this order):
 #
+#   h2idle      memory per idle HTTP/2 connection: IDLE_CONNS (1000) TLS h2 connections, one request
+#               each, then idle; the growth of each proxy's resident memory (all its processes);
+#               run first, before any load
 #   keepalive   cleartext keep-alive, CONNECTIONS connections
 #   https       HTTPS keep-alive (TLS 1.3, HTTP/1.1 by ALPN)
 #   upload      POST with a POST_BYTES-byte body, keep-alive
@@ -18,8 +21,6 @@
 #   grpc        gRPC unary calls over TLS (test/bench/grpcbench: 16 connections, 160 calls in flight)
 #               to a Go gRPC backend (h2c); nginx by grpc_pass, HAProxy by an h2 server line
 #   grpcstream  gRPC server-streaming calls (10 messages each), as grpc
-#   h2idle      memory per idle HTTP/2 connection: IDLE_CONNS (1000) TLS h2 connections, one request
-#               each, then idle; the growth of each proxy's resident memory (all its processes)
 #
 # Each section runs the three proxies back to back, ROUNDS times (the order rotated each round),
 # and prints medians and the ratios portico/nginx and portico/haproxy; a summary of all sections
@@ -38,7 +39,7 @@ CONNECTIONS=${CONNECTIONS:-64}
 POST_BYTES=${POST_BYTES:-1024}
 C1000=${C1000:-1000}
 IDLE_CONNS=${IDLE_CONNS:-1000}
-ALL_SECTIONS="keepalive https upload tls close upload128k c1000 h2 h2x100 grpc grpcstream h2idle"
+ALL_SECTIONS="h2idle keepalive https upload tls close upload128k c1000 h2 h2x100 grpc grpcstream"
 SECTIONS=${SECTIONS:-$ALL_SECTIONS}
 RAW=${RAW:-}
 CORES=$(nproc)
@@ -277,6 +278,43 @@ echo "# bench-proxy: $(nproc) cores, $(awk '/model name/ {$1=$2=$3=""; print; ex
 echo "# backend: nginx static 200 on 127.0.0.1:18000 (its own process); the proxies, the backend and wrk share the machine's cores"
 echo "# figures are the median of the rounds; cpu us/req is the proxy's own CPU time (user+system) per request"
 echo "# sections: $SECTIONS; open files limit $NOFILE"
+# h2idle first: resident memory grown by earlier load sections would hide what idle
+# connections cost.
+if want h2idle; then
+  echo
+  echo "# memory per idle HTTP/2 connection: $IDLE_CONNS TLS h2 connections, one request each, then idle"
+  mem() { # resident KiB of the given processes
+    local t=0 p
+    for p in "$@"; do t=$((t + $(awk '/^VmRSS/ {print $2}' "/proc/$p/status" 2>/dev/null || echo 0))); done
+    echo "$t"
+  }
+  declare -A KIB
+  for name in "${names[@]}"; do
+    case $name in portico) addr=127.0.0.1:18443 ;; nginx) addr=127.0.0.1:18444 ;; haproxy) addr=127.0.0.1:18445 ;; esac
+    m0=$(mem ${PIDS[$name]})
+    rm -f "$work/idle.in" && mkfifo "$work/idle.in"
+    "$work/idleconns" -addr "$addr" -n "$IDLE_CONNS" <"$work/idle.in" >"$work/idle-$name.txt" 2>&1 &
+    idle_pid=$!
+    exec 7>"$work/idle.in"
+    for _ in $(seq 600); do grep -q ready "$work/idle-$name.txt" && break; kill -0 "$idle_pid" 2>/dev/null || break; sleep 0.1; done
+    sleep 1
+    m1=$(mem ${PIDS[$name]})
+    exec 7>&-
+    wait "$idle_pid" || true
+    if grep -q ready "$work/idle-$name.txt"; then
+      KIB[$name]=$(awk -v a="$m0" -v b="$m1" -v n="$IDLE_CONNS" 'BEGIN { printf "%.1f", (b - a) / n }')
+    else
+      KIB[$name]=0
+      echo "$name: $(cat "$work/idle-$name.txt")" >&2
+    fi
+    printf '%-10s %8s KiB per idle connection (resident %d -> %d KiB)\n' "$name" "${KIB[$name]}" "$m0" "$m1"
+    sleep 1
+  done
+  awk -v a="${KIB[portico]}" -v b="${KIB[nginx]}" -v c="${KIB[haproxy]}" \
+    'BEGIN { printf "h2idle: KiB per idle HTTP/2 connection: portico %s, nginx %s, haproxy %s (portico / nginx %.2fx, / haproxy %.2fx; lower is better)\n", a, b, c, (b > 0) ? a/b : 0, (c > 0) ? a/c : 0 }' \
+    >"$work/idle-summary"
+fi
+
 for u in "$P" "$N" "$H"; do warm "$u"; done
 
 if want keepalive; then
@@ -349,40 +387,6 @@ if want grpcstream; then
   RUNNER=grpcrun compare grpcstream "gRPC streaming " "$PS" "$NS" "$HS" -method stream -conns 16 -concurrency 160
 fi
 
-if want h2idle; then
-  echo
-  echo "# memory per idle HTTP/2 connection: $IDLE_CONNS TLS h2 connections, one request each, then idle"
-  mem() { # resident KiB of the given processes
-    local t=0 p
-    for p in "$@"; do t=$((t + $(awk '/^VmRSS/ {print $2}' "/proc/$p/status" 2>/dev/null || echo 0))); done
-    echo "$t"
-  }
-  declare -A KIB
-  for name in "${names[@]}"; do
-    case $name in portico) addr=127.0.0.1:18443 ;; nginx) addr=127.0.0.1:18444 ;; haproxy) addr=127.0.0.1:18445 ;; esac
-    m0=$(mem ${PIDS[$name]})
-    rm -f "$work/idle.in" && mkfifo "$work/idle.in"
-    "$work/idleconns" -addr "$addr" -n "$IDLE_CONNS" <"$work/idle.in" >"$work/idle-$name.txt" 2>&1 &
-    idle_pid=$!
-    exec 7>"$work/idle.in"
-    for _ in $(seq 600); do grep -q ready "$work/idle-$name.txt" && break; kill -0 "$idle_pid" 2>/dev/null || break; sleep 0.1; done
-    sleep 1
-    m1=$(mem ${PIDS[$name]})
-    exec 7>&-
-    wait "$idle_pid" || true
-    if grep -q ready "$work/idle-$name.txt"; then
-      KIB[$name]=$(awk -v a="$m0" -v b="$m1" -v n="$IDLE_CONNS" 'BEGIN { printf "%.1f", (b - a) / n }')
-    else
-      KIB[$name]=0
-      echo "$name: $(cat "$work/idle-$name.txt")" >&2
-    fi
-    printf '%-10s %8s KiB per idle connection (resident %d -> %d KiB)\n' "$name" "${KIB[$name]}" "$m0" "$m1"
-    sleep 1
-  done
-  awk -v a="${KIB[portico]}" -v b="${KIB[nginx]}" -v c="${KIB[haproxy]}" \
-    'BEGIN { printf "h2idle: KiB per idle HTTP/2 connection: portico %s, nginx %s, haproxy %s (portico / nginx %.2fx, / haproxy %.2fx; lower is better)\n", a, b, c, (b > 0) ? a/b : 0, (c > 0) ? a/c : 0 }' \
-    >"$work/idle-summary"
-fi
 
 echo
 echo "# summary: medians of $ROUNDS rounds, ${DURATION}s each; x = portico / peer (requests/s: higher is better for portico; p99: lower is better)"

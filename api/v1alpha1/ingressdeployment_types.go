@@ -93,6 +93,27 @@ type IngressDeploymentSpec struct {
 	// When absent, every limit takes its default, which is ingress-nginx's.
 	// +optional
 	HTTP *HTTPSettings `json:"http,omitempty"`
+
+	// AccessLog turns on the proxies' access log (one JSON line per request on each proxy's
+	// standard output) and samples it. A change applies without a restart.
+	// +optional
+	AccessLog *AccessLogSettings `json:"accessLog,omitempty"`
+}
+
+// AccessLogSettings are a fleet's access log settings.
+type AccessLogSettings struct {
+	// Enabled writes one JSON line per request (the fields are listed in docs/operations.md:
+	// the client's address, the request, status, bytes sent, duration, the upstream address and
+	// its time, the Ingress, the request id). The default is false.
+	// +optional
+	Enabled bool `json:"enabled,omitempty"`
+
+	// OneIn logs one request in every OneIn for a hot fleet: 1, the default, logs every
+	// request, 100 logs one in a hundred. Answers with a 5xx status are always logged.
+	// +optional
+	// +kubebuilder:validation:Minimum=1
+	// +kubebuilder:validation:Maximum=1000000
+	OneIn *int32 `json:"oneIn,omitempty"`
 }
 
 // HTTPSettings are a fleet's HTTP limits. A field left out takes its default, which is the

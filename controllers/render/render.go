@@ -189,6 +189,12 @@ func ProxyConfig(f *porticov1alpha1.IngressDeployment) proxyconfig.Config {
 		c.DefaultCertificate = f.Namespace + "/" + dc.SecretName
 	}
 	c.HTTP = proxyHTTP(f.Spec.HTTP)
+	if a := f.Spec.AccessLog; a != nil {
+		c.AccessLog = &proxyconfig.AccessLog{Enabled: a.Enabled}
+		if a.OneIn != nil {
+			c.AccessLog.OneIn = *a.OneIn
+		}
+	}
 	return c
 }
 

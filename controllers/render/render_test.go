@@ -53,6 +53,7 @@ func TestRenderGolden(t *testing.T) {
 				ClientBodyTimeout:         &metav1.Duration{Duration: 90 * time.Second},
 				AllowUnderscoresInHeaders: true,
 			}
+			f.Spec.AccessLog = &porticov1alpha1.AccessLogSettings{Enabled: true, OneIn: ptr.To[int32](100)}
 		}),
 		"nodeport": fleet(func(f *porticov1alpha1.IngressDeployment) {
 			f.Spec.Topology = porticov1alpha1.Topology{Type: porticov1alpha1.TopologyNodePort,

@@ -30,6 +30,34 @@ type Config struct {
 	IgnoreDefaultClass bool `json:"ignoreDefaultClass,omitempty"`
 	// HTTP holds the fleet-wide HTTP limits; nil means every default.
 	HTTP *HTTP `json:"http,omitempty"`
+	// AccessLog turns the access log on and samples it; nil means off.
+	AccessLog *AccessLog `json:"accessLog,omitempty"`
+}
+
+// AccessLog is the fleet's access log setting.
+type AccessLog struct {
+	// Enabled writes one JSON line per request.
+	Enabled bool `json:"enabled,omitempty"`
+	// OneIn logs one request in every OneIn (0 or 1: every request); 5xx answers always.
+	OneIn int32 `json:"oneIn,omitempty"`
+}
+
+// AccessLogPolicy is AccessLog with its default applied: Every is at least 1.
+type AccessLogPolicy struct {
+	Enabled bool
+	Every   uint64
+}
+
+// AccessLogPolicy returns the fleet's access log setting with its default applied.
+func (c Config) AccessLogPolicy() AccessLogPolicy {
+	p := AccessLogPolicy{Every: 1}
+	if a := c.AccessLog; a != nil {
+		p.Enabled = a.Enabled
+		if a.OneIn > 1 {
+			p.Every = uint64(a.OneIn)
+		}
+	}
+	return p
 }
 
 // Defaults of the fleet-wide HTTP limits, as ingress-nginx's (client_max_body_size 1m,
@@ -100,6 +128,9 @@ func Parse(data string) (Config, error) {
 	}
 	if c.FleetNamespace == "" || c.FleetName == "" {
 		return Config{}, fmt.Errorf("parse %s: fleetNamespace and fleetName are required", ConfigKey)
+	}
+	if a := c.AccessLog; a != nil && a.OneIn < 0 {
+		return Config{}, fmt.Errorf("parse %s: accessLog.oneIn %d: must not be negative", ConfigKey, a.OneIn)
 	}
 	if h := c.HTTP; h != nil {
 		if h.MaxRequestBodyBytes != nil && *h.MaxRequestBodyBytes < 0 {

@@ -4,7 +4,6 @@ import (
 	"bufio"
 	"encoding/json"
 	"io"
-	"net/http"
 	"sync"
 	"time"
 )
@@ -30,32 +29,24 @@ func NewAccessLog(w io.Writer) *AccessLog {
 	return a
 }
 
+// accessEntry is one access log line. The fields are those of ingress-nginx's default log
+// format that a JSON line can carry (docs/operations.md lists them).
 type accessEntry struct {
-	Time      string  `json:"time"`
-	Client    string  `json:"client"`
-	Method    string  `json:"method"`
-	Host      string  `json:"host"`
-	URI       string  `json:"uri"`
-	Proto     string  `json:"proto"`
-	Status    int     `json:"status"`
-	Ingress   string  `json:"ingress,omitempty"`
-	Service   string  `json:"service,omitempty"`
-	Upstream  string  `json:"upstream,omitempty"`
-	Duration  float64 `json:"duration"`
-	RequestID string  `json:"requestId,omitempty"`
-	UserAgent string  `json:"userAgent,omitempty"`
-}
-
-// Write logs one request served by net/http; requestID is the X-Request-Id sent upstream.
-func (a *AccessLog) Write(r *http.Request, status int, ingress, service, upstream, requestID string, d time.Duration) {
-	if requestID == "" {
-		requestID = r.Header.Get("X-Request-Id")
-	}
-	a.write(accessEntry{
-		Time: time.Now().UTC().Format(time.RFC3339Nano), Client: r.RemoteAddr, Method: r.Method, Host: r.Host,
-		URI: r.RequestURI, Proto: r.Proto, Status: status, Ingress: ingress, Service: service, Upstream: upstream,
-		Duration: d.Seconds(), RequestID: requestID, UserAgent: r.UserAgent(),
-	})
+	Time         string  `json:"time"`
+	Client       string  `json:"client"`
+	Method       string  `json:"method"`
+	Host         string  `json:"host"`
+	URI          string  `json:"uri"`
+	Proto        string  `json:"proto"`
+	Status       int     `json:"status"`
+	Bytes        int64   `json:"bytes"`
+	Duration     float64 `json:"duration"`
+	Ingress      string  `json:"ingress,omitempty"`
+	Service      string  `json:"service,omitempty"`
+	Upstream     string  `json:"upstream,omitempty"`
+	UpstreamTime float64 `json:"upstreamTime,omitempty"`
+	RequestID    string  `json:"requestId,omitempty"`
+	UserAgent    string  `json:"userAgent,omitempty"`
 }
 
 func (a *AccessLog) write(e accessEntry) {

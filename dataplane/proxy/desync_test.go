@@ -16,7 +16,6 @@ import (
 	"testing"
 	"time"
 
-	"golang.org/x/net/http2"
 	"k8s.io/utils/ptr"
 
 	proxyconfig "portico.dev/portico/dataplane/config"
@@ -633,8 +632,9 @@ func (h *desyncHarness) runH2(t *testing.T, tc desyncCase) {
 	release := make(chan struct{})
 	defer close(release)
 	newClient := func() *http.Client {
-		return &http.Client{Timeout: 5 * time.Second, Transport: &http2.Transport{DisableCompression: true,
-			TLSClientConfig: &tls.Config{InsecureSkipVerify: true, ServerName: "h"}}}
+		c := h2Client(&tls.Config{InsecureSkipVerify: true, ServerName: "h"})
+		c.Timeout = 5 * time.Second
+		return c
 	}
 	do := func(c *http.Client, r h2Request) (string, error) {
 		var body io.Reader

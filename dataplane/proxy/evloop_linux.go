@@ -518,9 +518,7 @@ func (w *worker) adopt(nfd int, sa syscall.Sockaddr) {
 	if a := ap.Addr().Unmap(); a != c.clientAddr || c.client == "" {
 		c.clientAddr, c.client = a, a.String() // a spare connection may have it already
 	}
-	if w.h.opts.AccessLog != nil {
-		c.peer = ap.String()
-	}
+	c.peer = ap
 	if err := w.register(nfd, c, nil); err != nil {
 		_ = syscall.Close(nfd)
 		return
@@ -1398,13 +1396,16 @@ func (c *evConn) relay() {
 			c.wout = append(c.wout, u.in[:k]...)
 			u.consume(int(k))
 			c.remaining -= k
+			c.st.bytes += k
 			done = c.remaining == 0
 		case bodyUntilClose:
 			c.wout = append(c.wout, u.in...)
+			c.st.bytes += int64(len(u.in))
 			u.consume(len(u.in))
 		case bodyChunked:
 			var n int
 			n, c.wout, done, err = c.chunk.step(u.in, c.wout, loopBuffer)
+			c.st.bytes = c.chunk.data
 			u.consume(n)
 		}
 		if err != nil {

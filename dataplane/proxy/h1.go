@@ -9,6 +9,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/netip"
 	"runtime"
 	"strconv"
 	"sync"
@@ -180,7 +181,7 @@ type h1Conn struct {
 	tls    *tls.ConnectionState
 	client string // the client's IP, for X-Forwarded-For
 	// peer is the client's address while an event loop serves the connection (c is nil then).
-	peer  string
+	peer  netip.AddrPort
 	proto string // "http" or "https"
 	port  string // X-Forwarded-Port
 
@@ -579,6 +580,7 @@ func (c *h1Conn) route() (*route.Backend, int, string) {
 	c.closeAfter = hd.close || c.s.closing.Load()
 	c.bodyRead = hd.contentLength == 0 && !hd.chunked
 	b, code, msg := decide(c.s.h.table.Load(), string(hd.host), string(hd.route), st)
+	st.logging = c.s.h.logging(st.table)
 	if b == nil {
 		return b, code, msg
 	}
@@ -639,6 +641,7 @@ func (c *h1Conn) answerHead(code int, msg string) {
 	o = append(o, "\r\n\r\n"...)
 	if string(c.head.method) != http.MethodHead {
 		o = append(o, body...)
+		c.st.bytes = int64(len(body))
 	}
 	c.out = o
 	c.st.status = code
@@ -649,7 +652,7 @@ func (c *h1Conn) peerAddr() string {
 	if c.c != nil {
 		return c.c.RemoteAddr().String()
 	}
-	return c.peer
+	return c.peer.String()
 }
 
 func (c *h1Conn) done() {
@@ -663,17 +666,13 @@ func (c *h1Conn) done() {
 		m.requests = h.metrics.Requests.WithLabelValues(st.ingress, st.service, codeString(st.status))
 	}
 	m.requests.Inc()
-	if h.opts.AccessLog != nil {
-		addr := ""
-		if st.endpoint != nil {
-			addr = st.endpoint.Addr
-		}
+	if st.logging && h.sampled(st.table, st.status) {
 		hd := &c.head
 		h.opts.AccessLog.write(accessEntry{
 			Time: time.Now().UTC().Format(time.RFC3339Nano), Client: c.peerAddr(), Method: string(hd.method),
-			Host: string(hd.host), URI: string(hd.target), Proto: c.protoVersion(), Status: st.status, Ingress: st.ingress,
-			Service: st.service, Upstream: addr, Duration: time.Since(st.start).Seconds(), RequestID: st.requestID,
-			UserAgent: string(hd.userAgent),
+			Host: string(hd.host), URI: string(hd.target), Proto: c.protoVersion(), Status: st.status, Bytes: st.bytes,
+			Duration: time.Since(st.start).Seconds(), Ingress: st.ingress, Service: st.service, Upstream: st.upstream(),
+			UpstreamTime: st.upstreamSeconds(), RequestID: st.requestID, UserAgent: string(hd.userAgent),
 		})
 	}
 }

@@ -21,6 +21,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	"golang.org/x/net/http/httpguts"
 
+	proxyconfig "portico.dev/portico/dataplane/config"
 	"portico.dev/portico/dataplane/route"
 	rt "portico.dev/portico/dataplane/route/routetest"
 	"portico.dev/portico/test/echo"
@@ -893,38 +894,109 @@ func TestFastPathOverTLS(t *testing.T) {
 	}
 }
 
-func TestAccessLogBothPaths(t *testing.T) {
+// TestAccessLogPerFleet: the fleet's spec.accessLog turns the access log on and off with the
+// table (no restart), every serving path writes the same fields (HTTP/1.1 on the fast path,
+// HTTP/1.0 through net/http, HTTP/2), and sampling writes one request in every N but every 5xx.
+func TestAccessLogPerFleet(t *testing.T) {
 	var buf syncBuffer
-	log := NewAccessLog(&buf)
-	h := newHarness(t, Options{AccessLog: log})
+	alog := NewAccessLog(&buf)
+	h := newHarness(t, Options{AccessLog: alog})
 	h.backend("echo", echo.Handler("echo-1", "echo"), "")
-	h.compile(rt.Ingress("ns", "i", 1, rt.Rule("h", "/", rt.Prefix, "echo", 80)))
-	exchange(t, h.http, "GET /fast?x=1 HTTP/1.1\r\nHost: h\r\nUser-Agent: ua/1\r\nX-Request-Id: id-1\r\n\r\n"+
-		"GET /slow HTTP/1.0\r\nHost: h\r\nUser-Agent: ua/2\r\n\r\n", 2)
-	log.mu.Lock()
-	_ = log.f()
-	log.mu.Unlock()
-	var entries []accessEntry
-	for _, line := range strings.Split(strings.TrimSpace(buf.String()), "\n") {
-		var e accessEntry
-		if err := json.Unmarshal([]byte(line), &e); err != nil {
-			t.Fatalf("%q: %v", line, err)
+	h.in.Services = append(h.in.Services, rt.Service("ns", "empty"))
+	h.in.Secrets = append(h.in.Secrets, rt.TLSSecret("ns", "tls", "h"))
+	ing := rt.Ingress("ns", "i", 1, rt.Rule("h", "/", rt.Prefix, "echo", 80), rt.Rule("h", "/down", rt.Prefix, "empty", 80), rt.TLS("tls", "h"))
+	h.compile(ing)
+	entries := func() []accessEntry {
+		alog.mu.Lock()
+		_ = alog.f()
+		alog.mu.Unlock()
+		var es []accessEntry
+		for _, line := range strings.Split(strings.TrimSpace(buf.String()), "\n") {
+			if line == "" {
+				continue
+			}
+			var e accessEntry
+			if err := json.Unmarshal([]byte(line), &e); err != nil {
+				t.Fatalf("%q: %v", line, err)
+			}
+			es = append(es, e)
 		}
-		entries = append(entries, e)
+		buf.mu.Lock()
+		buf.b.Reset()
+		buf.mu.Unlock()
+		return es
 	}
-	if len(entries) != 2 {
-		t.Fatalf("access log: %q", buf.String())
+	h2c := h2Client(&tls.Config{InsecureSkipVerify: true, ServerName: "h"})
+	send := func() (bodies []int) {
+		resps, bs, _ := exchange(t, h.http, "GET /fast?x=1 HTTP/1.1\r\nHost: h\r\nUser-Agent: ua/1\r\nX-Request-Id: id-1\r\n\r\n"+
+			"GET /slow HTTP/1.0\r\nHost: h\r\nUser-Agent: ua/2\r\n\r\n", 2)
+		for i, r := range resps {
+			if r.StatusCode != 200 {
+				t.Fatalf("answer %d: %d", i, r.StatusCode)
+			}
+			bodies = append(bodies, len(bs[i]))
+		}
+		req, _ := http.NewRequest("GET", "https://"+h.https+"/two", nil)
+		req.Host = "h"
+		req.Header.Set("User-Agent", "ua/3")
+		resp, err := h2c.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		return append(bodies, len(b))
+	}
+
+	send()
+	if es := entries(); len(es) != 0 {
+		t.Fatalf("logged with spec.accessLog off: %+v", es)
+	}
+
+	h.in.Config.AccessLog = &proxyconfig.AccessLog{Enabled: true}
+	h.compile(ing)
+	bodies := send()
+	es := entries()
+	if len(es) != 3 {
+		t.Fatalf("access log: %+v", es)
 	}
 	for i, want := range []accessEntry{
 		{Method: "GET", Host: "h", URI: "/fast?x=1", Proto: "HTTP/1.1", Status: 200, Ingress: "ns/i", Service: "ns/echo:80", RequestID: "id-1", UserAgent: "ua/1"},
 		{Method: "GET", Host: "h", URI: "/slow", Proto: "HTTP/1.0", Status: 200, Ingress: "ns/i", Service: "ns/echo:80", UserAgent: "ua/2"},
+		{Method: "GET", Host: "h", URI: "/two", Proto: "HTTP/2.0", Status: 200, Ingress: "ns/i", Service: "ns/echo:80", UserAgent: "ua/3"},
 	} {
-		e := entries[i]
+		e := es[i]
 		if e.Method != want.Method || e.Host != want.Host || e.URI != want.URI || e.Proto != want.Proto || e.Status != want.Status ||
 			e.Ingress != want.Ingress || e.Service != want.Service || e.UserAgent != want.UserAgent || e.Upstream == "" || e.Client == "" ||
-			(want.RequestID != "" && e.RequestID != want.RequestID) || e.RequestID == "" {
-			t.Errorf("entry %d: %+v, want %+v", i, e, want)
+			(want.RequestID != "" && e.RequestID != want.RequestID) || e.RequestID == "" || e.Bytes != int64(bodies[i]) ||
+			e.UpstreamTime <= 0 || e.Duration < e.UpstreamTime {
+			t.Errorf("entry %d: %+v, want %+v with %d bytes and times", i, e, want, bodies[i])
 		}
+	}
+
+	h.in.Config.AccessLog = &proxyconfig.AccessLog{Enabled: true, OneIn: 10}
+	h.compile(ing)
+	entries()
+	for range 30 {
+		exchange(t, h.http, "GET /s HTTP/1.1\r\nHost: h\r\n\r\n", 1)
+	}
+	exchange(t, h.http, "GET /down HTTP/1.1\r\nHost: h\r\n\r\n", 1)
+	es = entries()
+	n503 := 0
+	for _, e := range es {
+		if e.Status == 503 {
+			n503++
+		}
+	}
+	if len(es)-n503 != 3 || n503 != 1 {
+		t.Errorf("one in 10 of 30 requests and every 5xx: %d logged, %d of them 503", len(es), n503)
+	}
+
+	h.in.Config.AccessLog = nil
+	h.compile(ing)
+	send()
+	if es := entries(); len(es) != 0 {
+		t.Fatalf("logged after spec.accessLog was removed: %+v", es)
 	}
 }
 

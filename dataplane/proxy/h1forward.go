@@ -142,11 +142,11 @@ func (c *h1Conn) forward() {
 	if werr == nil {
 		switch rh.body {
 		case bodyLength:
-			err = pipe(c.bw, uc.r, rh.length, true, nil)
+			st.bytes, err = pipe(c.bw, uc.r, rh.length, true, nil)
 		case bodyChunked:
-			err = relayChunked(c.bw, uc.r, &c.out, true, 0, nil)
+			st.bytes, err = relayChunked(c.bw, uc.r, &c.out, true, 0, nil)
 		case bodyUntilClose:
-			err = pipe(c.bw, uc.r, -1, true, nil)
+			st.bytes, err = pipe(c.bw, uc.r, -1, true, nil)
 		}
 	} else {
 		err = clientError{werr}
@@ -180,7 +180,8 @@ func (c *h1Conn) finishHead(rh *respHead) {
 	st := &c.st
 	st.endpoint.Stats.Succeeded()
 	c.now = time.Now()
-	c.observe(c.now.Sub(st.start))
+	st.upstreamTime = c.now.Sub(st.start)
+	c.observe(st.upstreamTime)
 	st.status = rh.status
 	if rh.body == bodyUntilClose || c.s.closing.Load() {
 		c.closeAfter = true
@@ -236,12 +237,12 @@ func (c *h1Conn) send(uc *upConn) error {
 				return clientError{err}
 			}
 		}
-		if err := pipe(uc.w, c.br, hd.contentLength, false, c.bodyProgress); err != nil {
+		if _, err := pipe(uc.w, c.br, hd.contentLength, false, c.bodyProgress); err != nil {
 			return err
 		}
 	}
 	if hd.chunked {
-		if err := relayChunked(uc.w, c.br, &c.raw, false, c.st.table.Limits.MaxRequestBodyBytes, c.bodyProgress); err != nil {
+		if _, err := relayChunked(uc.w, c.br, &c.raw, false, c.st.table.Limits.MaxRequestBodyBytes, c.bodyProgress); err != nil {
 			return err
 		}
 	}
@@ -292,11 +293,11 @@ func (c *h1Conn) requestHead() {
 		idStart := len(o)
 		o = append(o, h.idBase...)
 		o = strconv.AppendUint(o, h.idSeq.Add(1), 16)
-		if h.opts.AccessLog != nil {
+		if c.st.logging {
 			c.st.requestID = string(o[idStart:])
 		}
 		o = append(o, "\r\n"...)
-	} else if h.opts.AccessLog != nil {
+	} else if c.st.logging {
 		c.st.requestID = string(hd.requestID)
 	}
 	o = append(o, "\r\n"...)
@@ -316,7 +317,7 @@ var pipeBuffers = sync.Pool{New: func() any { b := make([]byte, pipeBuffer); ret
 // instead of 32). Failures on the client's side (dst when clientIsDst, else src) are returned
 // as clientError. waiting, when set, is called before each read that may wait for src (it
 // moves the request body's progress deadline).
-func pipe(dst *bufio.Writer, src *bufio.Reader, n int64, clientIsDst bool, waiting func()) error {
+func pipe(dst *bufio.Writer, src *bufio.Reader, n int64, clientIsDst bool, waiting func()) (moved int64, _ error) {
 	var buf []byte
 	if n < 0 || n > clientReadBuffer {
 		bp := pipeBuffers.Get().(*[]byte)
@@ -326,7 +327,7 @@ func pipe(dst *bufio.Writer, src *bufio.Reader, n int64, clientIsDst bool, waiti
 	for n != 0 {
 		if src.Buffered() == 0 && dst.Buffered() > 0 {
 			if err := dst.Flush(); err != nil {
-				return dstError(err, clientIsDst)
+				return moved, dstError(err, clientIsDst)
 			}
 		}
 		var p []byte
@@ -349,8 +350,9 @@ func pipe(dst *bufio.Writer, src *bufio.Reader, n int64, clientIsDst bool, waiti
 		}
 		if len(p) > 0 {
 			if _, err := dst.Write(p); err != nil {
-				return dstError(err, clientIsDst)
+				return moved, dstError(err, clientIsDst)
 			}
+			moved += int64(len(p))
 			if buf == nil {
 				_, _ = src.Discard(len(p))
 			}
@@ -360,16 +362,16 @@ func pipe(dst *bufio.Writer, src *bufio.Reader, n int64, clientIsDst bool, waiti
 		}
 		if err != nil && n != 0 {
 			if n < 0 && errors.Is(err, io.EOF) {
-				return nil
+				return moved, nil
 			}
 			err = unexpectedEOF(err)
 			if !clientIsDst {
-				return clientError{err}
+				return moved, clientError{err}
 			}
-			return err
+			return moved, err
 		}
 	}
-	return nil
+	return moved, nil
 }
 
 func dstError(err error, clientIsDst bool) error {
@@ -386,7 +388,7 @@ func dstError(err error, clientIsDst bool) error {
 // waits waiting is called. Failures on the client's side (dst when clientIsDst, else src, a
 // malformed or too large request body included) are clientError; a malformed answer is
 // errBadResponse.
-func relayChunked(dst *bufio.Writer, src *bufio.Reader, scratch *[]byte, clientIsDst bool, limit int64, waiting func()) error {
+func relayChunked(dst *bufio.Writer, src *bufio.Reader, scratch *[]byte, clientIsDst bool, limit int64, waiting func()) (data int64, _ error) {
 	srcError := func(err error) error {
 		if clientIsDst {
 			return err
@@ -394,18 +396,19 @@ func relayChunked(dst *bufio.Writer, src *bufio.Reader, scratch *[]byte, clientI
 		return clientError{err}
 	}
 	var cs chunkState
+	defer func() { data = cs.data }()
 	for need := 1; ; {
 		if src.Buffered() < need {
 			if src.Buffered() == 0 && dst.Buffered() > 0 {
 				if err := dst.Flush(); err != nil {
-					return dstError(err, clientIsDst)
+					return 0, dstError(err, clientIsDst)
 				}
 			}
 			if waiting != nil {
 				waiting()
 			}
 			if _, err := src.Peek(need); err != nil {
-				return srcError(unexpectedEOF(err))
+				return 0, srcError(unexpectedEOF(err))
 			}
 		}
 		buf, _ := src.Peek(src.Buffered())
@@ -413,18 +416,18 @@ func relayChunked(dst *bufio.Writer, src *bufio.Reader, scratch *[]byte, clientI
 		*scratch = out
 		switch {
 		case err != nil && !clientIsDst:
-			return clientError{errBadChunk}
+			return 0, clientError{errBadChunk}
 		case err != nil:
-			return err
+			return 0, err
 		case limit > 0 && cs.data > limit:
-			return clientError{errBodyTooLarge}
+			return 0, clientError{errBodyTooLarge}
 		}
 		_, _ = src.Discard(n)
 		if _, err := dst.Write(out); err != nil {
-			return dstError(err, clientIsDst)
+			return 0, dstError(err, clientIsDst)
 		}
 		if done {
-			return nil
+			return 0, nil
 		}
 		need = 1
 		if n == 0 {

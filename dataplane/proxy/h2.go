@@ -115,7 +115,7 @@ func (c *h1Conn) serveH2() {
 		for _, st := range cc.streams {
 			st.cond.Broadcast()
 		}
-	})
+	}, func() bool { return cc.workers > 0 || len(cc.streams) > 0 })
 	c.h2.Store(cc)
 	defer cc.shut()
 
@@ -573,9 +573,12 @@ type frameWriter struct {
 	c        net.Conn
 	out      []byte // frames to write
 	spare    []byte
-	flushing bool
+	flushing bool // a write is due or under way
+	running  bool // the writer goroutine runs (writing, or waiting for more)
 	closed   bool
 	werr     error
+	kick     chan struct{} // wakes a waiting writer
+	stay     func() bool   // (mu held) whether the writer waits for more: the connection has streams
 	wd       time.Time     // the write deadline last set
 	failed   func()        // called (mu held) when a write fails
 	// The peer's settings, and the connection's send window.
@@ -659,69 +662,101 @@ func (w *frameWriter) sendData(s *streamSend, id uint32, p []byte, end bool, dea
 }
 
 // start starts the writer of c.
-func (w *frameWriter) start(c net.Conn, failed func()) {
-	w.c, w.failed = c, failed
+func (w *frameWriter) start(c net.Conn, failed func(), stay func() bool) {
+	w.c, w.failed, w.stay = c, failed, stay
+	w.kick = make(chan struct{}, 1)
 	w.sendWindow, w.initialWindow, w.maxFrame = 65535, 65535, 16384 // until the peer's SETTINGS
 	w.space.L = &w.mu
 }
 
-// flushLocked has the frames buffered written, by a writer goroutine started for them unless
-// one runs (it writes what is appended meanwhile too). No goroutine waits on an idle
-// connection.
+// flushLocked has the frames buffered written, by the connection's writer goroutine: started
+// when none runs; it writes what is appended meanwhile too, and waits for more while the
+// connection has streams (stay), so that no goroutine waits on an idle connection.
 func (w *frameWriter) flushLocked() {
 	if w.flushing || len(w.out) == 0 {
 		return
 	}
 	w.flushing = true
+	w.wake()
+}
+
+// wake has the writer run: a running one is kicked, else one is started (mu held).
+func (w *frameWriter) wake() {
+	if w.running {
+		select {
+		case w.kick <- struct{}{}:
+		default:
+		}
+		return
+	}
+	w.running = true
 	go w.run()
 }
 
 func (w *frameWriter) run() {
-	// Streams whose frames are ready to be appended run first, so that they go out in this
-	// write.
-	runtime.Gosched()
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	for len(w.out) > 0 && w.werr == nil {
-		b := w.out
-		w.out, w.spare = w.spare[:0], nil
-		closing := w.closed
-		w.mu.Unlock()
-		now := time.Now()
-		if !closing && w.wd.Sub(now) < h2WriteTimeout*7/8 {
-			w.wd = now.Add(h2WriteTimeout)
-			_ = w.c.SetWriteDeadline(w.wd)
-		}
-		_, err := w.c.Write(b)
+	for {
+		// Streams whose frames are ready to be appended run first, so that they go out in
+		// this write.
+		runtime.Gosched()
+		runtime.Gosched()
 		w.mu.Lock()
-		if cap(b) <= 64<<10 {
-			w.spare = b[:0] // never the buffer being filled
+		for len(w.out) > 0 && w.werr == nil {
+			b := w.out
+			w.out, w.spare = w.spare[:0], nil
+			closing := w.closed
+			w.mu.Unlock()
+			now := time.Now()
+			if !closing && w.wd.Sub(now) < h2WriteTimeout*7/8 {
+				w.wd = now.Add(h2WriteTimeout)
+				_ = w.c.SetWriteDeadline(w.wd)
+			}
+			_, err := w.c.Write(b)
+			w.mu.Lock()
+			if cap(b) <= 64<<10 {
+				w.spare = b[:0] // never the buffer being filled
+			}
+			if err != nil {
+				w.werr = err
+				w.failed()
+				_ = w.c.SetReadDeadline(time.Unix(1, 0)) // the reader ends too
+			}
+			w.space.Broadcast()
 		}
-		if err != nil {
-			w.werr = err
-			w.failed()
-			_ = w.c.SetReadDeadline(time.Unix(1, 0)) // the reader ends too
+		w.flushing = false
+		if w.closed || w.werr != nil || !w.stay() {
+			w.running = false
+			w.space.Broadcast()
+			w.mu.Unlock()
+			return
 		}
-		w.space.Broadcast()
+		w.mu.Unlock()
+		<-w.kick
 	}
-	w.flushing = false
-	w.space.Broadcast()
 }
 
-// stop writes what is left (a GOAWAY), for a second at most; nothing is written after it.
-// closed is set (under mu) by the caller.
+// idleLocked ends a writer waiting on a connection whose last stream ended (mu held).
+func (w *frameWriter) idleLocked() {
+	if w.running && !w.flushing {
+		w.wake()
+	}
+}
+
+// stop writes what is left (a GOAWAY), for a second at most, and ends the writer; nothing is
+// written after it.
 func (w *frameWriter) stop() {
 	_ = w.c.SetWriteDeadline(time.Now().Add(time.Second))
 	w.mu.Lock()
 	defer w.mu.Unlock()
+	w.closed = true
 	for len(w.out) > 0 && w.werr == nil {
 		if !w.flushing {
 			w.flushing = true
-			go w.run()
+			w.wake()
 		}
 		w.space.Wait()
 	}
-	for w.flushing {
+	for w.running {
+		w.wake()
 		w.space.Wait()
 	}
 	if w.werr == nil {
@@ -747,8 +782,11 @@ func (cc *h2Conn) streamDoneLocked(st *h2Stream) {
 		go next.serve()
 		break
 	}
-	if cc.goingAway && cc.workers == 0 && len(cc.streams) == 0 {
-		_ = cc.c.SetReadDeadline(time.Unix(1, 0)) // nothing left: the reader ends the connection
+	if cc.workers == 0 && len(cc.streams) == 0 {
+		cc.idleLocked()
+		if cc.goingAway {
+			_ = cc.c.SetReadDeadline(time.Unix(1, 0)) // nothing left: the reader ends the connection
+		}
 	}
 }
 
@@ -774,4 +812,3 @@ func appendRST(b []byte, id uint32, code http2.ErrCode) []byte {
 	b = appendFrameHeader(b, 4, http2.FrameRSTStream, 0, id)
 	return append(b, byte(code>>24), byte(code>>16), byte(code>>8), byte(code))
 }
-

@@ -111,11 +111,20 @@ func newH2Fixture(t *testing.T) *h2Fixture {
 // clients are Go's HTTP/2 client over TLS (h2 by ALPN) and in cleartext with prior knowledge.
 func (f *h2Fixture) clients() map[string]*http.Client {
 	return map[string]*http.Client{
-		"https://" + f.https: {Transport: &http2.Transport{TLSClientConfig: &tls.Config{InsecureSkipVerify: true, ServerName: "h2.example.com"}}},
-		"http://" + f.http: {Transport: &http2.Transport{AllowHTTP: true, DialTLS: func(network, addr string, _ *tls.Config) (net.Conn, error) {
-			return net.Dial(network, addr)
-		}}},
+		"https://" + f.https: h2Client(&tls.Config{InsecureSkipVerify: true, ServerName: "h2.example.com"}),
+		"http://" + f.http:   h2Client(nil),
 	}
+}
+
+// h2Client is Go's client speaking HTTP/2 only: over TLS with tc, else h2c with prior knowledge.
+func h2Client(tc *tls.Config) *http.Client {
+	p := new(http.Protocols)
+	if tc != nil {
+		p.SetHTTP2(true)
+	} else {
+		p.SetUnencryptedHTTP2(true)
+	}
+	return &http.Client{Transport: &http.Transport{TLSClientConfig: tc, Protocols: p, DisableCompression: true}}
 }
 
 // TestHTTP2Exchanges: requests over HTTP/2 (TLS and h2c) go through the core to an HTTP/1.1
@@ -180,7 +189,7 @@ func TestHTTP2Exchanges(t *testing.T) {
 			if err != nil || len(body) != 3<<20 || resp.ContentLength != 3<<20 {
 				t.Errorf("3 MiB answer: %v, %d bytes, length %d", err, len(body), resp.ContentLength)
 			}
-			resp, body, err = do("GET", "/stream", nil, -1)
+			_, body, err = do("GET", "/stream", nil, -1)
 			if err != nil || body != "part 0\npart 1\npart 2\npart 3\npart 4\n" {
 				t.Errorf("streamed answer: %v %q", err, body)
 			}
@@ -196,7 +205,7 @@ func TestHTTP2Exchanges(t *testing.T) {
 			if err != nil || resp.StatusCode != 200 || body != "" {
 				t.Errorf("HEAD: %v %v %q", err, resp, body)
 			}
-			resp, body, err = do("GET", "/close", nil, -1)
+			_, body, err = do("GET", "/close", nil, -1)
 			if err != nil || body != "until the end" {
 				t.Errorf("body ended by close: %v %q", err, body)
 			}

@@ -189,6 +189,7 @@ func (c *h1Conn) relayH2Body(us *h2UpStream, rh *respHead) error {
 		}
 	}
 	c.raw = buf[:0]
+	c.st.bytes = written
 	switch rh.body {
 	case bodyLength:
 		if written != rh.length {
@@ -234,7 +235,7 @@ func (c *h1Conn) sendH2Body(us *h2UpStream, hasBody bool, watch chan struct{}) e
 			bw := writerPool.Get().(*bufio.Writer)
 			bw.Reset(&h2BodyWriter{us: us})
 			var scratch []byte
-			err = relayChunked(bw, c.br, &scratch, false, c.st.table.Limits.MaxRequestBodyBytes, c.bodyProgress)
+			_, err = relayChunked(bw, c.br, &scratch, false, c.st.table.Limits.MaxRequestBodyBytes, c.bodyProgress)
 			if err == nil {
 				err = bw.Flush()
 			}

@@ -86,6 +86,9 @@ func (u *h2Upstreams) open(addr string, fresh bool, head []byte, te, end bool) (
 			c.mu.Lock()
 			ok := !c.broken && !c.goneAway && c.active < c.maxStreams && c.nextID < 1<<31-2
 			if ok {
+				if c.active == 0 && len(c.streams) == 0 {
+					c.rdead.none(c.c) // the idle timeout no longer applies
+				}
 				c.active++
 			}
 			c.mu.Unlock()
@@ -119,7 +122,7 @@ func (u *h2Upstreams) dial(addr string) (*h2UpConn, error) {
 	uc.fr.MaxHeaderListSize = maxResponseHead
 	uc.fr.SetMaxReadFrameSize(h2MaxFrame)
 	uc.fr.SetReuseFrames()
-	uc.start(c, uc.failStreamsLocked)
+	uc.start(c, uc.failStreamsLocked, func() bool { return len(uc.streams) > 0 || uc.active > 0 })
 	uc.mu.Lock()
 	uc.out = append(uc.out, http2.ClientPreface...)
 	uc.out = appendSettings(uc.out,
@@ -218,14 +221,15 @@ func appendHeaderFrames(b, block []byte, id uint32, end bool, maxFrame int) []by
 func (uc *h2UpConn) read() {
 	defer uc.shut()
 	for {
+		// The deadline is set under the lock, as open lifts it when a stream is reserved: a
+		// connection idle for a while must not time out under a new exchange.
 		uc.mu.Lock()
-		idle := len(uc.streams) == 0 && uc.active == 0
-		uc.mu.Unlock()
-		if idle {
+		if len(uc.streams) == 0 && uc.active == 0 {
 			uc.rdead.within(uc.c, time.Now(), upstreamIdleTimeout)
 		} else {
 			uc.rdead.none(uc.c)
 		}
+		uc.mu.Unlock()
 		f, err := uc.fr.ReadFrame()
 		if err != nil {
 			var se http2.StreamError
@@ -546,6 +550,9 @@ func (st *h2UpStream) close() {
 		uc.active--
 	}
 	uc.flushLocked()
+	if len(uc.streams) == 0 && uc.active == 0 {
+		uc.idleLocked()
+	}
 	if uc.goneAway && len(uc.streams) == 0 {
 		_ = uc.c.SetReadDeadline(time.Unix(1, 0)) // the reader ends the connection
 	}

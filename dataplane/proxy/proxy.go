@@ -41,8 +41,10 @@ type Options struct {
 	// Retries is how many other endpoints a repeatable request tries after failed connections
 	// other than refused ones, which do not count (default 2; see Handler.retry).
 	Retries int
-	// AccessLog, when set, receives one JSON line per request.
-	AccessLog *AccessLog
+	// AccessLog, when set, receives one JSON line per request of the fleets that turn it on
+	// (spec.accessLog), or of every request when AccessLogAll (the --access-log flag).
+	AccessLog    *AccessLog
+	AccessLogAll bool
 }
 
 // Handler is the proxy's http.Handler.
@@ -56,6 +58,8 @@ type Handler struct {
 	up     *upstreams
 	idBase string
 	idSeq  atomic.Uint64
+	// logSeq counts the requests offered to a sampled access log.
+	logSeq atomic.Uint64
 	// httpPort and httpsPort are Options' ports as X-Forwarded-Port values.
 	httpPort, httpsPort string
 }
@@ -168,6 +172,12 @@ type reqState struct {
 	status            int
 	// requestID is the X-Request-Id sent upstream (for the access log).
 	requestID string
+	// logging: the request goes to the access log (before sampling, see Handler.sampled);
+	// bytes is the response body's length as sent, upstreamTime the time to the backend's
+	// response head (both for the access log).
+	logging      bool
+	bytes        int64
+	upstreamTime time.Duration
 	// bodyErr is the error reading the client's body failed with (net/http path).
 	bodyErr error
 }
@@ -179,6 +189,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		st.port = h.httpsPort
 	}
 	b, code, msg := decide(h.table.Load(), r.Host, r.URL.Path, st)
+	st.logging = h.logging(st.table)
 	if bodyTooLarge(st.table, r.ContentLength) {
 		w.Header().Set("Connection", "close")
 		code, msg, b = http.StatusRequestEntityTooLarge, msgBodyTooLarge, nil
@@ -209,7 +220,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	rec := &statusRecorder{ResponseWriter: w}
 	h.rp.ServeHTTP(rec, r.WithContext(context.WithValue(r.Context(), ctxKey{}, st)))
-	st.status = rec.status
+	st.status, st.bytes = rec.status, rec.bytes
 	h.done(r, st)
 }
 
@@ -287,7 +298,8 @@ func (h *Handler) modifyResponse(resp *http.Response) error {
 	if st.backend.Affinity && !st.pinned {
 		resp.Header.Add("Set-Cookie", affinityCookie(st.endpoint.Key))
 	}
-	h.metrics.Duration.WithLabelValues(st.service).Observe(time.Since(st.start).Seconds())
+	st.upstreamTime = time.Since(st.start)
+	h.metrics.Duration.WithLabelValues(st.service).Observe(st.upstreamTime.Seconds())
 	return nil
 }
 
@@ -388,20 +400,52 @@ func (h *Handler) done(r *http.Request, st *reqState) {
 		st.status = http.StatusOK
 	}
 	h.metrics.Requests.WithLabelValues(st.ingress, st.service, codeString(st.status)).Inc()
-	if h.opts.AccessLog != nil {
-		addr := ""
-		if st.endpoint != nil {
-			addr = st.endpoint.Addr
+	if st.logging && h.sampled(st.table, st.status) {
+		requestID := st.requestID
+		if requestID == "" {
+			requestID = r.Header.Get("X-Request-Id")
 		}
-		h.opts.AccessLog.Write(r, st.status, st.ingress, st.service, addr, st.requestID, time.Since(st.start))
+		h.opts.AccessLog.write(accessEntry{
+			Time: time.Now().UTC().Format(time.RFC3339Nano), Client: r.RemoteAddr, Method: r.Method, Host: r.Host,
+			URI: r.RequestURI, Proto: r.Proto, Status: st.status, Bytes: st.bytes, Duration: time.Since(st.start).Seconds(),
+			Ingress: st.ingress, Service: st.service, Upstream: st.upstream(), UpstreamTime: st.upstreamSeconds(),
+			RequestID: requestID, UserAgent: r.UserAgent(),
+		})
 	}
 }
+
+// logging reports whether requests routed by t go to the access log (before sampling): when
+// the fleet turns it on, or the --access-log flag.
+func (h *Handler) logging(t *route.Table) bool {
+	return h.opts.AccessLog != nil && (h.opts.AccessLogAll || t.AccessLog.Enabled)
+}
+
+// sampled decides whether one logged request is written: one in every t.AccessLog.Every,
+// every 5xx answer, every request under the --access-log flag.
+func (h *Handler) sampled(t *route.Table, status int) bool {
+	if status >= 500 || t.AccessLog.Every <= 1 || h.opts.AccessLogAll {
+		return true
+	}
+	return h.logSeq.Add(1)%t.AccessLog.Every == 0
+}
+
+// upstream is the endpoint's address for the access log ("" when none was chosen).
+func (st *reqState) upstream() string {
+	if st.endpoint == nil {
+		return ""
+	}
+	return st.endpoint.Addr
+}
+
+// upstreamSeconds is the time to the backend's response head, for the access log.
+func (st *reqState) upstreamSeconds() float64 { return st.upstreamTime.Seconds() }
 
 // statusRecorder remembers the status code; Unwrap lets http.ResponseController reach the
 // connection for flushing and WebSocket hijacking.
 type statusRecorder struct {
 	http.ResponseWriter
 	status int
+	bytes  int64
 }
 
 func (s *statusRecorder) WriteHeader(code int) {
@@ -415,7 +459,9 @@ func (s *statusRecorder) Write(b []byte) (int, error) {
 	if s.status == 0 {
 		s.status = http.StatusOK
 	}
-	return s.ResponseWriter.Write(b)
+	n, err := s.ResponseWriter.Write(b)
+	s.bytes += int64(n)
+	return n, err
 }
 
 func (s *statusRecorder) Unwrap() http.ResponseWriter { return s.ResponseWriter }

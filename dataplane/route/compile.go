@@ -283,6 +283,7 @@ func (c *compiler) run() *Table {
 		certExact:    map[string]*tls.Certificate{},
 		certWildcard: map[string]*tls.Certificate{},
 		Limits:       in.Config.Limits(),
+		AccessLog:    in.Config.AccessLogPolicy(),
 	}
 	served := ServedIngresses(in)
 	c.served = served

@@ -84,6 +84,8 @@ type Table struct {
 	// pace, header names). The zero value means no body limit, the proxy's default body timeout,
 	// and underscored header names dropped.
 	Limits proxyconfig.Limits
+	// AccessLog is the fleet's access log setting (on, and one request in how many).
+	AccessLog proxyconfig.AccessLogPolicy
 
 	// Stats describe the table, for metrics.
 	Stats Stats

@@ -69,7 +69,7 @@ func ParseFlags(args []string) (Flags, error) {
 	fs.IntVar(&f.HealthPort, "health-port", 10254, "port of /healthz, /readyz and /metrics")
 	fs.IntVar(&f.DrainSeconds, "drain-seconds", 15, "after SIGTERM, seconds to keep serving with readiness false")
 	fs.DurationVar(&f.UpstreamTimeout, "upstream-timeout", 60*time.Second, "wait for a backend's response headers before answering 504")
-	fs.BoolVar(&f.AccessLog, "access-log", false, "write a JSON access log line per request to stdout")
+	fs.BoolVar(&f.AccessLog, "access-log", false, "write a JSON access log line for every request to stdout, whatever the fleet's spec.accessLog says")
 	fs.IntVar(&f.EventLoops, "event-loops", 0, "event loops serving cleartext HTTP on Linux: 0 for one per CPU the process may use, -1 for a goroutine per connection")
 	fs.DurationVar(&f.Holdoff, "holdoff", 10*time.Millisecond, "gather changes this long before recompiling the routing table")
 	fs.DurationVar(&f.MaxDelay, "max-delay", 200*time.Millisecond, "never delay a recompile longer than this")
@@ -127,12 +127,12 @@ func Run(ctx context.Context, cfg *rest.Config, f Flags, log logr.Logger) error 
 		return err
 	}
 	reg := prometheus.NewRegistry()
-	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	metrics := registerMetrics(reg)
 	opts := proxy.Options{HTTPPort: f.HTTPPort, HTTPSPort: f.HTTPSPort, UpstreamTimeout: f.UpstreamTimeout}
-	if f.AccessLog {
-		opts.AccessLog = proxy.NewAccessLog(os.Stdout)
-	}
-	h := proxy.NewHandler(opts, proxy.NewMetrics(reg), log.WithName("proxy"))
+	// The fleet's spec.accessLog turns the log on and off with the table (no restart); the flag
+	// logs every request whatever it says.
+	opts.AccessLog, opts.AccessLogAll = proxy.NewAccessLog(os.Stdout), f.AccessLog
+	h := proxy.NewHandler(opts, metrics, log.WithName("proxy"))
 	addr := func(p int) string { return net.JoinHostPort(f.BindAddress, strconv.Itoa(p)) }
 	srv := proxy.NewServer(proxy.ServerOptions{
 		HTTPAddr: addr(f.HTTPPort), HTTPSAddr: addr(f.HTTPSPort), HealthAddr: addr(f.HealthPort),
@@ -171,4 +171,11 @@ func SelfSignedCertificate() (*tls.Certificate, error) {
 	}
 	leaf, _ := x509.ParseCertificate(der)
 	return &tls.Certificate{Certificate: [][]byte{der}, PrivateKey: k, Leaf: leaf}, nil
+}
+
+// registerMetrics registers every series the proxy serves on /metrics: its own, the Go
+// runtime's and the process's (docs/operations.md lists them).
+func registerMetrics(reg prometheus.Registerer) *proxy.Metrics {
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	return proxy.NewMetrics(reg)
 }

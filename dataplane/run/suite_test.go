@@ -2,7 +2,6 @@ package run_test
 
 import (
 	"context"
-	"os"
 	"testing"
 
 	. "github.com/onsi/ginkgo/v2"
@@ -37,7 +36,7 @@ var _ = BeforeSuite(func() {
 	logf.SetLogger(zap.New(zap.WriteTo(GinkgoWriter), zap.UseDevMode(true)))
 	utilruntime.Must(clientgoscheme.AddToScheme(scheme))
 	utilruntime.Must(porticov1alpha1.AddToScheme(scheme))
-	Expect(os.Getenv("KUBEBUILDER_ASSETS")).NotTo(BeEmpty(), "run through `make test`")
+	testnet.RequireControlPlane(GinkgoT())
 	testnet.Require(GinkgoT())
 	testEnv = &envtest.Environment{}
 	testnet.ConfigureAPIServer(func(k, v string) { testEnv.ControlPlane.GetAPIServer().Configure().Set(k, v) })

@@ -183,9 +183,7 @@ func TestEachRuleBites(t *testing.T) {
 // TestExamplesAcceptedByTheCRD creates the bundle's CRD on a real API server and creates every
 // alm-example (dry run), so the schema and its CEL rules judge them.
 func TestExamplesAcceptedByTheCRD(t *testing.T) {
-	if os.Getenv("KUBEBUILDER_ASSETS") == "" {
-		t.Fatal("run through `make test` (KUBEBUILDER_ASSETS)")
-	}
+	testnet.RequireControlPlane(t)
 	env := &envtest.Environment{CRDDirectoryPaths: []string{filepath.Join(repoBundle, "manifests", "ingress.portico.dev_ingressdeployments.yaml")}, ErrorIfCRDPathMissing: true}
 	testnet.ConfigureAPIServer(func(k, v string) { env.ControlPlane.GetAPIServer().Configure().Set(k, v) })
 	cfg, err := env.Start()

@@ -1,6 +1,7 @@
 // Package testnet hands out pod-like addresses for tests. They lie in 10.88.0.0/16, which
 // hack/in-netns.sh makes a local range inside a private network namespace: nothing sent to them
-// leaves that namespace. Outside it, Require fails the test with a clear message.
+// leaves that namespace. Outside it (a plain `go test ./...`), Require skips the test with one
+// line saying how to run it; inside it (`make test`), a missing piece fails the test.
 package testnet
 
 import (
@@ -32,13 +33,35 @@ func Available() bool {
 	return true
 }
 
-// Fatalf is testing.TB's Fatalf.
-type Fatalf interface{ Fatalf(string, ...any) }
+// T is what Require needs of a testing.TB (or of GinkgoT()).
+type T interface {
+	Fatalf(string, ...any)
+	Skipf(string, ...any)
+}
 
-// Require fails the test unless it runs in the test network namespace.
-func Require(t Fatalf) {
-	if !Available() {
-		t.Fatalf("this test needs the test network namespace: run it through `make test` (or hack/in-netns.sh go test ...)")
+// inMakeTest reports whether the test runs through `make test` (hack/in-netns.sh sets it).
+func inMakeTest() bool { return os.Getenv("PORTICO_NETNS") == "1" }
+
+// Require skips the test unless it runs in the test network namespace; under `make test`, where
+// the namespace must work, it fails instead.
+func Require(t T) {
+	switch {
+	case Available():
+	case inMakeTest():
+		t.Fatalf("the test network namespace does not work: 10.88.255.254 cannot be bound")
+	default:
+		t.Skipf("needs root and the test network namespace: run `make test-integration` (or hack/in-netns.sh go test ...)")
+	}
+}
+
+// RequireControlPlane skips the test unless KUBEBUILDER_ASSETS names the control plane's
+// binaries (hack/k8s-binaries.sh builds them); under `make test` their absence fails it.
+func RequireControlPlane(t T) {
+	if os.Getenv("KUBEBUILDER_ASSETS") == "" {
+		if inMakeTest() {
+			t.Fatalf("KUBEBUILDER_ASSETS is not set: `make test-integration` sets it from hack/k8s-binaries.sh")
+		}
+		t.Skipf("needs a real kube-apiserver and etcd: run `make test-integration`, which builds them (hack/k8s-binaries.sh) and sets KUBEBUILDER_ASSETS")
 	}
 }
 
