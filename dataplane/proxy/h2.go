@@ -47,6 +47,9 @@ const (
 	h2MaxFrame = 16 << 10
 	// h2MaxWriteBuffer: frames waiting to be written past it make DATA writers wait.
 	h2MaxWriteBuffer = 256 << 10
+	// h2MaxQueued: frames waiting past it (DATA writers stop at h2MaxWriteBuffer, so the rest
+	// are answers to the client's control frames it does not read) end the connection.
+	h2MaxQueued = 1 << 20
 	// h2WriteTimeout bounds a write to the client and a wait for its flow-control window
 	// (nginx's send_timeout).
 	h2WriteTimeout = 60 * time.Second
@@ -167,6 +170,16 @@ func (c *h1Conn) serveH2() {
 			first = false
 		}
 		if !cc.process(f) {
+			return
+		}
+		cc.mu.Lock()
+		flooded := len(cc.out) > h2MaxQueued
+		cc.mu.Unlock()
+		if flooded {
+			// A client that does not read while it sends PINGs, SETTINGS or resets would have
+			// their answers pile up (the 2019 ping and settings floods).
+			cc.hc.s.h.metrics.H2Calmed.Inc()
+			cc.goAway(http2.ErrCodeEnhanceYourCalm)
 			return
 		}
 	}
@@ -296,10 +309,8 @@ func (cc *h2Conn) headers(f *http2.MetaHeadersFrame) bool {
 	cc.mu.Lock()
 	defer cc.mu.Unlock()
 	if st := cc.streams[id]; st != nil {
-		if st.bodyEnd || !f.StreamEnded() {
+		if st.bodyEnd || !f.StreamEnded() || !st.requestTrailers(f) {
 			st.resetLocked(http2.ErrCodeProtocol, true)
-		} else {
-			st.requestTrailers(f.RegularFields())
 		}
 		cc.flushLocked()
 		return true
@@ -373,6 +384,7 @@ func (cc *h2Conn) data(f *http2.DataFrame) bool {
 	}
 	st.recvWindow -= n
 	if st.recvWindow < 0 {
+		cc.consumedLocked(nil, n) // this frame is dropped with the stream
 		st.resetLocked(http2.ErrCodeFlowControl, true)
 		cc.flushLocked()
 		return true
@@ -383,6 +395,7 @@ func (cc *h2Conn) data(f *http2.DataFrame) bool {
 	}
 	st.received += int64(len(data))
 	if st.length >= 0 && (st.received > st.length || (f.StreamEnded() && st.received != st.length)) {
+		cc.consumedLocked(nil, int32(len(data))) // this frame is dropped with the stream
 		st.resetLocked(http2.ErrCodeProtocol, true) // the body disagrees with its content-length
 		cc.flushLocked()
 		return true

@@ -47,6 +47,7 @@ func (c *h1Conn) forwardH2() {
 		}
 		e := st.endpoint
 		e.Stats.InFlight.Add(1)
+		c.rd.none(c.c) // a retry's: the last sender's wake-up is over
 		watch, sent = make(chan struct{}), make(chan error, 1)
 		go func() { sent <- c.sendH2Body(us, hasBody, watch) }()
 		err = us.awaitHead(st.start, h.opts.UpstreamTimeout)
@@ -65,7 +66,9 @@ func (c *h1Conn) forwardH2() {
 			c.clientGone()
 			return
 		}
-		if errors.Is(err, errUpstreamRefused) && replay && !fresh {
+		if (errors.Is(err, errUpstreamRefused) || errors.Is(err, errUpstreamClosed)) && replay && !fresh {
+			// Never processed (refused, past a GOAWAY), or a pooled connection that died: once
+			// more on a new connection, as the HTTP/1.1 path retries a stale one.
 			fresh = true
 			continue
 		}
@@ -250,7 +253,10 @@ func (c *h1Conn) sendH2Body(us *h2UpStream, hasBody bool, watch chan struct{}) e
 			return err
 		}
 	}
-	if _, err := c.br.Peek(1); err != nil {
+	// The watch has no deadline of its own (the body timeout no longer applies: a gRPC stream
+	// may answer for as long as it likes); stopSender's wakes it.
+	c.rd.none(c.c)
+	if _, err := c.br.Peek(1); err != nil && !isTimeout(err) {
 		select {
 		case <-watch: // the exchange ended
 		default:

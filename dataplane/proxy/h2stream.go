@@ -181,8 +181,13 @@ func (st *h2Stream) requestHead(f *http2.MetaHeadersFrame) http2.ErrCode {
 	return 0
 }
 
-// requestTrailers takes the trailers ending the request body (kept for a chunked body).
-func (st *h2Stream) requestTrailers(fields []hpack.HeaderField) {
+// requestTrailers takes the trailers ending the request body (kept for a chunked body); false
+// when they cannot end it (pseudo-fields, a body shorter than its content-length).
+func (st *h2Stream) requestTrailers(f *http2.MetaHeadersFrame) bool {
+	if len(f.PseudoFields()) > 0 || (st.length >= 0 && st.received != st.length) {
+		return false
+	}
+	fields := f.RegularFields()
 	if st.chunked {
 		for _, hf := range fields {
 			if hf.Name == "content-length" || hf.Name == "transfer-encoding" || hf.Name == "host" || !plainTrimmed(hf.Value) {
@@ -196,6 +201,7 @@ func (st *h2Stream) requestTrailers(fields []hpack.HeaderField) {
 	}
 	st.bodyEnd = true
 	st.cond.Broadcast()
+	return true
 }
 
 // resetLocked ends the stream abnormally, telling the client (RST_STREAM code) when send.
@@ -205,10 +211,20 @@ func (st *h2Stream) resetLocked(code http2.ErrCode, send bool) {
 		cc.out = appendRST(cc.out, st.id, code)
 	}
 	st.reset = true
+	st.dropBodyLocked()
 	if cc.streams[st.id] == st {
 		delete(cc.streams, st.id)
 	}
 	st.cond.Broadcast()
+}
+
+// dropBodyLocked gives the connection's window back for body data the core will not read (the
+// stream ended first), and drops it.
+func (st *h2Stream) dropBodyLocked() {
+	if n := len(st.body); n > 0 {
+		st.cc.consumedLocked(nil, int32(n))
+	}
+	st.body = nil
 }
 
 // serve serves the stream through the core, on its own goroutine.
@@ -434,7 +450,9 @@ func (st *h2Stream) dechunk(p []byte) (int, error) {
 		}
 		cc.hbuf.Reset()
 		for _, f := range trailers {
-			_ = cc.enc.WriteField(f)
+			if validTrailer(f) && tokenString(f.Name) {
+				_ = cc.enc.WriteField(f)
+			}
 		}
 		cc.out = cc.appendHeaderBlock(cc.out, st.id, true)
 		st.rs = rsDone
@@ -515,6 +533,7 @@ func (st *h2Stream) finishLocked() {
 	if !st.bodyEnd && !st.reset {
 		st.resetLocked(http2.ErrCodeNo, true)
 	}
+	st.dropBodyLocked()
 	st.cc.streamDoneLocked(st)
 }
 

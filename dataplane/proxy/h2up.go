@@ -27,7 +27,10 @@ import (
 // say otherwise (and after, when they allow more).
 const h2UpMaxStreams = 100
 
-var errUpstreamRefused = errors.New("upstream refused the stream")
+var (
+	errUpstreamRefused = errors.New("upstream refused the stream")
+	errUpstreamClosed  = errors.New("upstream connection closed")
+)
 
 // h2Upstreams holds the HTTP/2 connections to backends, per endpoint address.
 type h2Upstreams struct {
@@ -143,7 +146,8 @@ func (u *h2Upstreams) dial(addr string) (*h2UpConn, error) {
 func (uc *h2UpConn) openStream(head []byte, te, end bool) (*h2UpStream, error) {
 	uc.mu.Lock()
 	defer uc.mu.Unlock()
-	if uc.broken || uc.goneAway {
+	if uc.broken || uc.goneAway || uc.nextID >= 1<<31-2 {
+		uc.goneAway = uc.goneAway || uc.nextID >= 1<<31-2 // stream ids used up: a new connection
 		uc.active--
 		return nil, errUpstreamRefused
 	}
@@ -172,7 +176,7 @@ func requestFields(enc *hpack.Encoder, head []byte, te bool) {
 	rest := head[eol+1:]
 	for l := rest; len(l) > 2; {
 		e := bytes.IndexByte(l, '\n')
-		if name, value, ok := bytes.Cut(trimEOL(l[:e]), []byte(": ")); ok && headerKind(name) == hHost {
+		if name, value := headerField(l[:e]); headerKind(name) == hHost {
 			_ = enc.WriteField(hpack.HeaderField{Name: ":authority", Value: string(value)})
 			break
 		}
@@ -181,7 +185,7 @@ func requestFields(enc *hpack.Encoder, head []byte, te bool) {
 	_ = enc.WriteField(hpack.HeaderField{Name: ":path", Value: string(line[sp1+1 : sp2])})
 	for len(rest) > 2 {
 		e := bytes.IndexByte(rest, '\n')
-		name, value, _ := bytes.Cut(trimEOL(rest[:e]), []byte(": "))
+		name, value := headerField(rest[:e])
 		rest = rest[e+1:]
 		switch headerKind(name) {
 		case hHost, hConnection, hKeepAlive, hProxyConnection, hTransferEncoding, hUpgrade, hTE:
@@ -192,6 +196,17 @@ func requestFields(enc *hpack.Encoder, head []byte, te bool) {
 	if te {
 		_ = enc.WriteField(hpack.HeaderField{Name: "te", Value: "trailers"})
 	}
+}
+
+// headerField splits a header line of the core's head (as the client sent it, validated by
+// parseRequestHead: "Name:value", optional whitespace around the value) into name and value.
+func headerField(line []byte) (name, value []byte) {
+	line = trimEOL(line)
+	colon := bytes.IndexByte(line, ':')
+	if colon < 0 {
+		return line, nil
+	}
+	return line[:colon], trimOWS(line[colon+1:])
 }
 
 // appendHeaderFrames appends a header block as a HEADERS frame and the CONTINUATION frames the
@@ -281,7 +296,7 @@ func (uc *h2UpConn) process(f http2.Frame) bool {
 		n := int32(f.Length)
 		uc.recvWindow -= n
 		st := uc.streams[f.StreamID]
-		if st == nil || st.end || uc.recvWindow < 0 {
+		if st == nil || st.end || st.dead || uc.recvWindow < 0 {
 			uc.consumedLocked(nil, n)
 			return uc.recvWindow >= 0
 		}
@@ -307,7 +322,10 @@ func (uc *h2UpConn) process(f http2.Frame) bool {
 		if f.IsAck() {
 			return true
 		}
-		_ = f.ForeachSetting(func(s http2.Setting) error {
+		err := f.ForeachSetting(func(s http2.Setting) error {
+			if err := s.Valid(); err != nil {
+				return err
+			}
 			switch s.ID {
 			case http2.SettingMaxConcurrentStreams:
 				uc.maxStreams = int(min(s.Val, h2UpMaxStreams))
@@ -315,7 +333,9 @@ func (uc *h2UpConn) process(f http2.Frame) bool {
 				delta := int64(s.Val) - int64(uc.initialWindow)
 				uc.initialWindow = int32(s.Val)
 				for _, st := range uc.streams {
-					st.send.open(delta)
+					if !st.send.open(delta) {
+						return http2.ConnectionError(http2.ErrCodeFlowControl)
+					}
 				}
 			case http2.SettingMaxFrameSize:
 				uc.maxFrame = int(s.Val)
@@ -324,18 +344,26 @@ func (uc *h2UpConn) process(f http2.Frame) bool {
 			}
 			return nil
 		})
+		if err != nil {
+			return false // a backend breaking the protocol: its connection ends, its streams fail
+		}
 		uc.out = appendFrameHeader(uc.out, 0, http2.FrameSettings, http2.FlagSettingsAck, 0)
 	case *http2.WindowUpdateFrame:
 		if f.StreamID == 0 {
+			if int64(uc.sendWindow)+int64(f.Increment) > 1<<31-1 {
+				return false
+			}
 			uc.sendWindow += int32(f.Increment)
 			for _, st := range uc.streams {
 				if st.send.waiting {
 					st.cond.Broadcast()
 				}
 			}
-		} else if st := uc.streams[f.StreamID]; st != nil {
-			st.send.open(int64(f.Increment))
+		} else if st := uc.streams[f.StreamID]; st != nil && !st.send.open(int64(f.Increment)) {
+			st.failLocked(errBadResponse, true)
 		}
+	case *http2.PushPromiseFrame:
+		return false // never asked for (SETTINGS_ENABLE_PUSH 0); its header block is not decoded
 	case *http2.PingFrame:
 		if !f.IsAck() {
 			uc.out = appendFrameHeader(uc.out, 8, http2.FramePing, http2.FlagPingAck, 0)
@@ -378,7 +406,7 @@ func (uc *h2UpConn) consumedLocked(st *h2UpStream, n int32) {
 func (uc *h2UpConn) failStreamsLocked() {
 	uc.broken = true
 	for _, st := range uc.streams {
-		st.failLocked(errors.New("upstream connection failed"), false)
+		st.failLocked(errUpstreamClosed, false)
 	}
 }
 
@@ -402,7 +430,7 @@ func (uc *h2UpConn) shut() {
 	uc.mu.Lock()
 	uc.broken, uc.closed = true, true
 	for _, st := range uc.streams {
-		st.failLocked(errors.New("upstream connection closed"), false)
+		st.failLocked(errUpstreamClosed, false)
 	}
 	uc.space.Broadcast()
 	uc.mu.Unlock()
@@ -544,6 +572,10 @@ func (st *h2UpStream) close() {
 	defer uc.mu.Unlock()
 	if !(st.end && st.sent) && !st.dead {
 		st.failLocked(errStreamReset, true)
+	}
+	if n := len(st.body); n > 0 { // data nobody will read: the connection's window back
+		uc.consumedLocked(nil, int32(n))
+		st.body = nil
 	}
 	if uc.streams[st.id] == st {
 		delete(uc.streams, st.id)

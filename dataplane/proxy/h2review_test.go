@@ -1,0 +1,266 @@
+package proxy
+
+import (
+	"bytes"
+	"context"
+	"crypto/tls"
+	"io"
+	"net"
+	"net/http"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"golang.org/x/net/http2"
+	"golang.org/x/net/http2/hpack"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/health"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+
+	proxyconfig "portico.dev/portico/dataplane/config"
+	rt "portico.dev/portico/dataplane/route/routetest"
+)
+
+// Regression tests for the HTTP/2 review's findings (flow control, retries, timeouts, a
+// backend's bad SETTINGS, control-frame floods).
+
+// TestHTTP2WindowBackForDroppedBodies: body data buffered for streams that end before the core
+// reads it (reset while queued) gives the connection's window back: 1.2 MiB sent on such streams
+// (more than the 1 MiB window) leave the connection serving, with no FLOW_CONTROL_ERROR.
+// (Found by review: the window leaked and the connection stalled.)
+func TestHTTP2WindowBackForDroppedBodies(t *testing.T) {
+	f := newH2Fixture(t)
+	r := dialRawH2(t, f.https)
+	id := uint32(1)
+	for range h2MaxStreams {
+		if err := r.request(id, true, "/slow"); err != nil {
+			t.Fatal(err)
+		}
+		id += 2
+	}
+	for i := uint32(1); i < id; i += 2 {
+		r.mu.Lock()
+		_ = r.fr.WriteRSTStream(i, http2.ErrCodeCancel)
+		r.mu.Unlock()
+	}
+	chunk := bytes.Repeat([]byte("x"), 16<<10)
+	for range 6 {
+		if err := r.headers(id, false, ":method", "POST", ":scheme", "https", ":authority", "h2.example.com", ":path", "/up"); err != nil {
+			t.Fatal(err)
+		}
+		r.mu.Lock()
+		for range 13 {
+			_ = r.fr.WriteData(id, false, chunk)
+		}
+		_ = r.fr.WriteRSTStream(id, http2.ErrCodeCancel)
+		r.mu.Unlock()
+		id += 2
+	}
+	timeout := time.After(3 * time.Second)
+	for {
+		select {
+		case g, ok := <-r.frames:
+			if !ok {
+				t.Fatalf("connection ended")
+			}
+			if g.kind == http2.FrameGoAway {
+				t.Fatalf("GOAWAY %v after %d KiB sent on reset streams", g.code, 6*13*16)
+			}
+		case <-timeout:
+			return
+		}
+	}
+}
+
+// TestH2CRefusedStreamSentAgain: a stream an HTTP/2 backend refuses (REFUSED_STREAM) is sent
+// again on a new connection when the request can be repeated. (Found by review: the first
+// sender's wake-up deadline cancelled the second stream.)
+func TestH2CRefusedStreamSentAgain(t *testing.T) {
+	h := newHarness(t, Options{})
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = ln.Close() })
+	var conns atomic.Int32
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			n := conns.Add(1)
+			go func() {
+				defer c.Close()
+				pre := make([]byte, len(http2.ClientPreface))
+				if _, err := io.ReadFull(c, pre); err != nil {
+					return
+				}
+				fr := http2.NewFramer(c, c)
+				fr.ReadMetaHeaders = hpack.NewDecoder(4096, nil)
+				_ = fr.WriteSettings()
+				var hb bytes.Buffer
+				enc := hpack.NewEncoder(&hb)
+				for {
+					f, err := fr.ReadFrame()
+					if err != nil {
+						return
+					}
+					switch f := f.(type) {
+					case *http2.SettingsFrame:
+						if !f.IsAck() {
+							_ = fr.WriteSettingsAck()
+						}
+					case *http2.MetaHeadersFrame:
+						if n == 1 {
+							_ = fr.WriteRSTStream(f.StreamID, http2.ErrCodeRefusedStream)
+							continue
+						}
+						hb.Reset()
+						_ = enc.WriteField(hpack.HeaderField{Name: ":status", Value: "200"})
+						_ = enc.WriteField(hpack.HeaderField{Name: "content-length", Value: "2"})
+						_ = fr.WriteHeaders(http2.HeadersFrameParam{StreamID: f.StreamID, BlockFragment: hb.Bytes(), EndHeaders: true})
+						_ = fr.WriteData(f.StreamID, true, []byte("ok"))
+					}
+				}
+			}()
+		}
+	}()
+	h.addEndpoints("h2b", "h2c", ln.Addr().(*net.TCPAddr).Port, "127.0.0.1")
+	if p := h.compile(rt.Ingress("ns", "r", 1, rt.Rule("r.example.com", "/", rt.Prefix, "h2b", 80))); len(p) != 0 {
+		t.Fatal(p)
+	}
+	req, _ := http.NewRequest("GET", "http://"+h.http+"/", nil)
+	req.Host = "r.example.com"
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != 200 || string(body) != "ok" || conns.Load() != 2 {
+		t.Errorf("refused stream: %d %q over %d backend connections, want 200 \"ok\" over 2", resp.StatusCode, body, conns.Load())
+	}
+}
+
+// TestGRPCStreamOutlivesBodyTimeout: a server-streaming call goes on after its request body
+// ended for longer than the body timeout. (Found by review: the client watch kept the body's
+// deadline and cut the call.)
+func TestGRPCStreamOutlivesBodyTimeout(t *testing.T) {
+	h := newHarness(t, Options{})
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	gs := grpc.NewServer()
+	hs := health.NewServer()
+	hs.SetServingStatus("shop", healthpb.HealthCheckResponse_SERVING)
+	healthpb.RegisterHealthServer(gs, hs)
+	go func() { _ = gs.Serve(ln) }()
+	t.Cleanup(gs.Stop)
+	h.addEndpoints("grpc-backend", "grpc", ln.Addr().(*net.TCPAddr).Port, "127.0.0.1")
+	h.in.Config.HTTP = &proxyconfig.HTTP{ClientBodyTimeout: "1s"}
+	if p := h.compile(rt.Ingress("ns", "g", 1, rt.Rule("grpc.example.com", "/", rt.Prefix, "grpc-backend", 80))); len(p) != 0 {
+		t.Fatal(p)
+	}
+	conn, err := grpc.NewClient(h.http, grpc.WithTransportCredentials(insecure.NewCredentials()), grpc.WithAuthority("grpc.example.com"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	stream, err := healthpb.NewHealthClient(conn).Watch(ctx, &healthpb.HealthCheckRequest{Service: "shop"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := stream.Recv(); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(3 * time.Second)
+	hs.SetServingStatus("shop", healthpb.HealthCheckResponse_NOT_SERVING)
+	if m, err := stream.Recv(); err != nil || m.Status != healthpb.HealthCheckResponse_NOT_SERVING {
+		t.Errorf("the stream after 3 s (body timeout 1 s): %v %v", m, err)
+	}
+}
+
+// TestH2CBackendBadSettings: a backend whose SETTINGS break the protocol (MAX_FRAME_SIZE 0,
+// which would make every header block an endless run of empty CONTINUATION frames) loses its
+// connection; the request is answered 502 at once, and the proxy stays up.
+func TestH2CBackendBadSettings(t *testing.T) {
+	h := newHarness(t, Options{})
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = ln.Close() })
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				pre := make([]byte, len(http2.ClientPreface))
+				if _, err := io.ReadFull(c, pre); err != nil {
+					return
+				}
+				// A raw SETTINGS frame: MAX_FRAME_SIZE = 0.
+				_, _ = c.Write([]byte{0, 0, 6, 4, 0, 0, 0, 0, 0, 0, 5, 0, 0, 0, 0})
+				_, _ = io.Copy(io.Discard, c)
+			}()
+		}
+	}()
+	h.addEndpoints("bad", "h2c", ln.Addr().(*net.TCPAddr).Port, "127.0.0.1")
+	if p := h.compile(rt.Ingress("ns", "b", 1, rt.Rule("b.example.com", "/", rt.Prefix, "bad", 80))); len(p) != 0 {
+		t.Fatal(p)
+	}
+	for range 3 {
+		req, _ := http.NewRequest("GET", "http://"+h.http+"/", nil)
+		req.Host = "b.example.com"
+		c := &http.Client{Timeout: 5 * time.Second}
+		resp, err := c.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusBadGateway {
+			t.Fatalf("a backend with bad SETTINGS: %d, want 502", resp.StatusCode)
+		}
+	}
+}
+
+// TestHTTP2PingFloodBounded: a client that floods PINGs without reading their answers is sent
+// away (GOAWAY ENHANCE_YOUR_CALM) once a bounded amount is queued, not served until memory
+// runs out.
+func TestHTTP2PingFloodBounded(t *testing.T) {
+	f := newH2Fixture(t)
+	c, err := net.Dial("tcp", f.https)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	tc := tlsClient(c)
+	_, _ = io.WriteString(tc, http2.ClientPreface)
+	fr := http2.NewFramer(tc, nil)
+	_ = fr.WriteSettings()
+	sent := 0
+	_ = c.SetWriteDeadline(time.Now().Add(20 * time.Second))
+	for ; sent < 2_000_000; sent++ {
+		if err := fr.WritePing(false, [8]byte{}); err != nil {
+			break
+		}
+	}
+	if sent == 2_000_000 {
+		t.Fatalf("2,000,000 PINGs taken without reading a single answer")
+	}
+}
+
+// tlsClient is a TLS client connection on c that negotiated h2.
+func tlsClient(c net.Conn) *tls.Conn {
+	tc := tls.Client(c, &tls.Config{InsecureSkipVerify: true, ServerName: "h2.example.com", NextProtos: []string{"h2"}})
+	_ = tc.Handshake()
+	return tc
+}
