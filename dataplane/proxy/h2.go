@@ -395,7 +395,7 @@ func (cc *h2Conn) data(f *http2.DataFrame) bool {
 	}
 	st.received += int64(len(data))
 	if st.length >= 0 && (st.received > st.length || (f.StreamEnded() && st.received != st.length)) {
-		cc.consumedLocked(nil, int32(len(data))) // this frame is dropped with the stream
+		cc.consumedLocked(nil, int32(len(data)))    // this frame is dropped with the stream
 		st.resetLocked(http2.ErrCodeProtocol, true) // the body disagrees with its content-length
 		cc.flushLocked()
 		return true
