@@ -76,6 +76,8 @@ type h2Conn struct {
 	frameWriter
 	enc  *hpack.Encoder
 	hbuf bytes.Buffer
+	// values are the response header values last sent (guarded by mu, as enc).
+	values valueCache
 	// recvWindow is what the client may still send on the connection; unacked what was
 	// consumed and not yet given back by WINDOW_UPDATE.
 	recvWindow, unacked int32

@@ -408,7 +408,8 @@ func (st *h2Stream) sendHead(head []byte) error {
 			}
 			length, _ = parseDecimal(value)
 		}
-		_ = cc.enc.WriteField(hpack.HeaderField{Name: lowerName(name), Value: string(value)})
+		n := lowerName(name)
+		_ = cc.enc.WriteField(hpack.HeaderField{Name: n, Value: cc.values.get(n, value)})
 	}
 	informational := status < 200
 	switch {
@@ -628,6 +629,30 @@ func plainValue(s string) bool {
 // plainTrimmed reports whether a field value has no leading or trailing whitespace.
 func plainTrimmed(v string) bool {
 	return v == "" || (v[0] != ' ' && v[0] != '\t' && v[len(v)-1] != ' ' && v[len(v)-1] != '\t')
+}
+
+// valueCache remembers the last value sent for a few response header names, per connection:
+// answers repeat most of theirs (Server, Content-Type, Date within a second), and a value equal
+// to the last one is sent as that string, without allocating another.
+type valueCache struct {
+	entries [8]struct{ name, value string }
+	next    int
+}
+
+func (vc *valueCache) get(name string, value []byte) string {
+	for i := range vc.entries {
+		e := &vc.entries[i]
+		if e.name == name {
+			if e.value != string(value) {
+				e.value = string(value)
+			}
+			return e.value
+		}
+	}
+	e := &vc.entries[vc.next]
+	vc.next = (vc.next + 1) % len(vc.entries)
+	e.name, e.value = name, string(value)
+	return e.value
 }
 
 // statusText is a status code as :status.
