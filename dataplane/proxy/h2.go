@@ -241,8 +241,9 @@ func (cc *h2Conn) readFailed(err error) bool {
 	case isTimeout(err) && cc.cr.n == 0:
 		cc.mu.Lock()
 		busy := cc.workers > 0 || len(cc.streams) > 0
+		failed := cc.werr != nil // the writer's wake-up: writing failed, the connection ends
 		cc.mu.Unlock()
-		if !busy || cc.ping {
+		if !busy || cc.ping || failed {
 			cc.goAway(http2.ErrCodeNo)
 			return false
 		}
@@ -401,6 +402,10 @@ func (cc *h2Conn) data(f *http2.DataFrame) bool {
 		st.resetLocked(http2.ErrCodeProtocol, true) // the body disagrees with its content-length
 		cc.flushLocked()
 		return true
+	}
+	if st.bodyOff > 0 && len(st.body)+len(data) > cap(st.body) { // compact rather than grow
+		st.body = st.body[:copy(st.body, st.body[st.bodyOff:])]
+		st.bodyOff = 0
 	}
 	st.body = append(st.body, data...)
 	if f.StreamEnded() {

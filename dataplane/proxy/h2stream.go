@@ -22,8 +22,10 @@ type h2Stream struct {
 
 	// Guarded by cc.mu.
 	cond sync.Cond // body data, window, reset, deadline
-	// pre is the request head still to be read; body the data received and not yet read.
+	// pre is the request head still to be read; body[bodyOff:] the data received and not yet
+	// read.
 	pre, body []byte
+	bodyOff   int
 	// trailers are the request's trailer lines (HTTP/1.1 syntax), for a chunked body.
 	trailers []byte
 	chunk    []byte // a chunk being read out (chunked bodies)
@@ -114,7 +116,12 @@ func (st *h2Stream) requestHead(f *http2.MetaHeadersFrame) http2.ErrCode {
 		return http2.ErrCodeProtocol
 	}
 	st.method = method
-	b := append(st.pre[:0], method...)
+	size := len(method) + len(path) + len(authority) + 64 // the request line, host, framing, ends
+	for _, hf := range fields {
+		size += len(hf.Name) + len(hf.Value) + 4
+	}
+	b := make([]byte, 0, size) // one allocation for the head
+	b = append(b, method...)
 	b = append(b, ' ')
 	b = append(b, path...)
 	b = append(b, " HTTP/1.1\r\nhost: "...)
@@ -221,10 +228,10 @@ func (st *h2Stream) resetLocked(code http2.ErrCode, send bool) {
 // dropBodyLocked gives the connection's window back for body data the core will not read (the
 // stream ended first), and drops it.
 func (st *h2Stream) dropBodyLocked() {
-	if n := len(st.body); n > 0 {
+	if n := len(st.body) - st.bodyOff; n > 0 {
 		st.cc.consumedLocked(nil, int32(n))
 	}
-	st.body = nil
+	st.body, st.bodyOff = nil, 0
 }
 
 // serve serves the stream through the core, on its own goroutine.
@@ -261,19 +268,17 @@ func (st *h2Stream) Read(p []byte) (int, error) {
 			n := copy(p, st.chunk)
 			st.chunk = st.chunk[n:]
 			return n, nil
-		case len(st.body) > 0 && !st.chunked:
-			n := copy(p, st.body)
-			st.body = st.body[:copy(st.body, st.body[n:])]
-			st.consumed(n)
+		case len(st.body) > st.bodyOff && !st.chunked:
+			n := copy(p, st.body[st.bodyOff:])
+			st.takeBody(n)
 			return n, nil
-		case len(st.body) > 0:
-			n := min(len(st.body), 16<<10)
+		case len(st.body) > st.bodyOff:
+			n := min(len(st.body)-st.bodyOff, 16<<10)
 			ch := strconv.AppendInt(st.chunk[:0], int64(n), 16)
 			ch = append(ch, "\r\n"...)
-			ch = append(ch, st.body[:n]...)
+			ch = append(ch, st.body[st.bodyOff:st.bodyOff+n]...)
 			st.chunk = append(ch, "\r\n"...)
-			st.body = st.body[:copy(st.body, st.body[n:])]
-			st.consumed(n)
+			st.takeBody(n)
 			continue
 		case st.bodyEnd && !st.bodyOut:
 			st.bodyOut = true
@@ -288,6 +293,16 @@ func (st *h2Stream) Read(p []byte) (int, error) {
 		}
 		st.cond.Wait()
 	}
+}
+
+// takeBody marks n bytes of the body read and gives their window back; the buffer is reused
+// once read whole (data compacts it only when it would otherwise grow).
+func (st *h2Stream) takeBody(n int) {
+	st.bodyOff += n
+	if st.bodyOff == len(st.body) {
+		st.body, st.bodyOff = st.body[:0], 0
+	}
+	st.consumed(n)
 }
 
 // consumed gives n bytes of window back and sends what that wrote.
