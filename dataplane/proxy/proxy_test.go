@@ -12,6 +12,7 @@ import (
 	"os"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -253,10 +254,7 @@ func TestErrorAnswers(t *testing.T) {
 	}), "")
 	h.in.Services = append(h.in.Services, rt.Service("ns", "empty"))
 	// An endpoint nobody listens on.
-	ln, _ := net.Listen("tcp", "127.0.0.1:0")
-	deadPort := ln.Addr().(*net.TCPAddr).Port
-	ln.Close()
-	h.addEndpoints("dead", "", deadPort, "127.0.0.1")
+	h.addEndpoints("dead", "", deadPort(t), "127.0.0.1")
 	h.compile(rt.Ingress("ns", "i", 1,
 		rt.Rule("slow", "/", rt.Prefix, "slow", 80),
 		rt.Rule("empty", "/", rt.Prefix, "empty", 80),
@@ -281,15 +279,32 @@ func TestErrorAnswers(t *testing.T) {
 // Nothing was sent, so every request, a POST with its body too, goes on to another endpoint,
 // past more dead endpoints than it has retries, on both serving paths; each dead endpoint is
 // ejected at its first refusal.
+// deadPort returns a port on 127.0.0.1 where connections are refused for the whole test: a
+// socket is bound there and never listens, so no other test (go test runs packages at once) can
+// take the port and answer on it, as could happen to a port listened on and closed again.
+func deadPort(t *testing.T) int {
+	t.Helper()
+	fd, err := syscall.Socket(syscall.AF_INET, syscall.SOCK_STREAM, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = syscall.Close(fd) })
+	if err := syscall.Bind(fd, &syscall.SockaddrInet4{Addr: [4]byte{127, 0, 0, 1}}); err != nil {
+		t.Fatal(err)
+	}
+	sa, err := syscall.Getsockname(fd)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return sa.(*syscall.SockaddrInet4).Port
+}
+
 func TestRetryOnRefusedConnectionAndEjection(t *testing.T) {
 	h := newHarness(t, Options{})
 	h.backend("svc", echo.Handler("live", "svc"), "")
 	const dead = 4 // more than Options.Retries
 	for i := 0; i < dead; i++ {
-		ln, _ := net.Listen("tcp", "127.0.0.1:0")
-		port := ln.Addr().(*net.TCPAddr).Port
-		ln.Close()
-		h.addEndpoints("svc", "", port, "127.0.0.1")
+		h.addEndpoints("svc", "", deadPort(t), "127.0.0.1")
 	}
 	h.compile(rt.Ingress("ns", "i", 1, rt.Rule("h", "/", rt.Prefix, "svc", 80)))
 	refused := func() float64 {
