@@ -31,12 +31,14 @@ import (
 // no channel and no lock, as nginx's and HAProxy's workers do. There are as many loops as Ps.
 //
 // A loop serves the common exchange: an HTTP/1.1 request the fast path parses
-// (parseRequestHead) with no body, forwarded to an HTTP/1.1 backend, whatever the answer
+// (parseRequestHead) with no body or a Content-Length body up to maxLoopBody (read whole, then
+// sent with the head in one write), forwarded to an HTTP/1.1 backend, whatever the answer
 // (informational answers, bodies of any length, chunked or ended by close). Every other request
-// (a body, Upgrade/WebSocket, h2c, HTTP/1.0, a head larger than the buffer, anything the parser
-// leaves to net/http) hands its connection, unread bytes included and before anything of the
-// request is consumed, to the goroutine fast path (h1Conn), which serves it from then on as it
-// serves every connection where loops are off.
+// (a longer or chunked body, Expect, Upgrade/WebSocket, an h2c backend, the HTTP/2 preface,
+// HTTP/1.0, a head larger than the buffer, anything the parser leaves to net/http) hands its
+// connection, unread bytes included and before anything of the request is consumed, to the
+// goroutine fast path (h1Conn), which serves it from then on as it serves every connection where
+// loops are off.
 //
 // Timers are coarse: each loop checks its connections' deadlines every loopTick (request-head,
 // idle, connect and upstream timeouts fire up to that late).
