@@ -62,7 +62,7 @@ var (
 // connection, a repeatable one after a connection closed or reset unanswered: a pod that is
 // stopping). A request that cannot be repeated checks its pooled connection first.
 func (c *h1Conn) forward() {
-	h, hd, st := c.s.h, &c.head, &c.st
+	hd, st := &c.head, &c.st
 	replay := hd.contentLength == 0 && !hd.chunked && idempotent(string(hd.method))
 	var (
 		uc    *upConn
@@ -160,8 +160,15 @@ func (c *h1Conn) forward() {
 		uc.suspect = noBodyByRule(hd.method, rh.status)
 		c.s.up.put(st.endpoint.Addr, uc, c.now)
 	}
+	c.endAnswer(err)
+}
+
+// endAnswer ends an exchange whose answer was sent: when err says it was cut short, the client
+// must not take it as whole (its connection closes), and the failure is counted as the client's
+// (499) or the backend's. Both forwarding paths call it.
+func (c *h1Conn) endAnswer(err error) {
+	h, st := c.s.h, &c.st
 	if err != nil {
-		// The answer is cut short: the client must not take it as whole.
 		c.closeAfter = true
 		if isClientError(err) {
 			st.status = 499

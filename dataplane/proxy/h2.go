@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"io"
+	"iter"
 	"net"
 	"runtime"
 	"strconv"
@@ -77,15 +78,12 @@ type h2Conn struct {
 	enc  *hpack.Encoder
 	hbuf bytes.Buffer
 	// values are the response header values last sent (guarded by mu, as enc).
-	values valueCache
-	// recvWindow is what the client may still send on the connection; unacked what was
-	// consumed and not yet given back by WINDOW_UPDATE.
-	recvWindow, unacked int32
-	streams             map[uint32]*h2Stream
-	lastStream          uint32
-	workers             int // streams being served (started, response not ended)
-	pending             []*h2Stream
-	goingAway           bool
+	values     valueCache
+	streams    map[uint32]*h2Stream
+	lastStream uint32
+	workers    int // streams being served (started, response not ended)
+	pending    []*h2Stream
+	goingAway  bool
 }
 
 // countingReader counts the bytes of one frame read.
@@ -114,8 +112,9 @@ func (c *h1Conn) serveH2() {
 		writerPool.Put(c.bw)
 		c.bw = nil
 	}
-	cc := &h2Conn{hc: c, streams: map[uint32]*h2Stream{}, recvWindow: h2ConnWindow}
+	cc := &h2Conn{hc: c, streams: map[uint32]*h2Stream{}}
 	cc.enc = hpack.NewEncoder(&cc.hbuf)
+	cc.recv.window = h2ConnWindow
 	cc.start(c.c, func() {
 		for _, st := range cc.streams {
 			st.cond.Broadcast()
@@ -367,8 +366,8 @@ func (cc *h2Conn) data(f *http2.DataFrame) bool {
 	n := int32(f.Length)
 	cc.mu.Lock()
 	defer cc.mu.Unlock()
-	cc.recvWindow -= n
-	if cc.recvWindow < 0 {
+	cc.recv.window -= n
+	if cc.recv.window < 0 {
 		cc.goAwayLocked(http2.ErrCodeFlowControl)
 		return false
 	}
@@ -385,8 +384,8 @@ func (cc *h2Conn) data(f *http2.DataFrame) bool {
 		cc.flushLocked()
 		return true
 	}
-	st.recvWindow -= n
-	if st.recvWindow < 0 {
+	st.recv.window -= n
+	if st.recv.window < 0 {
 		cc.consumedLocked(nil, n) // this frame is dropped with the stream
 		st.resetLocked(http2.ErrCodeFlowControl, true)
 		cc.flushLocked()
@@ -445,26 +444,13 @@ func (cc *h2Conn) windowUpdate(f *http2.WindowUpdateFrame) bool {
 func (cc *h2Conn) settings(f *http2.SettingsFrame) bool {
 	cc.mu.Lock()
 	defer cc.mu.Unlock()
-	err := f.ForeachSetting(func(s http2.Setting) error {
-		if err := s.Valid(); err != nil {
-			return err
-		}
-		switch s.ID {
-		case http2.SettingInitialWindowSize:
-			delta := int64(s.Val) - int64(cc.initialWindow)
-			cc.initialWindow = int32(s.Val)
-			for _, st := range cc.streams {
-				if !st.send.open(delta) {
-					return http2.ConnectionError(http2.ErrCodeFlowControl)
-				}
+	err := cc.applySettings(f, cc.enc, func(yield func(*streamSend) bool) {
+		for _, st := range cc.streams {
+			if !yield(&st.send) {
+				return
 			}
-		case http2.SettingMaxFrameSize:
-			cc.maxFrame = int(s.Val)
-		case http2.SettingHeaderTableSize:
-			cc.enc.SetMaxDynamicTableSizeLimit(s.Val)
 		}
-		return nil
-	})
+	}, nil)
 	if err != nil {
 		var ce http2.ConnectionError
 		code := http2.ErrCodeProtocol
@@ -474,29 +460,18 @@ func (cc *h2Conn) settings(f *http2.SettingsFrame) bool {
 		cc.goAwayLocked(code)
 		return false
 	}
-	cc.out = appendFrameHeader(cc.out, 0, http2.FrameSettings, http2.FlagSettingsAck, 0)
 	cc.flushLocked()
 	return true
 }
 
 // consumedLocked gives back n bytes of receive window, on st (unless nil) and the
-// connection, in WINDOW_UPDATE frames once a quarter of a window is due.
+// connection.
 func (cc *h2Conn) consumedLocked(st *h2Stream, n int32) {
-	cc.unacked += n
-	if cc.unacked >= h2ConnWindow/4 {
-		cc.out = appendWindowUpdate(cc.out, 0, uint32(cc.unacked))
-		cc.recvWindow += cc.unacked
-		cc.unacked = 0
-	}
 	if st == nil {
+		cc.giveBack(nil, 0, n, false)
 		return
 	}
-	st.unacked += n
-	if st.unacked >= h2StreamWindow/4 && !st.bodyEnd && !st.reset {
-		cc.out = appendWindowUpdate(cc.out, st.id, uint32(st.unacked))
-		st.recvWindow += st.unacked
-		st.unacked = 0
-	}
+	cc.giveBack(&st.recv, st.id, n, !st.bodyEnd && !st.reset)
 }
 
 // answerLocked answers a stream the proxy refuses before serving it (431 for a header list
@@ -508,28 +483,9 @@ func (cc *h2Conn) answerLocked(id uint32, status int) {
 	cc.out = cc.appendHeaderBlock(cc.out, id, true)
 }
 
-// appendHeaderBlock appends the header block in hbuf as a HEADERS frame and CONTINUATION frames
-// as the peer's frame size requires.
+// appendHeaderBlock appends the header block in hbuf as HEADERS and CONTINUATION frames.
 func (cc *h2Conn) appendHeaderBlock(b []byte, id uint32, end bool) []byte {
-	block := cc.hbuf.Bytes()
-	typ, flags := http2.FrameHeaders, http2.Flags(0)
-	if end {
-		flags = http2.FlagHeadersEndStream
-	}
-	for {
-		n := min(len(block), cc.maxFrame)
-		fl := flags
-		if n == len(block) {
-			fl |= http2.FlagHeadersEndHeaders
-		}
-		b = appendFrameHeader(b, n, typ, fl, id)
-		b = append(b, block[:n]...)
-		block = block[n:]
-		if len(block) == 0 {
-			return b
-		}
-		typ, flags = http2.FrameContinuation, 0
-	}
+	return appendHeaderFrames(b, cc.hbuf.Bytes(), id, end, cc.maxFrame)
 }
 
 // goAway sends GOAWAY with code; the connection then ends.
@@ -604,6 +560,67 @@ type frameWriter struct {
 	// The peer's settings, and the connection's send window.
 	sendWindow, initialWindow int32
 	maxFrame                  int
+	// recv is the connection's receive window (what the peer may still send).
+	recv recvWindow
+}
+
+// applySettings applies a peer's SETTINGS, each validated: the initial window (every open
+// stream's send window moves by the difference), the frame size, the encoder's table size;
+// other, when set, is given the rest. It appends the acknowledgement (mu held).
+func (w *frameWriter) applySettings(f *http2.SettingsFrame, enc *hpack.Encoder, streams iter.Seq[*streamSend], other func(http2.Setting)) error {
+	err := f.ForeachSetting(func(s http2.Setting) error {
+		if err := s.Valid(); err != nil {
+			return err
+		}
+		switch s.ID {
+		case http2.SettingInitialWindowSize:
+			delta := int64(s.Val) - int64(w.initialWindow)
+			w.initialWindow = int32(s.Val)
+			for ss := range streams {
+				if !ss.open(delta) {
+					return http2.ConnectionError(http2.ErrCodeFlowControl)
+				}
+			}
+		case http2.SettingMaxFrameSize:
+			w.maxFrame = int(s.Val)
+		case http2.SettingHeaderTableSize:
+			enc.SetMaxDynamicTableSizeLimit(s.Val)
+		default:
+			if other != nil {
+				other(s)
+			}
+		}
+		return nil
+	})
+	if err == nil {
+		w.out = appendFrameHeader(w.out, 0, http2.FrameSettings, http2.FlagSettingsAck, 0)
+	}
+	return err
+}
+
+// recvWindow is a receive window's books: what the peer may still send, and what was consumed
+// and not yet given back.
+type recvWindow struct{ window, unacked int32 }
+
+// giveBack gives back n consumed bytes of the connection's window and of a stream's (unless
+// nil; only while open: a stream that will take no more data is not credited), in WINDOW_UPDATE
+// frames once a quarter of a window is due (mu held).
+func (w *frameWriter) giveBack(s *recvWindow, id uint32, n int32, open bool) {
+	w.recv.unacked += n
+	if w.recv.unacked >= h2ConnWindow/4 {
+		w.out = appendWindowUpdate(w.out, 0, uint32(w.recv.unacked))
+		w.recv.window += w.recv.unacked
+		w.recv.unacked = 0
+	}
+	if s == nil {
+		return
+	}
+	s.unacked += n
+	if s.unacked >= h2StreamWindow/4 && open {
+		w.out = appendWindowUpdate(w.out, id, uint32(s.unacked))
+		s.window += s.unacked
+		s.unacked = 0
+	}
 }
 
 // streamSend is a stream's side of sending DATA: its window, and the waits for it.

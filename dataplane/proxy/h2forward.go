@@ -135,18 +135,10 @@ func (c *h1Conn) forwardH2() {
 	us.close()
 	sendErr = c.stopSender(watch, sent)
 	c.bodyRead = sendErr == nil
-	if sendErr != nil || err != nil {
-		c.closeAfter = true // the answer or the request was cut short
+	if sendErr != nil {
+		c.closeAfter = true // the request's body was not read whole
 	}
-	if err != nil {
-		if isClientError(err) {
-			st.status = 499
-		} else {
-			h.metrics.UpstreamErrors.WithLabelValues(st.service, "other").Inc()
-			h.log.V(1).Info("Upstream error in the response body", "service", st.service, "endpoint", st.endpoint.Addr, "error", err.Error())
-		}
-	}
-	c.done()
+	c.endAnswer(err)
 }
 
 // relayH2Body writes the backend's body to the client as rh frames it (its length, or chunked

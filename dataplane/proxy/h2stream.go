@@ -36,8 +36,7 @@ type h2Stream struct {
 	reset            bool // the stream ended abnormally (RST_STREAM either way, or the connection)
 	finished         bool // the answer ended (its slot given back)
 	send             streamSend
-	recvWindow       int32
-	unacked          int32
+	recv             recvWindow
 	rdl              time.Time
 	rtimer           *time.Timer
 
@@ -74,7 +73,7 @@ type chunkParse struct {
 var errStreamReset = errors.New("http2: stream reset")
 
 func newH2Stream(cc *h2Conn, id uint32) *h2Stream {
-	st := &h2Stream{cc: cc, id: id, length: -1, recvWindow: h2StreamWindow}
+	st := &h2Stream{cc: cc, id: id, length: -1, recv: recvWindow{window: h2StreamWindow}}
 	st.cond.L = &cc.mu
 	st.send.init(&st.cond, cc.initialWindow)
 	return st

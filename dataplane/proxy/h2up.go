@@ -50,12 +50,11 @@ type h2UpConn struct {
 	rdead readDeadline
 
 	// Guarded by mu.
-	nextID              uint32
-	streams             map[uint32]*h2UpStream
-	active              int // streams open, or reserved by open
-	maxStreams          int
-	recvWindow, unacked int32
-	goneAway, broken    bool
+	nextID           uint32
+	streams          map[uint32]*h2UpStream
+	active           int // streams open, or reserved by open
+	maxStreams       int
+	goneAway, broken bool
 }
 
 // h2UpStream is one exchange with a backend over HTTP/2.
@@ -65,17 +64,17 @@ type h2UpStream struct {
 	cond sync.Cond
 	send streamSend
 	// Guarded by uc.mu.
-	status              int
-	head                []hpack.HeaderField // the final response's fields
-	headDone            bool
-	body                []byte
-	end                 bool // END_STREAM came
-	trailers            []hpack.HeaderField
-	err                 error
-	sent                bool // the request ended (END_STREAM went out)
-	dead                bool // reset (either way) or the connection failed: nothing more is sent
-	recvWindow, unacked int32
-	timedOut            bool
+	status   int
+	head     []hpack.HeaderField // the final response's fields
+	headDone bool
+	body     []byte
+	end      bool // END_STREAM came
+	trailers []hpack.HeaderField
+	err      error
+	sent     bool // the request ended (END_STREAM went out)
+	dead     bool // reset (either way) or the connection failed: nothing more is sent
+	recv     recvWindow
+	timedOut bool
 }
 
 // open returns a new stream to addr, on a pooled connection with room or a new one (always a
@@ -118,7 +117,8 @@ func (u *h2Upstreams) dial(addr string) (*h2UpConn, error) {
 		return nil, err
 	}
 	uc := &h2UpConn{u: u, addr: addr, nextID: 1, streams: map[uint32]*h2UpStream{}, active: 1,
-		maxStreams: h2UpMaxStreams, recvWindow: h2ConnWindow}
+		maxStreams: h2UpMaxStreams}
+	uc.recv.window = h2ConnWindow
 	uc.enc = hpack.NewEncoder(&uc.hbuf)
 	uc.fr = http2.NewFramer(nil, bufio.NewReaderSize(c, 16<<10))
 	uc.fr.ReadMetaHeaders = hpack.NewDecoder(4096, nil)
@@ -151,7 +151,7 @@ func (uc *h2UpConn) openStream(head []byte, te, end bool) (*h2UpStream, error) {
 		uc.active--
 		return nil, errUpstreamRefused
 	}
-	st := &h2UpStream{uc: uc, id: uc.nextID, recvWindow: h2StreamWindow, sent: end}
+	st := &h2UpStream{uc: uc, id: uc.nextID, recv: recvWindow{window: h2StreamWindow}, sent: end}
 	st.cond.L = &uc.mu
 	st.send.init(&st.cond, uc.initialWindow)
 	uc.nextID += 2
@@ -294,13 +294,13 @@ func (uc *h2UpConn) process(f http2.Frame) bool {
 		st.cond.Broadcast()
 	case *http2.DataFrame:
 		n := int32(f.Length)
-		uc.recvWindow -= n
+		uc.recv.window -= n
 		st := uc.streams[f.StreamID]
-		if st == nil || st.end || st.dead || uc.recvWindow < 0 {
+		if st == nil || st.end || st.dead || uc.recv.window < 0 {
 			uc.consumedLocked(nil, n)
-			return uc.recvWindow >= 0
+			return uc.recv.window >= 0
 		}
-		st.recvWindow -= n
+		st.recv.window -= n
 		data := f.Data()
 		if pad := n - int32(len(data)); pad > 0 {
 			uc.consumedLocked(st, pad)
@@ -322,32 +322,20 @@ func (uc *h2UpConn) process(f http2.Frame) bool {
 		if f.IsAck() {
 			return true
 		}
-		err := f.ForeachSetting(func(s http2.Setting) error {
-			if err := s.Valid(); err != nil {
-				return err
-			}
-			switch s.ID {
-			case http2.SettingMaxConcurrentStreams:
-				uc.maxStreams = int(min(s.Val, h2UpMaxStreams))
-			case http2.SettingInitialWindowSize:
-				delta := int64(s.Val) - int64(uc.initialWindow)
-				uc.initialWindow = int32(s.Val)
-				for _, st := range uc.streams {
-					if !st.send.open(delta) {
-						return http2.ConnectionError(http2.ErrCodeFlowControl)
-					}
+		err := uc.applySettings(f, uc.enc, func(yield func(*streamSend) bool) {
+			for _, st := range uc.streams {
+				if !yield(&st.send) {
+					return
 				}
-			case http2.SettingMaxFrameSize:
-				uc.maxFrame = int(s.Val)
-			case http2.SettingHeaderTableSize:
-				uc.enc.SetMaxDynamicTableSizeLimit(s.Val)
 			}
-			return nil
+		}, func(s http2.Setting) {
+			if s.ID == http2.SettingMaxConcurrentStreams {
+				uc.maxStreams = int(min(s.Val, h2UpMaxStreams))
+			}
 		})
 		if err != nil {
 			return false // a backend breaking the protocol: its connection ends, its streams fail
 		}
-		uc.out = appendFrameHeader(uc.out, 0, http2.FrameSettings, http2.FlagSettingsAck, 0)
 	case *http2.WindowUpdateFrame:
 		if f.StreamID == 0 {
 			if int64(uc.sendWindow)+int64(f.Increment) > 1<<31-1 {
@@ -383,23 +371,13 @@ func (uc *h2UpConn) process(f http2.Frame) bool {
 	return true
 }
 
-// consumedLocked gives back n bytes of receive window (see h2Conn.consumedLocked).
+// consumedLocked gives back n bytes of receive window (see frameWriter.giveBack).
 func (uc *h2UpConn) consumedLocked(st *h2UpStream, n int32) {
-	uc.unacked += n
-	if uc.unacked >= h2ConnWindow/4 {
-		uc.out = appendWindowUpdate(uc.out, 0, uint32(uc.unacked))
-		uc.recvWindow += uc.unacked
-		uc.unacked = 0
-	}
 	if st == nil {
+		uc.giveBack(nil, 0, n, false)
 		return
 	}
-	st.unacked += n
-	if st.unacked >= h2StreamWindow/4 && !st.end && !st.dead {
-		uc.out = appendWindowUpdate(uc.out, st.id, uint32(st.unacked))
-		st.recvWindow += st.unacked
-		st.unacked = 0
-	}
+	uc.giveBack(&st.recv, st.id, n, !st.end && !st.dead)
 }
 
 // failStreamsLocked fails every stream (a write failed).
