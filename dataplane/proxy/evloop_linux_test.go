@@ -338,7 +338,7 @@ func TestEventLoopSendsBodiesToASlowBackend(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	h.tcpBackendOn(ln, "slow", func(c net.Conn) {
+	h.tcpBackendOn(ln, "slow", "", func(c net.Conn) {
 		br := bufio.NewReader(c)
 		for {
 			time.Sleep(200 * time.Millisecond) // the proxy's write meets a full window

@@ -19,20 +19,16 @@ import (
 	rt "portico.dev/portico/dataplane/route/routetest"
 )
 
-// TestGRPC sends unary and server-streaming gRPC calls through the proxy, over h2c (prior
-// knowledge) and over TLS (ALPN h2), to a gRPC backend chosen by appProtocol grpc. The gRPC
-// status travels in HTTP/2 trailers, which must pass through.
-func TestGRPC(t *testing.T) {
-	h := newHarness(t, Options{})
+// grpcBackend starts a gRPC server with the services register adds as the endpoint of Service
+// grpc-backend (appProtocol grpc), routed for grpc.example.com over cleartext and TLS.
+func grpcBackend(t *testing.T, h *harness, register func(*grpc.Server), opts ...grpc.ServerOption) {
+	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
-	gs := grpc.NewServer()
-	hs := health.NewServer()
-	hs.SetServingStatus("shop", healthpb.HealthCheckResponse_SERVING)
-	healthpb.RegisterHealthServer(gs, hs)
-	go func() { _ = gs.Serve(ln) }()
+	gs := grpc.NewServer(opts...)
+	register(gs)
 	t.Cleanup(gs.Stop)
 	h.addEndpoints("grpc-backend", "grpc", ln.Addr().(*net.TCPAddr).Port, "127.0.0.1")
 	h.in.Secrets = append(h.in.Secrets, rt.TLSSecret("ns", "grpc-tls", "grpc.example.com"))
@@ -40,6 +36,17 @@ func TestGRPC(t *testing.T) {
 		rt.TLS("grpc-tls", "grpc.example.com"))); len(p) != 0 {
 		t.Fatal(p)
 	}
+	go func() { _ = gs.Serve(ln) }()
+}
+
+// TestGRPC sends unary and server-streaming gRPC calls through the proxy, over h2c (prior
+// knowledge) and over TLS (ALPN h2), to a gRPC backend chosen by appProtocol grpc. The gRPC
+// status travels in HTTP/2 trailers, which must pass through.
+func TestGRPC(t *testing.T) {
+	h := newHarness(t, Options{})
+	hs := health.NewServer()
+	hs.SetServingStatus("shop", healthpb.HealthCheckResponse_SERVING)
+	grpcBackend(t, h, func(gs *grpc.Server) { healthpb.RegisterHealthServer(gs, hs) })
 
 	for name, dial := range map[string]func() (*grpc.ClientConn, error){
 		"h2c": func() (*grpc.ClientConn, error) {
@@ -100,10 +107,6 @@ func (rawCodec) Name() string { return "proto" }
 // cancels is cancelled at the backend, over h2c and TLS.
 func TestGRPCBidiAndCancel(t *testing.T) {
 	h := newHarness(t, Options{})
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
 	cancelled := make(chan struct{}, 4)
 	desc := grpc.ServiceDesc{ServiceName: "t.T", HandlerType: (*any)(nil), Streams: []grpc.StreamDesc{
 		{StreamName: "Echo", ServerStreams: true, ClientStreams: true, Handler: func(_ any, s grpc.ServerStream) error {
@@ -126,16 +129,7 @@ func TestGRPCBidiAndCancel(t *testing.T) {
 			return s.Context().Err()
 		}},
 	}}
-	gs := grpc.NewServer(grpc.ForceServerCodec(rawCodec{}))
-	gs.RegisterService(&desc, nil)
-	go func() { _ = gs.Serve(ln) }()
-	t.Cleanup(gs.Stop)
-	h.addEndpoints("grpc-backend", "grpc", ln.Addr().(*net.TCPAddr).Port, "127.0.0.1")
-	h.in.Secrets = append(h.in.Secrets, rt.TLSSecret("ns", "grpc-tls", "grpc.example.com"))
-	if p := h.compile(rt.Ingress("ns", "g", 1, rt.Rule("grpc.example.com", "/", rt.Prefix, "grpc-backend", 80),
-		rt.TLS("grpc-tls", "grpc.example.com"))); len(p) != 0 {
-		t.Fatal(p)
-	}
+	grpcBackend(t, h, func(gs *grpc.Server) { gs.RegisterService(&desc, nil) }, grpc.ForceServerCodec(rawCodec{}))
 	for name, creds := range map[string]credentials.TransportCredentials{
 		"h2c": insecure.NewCredentials(),
 		"tls": credentials.NewTLS(&tls.Config{ServerName: "grpc.example.com", InsecureSkipVerify: true}),

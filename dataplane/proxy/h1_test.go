@@ -118,17 +118,20 @@ func FuzzRequestHead(f *testing.F) {
 
 // tcpBackend runs serve on each connection accepted on 127.0.0.1 (closing it after) and
 // declares Service name with the listener as the endpoint.
-func (h *harness) tcpBackend(name string, serve func(net.Conn)) {
+func (h *harness) tcpBackend(name string, serve func(net.Conn)) { h.tcpBackendAs(name, "", serve) }
+
+// tcpBackendAs is tcpBackend with the Service port's appProtocol (h2c: spoken to over HTTP/2).
+func (h *harness) tcpBackendAs(name, appProtocol string, serve func(net.Conn)) {
 	h.t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		h.t.Fatal(err)
 	}
-	h.tcpBackendOn(ln, name, serve)
+	h.tcpBackendOn(ln, name, appProtocol, serve)
 }
 
-// tcpBackendOn is tcpBackend on a listener of the test's (on 127.0.0.1).
-func (h *harness) tcpBackendOn(ln net.Listener, name string, serve func(net.Conn)) {
+// tcpBackendOn is tcpBackendAs on a listener of the test's (on 127.0.0.1).
+func (h *harness) tcpBackendOn(ln net.Listener, name, appProtocol string, serve func(net.Conn)) {
 	h.t.Cleanup(func() { ln.Close() })
 	go func() {
 		for {
@@ -142,7 +145,7 @@ func (h *harness) tcpBackendOn(ln net.Listener, name string, serve func(net.Conn
 			}()
 		}
 	}()
-	h.addEndpoints(name, "", ln.Addr().(*net.TCPAddr).Port, "127.0.0.1")
+	h.addEndpoints(name, appProtocol, ln.Addr().(*net.TCPAddr).Port, "127.0.0.1")
 }
 
 // rawBackend serves each request read from a connection with answer, which writes the response

@@ -78,56 +78,41 @@ func TestHTTP2WindowBackForDroppedBodies(t *testing.T) {
 // sender's wake-up deadline cancelled the second stream.)
 func TestH2CRefusedStreamSentAgain(t *testing.T) {
 	h := newHarness(t, Options{})
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = ln.Close() })
 	var conns atomic.Int32
-	go func() {
+	h.tcpBackendAs("h2b", "h2c", func(c net.Conn) {
+		n := conns.Add(1)
+		pre := make([]byte, len(http2.ClientPreface))
+		if _, err := io.ReadFull(c, pre); err != nil {
+			return
+		}
+		fr := http2.NewFramer(c, c)
+		fr.ReadMetaHeaders = hpack.NewDecoder(4096, nil)
+		_ = fr.WriteSettings()
+		var hb bytes.Buffer
+		enc := hpack.NewEncoder(&hb)
 		for {
-			c, err := ln.Accept()
+			f, err := fr.ReadFrame()
 			if err != nil {
 				return
 			}
-			n := conns.Add(1)
-			go func() {
-				defer c.Close()
-				pre := make([]byte, len(http2.ClientPreface))
-				if _, err := io.ReadFull(c, pre); err != nil {
-					return
+			switch f := f.(type) {
+			case *http2.SettingsFrame:
+				if !f.IsAck() {
+					_ = fr.WriteSettingsAck()
 				}
-				fr := http2.NewFramer(c, c)
-				fr.ReadMetaHeaders = hpack.NewDecoder(4096, nil)
-				_ = fr.WriteSettings()
-				var hb bytes.Buffer
-				enc := hpack.NewEncoder(&hb)
-				for {
-					f, err := fr.ReadFrame()
-					if err != nil {
-						return
-					}
-					switch f := f.(type) {
-					case *http2.SettingsFrame:
-						if !f.IsAck() {
-							_ = fr.WriteSettingsAck()
-						}
-					case *http2.MetaHeadersFrame:
-						if n == 1 {
-							_ = fr.WriteRSTStream(f.StreamID, http2.ErrCodeRefusedStream)
-							continue
-						}
-						hb.Reset()
-						_ = enc.WriteField(hpack.HeaderField{Name: ":status", Value: "200"})
-						_ = enc.WriteField(hpack.HeaderField{Name: "content-length", Value: "2"})
-						_ = fr.WriteHeaders(http2.HeadersFrameParam{StreamID: f.StreamID, BlockFragment: hb.Bytes(), EndHeaders: true})
-						_ = fr.WriteData(f.StreamID, true, []byte("ok"))
-					}
+			case *http2.MetaHeadersFrame:
+				if n == 1 {
+					_ = fr.WriteRSTStream(f.StreamID, http2.ErrCodeRefusedStream)
+					continue
 				}
-			}()
+				hb.Reset()
+				_ = enc.WriteField(hpack.HeaderField{Name: ":status", Value: "200"})
+				_ = enc.WriteField(hpack.HeaderField{Name: "content-length", Value: "2"})
+				_ = fr.WriteHeaders(http2.HeadersFrameParam{StreamID: f.StreamID, BlockFragment: hb.Bytes(), EndHeaders: true})
+				_ = fr.WriteData(f.StreamID, true, []byte("ok"))
+			}
 		}
-	}()
-	h.addEndpoints("h2b", "h2c", ln.Addr().(*net.TCPAddr).Port, "127.0.0.1")
+	})
 	if p := h.compile(rt.Ingress("ns", "r", 1, rt.Rule("r.example.com", "/", rt.Prefix, "h2b", 80))); len(p) != 0 {
 		t.Fatal(p)
 	}
@@ -149,21 +134,10 @@ func TestH2CRefusedStreamSentAgain(t *testing.T) {
 // deadline and cut the call.)
 func TestGRPCStreamOutlivesBodyTimeout(t *testing.T) {
 	h := newHarness(t, Options{})
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	gs := grpc.NewServer()
+	h.in.Config.HTTP = &proxyconfig.HTTP{ClientBodyTimeout: "1s"}
 	hs := health.NewServer()
 	hs.SetServingStatus("shop", healthpb.HealthCheckResponse_SERVING)
-	healthpb.RegisterHealthServer(gs, hs)
-	go func() { _ = gs.Serve(ln) }()
-	t.Cleanup(gs.Stop)
-	h.addEndpoints("grpc-backend", "grpc", ln.Addr().(*net.TCPAddr).Port, "127.0.0.1")
-	h.in.Config.HTTP = &proxyconfig.HTTP{ClientBodyTimeout: "1s"}
-	if p := h.compile(rt.Ingress("ns", "g", 1, rt.Rule("grpc.example.com", "/", rt.Prefix, "grpc-backend", 80))); len(p) != 0 {
-		t.Fatal(p)
-	}
+	grpcBackend(t, h, func(gs *grpc.Server) { healthpb.RegisterHealthServer(gs, hs) })
 	conn, err := grpc.NewClient(h.http, grpc.WithTransportCredentials(insecure.NewCredentials()), grpc.WithAuthority("grpc.example.com"))
 	if err != nil {
 		t.Fatal(err)
@@ -190,30 +164,15 @@ func TestGRPCStreamOutlivesBodyTimeout(t *testing.T) {
 // connection; the request is answered 502 at once, and the proxy stays up.
 func TestH2CBackendBadSettings(t *testing.T) {
 	h := newHarness(t, Options{})
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = ln.Close() })
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			go func() {
-				defer c.Close()
-				pre := make([]byte, len(http2.ClientPreface))
-				if _, err := io.ReadFull(c, pre); err != nil {
-					return
-				}
-				// A raw SETTINGS frame: MAX_FRAME_SIZE = 0.
-				_, _ = c.Write([]byte{0, 0, 6, 4, 0, 0, 0, 0, 0, 0, 5, 0, 0, 0, 0})
-				_, _ = io.Copy(io.Discard, c)
-			}()
+	h.tcpBackendAs("bad", "h2c", func(c net.Conn) {
+		pre := make([]byte, len(http2.ClientPreface))
+		if _, err := io.ReadFull(c, pre); err != nil {
+			return
 		}
-	}()
-	h.addEndpoints("bad", "h2c", ln.Addr().(*net.TCPAddr).Port, "127.0.0.1")
+		// A raw SETTINGS frame: MAX_FRAME_SIZE = 0.
+		_, _ = c.Write([]byte{0, 0, 6, 4, 0, 0, 0, 0, 0, 0, 5, 0, 0, 0, 0})
+		_, _ = io.Copy(io.Discard, c)
+	})
 	if p := h.compile(rt.Ingress("ns", "b", 1, rt.Rule("b.example.com", "/", rt.Prefix, "bad", 80))); len(p) != 0 {
 		t.Fatal(p)
 	}
