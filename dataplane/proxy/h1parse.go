@@ -425,7 +425,7 @@ func parseRequestHead(b []byte, h *reqHead) bool {
 			if !asciiEqualFold(value, "trailers") || h.te {
 				return false // other codings: net/http's
 			}
-			h.te, l.drop = true, true // hop-by-hop; sent on to HTTP/2 backends (h2up.go)
+			h.te = true // sent on, as net/http's ReverseProxy does (h2up.go re-adds it for HTTP/2)
 		case hUpgrade, hHTTP2Settings:
 			return false // upgrades: net/http's
 		case hConnection:
