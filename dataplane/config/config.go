@@ -5,6 +5,7 @@ package config
 import (
 	"encoding/json"
 	"fmt"
+	"strconv"
 	"strings"
 	"time"
 )
@@ -78,6 +79,55 @@ type HTTP struct {
 	// AllowUnderscoresInHeaders forwards request header names containing "_"; by default they
 	// are dropped (CGI, WSGI and PHP backends read X_Forwarded_For as X-Forwarded-For).
 	AllowUnderscoresInHeaders bool `json:"allowUnderscoresInHeaders,omitempty"`
+	// SSLRedirect is the default of the ssl-redirect annotation: plain HTTP requests for a
+	// host whose TLS an Ingress configures are redirected to HTTPS (308). nil means true.
+	SSLRedirect *bool `json:"sslRedirect,omitempty"`
+	// HSTS is the Strict-Transport-Security header of answers over HTTPS; nil means the
+	// defaults (on, max-age one year, includeSubDomains), as ingress-nginx's.
+	HSTS *HSTS `json:"hsts,omitempty"`
+}
+
+// HSTS is the fleet's Strict-Transport-Security setting. A field left out takes its default.
+type HSTS struct {
+	// Enabled adds the header; nil means true.
+	Enabled *bool `json:"enabled,omitempty"`
+	// MaxAgeSeconds is max-age; nil means DefaultHSTSMaxAge.
+	MaxAgeSeconds *int64 `json:"maxAgeSeconds,omitempty"`
+	// IncludeSubdomains adds includeSubDomains; nil means true.
+	IncludeSubdomains *bool `json:"includeSubdomains,omitempty"`
+	// Preload adds preload.
+	Preload bool `json:"preload,omitempty"`
+}
+
+// DefaultHSTSMaxAge is ingress-nginx's hsts-max-age: one year.
+const DefaultHSTSMaxAge = 31536000
+
+// SSLRedirect is the fleet's default of the ssl-redirect annotation.
+func (c Config) SSLRedirect() bool {
+	return c.HTTP == nil || c.HTTP.SSLRedirect == nil || *c.HTTP.SSLRedirect
+}
+
+// HSTSValue is the Strict-Transport-Security value answers over HTTPS carry, "" for none.
+func (c Config) HSTSValue() string {
+	var h HSTS
+	if c.HTTP != nil && c.HTTP.HSTS != nil {
+		h = *c.HTTP.HSTS
+	}
+	if h.Enabled != nil && !*h.Enabled {
+		return ""
+	}
+	age := int64(DefaultHSTSMaxAge)
+	if h.MaxAgeSeconds != nil {
+		age = *h.MaxAgeSeconds
+	}
+	v := "max-age=" + strconv.FormatInt(age, 10)
+	if h.IncludeSubdomains == nil || *h.IncludeSubdomains {
+		v += "; includeSubDomains"
+	}
+	if h.Preload {
+		v += "; preload"
+	}
+	return v
 }
 
 // Limits are HTTP with every default applied.
@@ -140,6 +190,9 @@ func Parse(data string) (Config, error) {
 			if d, err := time.ParseDuration(h.ClientBodyTimeout); err != nil || d <= 0 {
 				return Config{}, fmt.Errorf("parse %s: http.clientBodyTimeout %q: want a positive duration such as 60s", ConfigKey, h.ClientBodyTimeout)
 			}
+		}
+		if s := h.HSTS; s != nil && s.MaxAgeSeconds != nil && *s.MaxAgeSeconds < 0 {
+			return Config{}, fmt.Errorf("parse %s: http.hsts.maxAgeSeconds %d: must not be negative", ConfigKey, *s.MaxAgeSeconds)
 		}
 	}
 	return c, nil

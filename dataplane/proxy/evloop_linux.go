@@ -721,6 +721,11 @@ type evConn struct {
 	stale     bool // sent again on a new connection after a reused one failed
 	inFlight  bool // counted in the endpoint's InFlight
 	remaining int64
+	// rb, rcode and rmsg are the request's route (see h1Conn.route), decided when its head
+	// came.
+	rb    *route.Backend
+	rcode int
+	rmsg  string
 	chunk     chunkState
 }
 
@@ -893,9 +898,11 @@ func (c *evConn) serveInput() {
 					c.handoff("request")
 					return
 				}
-				if c.head.contentLength > 0 && bodyTooLarge(w.h.table.Load(), c.head.contentLength) {
+				// Routed once the head is whole: the route's limits apply to the body.
+				c.rb, c.rcode, c.rmsg = c.route()
+				if c.head.contentLength > 0 && bodyTooLarge(&c.st, c.head.contentLength) {
 					c.consumeIn(n) // the body is not read: the lingering close drops it
-					c.route()      // bodyRead stays false
+					c.bodyRead = false
 					c.closeAfter = true
 					c.answerOwn(http.StatusRequestEntityTooLarge, msgBodyTooLarge)
 					c.answered()
@@ -948,7 +955,8 @@ func (c *evConn) serveInput() {
 		}
 		n := c.want - int(c.head.contentLength) // the head's length
 		c.want = 0
-		b, code, msg := c.route()
+		b, code, msg := c.rb, c.rcode, c.rmsg
+		c.rb = nil
 		if b != nil && b.Protocol == route.H2C {
 			c.handoff("h2c")
 			return
@@ -1225,7 +1233,7 @@ func (c *evConn) send(fresh bool) {
 	st.endpoint.Stats.InFlight.Add(1)
 	c.inFlight = true
 	if u.connecting {
-		c.deadline = c.w.now.Add(c.w.h.opts.DialTimeout)
+		c.deadline = c.w.now.Add(st.dialTimeout(&c.w.h.opts))
 		return
 	}
 	c.sendHead()
@@ -1233,7 +1241,7 @@ func (c *evConn) send(fresh bool) {
 
 func (c *evConn) sendHead() {
 	u := c.up
-	c.deadline = c.st.start.Add(c.w.h.opts.UpstreamTimeout)
+	c.deadline = c.st.start.Add(c.st.upstreamTimeout(&c.w.h.opts))
 	head, body := c.h1Conn.out, c.reqBody
 	var n int
 	var e syscall.Errno

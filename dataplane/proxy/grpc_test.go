@@ -33,7 +33,7 @@ func grpcBackend(t *testing.T, h *harness, register func(*grpc.Server), opts ...
 	h.addEndpoints("grpc-backend", "grpc", ln.Addr().(*net.TCPAddr).Port, "127.0.0.1")
 	h.in.Secrets = append(h.in.Secrets, rt.TLSSecret("ns", "grpc-tls", "grpc.example.com"))
 	if p := h.compile(rt.Ingress("ns", "g", 1, rt.Rule("grpc.example.com", "/", rt.Prefix, "grpc-backend", 80),
-		rt.TLS("grpc-tls", "grpc.example.com"))); len(p) != 0 {
+		rt.TLS("grpc-tls", "grpc.example.com"), rt.Annotation("portico.dev/ssl-redirect", "false"))); len(p) != 0 {
 		t.Fatal(p)
 	}
 	go func() { _ = gs.Serve(ln) }()

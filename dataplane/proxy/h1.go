@@ -547,7 +547,7 @@ func (c *h1Conn) refusal(fault string) (int, string) {
 func (c *h1Conn) serveRequest(headLen int) {
 	b, code, msg := c.route()
 	_, _ = c.br.Discard(headLen)
-	if bodyTooLarge(c.st.table, c.head.contentLength) {
+	if bodyTooLarge(&c.st, c.head.contentLength) {
 		c.closeAfter = true // the body is not read: the lingering close drops it
 		c.answer(http.StatusRequestEntityTooLarge, msgBodyTooLarge)
 		return
@@ -576,10 +576,10 @@ func (c *h1Conn) serveRequest(headLen int) {
 // nil with the proxy's own answer when nothing is forwarded (see decide).
 func (c *h1Conn) route() (*route.Backend, int, string) {
 	hd, st := &c.head, &c.st
-	*st = reqState{start: time.Now(), port: c.port}
+	*st = reqState{start: time.Now(), port: c.port, tls: c.proto == "https"}
 	c.closeAfter = hd.close || c.s.closing.Load()
 	c.bodyRead = hd.contentLength == 0 && !hd.chunked
-	b, code, msg := decide(c.s.h.table.Load(), string(hd.host), string(hd.route), st)
+	b, code, msg := c.s.h.decide(c.s.h.table.Load(), string(hd.host), string(hd.route), c, st)
 	st.logging = c.s.h.logging(st.table)
 	if b == nil {
 		return b, code, msg
@@ -635,6 +635,14 @@ func (c *h1Conn) answerHead(code int, msg string) {
 	o = append(o, "\r\nServer: portico\r\nCache-Control: no-store\r\nDate: "...)
 	c.now = time.Now()
 	o = appendDate(o, c.now)
+	if c.st.location != "" {
+		o = append(o, "\r\nLocation: "...)
+		o = append(o, c.st.location...)
+	}
+	if c.st.tls && c.st.table != nil && c.st.table.HSTS != "" {
+		o = append(o, "\r\n"+hstsName+": "...)
+		o = append(o, c.st.table.HSTS...)
+	}
 	if c.closeAfter {
 		o = append(o, "\r\nConnection: close"...)
 	}

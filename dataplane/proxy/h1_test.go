@@ -907,7 +907,8 @@ func TestAccessLogPerFleet(t *testing.T) {
 	h.backend("echo", echo.Handler("echo-1", "echo"), "")
 	h.in.Services = append(h.in.Services, rt.Service("ns", "empty"))
 	h.in.Secrets = append(h.in.Secrets, rt.TLSSecret("ns", "tls", "h"))
-	ing := rt.Ingress("ns", "i", 1, rt.Rule("h", "/", rt.Prefix, "echo", 80), rt.Rule("h", "/down", rt.Prefix, "empty", 80), rt.TLS("tls", "h"))
+	ing := rt.Ingress("ns", "i", 1, rt.Rule("h", "/", rt.Prefix, "echo", 80), rt.Rule("h", "/down", rt.Prefix, "empty", 80), rt.TLS("tls", "h"),
+		rt.Annotation("portico.dev/ssl-redirect", "false"))
 	h.compile(ing)
 	entries := func() []accessEntry {
 		alog.mu.Lock()

@@ -133,13 +133,6 @@ func isH2Preface(b []byte) bool {
 	return n > 0 && string(b[:n]) == h2Preface[:n]
 }
 
-// bodyTooLarge reports whether a request body of n bytes (-1: not known yet) exceeds the
-// fleet's limit; the request is then answered 413 without forwarding, and its connection
-// closed after a lingering close (as nginx's client_max_body_size).
-func bodyTooLarge(t *route.Table, n int64) bool {
-	max := t.Limits.MaxRequestBodyBytes
-	return max > 0 && n > max
-}
 
 // bodyTimeout is the longest a request body may pause between two reads (nginx's
 // client_body_timeout); past it the request is answered 408 and the connection closed. A

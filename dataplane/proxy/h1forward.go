@@ -11,6 +11,8 @@ import (
 	"sync/atomic"
 	"syscall"
 	"time"
+
+	"portico.dev/portico/dataplane/route"
 )
 
 // bodyKind is how a response body is delimited.
@@ -76,7 +78,7 @@ func (c *h1Conn) forward() {
 			now = time.Now()
 		}
 		var err error
-		uc, err = c.s.up.get(e.Addr, now, stale, !replay)
+		uc, err = c.s.up.get(e.Addr, now, stale, !replay, st.dialTimeout(&c.s.h.opts))
 		if err != nil {
 			if c.retry(err, replay) {
 				stale = false
@@ -249,7 +251,7 @@ func (c *h1Conn) send(uc *upConn) error {
 		}
 	}
 	if hd.chunked {
-		if _, err := relayChunked(uc.w, c.br, &c.raw, false, c.st.table.Limits.MaxRequestBodyBytes, c.bodyProgress); err != nil {
+		if _, err := relayChunked(uc.w, c.br, &c.raw, false, c.st.maxBody(), c.bodyProgress); err != nil {
 			return err
 		}
 	}
@@ -267,14 +269,19 @@ func (c *h1Conn) bodyProgress() {
 // X-Request-Id.
 func (c *h1Conn) requestHead() {
 	hd, h := &c.head, c.s.h
+	p := c.st.policy()
 	o := append(c.out[:0], hd.method...)
 	o = append(o, ' ')
-	o = append(o, hd.target...)
+	if p != nil && p.Rewrite != nil {
+		o = rewrittenTarget(o, c.st.rule, bytesView(hd.route), bytesView(hd.target))
+	} else {
+		o = append(o, hd.target...)
+	}
 	o = append(o, " HTTP/1.1\r\n"...)
 	run := -1 // start of a run of kept lines, copied at once
 	t := c.st.table
 	for i := range hd.lines {
-		keep := forwardHeader(&hd.lines[i], t)
+		keep := forwardHeader(&hd.lines[i], t) && (p == nil || !dropsRequestLine(p, &hd.lines[i], hd.buf))
 		switch {
 		case !keep && run >= 0:
 			o = append(o, hd.buf[hd.lines[run].start:hd.lines[i-1].end]...)
@@ -285,6 +292,9 @@ func (c *h1Conn) requestHead() {
 	}
 	if run >= 0 {
 		o = append(o, hd.buf[hd.lines[run].start:hd.lines[len(hd.lines)-1].end]...)
+	}
+	if p != nil {
+		o = appendRequestPolicy(o, p)
 	}
 	o = append(o, "X-Forwarded-For: "...)
 	o = append(o, c.client...)
@@ -585,7 +595,7 @@ func (c *h1Conn) readHead(uc *upConn, rh *respHead) error {
 		return err
 	}
 	for {
-		if err := c.readRawHead(uc.r, func() { uc.rd.within(uc.c, base, c.s.h.opts.UpstreamTimeout) }); err != nil {
+		if err := c.readRawHead(uc.r, func() { uc.rd.within(uc.c, base, st.upstreamTimeout(&c.s.h.opts)) }); err != nil {
 			return err
 		}
 		informational, err := c.parseResponseHead(rh)
@@ -613,7 +623,7 @@ const watchClientAfter = time.Second
 // and net/http notice a client that gives up. A client that sends more (a pipelined request) is
 // not watched further. Upstream timeouts too short for the watch to matter skip it.
 func (c *h1Conn) awaitAnswer(uc *upConn, base time.Time) error {
-	timeout := c.s.h.opts.UpstreamTimeout
+	timeout := c.st.upstreamTimeout(&c.s.h.opts)
 	if uc.r.Buffered() > 0 || timeout <= 2*watchClientAfter {
 		uc.rd.within(uc.c, base, timeout)
 		return nil
@@ -771,11 +781,16 @@ func (c *h1Conn) parseResponseHead(rh *respHead) (informational bool, err error)
 		rh.upClose = true
 	}
 
+	var ops *route.HeaderOps
+	var hsts string
+	if code >= 200 {
+		ops, hsts = responseOps(st, st.tls)
+	}
 	o := append(c.out[:0], "HTTP/1.1 "...)
 	o = append(o, c.raw[9:slLen]...)
 	o = append(o, "\r\n"...)
 	for _, l := range c.hl {
-		if !l.drop {
+		if !l.drop && (ops == nil && hsts == "" || !dropsResponseLine(ops, hsts, c.raw[l.start:l.nameEnd])) {
 			o = append(o, c.raw[l.start:l.nameEnd]...)
 			o = append(o, ": "...)
 			o = append(o, c.raw[l.vs:l.ve]...)
@@ -801,6 +816,9 @@ func (c *h1Conn) parseResponseHead(rh *respHead) (informational bool, err error)
 		o = append(o, "Set-Cookie: "...)
 		o = append(o, affinityCookie(st.endpoint.Key)...)
 		o = append(o, "\r\n"...)
+	}
+	if ops != nil || hsts != "" {
+		o = appendResponsePolicy(o, ops, hsts)
 	}
 	c.out = o
 	return false, nil

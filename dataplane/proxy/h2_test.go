@@ -95,7 +95,8 @@ func newH2Fixture(t *testing.T) *h2Fixture {
 	f.backend("b", h2Backend(&f.seen, &f.active, &f.maxActive, f.release), "")
 	f.unlimitedBodies()
 	f.in.Secrets = append(f.in.Secrets, rt.TLSSecret("ns", "tls", "h2.example.com"))
-	if p := f.compile(rt.Ingress("ns", "i", 1, rt.Rule("h2.example.com", "/", rt.Prefix, "b", 80), rt.TLS("tls", "h2.example.com"))); len(p) != 0 {
+	if p := f.compile(rt.Ingress("ns", "i", 1, rt.Rule("h2.example.com", "/", rt.Prefix, "b", 80), rt.TLS("tls", "h2.example.com"),
+		rt.Annotation("portico.dev/ssl-redirect", "false"))); len(p) != 0 {
 		t.Fatal(p)
 	}
 	t.Cleanup(func() {

@@ -37,7 +37,7 @@ func (c *h1Conn) forwardH2() {
 	)
 	for fresh := false; ; {
 		var err error
-		us, err = c.s.up.h2.open(st.endpoint.Addr, fresh, c.out, hd.te, !hasBody)
+		us, err = c.s.up.h2.open(st.endpoint.Addr, fresh, c.out, hd.te, !hasBody, st.dialTimeout(&h.opts))
 		if err != nil {
 			if c.retry(err, replay) {
 				continue
@@ -50,7 +50,7 @@ func (c *h1Conn) forwardH2() {
 		c.rd.none(c.c) // a retry's: the last sender's wake-up is over
 		watch, sent = make(chan struct{}), make(chan error, 1)
 		go func() { sent <- c.sendH2Body(us, hasBody, watch) }()
-		err = us.awaitHead(st.start, h.opts.UpstreamTimeout)
+		err = us.awaitHead(st.start, st.upstreamTimeout(&h.opts))
 		e.Stats.InFlight.Add(-1)
 		if err == nil {
 			break

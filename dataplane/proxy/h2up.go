@@ -80,7 +80,7 @@ type h2UpStream struct {
 // open returns a new stream to addr, on a pooled connection with room or a new one (always a
 // new one when fresh), with the request head (the core's HTTP/1.1 head in head) sent as
 // HEADERS, END_STREAM set when the request has no body. te: the client takes trailers.
-func (u *h2Upstreams) open(addr string, fresh bool, head []byte, te, end bool) (*h2UpStream, error) {
+func (u *h2Upstreams) open(addr string, fresh bool, head []byte, te, end bool, dialTimeout time.Duration) (*h2UpStream, error) {
 	var uc *h2UpConn
 	u.mu.Lock()
 	if !fresh {
@@ -103,7 +103,7 @@ func (u *h2Upstreams) open(addr string, fresh bool, head []byte, te, end bool) (
 	u.mu.Unlock()
 	if uc == nil {
 		var err error
-		if uc, err = u.dial(addr); err != nil {
+		if uc, err = u.dial(addr, dialTimeout); err != nil {
 			return nil, err
 		}
 	}
@@ -111,8 +111,8 @@ func (u *h2Upstreams) open(addr string, fresh bool, head []byte, te, end bool) (
 }
 
 // dial connects to addr and starts the connection (its first stream reserved).
-func (u *h2Upstreams) dial(addr string) (*h2UpConn, error) {
-	c, err := u.dialer.Dial("tcp", addr)
+func (u *h2Upstreams) dial(addr string, timeout time.Duration) (*h2UpConn, error) {
+	c, err := dialWithin(u.dialer, addr, timeout)
 	if err != nil {
 		return nil, err
 	}

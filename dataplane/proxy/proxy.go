@@ -14,6 +14,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httputil"
+	"net/url"
 	"strconv"
 	"strings"
 	"sync"
@@ -102,7 +103,7 @@ func (h *Handler) Swap(t *route.Table, problems int) {
 // backendFor routes a host and decoded path through the table in use now (for retries).
 func (h *Handler) backendFor(host, path string) *route.Backend {
 	t := h.table.Load()
-	if rule := t.Match(host, path); rule != nil {
+	if rule := t.Match(host, path, nil); rule != nil && rule.Backend != nil {
 		return rule.Backend
 	}
 	return t.DefaultBackend
@@ -162,6 +163,12 @@ type reqState struct {
 	table    *route.Table
 	backend  *route.Backend
 	endpoint *route.Endpoint
+	// rule is the route the request matched (nil: the default backend); its Policy applies.
+	rule *route.Rule
+	// location is the Location of the proxy's own redirect.
+	location string
+	// tls: the request came over HTTPS.
+	tls bool
 	ingress  string
 	service  string
 	port     string // X-Forwarded-Port
@@ -184,13 +191,13 @@ type reqState struct {
 
 // ServeHTTP routes one request.
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	st := &reqState{start: time.Now(), port: h.httpPort}
-	if r.TLS != nil {
+	st := &reqState{start: time.Now(), port: h.httpPort, tls: r.TLS != nil}
+	if st.tls {
 		st.port = h.httpsPort
 	}
-	b, code, msg := decide(h.table.Load(), r.Host, r.URL.Path, st)
+	b, code, msg := h.decide(h.table.Load(), r.Host, r.URL.Path, httpReq{r}, st)
 	st.logging = h.logging(st.table)
-	if bodyTooLarge(st.table, r.ContentLength) {
+	if bodyTooLarge(st, r.ContentLength) {
 		w.Header().Set("Connection", "close")
 		code, msg, b = http.StatusRequestEntityTooLarge, msgBodyTooLarge, nil
 	}
@@ -202,7 +209,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if r.Body != nil && r.Body != http.NoBody {
 		// The body may not pause longer than the body timeout, nor (chunked) outgrow the limit.
 		body := r.Body
-		if max := st.table.Limits.MaxRequestBodyBytes; max > 0 && r.ContentLength < 0 {
+		if max := st.maxBody(); max > 0 && r.ContentLength < 0 {
 			body = http.MaxBytesReader(w, body, max)
 		}
 		r.Body = &pacedBody{ReadCloser: body, rc: http.NewResponseController(w), timeout: bodyTimeout(st.table), st: st}
@@ -224,17 +231,29 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	h.done(r, st)
 }
 
-// decide routes a request by host and decoded path through t, filling st's ingress and
-// service. It returns the backend to forward to, or nil with the status and message of the
-// proxy's own answer: 404 when nothing matches and there is no default backend to send to, 503
-// when the backend has no endpoint. Both serving paths call it, once per request.
-func decide(t *route.Table, host, path string, st *reqState) (*route.Backend, int, string) {
+// decide routes a request by host and decoded path through t, filling st's rule, ingress and
+// service, and applies what the route's policy answers itself (applyPolicy). It returns the
+// backend to forward to, or nil with the status and message of the proxy's own answer: 404
+// when nothing matches and there is no default backend to send to, 503 when the backend has no
+// endpoint, a redirect (st.location), a refusal. Every serving path calls it, once per request.
+func (h *Handler) decide(t *route.Table, host, path string, req reqView, st *reqState) (*route.Backend, int, string) {
 	st.table = t
 	b := t.DefaultBackend
 	fleetDefault := t.DefaultIngress.Name == ""
-	if rule := t.Match(host, path); rule != nil {
+	if rule := t.Match(host, path, req); rule != nil {
 		b, fleetDefault = rule.Backend, false
-		st.ingress = rule.IngressName
+		st.ingress, st.rule = rule.IngressName, rule
+		if rule.Policy != nil {
+			var code int
+			var msg string
+			if b, code, msg = h.applyPolicy(rule.Policy, host, path, req, b, st); b == nil {
+				st.service = "default"
+				if rule.Backend != nil {
+					st.service = rule.Backend.Name()
+				}
+				return nil, code, msg
+			}
+		}
 	} else if !fleetDefault {
 		st.ingress = t.DefaultIngressName
 	}
@@ -270,6 +289,21 @@ func (h *Handler) rewrite(pr *httputil.ProxyRequest) {
 	}
 	pr.SetXForwarded() // X-Forwarded-For (client address), -Host, -Proto
 	out.Header.Set("X-Forwarded-Port", st.port)
+	if p := st.policy(); p != nil {
+		if p.Rewrite != nil {
+			t := rewrittenTarget(nil, st.rule, pr.In.URL.Path, pr.In.RequestURI)
+			path, query, _ := strings.Cut(string(t), "?")
+			out.URL.RawPath, out.URL.RawQuery = path, query
+			out.URL.Path, _ = url.PathUnescape(path)
+		}
+		if p.UpstreamHost != "" {
+			out.Host = p.UpstreamHost
+		}
+		if p.ForwardedPrefix != "" {
+			out.Header.Set("X-Forwarded-Prefix", p.ForwardedPrefix)
+		}
+		p.RequestHeaders.Apply(out.Header)
+	}
 	if !st.table.Limits.AllowUnderscoresInHeaders {
 		for k := range out.Header {
 			if strings.IndexByte(k, '_') >= 0 {
@@ -298,6 +332,14 @@ func (h *Handler) modifyResponse(resp *http.Response) error {
 	if st.backend.Affinity && !st.pinned {
 		resp.Header.Add("Set-Cookie", affinityCookie(st.endpoint.Key))
 	}
+	if ops, hsts := responseOps(st, st.tls); ops != nil || hsts != "" {
+		if hsts != "" {
+			resp.Header.Set(hstsName, hsts)
+		}
+		if ops != nil {
+			ops.Apply(resp.Header)
+		}
+	}
 	st.upstreamTime = time.Since(st.start)
 	h.metrics.Duration.WithLabelValues(st.service).Observe(st.upstreamTime.Seconds())
 	return nil
@@ -324,6 +366,7 @@ func (h *Handler) errorHandler(w http.ResponseWriter, r *http.Request, err error
 		return
 	}
 	code, msg := h.upstreamFailed(st, err)
+	ownHeaders(w, r, st)
 	writeError(w, code, msg)
 }
 
@@ -374,6 +417,10 @@ func (h *Handler) upstreamFailed(st *reqState, err error) (code int, msg string)
 
 // answer writes the proxy's own short answer.
 func (h *Handler) answer(w http.ResponseWriter, r *http.Request, st *reqState, code int, msg string) {
+	if st.location != "" {
+		w.Header().Set("Location", st.location)
+	}
+	ownHeaders(w, r, st)
 	writeError(w, code, msg)
 	st.status = code
 	h.done(r, st)
@@ -382,6 +429,13 @@ func (h *Handler) answer(w http.ResponseWriter, r *http.Request, st *reqState, c
 // errorBody is the text of the proxy's own answers.
 func errorBody(code int, msg string) string {
 	return fmt.Sprintf("%d %s: %s\n", code, http.StatusText(code), msg)
+}
+
+// ownHeaders adds to the proxy's own answers what policy puts on every answer: HSTS over HTTPS.
+func ownHeaders(w http.ResponseWriter, r *http.Request, st *reqState) {
+	if r.TLS != nil && st.table != nil && st.table.HSTS != "" {
+		w.Header().Set(hstsName, st.table.HSTS)
+	}
 }
 
 func writeError(w http.ResponseWriter, code int, msg string) {

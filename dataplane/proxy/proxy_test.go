@@ -442,9 +442,24 @@ func TestTLSBySNIAndHTTP2(t *testing.T) {
 		}
 		tr.CloseIdleConnections()
 	}
-	// 33: TLS hosts still answer on plain HTTP.
+	// 33: TLS hosts redirect plain HTTP by default (ssl-redirect, as ingress-nginx), and answer
+	// on it when the Ingress turns the redirect off.
+	noFollow := &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+	if resp, _, _ := get(t, noFollow, "http://"+h.http+"/x/?q=1", "a.example.com"); resp.StatusCode != http.StatusPermanentRedirect ||
+		resp.Header.Get("Location") != "https://a.example.com/x/?q=1" {
+		t.Errorf("plain HTTP to a TLS host: %d %q, want 308 to https://a.example.com/x/?q=1", resp.StatusCode, resp.Header.Get("Location"))
+	}
+	// A wildcard TLS name covers the host; the trailing slash of the URI is dropped, as
+	// ingress-nginx does.
+	if resp, _, _ := get(t, noFollow, "http://"+h.http+"/", "x.b.example.com"); resp.StatusCode != http.StatusPermanentRedirect ||
+		resp.Header.Get("Location") != "https://x.b.example.com" {
+		t.Errorf("plain HTTP to a wildcard TLS host: %d %q", resp.StatusCode, resp.Header.Get("Location"))
+	}
+	h.compile(rt.Ingress("ns", "i", 1,
+		rt.Rule("a.example.com", "/", rt.Prefix, "a", 80), rt.Rule("x.b.example.com", "/", rt.Prefix, "b", 80),
+		rt.TLS("a-tls", "a.example.com"), rt.TLS("wild-tls", "*.b.example.com"), rt.Annotation("portico.dev/ssl-redirect", "false")))
 	if _, rep, _ := get(t, &http.Client{}, "http://"+h.http+"/", "a.example.com"); rep.Name != "a-1" {
-		t.Errorf("plain HTTP to a TLS host: %+v", rep)
+		t.Errorf("plain HTTP to a TLS host without ssl-redirect: %+v", rep)
 	}
 	// 32: a rotated Secret takes effect with the next table.
 	h.in.Secrets[0] = rt.TLSSecret("ns", "a-tls", "a.example.com", "rotated.example.com")

@@ -111,7 +111,7 @@ func isDialError(err error) bool {
 // whether the connection was reused (for the stale retry).
 func (t *transport) roundTripH1(req *http.Request, st *reqState, fresh bool) (*http.Response, bool, error) {
 	now := time.Now()
-	uc, err := t.up.get(st.endpoint.Addr, now, fresh, !replayable(req))
+	uc, err := t.up.get(st.endpoint.Addr, now, fresh, !replayable(req), st.dialTimeout(&t.h.opts))
 	if err != nil {
 		return nil, false, err
 	}
@@ -136,7 +136,7 @@ func (t *transport) roundTripH1(req *http.Request, st *reqState, fresh bool) (*h
 		return fail(werr) // the client's body failed: errorHandler answers 408 or 413
 	}
 	// Even when the request could not be sent in full, the backend may have answered (413).
-	uc.rd.exactly(uc.c, st.start.Add(t.h.opts.UpstreamTimeout))
+	uc.rd.exactly(uc.c, st.start.Add(st.upstreamTimeout(&t.h.opts)))
 	var resp *http.Response
 	inDoubt := false
 	for {

@@ -59,10 +59,10 @@ func newUpstreams(dialTimeout time.Duration) *upstreams {
 	return u
 }
 
-// get returns an idle connection to addr, or dials one (always when fresh is set). probe
-// checks an idle connection for a close by the backend however young it is. Dial errors are
-// returned as is.
-func (u *upstreams) get(addr string, now time.Time, fresh, probe bool) (*upConn, error) {
+// get returns an idle connection to addr, or dials one within dialTimeout (always when fresh
+// is set). probe checks an idle connection for a close by the backend however young it is.
+// Dial errors are returned as is.
+func (u *upstreams) get(addr string, now time.Time, fresh, probe bool, dialTimeout time.Duration) (*upConn, error) {
 	v, ok := u.pools.Load(addr)
 	if !ok {
 		v, _ = u.pools.LoadOrStore(addr, &upPool{})
@@ -89,7 +89,7 @@ func (u *upstreams) get(addr string, now time.Time, fresh, probe bool) (*upConn,
 		}
 		_ = uc.c.Close()
 	}
-	c, err := u.dialer.Dial("tcp", addr)
+	c, err := dialWithin(&u.dialer, addr, dialTimeout)
 	if err != nil {
 		return nil, err
 	}

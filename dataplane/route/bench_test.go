@@ -57,7 +57,7 @@ func BenchmarkMatch(b *testing.B) {
 	b.ReportAllocs()
 	b.ResetTimer()
 	for i := 0; i < b.N; i++ {
-		if tb.Match(hosts[i&1023], "/api/v1/users") == nil {
+		if tb.Match(hosts[i&1023], "/api/v1/users", nil) == nil {
 			b.Fatal("no match")
 		}
 	}
@@ -67,7 +67,7 @@ func BenchmarkMatchUnnormalized(b *testing.B) {
 	tb, _ := Compile(LargeInput(1000))
 	b.ReportAllocs()
 	for i := 0; i < b.N; i++ {
-		if tb.Match("HOST-7.Example.com:443", "/api//v1/../v1") == nil {
+		if tb.Match("HOST-7.Example.com:443", "/api//v1/../v1", nil) == nil {
 			b.Fatal("no match")
 		}
 	}
@@ -109,7 +109,7 @@ func BenchmarkCompilerUpdate10kOneIngress(b *testing.B) {
 	b.ResetTimer()
 	for i := 0; i < b.N; i++ {
 		ing := ing("extra-"+strconv.Itoa(i%2), 20000, rule("extra.example.com", "/", pfx, "svc-1", 80))
-		if t, _, ok := cs.Update(Changes{Ingresses: []*networkingv1.Ingress{ing}}); !ok || t.Match("extra.example.com", "/") == nil {
+		if t, _, ok := cs.Update(Changes{Ingresses: []*networkingv1.Ingress{ing}}); !ok || t.Match("extra.example.com", "/", nil) == nil {
 			b.Fatal("not applied")
 		}
 	}

@@ -5,6 +5,7 @@ import (
 	"crypto/x509"
 	"fmt"
 	"net"
+	"regexp"
 	"slices"
 	"sort"
 	"strconv"
@@ -177,6 +178,7 @@ type backendKey struct {
 	port      networkingv1.ServiceBackendPort
 	affinity  bool
 	balancing Balancing
+	protocol  int8 // backend-protocol: -1 for the Service port's appProtocol
 }
 
 // compiler holds the indexes of one compile.
@@ -193,9 +195,13 @@ type compiler struct {
 	// cached counts the Backends of this compile that are in in.Backends.
 	cached int
 
+	// byHost lists the served Ingresses with rules for each host (and those redirecting to it
+	// from its www. counterpart), oldest first; policies caches each one's annotations.
+	byHost   map[string][]*networkingv1.Ingress
+	policies map[*networkingv1.Ingress]*ingressPolicy
+
 	// For a Compiler (nil for Compile): problems by host (of the rules of that host) and the
-	// others, and the served Ingresses with rules for each host, oldest first.
-	byHost    map[string][]*networkingv1.Ingress
+	// others.
 	hostProbs map[string][]Problem
 	other     []Problem
 	bucket    string // the host whose rules are being compiled; "\x00" for none
@@ -242,6 +248,8 @@ func newCompiler(inp *Input, tracking bool) *compiler {
 		slices:   make(map[types.NamespacedName][]*discoveryv1.EndpointSlice, len(in.Services)),
 		secrets:  make(map[types.NamespacedName]*corev1.Secret, len(in.Secrets)),
 		backends: make(map[backendKey]*Backend, len(in.Services)),
+		byHost:   map[string][]*networkingv1.Ingress{},
+		policies: make(map[*networkingv1.Ingress]*ingressPolicy, len(in.Ingresses)),
 	}
 	if in.Stats == nil {
 		in.Stats = NewStatsRegistry() // this compile's own
@@ -265,7 +273,6 @@ func newCompiler(inp *Input, tracking bool) *compiler {
 		c.secrets[types.NamespacedName{Namespace: s.Namespace, Name: s.Name}] = s
 	}
 	if tracking {
-		c.byHost = map[string][]*networkingv1.Ingress{}
 		c.hostProbs = map[string][]Problem{}
 		c.svcHosts = map[types.NamespacedName]map[string]bool{}
 		c.otherSvcs = map[types.NamespacedName]bool{}
@@ -284,6 +291,7 @@ func (c *compiler) run() *Table {
 		certWildcard: map[string]*tls.Certificate{},
 		Limits:       in.Config.Limits(),
 		AccessLog:    in.Config.AccessLogPolicy(),
+		HSTS:         in.Config.HSTSValue(),
 	}
 	served := ServedIngresses(in)
 	c.served = served
@@ -291,9 +299,19 @@ func (c *compiler) run() *Table {
 	for _, ing := range served {
 		c.compileIngress(t, ing)
 	}
-	for _, h := range t.allHosts() {
-		sortRules(h.Rules)
-		t.Stats.Rules += len(h.Rules)
+	hosts := make([]string, 0, len(c.byHost))
+	for h := range c.byHost {
+		hosts = append(hosts, h)
+	}
+	sort.Strings(hosts)
+	for _, h := range hosts {
+		c.bucket = h
+		host := c.compileHost(t, h, c.byHost[h])
+		c.bucket = noBucket
+		if host != nil {
+			t.setHostByKey(h, host)
+			t.Stats.Rules += len(host.Rules)
+		}
 	}
 	t.Stats.Hosts = len(t.exact) + len(t.wildcard)
 	if t.catchAll != nil {
@@ -303,7 +321,7 @@ func (c *compiler) run() *Table {
 	if t.DefaultBackend == nil && in.Config.DefaultBackend != nil {
 		ref := in.Config.DefaultBackend
 		t.DefaultBackend = c.backend(types.NamespacedName{Namespace: ref.Namespace, Name: ref.Name},
-			networkingv1.ServiceBackendPort{Number: ref.Port}, types.NamespacedName{}, nil, fieldPath{})
+			networkingv1.ServiceBackendPort{Number: ref.Port}, types.NamespacedName{}, nil, -1, fieldPath{})
 	}
 	t.DefaultCertificate = in.FallbackCertificate
 	if ref := in.Config.DefaultCertificate; ref != "" {
@@ -363,33 +381,29 @@ func (c *compiler) problem(ing types.NamespacedName, format string, args ...any)
 	c.add(Problem{Ingress: ing, Message: fmt.Sprintf(format, args...)})
 }
 
-// compileIngress adds an Ingress's rules, default backend and certificates to t. Ingresses come
-// oldest first: the first to claim a host and path keeps it.
+// compileIngress adds what of an Ingress is not per host to t: its default backend, its
+// certificates and its annotations' problems; and indexes it by the hosts of its rules. Ingresses
+// come oldest first: the first to claim a name keeps it. Its rules are compiled per host, by
+// compileHost, once every certificate is known.
 func (c *compiler) compileIngress(t *Table, ing *networkingv1.Ingress) {
 	key := types.NamespacedName{Namespace: ing.Namespace, Name: ing.Name}
 	keyName := key.String()
+	c.bucket = annBucket(key)
+	ip := c.policyOf(ing, true)
+	c.bucket = noBucket
 	if db := ing.Spec.DefaultBackend; db != nil {
-		b := c.ingressBackend(ing, key, *db, fieldPath{rule: -1})
+		b := c.ingressBackend(ing, ip, key, *db, fieldPath{rule: -1})
 		if t.DefaultBackend == nil {
 			t.DefaultBackend, t.DefaultIngress, t.DefaultIngressName = b, key, keyName
 		} else {
 			c.problem(key, "spec.defaultBackend ignored: Ingress %s is older and already sets the fleet's default backend", t.DefaultIngress)
 		}
 	}
-	for i, rule := range ing.Spec.Rules {
-		if rule.HTTP == nil || len(rule.HTTP.Paths) == 0 {
-			continue
+	forHosts(ing, func(host string) {
+		if l := c.byHost[host]; len(l) == 0 || l[len(l)-1] != ing {
+			c.byHost[host] = append(l, ing)
 		}
-		host := NormalizeHost(rule.Host)
-		if c.byHost != nil {
-			if l := c.byHost[host]; len(l) == 0 || l[len(l)-1] != ing {
-				c.byHost[host] = append(l, ing)
-			}
-			c.bucket = host
-		}
-		c.addPaths(t.hostFor(host), ing, key, keyName, i, rule)
-		c.bucket = noBucket
-	}
+	})
 	if c.byTLS != nil && len(ing.Spec.TLS) > 0 {
 		c.bucket = tlsBucket(key)
 		c.tlsFromCerts = c.tlsFromCerts || !tlsListsHosts(ing)
@@ -406,6 +420,109 @@ func (c *compiler) compileIngress(t *Table, ing *networkingv1.Ingress) {
 		}
 	}
 	c.bucket = noBucket
+}
+
+// policyOf returns the parsed annotations of an Ingress, parsing them on first use; report
+// adds their problems (in the current bucket).
+func (c *compiler) policyOf(ing *networkingv1.Ingress, report bool) *ingressPolicy {
+	if ip := c.policies[ing]; ip != nil {
+		return ip
+	}
+	ip, probs := parseAnnotations(ing, c.in.Config.SSLRedirect())
+	c.policies[ing] = ip
+	if report {
+		key := types.NamespacedName{Namespace: ing.Namespace, Name: ing.Name}
+		for _, p := range probs {
+			c.add(Problem{Ingress: key, Message: p})
+		}
+	}
+	return ip
+}
+
+// annBucket keys the problems of an Ingress's annotations among the per-host problems.
+func annBucket(key types.NamespacedName) string { return "\x02annotations " + key.String() }
+
+// compileHost builds the rules of one normalized host from the Ingresses listed for it, oldest
+// first: the main Ingresses' paths (the first to claim a path keeps it), then the canary
+// Ingresses' backends on the paths they share with a main Ingress. When any main Ingress of the
+// host asks for regular expressions (use-regex, rewrite-target), every path of the host is one,
+// as in ingress-nginx. A host with no rules of its own that an Ingress of its www. counterpart
+// asks for (from-to-www-redirect) redirects there. It returns nil for a host with no rules.
+func (c *compiler) compileHost(t *Table, host string, ings []*networkingv1.Ingress) *Host {
+	regex := false
+	for _, ing := range ings {
+		if ip := c.policyOf(ing, false); ip.canary == nil && (ip.useRegex || ip.rewrite != "") && hasRulesFor(ing, host) {
+			regex = true
+		}
+	}
+	tlsHost := t.hostHasTLS(host)
+	h := &Host{}
+	for pass := 0; pass < 2; pass++ {
+		for _, ing := range ings {
+			ip := c.policyOf(ing, false)
+			if (ip.canary != nil) != (pass == 1) {
+				continue
+			}
+			key := types.NamespacedName{Namespace: ing.Namespace, Name: ing.Name}
+			for i, rule := range ing.Spec.Rules {
+				if rule.HTTP == nil || len(rule.HTTP.Paths) == 0 || NormalizeHost(rule.Host) != host {
+					continue
+				}
+				if pass == 0 {
+					c.addPaths(h, ing, ip, key, i, rule, regex, tlsHost)
+				} else {
+					c.addCanary(h, ing, ip, key, i, rule, regex)
+				}
+			}
+		}
+	}
+	if len(h.Rules) == 0 {
+		to := wwwCounterpart(host)
+		for _, ing := range ings {
+			if ip := c.policyOf(ing, false); to != "" && ip.fromToWWW && ip.canary == nil && hasRulesFor(ing, to) {
+				key := types.NamespacedName{Namespace: ing.Namespace, Name: ing.Name}
+				return &Host{Rules: []Rule{{Path: "/", Type: Prefix, Policy: &Policy{HostRedirect: to},
+					Ingress: key, IngressName: key.String()}}}
+			}
+		}
+		return nil
+	}
+	sortRules(h.Rules)
+	return h
+}
+
+// hasRulesFor: ing has paths for the normalized host.
+func hasRulesFor(ing *networkingv1.Ingress, host string) bool {
+	for _, rule := range ing.Spec.Rules {
+		if rule.HTTP != nil && len(rule.HTTP.Paths) > 0 && NormalizeHost(rule.Host) == host {
+			return true
+		}
+	}
+	return false
+}
+
+// wwwCounterpart is the host from-to-www-redirect pairs with host: without its "www." or with
+// one; "" for wildcard and empty hosts.
+func wwwCounterpart(host string) string {
+	switch {
+	case host == "" || strings.HasPrefix(host, "*."):
+		return ""
+	case strings.HasPrefix(host, "www."):
+		return host[4:]
+	}
+	return "www." + host
+}
+
+// hostHasTLS: some Ingress's spec.tls configures a certificate for the normalized host (the
+// fleet's default certificate does not count), which turns on ssl-redirect for its rules.
+func (t *Table) hostHasTLS(host string) bool {
+	switch {
+	case host == "":
+		return false
+	case strings.HasPrefix(host, "*."):
+		return t.certWildcard[host[2:]] != nil
+	}
+	return lookup(t.certExact, t.certWildcard, host) != nil
 }
 
 // tlsSection resolves spec.tls[i] of an Ingress: its certificate (nil: skip the section) and
@@ -498,22 +615,15 @@ type tlsField int
 func (f tlsField) String() string { return fmt.Sprintf("spec.tls[%d]", int(f)) }
 
 // addPaths adds the paths of rule i of ing to h, its host. A path some rule of h already has
-// stays with that rule: Ingresses come oldest first.
-func (c *compiler) addPaths(h *Host, ing *networkingv1.Ingress, key types.NamespacedName, keyName string, i int, rule networkingv1.IngressRule) {
+// stays with that rule: Ingresses come oldest first. regex makes every path a regular
+// expression; tlsHost says an Ingress configures TLS for the host (ssl-redirect).
+func (c *compiler) addPaths(h *Host, ing *networkingv1.Ingress, ip *ingressPolicy, key types.NamespacedName, i int, rule networkingv1.IngressRule, regex, tlsHost bool) {
+	keyName := key.String()
 	for j, p := range rule.HTTP.Paths {
 		field := fieldPath{rule: i, path: j}
-		r := Rule{Path: p.Path, Type: Prefix, Ingress: key, IngressName: keyName}
-		if p.PathType != nil && *p.PathType == networkingv1.PathTypeExact {
-			r.Type = Exact
-		}
-		if r.Path == "" {
-			r.Path = "/"
-		}
-		if r.Type == Prefix && r.Path != "/" {
-			r.Path = strings.TrimRight(r.Path, "/")
-			if r.Path == "" {
-				r.Path = "/"
-			}
+		r := Rule{Ingress: key, IngressName: keyName}
+		if !c.rulePath(&r, key, field, p, regex) {
+			continue
 		}
 		if first := h.claimant(r.Type, r.Path); first != nil {
 			if first.Ingress != key {
@@ -521,8 +631,92 @@ func (c *compiler) addPaths(h *Host, ing *networkingv1.Ingress, key types.Namesp
 			}
 			continue // else the same Ingress repeating itself: its first rule wins
 		}
-		r.Backend = c.ingressBackend(ing, key, p.Backend, fieldPath{rule: i, path: j, backend: true})
+		r.Backend = c.ingressBackend(ing, ip, key, p.Backend, fieldPath{rule: i, path: j, backend: true})
+		r.Policy = ip.bind(&r, tlsHost)
 		h.Rules = append(h.Rules, r)
+	}
+}
+
+// rulePath sets the path and type of r from an Ingress path; false (with a problem) when the
+// path cannot be served.
+func (c *compiler) rulePath(r *Rule, key types.NamespacedName, field fieldPath, p networkingv1.HTTPIngressPath, regex bool) bool {
+	r.Path, r.Type = p.Path, Prefix
+	if p.PathType != nil && *p.PathType == networkingv1.PathTypeExact {
+		r.Type = Exact
+	}
+	if r.Path == "" {
+		r.Path = "/"
+	}
+	if regex {
+		r.Type = Regex
+		if regexp.QuoteMeta(r.Path) != r.Path {
+			re, err := regexp.Compile("(?i)^(?:" + r.Path + ")")
+			if err != nil {
+				c.problem(key, "%s: path %q is not a regular expression (RE2; use-regex or rewrite-target makes every path of the host one): %v", field, p.Path, err)
+				return false
+			}
+			r.re = re
+		}
+		return true
+	}
+	if r.Type == Prefix && r.Path != "/" {
+		r.Path = strings.TrimRight(r.Path, "/")
+		if r.Path == "" {
+			r.Path = "/"
+		}
+	}
+	return true
+}
+
+// bind returns the policy of one rule of the Ingress: its annotations' with the HTTPS
+// redirect of its host and its rewrite; nil when the rule has none.
+func (ip *ingressPolicy) bind(r *Rule, tlsHost bool) *Policy {
+	ssl := ip.forceSSL || (ip.sslRedirect && tlsHost)
+	rewrite := ip.rewrite != "" && ip.rewrite != r.Path // ingress-nginx: a target equal to the path does nothing
+	if ip.empty && !ssl && ip.refuse == "" {
+		return nil
+	}
+	p := ip.base
+	p.SSLRedirect, p.ForceSSL = ssl, ip.forceSSL
+	p.Refuse = ip.refuse
+	if rewrite {
+		p.Rewrite = &Rewrite{Template: ip.rewrite}
+	} else {
+		p.ForwardedPrefix = ""
+	}
+	if p.String() == "" {
+		return nil // a rewrite equal to the path, and nothing else
+	}
+	return &p
+}
+
+// addCanary gives the rules of h that the paths of a canary Ingress's rule i name the canary's
+// backend. A path no main Ingress has, or whose rule already has an (older) canary, is reported.
+func (c *compiler) addCanary(h *Host, ing *networkingv1.Ingress, ip *ingressPolicy, key types.NamespacedName, i int, rule networkingv1.IngressRule, regex bool) {
+	for j, p := range rule.HTTP.Paths {
+		field := fieldPath{rule: i, path: j}
+		var probe Rule
+		if !c.rulePath(&probe, key, field, p, regex) {
+			continue
+		}
+		main := h.claimant(probe.Type, probe.Path)
+		switch {
+		case main == nil:
+			c.problem(key, "%s: canary for host %q path %q, which no main Ingress serves; ignored", field, rule.Host, p.Path)
+			continue
+		case main.Policy != nil && main.Policy.Canary != nil:
+			c.problem(key, "%s: host %q path %q already has the canary of an older Ingress; ignored", field, rule.Host, p.Path)
+			continue
+		}
+		cs := ip.canary
+		np := Policy{}
+		if main.Policy != nil {
+			np = *main.Policy
+		}
+		np.Canary = &Canary{Backend: c.ingressBackend(ing, ip, key, p.Backend, fieldPath{rule: i, path: j, backend: true}),
+			IngressName: key.String(), Header: cs.header, HeaderValue: cs.value, HeaderPattern: cs.pattern,
+			Cookie: cs.cookie, Weight: cs.weight, WeightTotal: cs.total}
+		main.Policy = &np
 	}
 }
 
@@ -536,30 +730,10 @@ func (h *Host) claimant(typ PathType, path string) *Rule {
 	return nil
 }
 
-func (t *Table) hostFor(host string) *Host {
-	var m map[string]*Host
-	switch {
-	case host == "":
-		if t.catchAll == nil {
-			t.catchAll = &Host{}
-		}
-		return t.catchAll
-	case strings.HasPrefix(host, "*."):
-		m, host = t.wildcard, host[2:]
-	default:
-		m = t.exact
-	}
-	h := m[host]
-	if h == nil {
-		h = &Host{}
-		m[host] = h
-	}
-	return h
-}
 
 // ingressBackend resolves one IngressBackend of an Ingress.
 // field names the backend's place in the Ingress; it is only called to report a problem.
-func (c *compiler) ingressBackend(ing *networkingv1.Ingress, key types.NamespacedName, b networkingv1.IngressBackend, field fieldPath) *Backend {
+func (c *compiler) ingressBackend(ing *networkingv1.Ingress, ip *ingressPolicy, key types.NamespacedName, b networkingv1.IngressBackend, field fieldPath) *Backend {
 	if b.Resource != nil {
 		c.problem(key, "%s: resource backends (%s %s) cannot be proxied; answering 503", field, b.Resource.Kind, b.Resource.Name)
 		return &Backend{Service: types.NamespacedName{Namespace: ing.Namespace, Name: b.Resource.Name}, Port: b.Resource.Kind,
@@ -569,12 +743,12 @@ func (c *compiler) ingressBackend(ing *networkingv1.Ingress, key types.Namespace
 		c.problem(key, "%s: no service", field)
 		return &Backend{Service: key, Problem: "no backend"}
 	}
-	return c.backend(types.NamespacedName{Namespace: ing.Namespace, Name: b.Service.Name}, b.Service.Port, key, ing.Annotations, field)
+	return c.backend(types.NamespacedName{Namespace: ing.Namespace, Name: b.Service.Name}, b.Service.Port, key, ing.Annotations, ip.protocol, field)
 }
 
 // backend returns the shared Backend of a Service port, building it on first use. ing is the
 // Ingress reporting problems (empty for the fleet's own default backend).
-func (c *compiler) backend(svcKey types.NamespacedName, port networkingv1.ServiceBackendPort, ing types.NamespacedName, annotations map[string]string, field fieldPath) *Backend {
+func (c *compiler) backend(svcKey types.NamespacedName, port networkingv1.ServiceBackendPort, ing types.NamespacedName, annotations map[string]string, protocol int8, field fieldPath) *Backend {
 	switch {
 	case c.svcHosts == nil:
 	case c.bucket == noBucket:
@@ -596,7 +770,7 @@ func (c *compiler) backend(svcKey types.NamespacedName, port networkingv1.Servic
 	if annotations[BalancingAnnotation] == "least-request" {
 		balancing = LeastRequest
 	}
-	k := backendKey{svcKey, port, affinity, balancing}
+	k := backendKey{svcKey, port, affinity, balancing, protocol}
 	if b, ok := c.backends[k]; ok {
 		if b.Problem != "" && ing.Name != "" && !noReadyEndpoint(b) {
 			c.problem(ing, "%s: %s", field, b.Problem)
@@ -653,6 +827,9 @@ func (c *compiler) backend(svcKey types.NamespacedName, port networkingv1.Servic
 		case "kubernetes.io/h2c", "h2c", "grpc":
 			b.Protocol = H2C
 		}
+	}
+	if protocol >= 0 {
+		b.Protocol = Protocol(protocol) // backend-protocol wins over appProtocol
 	}
 	var ready, terminating []*Endpoint
 	seen := map[string]bool{}

@@ -73,7 +73,7 @@ func baseInput(ings ...*networkingv1.Ingress) Input {
 
 // routeTo returns the service a request goes to, "default" for the default backend.
 func routeTo(t *Table, host, p string) string {
-	r := t.Match(host, p)
+	r := t.Match(host, p, nil)
 	if r == nil {
 		if t.DefaultBackend == nil {
 			return "default"
@@ -168,7 +168,7 @@ func TestPathExamples(t *testing.T) {
 		}
 		tb, _ := Compile(baseInput(ing("i", 1, opts...)))
 		got := ""
-		if r := tb.Match("h", tc.req); r != nil {
+		if r := tb.Match("h", tc.req, nil); r != nil {
 			for i, rr := range tc.rules {
 				if svcs[i] == r.Backend.Service.Name {
 					got = rr.p
@@ -305,7 +305,7 @@ func TestBackends(t *testing.T) {
 	tb, probs := Compile(in)
 	check := func(host, wantAddrs, wantProblem string) {
 		t.Helper()
-		b := tb.Match(host, "/").Backend
+		b := tb.Match(host, "/", nil).Backend
 		var addrs []string
 		for _, e := range b.Endpoints {
 			addrs = append(addrs, e.Addr)
@@ -321,7 +321,7 @@ func TestBackends(t *testing.T) {
 	check("missing", "", "service ns/ghost not found")
 	check("badport", "", "service ns/a has no port 81")
 	check("res", "", "resource backend Bucket/b1 cannot be proxied") // 28
-	if tb.Match("grpc", "/").Backend.Protocol != H2C || tb.Match("named", "/").Backend.Protocol != HTTP1 {
+	if tb.Match("grpc", "/", nil).Backend.Protocol != H2C || tb.Match("named", "/", nil).Backend.Protocol != HTTP1 {
 		t.Error("35: appProtocol grpc must select h2c, others HTTP/1.1")
 	}
 	all := ""
@@ -396,9 +396,9 @@ func TestStatsSurviveRecompile(t *testing.T) {
 	in := baseInput(ing("i", 1, rule("h", "/", pfx, "a", 80)))
 	in.Stats = NewStatsRegistry()
 	tb, _ := Compile(in)
-	tb.Match("h", "/").Backend.Endpoints[0].Stats.InFlight.Add(3)
+	tb.Match("h", "/", nil).Backend.Endpoints[0].Stats.InFlight.Add(3)
 	tb2, _ := Compile(in)
-	if got := tb2.Match("h", "/").Backend.Endpoints[0].Stats.InFlight.Load(); got != 3 {
+	if got := tb2.Match("h", "/", nil).Backend.Endpoints[0].Stats.InFlight.Load(); got != 3 {
 		t.Errorf("endpoint counters reset by a recompile: %d", got)
 	}
 	in.EndpointSlices = nil
@@ -461,23 +461,23 @@ func TestBackendCacheFollowsChanges(t *testing.T) {
 	in.Backends = NewBackendCache()
 	t1, _ := Compile(in)
 	t2, _ := Compile(in)
-	if t1.Match("h", "/").Backend != t2.Match("h", "/").Backend {
+	if t1.Match("h", "/", nil).Backend != t2.Match("h", "/", nil).Backend {
 		t.Error("an unchanged Service must reuse its Backend")
 	}
 	in.EndpointSlices[0] = slice("a", "http", 8080, ready, "10.9.9.9")
 	in.EndpointSlices[0].ResourceVersion = "2"
 	t3, _ := Compile(in)
-	if got := t3.Match("h", "/").Backend.Endpoints[0].Addr; got != "10.9.9.9:8080" {
+	if got := t3.Match("h", "/", nil).Backend.Endpoints[0].Addr; got != "10.9.9.9:8080" {
 		t.Errorf("changed EndpointSlice not picked up: %s", got)
 	}
 	in.Services[0].Spec.Ports[0].Port = 81
 	in.Services[0].ResourceVersion = "2"
 	t4, probs := Compile(in)
-	if t4.Match("h", "/").Backend.Problem == "" || len(probs) == 0 {
+	if t4.Match("h", "/", nil).Backend.Problem == "" || len(probs) == 0 {
 		t.Error("changed Service not picked up")
 	}
 	t5, probs := Compile(in)
-	if len(probs) == 0 || t5.Match("h", "/").Backend != t4.Match("h", "/").Backend {
+	if len(probs) == 0 || t5.Match("h", "/", nil).Backend != t4.Match("h", "/", nil).Backend {
 		t.Error("a cached Backend with a problem must still report it")
 	}
 }

@@ -46,7 +46,7 @@ func FuzzPathMatch(f *testing.F) {
 		if CleanPath(clean) != clean {
 			t.Fatalf("CleanPath is not idempotent: %q -> %q -> %q", reqPath, clean, CleanPath(clean))
 		}
-		got := tb.Match("h", reqPath) != nil
+		got := tb.Match("h", reqPath, nil) != nil
 		if want := refPrefixMatch(rulePath, clean); got != want {
 			t.Fatalf("Prefix %q, request %q (clean %q): match %v, reference says %v", rulePath, reqPath, clean, got, want)
 		}
@@ -62,7 +62,7 @@ func FuzzHostMatch(f *testing.F) {
 		ing("wild", 2, rule("*.bar.com", "/", pfx, "b", 80)),
 	))
 	f.Fuzz(func(t *testing.T, host string) {
-		r := tb.Match(host, "/")
+		r := tb.Match(host, "/", nil)
 		n := NormalizeHost(host)
 		var want string
 		switch {

@@ -50,7 +50,7 @@ func (cs *Compiler) Compile(in Input) (*Table, []Problem) {
 	}
 	for _, h := range t.allHosts() {
 		for i := range h.Rules {
-			st.ref(h.Rules[i].Backend)
+			st.refRule(&h.Rules[i])
 		}
 	}
 	st.ref(t.DefaultBackend)
@@ -231,33 +231,43 @@ func (cs *Compiler) Update(chg Changes) (*Table, []Problem, bool) {
 			c.bucket = noBucket
 		}
 	}
-	for h := range affected {
-		if prev := old.hostByKey(h); prev != nil {
-			for i := range prev.Rules {
-				st.unref(prev.Rules[i].Backend)
-			}
-			t.Stats.Rules -= len(prev.Rules)
+	// The annotations of the changed Ingresses.
+	for key, ch := range changes {
+		delete(c.policies, ch.old)
+		delete(c.hostProbs, annBucket(key))
+		if ch.new != nil {
+			c.bucket = annBucket(key)
+			c.policyOf(ch.new, true)
+			c.bucket = noBucket
 		}
-		nh := &Host{}
-		delete(c.hostProbs, h)
-		c.bucket = h
-		for _, ing := range c.byHost[h] {
-			key := types.NamespacedName{Namespace: ing.Namespace, Name: ing.Name}
-			keyName := key.String()
-			for i, rule := range ing.Spec.Rules {
-				if rule.HTTP != nil && len(rule.HTTP.Paths) > 0 && NormalizeHost(rule.Host) == h {
-					c.addPaths(nh, ing, key, keyName, i, rule)
+	}
+	// A host whose TLS changed changes its HTTPS redirect.
+	for n := range affectedTLS {
+		affected[n] = true
+		if rest, ok := strings.CutPrefix(n, "*."); ok {
+			for h := range c.byHost {
+				if i := strings.IndexByte(h, '.'); i > 0 && h[i+1:] == rest {
+					affected[h] = true
 				}
 			}
 		}
-		c.bucket = noBucket
-		sortRules(nh.Rules)
-		for i := range nh.Rules {
-			st.ref(nh.Rules[i].Backend)
+	}
+	for h := range affected {
+		if prev := old.hostByKey(h); prev != nil {
+			for i := range prev.Rules {
+				st.unrefRule(&prev.Rules[i])
+			}
+			t.Stats.Rules -= len(prev.Rules)
 		}
-		t.Stats.Rules += len(nh.Rules)
-		if len(nh.Rules) == 0 {
-			nh = nil
+		delete(c.hostProbs, h)
+		c.bucket = h
+		nh := c.compileHost(&t, h, c.byHost[h])
+		c.bucket = noBucket
+		if nh != nil {
+			for i := range nh.Rules {
+				st.refRule(&nh.Rules[i])
+			}
+			t.Stats.Rules += len(nh.Rules)
 		}
 		t.setHostByKey(h, nh)
 	}
@@ -345,14 +355,20 @@ func reindex(index map[string][]*networkingv1.Ingress, keys map[string]bool,
 	}
 }
 
-// forHosts calls fn with each normalized host ing has paths for (repeats included).
+// forHosts calls fn with each normalized host ing has paths for (repeats included), and with
+// their www. counterparts when it asks for from-to-www-redirect.
 func forHosts(ing *networkingv1.Ingress, fn func(string)) {
 	if ing == nil {
 		return
 	}
+	www := ing.Annotations[AnnotationPrefix+annFromToWWW] == "true"
 	for _, rule := range ing.Spec.Rules {
 		if rule.HTTP != nil && len(rule.HTTP.Paths) > 0 {
-			fn(NormalizeHost(rule.Host))
+			h := NormalizeHost(rule.Host)
+			fn(h)
+			if to := wwwCounterpart(h); www && to != "" {
+				fn(to)
+			}
 		}
 	}
 }
@@ -383,6 +399,21 @@ func (t *Table) setHostByKey(h string, host *Host) {
 		delete(t.exact, h)
 	default:
 		t.exact[h] = host
+	}
+}
+
+// refRule counts the Backends a rule uses (its own, its canary's).
+func (st *compilerState) refRule(r *Rule) {
+	st.ref(r.Backend)
+	if r.Policy != nil && r.Policy.Canary != nil {
+		st.ref(r.Policy.Canary.Backend)
+	}
+}
+
+func (st *compilerState) unrefRule(r *Rule) {
+	st.unref(r.Backend)
+	if r.Policy != nil && r.Policy.Canary != nil {
+		st.unref(r.Policy.Canary.Backend)
 	}
 }
 

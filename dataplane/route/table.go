@@ -3,6 +3,7 @@ package route
 import (
 	"crypto/tls"
 	"path"
+	"regexp"
 	"strings"
 
 	"k8s.io/apimachinery/pkg/types"
@@ -18,15 +19,25 @@ const (
 	Prefix PathType = iota
 	// Exact matches the rule path only.
 	Exact
+	// Regex matches paths that start with a match of the rule path, an RE2 expression read
+	// case-insensitively (ingress-nginx's use-regex: nginx's location ~* "^path").
+	Regex
 )
 
 // Rule is one path of one host, with the backend its requests go to.
 type Rule struct {
-	// Path is normalized: Exact paths as written; Prefix paths without a trailing slash
-	// (except "/").
+	// Path is normalized: Exact and Regex paths as written; Prefix paths without a trailing
+	// slash (except "/").
 	Path    string
 	Type    PathType
 	Backend *Backend
+	// Policy is the route's policy; nil for none.
+	Policy *Policy
+	// Conditions narrow the match beyond the path (Gateway API matches); nil for none.
+	Conditions *Conditions
+	// re is the compiled Regex path, nil when the expression is a literal: then the rule
+	// matches paths that start with Path in any case.
+	re *regexp.Regexp
 	// Ingress is the Ingress the rule comes from; IngressName is it as "namespace/name",
 	// computed once at compile time for per-request use (metrics, logs).
 	Ingress     types.NamespacedName
@@ -35,13 +46,66 @@ type Rule struct {
 
 // matches reports whether the cleaned request path p matches the rule.
 func (r *Rule) matches(p string) bool {
-	if r.Type == Exact {
+	switch r.Type {
+	case Exact:
 		return p == r.Path
+	case Regex:
+		if r.re != nil {
+			return r.re.MatchString(p)
+		}
+		return len(p) >= len(r.Path) && strings.EqualFold(p[:len(r.Path)], r.Path)
 	}
 	if r.Path == "/" {
 		return true
 	}
 	return strings.HasPrefix(p, r.Path) && (len(p) == len(r.Path) || p[len(r.Path)] == '/')
+}
+
+// matchLen is the length of the part of p the rule matches (its $0), or -1.
+func (r *Rule) matchLen(p string) int {
+	if r.re != nil {
+		if m := r.re.FindStringIndex(p); m != nil {
+			return m[1]
+		}
+		return -1
+	}
+	if !r.matches(p) {
+		return -1
+	}
+	if r.Type == Prefix && r.Path == "/" {
+		return 0
+	}
+	return len(r.Path)
+}
+
+// Conditions are what a request must have besides its path (Gateway API HTTPRouteMatch):
+// every one of them.
+type Conditions struct {
+	Method  string
+	Headers []HeaderMatch
+}
+
+// HeaderMatch is a header a request must have: Value exactly, or matching Pattern when set.
+type HeaderMatch struct {
+	Name    string
+	Value   string
+	Pattern *regexp.Regexp
+}
+
+func (c *Conditions) match(r Request) bool {
+	if r == nil {
+		return false
+	}
+	if c.Method != "" && r.Method() != c.Method {
+		return false
+	}
+	for _, h := range c.Headers {
+		v, ok := r.Header(h.Name)
+		if !ok || (h.Pattern == nil && v != h.Value) || (h.Pattern != nil && !h.Pattern.MatchString(v)) {
+			return false
+		}
+	}
+	return true
 }
 
 // Host is the rules of one host, ordered: longest path first, Exact before Prefix at equal length.
@@ -50,10 +114,11 @@ type Host struct {
 }
 
 // match returns the first matching rule, which is the most specific.
-func (h *Host) match(p string) *Rule {
+func (h *Host) match(p string, req Request) *Rule {
 	for i := range h.Rules {
-		if h.Rules[i].matches(p) {
-			return &h.Rules[i]
+		r := &h.Rules[i]
+		if r.matches(p) && (r.Conditions == nil || r.Conditions.match(req)) {
+			return r
 		}
 	}
 	return nil
@@ -86,6 +151,9 @@ type Table struct {
 	Limits proxyconfig.Limits
 	// AccessLog is the fleet's access log setting (on, and one request in how many).
 	AccessLog proxyconfig.AccessLogPolicy
+	// HSTS is the Strict-Transport-Security value every answer over HTTPS carries (replacing a
+	// backend's); empty for none.
+	HSTS string
 
 	// Stats describe the table, for metrics.
 	Stats Stats
@@ -101,15 +169,16 @@ type Stats struct {
 }
 
 // Match routes a request. host is the Host header (any case, with or without port or trailing
-// dot); reqPath is the request's decoded path. It returns the matching rule, or nil when the
-// request belongs to the default backend. Called once per request; allocates only when the
-// host or path needs normalizing.
-func (t *Table) Match(host, reqPath string) *Rule {
+// dot); reqPath is the request's decoded path; req gives what rules with Conditions read (it
+// may be nil when no rule has them). It returns the matching rule, or nil when the request
+// belongs to the default backend. Called once per request; allocates only when the host or
+// path needs normalizing.
+func (t *Table) Match(host, reqPath string, req Request) *Rule {
 	h := t.host(NormalizeHost(host))
 	if h == nil {
 		return nil
 	}
-	return h.match(CleanPath(reqPath))
+	return h.match(CleanPath(reqPath), req)
 }
 
 // host finds the rules for a normalized host: precise, then wildcard (one label), then empty.

@@ -65,7 +65,8 @@ var _ = Describe("A fleet on the local cluster", Ordered, func() {
 		Expect(k8s.Create(ctx, fleet)).To(Succeed())
 		Expect(k8s.Create(ctx, rt.Class("e2e", fleetNS, "e2e", false))).To(Succeed())
 		ing := rt.Ingress(appsNS, "shop", 0, rt.ClassOf(ptr.To("e2e"), ""),
-			rt.Rule(host, "/coffee", rt.Prefix, "coffee", 80), rt.Rule(host, "/tea", rt.Prefix, "tea", 80), rt.TLS("shop-tls", host))
+			rt.Rule(host, "/coffee", rt.Prefix, "coffee", 80), rt.Rule(host, "/tea", rt.Prefix, "tea", 80), rt.TLS("shop-tls", host),
+			rt.Annotation("portico.dev/ssl-redirect", "false")) // served on both listeners (expectServes)
 		ing.UID, ing.CreationTimestamp = "", metav1.Time{}
 		Expect(k8s.Create(ctx, ing)).To(Succeed())
 

@@ -1,0 +1,227 @@
+package proxy
+
+import (
+	"net"
+	"net/http"
+	"strings"
+	"time"
+	"unsafe"
+
+	"portico.dev/portico/dataplane/route"
+)
+
+// The application of a route's policy (route.Policy), shared by every serving path: decide
+// routes and settles the proxy's own answers (redirects, refusals); the limits and timeouts
+// below read the route's overrides; requestHead and parseResponseHead (the HTTP/1.1 core, which
+// the event loops, the goroutine path and HTTP/2 streams share) and the net/http path's rewrite
+// and modifyResponse apply the header modifiers, the rewrite and the upstream host, each from
+// the same route.Policy methods.
+
+// reqView is what decide reads of a request: route.Request, for conditions and canaries, and
+// what redirects need.
+type reqView interface {
+	route.Request
+	// requestTarget is the request target as the client sent it (path and query).
+	requestTarget() string
+	// overTLS reports whether the request came over HTTPS.
+	overTLS() bool
+}
+
+// policy is the policy of the request's route, nil for none.
+func (st *reqState) policy() *route.Policy {
+	if st.rule == nil {
+		return nil
+	}
+	return st.rule.Policy
+}
+
+// maxBody is the request body limit that applies to the request (0: none): the route's, else
+// the fleet's.
+func (st *reqState) maxBody() int64 {
+	if p := st.policy(); p != nil && p.HasMaxBody {
+		return p.MaxBodyBytes
+	}
+	return st.table.Limits.MaxRequestBodyBytes
+}
+
+// bodyTooLarge: a request body of n bytes (-1: unknown, chunked) is over the limit that applies
+// to the request, which is answered 413 without reading it.
+func bodyTooLarge(st *reqState, n int64) bool {
+	max := st.maxBody()
+	return max > 0 && n > max
+}
+
+// dialTimeout bounds connecting to the request's endpoint: the route's, else the proxy's.
+func (st *reqState) dialTimeout(o *Options) time.Duration {
+	if p := st.policy(); p != nil && p.ConnectTimeout > 0 {
+		return p.ConnectTimeout
+	}
+	return o.DialTimeout
+}
+
+// upstreamTimeout bounds waiting for the backend's response head: the route's, else the
+// proxy's.
+func (st *reqState) upstreamTimeout(o *Options) time.Duration {
+	if p := st.policy(); p != nil && p.ReadTimeout > 0 {
+		return p.ReadTimeout
+	}
+	return o.UpstreamTimeout
+}
+
+// ownAnswer settles what a route's policy answers itself (fail-closed refusal, redirects) and
+// takes the canary's share: it returns the status and message of the proxy's answer (the
+// Location in st.location for a redirect), or 0 with the backend to forward to.
+func (h *Handler) applyPolicy(p *route.Policy, host, path string, req reqView, b *route.Backend, st *reqState) (*route.Backend, int, string) {
+	if p.Refuse != "" {
+		return nil, http.StatusServiceUnavailable, p.Refuse
+	}
+	if p.HostRedirect != "" || p.SSLRedirect || p.AppRoot != "" || p.Redirect != nil {
+		u := route.RequestURI{Host: host, Path: route.CleanPath(path), Target: req.requestTarget(), TLS: req.overTLS(),
+			HTTPSPort: h.httpsPort}
+		if code, loc := p.RedirectFor(&u); code != 0 {
+			st.location = loc
+			return nil, code, "redirecting to " + loc
+		}
+	}
+	if c := p.Canary; c != nil && len(c.Backend.Endpoints) > 0 && c.Takes(req) {
+		b = c.Backend
+	}
+	return b, 0, ""
+}
+
+// appendRequestPolicy ends a request head for the backend under construction in o with the
+// route's request policy: the upstream host, X-Forwarded-Prefix and the header modifiers'
+// lines. The client's Host line and the lines the modifiers take out are left out by
+// dropsRequestLine.
+func appendRequestPolicy(o []byte, p *route.Policy) []byte {
+	if p.UpstreamHost != "" {
+		o = append(o, "Host: "...)
+		o = append(o, p.UpstreamHost...)
+		o = append(o, "\r\n"...)
+	}
+	if p.ForwardedPrefix != "" {
+		o = append(o, "X-Forwarded-Prefix: "...)
+		o = append(o, p.ForwardedPrefix...)
+		o = append(o, "\r\n"...)
+	}
+	return p.RequestHeaders.AppendLines(o)
+}
+
+// dropsRequestLine: the route's policy takes a client's header line out of the request the
+// backend gets (its Host when the upstream host replaces it, what the modifiers remove or set).
+func dropsRequestLine(p *route.Policy, l *headerLine, buf []byte) bool {
+	if l.kind == hHost {
+		return p.UpstreamHost != ""
+	}
+	return p.RequestHeaders.Drops(buf[l.start:l.nameEnd])
+}
+
+// hstsName is the header HSTS sets.
+const hstsName = "Strict-Transport-Security"
+
+// responseOps reports whether an answer's head is changed on its way to the client: by the
+// route's response header modifiers, or by HSTS (answers over HTTPS).
+func responseOps(st *reqState, tls bool) (ops *route.HeaderOps, hsts string) {
+	if p := st.policy(); p != nil && !p.ResponseHeaders.Empty() {
+		ops = &p.ResponseHeaders
+	}
+	if tls {
+		hsts = st.table.HSTS
+	}
+	return ops, hsts
+}
+
+// dropsResponseLine: a backend's header line named name is replaced by the proxy's (HSTS) or
+// taken out by the route's modifiers.
+func dropsResponseLine(ops *route.HeaderOps, hsts string, name []byte) bool {
+	if hsts != "" && asciiEqualFold(name, hstsName) {
+		return true
+	}
+	return ops != nil && ops.Drops(name)
+}
+
+// appendResponsePolicy appends the HSTS line and the modifiers' lines to a client's head.
+func appendResponsePolicy(o []byte, ops *route.HeaderOps, hsts string) []byte {
+	if hsts != "" {
+		o = append(o, hstsName+": "...)
+		o = append(o, hsts...)
+		o = append(o, "\r\n"...)
+	}
+	if ops != nil {
+		o = ops.AppendLines(o)
+	}
+	return o
+}
+
+// rewrittenTarget appends the request target the backend gets when the route rewrites it.
+func rewrittenTarget(dst []byte, r *route.Rule, path, target string) []byte {
+	_, query, _ := strings.Cut(target, "?")
+	return r.Policy.Rewrite.AppendTarget(dst, r, route.CleanPath(path), query)
+}
+
+// bytesView is b as a string without a copy, for the duration of a call that does not keep it.
+func bytesView(b []byte) string {
+	if len(b) == 0 {
+		return ""
+	}
+	return unsafe.String(&b[0], len(b))
+}
+
+// The fast path's request as a reqView (h1Conn).
+
+func (c *h1Conn) Method() string { return bytesView(c.head.method) }
+
+func (c *h1Conn) Header(name string) (string, bool) {
+	hd := &c.head
+	for i := range hd.lines {
+		l := &hd.lines[i]
+		if asciiEqualFold(hd.buf[l.start:l.nameEnd], name) {
+			return bytesView(hd.buf[l.vs:l.ve]), true
+		}
+	}
+	return "", false
+}
+
+func (c *h1Conn) Cookie(name string) (string, bool) {
+	v := cookieValue(&c.head, name)
+	return v, v != ""
+}
+
+func (c *h1Conn) requestTarget() string { return bytesView(c.head.target) }
+
+func (c *h1Conn) overTLS() bool { return c.proto == "https" }
+
+// httpReq is the net/http path's request as a reqView.
+type httpReq struct{ r *http.Request }
+
+func (q httpReq) Method() string { return q.r.Method }
+
+func (q httpReq) Header(name string) (string, bool) {
+	v := q.r.Header.Values(name)
+	if len(v) == 0 {
+		return "", false
+	}
+	return v[0], true
+}
+
+func (q httpReq) Cookie(name string) (string, bool) {
+	c, err := q.r.Cookie(name)
+	if err != nil {
+		return "", false
+	}
+	return c.Value, true
+}
+
+func (q httpReq) requestTarget() string { return q.r.RequestURI }
+
+func (q httpReq) overTLS() bool { return q.r.TLS != nil }
+
+// dialWithin dials addr with the dialer's settings and the given timeout.
+func dialWithin(d *net.Dialer, addr string, timeout time.Duration) (net.Conn, error) {
+	if timeout == d.Timeout || timeout <= 0 {
+		return d.Dial("tcp", addr)
+	}
+	dd := *d
+	dd.Timeout = timeout
+	return dd.Dial("tcp", addr)
+}

@@ -1,0 +1,514 @@
+package route
+
+import (
+	"fmt"
+	"net"
+	"net/http"
+	"net/textproto"
+	"net/url"
+	"regexp"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+
+	networkingv1 "k8s.io/api/networking/v1"
+)
+
+// AnnotationPrefix is the prefix of Portico's Ingress annotations. The key after it, and the
+// value's syntax, are ingress-nginx's (nginx.ingress.kubernetes.io/), so that a migration is a
+// change of prefix; docs/annotations.md lists each key and where Portico's meaning differs.
+const AnnotationPrefix = "portico.dev/"
+
+// annotation keys (after AnnotationPrefix).
+const (
+	annSSLRedirect           = "ssl-redirect"
+	annForceSSLRedirect      = "force-ssl-redirect"
+	annPreserveTrailingSlash = "preserve-trailing-slash"
+	annPermanentRedirect     = "permanent-redirect"
+	annPermanentRedirectCode = "permanent-redirect-code"
+	annTemporalRedirect      = "temporal-redirect"
+	annTemporalRedirectCode  = "temporal-redirect-code"
+	annAppRoot               = "app-root"
+	annFromToWWW             = "from-to-www-redirect"
+	annUseRegex              = "use-regex"
+	annRewriteTarget         = "rewrite-target"
+	annUpstreamVhost         = "upstream-vhost"
+	annXForwardedPrefix      = "x-forwarded-prefix"
+	annRequestHeadersSet     = "request-headers-set"
+	annRequestHeadersAdd     = "request-headers-add"
+	annRequestHeadersRemove  = "request-headers-remove"
+	annResponseHeadersSet    = "response-headers-set"
+	annResponseHeadersAdd    = "response-headers-add"
+	annResponseHeadersRemove = "response-headers-remove"
+	annConnectTimeout        = "proxy-connect-timeout"
+	annReadTimeout           = "proxy-read-timeout"
+	annBodySize              = "proxy-body-size"
+	annBackendProtocol       = "backend-protocol"
+	annCanary                = "canary"
+	annCanaryHeader          = "canary-by-header"
+	annCanaryHeaderValue     = "canary-by-header-value"
+	annCanaryHeaderPattern   = "canary-by-header-pattern"
+	annCanaryCookie          = "canary-by-cookie"
+	annCanaryWeight          = "canary-weight"
+	annCanaryWeightTotal     = "canary-weight-total"
+	annAffinity              = "affinity"
+	annLoadBalancing         = "load-balancing"
+)
+
+// notYet are keys of the annotation contract that this version does not apply yet: each
+// draws a problem, and the rest of the route is served.
+var notYet = map[string]bool{
+	"proxy-send-timeout":        true,
+	"proxy-next-upstream":       true,
+	"proxy-next-upstream-tries": true,
+	"proxy-ssl-secret":          true,
+	"proxy-ssl-verify":          true,
+	"proxy-ssl-name":            true,
+	"proxy-ssl-server-name":     true,
+	"session-cookie-name":       true,
+	"session-cookie-path":       true,
+	"session-cookie-max-age":    true,
+	"session-cookie-expires":    true,
+	"session-cookie-samesite":   true,
+	"session-cookie-secure":     true,
+	"upstream-hash-by":          true,
+	"custom-http-errors":        true,
+	"default-backend":           true,
+	"enable-cors":               true,
+	"cors-allow-origin":         true,
+	"cors-allow-methods":        true,
+	"cors-allow-headers":        true,
+	"cors-expose-headers":       true,
+	"cors-allow-credentials":    true,
+	"cors-max-age":              true,
+	"limit-rps":                 true,
+	"limit-rpm":                 true,
+	"limit-burst-multiplier":    true,
+	"limit-connections":         true,
+	"limit-allowlist":           true,
+}
+
+// failClosed are access-control keys this version does not enforce yet. An Ingress that sets
+// one is not served unprotected: its routes answer 503 until the key is removed or supported
+// (docs/annotations.md, "Fail closed").
+var failClosed = map[string]bool{
+	"whitelist-source-range":                true,
+	"allowlist-source-range":                true,
+	"denylist-source-range":                 true,
+	"auth-type":                             true,
+	"auth-secret":                           true,
+	"auth-secret-type":                      true,
+	"auth-realm":                            true,
+	"auth-url":                              true,
+	"auth-method":                           true,
+	"auth-signin":                           true,
+	"auth-response-headers":                 true,
+	"auth-request-redirect":                 true,
+	"auth-cache-key":                        true,
+	"auth-cache-duration":                   true,
+	"auth-always-set-cookie":                true,
+	"auth-tls-secret":                       true,
+	"auth-tls-verify-client":                true,
+	"auth-tls-verify-depth":                 true,
+	"auth-tls-pass-certificate-to-upstream": true,
+	"auth-tls-error-page":                   true,
+}
+
+// known are the keys this version applies.
+var known = map[string]bool{
+	annSSLRedirect: true, annForceSSLRedirect: true, annPreserveTrailingSlash: true,
+	annPermanentRedirect: true, annPermanentRedirectCode: true, annTemporalRedirect: true,
+	annTemporalRedirectCode: true, annAppRoot: true, annFromToWWW: true, annUseRegex: true,
+	annRewriteTarget: true, annUpstreamVhost: true, annXForwardedPrefix: true,
+	annRequestHeadersSet: true, annRequestHeadersAdd: true, annRequestHeadersRemove: true,
+	annResponseHeadersSet: true, annResponseHeadersAdd: true, annResponseHeadersRemove: true,
+	annConnectTimeout: true, annReadTimeout: true, annBodySize: true, annBackendProtocol: true,
+	annCanary: true, annCanaryHeader: true, annCanaryHeaderValue: true, annCanaryHeaderPattern: true,
+	annCanaryCookie: true, annCanaryWeight: true, annCanaryWeightTotal: true,
+	annAffinity: true, annLoadBalancing: true,
+}
+
+// ingressPolicy is what one Ingress's annotations compile to, before it is bound to the rules
+// of a host (which add the HTTPS redirect, the rewrite and the regex paths).
+type ingressPolicy struct {
+	base        Policy // redirects, headers, timeouts, body size, upstream host
+	sslRedirect bool   // ssl-redirect (default: the fleet's)
+	forceSSL    bool
+	useRegex    bool
+	rewrite     string
+	fromToWWW   bool
+	refuse      string // a fail-closed key is set: the routes answer 503 with this
+	protocol    int8   // backend-protocol: -1 none, else a Protocol
+	canary      *canarySpec
+	// empty: nothing in base, no rewrite, no redirect: rules need no Policy of their own
+	// unless the host redirects to HTTPS.
+	empty bool
+}
+
+type canarySpec struct {
+	header, value, cookie string
+	pattern               *regexp.Regexp
+	weight, total         int
+}
+
+// parseAnnotations reads the portico.dev/ annotations of an Ingress. Each problem names the
+// annotation and why its value is not used; a key with a bad value is left off (the rest of
+// the Ingress is served), except the fail-closed keys.
+func parseAnnotations(ing *networkingv1.Ingress, defaultSSLRedirect bool) (*ingressPolicy, []string) {
+	ip := &ingressPolicy{sslRedirect: defaultSSLRedirect, protocol: -1}
+	var probs []string
+	bad := func(key, format string, args ...any) {
+		probs = append(probs, fmt.Sprintf("annotation %s%s: %s", AnnotationPrefix, key, fmt.Sprintf(format, args...)))
+	}
+	a := ing.Annotations
+	keys := make([]string, 0, len(a))
+	for k := range a {
+		if rest, ok := strings.CutPrefix(k, AnnotationPrefix); ok {
+			keys = append(keys, rest)
+		}
+	}
+	if len(keys) == 0 {
+		ip.empty = true
+		return ip, nil
+	}
+	sort.Strings(keys)
+	get := func(key string) (string, bool) {
+		v, ok := a[AnnotationPrefix+key]
+		return strings.TrimSpace(v), ok
+	}
+	boolean := func(key string) (val, set bool) {
+		v, ok := get(key)
+		if !ok {
+			return false, false
+		}
+		b, err := strconv.ParseBool(v)
+		if err != nil {
+			bad(key, "%q is not true or false", v)
+			return false, false
+		}
+		return b, true
+	}
+	p := &ip.base
+	for _, k := range keys {
+		switch {
+		case failClosed[k]:
+			bad(k, "access control is not supported by this version of Portico; the Ingress's routes answer 503 rather than serve unprotected")
+			if ip.refuse == "" {
+				ip.refuse = "route refused: annotation " + AnnotationPrefix + k + " is not supported by this proxy version"
+			}
+		case notYet[k]:
+			bad(k, "not supported by this version of Portico; ignored")
+		case !known[k]:
+			bad(k, "unknown annotation; ignored")
+		}
+	}
+	if v, ok := boolean(annSSLRedirect); ok {
+		ip.sslRedirect = v
+	}
+	ip.forceSSL, _ = boolean(annForceSSLRedirect)
+	p.KeepTrailingSlash, _ = boolean(annPreserveTrailingSlash)
+	ip.useRegex, _ = boolean(annUseRegex)
+	ip.fromToWWW, _ = boolean(annFromToWWW)
+
+	// Redirects: temporal wins over permanent, as in ingress-nginx.
+	redirect := func(urlKey, codeKey string, def, maxCode int) *Redirect {
+		u, ok := get(urlKey)
+		if !ok || u == "" {
+			return nil
+		}
+		if err := checkRedirectURL(u); err != nil {
+			bad(urlKey, "%v", err)
+			return nil
+		}
+		code := def
+		if v, ok := get(codeKey); ok {
+			n, err := strconv.Atoi(v)
+			if err != nil || n < 300 || n > maxCode {
+				bad(codeKey, "%q is not a redirect status from 300 to %d; using %d", v, maxCode, def)
+			} else {
+				code = n
+			}
+		}
+		return &Redirect{Code: code, URL: u}
+	}
+	if r := redirect(annTemporalRedirect, annTemporalRedirectCode, http.StatusFound, http.StatusTemporaryRedirect); r != nil {
+		p.Redirect = r
+		if _, also := get(annPermanentRedirect); also {
+			bad(annPermanentRedirect, "ignored: %s%s is set too and wins, as in ingress-nginx", AnnotationPrefix, annTemporalRedirect)
+		}
+	} else {
+		p.Redirect = redirect(annPermanentRedirect, annPermanentRedirectCode, http.StatusMovedPermanently, http.StatusPermanentRedirect)
+	}
+	if v, ok := get(annAppRoot); ok {
+		if !strings.HasPrefix(v, "/") || !validPath(v) {
+			bad(annAppRoot, "%q is not an absolute path", v)
+		} else {
+			p.AppRoot = v
+		}
+	}
+	if v, ok := get(annRewriteTarget); ok {
+		if !validPath(v) || (!strings.HasPrefix(v, "/") && !strings.HasPrefix(v, "$")) {
+			bad(annRewriteTarget, "%q is not a path (it may hold $1 to $9)", v)
+		} else {
+			ip.rewrite = v
+		}
+	}
+	if v, ok := get(annUpstreamVhost); ok {
+		if !validHostPort(v) {
+			bad(annUpstreamVhost, "%q is not a host name (with an optional port)", v)
+		} else {
+			p.UpstreamHost = v
+		}
+	}
+	if v, ok := get(annXForwardedPrefix); ok {
+		switch {
+		case !validPath(v) || !strings.HasPrefix(v, "/"):
+			bad(annXForwardedPrefix, "%q is not an absolute path", v)
+		case ip.rewrite == "":
+			bad(annXForwardedPrefix, "ignored without %s%s, as in ingress-nginx", AnnotationPrefix, annRewriteTarget)
+		default:
+			p.ForwardedPrefix = v
+		}
+	}
+	headerOps := func(ops *HeaderOps, setKey, addKey, removeKey string, request bool) {
+		for _, x := range []struct {
+			key string
+			dst *[]Header
+		}{{setKey, &ops.Set}, {addKey, &ops.Add}} {
+			v, ok := a[AnnotationPrefix+x.key]
+			if !ok {
+				continue
+			}
+			for _, line := range strings.Split(v, "\n") {
+				line = strings.TrimSpace(line)
+				if line == "" {
+					continue
+				}
+				name, value, found := strings.Cut(line, ":")
+				name, value = strings.TrimSpace(name), strings.TrimSpace(value)
+				if err := checkHeader(name, value, request); !found || err != nil {
+					if err == nil {
+						err = fmt.Errorf("%q is not a \"Name: value\" line", line)
+					}
+					bad(x.key, "%v; that line is ignored", err)
+					continue
+				}
+				*x.dst = append(*x.dst, Header{Name: textproto.CanonicalMIMEHeaderKey(name), Value: value})
+			}
+		}
+		if v, ok := get(removeKey); ok {
+			for _, name := range strings.FieldsFunc(v, func(r rune) bool { return r == ',' || r == ' ' || r == '\n' }) {
+				if err := checkHeader(name, "", request); err != nil {
+					bad(removeKey, "%v; ignored", err)
+					continue
+				}
+				ops.Remove = append(ops.Remove, textproto.CanonicalMIMEHeaderKey(name))
+			}
+		}
+	}
+	headerOps(&p.RequestHeaders, annRequestHeadersSet, annRequestHeadersAdd, annRequestHeadersRemove, true)
+	headerOps(&p.ResponseHeaders, annResponseHeadersSet, annResponseHeadersAdd, annResponseHeadersRemove, false)
+	seconds := func(key string) time.Duration {
+		v, ok := get(key)
+		if !ok {
+			return 0
+		}
+		n, err := strconv.Atoi(strings.TrimSuffix(v, "s"))
+		if err != nil || n <= 0 || n > 3600 {
+			bad(key, "%q is not a number of seconds from 1 to 3600", v)
+			return 0
+		}
+		return time.Duration(n) * time.Second
+	}
+	p.ConnectTimeout = seconds(annConnectTimeout)
+	p.ReadTimeout = seconds(annReadTimeout)
+	if v, ok := get(annBodySize); ok {
+		n, err := ParseNginxSize(v)
+		if err != nil {
+			bad(annBodySize, "%v", err)
+		} else {
+			p.MaxBodyBytes, p.HasMaxBody = n, true
+		}
+	}
+	if v, ok := get(annBackendProtocol); ok {
+		switch strings.ToUpper(v) {
+		case "HTTP":
+			ip.protocol = int8(HTTP1)
+		case "H2C", "GRPC":
+			ip.protocol = int8(H2C)
+		case "HTTPS", "GRPCS":
+			bad(annBackendProtocol, "%s to backends is not supported by this version of Portico; the backend's own protocol is used", v)
+		default:
+			bad(annBackendProtocol, "%q is not one of HTTP, HTTPS, GRPC, GRPCS, H2C", v)
+		}
+	}
+	if v, ok := boolean(annCanary); ok && v {
+		ip.canary = parseCanary(get, bad)
+		for _, k := range keys {
+			if known[k] && !strings.HasPrefix(k, "canary") && k != annBackendProtocol {
+				bad(k, "ignored on a canary Ingress: the policy of the main Ingress applies to its routes")
+			}
+		}
+	} else {
+		for _, k := range []string{annCanaryHeader, annCanaryHeaderValue, annCanaryHeaderPattern, annCanaryCookie, annCanaryWeight, annCanaryWeightTotal} {
+			if _, ok := get(k); ok {
+				bad(k, "ignored without %scanary: \"true\"", AnnotationPrefix)
+			}
+		}
+	}
+	ip.empty = p.Redirect == nil && p.AppRoot == "" && p.UpstreamHost == "" && p.ForwardedPrefix == "" &&
+		p.RequestHeaders.Empty() && p.ResponseHeaders.Empty() && p.ConnectTimeout == 0 && p.ReadTimeout == 0 &&
+		!p.HasMaxBody && ip.rewrite == "" && ip.refuse == ""
+	return ip, probs
+}
+
+func parseCanary(get func(string) (string, bool), bad func(key, format string, args ...any)) *canarySpec {
+	cs := &canarySpec{total: 100}
+	cs.header, _ = get(annCanaryHeader)
+	if cs.header != "" && checkHeader(cs.header, "", true) != nil {
+		bad(annCanaryHeader, "%q is not a header name; ignored", cs.header)
+		cs.header = ""
+	}
+	cs.value, _ = get(annCanaryHeaderValue)
+	if v, ok := get(annCanaryHeaderPattern); ok && v != "" {
+		re, err := regexp.Compile(v)
+		switch {
+		case err != nil:
+			bad(annCanaryHeaderPattern, "%q is not a regular expression (RE2): %v", v, err)
+		case cs.value != "":
+			bad(annCanaryHeaderPattern, "ignored: %s%s is set and wins, as in ingress-nginx", AnnotationPrefix, annCanaryHeaderValue)
+		default:
+			cs.pattern = re
+		}
+	}
+	if (cs.value != "" || cs.pattern != nil) && cs.header == "" {
+		bad(annCanaryHeaderValue, "ignored without %s%s", AnnotationPrefix, annCanaryHeader)
+	}
+	cs.cookie, _ = get(annCanaryCookie)
+	if v, ok := get(annCanaryWeightTotal); ok {
+		n, err := strconv.Atoi(v)
+		if err != nil || n <= 0 {
+			bad(annCanaryWeightTotal, "%q is not a positive whole number; using 100", v)
+		} else {
+			cs.total = n
+		}
+	}
+	if v, ok := get(annCanaryWeight); ok {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 0 || n > cs.total {
+			bad(annCanaryWeight, "%q is not a whole number from 0 to %d; using 0", v, cs.total)
+		} else {
+			cs.weight = n
+		}
+	}
+	return cs
+}
+
+// ParseNginxSize reads a size as nginx writes it: bytes, or a number followed by k, m or g
+// (binary units, any case). "0" means no limit.
+func ParseNginxSize(v string) (int64, error) {
+	s := strings.ToLower(strings.TrimSpace(v))
+	mult := int64(1)
+	switch {
+	case strings.HasSuffix(s, "k"):
+		mult, s = 1<<10, s[:len(s)-1]
+	case strings.HasSuffix(s, "m"):
+		mult, s = 1<<20, s[:len(s)-1]
+	case strings.HasSuffix(s, "g"):
+		mult, s = 1<<30, s[:len(s)-1]
+	case strings.HasSuffix(s, "b"):
+		s = s[:len(s)-1]
+	}
+	n, err := strconv.ParseInt(s, 10, 64)
+	if err != nil || n < 0 || n > (1<<62)/mult {
+		return 0, fmt.Errorf("%q is not a size such as 1m, 512k or 1048576", v)
+	}
+	return n * mult, nil
+}
+
+// checkRedirectURL accepts an absolute http or https URL, or an absolute path.
+func checkRedirectURL(v string) error {
+	if strings.ContainsAny(v, "\r\n\x00 ") {
+		return fmt.Errorf("%q holds a space or a control character", v)
+	}
+	u, err := url.Parse(v)
+	if err != nil {
+		return fmt.Errorf("%q is not a URL: %v", v, err)
+	}
+	if (u.Scheme == "http" || u.Scheme == "https") && u.Host != "" {
+		return nil
+	}
+	if u.Scheme == "" && u.Host == "" && strings.HasPrefix(v, "/") && !strings.HasPrefix(v, "//") {
+		return nil
+	}
+	return fmt.Errorf("%q is neither an http(s) URL nor an absolute path", v)
+}
+
+// validPath: printable ASCII without space, quote, backslash or fragment.
+func validPath(v string) bool {
+	if v == "" {
+		return false
+	}
+	for i := 0; i < len(v); i++ {
+		c := v[i]
+		if c <= ' ' || c >= 0x7f || c == '"' || c == '\\' || c == '#' {
+			return false
+		}
+	}
+	return true
+}
+
+func validHostPort(v string) bool {
+	host := v
+	if h, port, err := net.SplitHostPort(v); err == nil {
+		if n, err := strconv.Atoi(port); err != nil || n < 1 || n > 65535 {
+			return false
+		}
+		host = h
+	}
+	if host == "" || len(host) > 253 {
+		return false
+	}
+	for i := 0; i < len(host); i++ {
+		c := host[i]
+		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '-' || c == '.' || c == '_') {
+			return false
+		}
+	}
+	return true
+}
+
+// checkHeader checks a header a policy sets, adds or removes: a token name that is not one the
+// proxy owns (framing, hop-by-hop, and for requests the forwarding headers it sets itself),
+// and a value without control characters.
+func checkHeader(name, value string, request bool) error {
+	if name == "" {
+		return fmt.Errorf("empty header name")
+	}
+	for i := 0; i < len(name); i++ {
+		if !isTokenChar(name[i]) {
+			return fmt.Errorf("%q is not a header name", name)
+		}
+	}
+	switch strings.ToLower(name) {
+	case "host":
+		return fmt.Errorf("%s cannot be changed here (use %s%s)", name, AnnotationPrefix, annUpstreamVhost)
+	case "content-length", "transfer-encoding", "connection", "keep-alive", "proxy-connection", "upgrade", "te", "trailer":
+		return fmt.Errorf("%s frames the message and is the proxy's to set", name)
+	case "x-forwarded-for", "x-forwarded-host", "x-forwarded-port", "x-forwarded-proto", "x-forwarded-prefix", "x-request-id":
+		if request {
+			return fmt.Errorf("%s is set by the proxy", name)
+		}
+	}
+	for i := 0; i < len(value); i++ {
+		if c := value[i]; (c < ' ' && c != '\t') || c == 0x7f {
+			return fmt.Errorf("the value of %s holds a control character", name)
+		}
+	}
+	return nil
+}
+
+func isTokenChar(c byte) bool {
+	return c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || strings.IndexByte("!#$%&'*+-.^_`|~", c) >= 0
+}

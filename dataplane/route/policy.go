@@ -1,0 +1,459 @@
+package route
+
+import (
+	"math/rand/v2"
+	"net/http"
+	"regexp"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// Policy is what a route does to a request besides choosing its backend: redirects, rewrites,
+// header modifiers, timeouts, body size, canary. It is compiled once (from an Ingress's
+// annotations today, from a Gateway API HTTPRoute rule later) and is immutable; a route without
+// policy has a nil *Policy and costs nothing per request. Every serving path applies it through
+// the methods below, which decide; the paths only write the result in their own framing
+// (docs/architecture.md, "Routes and policy").
+type Policy struct {
+	// Refuse, when set, answers every request of the route with 503 and this message: an
+	// access-control setting the proxy cannot enforce (fail closed).
+	Refuse string
+	// HostRedirect answers every request with a 308 to the same URI on this host
+	// (from-to-www-redirect).
+	HostRedirect string
+	// Redirect answers every request of the route with a redirect; nothing is forwarded.
+	Redirect *Redirect
+	// SSLRedirect redirects requests that came over plain HTTP to HTTPS (308): set by
+	// force-ssl-redirect, or by ssl-redirect (on by default) on a host whose TLS an Ingress
+	// configures. KeepTrailingSlash is preserve-trailing-slash (ingress-nginx drops a trailing
+	// slash of the request URI in that redirect).
+	SSLRedirect       bool
+	KeepTrailingSlash bool
+	// ForceSSL is force-ssl-redirect: the ACME challenge path is redirected too.
+	ForceSSL bool
+	// AppRoot redirects (302) a request for "/" to this path.
+	AppRoot string
+	// Rewrite replaces the request path before the request is forwarded.
+	Rewrite *Rewrite
+	// UpstreamHost replaces the Host header the backend gets (upstream-vhost).
+	UpstreamHost string
+	// ForwardedPrefix is sent to the backend as X-Forwarded-Prefix.
+	ForwardedPrefix string
+	// RequestHeaders and ResponseHeaders modify the request the backend gets and the answer
+	// the client gets.
+	RequestHeaders, ResponseHeaders HeaderOps
+	// ConnectTimeout and ReadTimeout override the proxy's dial and response-head timeouts
+	// when not zero.
+	ConnectTimeout, ReadTimeout time.Duration
+	// MaxBodyBytes overrides the fleet's request body limit when HasMaxBody (0: no limit).
+	MaxBodyBytes int64
+	HasMaxBody   bool
+	// Canary sends some requests to another backend.
+	Canary *Canary
+}
+
+// Request is what a policy reads of a request beyond its host and path. Each serving path
+// implements it over its own representation of the request, without copying it; values
+// returned may point into the request's buffers and must not be kept past the call.
+type Request interface {
+	// Method is the request method.
+	Method() string
+	// Header is the first value of a header (name in any case), and whether there is one.
+	Header(name string) (string, bool)
+	// Cookie is the value of a cookie, and whether there is one.
+	Cookie(name string) (string, bool)
+}
+
+// Redirect is a fixed redirect (permanent-redirect, temporal-redirect).
+type Redirect struct {
+	Code int
+	URL  string
+}
+
+// Rewrite replaces the path a route's requests are forwarded with. Exactly one field is set.
+type Rewrite struct {
+	// Template replaces the whole path; $1 to $9 are the capture groups of the route's
+	// regular expression ($0 the whole match). As nginx's rewrite, a template with a query
+	// string puts the request's query after its own, unless it ends in "?".
+	Template string
+	// Prefix replaces the part of the path the route's prefix matched (Gateway API's
+	// ReplacePrefixMatch).
+	Prefix string
+}
+
+// HeaderOps modify a message's headers: Remove and Set take the named headers out (every
+// line of them), then Set and Add lines are appended. Names are canonical, values checked
+// (no CR, LF or NUL) at compile time.
+type HeaderOps struct {
+	Set    []Header
+	Add    []Header
+	Remove []string
+}
+
+// Header is one header line.
+type Header struct{ Name, Value string }
+
+// Empty reports whether the ops change nothing.
+func (o *HeaderOps) Empty() bool { return len(o.Set) == 0 && len(o.Add) == 0 && len(o.Remove) == 0 }
+
+// Drops reports whether a header line named name is taken out (by Remove or Set). Called per
+// header line of a message whose route has header ops.
+func (o *HeaderOps) Drops(name []byte) bool {
+	for i := range o.Set {
+		if equalFoldBytes(name, o.Set[i].Name) {
+			return true
+		}
+	}
+	for _, r := range o.Remove {
+		if equalFoldBytes(name, r) {
+			return true
+		}
+	}
+	return false
+}
+
+// AppendLines appends the Set and Add lines to a head under construction.
+func (o *HeaderOps) AppendLines(b []byte) []byte {
+	for _, l := range [2][]Header{o.Set, o.Add} {
+		for _, h := range l {
+			b = append(b, h.Name...)
+			b = append(b, ": "...)
+			b = append(b, h.Value...)
+			b = append(b, "\r\n"...)
+		}
+	}
+	return b
+}
+
+// Apply applies the ops to a header map (the net/http path).
+func (o *HeaderOps) Apply(h http.Header) {
+	for _, r := range o.Remove {
+		h.Del(r)
+	}
+	for _, s := range o.Set {
+		h.Set(s.Name, s.Value)
+	}
+	for _, a := range o.Add {
+		h.Add(a.Name, a.Value)
+	}
+}
+
+func equalFoldBytes(b []byte, s string) bool {
+	if len(b) != len(s) {
+		return false
+	}
+	for i := 0; i < len(b); i++ {
+		x, y := b[i], s[i]
+		if x|0x20 != y|0x20 || (x|0x20) < 'a' || (x|0x20) > 'z' {
+			if x != y {
+				return false
+			}
+		}
+	}
+	return true
+}
+
+// Canary sends a share of a route's requests to another backend, as ingress-nginx's canary
+// Ingresses do: by header, then by cookie, then by weight.
+type Canary struct {
+	Backend *Backend
+	// Ingress is the canary Ingress, as "namespace/name" (for metrics and logs).
+	IngressName string
+	// Header, when the request has it: HeaderValue equal, or HeaderPattern matching (when no
+	// HeaderValue), sends to the canary; without either, "always" and "never" decide. Any
+	// other value goes on to the cookie.
+	Header        string
+	HeaderValue   string
+	HeaderPattern *regexp.Regexp
+	// Cookie "always" or "never" decides; any other value goes on to the weight.
+	Cookie string
+	// Weight out of WeightTotal (default 100) requests go to the canary.
+	Weight, WeightTotal int
+}
+
+// Takes reports whether a request goes to the canary backend. Called once per request of a
+// route with a canary.
+func (c *Canary) Takes(r Request) bool {
+	if c.Header != "" {
+		if v, ok := r.Header(c.Header); ok {
+			switch {
+			case c.HeaderValue != "":
+				if v == c.HeaderValue {
+					return true
+				}
+			case c.HeaderPattern != nil:
+				if c.HeaderPattern.MatchString(v) {
+					return true
+				}
+			case v == "always":
+				return true
+			case v == "never":
+				return false
+			}
+		}
+	}
+	if c.Cookie != "" {
+		if v, ok := r.Cookie(c.Cookie); ok {
+			switch v {
+			case "always":
+				return true
+			case "never":
+				return false
+			}
+		}
+	}
+	if c.Weight <= 0 {
+		return false
+	}
+	total := c.WeightTotal
+	if total <= 0 {
+		total = 100
+	}
+	return rand.IntN(total) < c.Weight
+}
+
+// RequestURI is the target of a request as the redirects read it.
+type RequestURI struct {
+	// Host is the Host header, Path the cleaned, decoded path, Target the request target as
+	// the client sent it (path and query), TLS whether the request came over HTTPS.
+	Host, Path, Target string
+	TLS                bool
+	// HTTPSPort is the port HTTPS is served on (omitted from redirects when 443).
+	HTTPSPort string
+}
+
+// RedirectFor decides whether a request is answered with a redirect, in ingress-nginx's
+// order: to HTTPS first, then app-root, then the route's fixed redirect. It returns the status
+// and Location, or 0. Called once per request of a route with policy; allocates only when it
+// redirects.
+func (p *Policy) RedirectFor(u *RequestURI) (int, string) {
+	if p.HostRedirect != "" {
+		target := strings.TrimSuffix(u.Target, "/")
+		scheme, host := "http://", p.HostRedirect
+		if u.TLS {
+			scheme = "https://"
+		}
+		if h := hostOnly(u.Host); len(h) < len(u.Host) {
+			host += u.Host[len(h):] // the port the client used
+		}
+		return http.StatusPermanentRedirect, scheme + host + target
+	}
+	if p.SSLRedirect && !u.TLS && (p.ForceSSL || !strings.HasPrefix(u.Path, acmeChallenge)) {
+		target := u.Target
+		if !p.KeepTrailingSlash && len(target) > 0 && target[len(target)-1] == '/' {
+			target = target[:len(target)-1]
+		}
+		host := hostOnly(u.Host)
+		if u.HTTPSPort != "" && u.HTTPSPort != "443" {
+			host += ":" + u.HTTPSPort
+		}
+		return http.StatusPermanentRedirect, "https://" + host + target
+	}
+	if p.AppRoot != "" && u.Path == "/" {
+		scheme := "http://"
+		if u.TLS {
+			scheme = "https://"
+		}
+		return http.StatusFound, scheme + u.Host + p.AppRoot
+	}
+	if p.Redirect != nil {
+		return p.Redirect.Code, p.Redirect.URL
+	}
+	return 0, ""
+}
+
+// acmeChallenge is where ACME HTTP-01 challenges are answered: never redirected to HTTPS by
+// ssl-redirect (force-ssl-redirect does), so that certificates can be issued and renewed.
+const acmeChallenge = "/.well-known/acme-challenge/"
+
+// hostOnly strips the port of a Host header value.
+func hostOnly(h string) string {
+	if strings.HasPrefix(h, "[") {
+		if i := strings.IndexByte(h, ']'); i > 0 {
+			return h[:i+1]
+		}
+		return h
+	}
+	if i := strings.LastIndexByte(h, ':'); i >= 0 {
+		return h[:i]
+	}
+	return h
+}
+
+// AppendTarget appends the request target the backend gets to dst: the rewritten path
+// (escaped) and the query. path is the cleaned, decoded request path the route matched, query
+// the request's query (without "?"). r is the route, whose expression gives the captures.
+func (rw *Rewrite) AppendTarget(dst []byte, r *Rule, path, query string) []byte {
+	var out []byte
+	if rw.Prefix != "" || rw.Template == "" {
+		rest := path
+		if r.Type == Prefix && r.Path != "/" {
+			rest = path[len(r.Path):]
+		} else if r.Type == Prefix {
+			rest = path[1:]
+		} else if r.Type == Exact {
+			rest = ""
+		}
+		p := rw.Prefix
+		switch {
+		case rest == "":
+		case strings.HasSuffix(p, "/") && rest[0] == '/':
+			p += rest[1:]
+		case !strings.HasSuffix(p, "/") && rest[0] != '/':
+			p += "/" + rest
+		default:
+			p += rest
+		}
+		if p == "" {
+			p = "/"
+		}
+		out = []byte(p)
+	} else {
+		var m []int
+		if r.re != nil {
+			m = r.re.FindStringSubmatchIndex(path)
+		} else if r.matchLen(path) >= 0 {
+			m = []int{0, r.matchLen(path)}
+		}
+		out = expand(nil, rw.Template, path, m)
+	}
+	s := string(out)
+	pathPart, ownQuery, hasQuery := strings.Cut(s, "?")
+	dst = appendEscapedPath(dst, pathPart)
+	keepQuery := true
+	if hasQuery {
+		if strings.HasSuffix(s, "?") { // "…?" drops the request's query
+			keepQuery, ownQuery = false, strings.TrimSuffix(ownQuery, "?")
+		}
+		if ownQuery != "" {
+			dst = append(dst, '?')
+			dst = append(dst, ownQuery...)
+		}
+	}
+	if keepQuery && query != "" {
+		if hasQuery && ownQuery != "" {
+			dst = append(dst, '&')
+		} else {
+			dst = append(dst, '?')
+		}
+		dst = append(dst, query...)
+	}
+	return dst
+}
+
+// expand writes template with $0-$9 replaced by the groups m (indexes into s) give.
+func expand(dst []byte, template, s string, m []int) []byte {
+	for i := 0; i < len(template); i++ {
+		c := template[i]
+		if c == '$' && i+1 < len(template) && template[i+1] >= '0' && template[i+1] <= '9' {
+			g := int(template[i+1] - '0')
+			i++
+			if 2*g+1 < len(m) && m[2*g] >= 0 {
+				dst = append(dst, s[m[2*g]:m[2*g+1]]...)
+			}
+			continue
+		}
+		dst = append(dst, c)
+	}
+	return dst
+}
+
+// appendEscapedPath appends a decoded path, percent-encoding what may not stand in a request
+// target's path (as nginx escapes a rewritten URI): controls, space, non-ASCII, and
+// " # % < > ? \ ^ ` { | }.
+func appendEscapedPath(dst []byte, p string) []byte {
+	const hex = "0123456789ABCDEF"
+	for i := 0; i < len(p); i++ {
+		c := p[i]
+		if c <= ' ' || c >= 0x7f || strings.IndexByte("\"#%<>?\\^`{|}", c) >= 0 {
+			dst = append(dst, '%', hex[c>>4], hex[c&15])
+			continue
+		}
+		dst = append(dst, c)
+	}
+	return dst
+}
+
+// String prints the policy for golden files and debugging, one clause per set field.
+func (p *Policy) String() string {
+	if p == nil {
+		return ""
+	}
+	var b []string
+	if p.Refuse != "" {
+		b = append(b, "refuse")
+	}
+	if p.HostRedirect != "" {
+		b = append(b, "host-redirect="+p.HostRedirect)
+	}
+	if p.Redirect != nil {
+		b = append(b, "redirect="+strconv.Itoa(p.Redirect.Code)+" "+p.Redirect.URL)
+	}
+	if p.SSLRedirect {
+		s := "ssl-redirect"
+		if p.KeepTrailingSlash {
+			s += "(keep-slash)"
+		}
+		b = append(b, s)
+	}
+	if p.AppRoot != "" {
+		b = append(b, "app-root="+p.AppRoot)
+	}
+	if rw := p.Rewrite; rw != nil {
+		if rw.Prefix != "" {
+			b = append(b, "rewrite-prefix="+rw.Prefix)
+		} else {
+			b = append(b, "rewrite="+rw.Template)
+		}
+	}
+	if p.UpstreamHost != "" {
+		b = append(b, "upstream-host="+p.UpstreamHost)
+	}
+	if p.ForwardedPrefix != "" {
+		b = append(b, "x-forwarded-prefix="+p.ForwardedPrefix)
+	}
+	for _, x := range []struct {
+		name string
+		ops  *HeaderOps
+	}{{"request", &p.RequestHeaders}, {"response", &p.ResponseHeaders}} {
+		for _, h := range x.ops.Set {
+			b = append(b, x.name+"-set="+h.Name+":"+h.Value)
+		}
+		for _, h := range x.ops.Add {
+			b = append(b, x.name+"-add="+h.Name+":"+h.Value)
+		}
+		for _, n := range x.ops.Remove {
+			b = append(b, x.name+"-remove="+n)
+		}
+	}
+	if p.ConnectTimeout > 0 {
+		b = append(b, "connect-timeout="+p.ConnectTimeout.String())
+	}
+	if p.ReadTimeout > 0 {
+		b = append(b, "read-timeout="+p.ReadTimeout.String())
+	}
+	if p.HasMaxBody {
+		b = append(b, "max-body="+strconv.FormatInt(p.MaxBodyBytes, 10))
+	}
+	if c := p.Canary; c != nil {
+		s := "canary=" + c.Backend.Name()
+		if c.Header != "" {
+			s += " header=" + c.Header
+			if c.HeaderValue != "" {
+				s += "==" + c.HeaderValue
+			}
+			if c.HeaderPattern != nil {
+				s += "~" + c.HeaderPattern.String()
+			}
+		}
+		if c.Cookie != "" {
+			s += " cookie=" + c.Cookie
+		}
+		if c.Weight > 0 {
+			s += " weight=" + strconv.Itoa(c.Weight) + "/" + strconv.Itoa(c.WeightTotal)
+		}
+		b = append(b, s)
+	}
+	return strings.Join(b, " ")
+}
