@@ -16,6 +16,7 @@ import (
 	"testing"
 	"time"
 
+	networkingv1 "k8s.io/api/networking/v1"
 	"k8s.io/utils/ptr"
 
 	proxyconfig "portico.dev/portico/dataplane/config"
@@ -247,6 +248,39 @@ var desyncCases = []desyncCase{
 		responses: []string{`200 length "GET /"`},
 		closed:    true, // HTTP/1.0 without keep-alive
 	},
+	// Route policy (the Ingresses of newDesyncHarness for hosts p, r and deny): applied the
+	// same on every path.
+	{
+		name:   "policy: regex rewrite with captures, upstream host, header modifiers both ways",
+		client: "GET /old/x?q=1 HTTP/1.1\r\nHost: p\r\nX-P-Drop: 1\r\nX-P-Set: client\r\nX-P-Keep: k\r\n\r\n",
+		answers: map[string]string{
+			"/new/x": "HTTP/1.1 200 OK\r\nContent-Length: 2\r\nX-P-Secret: s\r\nX-P-Resp: backend\r\n\r\nok",
+		},
+		backend:   []string{"GET /new/x?q=1\nhost: internal.svc\nx-forwarded-prefix: /old\nx-p-add: a\nx-p-keep: k\nx-p-set: 1\n"},
+		responses: []string{`200 length "ok"|x-p-resp=policy`},
+	},
+	{
+		name:      "policy: an empty capture, a rewrite target escaped",
+		client:    "GET /OLD HTTP/1.1\r\nHost: p\r\n\r\nGET /old/a%3Fb HTTP/1.1\r\nHost: p\r\n\r\n",
+		backend:   []string{"GET /new/\nhost: internal.svc\nx-forwarded-prefix: /old\nx-p-add: a\nx-p-set: 1\n", "GET /new/a%3Fb\nhost: internal.svc\nx-forwarded-prefix: /old\nx-p-add: a\nx-p-set: 1\n"},
+		responses: []string{`200 length "GET /new/"|x-p-resp=policy`, `200 length "GET /new/a%3Fb"|x-p-resp=policy`},
+	},
+	{
+		name:      "policy: a route's own body limit: 413, closed",
+		client:    "POST /old/b HTTP/1.1\r\nHost: p\r\nContent-Length: 10\r\n\r\n0123456789",
+		responses: []string{`413 length`},
+		closed:    true,
+	},
+	{
+		name:      "policy: a fixed redirect, nothing forwarded",
+		client:    "GET /any?x=1 HTTP/1.1\r\nHost: r\r\n\r\n",
+		responses: []string{`308 length|location=https://example.org/moved`},
+	},
+	{
+		name:      "policy: access control this version cannot enforce fails closed (503)",
+		client:    "GET / HTTP/1.1\r\nHost: deny\r\n\r\n",
+		responses: []string{`503 length`},
+	},
 	{
 		name:      "a body over the size limit: 413, closed",
 		client:    fmt.Sprintf("POST /big HTTP/1.1\r\nHost: h\r\nContent-Length: %d\r\n\r\n%s", desyncBodyLimit+1, strings.Repeat("x", desyncBodyLimit+1)),
@@ -367,7 +401,7 @@ func canonRequest(r *http.Request, body []byte) string {
 	lines := []string{"host: " + r.Host}
 	for k, vs := range r.Header {
 		k = strings.ToLower(k)
-		if strings.HasPrefix(k, "x-forwarded-") || (k == "x-request-id" && strings.Contains(vs[0], "-")) {
+		if (strings.HasPrefix(k, "x-forwarded-") && k != "x-forwarded-prefix") || (k == "x-request-id" && strings.Contains(vs[0], "-")) {
 			continue
 		}
 		for _, v := range vs {
@@ -399,9 +433,24 @@ func canonResponse(resp *http.Response, body []byte, withBody bool) string {
 		framing = "length"
 	}
 	if !withBody {
-		return fmt.Sprintf("%d %s", resp.StatusCode, framing)
+		return fmt.Sprintf("%d %s", resp.StatusCode, framing) + canonHeaders(resp.Header)
 	}
-	return fmt.Sprintf("%d %s %q", resp.StatusCode, framing, body)
+	return fmt.Sprintf("%d %s %q", resp.StatusCode, framing, body) + canonHeaders(resp.Header)
+}
+
+// canonHeaders is what the policy rows check of an answer's headers: Location and the X-P-
+// headers, as "|name=value", sorted.
+func canonHeaders(h http.Header) string {
+	var out []string
+	for k, vs := range h {
+		if k == "Location" || strings.HasPrefix(k, "X-P-") {
+			for _, v := range vs {
+				out = append(out, "|"+strings.ToLower(k)+"="+v)
+			}
+		}
+	}
+	sort.Strings(out)
+	return strings.Join(out, "")
 }
 
 // desyncHarness is a proxy on one serving path in front of a recording backend.
@@ -415,8 +464,23 @@ func newDesyncHarness(t *testing.T, p servingPath) *desyncHarness {
 	h := &desyncHarness{harness: newHarnessWith(t, Options{}, p.so), path: p, backend: &rawRecordingBackend{}}
 	h.in.Config.HTTP = &proxyconfig.HTTP{MaxRequestBodyBytes: ptr.To[int64](desyncBodyLimit), ClientBodyTimeout: desyncBodyTimeout.String()}
 	h.tcpBackend("raw", h.backend.serve)
-	h.compile(rt.Ingress("ns", "i", 1, rt.Rule("h", "/", rt.Prefix, "raw", 80)))
+	h.compile(append([]*networkingv1.Ingress{rt.Ingress("ns", "i", 1, rt.Rule("h", "/", rt.Prefix, "raw", 80))}, policyIngresses("raw")...)...)
 	return h
+}
+
+// policyIngresses are the Ingresses of the differential table's policy rows, in front of svc.
+func policyIngresses(svc string) []*networkingv1.Ingress {
+	a := func(k, v string) rt.IngressOpt { return rt.Annotation("portico.dev/"+k, v) }
+	return []*networkingv1.Ingress{
+		rt.Ingress("ns", "p", 2, rt.Rule("p", "/old(/|$)(.*)", rt.Prefix, svc, 80),
+			a("use-regex", "true"), a("rewrite-target", "/new/$2"), a("x-forwarded-prefix", "/old"),
+			a("upstream-vhost", "internal.svc"), a("proxy-body-size", "8"),
+			a("request-headers-set", "X-P-Set: 1"), a("request-headers-add", "X-P-Add: a"), a("request-headers-remove", "X-P-Drop"),
+			a("response-headers-set", "X-P-Resp: policy"), a("response-headers-remove", "X-P-Secret")),
+		rt.Ingress("ns", "r", 3, rt.Rule("r", "/", rt.Prefix, svc, 80),
+			a("permanent-redirect", "https://example.org/moved"), a("permanent-redirect-code", "308")),
+		rt.Ingress("ns", "deny", 4, rt.Rule("deny", "/", rt.Prefix, svc, 80), a("whitelist-source-range", "10.0.0.0/8")),
+	}
 }
 
 // dial opens a client connection on the harness's serving path.
@@ -643,6 +707,7 @@ func (h *desyncHarness) runH2(t *testing.T, tc desyncCase) {
 	newClient := func() *http.Client {
 		c := h2Client(&tls.Config{InsecureSkipVerify: true, ServerName: "h"})
 		c.Timeout = 5 * time.Second
+		c.CheckRedirect = func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }
 		return c
 	}
 	do := func(c *http.Client, r h2Request) (string, error) {
@@ -671,7 +736,7 @@ func (h *desyncHarness) runH2(t *testing.T, tc desyncCase) {
 		if err != nil {
 			return "", err
 		}
-		return fmt.Sprintf("%d %q", resp.StatusCode, b), nil
+		return fmt.Sprintf("%d\x00%q", resp.StatusCode, b) + canonHeaders(resp.Header), nil
 	}
 	var want []string // the HTTP/1.1 answers without their framing or informational ones
 	for _, w := range tc.responses {
@@ -682,7 +747,11 @@ func (h *desyncHarness) runH2(t *testing.T, tc desyncCase) {
 		if len(f) == 3 {
 			want = append(want, f[0]+" "+f[2])
 		} else {
-			want = append(want, f[0])
+			_, hdrs, _ := strings.Cut(f[1], "|")
+			if hdrs != "" {
+				hdrs = "|" + hdrs
+			}
+			want = append(want, f[0]+hdrs)
 		}
 	}
 	c := newClient()
@@ -692,8 +761,15 @@ func (h *desyncHarness) runH2(t *testing.T, tc desyncCase) {
 		if err != nil {
 			t.Fatalf("request %d: %v", i+1, err)
 		}
+		status, rest, _ := strings.Cut(g, "\x00")
 		if i < len(want) && !strings.Contains(want[i], " ") {
-			g, _, _ = strings.Cut(g, " ") // the proxy's own answer: its status
+			// the proxy's own answer: its status and headers
+			g = status
+			if j := strings.Index(rest, "\"|"); j >= 0 {
+				g += rest[j+1:]
+			}
+		} else {
+			g = status + " " + rest
 		}
 		got = append(got, g)
 	}
@@ -708,7 +784,7 @@ func (h *desyncHarness) runH2(t *testing.T, tc desyncCase) {
 			target = "/after" // on the same connection
 		}
 		g, err := do(c, h2Request{method: "GET", target: target, host: "h", length: -1})
-		if want := fmt.Sprintf("200 %q", "GET "+target); err != nil || g != want {
+		if want := fmt.Sprintf("200\x00%q", "GET "+target); err != nil || g != want {
 			t.Fatalf("%s: got %q %v, want %q", target, g, err, want)
 		}
 		wantBackend = append(wantBackend, "GET "+target+"\nhost: h\n")

@@ -283,17 +283,23 @@ func hostOnly(h string) string {
 
 // AppendTarget appends the request target the backend gets to dst: the rewritten path
 // (escaped) and the query. path is the cleaned, decoded request path the route matched, query
-// the request's query (without "?"). r is the route, whose expression gives the captures.
+// the request's query (without "?"). r is the route, whose expression gives the captures. As in
+// nginx, whether the template sets a query is read from the template itself: a "?" a capture
+// brings in (from a decoded %3F) stays in the path, escaped.
 func (rw *Rewrite) AppendTarget(dst []byte, r *Rule, path, query string) []byte {
-	var out []byte
-	if rw.Prefix != "" || rw.Template == "" {
+	if rw.Template == "" {
 		rest := path
-		if r.Type == Prefix && r.Path != "/" {
-			rest = path[len(r.Path):]
-		} else if r.Type == Prefix {
-			rest = path[1:]
-		} else if r.Type == Exact {
+		switch {
+		case r.Type == Exact:
 			rest = ""
+		case r.Type == Prefix && r.Path != "/":
+			rest = path[len(r.Path):]
+		case r.Type == Prefix:
+			rest = path[1:]
+		case r.Type == Regex:
+			if n := r.matchLen(path); n >= 0 {
+				rest = path[n:]
+			}
 		}
 		p := rw.Prefix
 		switch {
@@ -308,31 +314,33 @@ func (rw *Rewrite) AppendTarget(dst []byte, r *Rule, path, query string) []byte 
 		if p == "" {
 			p = "/"
 		}
-		out = []byte(p)
-	} else {
-		var m []int
-		if r.re != nil {
-			m = r.re.FindStringSubmatchIndex(path)
-		} else if r.matchLen(path) >= 0 {
-			m = []int{0, r.matchLen(path)}
+		dst = appendEscaped(dst, p, pathUnsafe)
+		if query != "" {
+			dst = append(dst, '?')
+			dst = append(dst, query...)
 		}
-		out = expand(nil, rw.Template, path, m)
+		return dst
 	}
-	s := string(out)
-	pathPart, ownQuery, hasQuery := strings.Cut(s, "?")
-	dst = appendEscapedPath(dst, pathPart)
+	var m []int
+	if r.re != nil {
+		m = r.re.FindStringSubmatchIndex(path)
+	} else if n := r.matchLen(path); n >= 0 {
+		m = []int{0, n}
+	}
+	pathTmpl, queryTmpl, hasQuery := strings.Cut(rw.Template, "?")
+	dst = appendEscaped(dst, string(expand(nil, pathTmpl, path, m)), pathUnsafe)
 	keepQuery := true
 	if hasQuery {
-		if strings.HasSuffix(s, "?") { // "…?" drops the request's query
-			keepQuery, ownQuery = false, strings.TrimSuffix(ownQuery, "?")
+		if strings.HasSuffix(queryTmpl, "?") || (queryTmpl == "" && strings.HasSuffix(rw.Template, "?")) {
+			keepQuery, queryTmpl = false, strings.TrimSuffix(queryTmpl, "?") // "…?" drops the request's query
 		}
-		if ownQuery != "" {
+		if queryTmpl != "" {
 			dst = append(dst, '?')
-			dst = append(dst, ownQuery...)
+			dst = appendEscaped(dst, string(expand(nil, queryTmpl, path, m)), queryUnsafe)
 		}
 	}
 	if keepQuery && query != "" {
-		if hasQuery && ownQuery != "" {
+		if hasQuery && queryTmpl != "" {
 			dst = append(dst, '&')
 		} else {
 			dst = append(dst, '?')
@@ -359,14 +367,19 @@ func expand(dst []byte, template, s string, m []int) []byte {
 	return dst
 }
 
-// appendEscapedPath appends a decoded path, percent-encoding what may not stand in a request
-// target's path (as nginx escapes a rewritten URI): controls, space, non-ASCII, and
-// " # % < > ? \ ^ ` { | }.
-func appendEscapedPath(dst []byte, p string) []byte {
+// What appendEscaped percent-encodes besides controls, space and non-ASCII (as nginx escapes a
+// rewritten URI): in a path, " # % < > ? \ ^ ` { | }; in a query, " # < > \ ^ ` { | }.
+const (
+	pathUnsafe  = "\"#%<>?\\^`{|}"
+	queryUnsafe = "\"#<>\\^`{|}"
+)
+
+// appendEscaped appends s, percent-encoding controls, space, non-ASCII and the bytes in unsafe.
+func appendEscaped(dst []byte, s, unsafe string) []byte {
 	const hex = "0123456789ABCDEF"
-	for i := 0; i < len(p); i++ {
-		c := p[i]
-		if c <= ' ' || c >= 0x7f || strings.IndexByte("\"#%<>?\\^`{|}", c) >= 0 {
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if c <= ' ' || c >= 0x7f || strings.IndexByte(unsafe, c) >= 0 {
 			dst = append(dst, '%', hex[c>>4], hex[c&15])
 			continue
 		}
