@@ -726,7 +726,7 @@ type evConn struct {
 	rb    *route.Backend
 	rcode int
 	rmsg  string
-	chunk     chunkState
+	chunk chunkState
 }
 
 // pending is how much output waits to be written.

@@ -133,7 +133,6 @@ func isH2Preface(b []byte) bool {
 	return n > 0 && string(b[:n]) == h2Preface[:n]
 }
 
-
 // bodyTimeout is the longest a request body may pause between two reads (nginx's
 // client_body_timeout); past it the request is answered 408 and the connection closed. A
 // table compiled from no settings (the empty one before the first sync) has the default.

@@ -168,11 +168,11 @@ type reqState struct {
 	// location is the Location of the proxy's own redirect.
 	location string
 	// tls: the request came over HTTPS.
-	tls bool
-	ingress  string
-	service  string
-	port     string // X-Forwarded-Port
-	pinned   bool   // the client's affinity cookie named the endpoint
+	tls     bool
+	ingress string
+	service string
+	port    string // X-Forwarded-Port
+	pinned  bool   // the client's affinity cookie named the endpoint
 	// retries and refusals count the request's moves to another endpoint (see Handler.retry).
 	retries, refusals int
 	start             time.Time

@@ -730,7 +730,6 @@ func (h *Host) claimant(typ PathType, path string) *Rule {
 	return nil
 }
 
-
 // ingressBackend resolves one IngressBackend of an Ingress.
 // field names the backend's place in the Ingress; it is only called to report a problem.
 func (c *compiler) ingressBackend(ing *networkingv1.Ingress, ip *ingressPolicy, key types.NamespacedName, b networkingv1.IngressBackend, field fieldPath) *Backend {
