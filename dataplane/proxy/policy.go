@@ -134,7 +134,7 @@ func responseOps(st *reqState, tls bool) (ops *route.HeaderOps, hsts string) {
 // dropsResponseLine: a backend's header line named name is replaced by the proxy's (HSTS) or
 // taken out by the route's modifiers.
 func dropsResponseLine(ops *route.HeaderOps, hsts string, name []byte) bool {
-	if hsts != "" && asciiEqualFold(name, hstsName) {
+	if hsts != "" && asciiEqualFold(name, "strict-transport-security") {
 		return true
 	}
 	return ops != nil && ops.Drops(name)
@@ -175,7 +175,7 @@ func (c *h1Conn) Header(name string) (string, bool) {
 	hd := &c.head
 	for i := range hd.lines {
 		l := &hd.lines[i]
-		if asciiEqualFold(hd.buf[l.start:l.nameEnd], name) {
+		if strings.EqualFold(bytesView(hd.buf[l.start:l.nameEnd]), name) {
 			return bytesView(hd.buf[l.vs:l.ve]), true
 		}
 	}

@@ -1,0 +1,239 @@
+package proxy
+
+import (
+	"crypto/tls"
+	"net"
+	"net/http"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	proxyconfig "portico.dev/portico/dataplane/config"
+	rt "portico.dev/portico/dataplane/route/routetest"
+	"portico.dev/portico/test/echo"
+)
+
+// The policy the differential table cannot hold (its answers differ between HTTP and HTTPS,
+// or need several backends), end to end through a real proxy and real backends, over HTTP/1.1
+// (event loops), HTTPS and HTTP/2.
+
+func noRedirects(c *http.Client) *http.Client {
+	c.CheckRedirect = func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }
+	return c
+}
+
+func TestPolicyRedirectsAndHSTS(t *testing.T) {
+	h := newHarness(t, Options{})
+	h.backend("app", echo.Handler("app-1", "app"), "")
+	h.in.Secrets = append(h.in.Secrets, rt.TLSSecret("ns", "tls", "secure.example.com", "example.com", "www.example.com"))
+	a := func(k, v string) rt.IngressOpt { return rt.Annotation("portico.dev/"+k, v) }
+	if p := h.compile(
+		rt.Ingress("ns", "secure", 1, rt.Rule("secure.example.com", "/", rt.Prefix, "app", 80), rt.TLS("tls", "secure.example.com")),
+		rt.Ingress("ns", "root", 2, rt.Rule("root.example.com", "/", rt.Prefix, "app", 80), a("app-root", "/app1")),
+		rt.Ingress("ns", "forced", 3, rt.Rule("forced.example.com", "/", rt.Prefix, "app", 80), a("force-ssl-redirect", "true"),
+			a("preserve-trailing-slash", "true")),
+		rt.Ingress("ns", "www", 4, rt.Rule("example.com", "/", rt.Prefix, "app", 80), a("from-to-www-redirect", "true")),
+		rt.Ingress("ns", "temp", 5, rt.Rule("temp.example.com", "/", rt.Prefix, "app", 80),
+			a("temporal-redirect", "https://elsewhere.example.org/"), a("permanent-redirect", "https://ignored.example.org/")),
+	); len(p) != 1 || !strings.Contains(p[0].Message, "permanent-redirect: ignored") {
+		t.Fatalf("problems %v, want the ignored permanent-redirect", p)
+	}
+	plain := noRedirects(&http.Client{})
+	secure := noRedirects(&http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{InsecureSkipVerify: true}, ForceAttemptHTTP2: true}})
+	for _, tc := range []struct {
+		name, url, host string
+		c               *http.Client
+		code            int
+		location        string
+		hsts            bool
+	}{
+		{"ssl-redirect by default on a TLS host", "http://" + h.http + "/a/b?c=d", "secure.example.com", plain, 308, "https://secure.example.com/a/b?c=d", false},
+		{"ssl-redirect drops a trailing slash", "http://" + h.http + "/a/", "secure.example.com", plain, 308, "https://secure.example.com/a", false},
+		{"ACME challenges are not redirected", "http://" + h.http + "/.well-known/acme-challenge/tok", "secure.example.com", plain, 200, "", false},
+		{"HTTPS is served, with HSTS", "https://" + h.https + "/a", "secure.example.com", secure, 200, "", true},
+		{"HSTS on every HTTPS answer, the proxy's own too", "https://" + h.https + "/", "nothing.example.com", secure, 404, "", true},
+		{"no redirect without TLS", "http://" + h.http + "/x", "root.example.com", plain, 200, "", false},
+		{"app-root", "http://" + h.http + "/", "root.example.com", plain, 302, "http://root.example.com/app1", false},
+		{"app-root over HTTPS", "https://" + h.https + "/", "root.example.com", secure, 302, "https://root.example.com/app1", true},
+		{"force-ssl-redirect without TLS, trailing slash kept", "http://" + h.http + "/k/", "forced.example.com", plain, 308, "https://forced.example.com/k/", false},
+		{"from-to-www: www. goes to the Ingress's host", "http://" + h.http + "/p/?q=1", "www.example.com", plain, 308, "http://example.com/p/?q=1", false},
+		{"from-to-www: the port the client used is kept", "http://" + h.http + "/p/", "www.example.com:8080", plain, 308, "http://example.com:8080/p", false},
+		{"from-to-www: the host itself is served", "http://" + h.http + "/p", "example.com", plain, 200, "", false},
+		{"temporal-redirect wins over permanent-redirect", "http://" + h.http + "/x", "temp.example.com", plain, 302, "https://elsewhere.example.org/", false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			resp, _, _ := get(t, tc.c, tc.url, tc.host)
+			if resp.StatusCode != tc.code || resp.Header.Get("Location") != tc.location {
+				t.Errorf("%d %q, want %d %q", resp.StatusCode, resp.Header.Get("Location"), tc.code, tc.location)
+			}
+			if got := resp.Header.Get("Strict-Transport-Security"); (got != "") != tc.hsts || (tc.hsts && got != "max-age=31536000; includeSubDomains") {
+				t.Errorf("Strict-Transport-Security %q, want it: %v", got, tc.hsts)
+			}
+		})
+	}
+}
+
+func TestPolicyHSTSReplacesTheBackendsAndCanBeOff(t *testing.T) {
+	h := newHarness(t, Options{})
+	h.backend("app", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Strict-Transport-Security", "max-age=1")
+	}), "")
+	h.compile(rt.Ingress("ns", "i", 1, rt.Rule("", "/", rt.Prefix, "app", 80)))
+	c := &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{InsecureSkipVerify: true}}}
+	resp, _, _ := get(t, c, "https://"+h.https+"/", "a")
+	if v := resp.Header.Values("Strict-Transport-Security"); len(v) != 1 || v[0] != "max-age=31536000; includeSubDomains" {
+		t.Errorf("HSTS %q, want the fleet's only", v)
+	}
+	off := false
+	h.in.Config.HTTP = &proxyconfig.HTTP{HSTS: &proxyconfig.HSTS{Enabled: &off}}
+	h.compile(rt.Ingress("ns", "i", 1, rt.Rule("", "/", rt.Prefix, "app", 80)))
+	resp, _, _ = get(t, c, "https://"+h.https+"/", "a")
+	if v := resp.Header.Values("Strict-Transport-Security"); len(v) != 1 || v[0] != "max-age=1" {
+		t.Errorf("HSTS off: %q, want the backend's own", v)
+	}
+}
+
+func TestPolicyCanary(t *testing.T) {
+	for _, p := range []struct {
+		name string
+		so   ServerOptions
+		h2   bool
+	}{{"loops", ServerOptions{EventLoops: 1}, false}, {"goroutines", ServerOptions{EventLoops: -1}, false}, {"http2", ServerOptions{}, true}} {
+		t.Run(p.name, func(t *testing.T) {
+			h := newHarnessWith(t, Options{}, p.so)
+			h.backend("stable", echo.Handler("stable-1", "stable"), "")
+			h.backend("canary", echo.Handler("canary-1", "canary"), "")
+			a := func(k, v string) rt.IngressOpt { return rt.Annotation("portico.dev/"+k, v) }
+			if probs := h.compile(
+				rt.Ingress("ns", "main", 1, rt.Rule("c.example.com", "/", rt.Prefix, "stable", 80), a("response-headers-set", "X-Policy: main")),
+				rt.Ingress("ns", "canary", 2, rt.Rule("c.example.com", "/", rt.Prefix, "canary", 80),
+					a("canary", "true"), a("canary-by-header", "X-Canary"), a("canary-by-cookie", "canary"), a("canary-weight", "30")),
+			); len(probs) != 0 {
+				t.Fatal(probs)
+			}
+			c := &http.Client{}
+			scheme, addr := "http://", h.http
+			if p.h2 {
+				c, scheme, addr = h2Client(&tls.Config{InsecureSkipVerify: true}), "https://", h.https
+			}
+			ask := func(hdr ...string) (string, http.Header) {
+				resp, rep, _ := get(t, c, scheme+addr+"/", "c.example.com", hdr...)
+				return rep.Name, resp.Header
+			}
+			for _, tc := range []struct {
+				hdr  []string
+				want string
+			}{
+				{[]string{"X-Canary", "always"}, "canary-1"},
+				{[]string{"X-Canary", "never", "Cookie", "canary=always"}, "stable-1"}, // the header first
+				{[]string{"Cookie", "a=b; canary=always"}, "canary-1"},
+				{[]string{"Cookie", "canary=never"}, "stable-1"},
+			} {
+				for i := 0; i < 20; i++ {
+					if got, hd := ask(tc.hdr...); got != tc.want || hd.Get("X-Policy") != "main" {
+						t.Fatalf("%v: %s (X-Policy %q), want %s with the main Ingress's policy", tc.hdr, got, hd.Get("X-Policy"), tc.want)
+					}
+				}
+			}
+			// By weight: 30 of 100; 400 requests put the count far from 0 and 400.
+			n := 0
+			for i := 0; i < 400; i++ {
+				if got, _ := ask("X-Canary", "other"); got == "canary-1" {
+					n++
+				}
+			}
+			if n < 70 || n > 170 {
+				t.Errorf("canary took %d of 400 requests by weight 30/100", n)
+			}
+		})
+	}
+}
+
+func TestPolicyTimeoutsPerRoute(t *testing.T) {
+	h := newHarness(t, Options{UpstreamTimeout: 10 * time.Second})
+	h.backend("slow", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		time.Sleep(1500 * time.Millisecond)
+	}), "")
+	h.compile(
+		rt.Ingress("ns", "fast", 1, rt.Rule("fast.example.com", "/", rt.Prefix, "slow", 80), rt.Annotation("portico.dev/proxy-read-timeout", "1")),
+		rt.Ingress("ns", "patient", 2, rt.Rule("patient.example.com", "/", rt.Prefix, "slow", 80)),
+	)
+	start := time.Now()
+	if resp, _, _ := get(t, &http.Client{}, "http://"+h.http+"/", "fast.example.com"); resp.StatusCode != http.StatusGatewayTimeout {
+		t.Errorf("proxy-read-timeout 1: %d, want 504", resp.StatusCode)
+	}
+	if d := time.Since(start); d > 1400*time.Millisecond {
+		t.Errorf("504 after %v, want about 1s", d)
+	}
+	if resp, _, _ := get(t, &http.Client{}, "http://"+h.http+"/", "patient.example.com"); resp.StatusCode != http.StatusOK {
+		t.Errorf("the proxy's timeout: %d, want 200", resp.StatusCode)
+	}
+}
+
+// TestPolicyConnectTimeout: a route's proxy-connect-timeout bounds the dial. Only loopback is
+// allowed, where a dial is refused or completes at once, except to a listener whose accept
+// queue is full: the kernel then drops the SYN and the dial waits.
+func TestPolicyConnectTimeout(t *testing.T) {
+	addr := fullListener(t)
+	h := newHarness(t, Options{DialTimeout: 10 * time.Second})
+	h.addEndpoints("full", "", addr.Port, "127.0.0.1")
+	h.compile(rt.Ingress("ns", "i", 1, rt.Rule("", "/", rt.Prefix, "full", 80), rt.Annotation("portico.dev/proxy-connect-timeout", "1")))
+	start := time.Now()
+	resp, _, _ := get(t, &http.Client{}, "http://"+h.http+"/", "a")
+	if d := time.Since(start); resp.StatusCode != http.StatusBadGateway && resp.StatusCode != http.StatusGatewayTimeout || d > 5*time.Second {
+		t.Errorf("%d after %v, want 502 or 504 within the route's 1s connect timeout (and its retries)", resp.StatusCode, d)
+	}
+}
+
+// fullListener listens on loopback with a backlog of one, never accepts, and fills its accept
+// queue: a new connection to it waits for the kernel's SYN retries.
+func fullListener(t *testing.T) *net.TCPAddr {
+	fd, err := syscall.Socket(syscall.AF_INET, syscall.SOCK_STREAM, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := syscall.Bind(fd, &syscall.SockaddrInet4{Addr: [4]byte{127, 0, 0, 1}}); err != nil {
+		t.Fatal(err)
+	}
+	if err := syscall.Listen(fd, 1); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { syscall.Close(fd) })
+	sa, _ := syscall.Getsockname(fd)
+	addr := &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1), Port: sa.(*syscall.SockaddrInet4).Port}
+	for i := 0; i < 64; i++ {
+		c, err := net.DialTimeout("tcp", addr.String(), 200*time.Millisecond)
+		if err != nil {
+			return addr
+		}
+		t.Cleanup(func() { c.Close() })
+	}
+	t.Skip("the accept queue did not fill")
+	return nil
+}
+
+func TestPolicyProblemsNameTheAnnotation(t *testing.T) {
+	h := newHarness(t, Options{})
+	h.backend("app", echo.Handler("app-1", "app"), "")
+	a := func(k, v string) rt.IngressOpt { return rt.Annotation("portico.dev/"+k, v) }
+	probs := h.compile(rt.Ingress("ns", "i", 1, rt.Rule("", "/", rt.Prefix, "app", 80),
+		a("rewrite-target", "no slash"), a("proxy-body-size", "lots"), a("no-such-key", "1"),
+		a("request-headers-set", "Host: evil\nX-Ok: 1"), a("response-headers-set", "X-Resp: yes")))
+	var msgs []string
+	for _, p := range probs {
+		msgs = append(msgs, p.Message)
+	}
+	all := strings.Join(msgs, "\n")
+	for _, want := range []string{"portico.dev/rewrite-target", "portico.dev/proxy-body-size", "portico.dev/no-such-key: unknown annotation",
+		"portico.dev/request-headers-set: Host cannot be changed here"} {
+		if !strings.Contains(all, want) {
+			t.Errorf("problems:\n%s\nwant one about %s", all, want)
+		}
+	}
+	// The rest of the Ingress is served, with what is valid of its policy.
+	resp, rep, _ := get(t, &http.Client{}, "http://"+h.http+"/x", "a")
+	if rep.Name != "app-1" || resp.Header.Get("X-Resp") != "yes" || http.Header(rep.Headers).Get("X-Ok") != "1" || rep.Host != "a" {
+		t.Errorf("served %+v, X-Resp %q", rep, resp.Header.Get("X-Resp"))
+	}
+}
