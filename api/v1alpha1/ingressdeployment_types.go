@@ -151,6 +151,40 @@ type HTTPSettings struct {
 	// spoof a header the proxy sets.
 	// +optional
 	AllowUnderscoresInHeaders bool `json:"allowUnderscoresInHeaders,omitempty"`
+
+	// SSLRedirect is the default of the portico.dev/ssl-redirect annotation: plain HTTP
+	// requests for a host whose TLS an Ingress configures (spec.tls) are redirected to HTTPS
+	// with 308. The default is true, as ingress-nginx's ssl-redirect; an Ingress's annotation
+	// wins over it.
+	// +optional
+	SSLRedirect *bool `json:"sslRedirect,omitempty"`
+
+	// HSTS is the Strict-Transport-Security header every answer over HTTPS carries (replacing
+	// a backend's). The default is on, with max-age one year and includeSubDomains, as
+	// ingress-nginx's hsts settings.
+	// +optional
+	HSTS *HSTSSettings `json:"hsts,omitempty"`
+}
+
+// HSTSSettings is a fleet's Strict-Transport-Security header. A field left out takes its
+// default.
+type HSTSSettings struct {
+	// Enabled adds the header to answers over HTTPS. The default is true.
+	// +optional
+	Enabled *bool `json:"enabled,omitempty"`
+	// MaxAgeSeconds is max-age: how long a browser keeps to HTTPS for the host. The default is
+	// 31536000 (one year), as ingress-nginx's hsts-max-age; 0 tells browsers to forget it.
+	// +optional
+	// +kubebuilder:validation:Minimum=0
+	// +kubebuilder:validation:Maximum=315360000
+	MaxAgeSeconds *int64 `json:"maxAgeSeconds,omitempty"`
+	// IncludeSubdomains adds includeSubDomains. The default is true, as ingress-nginx's
+	// hsts-include-subdomains.
+	// +optional
+	IncludeSubdomains *bool `json:"includeSubdomains,omitempty"`
+	// Preload adds preload (for browsers' preload lists). The default is false.
+	// +optional
+	Preload bool `json:"preload,omitempty"`
 }
 
 // Topology chooses how a fleet receives traffic. Only the sub-struct matching type may be set.

@@ -212,6 +212,10 @@ func proxyHTTP(h *porticov1alpha1.HTTPSettings) *proxyconfig.HTTP {
 	if d := h.ClientBodyTimeout; d != nil {
 		out.ClientBodyTimeout = d.Duration.String()
 	}
+	out.SSLRedirect = h.SSLRedirect
+	if s := h.HSTS; s != nil {
+		out.HSTS = &proxyconfig.HSTS{Enabled: s.Enabled, MaxAgeSeconds: s.MaxAgeSeconds, IncludeSubdomains: s.IncludeSubdomains, Preload: s.Preload}
+	}
 	return out
 }
 

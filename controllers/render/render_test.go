@@ -52,6 +52,8 @@ func TestRenderGolden(t *testing.T) {
 				MaxRequestBodySize:        ptr.To(resource.MustParse("8Mi")),
 				ClientBodyTimeout:         &metav1.Duration{Duration: 90 * time.Second},
 				AllowUnderscoresInHeaders: true,
+				SSLRedirect:               ptr.To(false),
+				HSTS:                      &porticov1alpha1.HSTSSettings{MaxAgeSeconds: ptr.To[int64](600), Preload: true},
 			}
 			f.Spec.AccessLog = &porticov1alpha1.AccessLogSettings{Enabled: true, OneIn: ptr.To[int32](100)}
 		}),

@@ -24,8 +24,8 @@ import (
 // hosts, rules in order, backends and their endpoints, certificates by name, stats, default
 // backend and problems. Changes Update refuses are compiled in full, as the watcher does.
 func TestCompilerUpdateEqualsCompile(t *testing.T) {
-	hosts := []string{"a.example.com", "B.example.com", "*.example.com", "x.y.example.com", "", "c.example.org:80"}
-	paths := []string{"/", "/api", "/api/", "/api/v1", "/b", ""}
+	hosts := []string{"a.example.com", "B.example.com", "*.example.com", "x.y.example.com", "", "c.example.org:80", "www.a.example.com"}
+	paths := []string{"/", "/api", "/api/", "/api/v1", "/b", "", "/api/(.*)"}
 	services := []string{"a", "b", "c", "d", "missing", "grpc"}
 	updates, refused, backendUpdates, tlsUpdates, secretUpdates := 0, 0, 0, 0, 0
 	for seed := int64(0); seed < 60; seed++ {
@@ -55,6 +55,22 @@ func TestCompilerUpdateEqualsCompile(t *testing.T) {
 				opts = append(opts, rt.TLS(secret, names...)) // no names (rarely): the certificate's
 			case 3:
 				opts = append(opts, rt.Annotation(AffinityAnnotation, "cookie"))
+			}
+			// Policy: host-wide effects (regex paths, canaries, www. redirects, the HTTPS
+			// redirect of TLS hosts) and per-rule ones.
+			switch r.Intn(10) {
+			case 0:
+				opts = append(opts, rt.Annotation(AnnotationPrefix+"use-regex", "true"))
+			case 1:
+				opts = append(opts, rt.Annotation(AnnotationPrefix+"rewrite-target", "/x/$1"))
+			case 2:
+				opts = append(opts, rt.Annotation(AnnotationPrefix+"canary", "true"), rt.Annotation(AnnotationPrefix+"canary-weight", "10"))
+			case 3:
+				opts = append(opts, rt.Annotation(AnnotationPrefix+"from-to-www-redirect", "true"))
+			case 4:
+				opts = append(opts, rt.Annotation(AnnotationPrefix+"ssl-redirect", "false"))
+			case 5:
+				opts = append(opts, rt.Annotation(AnnotationPrefix+"response-headers-set", "X-A: 1"), rt.Annotation(AnnotationPrefix+"bad-key", "1"))
 			}
 			return rt.Ingress([]string{"ns", "ns", "ns1"}[r.Intn(3)], name, r.Intn(5), opts...) // the Services live in ns
 		}
@@ -232,7 +248,10 @@ func diffTables(a, b *Table) string {
 		}
 		s := ""
 		for _, r := range h.Rules {
-			s += fmt.Sprintf("[%s %d %s %s %s]", r.Path, r.Type, r.IngressName, backendString(r.Backend), r.Ingress)
+			s += fmt.Sprintf("[%s %d %s %s %s {%s}]", r.Path, r.Type, r.IngressName, backendString(r.Backend), r.Ingress, r.Policy)
+			if r.Policy != nil && r.Policy.Canary != nil {
+				s += "canary:" + backendString(r.Policy.Canary.Backend)
+			}
 		}
 		return s
 	}

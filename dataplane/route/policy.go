@@ -224,7 +224,8 @@ type RequestURI struct {
 }
 
 // RedirectFor decides whether a request is answered with a redirect, in ingress-nginx's
-// order: to HTTPS first, then app-root, then the route's fixed redirect. It returns the status
+// order (nginx's phases): the www. counterpart's, app-root, the route's fixed redirect, then
+// to HTTPS. It returns the status
 // and Location, or 0. Called once per request of a route with policy; allocates only when it
 // redirects.
 func (p *Policy) RedirectFor(u *RequestURI) (int, string) {
@@ -239,6 +240,16 @@ func (p *Policy) RedirectFor(u *RequestURI) (int, string) {
 		}
 		return http.StatusPermanentRedirect, scheme + host + target
 	}
+	if p.AppRoot != "" && u.Path == "/" {
+		scheme := "http://"
+		if u.TLS {
+			scheme = "https://"
+		}
+		return http.StatusFound, scheme + u.Host + p.AppRoot
+	}
+	if p.Redirect != nil {
+		return p.Redirect.Code, p.Redirect.URL
+	}
 	if p.SSLRedirect && !u.TLS && (p.ForceSSL || !strings.HasPrefix(u.Path, acmeChallenge)) {
 		target := u.Target
 		if !p.KeepTrailingSlash && len(target) > 0 && target[len(target)-1] == '/' {
@@ -249,16 +260,6 @@ func (p *Policy) RedirectFor(u *RequestURI) (int, string) {
 			host += ":" + u.HTTPSPort
 		}
 		return http.StatusPermanentRedirect, "https://" + host + target
-	}
-	if p.AppRoot != "" && u.Path == "/" {
-		scheme := "http://"
-		if u.TLS {
-			scheme = "https://"
-		}
-		return http.StatusFound, scheme + u.Host + p.AppRoot
-	}
-	if p.Redirect != nil {
-		return p.Redirect.Code, p.Redirect.URL
 	}
 	return 0, ""
 }

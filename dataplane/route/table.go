@@ -2,8 +2,10 @@ package route
 
 import (
 	"crypto/tls"
+	"fmt"
 	"path"
 	"regexp"
+	"slices"
 	"strings"
 
 	"k8s.io/apimachinery/pkg/types"
@@ -261,4 +263,63 @@ func isClean(p string) bool {
 		}
 	}
 	return true
+}
+
+// String prints a path type as the golden files show it.
+func (p PathType) String() string {
+	switch p {
+	case Exact:
+		return "Exact"
+	case Regex:
+		return "Regex"
+	}
+	return "Prefix"
+}
+
+// Dump prints the table's routes, hosts in name order and rules in match order, each with its
+// backend, Ingress and policy: what golden files compare and what an operator reads when a
+// request goes somewhere unexpected.
+func (t *Table) Dump() string {
+	var b strings.Builder
+	names := make([]string, 0, len(t.exact)+len(t.wildcard)+1)
+	for n := range t.exact {
+		names = append(names, n)
+	}
+	for n := range t.wildcard {
+		names = append(names, "*."+n)
+	}
+	if t.catchAll != nil {
+		names = append(names, "")
+	}
+	slices.Sort(names)
+	for _, n := range names {
+		h := t.hostByKey(n)
+		label := n
+		if label == "" {
+			label = "(any host)"
+		}
+		fmt.Fprintf(&b, "host %s\n", label)
+		for i := range h.Rules {
+			r := &h.Rules[i]
+			backend := "-"
+			if r.Backend != nil {
+				backend = r.Backend.Name()
+				if r.Backend.Protocol == H2C {
+					backend += " h2c"
+				}
+			}
+			fmt.Fprintf(&b, "  %s %s -> %s (%s)", r.Type, r.Path, backend, r.IngressName)
+			if s := r.Policy.String(); s != "" {
+				fmt.Fprintf(&b, "\n    %s", s)
+			}
+			b.WriteByte('\n')
+		}
+	}
+	if t.DefaultBackend != nil {
+		fmt.Fprintf(&b, "default -> %s\n", t.DefaultBackend.Name())
+	}
+	if t.HSTS != "" {
+		fmt.Fprintf(&b, "hsts %s\n", t.HSTS)
+	}
+	return b.String()
 }
