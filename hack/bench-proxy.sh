@@ -10,6 +10,10 @@
 #               each, then idle; the growth of each proxy's resident memory (all its processes);
 #               run first, before any load
 #   keepalive   cleartext keep-alive, CONNECTIONS connections
+#   policy      as keepalive, on a route with a rewrite (/policy/(.*) to /$1) and request and
+#               response header modifiers, on each proxy (nginx rewrite, proxy_set_header,
+#               add_header; HAProxy set-path, set-header); also printed against portico's plain
+#               keepalive row of the same run (target: within 5%)
 #   https       HTTPS keep-alive (TLS 1.3, HTTP/1.1 by ALPN)
 #   upload      POST with a POST_BYTES-byte body, keep-alive
 #   tls         TLS handshakes per second: a new connection and full handshake per request
@@ -39,7 +43,7 @@ CONNECTIONS=${CONNECTIONS:-64}
 POST_BYTES=${POST_BYTES:-1024}
 C1000=${C1000:-1000}
 IDLE_CONNS=${IDLE_CONNS:-1000}
-ALL_SECTIONS="h2idle keepalive https upload tls close upload128k c1000 h2 h2x100 grpc grpcstream"
+ALL_SECTIONS="h2idle keepalive policy https upload tls close upload128k c1000 h2 h2x100 grpc grpcstream"
 SECTIONS=${SECTIONS:-$ALL_SECTIONS}
 RAW=${RAW:-}
 CORES=$(nproc)
@@ -127,6 +131,20 @@ http {
     server_name grpc.bench.example.com;
     location / { grpc_pass grpc://grpcbackend; }
   }
+  server {
+    listen 127.0.0.1:18081;
+    server_name policy.bench.example.com;
+    location /policy/ {
+      rewrite ^/policy/(.*)\$ /\$1 break;
+      proxy_pass http://backend;
+      proxy_http_version 1.1;
+      proxy_set_header Connection "";
+      proxy_set_header Host \$host;
+      proxy_set_header X-Forwarded-For \$remote_addr;
+      proxy_set_header X-Bench policy;
+      add_header X-Served-By proxy;
+    }
+  }
 }
 NGINX
 # HAProxy has no per-connection request limit (nothing like keepalive_requests) on either side;
@@ -152,9 +170,16 @@ frontend fe
   bind 127.0.0.1:18445 ssl crt $work/haproxy.pem alpn h2,http/1.1
   acl bench hdr(host) -i bench.example.com
   acl grpc hdr(host) -i grpc.bench.example.com
+  acl policy hdr(host) -i policy.bench.example.com
   use_backend be if bench
   use_backend be_grpc if grpc
+  use_backend be_policy if policy
 backend be
+  server s1 127.0.0.1:18000
+backend be_policy
+  http-request set-path %[path,regsub(^/policy/,/)]
+  http-request set-header X-Bench policy
+  http-response set-header X-Served-By proxy
   server s1 127.0.0.1:18000
 backend be_grpc
   server g1 127.0.0.1:18010 proto h2
@@ -183,7 +208,7 @@ run() { # name url pids... -- [extra wrk args]: prints name rps p50 p99 cpu-us-p
   [ $# -gt 0 ] && shift
   local c0 c1 out="$work/$tag-$name.txt"
   c0=$(cpu "${pids[@]}")
-  wrk -t"$CORES" -c"$conns" -d"${DURATION}s" --latency -H "Host: bench.example.com" "$@" "$url" >"$out" 2>&1 || true
+  wrk -t"$CORES" -c"$conns" -d"${DURATION}s" --latency -H "Host: ${BENCH_HOST:-bench.example.com}" "$@" "$url" >"$out" 2>&1 || true
   c1=$(cpu "${pids[@]}")
   local rps p50 p99 errs
   rps=$(awk '/Requests\/sec/ {print $2}' "$out")
@@ -274,6 +299,13 @@ compare() {
 
 P=http://127.0.0.1:18083/ N=http://127.0.0.1:18081/ H=http://127.0.0.1:18082/
 PS=https://127.0.0.1:18443/ NS=https://127.0.0.1:18444/ HS=https://127.0.0.1:18445/
+# wrk does not count 3xx answers as errors: every proxy must answer 200 on each route measured
+# (a redirect answered by the proxy itself would be measured instead of a proxied request).
+for check in "bench.example.com $P" "bench.example.com $N" "bench.example.com $H" "bench.example.com $PS" "bench.example.com $NS" \
+  "bench.example.com $HS" "policy.bench.example.com ${P}policy/x" "policy.bench.example.com ${N}policy/x" "policy.bench.example.com ${H}policy/x"; do
+  code=$(curl -sk -o /dev/null -w '%{http_code}' -H "Host: ${check%% *}" "${check#* }" || true)
+  [ "$code" = 200 ] || { echo "bench-proxy: ${check#* } (Host ${check%% *}) answers $code, not 200" >&2; exit 1; }
+done
 echo "# bench-proxy: $(nproc) cores, $(awk '/model name/ {$1=$2=$3=""; print; exit}' /proc/cpuinfo | sed 's/^ *//'), ${DURATION}s per run, $ROUNDS rounds (order rotated each round), $CONNECTIONS keep-alive connections, wrk -t$CORES"
 echo "# backend: nginx static 200 on 127.0.0.1:18000 (its own process); the proxies, the backend and wrk share the machine's cores"
 echo "# figures are the median of the rounds; cpu us/req is the proxy's own CPU time (user+system) per request"
@@ -320,7 +352,17 @@ for u in "$P" "$N" "$H"; do warm "$u"; done
 if want keepalive; then
   echo
   echo "# keep-alive, $CONNECTIONS connections"
-  compare keepalive "" "$P" "$N" "$H"
+  RPS_OUT=keepalive_rps compare keepalive "" "$P" "$N" "$H"
+fi
+
+if want policy; then
+  echo
+  echo "# a route with policy (rewrite, request and response header modifiers), keep-alive, $CONNECTIONS connections"
+  BENCH_HOST=policy.bench.example.com RPS_OUT=policy_rps compare policy "policy route " "${P}policy/x" "${N}policy/x" "${H}policy/x"
+  if [ -n "${keepalive_rps:-}" ]; then
+    awk -v a="${policy_rps[0]}" -v b="${keepalive_rps[0]}" 'BEGIN { printf "portico policy route / portico plain route (keepalive row): %.3fx\n", (b > 0) ? a/b : 0 }' |
+      tee -a "$work/policy-vs-plain"
+  fi
 fi
 
 if want https; then
@@ -393,3 +435,4 @@ echo "# summary: medians of $ROUNDS rounds, ${DURATION}s each; x = portico / pee
 printf '%-11s %10s %10s %10s %9s %9s %11s %11s\n' section portico nginx haproxy "x nginx" "x haproxy" "p99 x ngx" "p99 x hap"
 cat "$work/summary"
 [ ! -f "$work/idle-summary" ] || cat "$work/idle-summary"
+[ ! -f "$work/policy-vs-plain" ] || cat "$work/policy-vs-plain"

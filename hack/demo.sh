@@ -42,8 +42,8 @@ k get ingd -A
 k -n cafe get ingress cafe
 
 ca=$(mktemp); awk '/tls.crt:/ {print $2}' config/samples/tls-secret.yaml | base64 -d >"$ca"
-step "HTTP  http://cafe.example.com/coffee via $addr"
-hack/cluster.sh exec curl -sS -H 'Host: cafe.example.com' "http://$addr/coffee" -w '\n-> HTTP %{http_code}\n'
+step "HTTP  http://cafe.example.com/coffee via $addr: redirected to HTTPS (the host has TLS; ssl-redirect, as ingress-nginx)"
+hack/cluster.sh exec curl -sS -o /dev/null -H 'Host: cafe.example.com' "http://$addr/coffee" -w '-> HTTP %{http_code} to %{redirect_url}\n'
 step "HTTPS https://cafe.example.com/tea via $addr (SNI cafe.example.com, certificate verified)"
 hack/cluster.sh exec curl -sS --cacert "$ca" --resolve "cafe.example.com:443:$addr" https://cafe.example.com/tea \
   -w '\n-> HTTP %{http_code} over HTTP/%{http_version}, certificate verified: %{ssl_verify_result} (0 = yes)\n'
@@ -54,7 +54,7 @@ cat <<TRY
 
 == The cluster is yours until Ctrl-C. Try:
   hack/cluster.sh kubectl get ingd,ingressclass,pods -A
-  hack/cluster.sh exec curl -s -H 'Host: cafe.example.com' http://$addr/tea
+  hack/cluster.sh exec curl -s -k --resolve cafe.example.com:443:$addr https://cafe.example.com/tea
   # switch the fleet to a LoadBalancer Service (address from 10.88.250.0/24):
   hack/cluster.sh kubectl -n ingress patch ingd edge --type=merge -p '{"spec":{"topology":{"type":"LoadBalancer"},"nodePlacement":null}}'
   hack/cluster.sh kubectl -n cafe get ingress cafe -w

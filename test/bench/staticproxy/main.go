@@ -72,7 +72,14 @@ func main() {
 		Config:  proxyconfig.Config{FleetNamespace: "bench", FleetName: "bench"},
 		Classes: []*networkingv1.IngressClass{rt.Class("portico", "bench", "bench", false)},
 		Ingresses: []*networkingv1.Ingress{rt.Ingress("bench", "bench", 0, rt.Rule(*host, "/", rt.Prefix, "backend", 80),
-			rt.Rule(grpcName, "/", rt.Prefix, "grpc", 80), rt.TLS("bench-tls", *host, grpcName))},
+			rt.Rule(grpcName, "/", rt.Prefix, "grpc", 80), rt.TLS("bench-tls", *host, grpcName),
+			// Plain HTTP is proxied, as by the peers (no HTTPS redirect: the rows would measure 308s).
+			rt.Annotation("portico.dev/ssl-redirect", "false")),
+			// The policy row's route: a rewrite and header modifiers both ways.
+			rt.Ingress("bench", "policy", 1, rt.Rule("policy."+*host, "/policy/(.*)", rt.Prefix, "backend", 80),
+				rt.Annotation("portico.dev/use-regex", "true"), rt.Annotation("portico.dev/rewrite-target", "/$1"),
+				rt.Annotation("portico.dev/request-headers-set", "X-Bench: policy"),
+				rt.Annotation("portico.dev/response-headers-set", "X-Served-By: proxy"))},
 		Services: []*corev1.Service{rt.Service("bench", "backend"),
 			rt.Service("bench", "grpc", corev1.ServicePort{Name: "http", Port: 80, AppProtocol: ptr.To("grpc")})},
 		EndpointSlices: []*discoveryv1.EndpointSlice{rt.Slice("bench", "backend", "http", int32(port), rt.Ready, bhost),
