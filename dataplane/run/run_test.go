@@ -174,7 +174,8 @@ var _ = Describe("portico proxy against a real API server", func() {
 		secret.UID, secret.ResourceVersion = "", ""
 		Expect(k8s.Create(ctx, secret)).To(Succeed())
 		f.ingress("cafe", rt.Rule("cafe.example.com", "/coffee", rt.Prefix, "coffee", 80),
-			rt.Rule("cafe.example.com", "/tea", rt.Prefix, "tea", 80), rt.TLS("cafe-tls", "cafe.example.com"))
+			rt.Rule("cafe.example.com", "/tea", rt.Prefix, "tea", 80), rt.TLS("cafe-tls", "cafe.example.com"),
+			rt.Annotation("portico.dev/ssl-redirect", "false")) // served on both listeners
 
 		Eventually(func() int {
 			r, err := http.Get("http://" + f.health + "/readyz")
