@@ -47,6 +47,17 @@ hack/cluster.sh exec curl -sS -o /dev/null -H 'Host: cafe.example.com' "http://$
 step "HTTPS https://cafe.example.com/tea via $addr (SNI cafe.example.com, certificate verified)"
 hack/cluster.sh exec curl -sS --cacert "$ca" --resolve "cafe.example.com:443:$addr" https://cafe.example.com/tea \
   -w '\n-> HTTP %{http_code} over HTTP/%{http_version}, certificate verified: %{ssl_verify_result} (0 = yes)\n'
+step "Traffic policy (config/samples/policy.yaml, docs/annotations.md)"
+k -n cafe rollout status deployment/coffee-v2 --timeout=180s >/dev/null
+echo "canary: X-Canary: always goes to coffee-v2; without it, one request in ten does"
+hack/cluster.sh exec curl -sS -k --resolve "cafe.example.com:443:$addr" -H 'X-Canary: always' https://cafe.example.com/coffee \
+  | grep -o '"service":"[^"]*"'
+hack/cluster.sh exec sh -c "for i in \$(seq 50); do curl -s -k --resolve cafe.example.com:443:$addr https://cafe.example.com/coffee; echo; done" \
+  | grep -o '"service":"[^"]*"' | sort | uniq -c
+echo "rewrite: http://menu.cafe.example.com/v1/green reaches tea as /green"
+hack/cluster.sh exec curl -sS -H 'Host: menu.cafe.example.com' "http://$addr/v1/green" | grep -o '"uri":"[^"]*"'
+echo "redirect: legacy.cafe.example.com moved"
+hack/cluster.sh exec curl -sS -o /dev/null -H 'Host: legacy.cafe.example.com' "http://$addr/anything" -w '-> HTTP %{http_code} to %{redirect_url}\n'
 step "No rule matches: the fleet's default backend"
 hack/cluster.sh exec curl -sS -H 'Host: unknown.example.com' "http://$addr/" -w '-> HTTP %{http_code}\n'
 

@@ -10,9 +10,11 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"os"
 	"strings"
 	"time"
 
+	"github.com/onsi/ginkgo/v2"
 	. "github.com/onsi/gomega"
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
@@ -22,6 +24,7 @@ import (
 	"k8s.io/apimachinery/pkg/util/intstr"
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/yaml"
 
 	"portico.dev/portico/test/echo"
 )
@@ -147,4 +150,58 @@ func expectServes(ip string, httpPort, httpsPort int) {
 
 func getObj(o client.Object, ns, name string) error {
 	return k8s.Get(ctx, types.NamespacedName{Namespace: ns, Name: name}, o)
+}
+
+// asked is an answer as ask saw it.
+type asked struct {
+	Status int
+	Header http.Header
+	Reply  echo.Reply // the backend's, for a 200
+}
+
+// ask sends GET http://addr/path with the given Host and headers (name, value pairs), without
+// following redirects.
+func ask(addr, hostname, path string, hdr ...string) asked {
+	req, _ := http.NewRequest(http.MethodGet, "http://"+addr+path, nil)
+	req.Host = hostname
+	for i := 0; i+1 < len(hdr); i += 2 {
+		req.Header.Set(hdr[i], hdr[i+1])
+	}
+	c := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{DisableKeepAlives: true},
+		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+	resp, err := c.Do(req)
+	if err != nil {
+		return asked{}
+	}
+	defer resp.Body.Close()
+	a := asked{Status: resp.StatusCode, Header: resp.Header}
+	if b, _ := io.ReadAll(resp.Body); resp.StatusCode == http.StatusOK {
+		_ = json.Unmarshal(b, &a.Reply)
+	}
+	return a
+}
+
+// sampleObjects reads the objects of a multi-document YAML file of config/samples.
+func sampleObjects(path string) []client.Object {
+	raw, err := os.ReadFile(path)
+	ExpectWithOffset(1, err).NotTo(HaveOccurred())
+	var out []client.Object
+	for _, doc := range strings.Split(string(raw), "\n---\n") {
+		var meta metav1.TypeMeta
+		ExpectWithOffset(1, yaml.Unmarshal([]byte(doc), &meta)).To(Succeed())
+		var o client.Object
+		switch meta.Kind {
+		case "Deployment":
+			o = &appsv1.Deployment{}
+		case "Service":
+			o = &corev1.Service{}
+		case "Ingress":
+			o = &networkingv1.Ingress{}
+		default:
+			ginkgo.Fail("sample kind " + meta.Kind + " not handled")
+		}
+		ExpectWithOffset(1, yaml.UnmarshalStrict([]byte(doc), o)).To(Succeed())
+		out = append(out, o)
+	}
+	return out
 }

@@ -4,6 +4,8 @@ package e2e
 
 import (
 	"fmt"
+	"net/http"
+	"strings"
 	"time"
 
 	. "github.com/onsi/ginkgo/v2"
@@ -231,6 +233,50 @@ var _ = Describe("A fleet on the local cluster", Ordered, func() {
 		}).Should(BeTrue())
 		// The new operator reconciles everything; nothing it finds is rewritten.
 		Consistently(versions, 20*time.Second, 2*time.Second).Should(Equal(before))
+	})
+
+	It("serves the cafe sample's traffic policy: a canary, a rewrite and a redirect", func() {
+		// config/samples/policy.yaml as make demo applies it, moved to this suite's namespace,
+		// class and host.
+		objs := sampleObjects("config/samples/policy.yaml") // the suite runs from the repository root
+		for _, o := range objs {
+			o.SetNamespace(appsNS)
+			if ing, ok := o.(*networkingv1.Ingress); ok {
+				ing.Spec.IngressClassName = ptr.To("e2e")
+				for i := range ing.Spec.Rules {
+					ing.Spec.Rules[i].Host = strings.Replace(ing.Spec.Rules[i].Host, "cafe.example.com", host, 1)
+				}
+			}
+			Expect(k8s.Create(ctx, o)).To(Succeed())
+		}
+		waitAvailable(appsNS, "coffee-v2", 1)
+		addr := node1 + ":80"
+
+		// The canary: by header, by cookie, and by weight (one in ten).
+		Eventually(func() string { return ask(addr, host, "/coffee", "X-Canary", "always").Reply.Service }).Should(Equal("coffee-v2"))
+		Expect(ask(addr, host, "/coffee", "X-Canary", "never", "Cookie", "canary=always").Reply.Service).To(Equal("coffee"))
+		Expect(ask(addr, host, "/coffee", "Cookie", "canary=always").Reply.Service).To(Equal("coffee-v2"))
+		canary := 0
+		for i := 0; i < 200; i++ {
+			if ask(addr, host, "/coffee").Reply.Service == "coffee-v2" {
+				canary++
+			}
+		}
+		Expect(canary).To(BeNumerically("~", 20, 18), "canary answers of 200 at weight 10")
+
+		// The rewrite: /v1/<item> reaches tea as /<item>, with the prefix it came under.
+		menu := "menu." + host
+		Eventually(func() string { return ask(addr, menu, "/v1/green?size=large").Reply.URI }).Should(Equal("/green?size=large"))
+		got := ask(addr, menu, "/v1/green")
+		Expect(got.Reply.Service).To(Equal("tea"))
+		Expect(http.Header(got.Reply.Headers).Get("X-Forwarded-Prefix")).To(Equal("/v1"))
+		Expect(http.Header(got.Reply.Headers).Get("X-Forwarded-Host")).To(Equal(menu))
+		Expect(got.Header.Get("X-Menu-Version")).To(Equal("1"))
+
+		// The redirect: nothing is forwarded.
+		legacy := ask(addr, "legacy."+host, "/anything")
+		Expect(legacy.Status).To(Equal(http.StatusMovedPermanently))
+		Expect(legacy.Header.Get("Location")).To(Equal("https://cafe.example.com/coffee"))
 	})
 
 	It("deleting the fleet removes everything it made and clears the Ingress's status", func() {
