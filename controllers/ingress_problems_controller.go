@@ -133,17 +133,22 @@ func (r *IngressProblemsReconciler) input(ctx context.Context, ing *networkingv1
 	for i := range svcs.Items {
 		in.Services = append(in.Services, &svcs.Items[i])
 	}
+	names := make([]string, 0, len(ing.Spec.TLS)+1)
 	for _, t := range ing.Spec.TLS {
-		if t.SecretName == "" {
+		names = append(names, t.SecretName)
+	}
+	names = append(names, route.ProxySSLSecret(ing)) // the backends' TLS settings
+	for _, name := range names {
+		if name == "" {
 			continue
 		}
 		s := &corev1.Secret{}
-		err := r.APIReader.Get(ctx, types.NamespacedName{Namespace: ing.Namespace, Name: t.SecretName}, s)
+		err := r.APIReader.Get(ctx, types.NamespacedName{Namespace: ing.Namespace, Name: name}, s)
 		if apierrors.IsNotFound(err) {
 			continue
 		}
 		if err != nil {
-			return in, fmt.Errorf("get Secret %s/%s: %w", ing.Namespace, t.SecretName, err)
+			return in, fmt.Errorf("get Secret %s/%s: %w", ing.Namespace, name, err)
 		}
 		in.Secrets = append(in.Secrets, s)
 	}

@@ -958,7 +958,11 @@ func (c *evConn) serveInput() {
 		b, code, msg := c.rb, c.rcode, c.rmsg
 		c.rb = nil
 		if b != nil && b.Protocol == route.H2C {
-			c.handoff("h2c")
+			c.handoff("h2c") // HTTP/2 backends are served on the goroutine path
+			return
+		}
+		if b != nil && b.TLS != nil {
+			c.handoff("backend-tls") // and so are TLS backends
 			return
 		}
 		c.bodyRead = true // a loop reads a body whole before it serves the request

@@ -78,7 +78,7 @@ func (c *h1Conn) forward() {
 			now = time.Now()
 		}
 		var err error
-		uc, err = c.s.up.get(e.Addr, now, stale, !replay, st.dialTimeout(&c.s.h.opts))
+		uc, err = c.s.up.get(e.Addr, now, stale, !replay, st.dialTimeout(&c.s.h.opts), st.backend.TLS)
 		if err != nil {
 			if c.retry(err, replay) {
 				stale = false

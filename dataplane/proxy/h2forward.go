@@ -37,7 +37,7 @@ func (c *h1Conn) forwardH2() {
 	)
 	for fresh := false; ; {
 		var err error
-		us, err = c.s.up.h2.open(st.endpoint.Addr, fresh, c.out, hd.te, !hasBody, st.dialTimeout(&h.opts))
+		us, err = c.s.up.h2.open(st.endpoint.Addr, fresh, c.out, hd.te, !hasBody, st.dialTimeout(&h.opts), st.backend.TLS)
 		if err != nil {
 			if c.retry(err, replay) {
 				continue

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"portico.dev/portico/dataplane/route"
 	"strconv"
 	"sync"
 	"time"
@@ -43,7 +44,7 @@ type h2Upstreams struct {
 type h2UpConn struct {
 	frameWriter
 	u     *h2Upstreams
-	addr  string
+	addr  string // the pool's key: the endpoint's address, and the TLS settings' key if any
 	fr    *http2.Framer
 	enc   *hpack.Encoder
 	hbuf  bytes.Buffer
@@ -80,11 +81,15 @@ type h2UpStream struct {
 // open returns a new stream to addr, on a pooled connection with room or a new one (always a
 // new one when fresh), with the request head (the core's HTTP/1.1 head in head) sent as
 // HEADERS, END_STREAM set when the request has no body. te: the client takes trailers.
-func (u *h2Upstreams) open(addr string, fresh bool, head []byte, te, end bool, dialTimeout time.Duration) (*h2UpStream, error) {
+func (u *h2Upstreams) open(addr string, fresh bool, head []byte, te, end bool, dialTimeout time.Duration, ut *route.UpstreamTLS) (*h2UpStream, error) {
 	var uc *h2UpConn
+	key := addr
+	if ut != nil {
+		key = addr + "\x00" + ut.Key
+	}
 	u.mu.Lock()
 	if !fresh {
-		for _, c := range u.conns[addr] {
+		for _, c := range u.conns[key] {
 			c.mu.Lock()
 			ok := !c.broken && !c.goneAway && c.active < c.maxStreams && c.nextID < 1<<31-2
 			if ok {
@@ -103,7 +108,7 @@ func (u *h2Upstreams) open(addr string, fresh bool, head []byte, te, end bool, d
 	u.mu.Unlock()
 	if uc == nil {
 		var err error
-		if uc, err = u.dial(addr, dialTimeout); err != nil {
+		if uc, err = u.dial(addr, key, dialTimeout, ut); err != nil {
 			return nil, err
 		}
 	}
@@ -111,12 +116,12 @@ func (u *h2Upstreams) open(addr string, fresh bool, head []byte, te, end bool, d
 }
 
 // dial connects to addr and starts the connection (its first stream reserved).
-func (u *h2Upstreams) dial(addr string, timeout time.Duration) (*h2UpConn, error) {
-	c, err := dialWithin(u.dialer, addr, timeout)
+func (u *h2Upstreams) dial(addr, key string, timeout time.Duration, ut *route.UpstreamTLS) (*h2UpConn, error) {
+	c, err := dialUpstream(u.dialer, addr, timeout, ut)
 	if err != nil {
 		return nil, err
 	}
-	uc := &h2UpConn{u: u, addr: addr, nextID: 1, streams: map[uint32]*h2UpStream{}, active: 1,
+	uc := &h2UpConn{u: u, addr: key, nextID: 1, streams: map[uint32]*h2UpStream{}, active: 1,
 		maxStreams: h2UpMaxStreams}
 	uc.recv.window = h2ConnWindow
 	uc.enc = hpack.NewEncoder(&uc.hbuf)
@@ -136,7 +141,7 @@ func (u *h2Upstreams) dial(addr string, timeout time.Duration) (*h2UpConn, error
 	uc.flushLocked()
 	uc.mu.Unlock()
 	u.mu.Lock()
-	u.conns[addr] = append(u.conns[addr], uc)
+	u.conns[key] = append(u.conns[key], uc)
 	u.mu.Unlock()
 	go uc.read()
 	return uc, nil

@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"net/http/httptrace"
 	"net/textproto"
+	"sync"
 	"syscall"
 	"time"
 
@@ -26,6 +27,30 @@ type transport struct {
 	up  *upstreams
 	h2c *http.Transport
 	h   *Handler // retry decides
+	// h2tls holds an HTTP/2 transport per upstream TLS settings (UpstreamTLS.Key), and base
+	// makes them.
+	h2tls sync.Map
+	base  func() *http.Transport
+}
+
+// h2Transport is the transport of HTTP/2 requests to backends with the TLS settings ut (h2c
+// when nil). A request's URL keeps the "http" scheme: the TLS is the dialer's.
+func (t *transport) h2Transport(ut *route.UpstreamTLS) *http.Transport {
+	if ut == nil {
+		return t.h2c
+	}
+	if v, ok := t.h2tls.Load(ut.Key); ok {
+		return v.(*http.Transport)
+	}
+	tr := t.base()
+	tr.Protocols = new(http.Protocols)
+	tr.Protocols.SetUnencryptedHTTP2(true) // over the TLS connection dialUpstream makes
+	dialer := t.up.dialer
+	tr.DialContext = func(ctx context.Context, network, addr string) (net.Conn, error) {
+		return dialUpstream(&dialer, addr, 0, ut)
+	}
+	v, _ := t.h2tls.LoadOrStore(ut.Key, tr)
+	return v.(*http.Transport)
 }
 
 func newTransport(o Options, h *Handler) *transport {
@@ -45,7 +70,7 @@ func newTransport(o Options, h *Handler) *transport {
 	h2c := base()
 	h2c.Protocols = new(http.Protocols)
 	h2c.Protocols.SetUnencryptedHTTP2(true)
-	return &transport{up: h.up, h2c: h2c, h: h}
+	return &transport{up: h.up, h2c: h2c, h: h, base: base}
 }
 
 func (t *transport) RoundTrip(req *http.Request) (*http.Response, error) {
@@ -59,7 +84,7 @@ func (t *transport) RoundTrip(req *http.Request) (*http.Response, error) {
 		var err error
 		reused := false
 		if h2c {
-			resp, err = t.h2c.RoundTrip(req)
+			resp, err = t.h2Transport(st.backend.TLS).RoundTrip(req)
 		} else {
 			resp, reused, err = t.roundTripH1(req, st, stale)
 		}
@@ -111,7 +136,7 @@ func isDialError(err error) bool {
 // whether the connection was reused (for the stale retry).
 func (t *transport) roundTripH1(req *http.Request, st *reqState, fresh bool) (*http.Response, bool, error) {
 	now := time.Now()
-	uc, err := t.up.get(st.endpoint.Addr, now, fresh, !replayable(req), st.dialTimeout(&t.h.opts))
+	uc, err := t.up.get(st.endpoint.Addr, now, fresh, !replayable(req), st.dialTimeout(&t.h.opts), st.backend.TLS)
 	if err != nil {
 		return nil, false, err
 	}

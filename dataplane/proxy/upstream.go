@@ -2,9 +2,14 @@ package proxy
 
 import (
 	"bufio"
+	"crypto/tls"
+	"errors"
+	"fmt"
 	"net"
 	"sync"
 	"time"
+
+	"portico.dev/portico/dataplane/route"
 )
 
 // Upstream connections of the fast path: HTTP/1.1 keep-alive connections per endpoint address,
@@ -26,6 +31,10 @@ const (
 )
 
 type upConn struct {
+	// key is the pool the connection belongs to: its endpoint address, and its TLS settings'
+	// key when it speaks TLS (tls).
+	key       string
+	tls       bool
 	c         net.Conn
 	r         *bufio.Reader
 	w         *bufio.Writer
@@ -60,12 +69,17 @@ func newUpstreams(dialTimeout time.Duration) *upstreams {
 }
 
 // get returns an idle connection to addr, or dials one within dialTimeout (always when fresh
-// is set). probe checks an idle connection for a close by the backend however young it is.
-// Dial errors are returned as is.
-func (u *upstreams) get(addr string, now time.Time, fresh, probe bool, dialTimeout time.Duration) (*upConn, error) {
-	v, ok := u.pools.Load(addr)
+// is set), over TLS when ut is set (pooled apart, per ut.Key). probe checks an idle connection
+// for a close by the backend however young it is. Dial errors are returned as is; a failed TLS
+// handshake as a dial error too (nothing of the request was sent).
+func (u *upstreams) get(addr string, now time.Time, fresh, probe bool, dialTimeout time.Duration, ut *route.UpstreamTLS) (*upConn, error) {
+	key := addr
+	if ut != nil {
+		key = addr + "\x00" + ut.Key
+	}
+	v, ok := u.pools.Load(key)
 	if !ok {
-		v, _ = u.pools.LoadOrStore(addr, &upPool{})
+		v, _ = u.pools.LoadOrStore(key, &upPool{})
 	}
 	p := v.(*upPool)
 	for !fresh {
@@ -84,21 +98,64 @@ func (u *upstreams) get(addr string, now time.Time, fresh, probe bool, dialTimeo
 			return uc, nil
 		}
 		uc.rd.none(uc.c) // the last response head's deadline may have passed
-		if alive(uc.c) {
+		if uc.alive() {
 			return uc, nil
 		}
 		_ = uc.c.Close()
 	}
-	c, err := dialWithin(&u.dialer, addr, dialTimeout)
+	c, err := dialUpstream(&u.dialer, addr, dialTimeout, ut)
 	if err != nil {
 		return nil, err
 	}
 	rw := newRawConn(c)
-	return &upConn{c: c, r: bufio.NewReaderSize(rw, 8<<10), w: bufio.NewWriterSize(rw, 4<<10)}, nil
+	return &upConn{key: key, tls: ut != nil, c: c, r: bufio.NewReaderSize(rw, 8<<10), w: bufio.NewWriterSize(rw, 4<<10)}, nil
+}
+
+// alive reports whether an idle connection is still open with nothing to read. A TLS
+// connection is read with a deadline already passed: records with no data (a TLS 1.3 session
+// ticket) are consumed, data or the end means it is not reusable, the timeout that it is (a
+// read timeout leaves a tls.Conn usable).
+func (uc *upConn) alive() bool {
+	if !uc.tls {
+		return alive(uc.c)
+	}
+	uc.rd.exactly(uc.c, time.Unix(1, 0))
+	_, err := uc.r.Peek(1)
+	uc.rd.none(uc.c)
+	return err != nil && isTimeout(err)
+}
+
+// dialUpstream connects to addr within timeout (the dialer's when 0) and, when ut is set,
+// completes a TLS handshake within the same time; for HTTP/2 the backend must agree to h2 by
+// ALPN. A failed handshake is returned as a dial error.
+func dialUpstream(d *net.Dialer, addr string, timeout time.Duration, ut *route.UpstreamTLS) (net.Conn, error) {
+	if timeout <= 0 {
+		timeout = d.Timeout
+	}
+	start := time.Now()
+	c, err := dialWithin(d, addr, timeout)
+	if err != nil || ut == nil {
+		return c, err
+	}
+	tc := tls.Client(c, ut.Config)
+	_ = tc.SetDeadline(start.Add(timeout))
+	err = tc.Handshake()
+	if err == nil && len(ut.Config.NextProtos) > 0 && ut.Config.NextProtos[0] == "h2" && tc.ConnectionState().NegotiatedProtocol != "h2" {
+		err = errors.New("the backend did not agree to HTTP/2 (ALPN h2)")
+	}
+	if err != nil {
+		_ = c.Close()
+		return nil, &net.OpError{Op: "dial", Net: "tcp", Addr: c.RemoteAddr(), Err: fmt.Errorf("TLS handshake with %s: %w", ut.Name, err)}
+	}
+	_ = tc.SetDeadline(time.Time{})
+	return tc, nil
 }
 
 // put makes uc available to the next request for addr.
 func (u *upstreams) put(addr string, uc *upConn, now time.Time) {
+	if uc.key != "" {
+		addr = uc.key
+	}
 	v, ok := u.pools.Load(addr)
 	if !ok {
 		_ = uc.c.Close()

@@ -52,6 +52,10 @@ const (
 	annCanaryCookie          = "canary-by-cookie"
 	annCanaryWeight          = "canary-weight"
 	annCanaryWeightTotal     = "canary-weight-total"
+	annProxySSLSecret        = "proxy-ssl-secret"
+	annProxySSLVerify        = "proxy-ssl-verify"
+	annProxySSLName          = "proxy-ssl-name"
+	annProxySSLServerName    = "proxy-ssl-server-name"
 	annAffinity              = "affinity"
 	annLoadBalancing         = "load-balancing"
 )
@@ -62,10 +66,6 @@ var notYet = map[string]bool{
 	"proxy-send-timeout":        true,
 	"proxy-next-upstream":       true,
 	"proxy-next-upstream-tries": true,
-	"proxy-ssl-secret":          true,
-	"proxy-ssl-verify":          true,
-	"proxy-ssl-name":            true,
-	"proxy-ssl-server-name":     true,
 	"session-cookie-name":       true,
 	"session-cookie-path":       true,
 	"session-cookie-max-age":    true,
@@ -127,6 +127,7 @@ var known = map[string]bool{
 	annCanary: true, annCanaryHeader: true, annCanaryHeaderValue: true, annCanaryHeaderPattern: true,
 	annCanaryCookie: true, annCanaryWeight: true, annCanaryWeightTotal: true,
 	annAffinity: true, annLoadBalancing: true,
+	annProxySSLSecret: true, annProxySSLVerify: true, annProxySSLName: true, annProxySSLServerName: true,
 }
 
 // ingressPolicy is what one Ingress's annotations compile to, before it is bound to the rules
@@ -138,12 +139,21 @@ type ingressPolicy struct {
 	useRegex    bool
 	rewrite     string
 	fromToWWW   bool
-	refuse      string // a fail-closed key is set: the routes answer 503 with this
-	protocol    int8   // backend-protocol: -1 none, else a Protocol
+	refuse      string           // a fail-closed key is set: the routes answer 503 with this
+	protocol    int8             // backend-protocol: -1 none, else a Protocol
+	upTLS       *upstreamTLSSpec // backend-protocol HTTPS or GRPCS
 	canary      *canarySpec
 	// empty: nothing in base, no rewrite, no redirect: rules need no Policy of their own
 	// unless the host redirects to HTTPS.
 	empty bool
+}
+
+// upstreamTLSSpec is the proxy-ssl-* annotations of an Ingress whose backends speak TLS.
+type upstreamTLSSpec struct {
+	secret string // the Secret's name, in the Ingress's namespace; "" for none
+	verify bool   // proxy-ssl-verify on
+	name   string // proxy-ssl-name; "" for the Service's DNS name
+	sni    bool   // proxy-ssl-server-name on
 }
 
 type canarySpec struct {
@@ -337,16 +347,64 @@ func parseAnnotations(ing *networkingv1.Ingress, defaultSSLRedirect bool) (*ingr
 			ip.protocol = int8(HTTP1)
 		case "H2C", "GRPC":
 			ip.protocol = int8(H2C)
-		case "HTTPS", "GRPCS":
-			bad(annBackendProtocol, "%s to backends is not supported by this version of Portico; the backend's own protocol is used", v)
+		case "HTTPS":
+			ip.protocol, ip.upTLS = int8(HTTP1), &upstreamTLSSpec{}
+		case "GRPCS":
+			ip.protocol, ip.upTLS = int8(H2C), &upstreamTLSSpec{}
 		default:
 			bad(annBackendProtocol, "%q is not one of HTTP, HTTPS, GRPC, GRPCS, H2C", v)
+		}
+	}
+	onOff := func(key string) (val, set bool) {
+		v, ok := get(key)
+		if !ok {
+			return false, false
+		}
+		switch strings.ToLower(v) {
+		case "on", "true":
+			return true, true
+		case "off", "false":
+			return false, true
+		}
+		bad(key, "%q is not on or off", v)
+		return false, false
+	}
+	if t := ip.upTLS; t != nil {
+		if v, ok := get(annProxySSLSecret); ok {
+			ns, name, cross := strings.Cut(v, "/")
+			if !cross {
+				name = ns
+			}
+			switch {
+			case cross && ns != ing.Namespace:
+				bad(annProxySSLSecret, "%q is in another namespace; only the Ingress's own namespace is read. The backends answer 503 until it is fixed", v)
+				ip.refuse = "route refused: " + AnnotationPrefix + annProxySSLSecret + " names a Secret of another namespace"
+			case name == "":
+				bad(annProxySSLSecret, "empty Secret name")
+			default:
+				t.secret = name
+			}
+		}
+		t.verify, _ = onOff(annProxySSLVerify)
+		t.sni, _ = onOff(annProxySSLServerName)
+		if v, ok := get(annProxySSLName); ok {
+			if !validHostPort(v) || strings.Contains(v, ":") {
+				bad(annProxySSLName, "%q is not a host name", v)
+			} else {
+				t.name = v
+			}
+		}
+	} else {
+		for _, k := range []string{annProxySSLSecret, annProxySSLVerify, annProxySSLName, annProxySSLServerName} {
+			if _, ok := get(k); ok {
+				bad(k, "ignored without %s%s HTTPS or GRPCS", AnnotationPrefix, annBackendProtocol)
+			}
 		}
 	}
 	if v, ok := boolean(annCanary); ok && v {
 		ip.canary = parseCanary(get, bad)
 		for _, k := range keys {
-			if known[k] && !strings.HasPrefix(k, "canary") && k != annBackendProtocol {
+			if known[k] && !strings.HasPrefix(k, "canary") && k != annBackendProtocol && !strings.HasPrefix(k, "proxy-ssl-") {
 				bad(k, "ignored on a canary Ingress: the policy of the main Ingress applies to its routes")
 			}
 		}
@@ -511,4 +569,17 @@ func checkHeader(name, value string, request bool) error {
 
 func isTokenChar(c byte) bool {
 	return c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || strings.IndexByte("!#$%&'*+-.^_`|~", c) >= 0
+}
+
+// ProxySSLSecret is the name of the Secret an Ingress's proxy-ssl-secret names (in the
+// Ingress's namespace: "namespace/name" with another namespace is refused), "" for none.
+func ProxySSLSecret(ing *networkingv1.Ingress) string {
+	v := strings.TrimSpace(ing.Annotations[AnnotationPrefix+annProxySSLSecret])
+	if ns, name, cross := strings.Cut(v, "/"); cross {
+		if ns != ing.Namespace {
+			return ""
+		}
+		return name
+	}
+	return v
 }

@@ -1,6 +1,7 @@
 package route
 
 import (
+	"crypto/tls"
 	"hash/fnv"
 	"strconv"
 	"sync"
@@ -16,10 +17,25 @@ type Protocol uint8
 const (
 	// HTTP1 is HTTP/1.1, the default.
 	HTTP1 Protocol = iota
-	// H2C is HTTP/2 with prior knowledge over cleartext, chosen by the Service port's
-	// appProtocol (kubernetes.io/h2c, h2c, grpc).
+	// H2C is HTTP/2: with prior knowledge over cleartext, chosen by the Service port's
+	// appProtocol (kubernetes.io/h2c, h2c, grpc) or backend-protocol H2C or GRPC; over TLS
+	// (ALPN h2) when the Backend has TLS (backend-protocol GRPCS).
 	H2C
 )
+
+// UpstreamTLS is how the proxy speaks TLS to a backend (backend-protocol HTTPS or GRPCS, with
+// the proxy-ssl-* annotations). Shared by the Backends with the same settings; must not be
+// modified.
+type UpstreamTLS struct {
+	// Config is the client configuration: the server name sent (SNI), the verification (done
+	// in VerifyConnection, against Name), the client certificate.
+	Config *tls.Config
+	// Name is the name the backend's certificate is verified against; Verify says whether it is.
+	Name   string
+	Verify bool
+	// Key identifies the settings: upstream connections are pooled per endpoint and Key.
+	Key string
+}
 
 // Balancing is how a backend picks an endpoint per request.
 type Balancing uint8
@@ -41,6 +57,8 @@ type Backend struct {
 	Balancing Balancing
 	// Affinity pins a client to an endpoint with a cookie.
 	Affinity bool
+	// TLS, when set, encrypts the connections to the endpoints.
+	TLS *UpstreamTLS
 	// Endpoints are the addresses to send to: ready ones, else serving-but-terminating ones.
 	Endpoints []*Endpoint
 	// Problem says why there is no endpoint to send to (service not found, resource backend,

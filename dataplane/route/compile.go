@@ -178,7 +178,8 @@ type backendKey struct {
 	port      networkingv1.ServiceBackendPort
 	affinity  bool
 	balancing Balancing
-	protocol  int8 // backend-protocol: -1 for the Service port's appProtocol
+	protocol  int8   // backend-protocol: -1 for the Service port's appProtocol
+	tls       string // UpstreamTLS.Key; "" for cleartext
 }
 
 // compiler holds the indexes of one compile.
@@ -199,6 +200,8 @@ type compiler struct {
 	// from its www. counterpart), oldest first; policies caches each one's annotations.
 	byHost   map[string][]*networkingv1.Ingress
 	policies map[*networkingv1.Ingress]*ingressPolicy
+	// tlsConfigs holds the upstream TLS settings built in this compile, by key.
+	tlsConfigs map[string]*UpstreamTLS
 
 	// For a Compiler (nil for Compile): problems by host (of the rules of that host) and the
 	// others.
@@ -242,14 +245,15 @@ func Compile(in Input) (*Table, []Problem) {
 func newCompiler(inp *Input, tracking bool) *compiler {
 	in := *inp
 	c := &compiler{
-		bucket:   noBucket,
-		in:       &in,
-		services: make(map[types.NamespacedName]*corev1.Service, len(in.Services)),
-		slices:   make(map[types.NamespacedName][]*discoveryv1.EndpointSlice, len(in.Services)),
-		secrets:  make(map[types.NamespacedName]*corev1.Secret, len(in.Secrets)),
-		backends: make(map[backendKey]*Backend, len(in.Services)),
-		byHost:   map[string][]*networkingv1.Ingress{},
-		policies: make(map[*networkingv1.Ingress]*ingressPolicy, len(in.Ingresses)),
+		bucket:     noBucket,
+		in:         &in,
+		services:   make(map[types.NamespacedName]*corev1.Service, len(in.Services)),
+		slices:     make(map[types.NamespacedName][]*discoveryv1.EndpointSlice, len(in.Services)),
+		secrets:    make(map[types.NamespacedName]*corev1.Secret, len(in.Secrets)),
+		backends:   make(map[backendKey]*Backend, len(in.Services)),
+		byHost:     map[string][]*networkingv1.Ingress{},
+		policies:   make(map[*networkingv1.Ingress]*ingressPolicy, len(in.Ingresses)),
+		tlsConfigs: map[string]*UpstreamTLS{},
 	}
 	if in.Stats == nil {
 		in.Stats = NewStatsRegistry() // this compile's own
@@ -321,7 +325,7 @@ func (c *compiler) run() *Table {
 	if t.DefaultBackend == nil && in.Config.DefaultBackend != nil {
 		ref := in.Config.DefaultBackend
 		t.DefaultBackend = c.backend(types.NamespacedName{Namespace: ref.Namespace, Name: ref.Name},
-			networkingv1.ServiceBackendPort{Number: ref.Port}, types.NamespacedName{}, nil, -1, fieldPath{})
+			networkingv1.ServiceBackendPort{Number: ref.Port}, types.NamespacedName{}, nil, -1, nil, fieldPath{})
 	}
 	t.DefaultCertificate = in.FallbackCertificate
 	if ref := in.Config.DefaultCertificate; ref != "" {
@@ -742,12 +746,12 @@ func (c *compiler) ingressBackend(ing *networkingv1.Ingress, ip *ingressPolicy, 
 		c.problem(key, "%s: no service", field)
 		return &Backend{Service: key, Problem: "no backend"}
 	}
-	return c.backend(types.NamespacedName{Namespace: ing.Namespace, Name: b.Service.Name}, b.Service.Port, key, ing.Annotations, ip.protocol, field)
+	return c.backend(types.NamespacedName{Namespace: ing.Namespace, Name: b.Service.Name}, b.Service.Port, key, ing.Annotations, ip.protocol, ip.upTLS, field)
 }
 
 // backend returns the shared Backend of a Service port, building it on first use. ing is the
 // Ingress reporting problems (empty for the fleet's own default backend).
-func (c *compiler) backend(svcKey types.NamespacedName, port networkingv1.ServiceBackendPort, ing types.NamespacedName, annotations map[string]string, protocol int8, field fieldPath) *Backend {
+func (c *compiler) backend(svcKey types.NamespacedName, port networkingv1.ServiceBackendPort, ing types.NamespacedName, annotations map[string]string, protocol int8, upTLS *upstreamTLSSpec, field fieldPath) *Backend {
 	switch {
 	case c.svcHosts == nil:
 	case c.bucket == noBucket:
@@ -769,7 +773,11 @@ func (c *compiler) backend(svcKey types.NamespacedName, port networkingv1.Servic
 	if annotations[BalancingAnnotation] == "least-request" {
 		balancing = LeastRequest
 	}
-	k := backendKey{svcKey, port, affinity, balancing, protocol}
+	tlsKey := ""
+	if upTLS != nil {
+		tlsKey = c.upstreamTLSKey(upTLS, svcKey, protocol == int8(H2C))
+	}
+	k := backendKey{svcKey, port, affinity, balancing, protocol, tlsKey}
 	if b, ok := c.backends[k]; ok {
 		if b.Problem != "" && ing.Name != "" && !noReadyEndpoint(b) {
 			c.problem(ing, "%s: %s", field, b.Problem)
@@ -829,6 +837,14 @@ func (c *compiler) backend(svcKey types.NamespacedName, port networkingv1.Servic
 	}
 	if protocol >= 0 {
 		b.Protocol = Protocol(protocol) // backend-protocol wins over appProtocol
+	}
+	if upTLS != nil {
+		ut, err := c.upstreamTLS(upTLS, svcKey, tlsKey, b.Protocol == H2C)
+		if err != nil {
+			report("backend TLS: %v; answering 503 rather than connect unverified", err)
+			return b
+		}
+		b.TLS = ut
 	}
 	var ready, terminating []*Endpoint
 	seen := map[string]bool{}
@@ -1041,4 +1057,90 @@ func (bc *BackendCache) retain(used map[backendKey]*Backend, cached int) {
 			delete(bc.m, k)
 		}
 	}
+}
+
+// upstreamTLSKey identifies the TLS settings of the backends of svcKey under spec (the Secret's
+// version included, so that a renewed Secret builds new settings).
+func (c *compiler) upstreamTLSKey(spec *upstreamTLSSpec, svcKey types.NamespacedName, h2 bool) string {
+	name := spec.name
+	if name == "" {
+		name = svcKey.Name + "." + svcKey.Namespace + ".svc"
+	}
+	version := ""
+	if spec.secret != "" {
+		if s := c.secrets[types.NamespacedName{Namespace: svcKey.Namespace, Name: spec.secret}]; s != nil {
+			version = string(s.UID) + "@" + s.ResourceVersion
+		}
+	}
+	return fmt.Sprintf("%s@%s|verify=%t|name=%s|sni=%t|h2=%t", spec.secret, version, spec.verify, name, spec.sni, h2)
+}
+
+// upstreamTLS builds (once per compile and key) the TLS client settings of backends: the
+// Secret's ca.crt verifies the backend's certificate against the name (proxy-ssl-name, else
+// the Service's DNS name <service>.<namespace>.svc) when proxy-ssl-verify is on (the system's
+// roots without a ca.crt); its tls.crt and tls.key, when present, are the client certificate;
+// the name is sent as SNI when proxy-ssl-server-name is on. Without verification the backend's
+// certificate is not checked, as ingress-nginx's default (proxy-ssl-verify off).
+func (c *compiler) upstreamTLS(spec *upstreamTLSSpec, svcKey types.NamespacedName, key string, h2 bool) (*UpstreamTLS, error) {
+	if ut := c.tlsConfigs[key]; ut != nil {
+		return ut, nil
+	}
+	name := spec.name
+	if name == "" {
+		name = svcKey.Name + "." + svcKey.Namespace + ".svc"
+	}
+	cfg := &tls.Config{MinVersion: tls.VersionTLS12, InsecureSkipVerify: true} // verified below, against name
+	if spec.sni {
+		cfg.ServerName = name
+	}
+	cfg.NextProtos = []string{"http/1.1"}
+	if h2 {
+		cfg.NextProtos = []string{"h2"}
+	}
+	var roots *x509.CertPool
+	if spec.secret != "" {
+		sk := types.NamespacedName{Namespace: svcKey.Namespace, Name: spec.secret}
+		s := c.secrets[sk]
+		switch {
+		case s == nil:
+			return nil, fmt.Errorf("secret %s not found (the proxies read Secrets of type kubernetes.io/tls)", sk)
+		case s.Type != corev1.SecretTypeTLS:
+			return nil, fmt.Errorf("secret %s is of type %s, want kubernetes.io/tls", sk, s.Type)
+		}
+		if ca := s.Data["ca.crt"]; len(ca) > 0 {
+			roots = x509.NewCertPool()
+			if !roots.AppendCertsFromPEM(ca) {
+				return nil, fmt.Errorf("secret %s: ca.crt holds no PEM certificate", sk)
+			}
+		}
+		if crt, k := s.Data[corev1.TLSCertKey], s.Data[corev1.TLSPrivateKeyKey]; len(crt) > 0 && len(k) > 0 {
+			pair, err := tls.X509KeyPair(crt, k)
+			if err != nil {
+				return nil, fmt.Errorf("secret %s: client certificate: %w", sk, err)
+			}
+			cfg.Certificates = []tls.Certificate{pair}
+		}
+	}
+	if spec.verify {
+		if roots == nil {
+			var err error
+			if roots, err = x509.SystemCertPool(); err != nil {
+				return nil, fmt.Errorf("no ca.crt in %s and no system roots: %w", AnnotationPrefix+annProxySSLSecret, err)
+			}
+		}
+		cfg.VerifyConnection = func(cs tls.ConnectionState) error {
+			if len(cs.PeerCertificates) == 0 {
+				return fmt.Errorf("backend %s presented no certificate", name)
+			}
+			opts := x509.VerifyOptions{Roots: roots, DNSName: name, Intermediates: x509.NewCertPool()}
+			for _, ic := range cs.PeerCertificates[1:] {
+				opts.Intermediates.AddCert(ic)
+			}
+			_, err := cs.PeerCertificates[0].Verify(opts)
+			return err
+		}
+	}
+	ut := &UpstreamTLS{Config: cfg, Name: name, Verify: spec.verify, Key: key}
+	c.tlsConfigs[key] = ut
+	return ut, nil
 }

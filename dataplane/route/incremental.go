@@ -124,6 +124,12 @@ func (cs *Compiler) Update(chg Changes) (*Table, []Problem, bool) {
 			if _, ok := changes[key]; ok {
 				continue
 			}
+			if name := ProxySSLSecret(ing); name != "" {
+				if secrets[types.NamespacedName{Namespace: ing.Namespace, Name: name}] {
+					changes[key] = ingressChange{old: ing, new: ing} // its backends' TLS settings
+					continue
+				}
+			}
 			for _, tl := range ing.Spec.TLS {
 				if secrets[types.NamespacedName{Namespace: ing.Namespace, Name: tl.SecretName}] {
 					changes[key] = ingressChange{old: ing, new: ing}

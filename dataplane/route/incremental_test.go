@@ -71,6 +71,10 @@ func TestCompilerUpdateEqualsCompile(t *testing.T) {
 				opts = append(opts, rt.Annotation(AnnotationPrefix+"ssl-redirect", "false"))
 			case 5:
 				opts = append(opts, rt.Annotation(AnnotationPrefix+"response-headers-set", "X-A: 1"), rt.Annotation(AnnotationPrefix+"bad-key", "1"))
+			case 6:
+				// Backends over TLS, their settings from a Secret that changes.
+				opts = append(opts, rt.Annotation(AnnotationPrefix+"backend-protocol", "HTTPS"),
+					rt.Annotation(AnnotationPrefix+"proxy-ssl-secret", "tls-a"), rt.Annotation(AnnotationPrefix+"proxy-ssl-verify", "on"))
 			}
 			return rt.Ingress([]string{"ns", "ns", "ns1"}[r.Intn(3)], name, r.Intn(5), opts...) // the Services live in ns
 		}
@@ -295,6 +299,9 @@ func backendString(b *Backend) string {
 		return "<nil>"
 	}
 	s := b.Name() + " " + b.Problem
+	if b.TLS != nil {
+		s += " tls:" + b.TLS.Key
+	}
 	for _, e := range b.Endpoints {
 		s += " " + e.Addr
 	}

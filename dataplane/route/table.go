@@ -305,7 +305,20 @@ func (t *Table) Dump() string {
 			if r.Backend != nil {
 				backend = r.Backend.Name()
 				if r.Backend.Protocol == H2C {
-					backend += " h2c"
+					backend += " h2"
+				}
+				if ut := r.Backend.TLS; ut != nil {
+					backend += " tls(name=" + ut.Name
+					if ut.Verify {
+						backend += ", verified"
+					}
+					if ut.Config.ServerName != "" {
+						backend += ", sni"
+					}
+					if len(ut.Config.Certificates) > 0 {
+						backend += ", client certificate"
+					}
+					backend += ")"
 				}
 			}
 			fmt.Fprintf(&b, "  %s %s -> %s (%s)", r.Type, r.Path, backend, r.IngressName)
