@@ -585,16 +585,7 @@ func (c *h1Conn) route() (*route.Backend, int, string) {
 		return b, code, msg
 	}
 	st.backend, st.service = b, b.Name()
-	if b.Affinity {
-		if key := cookieValue(hd, AffinityCookie); key != "" {
-			if e := b.ByKey(key); e != nil && !e.Stats.Ejected(st.start) {
-				st.endpoint, st.pinned = e, true
-			}
-		}
-	}
-	if st.endpoint == nil {
-		st.endpoint = b.Pick(st.start, nil)
-	}
+	pickEndpoint(st, b, c, bytesView(hd.route))
 	return b, 0, ""
 }
 

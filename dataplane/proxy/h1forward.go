@@ -814,7 +814,7 @@ func (c *h1Conn) parseResponseHead(rh *respHead) (informational bool, err error)
 	}
 	if st.backend.Affinity && !st.pinned {
 		o = append(o, "Set-Cookie: "...)
-		o = append(o, affinityCookie(st.endpoint.Key)...)
+		o = affinityCookie(st).AppendSetCookie(o, st.endpoint.Key, time.Now())
 		o = append(o, "\r\n"...)
 	}
 	if ops != nil || hsts != "" {

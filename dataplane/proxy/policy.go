@@ -21,10 +21,35 @@ import (
 // what redirects need.
 type reqView interface {
 	route.Request
-	// requestTarget is the request target as the client sent it (path and query).
-	requestTarget() string
 	// overTLS reports whether the request came over HTTPS.
 	overTLS() bool
+}
+
+// pickEndpoint chooses the request's endpoint of b: the one its affinity cookie names (when
+// not ejected), else the route's consistent hash's (upstream-hash-by), else the balancer's.
+// Every serving path calls it once per request. path is the request's decoded path.
+func pickEndpoint(st *reqState, b *route.Backend, req reqView, path string) {
+	if b.Affinity {
+		if key, ok := req.Cookie(affinityCookie(st).Name); ok && key != "" {
+			if e := b.ByKey(key); e != nil && !e.Stats.Ejected(st.start) {
+				st.endpoint, st.pinned = e, true
+				return
+			}
+		}
+	}
+	if p := st.policy(); p != nil && p.Hash != nil {
+		st.endpoint = b.PickHash(p.Hash.Sum(req, route.CleanPath(path)), st.start)
+		return
+	}
+	st.endpoint = b.Pick(st.start, nil)
+}
+
+// affinityCookie is the request's route's affinity cookie.
+func affinityCookie(st *reqState) *route.AffinityCookie {
+	if p := st.policy(); p != nil && p.Affinity != nil {
+		return p.Affinity
+	}
+	return route.DefaultAffinityCookie
 }
 
 // policy is the policy of the request's route, nil for none.
@@ -76,7 +101,7 @@ func (h *Handler) applyPolicy(p *route.Policy, host, path string, req reqView, b
 		return nil, http.StatusServiceUnavailable, p.Refuse
 	}
 	if p.HostRedirect != "" || p.SSLRedirect || p.AppRoot != "" || p.Redirect != nil {
-		u := route.RequestURI{Host: host, Path: route.CleanPath(path), Target: req.requestTarget(), TLS: req.overTLS(),
+		u := route.RequestURI{Host: host, Path: route.CleanPath(path), Target: req.Target(), TLS: req.overTLS(),
 			HTTPSPort: h.httpsPort}
 		if code, loc := p.RedirectFor(&u); code != 0 {
 			st.location = loc
@@ -187,7 +212,11 @@ func (c *h1Conn) Cookie(name string) (string, bool) {
 	return v, v != ""
 }
 
-func (c *h1Conn) requestTarget() string { return bytesView(c.head.target) }
+func (c *h1Conn) Target() string { return bytesView(c.head.target) }
+
+func (c *h1Conn) Host() string { return bytesView(c.head.host) }
+
+func (c *h1Conn) ClientIP() string { return c.client }
 
 func (c *h1Conn) overTLS() bool { return c.proto == "https" }
 
@@ -212,7 +241,16 @@ func (q httpReq) Cookie(name string) (string, bool) {
 	return c.Value, true
 }
 
-func (q httpReq) requestTarget() string { return q.r.RequestURI }
+func (q httpReq) Target() string { return q.r.RequestURI }
+
+func (q httpReq) Host() string { return q.r.Host }
+
+func (q httpReq) ClientIP() string {
+	if h, _, err := net.SplitHostPort(q.r.RemoteAddr); err == nil {
+		return h
+	}
+	return q.r.RemoteAddr
+}
 
 func (q httpReq) overTLS() bool { return q.r.TLS != nil }
 

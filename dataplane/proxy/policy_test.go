@@ -2,12 +2,15 @@ package proxy
 
 import (
 	"crypto/tls"
+	"maps"
 	"net"
 	"net/http"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
+
+	networkingv1 "k8s.io/api/networking/v1"
 
 	proxyconfig "portico.dev/portico/dataplane/config"
 	rt "portico.dev/portico/dataplane/route/routetest"
@@ -235,5 +238,98 @@ func TestPolicyProblemsNameTheAnnotation(t *testing.T) {
 	resp, rep, _ := get(t, &http.Client{}, "http://"+h.http+"/x", "a")
 	if rep.Name != "app-1" || resp.Header.Get("X-Resp") != "yes" || http.Header(rep.Headers).Get("X-Ok") != "1" || rep.Host != "a" {
 		t.Errorf("served %+v, X-Resp %q", rep, resp.Header.Get("X-Resp"))
+	}
+}
+
+func TestPolicyAffinityCookieAndConsistentHash(t *testing.T) {
+	for _, p := range []struct {
+		name string
+		so   ServerOptions
+		h2   bool
+	}{{"loops", ServerOptions{EventLoops: 1}, false}, {"net/http", ServerOptions{NetHTTPOnly: true}, false}, {"http2", ServerOptions{}, true}} {
+		t.Run(p.name, func(t *testing.T) {
+			h := newHarnessWith(t, Options{}, p.so)
+			for i := 1; i <= 3; i++ {
+				h.backend("app", echo.Handler("app-"+string(rune('0'+i)), "app"), "")
+			}
+			a := func(k, v string) rt.IngressOpt { return rt.Annotation("portico.dev/"+k, v) }
+			ings := []*networkingv1.Ingress{
+				rt.Ingress("ns", "sticky", 1, rt.Rule("sticky.example.com", "/", rt.Prefix, "app", 80), a("affinity", "cookie"),
+					a("session-cookie-name", "route"), a("session-cookie-path", "/app"), a("session-cookie-max-age", "60"),
+					a("session-cookie-samesite", "None")),
+				rt.Ingress("ns", "hashed", 2, rt.Rule("hash.example.com", "/", rt.Prefix, "app", 80), a("upstream-hash-by", "$arg_user")),
+			}
+			if probs := h.compile(ings...); len(probs) != 0 {
+				t.Fatal(probs)
+			}
+			c := &http.Client{}
+			scheme, addr := "http://", h.http
+			if p.h2 {
+				c, scheme, addr = h2Client(&tls.Config{InsecureSkipVerify: true}), "https://", h.https
+			}
+			resp, rep, _ := get(t, c, scheme+addr+"/app", "sticky.example.com")
+			cookie := resp.Header.Get("Set-Cookie")
+			name, rest, _ := strings.Cut(cookie, "=")
+			value, attrs, _ := strings.Cut(rest, ";")
+			if name != "route" || attrs != " Path=/app; Max-Age=60; Secure; HttpOnly; SameSite=None" {
+				t.Fatalf("Set-Cookie %q", cookie)
+			}
+			for i := 0; i < 10; i++ {
+				resp, again, _ := get(t, c, scheme+addr+"/app", "sticky.example.com", "Cookie", "route="+value)
+				if again.Name != rep.Name || resp.Header.Get("Set-Cookie") != "" {
+					t.Fatalf("pinned to %s, request %d went to %s (Set-Cookie %q)", rep.Name, i, again.Name, resp.Header.Get("Set-Cookie"))
+				}
+			}
+
+			// The hash: a user always reaches the same endpoint, users spread over all.
+			owner := func() map[string]string {
+				m := map[string]string{}
+				for u := 0; u < 60; u++ {
+					user := "user" + string(rune('a'+u%26)) + string(rune('a'+u/26))
+					_, rep, _ := get(t, c, scheme+addr+"/x?user="+user+"&z=1", "hash.example.com")
+					m[user] = rep.Name
+				}
+				return m
+			}
+			before := owner()
+			spread := map[string]int{}
+			for _, e := range before {
+				spread[e]++
+			}
+			if len(spread) != 3 {
+				t.Errorf("60 users on %v, want all three endpoints", spread)
+			}
+			if again := owner(); !maps.Equal(again, before) {
+				t.Errorf("the same users reached other endpoints: %v then %v", before, again)
+			}
+			// An endpoint goes: only its users move.
+			h.in.EndpointSlices = h.in.EndpointSlices[:2] // the third backend's endpoint
+			h.compile(ings...)
+			after := owner()
+			moved := 0
+			for u, e := range before {
+				if after[u] != e {
+					moved++
+				}
+			}
+			lost := ""
+			for e := range spread {
+				found := false
+				for _, a := range after {
+					found = found || a == e
+				}
+				if !found {
+					lost = e
+				}
+			}
+			for u, e := range before {
+				if e != lost && after[u] != e {
+					t.Errorf("user %s of %s (still there) moved to %s when %s went", u, e, after[u], lost)
+				}
+			}
+			if moved != spread[lost] || lost == "" {
+				t.Errorf("%d users moved, want the %d of the endpoint that went (%q)", moved, spread[lost], lost)
+			}
+		})
 	}
 }

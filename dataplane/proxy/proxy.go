@@ -27,7 +27,8 @@ import (
 	"portico.dev/portico/dataplane/route"
 )
 
-// AffinityCookie is the cookie naming the endpoint a client is pinned to.
+// AffinityCookie is the default name of the cookie naming the endpoint a client is pinned to
+// (portico.dev/session-cookie-name changes it per route).
 const AffinityCookie = "portico-affinity"
 
 // Options configure the request path.
@@ -215,16 +216,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		r.Body = &pacedBody{ReadCloser: body, rc: http.NewResponseController(w), timeout: bodyTimeout(st.table), st: st}
 	}
 	st.backend, st.service = b, b.Name()
-	if b.Affinity {
-		if c, err := r.Cookie(AffinityCookie); err == nil {
-			if e := b.ByKey(c.Value); e != nil && !e.Stats.Ejected(st.start) {
-				st.endpoint, st.pinned = e, true
-			}
-		}
-	}
-	if st.endpoint == nil {
-		st.endpoint = b.Pick(st.start, nil)
-	}
+	pickEndpoint(st, b, httpReq{r}, r.URL.Path)
 	rec := &statusRecorder{ResponseWriter: w}
 	h.rp.ServeHTTP(rec, r.WithContext(context.WithValue(r.Context(), ctxKey{}, st)))
 	st.status, st.bytes = rec.status, rec.bytes
@@ -330,7 +322,7 @@ func (h *Handler) modifyResponse(resp *http.Response) error {
 		resp.Header.Set("Server", "portico")
 	}
 	if st.backend.Affinity && !st.pinned {
-		resp.Header.Add("Set-Cookie", affinityCookie(st.endpoint.Key))
+		resp.Header.Add("Set-Cookie", string(affinityCookie(st).AppendSetCookie(nil, st.endpoint.Key, time.Now())))
 	}
 	if ops, hsts := responseOps(st, st.tls); ops != nil || hsts != "" {
 		if hsts != "" {
@@ -345,11 +337,6 @@ func (h *Handler) modifyResponse(resp *http.Response) error {
 	return nil
 }
 
-// affinityCookie is the Set-Cookie value pinning a client to the endpoint with key.
-func affinityCookie(key string) string {
-	c := &http.Cookie{Name: AffinityCookie, Value: key, Path: "/", HttpOnly: true, SameSite: http.SameSiteLaxMode}
-	return c.String()
-}
 
 func (h *Handler) errorHandler(w http.ResponseWriter, r *http.Request, err error) {
 	st := r.Context().Value(ctxKey{}).(*reqState)

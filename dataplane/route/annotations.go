@@ -57,6 +57,14 @@ const (
 	annProxySSLName          = "proxy-ssl-name"
 	annProxySSLServerName    = "proxy-ssl-server-name"
 	annAffinity              = "affinity"
+	annCookieName            = "session-cookie-name"
+	annCookiePath            = "session-cookie-path"
+	annCookieDomain          = "session-cookie-domain"
+	annCookieMaxAge          = "session-cookie-max-age"
+	annCookieExpires         = "session-cookie-expires"
+	annCookieSameSite        = "session-cookie-samesite"
+	annCookieSecure          = "session-cookie-secure"
+	annHashBy                = "upstream-hash-by"
 	annLoadBalancing         = "load-balancing"
 )
 
@@ -66,13 +74,6 @@ var notYet = map[string]bool{
 	"proxy-send-timeout":        true,
 	"proxy-next-upstream":       true,
 	"proxy-next-upstream-tries": true,
-	"session-cookie-name":       true,
-	"session-cookie-path":       true,
-	"session-cookie-max-age":    true,
-	"session-cookie-expires":    true,
-	"session-cookie-samesite":   true,
-	"session-cookie-secure":     true,
-	"upstream-hash-by":          true,
 	"custom-http-errors":        true,
 	"default-backend":           true,
 	"enable-cors":               true,
@@ -128,6 +129,8 @@ var known = map[string]bool{
 	annCanaryCookie: true, annCanaryWeight: true, annCanaryWeightTotal: true,
 	annAffinity: true, annLoadBalancing: true,
 	annProxySSLSecret: true, annProxySSLVerify: true, annProxySSLName: true, annProxySSLServerName: true,
+	annCookieName: true, annCookiePath: true, annCookieDomain: true, annCookieMaxAge: true, annCookieExpires: true,
+	annCookieSameSite: true, annCookieSecure: true, annHashBy: true,
 }
 
 // ingressPolicy is what one Ingress's annotations compile to, before it is bound to the rules
@@ -401,6 +404,38 @@ func parseAnnotations(ing *networkingv1.Ingress, defaultSSLRedirect bool) (*ingr
 			}
 		}
 	}
+	affinity := false
+	if v, ok := get(annAffinity); ok {
+		if v != "cookie" {
+			bad(annAffinity, "%q is not cookie; no affinity", v)
+		} else {
+			affinity = true
+		}
+	}
+	if v, ok := get(annLoadBalancing); ok && v != "least-request" && v != "round-robin" {
+		bad(annLoadBalancing, "%q is not least-request or round-robin; round robin", v)
+	}
+	cookieKeys := []string{annCookieName, annCookiePath, annCookieDomain, annCookieMaxAge, annCookieExpires, annCookieSameSite, annCookieSecure}
+	if affinity {
+		p.Affinity = parseAffinityCookie(get, boolean, bad)
+	} else {
+		for _, k := range cookieKeys {
+			if _, ok := get(k); ok {
+				bad(k, "ignored without %s%s: cookie", AnnotationPrefix, annAffinity)
+			}
+		}
+	}
+	if v, ok := get(annHashBy); ok {
+		hk, err := ParseHashKey(v)
+		switch {
+		case err != nil:
+			bad(annHashBy, "%q: %v", v, err)
+		case affinity:
+			bad(annHashBy, "ignored: %s%s: cookie wins, as in ingress-nginx", AnnotationPrefix, annAffinity)
+		default:
+			p.Hash = hk
+		}
+	}
 	if v, ok := boolean(annCanary); ok && v {
 		ip.canary = parseCanary(get, bad)
 		for _, k := range keys {
@@ -417,7 +452,7 @@ func parseAnnotations(ing *networkingv1.Ingress, defaultSSLRedirect bool) (*ingr
 	}
 	ip.empty = p.Redirect == nil && p.AppRoot == "" && p.UpstreamHost == "" && p.ForwardedPrefix == "" &&
 		p.RequestHeaders.Empty() && p.ResponseHeaders.Empty() && p.ConnectTimeout == 0 && p.ReadTimeout == 0 &&
-		!p.HasMaxBody && ip.rewrite == "" && ip.refuse == ""
+		!p.HasMaxBody && ip.rewrite == "" && ip.refuse == "" && p.Affinity == nil && p.Hash == nil
 	return ip, probs
 }
 
@@ -582,4 +617,73 @@ func ProxySSLSecret(ing *networkingv1.Ingress) string {
 		return name
 	}
 	return v
+}
+
+// parseAffinityCookie reads the session-cookie-* keys: the cookie's name (default
+// portico-affinity), path (default /), domain, Max-Age and Expires (seconds), SameSite (Lax by
+// default; None adds Secure, which browsers require with it) and Secure. It is always HttpOnly.
+func parseAffinityCookie(get func(string) (string, bool), boolean func(string) (bool, bool), bad func(key, format string, args ...any)) *AffinityCookie {
+	a := &AffinityCookie{Name: DefaultAffinityCookie.Name}
+	if v, ok := get(annCookieName); ok {
+		if v == "" || checkHeader(v, "", false) != nil || strings.ContainsAny(v, "=;,") {
+			bad(annCookieName, "%q is not a cookie name; using %s", v, a.Name)
+		} else {
+			a.Name = v
+		}
+	}
+	attrs := "; Path=/"
+	if v, ok := get(annCookiePath); ok {
+		if !strings.HasPrefix(v, "/") || !validPath(v) || strings.Contains(v, ";") {
+			bad(annCookiePath, "%q is not an absolute path; using /", v)
+		} else {
+			attrs = "; Path=" + v
+		}
+	}
+	if v, ok := get(annCookieDomain); ok {
+		if !validHostPort(v) || strings.Contains(v, ":") {
+			bad(annCookieDomain, "%q is not a domain", v)
+		} else {
+			attrs += "; Domain=" + v
+		}
+	}
+	seconds := func(key string) int {
+		v, ok := get(key)
+		if !ok {
+			return 0
+		}
+		n, err := strconv.Atoi(v)
+		if err != nil || n <= 0 {
+			bad(key, "%q is not a positive number of seconds", v)
+			return 0
+		}
+		return n
+	}
+	if n := seconds(annCookieMaxAge); n > 0 {
+		attrs += "; Max-Age=" + strconv.Itoa(n)
+	}
+	if n := seconds(annCookieExpires); n > 0 {
+		a.Expires = time.Duration(n) * time.Second
+	}
+	secure, _ := boolean(annCookieSecure)
+	sameSite := "Lax"
+	if v, ok := get(annCookieSameSite); ok {
+		switch strings.ToLower(v) {
+		case "none":
+			sameSite, secure = "None", true
+		case "lax":
+			sameSite = "Lax"
+		case "strict":
+			sameSite = "Strict"
+		default:
+			bad(annCookieSameSite, "%q is not None, Lax or Strict; using Lax", v)
+		}
+	}
+	if secure {
+		attrs += "; Secure"
+	}
+	a.Attrs = attrs + "; HttpOnly; SameSite=" + sameSite
+	if a.Name == DefaultAffinityCookie.Name && a.Attrs == DefaultAffinityCookie.Attrs && a.Expires == 0 {
+		return nil // the default: routes share it
+	}
+	return a
 }

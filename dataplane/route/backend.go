@@ -1,8 +1,10 @@
 package route
 
 import (
+	"cmp"
 	"crypto/tls"
 	"hash/fnv"
+	"slices"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -67,6 +69,60 @@ type Backend struct {
 
 	name string // "namespace/service:port", set by the compiler
 	next atomic.Uint32
+	// ring is the consistent-hash ring of a Backend some route hashes to (upstream-hash-by),
+	// ordered by hash.
+	ring []ringPoint
+}
+
+type ringPoint struct {
+	h uint64
+	e *Endpoint
+}
+
+// ringPoints is how many points each endpoint has on a ring: with n endpoints, one coming or
+// going moves about 1/n of the keys, spread evenly over the others.
+const ringPoints = 160
+
+// buildRing places the Backend's endpoints on its ring.
+func (b *Backend) buildRing() {
+	b.ring = make([]ringPoint, 0, len(b.Endpoints)*ringPoints)
+	for _, e := range b.Endpoints {
+		for i := 0; i < ringPoints; i++ {
+			h := fnv.New64a()
+			_, _ = h.Write([]byte(e.Addr))
+			_, _ = h.Write([]byte{'#', byte(i), byte(i >> 8)})
+			b.ring = append(b.ring, ringPoint{h: mix64(h.Sum64()), e: e})
+		}
+	}
+	slices.SortFunc(b.ring, func(x, y ringPoint) int { return cmp.Compare(x.h, y.h) })
+}
+
+// mix64 spreads a hash over all 64 bits (MurmurHash3's finalizer): FNV-1a of strings that
+// differ in their last bytes differs mostly in its low bits, which would put every point of a
+// ring, and every key, in a few narrow arcs.
+func mix64(x uint64) uint64 {
+	x ^= x >> 33
+	x *= 0xff51afd7ed558ccd
+	x ^= x >> 33
+	x *= 0xc4ceb9fe1a85ec53
+	x ^= x >> 33
+	return x
+}
+
+// PickHash returns the endpoint a hash falls to on the ring: the first point at or after it,
+// skipping ejected endpoints (unless all are); the balancer's pick when the Backend has no ring.
+func (b *Backend) PickHash(h uint64, now time.Time) *Endpoint {
+	n := len(b.ring)
+	if n == 0 {
+		return b.Pick(now, nil)
+	}
+	i, _ := slices.BinarySearchFunc(b.ring, h, func(p ringPoint, h uint64) int { return cmp.Compare(p.h, h) })
+	for j := 0; j < n; j++ {
+		if e := b.ring[(i+j)%n].e; !e.Stats.Ejected(now) {
+			return e
+		}
+	}
+	return b.ring[i%n].e
 }
 
 // Name is "namespace/service:port". Compiled backends carry it ready; called per request.

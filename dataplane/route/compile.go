@@ -180,6 +180,7 @@ type backendKey struct {
 	balancing Balancing
 	protocol  int8   // backend-protocol: -1 for the Service port's appProtocol
 	tls       string // UpstreamTLS.Key; "" for cleartext
+	hashed    bool   // a route hashes to it: it has a ring
 }
 
 // compiler holds the indexes of one compile.
@@ -325,7 +326,7 @@ func (c *compiler) run() *Table {
 	if t.DefaultBackend == nil && in.Config.DefaultBackend != nil {
 		ref := in.Config.DefaultBackend
 		t.DefaultBackend = c.backend(types.NamespacedName{Namespace: ref.Namespace, Name: ref.Name},
-			networkingv1.ServiceBackendPort{Number: ref.Port}, types.NamespacedName{}, nil, -1, nil, fieldPath{})
+			networkingv1.ServiceBackendPort{Number: ref.Port}, types.NamespacedName{}, nil, -1, nil, false, fieldPath{})
 	}
 	t.DefaultCertificate = in.FallbackCertificate
 	if ref := in.Config.DefaultCertificate; ref != "" {
@@ -746,12 +747,12 @@ func (c *compiler) ingressBackend(ing *networkingv1.Ingress, ip *ingressPolicy, 
 		c.problem(key, "%s: no service", field)
 		return &Backend{Service: key, Problem: "no backend"}
 	}
-	return c.backend(types.NamespacedName{Namespace: ing.Namespace, Name: b.Service.Name}, b.Service.Port, key, ing.Annotations, ip.protocol, ip.upTLS, field)
+	return c.backend(types.NamespacedName{Namespace: ing.Namespace, Name: b.Service.Name}, b.Service.Port, key, ing.Annotations, ip.protocol, ip.upTLS, ip.base.Hash != nil, field)
 }
 
 // backend returns the shared Backend of a Service port, building it on first use. ing is the
 // Ingress reporting problems (empty for the fleet's own default backend).
-func (c *compiler) backend(svcKey types.NamespacedName, port networkingv1.ServiceBackendPort, ing types.NamespacedName, annotations map[string]string, protocol int8, upTLS *upstreamTLSSpec, field fieldPath) *Backend {
+func (c *compiler) backend(svcKey types.NamespacedName, port networkingv1.ServiceBackendPort, ing types.NamespacedName, annotations map[string]string, protocol int8, upTLS *upstreamTLSSpec, hashed bool, field fieldPath) *Backend {
 	switch {
 	case c.svcHosts == nil:
 	case c.bucket == noBucket:
@@ -777,7 +778,8 @@ func (c *compiler) backend(svcKey types.NamespacedName, port networkingv1.Servic
 	if upTLS != nil {
 		tlsKey = c.upstreamTLSKey(upTLS, svcKey, protocol == int8(H2C))
 	}
-	k := backendKey{svcKey, port, affinity, balancing, protocol, tlsKey}
+	hashed = hashed && !affinity
+	k := backendKey{svcKey, port, affinity, balancing, protocol, tlsKey, hashed}
 	if b, ok := c.backends[k]; ok {
 		if b.Problem != "" && ing.Name != "" && !noReadyEndpoint(b) {
 			c.problem(ing, "%s: %s", field, b.Problem)
@@ -890,6 +892,9 @@ func (c *compiler) backend(svcKey types.NamespacedName, port networkingv1.Servic
 	c.mark(b.Endpoints)
 	if len(b.Endpoints) == 0 {
 		b.Problem = "no ready endpoint for service " + svcKey.String() + " port " + portName
+	}
+	if hashed {
+		b.buildRing()
 	}
 	return b
 }

@@ -1,6 +1,7 @@
 package route
 
 import (
+	"fmt"
 	"math/rand/v2"
 	"net/http"
 	"regexp"
@@ -51,6 +52,154 @@ type Policy struct {
 	HasMaxBody   bool
 	// Canary sends some requests to another backend.
 	Canary *Canary
+	// Affinity is the cookie that pins a client to an endpoint, on a Backend with Affinity
+	// (nil: DefaultAffinityCookie).
+	Affinity *AffinityCookie
+	// Hash picks the endpoint by a consistent hash of parts of the request (upstream-hash-by)
+	// on a Backend with a ring.
+	Hash *HashKey
+}
+
+// AffinityCookie is the cookie of session affinity: its name and the attributes that follow
+// its value in Set-Cookie.
+type AffinityCookie struct {
+	Name string
+	// Attrs follow the value: "; Path=/; HttpOnly; SameSite=Lax" and the like.
+	Attrs string
+	// Expires, when set, adds an Expires attribute that far from the answer's time.
+	Expires time.Duration
+}
+
+// DefaultAffinityCookie is the affinity cookie of routes that do not name one.
+var DefaultAffinityCookie = &AffinityCookie{Name: "portico-affinity", Attrs: "; Path=/; HttpOnly; SameSite=Lax"}
+
+// AppendSetCookie appends the Set-Cookie value pinning a client to the endpoint with key.
+func (a *AffinityCookie) AppendSetCookie(dst []byte, key string, now time.Time) []byte {
+	dst = append(dst, a.Name...)
+	dst = append(dst, '=')
+	dst = append(dst, key...)
+	dst = append(dst, a.Attrs...)
+	if a.Expires > 0 {
+		dst = append(dst, "; Expires="...)
+		dst = now.Add(a.Expires).UTC().AppendFormat(dst, http.TimeFormat)
+	}
+	return dst
+}
+
+// HashKey is what a consistent hash reads of a request: nginx variables ($request_uri, $uri,
+// $host, $remote_addr, $http_<name>, $cookie_<name>, $arg_<name>) and text between them.
+type HashKey struct {
+	// Source is the annotation's value, for printing.
+	Source string
+	parts  []hashPart
+}
+
+type hashPart struct {
+	kind uint8
+	text string // the literal, or the header, cookie or argument name
+}
+
+const (
+	hashLiteral uint8 = iota
+	hashRequestURI
+	hashURI
+	hashHost
+	hashRemoteAddr
+	hashHeader
+	hashCookie
+	hashArg
+)
+
+// ParseHashKey reads an upstream-hash-by value.
+func ParseHashKey(v string) (*HashKey, error) {
+	k := &HashKey{Source: v}
+	for rest := v; rest != ""; {
+		i := strings.IndexByte(rest, '$')
+		if i != 0 {
+			if i < 0 {
+				i = len(rest)
+			}
+			k.parts = append(k.parts, hashPart{kind: hashLiteral, text: rest[:i]})
+			rest = rest[i:]
+			continue
+		}
+		j := 1
+		for j < len(rest) && (rest[j] == '_' || rest[j] >= 'a' && rest[j] <= 'z' || rest[j] >= 'A' && rest[j] <= 'Z' || rest[j] >= '0' && rest[j] <= '9') {
+			j++
+		}
+		name := strings.ToLower(rest[1:j])
+		rest = rest[j:]
+		switch {
+		case name == "request_uri":
+			k.parts = append(k.parts, hashPart{kind: hashRequestURI})
+		case name == "uri":
+			k.parts = append(k.parts, hashPart{kind: hashURI})
+		case name == "host":
+			k.parts = append(k.parts, hashPart{kind: hashHost})
+		case name == "remote_addr" || name == "binary_remote_addr":
+			k.parts = append(k.parts, hashPart{kind: hashRemoteAddr})
+		case strings.HasPrefix(name, "http_") && len(name) > 5:
+			k.parts = append(k.parts, hashPart{kind: hashHeader, text: strings.ReplaceAll(name[5:], "_", "-")})
+		case strings.HasPrefix(name, "cookie_") && len(name) > 7:
+			k.parts = append(k.parts, hashPart{kind: hashCookie, text: name[7:]})
+		case strings.HasPrefix(name, "arg_") && len(name) > 4:
+			k.parts = append(k.parts, hashPart{kind: hashArg, text: name[4:]})
+		default:
+			return nil, fmt.Errorf("$%s is not one of $request_uri, $uri, $host, $remote_addr, $http_<name>, $cookie_<name>, $arg_<name>", name)
+		}
+	}
+	if len(k.parts) == 0 {
+		return nil, fmt.Errorf("empty")
+	}
+	return k, nil
+}
+
+// Sum hashes the request's parts (FNV-1a, 64 bits), without allocating. path is the cleaned
+// request path ($uri).
+func (k *HashKey) Sum(r Request, path string) uint64 {
+	h := uint64(14695981039346656037)
+	add := func(s string) {
+		for i := 0; i < len(s); i++ {
+			h ^= uint64(s[i])
+			h *= 1099511628211
+		}
+	}
+	for _, p := range k.parts {
+		switch p.kind {
+		case hashLiteral:
+			add(p.text)
+		case hashRequestURI:
+			add(r.Target())
+		case hashURI:
+			add(path)
+		case hashHost:
+			add(r.Host())
+		case hashRemoteAddr:
+			add(r.ClientIP())
+		case hashHeader:
+			v, _ := r.Header(p.text)
+			add(v)
+		case hashCookie:
+			v, _ := r.Cookie(p.text)
+			add(v)
+		case hashArg:
+			add(queryArg(r.Target(), p.text))
+		}
+	}
+	return mix64(h)
+}
+
+// queryArg is the first value of a query argument of a request target ("" for none).
+func queryArg(target, name string) string {
+	_, q, ok := strings.Cut(target, "?")
+	for ok && q != "" {
+		var kv string
+		kv, q, _ = strings.Cut(q, "&")
+		if k, v, _ := strings.Cut(kv, "="); k == name {
+			return v
+		}
+	}
+	return ""
 }
 
 // Request is what a policy reads of a request beyond its host and path. Each serving path
@@ -59,6 +208,11 @@ type Policy struct {
 type Request interface {
 	// Method is the request method.
 	Method() string
+	// Target is the request target as the client sent it (path and query), Host its Host
+	// header, ClientIP the client's address.
+	Target() string
+	Host() string
+	ClientIP() string
 	// Header is the first value of a header (name in any case), and whether there is one.
 	Header(name string) (string, bool)
 	// Cookie is the value of a cookie, and whether there is one.
@@ -449,6 +603,16 @@ func (p *Policy) String() string {
 	}
 	if p.HasMaxBody {
 		b = append(b, "max-body="+strconv.FormatInt(p.MaxBodyBytes, 10))
+	}
+	if a := p.Affinity; a != nil {
+		s := "affinity-cookie=" + a.Name + a.Attrs
+		if a.Expires > 0 {
+			s += "; Expires=+" + a.Expires.String()
+		}
+		b = append(b, s)
+	}
+	if p.Hash != nil {
+		b = append(b, "hash-by="+p.Hash.Source)
 	}
 	if c := p.Canary; c != nil {
 		s := "canary=" + c.Backend.Name()
