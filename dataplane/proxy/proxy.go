@@ -337,7 +337,6 @@ func (h *Handler) modifyResponse(resp *http.Response) error {
 	return nil
 }
 
-
 func (h *Handler) errorHandler(w http.ResponseWriter, r *http.Request, err error) {
 	st := r.Context().Value(ctxKey{}).(*reqState)
 	// The body's failures first: net/http cancels the request's context when a read of the
