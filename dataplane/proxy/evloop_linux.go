@@ -1216,7 +1216,7 @@ func (c *evConn) handoff(reason string) {
 // forward sends the request to c.st.endpoint.
 func (c *evConn) forward() {
 	c.requestHead()
-	c.replay = c.head.contentLength == 0 && idempotent(string(c.head.method)) // as on the goroutine path
+	c.replay = c.st.replayable(bytesView(c.head.method), c.head.contentLength != 0) // as on the goroutine path
 	c.stale = false
 	c.rh = respHead{}
 	c.phase = pUpstream
@@ -1245,7 +1245,7 @@ func (c *evConn) send(fresh bool) {
 
 func (c *evConn) sendHead() {
 	u := c.up
-	c.deadline = c.st.start.Add(c.st.upstreamTimeout(&c.w.h.opts))
+	c.deadline = c.w.now.Add(c.st.upstreamTimeout(&c.w.h.opts)) // each attempt has the whole timeout
 	head, body := c.h1Conn.out, c.reqBody
 	var n int
 	var e syscall.Errno
@@ -1292,7 +1292,7 @@ func (c *evConn) upstreamError(err error) {
 			c.send(false)
 			return
 		}
-	case resendable(c.replay, answerBegun || c.rh.informed, err):
+	case resendable(c.replay, answerBegun || c.rh.informed, err, c.st.retriesTimeouts()):
 		if reused && !c.stale {
 			c.stale = true
 			c.send(true)
@@ -1373,6 +1373,12 @@ func (c *evConn) readHead() {
 		if !c.flush() && c.closed {
 			return
 		}
+	}
+	if !c.rh.informed && c.w.h.retryStatus(&c.st, c.rh.status, c.replay, string(c.head.host), string(c.head.route)) {
+		c.dropUpstream() // its answer is not read
+		c.requestHead()  // c.out holds the answer's head now
+		c.send(false)
+		return
 	}
 	c.inFlight = false
 	c.st.endpoint.Stats.InFlight.Add(-1)

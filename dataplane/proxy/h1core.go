@@ -219,10 +219,11 @@ func mustProbe(idle time.Duration, repeatable, suspect bool) bool {
 }
 
 // resendable reports whether a request may be sent again after its connection failed before
-// any answer: it must be idempotent with no body (RFC 9110 §9.2.2), nothing of an answer may
-// have come, and the failure must be the connection's end.
-func resendable(replay, answerBegun bool, err error) bool {
-	return replay && !answerBegun && isClosedConn(err)
+// any answer: it must be replayable (idempotent with no body, RFC 9110 §9.2.2, see
+// reqState.replayable), nothing of an answer may have come, and the failure must be the
+// connection's end, or a timeout when the route retries those (timeouts).
+func resendable(replay, answerBegun bool, err error, timeouts bool) bool {
+	return replay && !answerBegun && (isClosedConn(err) || (timeouts && isTimeout(err)))
 }
 
 // lingers reports whether a connection that ends after an answer closes with a lingering close

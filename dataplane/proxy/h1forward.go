@@ -65,7 +65,7 @@ var (
 // stopping). A request that cannot be repeated checks its pooled connection first.
 func (c *h1Conn) forward() {
 	hd, st := &c.head, &c.st
-	replay := hd.contentLength == 0 && !hd.chunked && idempotent(string(hd.method))
+	replay := st.replayable(bytesView(hd.method), hd.contentLength != 0 || hd.chunked)
 	var (
 		uc    *upConn
 		rh    respHead
@@ -77,6 +77,7 @@ func (c *h1Conn) forward() {
 		if again {
 			now = time.Now()
 		}
+		st.attempt = now
 		var err error
 		uc, err = c.s.up.get(e.Addr, now, stale, !replay, st.dialTimeout(&c.s.h.opts), st.backend.TLS)
 		if err != nil {
@@ -112,13 +113,18 @@ func (c *h1Conn) forward() {
 			return
 		}
 		if err == nil {
+			if sendErr == nil && !rh.informed && c.s.h.retryStatus(st, rh.status, replay, string(hd.host), string(hd.route)) {
+				_ = uc.c.Close() // its answer is not read
+				stale = false
+				continue
+			}
 			if sendErr != nil {
 				rh.upClose, c.closeAfter = true, true
 			}
 			break
 		}
 		_ = uc.c.Close()
-		if resendable(replay, len(c.raw) > 0 || rh.informed, err) {
+		if resendable(replay, len(c.raw) > 0 || rh.informed, err, st.retriesTimeouts()) {
 			if uc.reused && !stale {
 				stale = true
 				continue
@@ -586,7 +592,8 @@ func (c *h1Conn) readRawHead(r *bufio.Reader, waits func()) error {
 func (c *h1Conn) readHead(uc *upConn, rh *respHead) error {
 	st := &c.st
 	// The deadline covers the head only; forward lifts it before the body when it has to wait.
-	base := st.start
+	// Each attempt (a retry's included) has the whole timeout, as nginx's proxy_read_timeout.
+	base := st.attempt
 	if c.head.contentLength > 0 {
 		base = time.Now() // the body took its time to send
 	}

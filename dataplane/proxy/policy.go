@@ -44,6 +44,34 @@ func pickEndpoint(st *reqState, b *route.Backend, req reqView, path string) {
 	st.endpoint = b.Pick(st.start, nil)
 }
 
+// retryPolicy is the route's proxy-next-upstream, nil for the proxy's own rules.
+func (st *reqState) retryPolicy() *route.RetryPolicy {
+	if p := st.policy(); p != nil {
+		return p.Retry
+	}
+	return nil
+}
+
+// replayable reports whether a request may be sent again (to the same endpoint on a new
+// connection, or to another): no body, and an idempotent method, or any with the route's
+// non_idempotent.
+func (st *reqState) replayable(method string, hasBody bool) bool {
+	if hasBody {
+		return false
+	}
+	if idempotent(method) {
+		return true
+	}
+	rp := st.retryPolicy()
+	return rp != nil && rp.On&route.RetryNonIdempotent != 0
+}
+
+// retriesTimeouts: the route sends a request on after a timeout (proxy-next-upstream timeout).
+func (st *reqState) retriesTimeouts() bool {
+	rp := st.retryPolicy()
+	return rp != nil && rp.On&route.RetryTimeout != 0
+}
+
 // affinityCookie is the request's route's affinity cookie.
 func affinityCookie(st *reqState) *route.AffinityCookie {
 	if p := st.policy(); p != nil && p.Affinity != nil {

@@ -333,3 +333,84 @@ func TestPolicyAffinityCookieAndConsistentHash(t *testing.T) {
 		})
 	}
 }
+
+func TestPolicyNextUpstream(t *testing.T) {
+	for _, p := range []struct {
+		name string
+		so   ServerOptions
+		h2   bool
+	}{{"loops", ServerOptions{EventLoops: 1}, false}, {"goroutines", ServerOptions{EventLoops: -1}, false},
+		{"net/http", ServerOptions{NetHTTPOnly: true}, false}, {"http2", ServerOptions{}, true}} {
+		t.Run(p.name, func(t *testing.T) {
+			h := newHarnessWith(t, Options{UpstreamTimeout: 10 * time.Second}, p.so)
+			h.backend("app", echo.Handler("good", "app"), "")
+			h.backend("app", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				if r.URL.Path == "/slow" {
+					time.Sleep(1500 * time.Millisecond)
+				}
+				http.Error(w, "overloaded", http.StatusServiceUnavailable)
+			}), "")
+			a := func(k, v string) rt.IngressOpt { return rt.Annotation("portico.dev/"+k, v) }
+			if probs := h.compile(
+				rt.Ingress("ns", "retry", 1, rt.Rule("retry.example.com", "/", rt.Prefix, "app", 80),
+					a("proxy-next-upstream", "error timeout http_503"), a("proxy-read-timeout", "1")),
+				rt.Ingress("ns", "post", 2, rt.Rule("post.example.com", "/", rt.Prefix, "app", 80),
+					a("proxy-next-upstream", "http_503 non_idempotent")),
+				rt.Ingress("ns", "off", 3, rt.Rule("off.example.com", "/", rt.Prefix, "app", 80), a("proxy-next-upstream", "off")),
+				rt.Ingress("ns", "once", 4, rt.Rule("once.example.com", "/", rt.Prefix, "app", 80),
+					a("proxy-next-upstream", "http_503"), a("proxy-next-upstream-tries", "1")),
+			); len(probs) != 0 {
+				t.Fatal(probs)
+			}
+			c := &http.Client{Timeout: 10 * time.Second}
+			scheme, addr := "http://", h.http
+			if p.h2 {
+				c, scheme, addr = h2Client(&tls.Config{InsecureSkipVerify: true}), "https://", h.https
+				c.Timeout = 10 * time.Second
+			}
+			do := func(method, host, path string) int {
+				req, _ := http.NewRequest(method, scheme+addr+path, nil)
+				req.Host = host
+				resp, err := c.Do(req)
+				if err != nil {
+					t.Fatalf("%s %s%s: %v", method, host, path, err)
+				}
+				resp.Body.Close()
+				return resp.StatusCode
+			}
+			count := func(method, host, path string) (ok, bad int) {
+				for i := 0; i < 12; i++ {
+					if do(method, host, path) == 200 {
+						ok++
+					} else {
+						bad++
+					}
+				}
+				return ok, bad
+			}
+			if ok, bad := count("GET", "retry.example.com", "/"); bad != 0 {
+				t.Errorf("http_503: %d of %d GETs got the 503", bad, ok+bad)
+			}
+			if _, bad := count("POST", "retry.example.com", "/"); bad == 0 {
+				t.Error("a POST was sent again without non_idempotent")
+			}
+			if ok, bad := count("POST", "post.example.com", "/"); bad != 0 {
+				t.Errorf("non_idempotent: %d of %d POSTs (no body) got the 503", bad, ok+bad)
+			}
+			if _, bad := count("GET", "off.example.com", "/"); bad == 0 {
+				t.Error("off: no GET got the 503")
+			}
+			if _, bad := count("GET", "once.example.com", "/"); bad == 0 {
+				t.Error("tries 1: no GET got the 503")
+			}
+			// Last: timeouts count towards the slow endpoint's ejection.
+			start := time.Now()
+			if ok, bad := count("GET", "retry.example.com", "/slow"); bad != 0 {
+				t.Errorf("timeout: %d of %d GETs failed", bad, ok+bad)
+			}
+			if d := time.Since(start); d > 9*time.Second {
+				t.Errorf("12 GETs, some waiting out a 1s timeout before another endpoint, took %v", d)
+			}
+		})
+	}
+}

@@ -128,15 +128,44 @@ func (h *Handler) retry(st *reqState, err error, repeatable bool, host, path str
 		st.endpoint.Stats.Failed(now)
 	}
 	reason := "failed"
+	rp := st.retryPolicy()
 	switch {
 	case refused && st.refusals < len(st.backend.Endpoints):
 		st.refusals++
 		reason = "refused"
+	case rp != nil: // proxy-next-upstream
+		kind := route.RetryError
+		if isTimeout(err) {
+			kind = route.RetryTimeout
+		}
+		if !repeatable || rp.On&kind == 0 || !rp.More(st.retries+1) {
+			return false
+		}
+		st.retries++
 	case repeatable && st.retries < h.opts.Retries:
 		st.retries++
 	default:
 		return false
 	}
+	return h.next(st, now, host, path, reason)
+}
+
+// retryStatus decides whether a request whose answer has this status goes on to another
+// endpoint (proxy-next-upstream http_<status>), which it picks: only a repeatable request
+// (replayable) whose answer has not begun to reach the client, while the route's tries last.
+// The endpoint is not counted as failing. Every HTTP/1.1 path calls it when an answer's head
+// came.
+func (h *Handler) retryStatus(st *reqState, status int, repeatable bool, host, path string) bool {
+	rp := st.retryPolicy()
+	if rp == nil || !repeatable || !rp.OnStatus(status) || !rp.More(st.retries+1) || len(st.backend.Endpoints) < 2 {
+		return false
+	}
+	st.retries++
+	return h.next(st, time.Now(), host, path, "status")
+}
+
+// next moves the request to another endpoint than st.endpoint, counting the retry by reason.
+func (h *Handler) next(st *reqState, now time.Time, host, path, reason string) bool {
 	next := st.backend.Pick(now, st.endpoint)
 	if next == nil {
 		b := h.backendFor(host, path)
@@ -174,6 +203,9 @@ type reqState struct {
 	service string
 	port    string // X-Forwarded-Port
 	pinned  bool   // the client's affinity cookie named the endpoint
+	// attempt is when the current attempt at an endpoint began (the response head's timeout
+	// runs from it).
+	attempt time.Time
 	// retries and refusals count the request's moves to another endpoint (see Handler.retry).
 	retries, refusals int
 	start             time.Time

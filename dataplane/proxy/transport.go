@@ -89,19 +89,24 @@ func (t *transport) RoundTrip(req *http.Request) (*http.Response, error) {
 			resp, reused, err = t.roundTripH1(req, st, stale)
 		}
 		stats.InFlight.Add(-1)
-		if err != nil && reused && !stale && resendable(replayable(req), false, err) && req.Context().Err() == nil {
+		replay := st.replayable(req.Method, req.Body != nil && req.Body != http.NoBody)
+		if err != nil && reused && !stale && resendable(replay, false, err, st.retriesTimeouts()) && req.Context().Err() == nil {
 			stale = true // the backend had closed the pooled connection: once more, on a new one
 			continue
 		}
 		stale = false
 		if err == nil {
 			stats.Succeeded()
+			if t.h.retryStatus(st, resp.StatusCode, replay, req.Host, req.URL.Path) {
+				_ = resp.Body.Close() // its answer is not read: the connection is closed
+				continue
+			}
 			return resp, nil
 		}
-		if !isDialError(err) && (!isClosedConn(err) || req.Context().Err() != nil) {
+		if !isDialError(err) && (!isClosedConn(err) && !(st.retriesTimeouts() && isTimeout(err)) || req.Context().Err() != nil) {
 			return nil, err
 		}
-		if !t.h.retry(st, err, replayable(req), req.Host, req.URL.Path) {
+		if !t.h.retry(st, err, replay, req.Host, req.URL.Path) {
 			return nil, err
 		}
 	}
@@ -161,7 +166,7 @@ func (t *transport) roundTripH1(req *http.Request, st *reqState, fresh bool) (*h
 		return fail(werr) // the client's body failed: errorHandler answers 408 or 413
 	}
 	// Even when the request could not be sent in full, the backend may have answered (413).
-	uc.rd.exactly(uc.c, st.start.Add(st.upstreamTimeout(&t.h.opts)))
+	uc.rd.exactly(uc.c, now.Add(st.upstreamTimeout(&t.h.opts))) // each attempt has the whole timeout
 	var resp *http.Response
 	inDoubt := false
 	for {

@@ -65,29 +65,30 @@ const (
 	annCookieSameSite        = "session-cookie-samesite"
 	annCookieSecure          = "session-cookie-secure"
 	annHashBy                = "upstream-hash-by"
+	annNextUpstream          = "proxy-next-upstream"
+	annNextUpstreamTries     = "proxy-next-upstream-tries"
 	annLoadBalancing         = "load-balancing"
 )
 
 // notYet are keys of the annotation contract that this version does not apply yet: each
 // draws a problem, and the rest of the route is served.
 var notYet = map[string]bool{
-	"proxy-send-timeout":        true,
-	"proxy-next-upstream":       true,
-	"proxy-next-upstream-tries": true,
-	"custom-http-errors":        true,
-	"default-backend":           true,
-	"enable-cors":               true,
-	"cors-allow-origin":         true,
-	"cors-allow-methods":        true,
-	"cors-allow-headers":        true,
-	"cors-expose-headers":       true,
-	"cors-allow-credentials":    true,
-	"cors-max-age":              true,
-	"limit-rps":                 true,
-	"limit-rpm":                 true,
-	"limit-burst-multiplier":    true,
-	"limit-connections":         true,
-	"limit-allowlist":           true,
+	"proxy-next-upstream-timeout": true,
+	"proxy-send-timeout":          true,
+	"custom-http-errors":          true,
+	"default-backend":             true,
+	"enable-cors":                 true,
+	"cors-allow-origin":           true,
+	"cors-allow-methods":          true,
+	"cors-allow-headers":          true,
+	"cors-expose-headers":         true,
+	"cors-allow-credentials":      true,
+	"cors-max-age":                true,
+	"limit-rps":                   true,
+	"limit-rpm":                   true,
+	"limit-burst-multiplier":      true,
+	"limit-connections":           true,
+	"limit-allowlist":             true,
 }
 
 // failClosed are access-control keys this version does not enforce yet. An Ingress that sets
@@ -130,7 +131,7 @@ var known = map[string]bool{
 	annAffinity: true, annLoadBalancing: true,
 	annProxySSLSecret: true, annProxySSLVerify: true, annProxySSLName: true, annProxySSLServerName: true,
 	annCookieName: true, annCookiePath: true, annCookieDomain: true, annCookieMaxAge: true, annCookieExpires: true,
-	annCookieSameSite: true, annCookieSecure: true, annHashBy: true,
+	annCookieSameSite: true, annCookieSecure: true, annHashBy: true, annNextUpstream: true, annNextUpstreamTries: true,
 }
 
 // ingressPolicy is what one Ingress's annotations compile to, before it is bound to the rules
@@ -436,6 +437,42 @@ func parseAnnotations(ing *networkingv1.Ingress, defaultSSLRedirect bool) (*ingr
 			p.Hash = hk
 		}
 	}
+	_, hasOn := get(annNextUpstream)
+	_, hasTries := get(annNextUpstreamTries)
+	if hasOn || hasTries {
+		r := &RetryPolicy{On: RetryError | RetryTimeout, Tries: 3} // ingress-nginx's defaults
+		if v, ok := get(annNextUpstream); ok {
+			r.On = 0
+			for _, tok := range strings.Fields(strings.ReplaceAll(v, ",", " ")) {
+				found := tok == "off"
+				if tok == "invalid_header" {
+					found = true // a malformed head is answered 502 and not sent again: reported below
+					bad(annNextUpstream, "invalid_header: an invalid answer head is not retried (the backend answered); ignored")
+				}
+				for _, x := range retryNames {
+					if x.name == tok {
+						r.On |= x.bit
+						found = true
+					}
+				}
+				if !found {
+					bad(annNextUpstream, "%q is not one of error, timeout, invalid_header, http_500, http_502, http_503, http_504, http_403, http_404, http_429, non_idempotent, off; ignored", tok)
+				}
+			}
+			if strings.Contains(" "+v+" ", " off ") {
+				r.On = 0
+			}
+		}
+		if v, ok := get(annNextUpstreamTries); ok {
+			n, err := strconv.Atoi(v)
+			if err != nil || n < 0 {
+				bad(annNextUpstreamTries, "%q is not a whole number (0: no bound); using 3", v)
+			} else {
+				r.Tries = n
+			}
+		}
+		p.Retry = r
+	}
 	if v, ok := boolean(annCanary); ok && v {
 		ip.canary = parseCanary(get, bad)
 		for _, k := range keys {
@@ -452,7 +489,7 @@ func parseAnnotations(ing *networkingv1.Ingress, defaultSSLRedirect bool) (*ingr
 	}
 	ip.empty = p.Redirect == nil && p.AppRoot == "" && p.UpstreamHost == "" && p.ForwardedPrefix == "" &&
 		p.RequestHeaders.Empty() && p.ResponseHeaders.Empty() && p.ConnectTimeout == 0 && p.ReadTimeout == 0 &&
-		!p.HasMaxBody && ip.rewrite == "" && ip.refuse == "" && p.Affinity == nil && p.Hash == nil
+		!p.HasMaxBody && ip.rewrite == "" && ip.refuse == "" && p.Affinity == nil && p.Hash == nil && p.Retry == nil
 	return ip, probs
 }
 

@@ -58,7 +58,60 @@ type Policy struct {
 	// Hash picks the endpoint by a consistent hash of parts of the request (upstream-hash-by)
 	// on a Backend with a ring.
 	Hash *HashKey
+	// Retry says when a request goes on to another endpoint (proxy-next-upstream); nil: the
+	// proxy's own rules.
+	Retry *RetryPolicy
 }
+
+// RetryPolicy is proxy-next-upstream and proxy-next-upstream-tries: the failures after which a
+// request goes on to another endpoint, and how many endpoints it tries in all.
+type RetryPolicy struct {
+	On RetryOn
+	// Tries bounds the endpoints tried, the first included; 0: no bound but the endpoints.
+	Tries int
+}
+
+// RetryOn is a set of failures a request is sent again after.
+type RetryOn uint16
+
+// The failures of proxy-next-upstream.
+const (
+	RetryError         RetryOn = 1 << iota // the connection failed or closed before an answer
+	RetryTimeout                           // connecting or the answer's head timed out
+	RetryNonIdempotent                     // also requests whose method is not idempotent (without a body)
+	Retry500
+	Retry502
+	Retry503
+	Retry504
+	Retry403
+	Retry404
+	Retry429
+)
+
+// OnStatus reports whether an answer with this status sends the request on.
+func (r *RetryPolicy) OnStatus(code int) bool {
+	var bit RetryOn
+	switch code {
+	case 500:
+		bit = Retry500
+	case 502:
+		bit = Retry502
+	case 503:
+		bit = Retry503
+	case 504:
+		bit = Retry504
+	case 403:
+		bit = Retry403
+	case 404:
+		bit = Retry404
+	case 429:
+		bit = Retry429
+	}
+	return bit != 0 && r.On&bit != 0
+}
+
+// More reports whether a request that has tried n endpoints may try another.
+func (r *RetryPolicy) More(n int) bool { return r.Tries == 0 || n < r.Tries }
 
 // AffinityCookie is the cookie of session affinity: its name and the attributes that follow
 // its value in Set-Cookie.
@@ -614,6 +667,9 @@ func (p *Policy) String() string {
 	if p.Hash != nil {
 		b = append(b, "hash-by="+p.Hash.Source)
 	}
+	if r := p.Retry; r != nil {
+		b = append(b, "next-upstream="+r.String())
+	}
 	if c := p.Canary; c != nil {
 		s := "canary=" + c.Backend.Name()
 		if c.Header != "" {
@@ -635,3 +691,24 @@ func (p *Policy) String() string {
 	}
 	return strings.Join(b, " ")
 }
+
+// String prints the policy as proxy-next-upstream writes it, with the tries.
+func (r *RetryPolicy) String() string {
+	var names []string
+	for _, x := range retryNames {
+		if r.On&x.bit != 0 {
+			names = append(names, x.name)
+		}
+	}
+	if len(names) == 0 {
+		names = []string{"off"}
+	}
+	return strings.Join(names, ",") + " tries=" + strconv.Itoa(r.Tries)
+}
+
+var retryNames = []struct {
+	name string
+	bit  RetryOn
+}{{"error", RetryError}, {"timeout", RetryTimeout}, {"non_idempotent", RetryNonIdempotent}, {"http_500", Retry500},
+	{"http_502", Retry502}, {"http_503", Retry503}, {"http_504", Retry504}, {"http_403", Retry403}, {"http_404", Retry404},
+	{"http_429", Retry429}}
