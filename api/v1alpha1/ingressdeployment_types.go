@@ -152,6 +152,37 @@ type HTTPSettings struct {
 	// +optional
 	AllowUnderscoresInHeaders bool `json:"allowUnderscoresInHeaders,omitempty"`
 
+	// ProxyConnectTimeout bounds connecting to a backend's endpoint (ingress-nginx's
+	// proxy-connect-timeout, default 5s); an Ingress's portico.dev/proxy-connect-timeout wins
+	// over it. A Go duration, greater than 0s and at most 1h.
+	// +optional
+	// +kubebuilder:validation:Type=string
+	// +kubebuilder:validation:MaxLength=32
+	// +kubebuilder:validation:XValidation:rule="self.matches('^-?(0|([0-9]+([.][0-9]+)?(ns|us|µs|ms|s|m|h))+)$')",message="must be a Go duration such as 60s, 2m30s or 1h"
+	// +kubebuilder:validation:XValidation:rule="!self.matches('^-?(0|([0-9]+([.][0-9]+)?(ns|us|µs|ms|s|m|h))+)$') || duration(self) > duration('0s')",message="must be greater than 0s"
+	// +kubebuilder:validation:XValidation:rule="!self.matches('^-?(0|([0-9]+([.][0-9]+)?(ns|us|µs|ms|s|m|h))+)$') || duration(self) <= duration('1h')",message="must be at most 1h"
+	ProxyConnectTimeout *metav1.Duration `json:"proxyConnectTimeout,omitempty"`
+
+	// ProxyReadTimeout bounds waiting for a backend's response head, per attempt
+	// (ingress-nginx's proxy-read-timeout, default 60s); past it the client gets 504.
+	// +optional
+	// +kubebuilder:validation:Type=string
+	// +kubebuilder:validation:MaxLength=32
+	// +kubebuilder:validation:XValidation:rule="self.matches('^-?(0|([0-9]+([.][0-9]+)?(ns|us|µs|ms|s|m|h))+)$')",message="must be a Go duration such as 60s, 2m30s or 1h"
+	// +kubebuilder:validation:XValidation:rule="!self.matches('^-?(0|([0-9]+([.][0-9]+)?(ns|us|µs|ms|s|m|h))+)$') || duration(self) > duration('0s')",message="must be greater than 0s"
+	// +kubebuilder:validation:XValidation:rule="!self.matches('^-?(0|([0-9]+([.][0-9]+)?(ns|us|µs|ms|s|m|h))+)$') || duration(self) <= duration('1h')",message="must be at most 1h"
+	ProxyReadTimeout *metav1.Duration `json:"proxyReadTimeout,omitempty"`
+
+	// ProxySendTimeout bounds a pause in sending a request body to a backend that does not
+	// read it (ingress-nginx's proxy-send-timeout, default 60s); past it the client gets 504.
+	// +optional
+	// +kubebuilder:validation:Type=string
+	// +kubebuilder:validation:MaxLength=32
+	// +kubebuilder:validation:XValidation:rule="self.matches('^-?(0|([0-9]+([.][0-9]+)?(ns|us|µs|ms|s|m|h))+)$')",message="must be a Go duration such as 60s, 2m30s or 1h"
+	// +kubebuilder:validation:XValidation:rule="!self.matches('^-?(0|([0-9]+([.][0-9]+)?(ns|us|µs|ms|s|m|h))+)$') || duration(self) > duration('0s')",message="must be greater than 0s"
+	// +kubebuilder:validation:XValidation:rule="!self.matches('^-?(0|([0-9]+([.][0-9]+)?(ns|us|µs|ms|s|m|h))+)$') || duration(self) <= duration('1h')",message="must be at most 1h"
+	ProxySendTimeout *metav1.Duration `json:"proxySendTimeout,omitempty"`
+
 	// SSLRedirect is the default of the portico.dev/ssl-redirect annotation: plain HTTP
 	// requests for a host whose TLS an Ingress configures (spec.tls) are redirected to HTTPS
 	// with 308. The default is true, as ingress-nginx's ssl-redirect; an Ingress's annotation

@@ -128,6 +128,21 @@ func (in *HTTPSettings) DeepCopyInto(out *HTTPSettings) {
 		*out = new(metav1.Duration)
 		**out = **in
 	}
+	if in.ProxyConnectTimeout != nil {
+		in, out := &in.ProxyConnectTimeout, &out.ProxyConnectTimeout
+		*out = new(metav1.Duration)
+		**out = **in
+	}
+	if in.ProxyReadTimeout != nil {
+		in, out := &in.ProxyReadTimeout, &out.ProxyReadTimeout
+		*out = new(metav1.Duration)
+		**out = **in
+	}
+	if in.ProxySendTimeout != nil {
+		in, out := &in.ProxySendTimeout, &out.ProxySendTimeout
+		*out = new(metav1.Duration)
+		**out = **in
+	}
 	if in.SSLRedirect != nil {
 		in, out := &in.SSLRedirect, &out.SSLRedirect
 		*out = new(bool)

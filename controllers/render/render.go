@@ -212,6 +212,14 @@ func proxyHTTP(h *porticov1alpha1.HTTPSettings) *proxyconfig.HTTP {
 	if d := h.ClientBodyTimeout; d != nil {
 		out.ClientBodyTimeout = d.Duration.String()
 	}
+	for _, x := range []struct {
+		d   *metav1.Duration
+		dst *string
+	}{{h.ProxyConnectTimeout, &out.ProxyConnectTimeout}, {h.ProxyReadTimeout, &out.ProxyReadTimeout}, {h.ProxySendTimeout, &out.ProxySendTimeout}} {
+		if x.d != nil {
+			*x.dst = x.d.Duration.String()
+		}
+	}
 	out.SSLRedirect = h.SSLRedirect
 	if s := h.HSTS; s != nil {
 		out.HSTS = &proxyconfig.HSTS{Enabled: s.Enabled, MaxAgeSeconds: s.MaxAgeSeconds, IncludeSubdomains: s.IncludeSubdomains, Preload: s.Preload}

@@ -53,6 +53,7 @@ func TestRenderGolden(t *testing.T) {
 				ClientBodyTimeout:         &metav1.Duration{Duration: 90 * time.Second},
 				AllowUnderscoresInHeaders: true,
 				SSLRedirect:               ptr.To(false),
+				ProxyReadTimeout:          &metav1.Duration{Duration: 2 * time.Minute},
 				HSTS:                      &porticov1alpha1.HSTSSettings{MaxAgeSeconds: ptr.To[int64](600), Preload: true},
 			}
 			f.Spec.AccessLog = &porticov1alpha1.AccessLogSettings{Enabled: true, OneIn: ptr.To[int32](100)}

@@ -79,6 +79,12 @@ type HTTP struct {
 	// AllowUnderscoresInHeaders forwards request header names containing "_"; by default they
 	// are dropped (CGI, WSGI and PHP backends read X_Forwarded_For as X-Forwarded-For).
 	AllowUnderscoresInHeaders bool `json:"allowUnderscoresInHeaders,omitempty"`
+	// ProxyConnectTimeout, ProxyReadTimeout and ProxySendTimeout are the fleet's defaults of
+	// the proxy-connect-timeout, proxy-read-timeout and proxy-send-timeout annotations, as Go
+	// durations; empty means the proxy's own (5s, 60s, 60s).
+	ProxyConnectTimeout string `json:"proxyConnectTimeout,omitempty"`
+	ProxyReadTimeout    string `json:"proxyReadTimeout,omitempty"`
+	ProxySendTimeout    string `json:"proxySendTimeout,omitempty"`
 	// SSLRedirect is the default of the ssl-redirect annotation: plain HTTP requests for a
 	// host whose TLS an Ingress configures are redirected to HTTPS (308). nil means true.
 	SSLRedirect *bool `json:"sslRedirect,omitempty"`
@@ -135,6 +141,9 @@ type Limits struct {
 	MaxRequestBodyBytes       int64 // 0: no limit
 	ClientBodyTimeout         time.Duration
 	AllowUnderscoresInHeaders bool
+	// ConnectTimeout, ReadTimeout and SendTimeout are the fleet's upstream timeouts; 0: the
+	// proxy's own.
+	ConnectTimeout, ReadTimeout, SendTimeout time.Duration
 }
 
 // Limits returns the fleet's HTTP limits with defaults applied (c.HTTP is validated by Parse).
@@ -148,6 +157,14 @@ func (c Config) Limits() Limits {
 			l.ClientBodyTimeout = d
 		}
 		l.AllowUnderscoresInHeaders = h.AllowUnderscoresInHeaders
+		for _, x := range []struct {
+			v   string
+			dst *time.Duration
+		}{{h.ProxyConnectTimeout, &l.ConnectTimeout}, {h.ProxyReadTimeout, &l.ReadTimeout}, {h.ProxySendTimeout, &l.SendTimeout}} {
+			if d, err := time.ParseDuration(x.v); err == nil && d > 0 {
+				*x.dst = d
+			}
+		}
 	}
 	return l
 }
@@ -189,6 +206,15 @@ func Parse(data string) (Config, error) {
 		if h.ClientBodyTimeout != "" {
 			if d, err := time.ParseDuration(h.ClientBodyTimeout); err != nil || d <= 0 {
 				return Config{}, fmt.Errorf("parse %s: http.clientBodyTimeout %q: want a positive duration such as 60s", ConfigKey, h.ClientBodyTimeout)
+			}
+		}
+		for _, x := range []struct{ name, v string }{{"proxyConnectTimeout", h.ProxyConnectTimeout},
+			{"proxyReadTimeout", h.ProxyReadTimeout}, {"proxySendTimeout", h.ProxySendTimeout}} {
+			if x.v == "" {
+				continue
+			}
+			if d, err := time.ParseDuration(x.v); err != nil || d <= 0 {
+				return Config{}, fmt.Errorf("parse %s: http.%s %q: want a positive duration such as 60s", ConfigKey, x.name, x.v)
 			}
 		}
 		if s := h.HSTS; s != nil && s.MaxAgeSeconds != nil && *s.MaxAgeSeconds < 0 {

@@ -102,6 +102,15 @@ func (c *h1Conn) forward() {
 			c.clientGone()
 			return
 		}
+		if sendErr != nil && isTimeout(sendErr) {
+			// The backend stopped reading the body for the send timeout: 504, without waiting
+			// for an answer it is not giving.
+			e.Stats.InFlight.Add(-1)
+			_ = uc.c.Close()
+			c.closeAfter = true // the client's body was not read in full
+			c.upstreamFailed(sendErr)
+			return
+		}
 		// Even when the body could not be sent in full, the backend may have answered (413); a
 		// connection the backend had closed fails the read at once, and is retried below.
 		rh.informed = false
@@ -245,20 +254,32 @@ func (c *h1Conn) send(uc *upConn) error {
 			return clientError{err}
 		}
 	}
-	if hd.contentLength > 0 {
-		if int64(c.br.Buffered()) < hd.contentLength && c.bw.Buffered() > 0 {
-			// Answers held back for pipelining go out before waiting for this body.
-			if err := c.bw.Flush(); err != nil {
-				return clientError{err}
+	if hd.contentLength > 0 || hd.chunked {
+		// A backend that stops reading the body fails the request after the send timeout
+		// without progress (nginx's proxy_send_timeout); the deadline moves before each read of
+		// the client's body, and is lifted at the end (the connection may be pooled).
+		send := c.st.sendTimeout(&c.s.h.opts)
+		progress := func() {
+			c.bodyProgress()
+			_ = uc.c.SetWriteDeadline(time.Now().Add(send))
+		}
+		progress()
+		defer func() { _ = uc.c.SetWriteDeadline(time.Time{}) }()
+		if hd.contentLength > 0 {
+			if int64(c.br.Buffered()) < hd.contentLength && c.bw.Buffered() > 0 {
+				// Answers held back for pipelining go out before waiting for this body.
+				if err := c.bw.Flush(); err != nil {
+					return clientError{err}
+				}
+			}
+			if _, err := pipe(uc.w, c.br, hd.contentLength, false, progress); err != nil {
+				return err
 			}
 		}
-		if _, err := pipe(uc.w, c.br, hd.contentLength, false, c.bodyProgress); err != nil {
-			return err
-		}
-	}
-	if hd.chunked {
-		if _, err := relayChunked(uc.w, c.br, &c.raw, false, c.st.maxBody(), c.bodyProgress); err != nil {
-			return err
+		if hd.chunked {
+			if _, err := relayChunked(uc.w, c.br, &c.raw, false, c.st.maxBody(), progress); err != nil {
+				return err
+			}
 		}
 	}
 	return uc.w.Flush()

@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	"io"
 	"net"
 	"net/http"
 	"strings"
@@ -104,12 +105,28 @@ func bodyTooLarge(st *reqState, n int64) bool {
 	return max > 0 && n > max
 }
 
-// dialTimeout bounds connecting to the request's endpoint: the route's, else the proxy's.
+// dialTimeout bounds connecting to the request's endpoint: the route's, else the fleet's, else
+// the proxy's.
 func (st *reqState) dialTimeout(o *Options) time.Duration {
 	if p := st.policy(); p != nil && p.ConnectTimeout > 0 {
 		return p.ConnectTimeout
 	}
+	if d := st.table.Limits.ConnectTimeout; d > 0 {
+		return d
+	}
 	return o.DialTimeout
+}
+
+// sendTimeout bounds a pause in sending the request body to the backend (the backend not
+// reading it): the route's, else the proxy's.
+func (st *reqState) sendTimeout(o *Options) time.Duration {
+	if p := st.policy(); p != nil && p.SendTimeout > 0 {
+		return p.SendTimeout
+	}
+	if d := st.table.Limits.SendTimeout; d > 0 {
+		return d
+	}
+	return o.SendTimeout
 }
 
 // upstreamTimeout bounds waiting for the backend's response head: the route's, else the
@@ -117,6 +134,9 @@ func (st *reqState) dialTimeout(o *Options) time.Duration {
 func (st *reqState) upstreamTimeout(o *Options) time.Duration {
 	if p := st.policy(); p != nil && p.ReadTimeout > 0 {
 		return p.ReadTimeout
+	}
+	if d := st.table.Limits.ReadTimeout; d > 0 {
+		return d
 	}
 	return o.UpstreamTimeout
 }
@@ -290,4 +310,19 @@ func dialWithin(d *net.Dialer, addr string, timeout time.Duration) (net.Conn, er
 	dd := *d
 	dd.Timeout = timeout
 	return dd.Dial("tcp", addr)
+}
+
+// sendPacedBody is a request body on its way to a backend on the net/http path: before each
+// read of it, the backend connection's write deadline moves to the send timeout from now.
+type sendPacedBody struct {
+	io.ReadCloser
+	c       net.Conn
+	timeout time.Duration
+	last    time.Time // when the deadline last moved
+}
+
+func (b *sendPacedBody) Read(p []byte) (int, error) {
+	b.last = time.Now()
+	_ = b.c.SetWriteDeadline(b.last.Add(b.timeout))
+	return b.ReadCloser.Read(p)
 }

@@ -1,7 +1,9 @@
 package proxy
 
 import (
+	"bufio"
 	"crypto/tls"
+	"fmt"
 	"maps"
 	"net"
 	"net/http"
@@ -171,6 +173,14 @@ func TestPolicyTimeoutsPerRoute(t *testing.T) {
 	}
 	if resp, _, _ := get(t, &http.Client{}, "http://"+h.http+"/", "patient.example.com"); resp.StatusCode != http.StatusOK {
 		t.Errorf("the proxy's timeout: %d, want 200", resp.StatusCode)
+	}
+	// The fleet's default (spec.http.proxyReadTimeout) applies where no annotation does.
+	h.in.Config.HTTP = &proxyconfig.HTTP{ProxyReadTimeout: "1s"}
+	h.compile(h.in.Ingresses...)
+	start = time.Now()
+	if resp, _, _ := get(t, &http.Client{}, "http://"+h.http+"/", "patient.example.com"); resp.StatusCode != http.StatusGatewayTimeout ||
+		time.Since(start) > 1400*time.Millisecond {
+		t.Errorf("the fleet's 1s read timeout: %d after %v, want 504 after about 1s", resp.StatusCode, time.Since(start))
 	}
 }
 
@@ -410,6 +420,53 @@ func TestPolicyNextUpstream(t *testing.T) {
 			}
 			if d := time.Since(start); d > 9*time.Second {
 				t.Errorf("12 GETs, some waiting out a 1s timeout before another endpoint, took %v", d)
+			}
+		})
+	}
+}
+
+// TestPolicySendTimeout: a backend that stops reading a request body fails the request after the
+// route's proxy-send-timeout (504), not after the client's patience.
+func TestPolicySendTimeout(t *testing.T) {
+	for _, p := range []struct {
+		name string
+		so   ServerOptions
+	}{{"goroutines", ServerOptions{EventLoops: -1}}, {"net/http", ServerOptions{NetHTTPOnly: true}}} {
+		t.Run(p.name, func(t *testing.T) {
+			h := newHarnessWith(t, Options{}, p.so)
+			h.unlimitedBodies()
+			h.tcpBackend("deaf", func(c net.Conn) { // reads the head, then nothing
+				_ = c.SetReadDeadline(time.Now().Add(10 * time.Second))
+				_, _ = c.Read(make([]byte, 1024))
+				time.Sleep(10 * time.Second)
+			})
+			h.compile(rt.Ingress("ns", "i", 1, rt.Rule("", "/", rt.Prefix, "deaf", 80), rt.Annotation("portico.dev/proxy-send-timeout", "1")))
+			conn, err := net.Dial("tcp", h.http)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer conn.Close()
+			const size = 64 << 20
+			go func() {
+				_, _ = fmt.Fprintf(conn, "POST /upload HTTP/1.1\r\nHost: a\r\nContent-Length: %d\r\n\r\n", size)
+				chunk := make([]byte, 1<<20)
+				for i := 0; i < size/len(chunk); i++ {
+					if _, err := conn.Write(chunk); err != nil {
+						return
+					}
+				}
+			}()
+			start := time.Now()
+			_ = conn.SetReadDeadline(time.Now().Add(8 * time.Second))
+			resp, err := http.ReadResponse(bufio.NewReader(conn), nil)
+			if err != nil {
+				t.Fatalf("no answer after %v: %v", time.Since(start), err)
+			}
+			if resp.StatusCode != http.StatusGatewayTimeout {
+				t.Errorf("%d after %v, want 504", resp.StatusCode, time.Since(start))
+			}
+			if d := time.Since(start); d > 5*time.Second {
+				t.Errorf("answered after %v, want about the 1s send timeout", d)
 			}
 		})
 	}

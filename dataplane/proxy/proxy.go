@@ -40,6 +40,9 @@ type Options struct {
 	// UpstreamTimeout bounds waiting for a backend's response headers (default 60s); past it the
 	// client gets 504.
 	UpstreamTimeout time.Duration
+	// SendTimeout bounds a pause in sending a request body to a backend that does not read it
+	// (default 60s, nginx's proxy_send_timeout); past it the client gets 504.
+	SendTimeout time.Duration
 	// Retries is how many other endpoints a repeatable request tries after failed connections
 	// other than refused ones, which do not count (default 2; see Handler.retry).
 	Retries int
@@ -73,6 +76,9 @@ func NewHandler(opts Options, metrics *Metrics, log logr.Logger) *Handler {
 	}
 	if opts.UpstreamTimeout == 0 {
 		opts.UpstreamTimeout = 60 * time.Second
+	}
+	if opts.SendTimeout == 0 {
+		opts.SendTimeout = 60 * time.Second
 	}
 	if opts.Retries == 0 {
 		opts.Retries = 2

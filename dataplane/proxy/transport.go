@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"net/http/httptrace"
 	"net/textproto"
+	"os"
 	"sync"
 	"syscall"
 	"time"
@@ -157,13 +158,25 @@ func (t *transport) roundTripH1(req *http.Request, st *reqState, fresh bool) (*h
 		return nil, reused, err
 	}
 	uc.rd.none(uc.c)
-	_ = uc.c.SetWriteDeadline(time.Time{})
+	var paced *sendPacedBody
+	if req.Body != nil && req.Body != http.NoBody {
+		paced = &sendPacedBody{ReadCloser: req.Body, c: uc.c, timeout: st.sendTimeout(&t.h.opts), last: now}
+		_ = uc.c.SetWriteDeadline(now.Add(paced.timeout))
+		req.Body = paced
+	}
 	werr := req.Write(uc.w)
 	if werr == nil {
 		werr = uc.w.Flush()
 	}
-	if werr != nil && st.bodyErr != nil {
-		return fail(werr) // the client's body failed: errorHandler answers 408 or 413
+	if werr != nil && paced != nil && time.Since(paced.last) >= paced.timeout {
+		// req.Write does not keep the write's error in its chain: the deadline tells.
+		werr = answerCut{err: os.ErrDeadlineExceeded}
+	}
+	_ = uc.c.SetWriteDeadline(time.Time{})
+	if werr != nil && (st.bodyErr != nil || isTimeout(werr)) {
+		// The client's body failed (errorHandler answers 408 or 413), or the backend stopped
+		// reading it for the send timeout (504, without waiting for an answer).
+		return fail(werr)
 	}
 	// Even when the request could not be sent in full, the backend may have answered (413).
 	uc.rd.exactly(uc.c, now.Add(st.upstreamTimeout(&t.h.opts))) // each attempt has the whole timeout

@@ -43,6 +43,7 @@ const (
 	annResponseHeadersRemove = "response-headers-remove"
 	annConnectTimeout        = "proxy-connect-timeout"
 	annReadTimeout           = "proxy-read-timeout"
+	annSendTimeout           = "proxy-send-timeout"
 	annBodySize              = "proxy-body-size"
 	annBackendProtocol       = "backend-protocol"
 	annCanary                = "canary"
@@ -74,7 +75,6 @@ const (
 // draws a problem, and the rest of the route is served.
 var notYet = map[string]bool{
 	"proxy-next-upstream-timeout": true,
-	"proxy-send-timeout":          true,
 	"custom-http-errors":          true,
 	"default-backend":             true,
 	"enable-cors":                 true,
@@ -125,7 +125,7 @@ var known = map[string]bool{
 	annRewriteTarget: true, annUpstreamVhost: true, annXForwardedPrefix: true,
 	annRequestHeadersSet: true, annRequestHeadersAdd: true, annRequestHeadersRemove: true,
 	annResponseHeadersSet: true, annResponseHeadersAdd: true, annResponseHeadersRemove: true,
-	annConnectTimeout: true, annReadTimeout: true, annBodySize: true, annBackendProtocol: true,
+	annConnectTimeout: true, annReadTimeout: true, annSendTimeout: true, annBodySize: true, annBackendProtocol: true,
 	annCanary: true, annCanaryHeader: true, annCanaryHeaderValue: true, annCanaryHeaderPattern: true,
 	annCanaryCookie: true, annCanaryWeight: true, annCanaryWeightTotal: true,
 	annAffinity: true, annLoadBalancing: true,
@@ -337,6 +337,7 @@ func parseAnnotations(ing *networkingv1.Ingress, defaultSSLRedirect bool) (*ingr
 	}
 	p.ConnectTimeout = seconds(annConnectTimeout)
 	p.ReadTimeout = seconds(annReadTimeout)
+	p.SendTimeout = seconds(annSendTimeout)
 	if v, ok := get(annBodySize); ok {
 		n, err := ParseNginxSize(v)
 		if err != nil {
@@ -488,7 +489,7 @@ func parseAnnotations(ing *networkingv1.Ingress, defaultSSLRedirect bool) (*ingr
 		}
 	}
 	ip.empty = p.Redirect == nil && p.AppRoot == "" && p.UpstreamHost == "" && p.ForwardedPrefix == "" &&
-		p.RequestHeaders.Empty() && p.ResponseHeaders.Empty() && p.ConnectTimeout == 0 && p.ReadTimeout == 0 &&
+		p.RequestHeaders.Empty() && p.ResponseHeaders.Empty() && p.ConnectTimeout == 0 && p.ReadTimeout == 0 && p.SendTimeout == 0 &&
 		!p.HasMaxBody && ip.rewrite == "" && ip.refuse == "" && p.Affinity == nil && p.Hash == nil && p.Retry == nil
 	return ip, probs
 }

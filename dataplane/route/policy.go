@@ -47,6 +47,9 @@ type Policy struct {
 	// ConnectTimeout and ReadTimeout override the proxy's dial and response-head timeouts
 	// when not zero.
 	ConnectTimeout, ReadTimeout time.Duration
+	// SendTimeout overrides the proxy's send timeout (a pause in sending the request body)
+	// when not zero.
+	SendTimeout time.Duration
 	// MaxBodyBytes overrides the fleet's request body limit when HasMaxBody (0: no limit).
 	MaxBodyBytes int64
 	HasMaxBody   bool
@@ -653,6 +656,9 @@ func (p *Policy) String() string {
 	}
 	if p.ReadTimeout > 0 {
 		b = append(b, "read-timeout="+p.ReadTimeout.String())
+	}
+	if p.SendTimeout > 0 {
+		b = append(b, "send-timeout="+p.SendTimeout.String())
 	}
 	if p.HasMaxBody {
 		b = append(b, "max-body="+strconv.FormatInt(p.MaxBodyBytes, 10))
