@@ -27,15 +27,25 @@ type Options struct {
 	HealthAddr string // /healthz and /readyz
 }
 
-// Handler answers every request with the status code and a one-line body.
+// Handler answers every request with the status code and a one-line body; a request with
+// X-Code 400-599 (an error page the proxy asks for, custom-http-errors) with that status.
 func Handler(code int) http.Handler {
 	body := []byte(fmt.Sprintf("%d %s: no Ingress rule matches this request (portico default backend)\n", code, http.StatusText(code)))
 	clen := strconv.Itoa(len(body))
-	return http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		h := w.Header()
 		h.Set("Content-Type", "text/plain; charset=utf-8")
-		h.Set("Content-Length", clen)
 		h.Set("Server", "portico")
+		// An error page the proxy asks for (custom-http-errors) carries the status in X-Code,
+		// as ingress-nginx's custom error pages read it: answered with that status.
+		if x, err := strconv.Atoi(r.Header.Get("X-Code")); err == nil && x >= 400 && x <= 599 {
+			page := fmt.Sprintf("%d %s\n", x, http.StatusText(x))
+			h.Set("Content-Length", strconv.Itoa(len(page)))
+			w.WriteHeader(x)
+			_, _ = w.Write([]byte(page))
+			return
+		}
+		h.Set("Content-Length", clen)
 		w.WriteHeader(code)
 		_, _ = w.Write(body)
 	})

@@ -44,6 +44,14 @@ func TestServeAnswersWithTheStatusCodeAndStopsGracefully(t *testing.T) {
 	if resp.StatusCode != 418 || !strings.Contains(string(body), "no Ingress rule matches") || resp.Header.Get("Server") != "portico" {
 		t.Fatalf("got %d %q server=%q", resp.StatusCode, body, resp.Header.Get("Server"))
 	}
+	// An error page the proxy asks for (custom-http-errors) is answered with its X-Code.
+	req, _ := http.NewRequest(http.MethodGet, "http://"+o.Addr+"/", nil)
+	req.Header.Set("X-Code", "503")
+	if r, err := http.DefaultClient.Do(req); err != nil || r.StatusCode != 503 {
+		t.Fatalf("X-Code 503: %v %v", r, err)
+	} else {
+		r.Body.Close()
+	}
 	for _, p := range []string{"/healthz", "/readyz"} {
 		r, err := http.Get("http://" + o.HealthAddr + p)
 		if err != nil || r.StatusCode != 200 {

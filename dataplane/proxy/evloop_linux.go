@@ -965,6 +965,10 @@ func (c *evConn) serveInput() {
 			c.handoff("backend-tls") // and so are TLS backends
 			return
 		}
+		if p := c.st.policy(); b != nil && p != nil && len(p.InterceptErrors) > 0 {
+			c.handoff("custom-errors") // and routes whose error answers another backend replaces
+			return
+		}
 		c.bodyRead = true // a loop reads a body whole before it serves the request
 		if b != nil && c.head.contentLength > 0 {
 			c.takeBody(n, int(c.head.contentLength))

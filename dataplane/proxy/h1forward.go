@@ -7,6 +7,7 @@ import (
 	"io"
 	"net/http"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -127,6 +128,14 @@ func (c *h1Conn) forward() {
 				stale = false
 				continue
 			}
+			if eb := errorPageBackend(st, rh.status); eb != nil && !rh.informed {
+				// custom-http-errors: the error backend answers instead (its answer unread,
+				// the connection is closed).
+				_ = uc.c.Close()
+				toErrorPage(st, eb, rh.status)
+				replay, stale = true, false
+				continue
+			}
 			if sendErr != nil {
 				rh.upClose, c.closeAfter = true, true
 			}
@@ -244,6 +253,9 @@ func (c *h1Conn) send(uc *upConn) error {
 	hd := &c.head
 	c.requestHead()
 	_, _ = uc.w.Write(c.out)
+	if c.st.errorCode != 0 {
+		return uc.w.Flush() // an error page's request has no body
+	}
 	if hd.expect && (hd.contentLength > 0 || hd.chunked) {
 		// The proxy answers Expect (it is not forwarded): the client sends the body on this
 		// 100, as net/http sends it when a handler first reads the body.
@@ -297,6 +309,10 @@ func (c *h1Conn) bodyProgress() {
 func (c *h1Conn) requestHead() {
 	hd, h := &c.head, c.s.h
 	p := c.st.policy()
+	if c.st.errorCode != 0 {
+		c.errorPageHead()
+		return
+	}
 	o := append(c.out[:0], hd.method...)
 	o = append(o, ' ')
 	if p != nil && p.Rewrite != nil {
@@ -337,14 +353,46 @@ func (c *h1Conn) requestHead() {
 		idStart := len(o)
 		o = append(o, h.idBase...)
 		o = strconv.AppendUint(o, h.idSeq.Add(1), 16)
-		if c.st.logging {
+		if c.st.logging || (p != nil && len(p.InterceptErrors) > 0) { // the access log's, an error page's
 			c.st.requestID = string(o[idStart:])
 		}
 		o = append(o, "\r\n"...)
-	} else if c.st.logging {
+	} else if c.st.logging || (p != nil && len(p.InterceptErrors) > 0) {
 		c.st.requestID = string(hd.requestID)
 	}
 	o = append(o, "\r\n"...)
+	c.out = o
+}
+
+// errorPageHead builds in c.out the request an error backend gets for an intercepted answer
+// (custom-http-errors): GET (HEAD stays HEAD) of / with the client's query, the client's Host,
+// no body, ingress-nginx's X-Code and companions (X-Original-URI is the client's target), and
+// the forwarding headers; no other header of the client's.
+func (c *h1Conn) errorPageHead() {
+	hd, st := &c.head, &c.st
+	o := c.out[:0]
+	if string(hd.method) == http.MethodHead {
+		o = append(o, "HEAD "...)
+	} else {
+		o = append(o, "GET "...)
+	}
+	o = append(o, '/') // as ingress-nginx's rewrite (.*) / break: the path /, the query kept
+	if _, q, ok := strings.Cut(bytesView(hd.target), "?"); ok {
+		o = append(o, '?')
+		o = append(o, q...)
+	}
+	o = append(o, " HTTP/1.1\r\nHost: "...)
+	o = append(o, hd.host...)
+	o = append(o, "\r\n"...)
+	accept, _ := c.Header("Accept")
+	o = appendErrorPageHeaders(o, st, accept, bytesView(hd.target), st.requestID)
+	o = append(o, "X-Forwarded-For: "...)
+	o = append(o, c.client...)
+	o = append(o, "\r\nX-Forwarded-Host: "...)
+	o = append(o, hd.host...)
+	o = append(o, "\r\nX-Forwarded-Proto: "...)
+	o = append(o, c.proto...)
+	o = append(o, "\r\n\r\n"...)
 	c.out = o
 }
 

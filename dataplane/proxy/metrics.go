@@ -34,7 +34,8 @@ type Metrics struct {
 	LoopConnections *prometheus.GaugeVec
 	// LoopHandoffs counts connections an event loop gave to the goroutine path, by reason:
 	// "body" (a request body longer than a loop holds), "head" (a head longer than a loop
-	// holds), "h2c" (an h2c backend), "backend-tls" (a backend spoken to over TLS), "request"
+	// holds), "h2c" (an h2c backend), "backend-tls" (a backend spoken to over TLS), "custom-errors"
+	// (a route whose error answers another backend replaces), "request"
 	// (a request outside the fast path's subset).
 	LoopHandoffs *prometheus.CounterVec
 }

@@ -4,6 +4,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"strconv"
 	"strings"
 	"time"
 	"unsafe"
@@ -159,7 +160,59 @@ func (h *Handler) applyPolicy(p *route.Policy, host, path string, req reqView, b
 	if c := p.Canary; c != nil && len(c.Backend.Endpoints) > 0 && c.Takes(req) {
 		b = c.Backend
 	}
+	if eb := p.ErrorBackend; eb != nil && len(b.Endpoints) == 0 && len(eb.Endpoints) > 0 {
+		b = eb // default-backend: it answers while the route's backend has no endpoint
+	}
 	return b, 0, ""
+}
+
+// errorPageBackend is the backend that answers in place of an answer with status code the
+// request's route intercepts (custom-http-errors): the route's default-backend, else the
+// fleet's default backend; nil when the answer goes to the client as it is (not intercepted,
+// an error page already, no error backend with an endpoint).
+func errorPageBackend(st *reqState, code int) *route.Backend {
+	p := st.policy()
+	if p == nil || st.errorCode != 0 || !p.Intercepts(code) {
+		return nil
+	}
+	eb := p.ErrorBackend
+	if eb == nil {
+		eb = st.table.DefaultBackend
+	}
+	if eb == nil || len(eb.Endpoints) == 0 {
+		return nil
+	}
+	return eb
+}
+
+// toErrorPage moves a request to the error backend eb for an intercepted answer with status
+// code: it is sent there as a GET (HEAD stays HEAD) without a body, with ingress-nginx's
+// headers (errorPageHead).
+func toErrorPage(st *reqState, eb *route.Backend, code int) {
+	st.errorCode, st.errorService = code, st.service
+	st.backend, st.service = eb, eb.Name()
+	st.endpoint = eb.Pick(time.Now(), nil)
+	st.pinned = true // no affinity cookie for an error page
+}
+
+// appendErrorPageHeaders appends the headers an error backend reads (ingress-nginx's custom
+// error pages): X-Code, X-Format (the client's Accept), X-Original-URI, X-Namespace,
+// X-Ingress-Name, X-Service-Name, X-Service-Port, X-Request-ID.
+func appendErrorPageHeaders(o []byte, st *reqState, accept, target, requestID string) []byte {
+	ns, name, _ := strings.Cut(st.ingress, "/")
+	svc, port, _ := strings.Cut(st.errorService, ":")
+	_, svc, _ = strings.Cut(svc, "/")
+	for _, h := range [...][2]string{{"X-Code", strconv.Itoa(st.errorCode)}, {"X-Format", accept}, {"X-Original-URI", target},
+		{"X-Namespace", ns}, {"X-Ingress-Name", name}, {"X-Service-Name", svc}, {"X-Service-Port", port}, {"X-Request-ID", requestID}} {
+		if h[1] == "" {
+			continue
+		}
+		o = append(o, h[0]...)
+		o = append(o, ": "...)
+		o = append(o, h[1]...)
+		o = append(o, "\r\n"...)
+	}
+	return o
 }
 
 // appendRequestPolicy ends a request head for the backend under construction in o with the

@@ -3,10 +3,13 @@ package proxy
 import (
 	"bufio"
 	"crypto/tls"
+	"encoding/json"
 	"fmt"
+	"io"
 	"maps"
 	"net"
 	"net/http"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -467,6 +470,109 @@ func TestPolicySendTimeout(t *testing.T) {
 			}
 			if d := time.Since(start); d > 5*time.Second {
 				t.Errorf("answered after %v, want about the 1s send timeout", d)
+			}
+		})
+	}
+}
+
+func TestPolicyCustomErrorsAndDefaultBackend(t *testing.T) {
+	errorPages := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		code, _ := strconv.Atoi(r.Header.Get("X-Code"))
+		if code == 0 {
+			code = 200
+		}
+		w.Header().Set("X-Error-Page", "yes")
+		w.WriteHeader(code)
+		_ = json.NewEncoder(w).Encode(map[string]string{"method": r.Method, "uri": r.RequestURI, "host": r.Host,
+			"code": r.Header.Get("X-Code"), "format": r.Header.Get("X-Format"), "original": r.Header.Get("X-Original-URI"),
+			"namespace": r.Header.Get("X-Namespace"), "ingress": r.Header.Get("X-Ingress-Name"),
+			"service": r.Header.Get("X-Service-Name"), "port": r.Header.Get("X-Service-Port"), "id": r.Header.Get("X-Request-ID")})
+	})
+	app := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		switch r.URL.Path {
+		case "/missing":
+			http.Error(w, "app's own 404", http.StatusNotFound)
+		case "/teapot":
+			w.WriteHeader(http.StatusTeapot)
+		default:
+			_, _ = w.Write([]byte("app"))
+		}
+	})
+	for _, p := range []struct {
+		name string
+		so   ServerOptions
+		h2   bool
+	}{{"loops", ServerOptions{EventLoops: 1}, false}, {"goroutines", ServerOptions{EventLoops: -1}, false},
+		{"net/http", ServerOptions{NetHTTPOnly: true}, false}, {"http2", ServerOptions{}, true}} {
+		t.Run(p.name, func(t *testing.T) {
+			h := newHarnessWith(t, Options{}, p.so)
+			h.backend("app", app, "")
+			h.backend("errors", errorPages, "")
+			h.in.Services = append(h.in.Services, rt.Service("ns", "gone"))
+			a := func(k, v string) rt.IngressOpt { return rt.Annotation("portico.dev/"+k, v) }
+			if probs := h.compile(
+				rt.Ingress("ns", "shop", 1, rt.Rule("shop.example.com", "/", rt.Prefix, "app", 80),
+					a("custom-http-errors", "404,503"), a("default-backend", "errors")),
+				rt.Ingress("ns", "fallback", 2, rt.Rule("fallback.example.com", "/", rt.Prefix, "gone", 80), a("default-backend", "errors")),
+				rt.Ingress("ns", "nofleet", 3, rt.Rule("nofleet.example.com", "/", rt.Prefix, "app", 80), a("custom-http-errors", "404")),
+			); len(probs) != 0 {
+				t.Fatal(probs)
+			}
+			c := &http.Client{}
+			scheme, addr := "http://", h.http
+			if p.h2 {
+				c, scheme, addr = h2Client(&tls.Config{InsecureSkipVerify: true}), "https://", h.https
+			}
+			do := func(method, host, path, body string) (int, http.Header, map[string]string, string) {
+				var rd io.Reader
+				if body != "" {
+					rd = strings.NewReader(body)
+				}
+				req, _ := http.NewRequest(method, scheme+addr+path, rd)
+				req.Host = host
+				req.Header.Set("Accept", "text/html")
+				resp, err := c.Do(req)
+				if err != nil {
+					t.Fatalf("%s %s%s: %v", method, host, path, err)
+				}
+				defer resp.Body.Close()
+				b, _ := io.ReadAll(resp.Body)
+				var m map[string]string
+				_ = json.Unmarshal(b, &m)
+				return resp.StatusCode, resp.Header, m, string(b)
+			}
+			for _, method := range []string{"GET", "POST"} {
+				body := ""
+				if method == "POST" {
+					body = "some form"
+				}
+				code, hdr, m, raw := do(method, "shop.example.com", "/missing?x=1", body)
+				want := map[string]string{"method": "GET", "uri": "/?x=1", "host": "shop.example.com", "code": "404", "format": "text/html",
+					"original": "/missing?x=1", "namespace": "ns", "ingress": "shop", "service": "app", "port": "80"}
+				if code != 404 || hdr.Get("X-Error-Page") != "yes" {
+					t.Fatalf("%s /missing: %d %q, want the error page's 404", method, code, raw)
+				}
+				for k, v := range want {
+					if m[k] != v {
+						t.Errorf("%s /missing: the error backend got %s %q, want %q (all: %v)", method, k, m[k], v, m)
+					}
+				}
+				if m["id"] == "" {
+					t.Errorf("%s /missing: no X-Request-ID", method)
+				}
+			}
+			if code, hdr, _, raw := do("GET", "shop.example.com", "/teapot", ""); code != 418 || hdr.Get("X-Error-Page") != "" {
+				t.Errorf("a status not intercepted: %d %q", code, raw)
+			}
+			if code, _, _, raw := do("GET", "shop.example.com", "/fine", ""); code != 200 || raw != "app" {
+				t.Errorf("an answer not intercepted: %d %q", code, raw)
+			}
+			if code, hdr, m, _ := do("GET", "fallback.example.com", "/x", ""); code != 200 || hdr.Get("X-Error-Page") != "yes" || m["uri"] != "/x" {
+				t.Errorf("default-backend for a Service without endpoints: %d %v", code, m)
+			}
+			if code, hdr, _, raw := do("GET", "nofleet.example.com", "/missing", ""); code != 404 || hdr.Get("X-Error-Page") != "" ||
+				!strings.Contains(raw, "app's own 404") {
+				t.Errorf("no error backend at all: %d %q, want the app's 404 as it is", code, raw)
 			}
 		})
 	}

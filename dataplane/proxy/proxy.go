@@ -204,7 +204,13 @@ type reqState struct {
 	// location is the Location of the proxy's own redirect.
 	location string
 	// tls: the request came over HTTPS.
-	tls     bool
+	tls bool
+	// errorCode is the intercepted status the request is at the error backend for
+	// (custom-http-errors), errorService the service that answered it.
+	errorCode    int
+	errorService string
+	// target is the client's request target (the net/http path's; the fast path reads its head).
+	target  string
 	ingress string
 	service string
 	port    string // X-Forwarded-Port
@@ -230,7 +236,7 @@ type reqState struct {
 
 // ServeHTTP routes one request.
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	st := &reqState{start: time.Now(), port: h.httpPort, tls: r.TLS != nil}
+	st := &reqState{start: time.Now(), port: h.httpPort, tls: r.TLS != nil, target: r.RequestURI}
 	if st.tls {
 		st.port = h.httpsPort
 	}

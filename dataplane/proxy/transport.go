@@ -10,6 +10,7 @@ import (
 	"net/http/httptrace"
 	"net/textproto"
 	"os"
+	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -100,6 +101,13 @@ func (t *transport) RoundTrip(req *http.Request) (*http.Response, error) {
 			stats.Succeeded()
 			if t.h.retryStatus(st, resp.StatusCode, replay, req.Host, req.URL.Path) {
 				_ = resp.Body.Close() // its answer is not read: the connection is closed
+				continue
+			}
+			if eb := errorPageBackend(st, resp.StatusCode); eb != nil && !h2c {
+				// custom-http-errors: the error backend answers instead.
+				_ = resp.Body.Close()
+				toErrorPage(st, eb, resp.StatusCode)
+				req = errorPageRequest(req, st)
 				continue
 			}
 			return resp, nil
@@ -302,3 +310,29 @@ type upgradedConn struct {
 }
 
 func (c *upgradedConn) Read(p []byte) (int, error) { return c.r.Read(p) }
+
+// errorPageRequest is the request an error backend gets for an intercepted answer
+// (custom-http-errors), as errorPageHead builds it on the fast path: GET (HEAD stays HEAD), no
+// body, ingress-nginx's X-Code and companions.
+func errorPageRequest(req *http.Request, st *reqState) *http.Request {
+	out := req.Clone(req.Context())
+	if out.Method != http.MethodHead {
+		out.Method = http.MethodGet
+	}
+	_, q, _ := strings.Cut(st.target, "?")
+	out.URL.Path, out.URL.RawPath, out.URL.RawQuery = "/", "", q
+	out.Body, out.ContentLength, out.GetBody = nil, 0, nil
+	out.Header = http.Header{}
+	for _, k := range []string{"X-Forwarded-For", "X-Forwarded-Host", "X-Forwarded-Proto"} {
+		if v := req.Header.Get(k); v != "" {
+			out.Header.Set(k, v)
+		}
+	}
+	raw := appendErrorPageHeaders(nil, st, req.Header.Get("Accept"), st.target, st.requestID)
+	for _, line := range strings.Split(strings.TrimSuffix(string(raw), "\r\n"), "\r\n") {
+		if k, v, ok := strings.Cut(line, ": "); ok {
+			out.Header.Set(k, v)
+		}
+	}
+	return out
+}

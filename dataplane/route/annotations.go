@@ -13,6 +13,7 @@ import (
 	"time"
 
 	networkingv1 "k8s.io/api/networking/v1"
+	"k8s.io/apimachinery/pkg/util/validation"
 )
 
 // AnnotationPrefix is the prefix of Portico's Ingress annotations. The key after it, and the
@@ -66,6 +67,8 @@ const (
 	annCookieSameSite        = "session-cookie-samesite"
 	annCookieSecure          = "session-cookie-secure"
 	annHashBy                = "upstream-hash-by"
+	annCustomErrors          = "custom-http-errors"
+	annDefaultBackend        = "default-backend"
 	annNextUpstream          = "proxy-next-upstream"
 	annNextUpstreamTries     = "proxy-next-upstream-tries"
 	annLoadBalancing         = "load-balancing"
@@ -75,8 +78,6 @@ const (
 // draws a problem, and the rest of the route is served.
 var notYet = map[string]bool{
 	"proxy-next-upstream-timeout": true,
-	"custom-http-errors":          true,
-	"default-backend":             true,
 	"enable-cors":                 true,
 	"cors-allow-origin":           true,
 	"cors-allow-methods":          true,
@@ -132,6 +133,7 @@ var known = map[string]bool{
 	annProxySSLSecret: true, annProxySSLVerify: true, annProxySSLName: true, annProxySSLServerName: true,
 	annCookieName: true, annCookiePath: true, annCookieDomain: true, annCookieMaxAge: true, annCookieExpires: true,
 	annCookieSameSite: true, annCookieSecure: true, annHashBy: true, annNextUpstream: true, annNextUpstreamTries: true,
+	annCustomErrors: true, annDefaultBackend: true,
 }
 
 // ingressPolicy is what one Ingress's annotations compile to, before it is bound to the rules
@@ -145,6 +147,7 @@ type ingressPolicy struct {
 	fromToWWW   bool
 	refuse      string           // a fail-closed key is set: the routes answer 503 with this
 	protocol    int8             // backend-protocol: -1 none, else a Protocol
+	errorSvc    string           // default-backend: a Service of the Ingress's namespace
 	upTLS       *upstreamTLSSpec // backend-protocol HTTPS or GRPCS
 	canary      *canarySpec
 	// empty: nothing in base, no rewrite, no redirect: rules need no Policy of their own
@@ -474,6 +477,23 @@ func parseAnnotations(ing *networkingv1.Ingress, defaultSSLRedirect bool) (*ingr
 		}
 		p.Retry = r
 	}
+	if v, ok := get(annCustomErrors); ok {
+		for _, f := range strings.FieldsFunc(v, func(r rune) bool { return r == ',' || r == ' ' }) {
+			n, err := strconv.Atoi(f)
+			if err != nil || n < 400 || n > 599 {
+				bad(annCustomErrors, "%q is not a status from 400 to 599; ignored", f)
+				continue
+			}
+			p.InterceptErrors = append(p.InterceptErrors, n)
+		}
+	}
+	if v, ok := get(annDefaultBackend); ok {
+		if errs := validation.IsDNS1035Label(v); len(errs) > 0 {
+			bad(annDefaultBackend, "%q is not a Service name: %s", v, strings.Join(errs, "; "))
+		} else {
+			ip.errorSvc = v
+		}
+	}
 	if v, ok := boolean(annCanary); ok && v {
 		ip.canary = parseCanary(get, bad)
 		for _, k := range keys {
@@ -490,7 +510,8 @@ func parseAnnotations(ing *networkingv1.Ingress, defaultSSLRedirect bool) (*ingr
 	}
 	ip.empty = p.Redirect == nil && p.AppRoot == "" && p.UpstreamHost == "" && p.ForwardedPrefix == "" &&
 		p.RequestHeaders.Empty() && p.ResponseHeaders.Empty() && p.ConnectTimeout == 0 && p.ReadTimeout == 0 && p.SendTimeout == 0 &&
-		!p.HasMaxBody && ip.rewrite == "" && ip.refuse == "" && p.Affinity == nil && p.Hash == nil && p.Retry == nil
+		!p.HasMaxBody && ip.rewrite == "" && ip.refuse == "" && p.Affinity == nil && p.Hash == nil && p.Retry == nil &&
+		len(p.InterceptErrors) == 0 && ip.errorSvc == ""
 	return ip, probs
 }
 

@@ -604,6 +604,9 @@ type fieldPath struct {
 }
 
 func (f fieldPath) String() string {
+	if f.rule == -2 {
+		return "annotation " + AnnotationPrefix + annDefaultBackend
+	}
 	if f.rule < 0 {
 		return "spec.defaultBackend"
 	}
@@ -638,6 +641,9 @@ func (c *compiler) addPaths(h *Host, ing *networkingv1.Ingress, ip *ingressPolic
 		}
 		r.Backend = c.ingressBackend(ing, ip, key, p.Backend, fieldPath{rule: i, path: j, backend: true})
 		r.Policy = ip.bind(&r, tlsHost)
+		if ip.errorSvc != "" && r.Policy != nil {
+			r.Policy.ErrorBackend = c.errorBackend(ing, key, ip.errorSvc)
+		}
 		h.Rules = append(h.Rules, r)
 	}
 }
@@ -689,7 +695,7 @@ func (ip *ingressPolicy) bind(r *Rule, tlsHost bool) *Policy {
 	} else {
 		p.ForwardedPrefix = ""
 	}
-	if p.String() == "" {
+	if p.String() == "" && ip.errorSvc == "" {
 		return nil // a rewrite equal to the path, and nothing else
 	}
 	return &p
@@ -1148,4 +1154,15 @@ func (c *compiler) upstreamTLS(spec *upstreamTLSSpec, svcKey types.NamespacedNam
 	ut := &UpstreamTLS{Config: cfg, Name: name, Verify: spec.verify, Key: key}
 	c.tlsConfigs[key] = ut
 	return ut, nil
+}
+
+// errorBackend resolves an Ingress's default-backend annotation: the first port of a Service of
+// its namespace, as ingress-nginx takes it.
+func (c *compiler) errorBackend(ing *networkingv1.Ingress, key types.NamespacedName, name string) *Backend {
+	svcKey := types.NamespacedName{Namespace: ing.Namespace, Name: name}
+	port := networkingv1.ServiceBackendPort{Number: 80}
+	if svc := c.services[svcKey]; svc != nil && len(svc.Spec.Ports) > 0 {
+		port.Number = svc.Spec.Ports[0].Port
+	}
+	return c.backend(svcKey, port, key, nil, -1, nil, false, fieldPath{rule: -2})
 }

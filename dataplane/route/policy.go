@@ -64,6 +64,22 @@ type Policy struct {
 	// Retry says when a request goes on to another endpoint (proxy-next-upstream); nil: the
 	// proxy's own rules.
 	Retry *RetryPolicy
+	// ErrorBackend answers for the route's backend when it has no endpoint (default-backend),
+	// and answers the errors the route intercepts.
+	ErrorBackend *Backend
+	// InterceptErrors are the statuses (custom-http-errors) whose answers are replaced by the
+	// error backend's (ErrorBackend, else the fleet's default backend) to a GET with X-Code.
+	InterceptErrors []int
+}
+
+// Intercepts reports whether an answer with this status is replaced by the error backend's.
+func (p *Policy) Intercepts(code int) bool {
+	for _, c := range p.InterceptErrors {
+		if c == code {
+			return true
+		}
+	}
+	return false
 }
 
 // RetryPolicy is proxy-next-upstream and proxy-next-upstream-tries: the failures after which a
@@ -675,6 +691,16 @@ func (p *Policy) String() string {
 	}
 	if r := p.Retry; r != nil {
 		b = append(b, "next-upstream="+r.String())
+	}
+	if p.ErrorBackend != nil {
+		b = append(b, "default-backend="+p.ErrorBackend.Name())
+	}
+	if len(p.InterceptErrors) > 0 {
+		codes := make([]string, len(p.InterceptErrors))
+		for i, c := range p.InterceptErrors {
+			codes[i] = strconv.Itoa(c)
+		}
+		b = append(b, "custom-http-errors="+strings.Join(codes, ","))
 	}
 	if c := p.Canary; c != nil {
 		s := "canary=" + c.Backend.Name()
