@@ -151,7 +151,7 @@ func (h *Handler) applyPolicy(p *route.Policy, host, path string, req reqView, b
 	}
 	if p.HostRedirect != "" || p.SSLRedirect || p.AppRoot != "" || p.Redirect != nil {
 		u := route.RequestURI{Host: host, Path: route.CleanPath(path), Target: req.Target(), TLS: req.overTLS(),
-			HTTPSPort: h.httpsPort}
+			HTTPSPort: h.httpsPort, Rule: st.rule}
 		if code, loc := p.RedirectFor(&u); code != 0 {
 			st.location = loc
 			return nil, code, "redirecting to " + loc

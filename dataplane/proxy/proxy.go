@@ -277,7 +277,7 @@ func (h *Handler) decide(t *route.Table, host, path string, req reqView, st *req
 	b := t.DefaultBackend
 	fleetDefault := t.DefaultIngress.Name == ""
 	if rule := t.Match(host, path, req); rule != nil {
-		b, fleetDefault = rule.Backend, false
+		b, fleetDefault = rule.PickBackend(), false
 		st.ingress, st.rule = rule.IngressName, rule
 		if rule.Policy != nil {
 			var code int

@@ -410,17 +410,35 @@ func (t *Table) setHostByKey(h string, host *Host) {
 
 // refRule counts the Backends a rule uses (its own, its canary's).
 func (st *compilerState) refRule(r *Rule) {
-	st.ref(r.Backend)
-	if r.Policy != nil && r.Policy.Canary != nil {
-		st.ref(r.Policy.Canary.Backend)
+	for _, b := range ruleBackends(r) {
+		st.ref(b)
 	}
 }
 
 func (st *compilerState) unrefRule(r *Rule) {
-	st.unref(r.Backend)
-	if r.Policy != nil && r.Policy.Canary != nil {
-		st.unref(r.Policy.Canary.Backend)
+	for _, b := range ruleBackends(r) {
+		st.unref(b)
 	}
+}
+
+// ruleBackends lists the Backends a rule may send to: its own, its weighted ones, its canary's
+// and its error backend.
+func ruleBackends(r *Rule) []*Backend {
+	out := []*Backend{r.Backend}
+	for _, wb := range r.Backends {
+		if wb.Backend != r.Backend {
+			out = append(out, wb.Backend)
+		}
+	}
+	if p := r.Policy; p != nil {
+		if p.Canary != nil {
+			out = append(out, p.Canary.Backend)
+		}
+		if p.ErrorBackend != nil {
+			out = append(out, p.ErrorBackend)
+		}
+	}
+	return out
 }
 
 func (st *compilerState) ref(b *Backend) {

@@ -75,6 +75,10 @@ func TestCompilerUpdateEqualsCompile(t *testing.T) {
 				// Backends over TLS, their settings from a Secret that changes.
 				opts = append(opts, rt.Annotation(AnnotationPrefix+"backend-protocol", "HTTPS"),
 					rt.Annotation(AnnotationPrefix+"proxy-ssl-secret", "tls-a"), rt.Annotation(AnnotationPrefix+"proxy-ssl-verify", "on"))
+			case 7:
+				// An error backend, whose Service changes too.
+				opts = append(opts, rt.Annotation(AnnotationPrefix+"default-backend", services[r.Intn(len(services)-1)]),
+					rt.Annotation(AnnotationPrefix+"custom-http-errors", "404"))
 			}
 			return rt.Ingress([]string{"ns", "ns", "ns1"}[r.Intn(3)], name, r.Intn(5), opts...) // the Services live in ns
 		}
@@ -255,6 +259,9 @@ func diffTables(a, b *Table) string {
 			s += fmt.Sprintf("[%s %d %s %s %s {%s}]", r.Path, r.Type, r.IngressName, backendString(r.Backend), r.Ingress, r.Policy)
 			if r.Policy != nil && r.Policy.Canary != nil {
 				s += "canary:" + backendString(r.Policy.Canary.Backend)
+			}
+			if r.Policy != nil && r.Policy.ErrorBackend != nil {
+				s += "errors:" + backendString(r.Policy.ErrorBackend)
 			}
 		}
 		return s

@@ -263,15 +263,22 @@ func (k *HashKey) Sum(r Request, path string) uint64 {
 
 // queryArg is the first value of a query argument of a request target ("" for none).
 func queryArg(target, name string) string {
+	v, _ := queryValue(target, name)
+	return v
+}
+
+// queryValue is the first value of a query argument of a request target, as sent (not
+// decoded), and whether the target has the argument.
+func queryValue(target, name string) (string, bool) {
 	_, q, ok := strings.Cut(target, "?")
 	for ok && q != "" {
 		var kv string
 		kv, q, _ = strings.Cut(q, "&")
 		if k, v, _ := strings.Cut(kv, "="); k == name {
-			return v
+			return v, true
 		}
 	}
-	return ""
+	return "", false
 }
 
 // Request is what a policy reads of a request beyond its host and path. Each serving path
@@ -291,10 +298,55 @@ type Request interface {
 	Cookie(name string) (string, bool)
 }
 
-// Redirect is a fixed redirect (permanent-redirect, temporal-redirect).
+// Redirect answers a route's requests with a redirect: to a fixed URL (permanent-redirect,
+// temporal-redirect), or (URL empty) to the request's own URL with the parts set here replaced
+// (Gateway API's RequestRedirect filter).
 type Redirect struct {
 	Code int
 	URL  string
+	// Scheme, Hostname and Port replace the request's; Port 0 keeps the request's port, unless
+	// the scheme changes (then the new scheme's default is used, and left out).
+	Scheme, Hostname string
+	Port             int
+	// Path replaces the whole path; PrefixPath replaces the part the route's prefix matched.
+	// The query is kept.
+	Path, PrefixPath string
+}
+
+// location composes a component redirect's Location for a request u of route r.
+func (rd *Redirect) location(u *RequestURI) string {
+	scheme := "http"
+	if u.TLS {
+		scheme = "https"
+	}
+	host := hostOnly(u.Host)
+	port := u.Host[len(host):] // ":8080" or ""
+	if rd.Scheme != "" && rd.Scheme != scheme {
+		scheme, port = rd.Scheme, ""
+	}
+	if rd.Hostname != "" {
+		host = rd.Hostname
+	}
+	if rd.Port != 0 {
+		port = ":" + strconv.Itoa(rd.Port)
+		if (scheme == "http" && rd.Port == 80) || (scheme == "https" && rd.Port == 443) {
+			port = ""
+		}
+	}
+	target := u.Target
+	path, query, hasQuery := strings.Cut(target, "?")
+	switch {
+	case rd.Path != "":
+		path = rd.Path
+	case rd.PrefixPath != "" && u.Rule != nil:
+		rw := Rewrite{Prefix: rd.PrefixPath}
+		path = string(rw.AppendTarget(nil, u.Rule, u.Path, ""))
+	}
+	loc := scheme + "://" + host + port + path
+	if hasQuery {
+		loc += "?" + query
+	}
+	return loc
 }
 
 // Rewrite replaces the path a route's requests are forwarded with. Exactly one field is set.
@@ -447,6 +499,8 @@ type RequestURI struct {
 	TLS                bool
 	// HTTPSPort is the port HTTPS is served on (omitted from redirects when 443).
 	HTTPSPort string
+	// Rule is the route matched (for a redirect that replaces its prefix).
+	Rule *Rule
 }
 
 // RedirectFor decides whether a request is answered with a redirect, in ingress-nginx's
@@ -473,8 +527,11 @@ func (p *Policy) RedirectFor(u *RequestURI) (int, string) {
 		}
 		return http.StatusFound, scheme + u.Host + p.AppRoot
 	}
-	if p.Redirect != nil {
-		return p.Redirect.Code, p.Redirect.URL
+	if rd := p.Redirect; rd != nil {
+		if rd.URL != "" {
+			return rd.Code, rd.URL
+		}
+		return rd.Code, rd.location(u)
 	}
 	if p.SSLRedirect && !u.TLS && (p.ForceSSL || !strings.HasPrefix(u.Path, acmeChallenge)) {
 		target := u.Target
@@ -627,8 +684,12 @@ func (p *Policy) String() string {
 	if p.HostRedirect != "" {
 		b = append(b, "host-redirect="+p.HostRedirect)
 	}
-	if p.Redirect != nil {
-		b = append(b, "redirect="+strconv.Itoa(p.Redirect.Code)+" "+p.Redirect.URL)
+	if rd := p.Redirect; rd != nil {
+		s := "redirect=" + strconv.Itoa(rd.Code) + " " + rd.URL
+		if rd.URL == "" {
+			s += fmt.Sprintf("{scheme=%s host=%s port=%d path=%s prefix=%s}", rd.Scheme, rd.Hostname, rd.Port, rd.Path, rd.PrefixPath)
+		}
+		b = append(b, s)
 	}
 	if p.SSLRedirect {
 		s := "ssl-redirect"

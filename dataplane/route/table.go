@@ -3,6 +3,7 @@ package route
 import (
 	"crypto/tls"
 	"fmt"
+	"math/rand/v2"
 	"path"
 	"regexp"
 	"slices"
@@ -37,6 +38,9 @@ type Rule struct {
 	Policy *Policy
 	// Conditions narrow the match beyond the path (Gateway API matches); nil for none.
 	Conditions *Conditions
+	// Backends, when set, share the rule's requests by weight (Gateway API backendRefs);
+	// Backend is then the first of them.
+	Backends []WeightedBackend
 	// re is the compiled Regex path, nil when the expression is a literal: then the rule
 	// matches paths that start with Path in any case.
 	re *regexp.Regexp
@@ -80,11 +84,53 @@ func (r *Rule) matchLen(p string) int {
 	return len(r.Path)
 }
 
+// WeightedBackend is a backend and its share of a rule's requests.
+type WeightedBackend struct {
+	Backend *Backend
+	Weight  int
+}
+
+// PickBackend is the backend a request of the rule goes to: Backend, or one of Backends at
+// random by weight among those with an endpoint (all of them when none has). Called once per
+// request.
+func (r *Rule) PickBackend() *Backend {
+	if len(r.Backends) == 0 {
+		return r.Backend
+	}
+	total, live := 0, 0
+	for _, wb := range r.Backends {
+		if wb.Weight > 0 && len(wb.Backend.Endpoints) > 0 {
+			live += wb.Weight
+		}
+		total += max(wb.Weight, 0)
+	}
+	withEndpoints := live > 0
+	if withEndpoints {
+		total = live
+	}
+	if total == 0 {
+		return r.Backend
+	}
+	n := rand.IntN(total)
+	for _, wb := range r.Backends {
+		if wb.Weight <= 0 || (withEndpoints && len(wb.Backend.Endpoints) == 0) {
+			continue
+		}
+		if n < wb.Weight {
+			return wb.Backend
+		}
+		n -= wb.Weight
+	}
+	return r.Backend
+}
+
 // Conditions are what a request must have besides its path (Gateway API HTTPRouteMatch):
 // every one of them.
 type Conditions struct {
 	Method  string
 	Headers []HeaderMatch
+	// Query are query parameters the request must have (the first value of each).
+	Query []HeaderMatch
 }
 
 // HeaderMatch is a header a request must have: Value exactly, or matching Pattern when set.
@@ -103,11 +149,24 @@ func (c *Conditions) match(r Request) bool {
 	}
 	for _, h := range c.Headers {
 		v, ok := r.Header(h.Name)
-		if !ok || (h.Pattern == nil && v != h.Value) || (h.Pattern != nil && !h.Pattern.MatchString(v)) {
+		if !ok || !h.matches(v) {
+			return false
+		}
+	}
+	for _, q := range c.Query {
+		v, ok := queryValue(r.Target(), q.Name)
+		if !ok || !q.matches(v) {
 			return false
 		}
 	}
 	return true
+}
+
+func (h *HeaderMatch) matches(v string) bool {
+	if h.Pattern != nil {
+		return h.Pattern.MatchString(v)
+	}
+	return v == h.Value
 }
 
 // Host is the rules of one host, ordered: longest path first, Exact before Prefix at equal length.
