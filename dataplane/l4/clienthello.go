@@ -9,8 +9,8 @@ import (
 	"time"
 )
 
-// Limits of the ClientHello reader. They are crypto/tls's, so a ClientHello crypto/tls would
-// read is never refused here for its size.
+// Limits of the ClientHello reader. The message and record limits are crypto/tls's, so a
+// ClientHello crypto/tls would read is never refused by ParseClientHello for its size.
 const (
 	// MaxClientHelloLen is the largest ClientHello message body accepted (crypto/tls's
 	// maxHandshake). A ClientHello with post-quantum key shares takes about 1,800 bytes.
