@@ -45,6 +45,7 @@ type TCPConfig struct {
 	Picker Picker
 	// ProxyProtocol, when ProxyV1 or ProxyV2, starts every connection to a backend with a
 	// PROXY protocol header naming the client's address and the address it connected to.
+	// SetProxyProtocol changes it later.
 	ProxyProtocol ProxyVersion
 	// DialTimeout bounds each connection attempt (default DefaultDialTimeout).
 	DialTimeout time.Duration
@@ -72,6 +73,7 @@ type TCPForwarder struct {
 	dialer  net.Dialer
 	kill    context.Context // cancelled when Drain's deadline passes: dials stop
 	killNow context.CancelFunc
+	proxyV  atomic.Uint32 // the PROXY protocol version, cfg.ProxyProtocol at first
 
 	mu        sync.Mutex
 	closed    bool
@@ -102,8 +104,14 @@ func NewTCPForwarder(cfg TCPConfig) *TCPForwarder {
 		conns:     map[*tcpConn]struct{}{},
 	}
 	f.kill, f.killNow = context.WithCancel(context.Background())
+	f.proxyV.Store(uint32(cfg.ProxyProtocol))
 	return f
 }
+
+// SetProxyProtocol changes the PROXY protocol header sent to backends (ProxyNone: none) for
+// the connections that connect from then on, so a configuration change needs no new
+// listener.
+func (f *TCPForwarder) SetProxyProtocol(v ProxyVersion) { f.proxyV.Store(uint32(v)) }
 
 // Serve accepts connections on ln and forwards each, on a goroutine of its own, to an
 // endpoint of cfg.Picker, until the forwarder is closed (it returns ErrClosed and has closed
@@ -356,8 +364,8 @@ func (f *TCPForwarder) forward(tc *tcpConn, head []byte, p Picker) {
 	if lease != nil {
 		defer lease.Closed(nil)
 	}
-	if f.cfg.ProxyProtocol != ProxyNone || len(head) > 0 {
-		first := AppendProxyHeader(make([]byte, 0, 64+len(head)), f.cfg.ProxyProtocol, addrPort(tc.client.RemoteAddr()), addrPort(tc.client.LocalAddr()))
+	if v := ProxyVersion(f.proxyV.Load()); v != ProxyNone || len(head) > 0 {
+		first := AppendProxyHeader(make([]byte, 0, 64+len(head)), v, addrPort(tc.client.RemoteAddr()), addrPort(tc.client.LocalAddr()))
 		first = append(first, head...)
 		if _, err := backend.Write(first); err != nil {
 			tc.end(endReset)

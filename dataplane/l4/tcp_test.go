@@ -432,9 +432,10 @@ func TestTCPProxyProtocol(t *testing.T) {
 		_, _ = fmt.Fprintf(c, "v%d %s %s|%s", h.Version, h.Source, h.Destination, rest)
 		echo(c)
 	})
+	f, addr := startTCP(t, TCPConfig{Picker: newPicker(t, addrs), ProxyProtocol: ProxyV1})
 	for _, v := range []ProxyVersion{ProxyV1, ProxyV2} {
 		t.Run(fmt.Sprintf("v%d", v), func(t *testing.T) {
-			_, addr := startTCP(t, TCPConfig{Picker: newPicker(t, addrs), ProxyProtocol: v})
+			f.SetProxyProtocol(v) // a change applies to the next connection
 			c := dial(t, addr)
 			_, _ = c.Write([]byte("data"))
 			_ = c.CloseWrite()
