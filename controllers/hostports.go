@@ -17,8 +17,23 @@ import (
 // nodes both would run on.
 type hostPortConflict struct {
 	Fleet string // namespace/name of the older fleet
-	Ports []int32
+	Ports []hostPort
 	Nodes []string
+}
+
+// hostPort is a port a HostNetwork fleet binds on its nodes: a TCP and a UDP port of the same
+// number do not conflict.
+type hostPort struct {
+	Port     int32
+	Protocol corev1.Protocol
+}
+
+// String is "80" for TCP, "53/UDP" for UDP.
+func (p hostPort) String() string {
+	if p.Protocol == corev1.ProtocolUDP {
+		return fmt.Sprintf("%d/UDP", p.Port)
+	}
+	return fmt.Sprint(p.Port)
 }
 
 // hostPortConflicts finds, for a HostNetwork fleet, the older HostNetwork fleets that bind one of
@@ -39,7 +54,7 @@ func hostPortConflicts(fleet *porticov1alpha1.IngressDeployment, fleets []portic
 			!other.DeletionTimestamp.IsZero() || !older(other, fleet) {
 			continue
 		}
-		var shared []int32
+		var shared []hostPort
 		for _, p := range portSet(other) {
 			if slices.Contains(mine, p) {
 				shared = append(shared, p)
@@ -74,15 +89,21 @@ func hostPortConflicts(fleet *porticov1alpha1.IngressDeployment, fleets []portic
 func (c hostPortConflict) String() string {
 	ports := make([]string, len(c.Ports))
 	for i, p := range c.Ports {
-		ports[i] = fmt.Sprint(p)
+		ports[i] = p.String()
 	}
 	return fmt.Sprintf("host port %s on node %s already bound by older fleet %s",
 		strings.Join(ports, ","), strings.Join(c.Nodes, ","), c.Fleet)
 }
 
-func portSet(f *porticov1alpha1.IngressDeployment) []int32 {
+// portSet is every host port a HostNetwork fleet binds: HTTP, HTTPS and health, then its TCP
+// and UDP services.
+func portSet(f *porticov1alpha1.IngressDeployment) []hostPort {
 	http, https, health := render.HostPorts(f)
-	return []int32{http, https, health}
+	ports := []hostPort{{http, corev1.ProtocolTCP}, {https, corev1.ProtocolTCP}, {health, corev1.ProtocolTCP}}
+	for _, p := range render.L4Ports(f) {
+		ports = append(ports, hostPort{p.ListenPort, p.Protocol})
+	}
+	return ports
 }
 
 func nodeSelector(f *porticov1alpha1.IngressDeployment) labels.Selector {

@@ -17,6 +17,7 @@ import (
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/apimachinery/pkg/util/intstr"
 	"k8s.io/client-go/tools/events"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/builder"
@@ -144,6 +145,21 @@ func (r *IngressDeploymentReconciler) observeSurroundings(ctx context.Context, f
 		}
 	}
 
+	for _, ref := range l4References(fleet) {
+		svc := &corev1.Service{}
+		err := r.Get(ctx, types.NamespacedName{Namespace: ref.namespace, Name: ref.name}, svc)
+		switch {
+		case apierrors.IsNotFound(err):
+			obs.Problems = append(obs.Problems, problem{porticov1alpha1.ReasonServiceMissing,
+				fmt.Sprintf("%s: Service %s/%s not found", ref.field, ref.namespace, ref.name)})
+		case err != nil:
+			return obs, nil, fmt.Errorf("get Service %s/%s: %w", ref.namespace, ref.name, err)
+		case !hasL4Port(svc, ref.port, ref.protocol):
+			obs.Problems = append(obs.Problems, problem{porticov1alpha1.ReasonServiceMissing,
+				fmt.Sprintf("%s: Service %s/%s has no %s port %s", ref.field, ref.namespace, ref.name, ref.protocol, ref.port.String())})
+		}
+	}
+
 	if dc := fleet.Spec.DefaultCertificate; dc != nil {
 		if p, err := r.checkCertificate(ctx, fleet.Namespace, dc.SecretName); err != nil {
 			return obs, nil, err
@@ -169,6 +185,52 @@ func (r *IngressDeploymentReconciler) checkCertificate(ctx context.Context, ns, 
 		return &problem{porticov1alpha1.ReasonCertificateInvalid, fmt.Sprintf("spec.defaultCertificate.secretName: Secret %s/%s %s; serving a self-signed certificate", ns, name, msg)}, nil
 	}
 	return nil, nil
+}
+
+// l4Reference is a Service port named by spec.tcp or spec.udp.
+type l4Reference struct {
+	field           string // "spec.tcp[0].service"
+	namespace, name string
+	port            intstr.IntOrString
+	protocol        corev1.Protocol
+}
+
+// l4References lists the Service ports a fleet's TCP and UDP services name, in spec order, the
+// namespace defaulted to the fleet's.
+func l4References(f *porticov1alpha1.IngressDeployment) []l4Reference {
+	var out []l4Reference
+	add := func(field string, ref porticov1alpha1.L4ServiceReference, proto corev1.Protocol) {
+		ns := ref.Namespace
+		if ns == "" {
+			ns = f.Namespace
+		}
+		out = append(out, l4Reference{field: field, namespace: ns, name: ref.Name, port: ref.Port, protocol: proto})
+	}
+	for i, s := range f.Spec.TCP {
+		add(fmt.Sprintf("spec.tcp[%d].service", i), s.Service, corev1.ProtocolTCP)
+	}
+	for i, s := range f.Spec.UDP {
+		add(fmt.Sprintf("spec.udp[%d].service", i), s.Service, corev1.ProtocolUDP)
+	}
+	return out
+}
+
+// hasL4Port reports whether the Service has the port, by number or name, with the protocol
+// (a Service port without one is TCP).
+func hasL4Port(svc *corev1.Service, port intstr.IntOrString, proto corev1.Protocol) bool {
+	for _, p := range svc.Spec.Ports {
+		protocol := p.Protocol
+		if protocol == "" {
+			protocol = corev1.ProtocolTCP
+		}
+		if protocol != proto {
+			continue
+		}
+		if (port.Type == intstr.String && p.Name == port.StrVal) || (port.Type == intstr.Int && p.Port == port.IntVal) {
+			return true
+		}
+	}
+	return false
 }
 
 func hasPort(svc *corev1.Service, port int32) bool {
@@ -367,6 +429,7 @@ func fleetFromClass(_ context.Context, o client.Object) []reconcile.Request {
 	return []reconcile.Request{{NamespacedName: nn}}
 }
 
+// fleetsInNamespace enqueues the fleets of a namespace ("": every namespace) that names accepts.
 func (r *IngressDeploymentReconciler) fleetsInNamespace(ctx context.Context, ns string, names func(*porticov1alpha1.IngressDeployment) bool) []reconcile.Request {
 	fleets := &porticov1alpha1.IngressDeploymentList{}
 	if err := r.List(ctx, fleets, client.InNamespace(ns)); err != nil {
@@ -382,10 +445,19 @@ func (r *IngressDeploymentReconciler) fleetsInNamespace(ctx context.Context, ns 
 	return out
 }
 
+// fleetsNamingService enqueues the fleets naming a Service: as their default backend (in their
+// own namespace) or in spec.tcp and spec.udp (in any namespace).
 func (r *IngressDeploymentReconciler) fleetsNamingService(ctx context.Context, o client.Object) []reconcile.Request {
-	return r.fleetsInNamespace(ctx, o.GetNamespace(), func(f *porticov1alpha1.IngressDeployment) bool {
-		db := f.Spec.DefaultBackend
-		return db != nil && db.Service != nil && db.Service.Name == o.GetName()
+	return r.fleetsInNamespace(ctx, "", func(f *porticov1alpha1.IngressDeployment) bool {
+		if db := f.Spec.DefaultBackend; db != nil && db.Service != nil && db.Service.Name == o.GetName() && f.Namespace == o.GetNamespace() {
+			return true
+		}
+		for _, ref := range l4References(f) {
+			if ref.name == o.GetName() && ref.namespace == o.GetNamespace() {
+				return true
+			}
+		}
+		return false
 	})
 }
 

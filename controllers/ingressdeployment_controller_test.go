@@ -511,6 +511,53 @@ var _ = Describe("IngressDeployment controller", func() {
 			Eventually(condition(f, porticov1alpha1.ConditionDegraded), timeout, interval).Should(HaveField("Status", metav1.ConditionFalse))
 		})
 
+		It("serves TCP and UDP services on one Service, reads their namespace, and reports their Services until they exist with the port's protocol", func() {
+			ns, dbns := newNamespace(), newNamespace()
+			f := newFleet(ns, "l4", porticov1alpha1.TopologyNodePort)
+			f.Spec.WatchNamespaces = []string{ns}
+			f.Spec.TCP = []porticov1alpha1.TCPService{{Port: 5432, NodePort: ptr.To[int32](31432), ProxyProtocol: porticov1alpha1.ProxyProtocolV2,
+				Service: porticov1alpha1.L4ServiceReference{Namespace: dbns, Name: "pg", Port: intstr.FromInt32(5432)}}}
+			f.Spec.UDP = []porticov1alpha1.UDPService{{Port: 53,
+				Service: porticov1alpha1.L4ServiceReference{Namespace: dbns, Name: "dns", Port: intstr.FromString("dns")}}}
+			Expect(k8s.Create(ctx, f)).To(Succeed())
+
+			svc := &corev1.Service{}
+			Eventually(func() []string {
+				if err := k8s.Get(ctx, types.NamespacedName{Namespace: ns, Name: "l4-proxy"}, svc); err != nil {
+					return nil
+				}
+				var out []string
+				for _, p := range svc.Spec.Ports {
+					out = append(out, fmt.Sprintf("%s %s %d->%s", p.Name, p.Protocol, p.Port, p.TargetPort.String()))
+				}
+				return out
+			}, timeout, interval).Should(Equal([]string{"http TCP 80->http", "https TCP 443->https", "tcp-5432 TCP 5432->tcp-5432", "udp-53 UDP 53->udp-53"}))
+			Expect(svc.Spec.Ports[2].NodePort).To(Equal(int32(31432)))
+			Expect(svc.Spec.Ports[3].NodePort).NotTo(BeZero(), "the API server allocates the UDP port's node port")
+			Expect(fleetObjects(f)).To(ContainElements("Role/"+dbns+"/portico-proxy:"+ns+":l4", "RoleBinding/"+dbns+"/portico-proxy:"+ns+":l4"))
+			cm := &corev1.ConfigMap{}
+			Expect(k8s.Get(ctx, types.NamespacedName{Namespace: ns, Name: "l4-proxy"}, cm)).To(Succeed())
+			cfg, err := proxyconfig.Parse(cm.Data[proxyconfig.ConfigKey])
+			Expect(err).NotTo(HaveOccurred())
+			Expect(cfg.TCP).To(Equal([]proxyconfig.L4Service{{Port: 5432, ListenPort: 5432, Service: proxyconfig.ServiceRef{Namespace: dbns, Name: "pg", Port: 5432}, ProxyProtocol: "V2"}}))
+			Expect(cfg.UDP).To(Equal([]proxyconfig.L4Service{{Port: 53, ListenPort: 10053, Service: proxyconfig.ServiceRef{Namespace: dbns, Name: "dns", PortName: "dns"}}}))
+
+			Eventually(condition(f, porticov1alpha1.ConditionDegraded), timeout, interval).Should(And(
+				HaveField("Reason", porticov1alpha1.ReasonServiceMissing),
+				HaveField("Message", ContainSubstring("spec.tcp[0].service: Service "+dbns+"/pg not found"))))
+			Expect(k8s.Create(ctx, &corev1.Service{ObjectMeta: metav1.ObjectMeta{Namespace: dbns, Name: "pg"},
+				Spec: corev1.ServiceSpec{Ports: []corev1.ServicePort{{Port: 5432}}}})).To(Succeed())
+			dns := &corev1.Service{ObjectMeta: metav1.ObjectMeta{Namespace: dbns, Name: "dns"},
+				Spec: corev1.ServiceSpec{Ports: []corev1.ServicePort{{Name: "dns", Port: 53, Protocol: corev1.ProtocolTCP}}}}
+			Expect(k8s.Create(ctx, dns)).To(Succeed())
+			Eventually(condition(f, porticov1alpha1.ConditionDegraded), timeout, interval).Should(And(
+				HaveField("Reason", porticov1alpha1.ReasonServiceMissing),
+				HaveField("Message", Equal("spec.udp[0].service: Service "+dbns+"/dns has no UDP port dns"))))
+			dns.Spec.Ports[0].Protocol = corev1.ProtocolUDP
+			Expect(k8s.Update(ctx, dns)).To(Succeed())
+			Eventually(condition(f, porticov1alpha1.ConditionDegraded), timeout, interval).Should(HaveField("Status", metav1.ConditionFalse))
+		})
+
 		It("reports a missing default certificate Secret until a valid one exists", func() {
 			ns := newNamespace()
 			f := newFleet(ns, "cert", porticov1alpha1.TopologyNodePort)

@@ -67,6 +67,39 @@ func TestHostPortConflicts(t *testing.T) {
 		})
 	}
 	np := hnFleet("np", 0, edge, 80)
+	// TCP and UDP services bind host ports too, per protocol.
+	withL4 := func(f porticov1alpha1.IngressDeployment, tcp, udp []int32) porticov1alpha1.IngressDeployment {
+		for _, p := range tcp {
+			f.Spec.TCP = append(f.Spec.TCP, porticov1alpha1.TCPService{Port: p})
+		}
+		for _, p := range udp {
+			f.Spec.UDP = append(f.Spec.UDP, porticov1alpha1.UDPService{Port: p})
+		}
+		return f
+	}
+	oldL4 := withL4(hnFleet("old", time.Hour, edge, 80), []int32{5432, 53}, []int32{5353})
+	for _, tc := range []struct {
+		name    string
+		fleet   porticov1alpha1.IngressDeployment
+		message string // "" for no conflict
+	}{
+		{"a shared TCP service port", withL4(otherPorts(hnFleet("new", 0, edge, 8080)), []int32{5432}, nil), "host port 5432 on node n1,n2 already bound by older fleet ns/old"},
+		{"a shared UDP service port", withL4(otherPorts(hnFleet("new", 0, edge, 8080)), nil, []int32{5353}), "host port 5353/UDP on node n1,n2 already bound by older fleet ns/old"},
+		{"UDP 53 beside TCP 53", withL4(otherPorts(hnFleet("new", 0, edge, 8080)), []int32{5353}, []int32{53}), ""},
+		{"a TCP service on the older fleet's HTTP port", withL4(otherPorts(hnFleet("new", 0, edge, 8080)), []int32{80}, nil), "host port 80 on node n1,n2 already bound by older fleet ns/old"},
+		{"an HTTP port on the older fleet's TCP service port", otherPorts(hnFleet("new", 0, edge, 5432)), "host port 5432 on node n1,n2 already bound by older fleet ns/old"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, conflicts := hostPortConflicts(&tc.fleet, []porticov1alpha1.IngressDeployment{tc.fleet, oldL4}, nodes)
+			var got string
+			if len(conflicts) > 0 {
+				got = conflicts[0].String()
+			}
+			if got != tc.message || len(conflicts) > 1 {
+				t.Errorf("conflicts %v, want %q", conflicts, tc.message)
+			}
+		})
+	}
 	np.Spec.Topology = porticov1alpha1.Topology{Type: porticov1alpha1.TopologyNodePort}
 	if ex, _ := hostPortConflicts(&np, []porticov1alpha1.IngressDeployment{old, np}, nodes); ex != nil {
 		t.Errorf("a NodePort fleet binds no host port: %v", ex)

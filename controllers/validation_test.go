@@ -2,6 +2,7 @@ package controllers_test
 
 import (
 	"encoding/json"
+	"fmt"
 	"strings"
 
 	. "github.com/onsi/ginkgo/v2"
@@ -89,11 +90,77 @@ var _ = Describe("IngressDeployment validation", func() {
 			"spec.http.clientBodyTimeout", "must be greater than 0s"),
 		Entry("a client body timeout over an hour", "topology: {type: NodePort}\nhttp: {clientBodyTimeout: 61m}",
 			"spec.http.clientBodyTimeout", "must be at most 1h"),
+
+		// spec.tcp and spec.udp
+		Entry("a TCP port of 0", "topology: {type: NodePort}\ntcp: [{port: 0, service: {name: db, port: 5432}}]",
+			"spec.tcp[0].port", "greater than or equal to 1"),
+		Entry("a UDP port above 65535", "topology: {type: NodePort}\nudp: [{port: 65536, service: {name: dns, port: 53}}]",
+			"spec.udp[0].port", "less than or equal to 65535"),
+		Entry("a TCP port twice", "topology: {type: NodePort}\ntcp: [{port: 5432, service: {name: a, port: 1}}, {port: 5432, service: {name: b, port: 1}}]",
+			"spec.tcp[1]", "Duplicate value"),
+		Entry("a UDP port twice", "topology: {type: NodePort}\nudp: [{port: 53, service: {name: a, port: 53}}, {port: 53, service: {name: b, port: 53}}]",
+			"spec.udp[1]", "Duplicate value"),
+		Entry("a TCP port equal to the Service's HTTP port", "topology: {type: LoadBalancer}\ntcp: [{port: 5432, service: {name: a, port: 1}}, {port: 80, service: {name: b, port: 1}}]",
+			"spec.tcp", "spec.tcp[].port must differ from the ports of the fleet Service for HTTP and HTTPS, 80 and 443"),
+		Entry("a TCP port equal to the Service's HTTPS port", "topology: {type: NodePort}\ntcp: [{port: 443, service: {name: b, port: 1}}]",
+			"spec.tcp", "spec.tcp[].port must differ from the ports of the fleet Service for HTTP and HTTPS, 80 and 443"),
+		Entry("a TCP port equal to the default host HTTPS port", "topology: {type: HostNetwork}\ntcp: [{port: 443, service: {name: b, port: 1}}]",
+			"spec.tcp", "spec.tcp[].port must differ from spec.topology.hostNetwork.httpPort, httpsPort and healthPort"),
+		Entry("a TCP port equal to the default health port", "topology: {type: HostNetwork}\ntcp: [{port: 10254, service: {name: b, port: 1}}]",
+			"spec.tcp", "spec.tcp[].port must differ from spec.topology.hostNetwork.httpPort, httpsPort and healthPort"),
+		Entry("a TCP port equal to a custom host HTTP port", "topology:\n  type: HostNetwork\n  hostNetwork: {httpPort: 8000}\ntcp: [{port: 8000, service: {name: b, port: 1}}]",
+			"spec.tcp", "spec.tcp[].port must differ from spec.topology.hostNetwork.httpPort, httpsPort and healthPort"),
+		Entry("a TCP port equal to a custom health port", "topology:\n  type: HostNetwork\n  hostNetwork: {healthPort: 9000}\ntcp: [{port: 9000, service: {name: b, port: 1}}]",
+			"spec.tcp", "spec.tcp[].port must differ from spec.topology.hostNetwork.httpPort, httpsPort and healthPort"),
+		Entry("a TCP nodePort with LoadBalancer", "topology: {type: LoadBalancer}\ntcp: [{port: 5432, nodePort: 30432, service: {name: b, port: 1}}]",
+			"spec.tcp", "spec.tcp[].nodePort is only allowed when spec.topology.type is NodePort"),
+		Entry("a UDP nodePort with HostNetwork", "topology: {type: HostNetwork}\nudp: [{port: 53, nodePort: 30053, service: {name: b, port: 1}}]",
+			"spec.udp", "spec.udp[].nodePort is only allowed when spec.topology.type is NodePort"),
+		Entry("two TCP nodePorts alike", "topology: {type: NodePort}\ntcp: [{port: 1, nodePort: 30001, service: {name: b, port: 1}}, {port: 2, nodePort: 30001, service: {name: b, port: 1}}]",
+			"spec.tcp", "spec.tcp[].nodePort values must differ"),
+		Entry("two UDP nodePorts alike", "topology: {type: NodePort}\nudp: [{port: 1, nodePort: 30001, service: {name: b, port: 1}}, {port: 2, nodePort: 30001, service: {name: b, port: 1}}]",
+			"spec.udp", "spec.udp[].nodePort values must differ"),
+		Entry("a TCP nodePort equal to the HTTPS node port", "topology:\n  type: NodePort\n  nodePort: {httpsNodePort: 30443}\ntcp: [{port: 1, nodePort: 30443, service: {name: b, port: 1}}]",
+			"spec.tcp", "must differ from spec.topology.nodePort.httpNodePort and httpsNodePort"),
+		Entry("a Service port of 0", "topology: {type: NodePort}\ntcp: [{port: 5432, service: {name: db, port: 0}}]",
+			"spec.tcp[0].service.port", "must be a port number from 1 to 65535"),
+		Entry("a Service port above 65535", "topology: {type: NodePort}\nudp: [{port: 53, service: {name: dns, port: 70000}}]",
+			"spec.udp[0].service.port", "must be a port number from 1 to 65535"),
+		Entry("a Service port number in quotes", "topology: {type: NodePort}\ntcp: [{port: 5432, service: {name: db, port: \"5432\"}}]",
+			"spec.tcp[0].service.port", "should match"),
+		Entry("a Service port name that is no DNS label", "topology: {type: NodePort}\ntcp: [{port: 5432, service: {name: db, port: Postgres}}]",
+			"spec.tcp[0].service.port", "should match"),
+		Entry("a Service port name over 63 characters", "topology: {type: NodePort}\ntcp: [{port: 5432, service: {name: db, port: "+strings.Repeat("p", 64)+"}}]",
+			"spec.tcp[0].service.port", "may not be more than 63 bytes"),
+		Entry("a Service without a name", "topology: {type: NodePort}\ntcp: [{port: 5432, service: {port: 5432}}]",
+			"spec.tcp[0].service.name", "Required value"),
+		Entry("a Service name that is no DNS label", "topology: {type: NodePort}\ntcp: [{port: 5432, service: {name: 1db, port: 5432}}]",
+			"spec.tcp[0].service.name", "should match"),
+		Entry("a Service namespace that is no DNS label", "topology: {type: NodePort}\nudp: [{port: 53, service: {namespace: Kube_System, name: dns, port: 53}}]",
+			"spec.udp[0].service.namespace", "should match"),
+		Entry("an unknown PROXY protocol version", "topology: {type: NodePort}\ntcp: [{port: 5432, proxyProtocol: V3, service: {name: db, port: 5432}}]",
+			"spec.tcp[0].proxyProtocol", "Unsupported value"),
+		Entry("65 TCP ports", "topology: {type: NodePort}\ntcp: ["+manyPorts(65)+"]",
+			"spec.tcp", "must have at most 64 items"),
 	)
 
 	It("accepts a valid spec and fills the schema's defaults", func() {
 		Expect(create("topology:\n  type: HostNetwork\n  hostNetwork: {}\ndefaultBackend: {}")).To(Succeed())
 	})
+
+	DescribeTable("accepts TCP and UDP services",
+		func(spec string) { Expect(create(spec)).To(Succeed()) },
+		Entry("the contract's example", "topology: {type: NodePort}\n"+
+			"tcp:\n- {port: 5432, nodePort: 30432, service: {namespace: db, name: postgres, port: 5432}, proxyProtocol: V2}\n"+
+			"udp:\n- {port: 53, service: {namespace: dns, name: resolver, port: 53}}"),
+		Entry("a TCP and a UDP port alike", "topology: {type: LoadBalancer}\ntcp: [{port: 53, service: {name: dns, port: dns-tcp}}]\nudp: [{port: 53, service: {name: dns, port: dns}}]"),
+		Entry("a UDP port equal to the HTTPS port", "topology: {type: HostNetwork}\nudp: [{port: 443, service: {name: quic, port: 443}}]"),
+		Entry("a TCP port equal to a default host port moved elsewhere", "topology:\n  type: HostNetwork\n  hostNetwork: {httpPort: 8000, httpsPort: 8443, healthPort: 9000}\ntcp: [{port: 80, service: {name: b, port: 80}}, {port: 10254, service: {name: b, port: 80}}]"),
+		Entry("a TCP port equal to the pods' own HTTP port with NodePort", "topology: {type: NodePort}\ntcp: [{port: 8080, service: {name: b, port: 80}}, {port: 10254, service: {name: b, port: 80}}]"),
+		Entry("TCP and UDP node ports alike", "topology: {type: NodePort}\ntcp: [{port: 53, nodePort: 30053, service: {name: dns, port: 53}}]\nudp: [{port: 53, nodePort: 30053, service: {name: dns, port: 53}}]"),
+		Entry("64 TCP and 64 UDP ports", "topology: {type: NodePort}\ntcp: ["+manyPorts(64)+"]\nudp: ["+manyPorts(64)+"]"),
+		Entry("every explicit PROXY protocol setting", "topology: {type: NodePort}\ntcp: [{port: 1, proxyProtocol: None, service: {name: a, port: 1}}, {port: 2, proxyProtocol: V1, service: {name: a, port: 1}}]"),
+	)
 
 	DescribeTable("accepts HTTP limits and stores them as written (the operator applies the defaults, not the API server)",
 		func(http string) {
@@ -121,6 +188,15 @@ var _ = Describe("IngressDeployment validation", func() {
 		Entry("every field", "{maxRequestBodySize: 64Mi, clientBodyTimeout: 2m30s, allowUnderscoresInHeaders: true}"),
 	)
 })
+
+// manyPorts is n TCP or UDP entries with distinct ports and node ports.
+func manyPorts(n int) string {
+	entries := make([]string, n)
+	for i := range entries {
+		entries[i] = fmt.Sprintf("{port: %d, nodePort: %d, service: {name: s, port: %d}}", 20000+i, 30000+i, 1+i)
+	}
+	return strings.Join(entries, ", ")
+}
 
 func indent(s string) string {
 	return "  " + strings.ReplaceAll(s, "\n", "\n  ") + "\n"

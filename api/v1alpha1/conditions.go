@@ -25,9 +25,12 @@ const (
 	ReasonAsExpected            = "AsExpected"
 	ReasonHostPortConflict      = "HostPortConflict"
 	ReasonDefaultBackendMissing = "DefaultBackendServiceMissing"
-	ReasonCertificateMissing    = "DefaultCertificateMissing"
-	ReasonCertificateInvalid    = "DefaultCertificateInvalid"
-	ReasonApplyFailed           = "ApplyFailed"
-	ReasonNoIngressClass        = "NoIngressClass"
-	ReasonInvalidClassParams    = "InvalidParameters"
+	// ReasonServiceMissing: a Service port named by spec.tcp or spec.udp does not exist (or
+	// has another protocol).
+	ReasonServiceMissing     = "ServiceMissing"
+	ReasonCertificateMissing = "DefaultCertificateMissing"
+	ReasonCertificateInvalid = "DefaultCertificateInvalid"
+	ReasonApplyFailed        = "ApplyFailed"
+	ReasonNoIngressClass     = "NoIngressClass"
+	ReasonInvalidClassParams = "InvalidParameters"
 )

@@ -4,6 +4,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/intstr"
 )
 
 // TopologyType is how a fleet's proxies receive traffic.
@@ -43,6 +44,11 @@ const (
 
 // IngressDeploymentSpec is the desired state of one fleet of ingress proxies.
 // +kubebuilder:validation:XValidation:rule="!has(self.replicas) || self.topology.type != 'HostNetwork'",message="spec.replicas is not allowed with topology type HostNetwork: the DaemonSet runs one proxy per selected node",fieldPath=".replicas"
+// +kubebuilder:validation:XValidation:rule="!has(self.tcp) || self.topology.type == 'HostNetwork' || !self.tcp.exists(s, s.port == 80 || s.port == 443)",message="spec.tcp[].port must differ from the ports of the fleet Service for HTTP and HTTPS, 80 and 443",fieldPath=".tcp"
+// +kubebuilder:validation:XValidation:rule="!has(self.tcp) || self.topology.type != 'HostNetwork' || !self.tcp.exists(s, has(self.topology.hostNetwork) ? (s.port == self.topology.hostNetwork.httpPort || s.port == self.topology.hostNetwork.httpsPort || s.port == self.topology.hostNetwork.healthPort) : (s.port == 80 || s.port == 443 || s.port == 10254))",message="spec.tcp[].port must differ from spec.topology.hostNetwork.httpPort, httpsPort and healthPort (default 80, 443 and 10254)",fieldPath=".tcp"
+// +kubebuilder:validation:XValidation:rule="!has(self.tcp) || self.topology.type == 'NodePort' || !self.tcp.exists(s, has(s.nodePort))",message="spec.tcp[].nodePort is only allowed when spec.topology.type is NodePort",fieldPath=".tcp"
+// +kubebuilder:validation:XValidation:rule="!has(self.udp) || self.topology.type == 'NodePort' || !self.udp.exists(s, has(s.nodePort))",message="spec.udp[].nodePort is only allowed when spec.topology.type is NodePort",fieldPath=".udp"
+// +kubebuilder:validation:XValidation:rule="!has(self.tcp) || !has(self.topology.nodePort) || !self.tcp.exists(s, has(s.nodePort) && ((has(self.topology.nodePort.httpNodePort) && s.nodePort == self.topology.nodePort.httpNodePort) || (has(self.topology.nodePort.httpsNodePort) && s.nodePort == self.topology.nodePort.httpsNodePort)))",message="spec.tcp[].nodePort must differ from spec.topology.nodePort.httpNodePort and httpsNodePort",fieldPath=".tcp"
 type IngressDeploymentSpec struct {
 	// Topology chooses how the fleet receives traffic.
 	// +required
@@ -98,6 +104,120 @@ type IngressDeploymentSpec struct {
 	// standard output) and samples it. A change applies without a restart.
 	// +optional
 	AccessLog *AccessLogSettings `json:"accessLog,omitempty"`
+
+	// TCP are TCP ports the fleet forwards, byte for byte, to Service ports: each port is served
+	// by every proxy of the fleet (a host port for HostNetwork, a port of the fleet's Service
+	// otherwise) and must differ from the other TCP ports and from the fleet's HTTP and HTTPS
+	// ports (and, for HostNetwork, its health port). The Service may be in any namespace.
+	// +optional
+	// +listType=map
+	// +listMapKey=port
+	// +kubebuilder:validation:MaxItems=64
+	// +kubebuilder:validation:XValidation:rule="self.all(a, !has(a.nodePort) || self.exists_one(b, has(b.nodePort) && b.nodePort == a.nodePort))",message="spec.tcp[].nodePort values must differ"
+	TCP []TCPService `json:"tcp,omitempty"`
+
+	// UDP are UDP ports the fleet forwards to Service ports, datagram by datagram: each port is
+	// served by every proxy of the fleet and must differ from the other UDP ports (a UDP port
+	// may equal a TCP port, the HTTP or the HTTPS port). The Service may be in any namespace.
+	// +optional
+	// +listType=map
+	// +listMapKey=port
+	// +kubebuilder:validation:MaxItems=64
+	// +kubebuilder:validation:XValidation:rule="self.all(a, !has(a.nodePort) || self.exists_one(b, has(b.nodePort) && b.nodePort == a.nodePort))",message="spec.udp[].nodePort values must differ"
+	UDP []UDPService `json:"udp,omitempty"`
+}
+
+// ProxyProtocolVersion says whether and how a forwarded TCP connection starts with a PROXY
+// protocol header telling the backend the client's address.
+// +kubebuilder:validation:Enum=None;V1;V2
+type ProxyProtocolVersion string
+
+const (
+	// ProxyProtocolNone sends no header: the backend sees the proxy's address.
+	ProxyProtocolNone ProxyProtocolVersion = "None"
+	// ProxyProtocolV1 sends the human-readable PROXY protocol version 1 header.
+	ProxyProtocolV1 ProxyProtocolVersion = "V1"
+	// ProxyProtocolV2 sends the binary PROXY protocol version 2 header.
+	ProxyProtocolV2 ProxyProtocolVersion = "V2"
+)
+
+// TCPService forwards one TCP port of the fleet to a Service port. Connections are relayed byte
+// for byte to a ready endpoint of the Service (never through its ClusterIP); see
+// docs/configuration.md for timeouts and limits.
+type TCPService struct {
+	// Port is the fleet's port: the host port on each node (HostNetwork) or the port of the
+	// fleet's Service (NodePort, LoadBalancer).
+	// +required
+	// +kubebuilder:validation:Minimum=1
+	// +kubebuilder:validation:Maximum=65535
+	Port int32 `json:"port"`
+
+	// NodePort pins the node port of this port on the fleet's Service (NodePort topology only).
+	// Default: allocated by the API server.
+	// +optional
+	// +kubebuilder:validation:Minimum=1
+	// +kubebuilder:validation:Maximum=65535
+	NodePort *int32 `json:"nodePort,omitempty"`
+
+	// Service is the Service port connections are forwarded to.
+	// +required
+	Service L4ServiceReference `json:"service"`
+
+	// ProxyProtocol sends a PROXY protocol header (V1 or V2) to the backend before the client's
+	// bytes, so the backend learns the client's address. The default, None, sends none; the
+	// backend must expect the header when it is set.
+	// +optional
+	ProxyProtocol ProxyProtocolVersion `json:"proxyProtocol,omitempty"`
+}
+
+// UDPService forwards one UDP port of the fleet to a Service port.
+type UDPService struct {
+	// Port is the fleet's port: the host port on each node (HostNetwork) or the port of the
+	// fleet's Service (NodePort, LoadBalancer).
+	// +required
+	// +kubebuilder:validation:Minimum=1
+	// +kubebuilder:validation:Maximum=65535
+	Port int32 `json:"port"`
+
+	// NodePort pins the node port of this port on the fleet's Service (NodePort topology only).
+	// Default: allocated by the API server.
+	// +optional
+	// +kubebuilder:validation:Minimum=1
+	// +kubebuilder:validation:Maximum=65535
+	NodePort *int32 `json:"nodePort,omitempty"`
+
+	// Service is the Service port datagrams are forwarded to.
+	// +required
+	Service L4ServiceReference `json:"service"`
+}
+
+// L4ServiceReference names a Service port in any namespace. An IngressDeployment is an
+// administrator's object (it can run host-network pods), so it may point at any Service.
+// The port's range is checked here rather than on the port itself: API servers before 1.34
+// over-estimate the cost of any rule placed on an int-or-string field and refuse the CRD.
+// +kubebuilder:validation:XValidation:rule="type(self.port) != int || (self.port >= 1 && self.port <= 65535)",message="must be a port number from 1 to 65535 or a port name",fieldPath=".port"
+type L4ServiceReference struct {
+	// Namespace of the Service. Default: the fleet's namespace.
+	// +optional
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=63
+	// +kubebuilder:validation:Pattern=`^[a-z0-9]([-a-z0-9]*[a-z0-9])?$`
+	Namespace string `json:"namespace,omitempty"`
+
+	// Name of the Service.
+	// +required
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=63
+	// +kubebuilder:validation:Pattern=`^[a-z]([-a-z0-9]*[a-z0-9])?$`
+	Name string `json:"name"`
+
+	// Port is the Service port, by number (1-65535) or by name. A name is a DNS label with at
+	// least one letter: a number written in quotes is refused rather than looked up as a name.
+	// +required
+	// +kubebuilder:validation:XIntOrString
+	// +kubebuilder:validation:MaxLength=63
+	// +kubebuilder:validation:Pattern=`^([a-z]|[a-z][-a-z0-9]*[a-z0-9]|[a-z0-9][-a-z0-9]*[a-z]|[a-z0-9][-a-z0-9]*[a-z][-a-z0-9]*[a-z0-9])$`
+	Port intstr.IntOrString `json:"port"`
 }
 
 // AccessLogSettings are a fleet's access log settings.

@@ -7,8 +7,10 @@ package render
 
 import (
 	"fmt"
+	"slices"
 	"sort"
 	"strconv"
+	"strings"
 
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
@@ -195,6 +197,25 @@ func ProxyConfig(f *porticov1alpha1.IngressDeployment) proxyconfig.Config {
 			c.AccessLog.OneIn = *a.OneIn
 		}
 	}
+	for _, p := range L4Ports(f) {
+		s := proxyconfig.L4Service{Port: p.Port, ListenPort: p.ListenPort, Service: proxyconfig.ServiceRef{Namespace: p.Service.Namespace, Name: p.Service.Name}}
+		if p.Service.Port.Type == intstr.String {
+			s.Service.PortName = p.Service.Port.StrVal
+		} else {
+			s.Service.Port = p.Service.Port.IntVal
+		}
+		switch p.ProxyProtocol {
+		case porticov1alpha1.ProxyProtocolV1:
+			s.ProxyProtocol = proxyconfig.ProxyProtocolV1
+		case porticov1alpha1.ProxyProtocolV2:
+			s.ProxyProtocol = proxyconfig.ProxyProtocolV2
+		}
+		if p.Protocol == corev1.ProtocolUDP {
+			c.UDP = append(c.UDP, s)
+		} else {
+			c.TCP = append(c.TCP, s)
+		}
+	}
 	return c
 }
 
@@ -244,6 +265,86 @@ func HostPorts(f *porticov1alpha1.IngressDeployment) (http, https, health int32)
 	return http, https, health
 }
 
+// L4Port is one port of spec.tcp or spec.udp as the fleet's objects carry it.
+type L4Port struct {
+	Protocol corev1.Protocol
+	// Port is the fleet's port: a host port (HostNetwork) or a port of the fleet's Service.
+	Port int32
+	// ListenPort is the port the proxy binds in its pod (see L4Ports).
+	ListenPort int32
+	// NodePort is the pinned node port (NodePort topology), 0 for one the API server picks.
+	NodePort int32
+	// Name names the container port and the Service port: "tcp-5432", "udp-53".
+	Name string
+	// Service is the Service port forwarded to, its namespace defaulted to the fleet's.
+	Service porticov1alpha1.L4ServiceReference
+	// ProxyProtocol is the TCP service's PROXY protocol setting; empty for UDP.
+	ProxyProtocol porticov1alpha1.ProxyProtocolVersion
+}
+
+// Listen ports are moved by this much when a Deployment-topology pod cannot bind the fleet's
+// port itself (privileged, or one of the proxy's own ports): 53 is bound as 10053, 8080 as
+// 18080.
+const listenPortShift int32 = 10000
+
+// L4Ports returns the fleet's TCP ports, then its UDP ports, each sorted by port (so reordering
+// spec.tcp changes no object). A HostNetwork proxy binds each port itself (the host port is
+// the container port). A NodePort or LoadBalancer proxy binds the fleet's port when it is 1024
+// or above and, for TCP, none of the proxy's own ports (8080, 8443, 10254); otherwise the port
+// plus 10000, or the next port above that no other listener of the protocol uses, so the pod
+// keeps needing no capability and the Service's target port (by name) hides the difference.
+func L4Ports(f *porticov1alpha1.IngressDeployment) []L4Port {
+	var tcp, udp []L4Port
+	for _, s := range f.Spec.TCP {
+		tcp = append(tcp, l4Port(f, corev1.ProtocolTCP, s.Port, s.NodePort, s.Service, s.ProxyProtocol))
+	}
+	for _, s := range f.Spec.UDP {
+		udp = append(udp, l4Port(f, corev1.ProtocolUDP, s.Port, s.NodePort, s.Service, ""))
+	}
+	hostNet := f.Spec.Topology.Type == porticov1alpha1.TopologyHostNetwork
+	assignListenPorts(tcp, hostNet, []int32{ContainerHTTPPort, ContainerHTTPSPort, ContainerHealthPort})
+	assignListenPorts(udp, hostNet, nil)
+	return append(tcp, udp...)
+}
+
+func l4Port(f *porticov1alpha1.IngressDeployment, proto corev1.Protocol, port int32, nodePort *int32, svc porticov1alpha1.L4ServiceReference, pp porticov1alpha1.ProxyProtocolVersion) L4Port {
+	if svc.Namespace == "" {
+		svc.Namespace = f.Namespace
+	}
+	if pp == porticov1alpha1.ProxyProtocolNone {
+		pp = ""
+	}
+	return L4Port{Protocol: proto, Port: port, NodePort: ptr.Deref(nodePort, 0), Service: svc, ProxyProtocol: pp,
+		Name: strings.ToLower(string(proto)) + "-" + strconv.Itoa(int(port))}
+}
+
+// assignListenPorts sorts one protocol's ports and sets their listen ports (see L4Ports);
+// reserved are the proxy's own ports of that protocol in a Deployment-topology pod.
+func assignListenPorts(ports []L4Port, hostNet bool, reserved []int32) {
+	sort.Slice(ports, func(a, b int) bool { return ports[a].Port < ports[b].Port })
+	taken := map[int32]bool{}
+	for _, r := range reserved {
+		taken[r] = true
+	}
+	movable := func(p int32) bool { return !hostNet && (p < unprivilegedPortStart || slices.Contains(reserved, p)) }
+	for i := range ports {
+		if p := ports[i].Port; !movable(p) {
+			ports[i].ListenPort = p
+			taken[p] = true
+		}
+	}
+	for i := range ports {
+		if p := ports[i].Port; movable(p) {
+			q := p + listenPortShift
+			for taken[q] {
+				q++
+			}
+			ports[i].ListenPort = q
+			taken[q] = true
+		}
+	}
+}
+
 func proxyServiceAccount(f *porticov1alpha1.IngressDeployment) client.Object {
 	return &corev1.ServiceAccount{
 		TypeMeta:   metav1.TypeMeta{APIVersion: "v1", Kind: "ServiceAccount"},
@@ -290,7 +391,32 @@ func proxyRBAC(f *porticov1alpha1.IngressDeployment) []client.Object {
 	for _, ns := range watch {
 		objs = append(objs, roleAndBinding(f, name, ns, subject, served)...)
 	}
+	// TCP and UDP services may live outside the watched namespaces: there the proxy reads
+	// Services and EndpointSlices only.
+	if len(watch) > 0 {
+		backends := []rbacv1.PolicyRule{
+			{APIGroups: []string{""}, Resources: []string{"services"}, Verbs: readOnly},
+			{APIGroups: []string{"discovery.k8s.io"}, Resources: []string{"endpointslices"}, Verbs: readOnly},
+		}
+		for _, ns := range l4Namespaces(f) {
+			if !slices.Contains(watch, ns) {
+				objs = append(objs, roleAndBinding(f, name, ns, subject, backends)...)
+			}
+		}
+	}
 	return objs
+}
+
+// l4Namespaces are the namespaces of the fleet's TCP and UDP services, sorted, once each.
+func l4Namespaces(f *porticov1alpha1.IngressDeployment) []string {
+	var out []string
+	for _, p := range L4Ports(f) {
+		if !slices.Contains(out, p.Service.Namespace) {
+			out = append(out, p.Service.Namespace)
+		}
+	}
+	sort.Strings(out)
+	return out
 }
 
 func roleAndBinding(f *porticov1alpha1.IngressDeployment, name, ns string, subject []rbacv1.Subject, rules []rbacv1.PolicyRule) []client.Object {
@@ -332,12 +458,17 @@ func proxyPodSpec(f *porticov1alpha1.IngressDeployment, image string, excluded [
 		{Name: "https", ContainerPort: httpsPort, Protocol: corev1.ProtocolTCP},
 		{Name: "health", ContainerPort: healthPort, Protocol: corev1.ProtocolTCP},
 	}
+	lowest := min(httpPort, httpsPort, healthPort)
+	for _, p := range L4Ports(f) {
+		ports = append(ports, corev1.ContainerPort{Name: p.Name, ContainerPort: p.ListenPort, Protocol: p.Protocol})
+		lowest = min(lowest, p.ListenPort)
+	}
 	sc := containerSecurityContext()
 	if hostNet {
 		for i := range ports {
 			ports[i].HostPort = ports[i].ContainerPort
 		}
-		if min(httpPort, httpsPort, healthPort) < unprivilegedPortStart {
+		if lowest < unprivilegedPortStart {
 			sc.Capabilities.Add = []corev1.Capability{"NET_BIND_SERVICE"}
 			sc.AllowPrivilegeEscalation = ptr.To(true)
 		}
@@ -528,6 +659,13 @@ func proxyService(f *porticov1alpha1.IngressDeployment) client.Object {
 	}
 	if t.ExternalTrafficPolicy != nil {
 		svc.Spec.ExternalTrafficPolicy = *t.ExternalTrafficPolicy
+	}
+	for _, p := range L4Ports(f) {
+		sp := corev1.ServicePort{Name: p.Name, Port: p.Port, TargetPort: intstr.FromString(p.Name), Protocol: p.Protocol}
+		if t.Type == porticov1alpha1.TopologyNodePort {
+			sp.NodePort = p.NodePort
+		}
+		svc.Spec.Ports = append(svc.Spec.Ports, sp)
 	}
 	switch t.Type {
 	case porticov1alpha1.TopologyNodePort:

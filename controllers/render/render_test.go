@@ -3,15 +3,19 @@ package render_test
 import (
 	"bytes"
 	"flag"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
+	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
+	rbacv1 "k8s.io/api/rbac/v1"
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/intstr"
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/yaml"
@@ -32,6 +36,10 @@ func fleet(mut func(*porticov1alpha1.IngressDeployment)) *porticov1alpha1.Ingres
 		mut(f)
 	}
 	return f
+}
+
+func l4Ref(ns, name string, port intstr.IntOrString) porticov1alpha1.L4ServiceReference {
+	return porticov1alpha1.L4ServiceReference{Namespace: ns, Name: name, Port: port}
 }
 
 func TestRenderGolden(t *testing.T) {
@@ -73,6 +81,36 @@ func TestRenderGolden(t *testing.T) {
 					Annotations:              map[string]string{"b.example.com/x": "2", "a.example.com/y": "1"},
 					LoadBalancerSourceRanges: []string{"192.0.2.0/24", "10.0.0.0/8"},
 				}}
+		}),
+		// spec.tcp and spec.udp: Services in other namespaces (Roles there, as the fleet watches
+		// only "shop"), a privileged TCP port (NET_BIND_SERVICE though the HTTP ports are not).
+		"hostnetwork-l4": fleet(func(f *porticov1alpha1.IngressDeployment) {
+			f.Spec.Topology.HostNetwork = &porticov1alpha1.HostNetworkTopology{HTTPPort: 8000, HTTPSPort: 8443, HealthPort: 9000}
+			f.Spec.WatchNamespaces = []string{"shop"}
+			f.Spec.TCP = []porticov1alpha1.TCPService{
+				{Port: 5432, Service: l4Ref("db", "postgres", intstr.FromInt32(5432)), ProxyProtocol: porticov1alpha1.ProxyProtocolV2},
+				{Port: 22, Service: l4Ref("", "git", intstr.FromString("ssh")), ProxyProtocol: porticov1alpha1.ProxyProtocolNone},
+				{Port: 53, Service: l4Ref("dns", "resolver", intstr.FromString("dns-tcp"))},
+			}
+			f.Spec.UDP = []porticov1alpha1.UDPService{{Port: 53, Service: l4Ref("dns", "resolver", intstr.FromString("dns"))}}
+		}),
+		// Pinned node ports; 8080 and 53 moved off the pod's own and privileged ports (53 to
+		// 10054, since UDP 10053 is a port of the fleet too).
+		"nodeport-l4": fleet(func(f *porticov1alpha1.IngressDeployment) {
+			f.Spec.Topology = porticov1alpha1.Topology{Type: porticov1alpha1.TopologyNodePort}
+			f.Spec.TCP = []porticov1alpha1.TCPService{
+				{Port: 8080, Service: l4Ref("", "web", intstr.FromInt32(80))},
+				{Port: 5432, NodePort: ptr.To[int32](30432), Service: l4Ref("db", "postgres", intstr.FromInt32(5432)), ProxyProtocol: porticov1alpha1.ProxyProtocolV1},
+			}
+			f.Spec.UDP = []porticov1alpha1.UDPService{
+				{Port: 53, NodePort: ptr.To[int32](30053), Service: l4Ref("dns", "resolver", intstr.FromInt32(53))},
+				{Port: 10053, Service: l4Ref("dns", "resolver", intstr.FromInt32(5353))},
+			}
+		}),
+		"loadbalancer-l4": fleet(func(f *porticov1alpha1.IngressDeployment) {
+			f.Spec.Topology = porticov1alpha1.Topology{Type: porticov1alpha1.TopologyLoadBalancer}
+			f.Spec.TCP = []porticov1alpha1.TCPService{{Port: 53, Service: l4Ref("dns", "resolver", intstr.FromString("dns-tcp"))}}
+			f.Spec.UDP = []porticov1alpha1.UDPService{{Port: 53, Service: l4Ref("dns", "resolver", intstr.FromString("dns"))}}
 		}),
 	}
 	for name, f := range cases {
@@ -241,5 +279,186 @@ func TestProxyConfigHTTP(t *testing.T) {
 				t.Errorf("limits %+v, want %+v\n%s", got, tc.want, s)
 			}
 		})
+	}
+}
+
+func TestL4ListenPorts(t *testing.T) {
+	for _, tc := range []struct {
+		name     string
+		topology porticov1alpha1.TopologyType
+		tcp, udp []int32
+		want     []string // protocol/port:listenPort, in L4Ports order
+	}{
+		{"host network binds every port itself", porticov1alpha1.TopologyHostNetwork, []int32{22, 8080, 5432}, []int32{53},
+			[]string{"TCP/22:22", "TCP/5432:5432", "TCP/8080:8080", "UDP/53:53"}},
+		{"unprivileged ports are bound as they are", porticov1alpha1.TopologyLoadBalancer, []int32{5432, 3306}, []int32{5353},
+			[]string{"TCP/3306:3306", "TCP/5432:5432", "UDP/5353:5353"}},
+		{"privileged ports move up by 10000", porticov1alpha1.TopologyNodePort, []int32{22}, []int32{53},
+			[]string{"TCP/22:10022", "UDP/53:10053"}},
+		{"the pod's own TCP ports move, not UDP ones", porticov1alpha1.TopologyNodePort, []int32{8080, 8443, 10254}, []int32{8080, 10254},
+			[]string{"TCP/8080:18080", "TCP/8443:18443", "TCP/10254:20254", "UDP/8080:8080", "UDP/10254:10254"}},
+		{"a moved port skips ports in use", porticov1alpha1.TopologyNodePort, []int32{22, 10022, 10023, 8080, 18080}, nil,
+			[]string{"TCP/22:10024", "TCP/8080:18081", "TCP/10022:10022", "TCP/10023:10023", "TCP/18080:18080"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			f := fleet(func(f *porticov1alpha1.IngressDeployment) {
+				f.Spec.Topology.Type = tc.topology
+				for _, p := range tc.tcp {
+					f.Spec.TCP = append(f.Spec.TCP, porticov1alpha1.TCPService{Port: p, Service: l4Ref("", "s", intstr.FromInt32(1))})
+				}
+				for _, p := range tc.udp {
+					f.Spec.UDP = append(f.Spec.UDP, porticov1alpha1.UDPService{Port: p, Service: l4Ref("", "s", intstr.FromInt32(1))})
+				}
+			})
+			var got []string
+			for _, p := range render.L4Ports(f) {
+				got = append(got, fmt.Sprintf("%s/%d:%d", p.Protocol, p.Port, p.ListenPort))
+			}
+			if strings.Join(got, " ") != strings.Join(tc.want, " ") {
+				t.Errorf("got %v, want %v", got, tc.want)
+			}
+		})
+	}
+}
+
+// The fleet's objects agree about every TCP and UDP port, in every topology: the Service
+// targets, by name, a container port of the same protocol; the proxy's configuration listens on
+// that container port; no two container ports of a protocol collide; a Deployment-topology pod
+// binds nothing privileged.
+func TestRenderL4Consistency(t *testing.T) {
+	for _, topology := range []porticov1alpha1.TopologyType{porticov1alpha1.TopologyHostNetwork, porticov1alpha1.TopologyNodePort, porticov1alpha1.TopologyLoadBalancer} {
+		t.Run(string(topology), func(t *testing.T) {
+			f := fleet(func(f *porticov1alpha1.IngressDeployment) {
+				f.Spec.Topology.Type = topology
+				for _, p := range []int32{22, 53, 5432, 8080, 8443, 10022, 10254} {
+					f.Spec.TCP = append(f.Spec.TCP, porticov1alpha1.TCPService{Port: p, Service: l4Ref("db", "s", intstr.FromInt32(p))})
+				}
+				for _, p := range []int32{53, 443, 8080, 10053} {
+					f.Spec.UDP = append(f.Spec.UDP, porticov1alpha1.UDPService{Port: p, Service: l4Ref("", "s", intstr.FromString("dns"))})
+				}
+				if topology == porticov1alpha1.TopologyHostNetwork { // CEL keeps TCP ports off these
+					f.Spec.Topology.HostNetwork = &porticov1alpha1.HostNetworkTopology{HTTPPort: 80, HTTPSPort: 443, HealthPort: 9000}
+				}
+			})
+			objs, err := render.Render(render.Input{Fleet: f, Image: "img"})
+			if err != nil {
+				t.Fatal(err)
+			}
+			var pod corev1.PodSpec
+			var svc *corev1.Service
+			var cfg proxyconfig.Config
+			for _, o := range objs {
+				switch o := o.(type) {
+				case *appsv1.DaemonSet:
+					pod = o.Spec.Template.Spec
+				case *appsv1.Deployment:
+					if o.Name == "edge-proxy" {
+						pod = o.Spec.Template.Spec
+					}
+				case *corev1.Service:
+					if o.Name == "edge-proxy" {
+						svc = o
+					}
+				case *corev1.ConfigMap:
+					if cfg, err = proxyconfig.Parse(o.Data[proxyconfig.ConfigKey]); err != nil {
+						t.Fatalf("the proxy refuses its configuration: %v", err)
+					}
+				}
+			}
+			byName := map[string]corev1.ContainerPort{}
+			seen := map[string]bool{}
+			for _, cp := range pod.Containers[0].Ports {
+				byName[cp.Name] = cp
+				key := fmt.Sprintf("%s/%d", cp.Protocol, cp.ContainerPort)
+				if seen[key] {
+					t.Errorf("container port %s twice", key)
+				}
+				seen[key] = true
+				if topology != porticov1alpha1.TopologyHostNetwork && cp.ContainerPort < 1024 {
+					t.Errorf("a %s pod binds privileged port %s", topology, key)
+				}
+				if (cp.HostPort != 0) != (topology == porticov1alpha1.TopologyHostNetwork) || (cp.HostPort != 0 && cp.HostPort != cp.ContainerPort) {
+					t.Errorf("container port %s has host port %d", key, cp.HostPort)
+				}
+			}
+			if len(byName) != 3+7+4 {
+				t.Errorf("%d container ports, want 14: %v", len(byName), pod.Containers[0].Ports)
+			}
+			for _, l := range []struct {
+				proto    corev1.Protocol
+				services []proxyconfig.L4Service
+			}{{corev1.ProtocolTCP, cfg.TCP}, {corev1.ProtocolUDP, cfg.UDP}} {
+				for _, s := range l.services {
+					name := strings.ToLower(string(l.proto)) + "-" + fmt.Sprint(s.Port)
+					cp, ok := byName[name]
+					if !ok || cp.Protocol != l.proto || cp.ContainerPort != s.ListenPort {
+						t.Errorf("configuration listens on %s %d for port %d; container port %s is %+v", l.proto, s.ListenPort, s.Port, name, cp)
+					}
+					if s.Service.Namespace == "" {
+						t.Errorf("port %d: no Service namespace in the configuration", s.Port)
+					}
+				}
+			}
+			if len(cfg.TCP) != 7 || len(cfg.UDP) != 4 {
+				t.Errorf("configuration has %d TCP and %d UDP services, want 7 and 4", len(cfg.TCP), len(cfg.UDP))
+			}
+			if topology == porticov1alpha1.TopologyHostNetwork {
+				if svc != nil {
+					t.Error("a HostNetwork fleet has a Service")
+				}
+				return
+			}
+			if len(svc.Spec.Ports) != 2+7+4 {
+				t.Errorf("%d Service ports, want 13", len(svc.Spec.Ports))
+			}
+			for _, sp := range svc.Spec.Ports {
+				cp, ok := byName[sp.TargetPort.StrVal]
+				if !ok || cp.Protocol != sp.Protocol {
+					t.Errorf("Service port %s targets %q, which is no %s container port", sp.Name, sp.TargetPort.String(), sp.Protocol)
+				}
+			}
+		})
+	}
+}
+
+func TestRenderL4RBAC(t *testing.T) {
+	l4 := func(watch []string) []client.Object {
+		objs, err := render.Render(render.Input{Fleet: fleet(func(f *porticov1alpha1.IngressDeployment) {
+			f.Spec.WatchNamespaces = watch
+			f.Spec.TCP = []porticov1alpha1.TCPService{{Port: 5432, Service: l4Ref("db", "pg", intstr.FromInt32(5432))}, {Port: 6379, Service: l4Ref("shop", "redis", intstr.FromInt32(6379))}}
+			f.Spec.UDP = []porticov1alpha1.UDPService{{Port: 53, Service: l4Ref("", "dns", intstr.FromInt32(53))}}
+		}), Image: "img"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return objs
+	}
+	roles := func(objs []client.Object) map[string][]string {
+		out := map[string][]string{}
+		for _, o := range objs {
+			if r, ok := o.(*rbacv1.Role); ok && r.Name == "portico-proxy:ingress:edge" {
+				for _, rule := range r.Rules {
+					out[r.Namespace] = append(out[r.Namespace], rule.Resources...)
+				}
+			}
+		}
+		return out
+	}
+	if got := roles(l4(nil)); len(got) != 0 {
+		t.Errorf("every namespace is readable through the ClusterRole, yet Roles: %v", got)
+	}
+	got := roles(l4([]string{"shop"}))
+	want := map[string]string{
+		"shop":    "secrets services endpointslices ingresses", // watched: the full set
+		"db":      "services endpointslices",                   // a TCP service's namespace
+		"ingress": "services endpointslices",                   // the fleet's own, where "dns" defaults to
+	}
+	if len(got) != len(want) {
+		t.Errorf("Roles in %v, want %v", got, want)
+	}
+	for ns, resources := range want {
+		if strings.Join(got[ns], " ") != resources {
+			t.Errorf("Role in %s grants %v, want %s", ns, got[ns], resources)
+		}
 	}
 }

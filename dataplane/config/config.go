@@ -33,6 +33,36 @@ type Config struct {
 	HTTP *HTTP `json:"http,omitempty"`
 	// AccessLog turns the access log on and samples it; nil means off.
 	AccessLog *AccessLog `json:"accessLog,omitempty"`
+	// TCP are the fleet's TCP services (spec.tcp): each is a listener whose connections are
+	// forwarded, byte for byte, to an endpoint of a Service port. Ports and ListenPorts are
+	// distinct within the list.
+	TCP []L4Service `json:"tcp,omitempty"`
+	// UDP are the fleet's UDP services (spec.udp): each is a listener whose datagrams are
+	// forwarded to an endpoint of a Service port, per client flow. Ports and ListenPorts are
+	// distinct within the list; ProxyProtocol is always empty.
+	UDP []L4Service `json:"udp,omitempty"`
+}
+
+// PROXY protocol versions a TCP service may send to its backend.
+const (
+	ProxyProtocolV1 = "V1"
+	ProxyProtocolV2 = "V2"
+)
+
+// L4Service is one TCP or UDP port of the fleet forwarded to a Service port.
+type L4Service struct {
+	// Port is the fleet's port (a host port, or a port of the fleet's Service); it names the
+	// listener ("tcp/5432") in metrics and logs.
+	Port int32 `json:"port"`
+	// ListenPort is the port the proxy binds in its pod: Port for HostNetwork fleets; for the
+	// Deployment topologies the port the fleet's Service targets, which is Port unless Port
+	// is privileged or taken by the proxy's own listeners.
+	ListenPort int32 `json:"listenPort"`
+	// Service is the Service port forwarded to, in any namespace.
+	Service ServiceRef `json:"service"`
+	// ProxyProtocol is empty (no header), ProxyProtocolV1 or ProxyProtocolV2: the PROXY
+	// protocol header sent to the backend before the client's bytes. TCP only.
+	ProxyProtocol string `json:"proxyProtocol,omitempty"`
 }
 
 // AccessLog is the fleet's access log setting.
@@ -169,11 +199,22 @@ func (c Config) Limits() Limits {
 	return l
 }
 
-// ServiceRef is a Service port.
+// ServiceRef is a Service port, named by number (Port) or by name (PortName): exactly one is
+// set. The default backend is always named by number.
 type ServiceRef struct {
 	Namespace string `json:"namespace"`
 	Name      string `json:"name"`
-	Port      int32  `json:"port"`
+	Port      int32  `json:"port,omitempty"`
+	PortName  string `json:"portName,omitempty"`
+}
+
+// ServicePort is the Service port as an Ingress backend names it: the number in decimal, or
+// the name.
+func (r ServiceRef) ServicePort() string {
+	if r.PortName != "" {
+		return r.PortName
+	}
+	return strconv.Itoa(int(r.Port))
 }
 
 // Marshal renders c as the ConfigMap value; the output is deterministic.
@@ -221,5 +262,42 @@ func Parse(data string) (Config, error) {
 			return Config{}, fmt.Errorf("parse %s: http.hsts.maxAgeSeconds %d: must not be negative", ConfigKey, *s.MaxAgeSeconds)
 		}
 	}
+	if err := validateL4("tcp", c.TCP, true); err != nil {
+		return Config{}, fmt.Errorf("parse %s: %w", ConfigKey, err)
+	}
+	if err := validateL4("udp", c.UDP, false); err != nil {
+		return Config{}, fmt.Errorf("parse %s: %w", ConfigKey, err)
+	}
 	return c, nil
+}
+
+// validateL4 checks one protocol's services; the error names the field ("tcp[1].listenPort").
+func validateL4(field string, services []L4Service, tcp bool) error {
+	ports := map[int32]bool{}
+	listen := map[int32]bool{}
+	for i, s := range services {
+		at := fmt.Sprintf("%s[%d]", field, i)
+		switch {
+		case s.Port < 1 || s.Port > 65535:
+			return fmt.Errorf("%s.port %d: want 1 to 65535", at, s.Port)
+		case s.ListenPort < 1 || s.ListenPort > 65535:
+			return fmt.Errorf("%s.listenPort %d: want 1 to 65535", at, s.ListenPort)
+		case ports[s.Port]:
+			return fmt.Errorf("%s.port %d: used twice", at, s.Port)
+		case listen[s.ListenPort]:
+			return fmt.Errorf("%s.listenPort %d: used twice", at, s.ListenPort)
+		case s.Service.Namespace == "" || s.Service.Name == "":
+			return fmt.Errorf("%s.service: namespace and name are required", at)
+		case (s.Service.Port == 0) == (s.Service.PortName == ""):
+			return fmt.Errorf("%s.service: want exactly one of port and portName", at)
+		case s.Service.Port < 0 || s.Service.Port > 65535:
+			return fmt.Errorf("%s.service.port %d: want 1 to 65535", at, s.Service.Port)
+		case !tcp && s.ProxyProtocol != "":
+			return fmt.Errorf("%s.proxyProtocol %q: TCP only", at, s.ProxyProtocol)
+		case s.ProxyProtocol != "" && s.ProxyProtocol != ProxyProtocolV1 && s.ProxyProtocol != ProxyProtocolV2:
+			return fmt.Errorf("%s.proxyProtocol %q: want %q, %q or none", at, s.ProxyProtocol, ProxyProtocolV1, ProxyProtocolV2)
+		}
+		ports[s.Port], listen[s.ListenPort] = true, true
+	}
+	return nil
 }
