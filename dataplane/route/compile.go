@@ -178,9 +178,10 @@ type backendKey struct {
 	port      networkingv1.ServiceBackendPort
 	affinity  bool
 	balancing Balancing
-	protocol  int8   // backend-protocol: -1 for the Service port's appProtocol
-	tls       string // UpstreamTLS.Key; "" for cleartext
-	hashed    bool   // a route hashes to it: it has a ring
+	protocol  int8            // backend-protocol: -1 for the Service port's appProtocol
+	tls       string          // UpstreamTLS.Key; "" for cleartext
+	hashed    bool            // a route hashes to it: it has a ring
+	l4        corev1.Protocol // a TCP or UDP listener's: the Service port of that protocol
 }
 
 // compiler holds the indexes of one compile.
@@ -203,6 +204,8 @@ type compiler struct {
 	policies map[*networkingv1.Ingress]*ingressPolicy
 	// tlsConfigs holds the upstream TLS settings built in this compile, by key.
 	tlsConfigs map[string]*UpstreamTLS
+	// l4proto is the protocol of the listener whose backend is being built ("" for routes).
+	l4proto corev1.Protocol
 
 	// For a Compiler (nil for Compile): problems by host (of the rules of that host) and the
 	// others.
@@ -339,6 +342,7 @@ func (c *compiler) run() *Table {
 			t.DefaultCertificate = cert
 		}
 	}
+	c.compileListeners(t)
 	t.Stats.Backends = len(c.backends)
 	t.Stats.Endpoints = c.endpoints
 	in.Stats.retain(c.gen, c.endpoints)
@@ -785,7 +789,7 @@ func (c *compiler) backend(svcKey types.NamespacedName, port networkingv1.Servic
 		tlsKey = c.upstreamTLSKey(upTLS, svcKey, protocol == int8(H2C))
 	}
 	hashed = hashed && !affinity
-	k := backendKey{svcKey, port, affinity, balancing, protocol, tlsKey, hashed}
+	k := backendKey{svcKey, port, affinity, balancing, protocol, tlsKey, hashed, c.l4proto}
 	if b, ok := c.backends[k]; ok {
 		if b.Problem != "" && ing.Name != "" && !noReadyEndpoint(b) {
 			c.problem(ing, "%s: %s", field, b.Problem)
@@ -797,9 +801,10 @@ func (c *compiler) backend(svcKey types.NamespacedName, port networkingv1.Servic
 		c.cached++
 		c.mark(cached.Endpoints)
 		if cached.Problem != "" && !noReadyEndpoint(cached) {
-			if ing.Name != "" {
+			switch {
+			case ing.Name != "":
 				c.problem(ing, "%s: %s", field, cached.Problem)
-			} else {
+			case c.l4proto == "":
 				c.add(Problem{Message: "default backend: " + cached.Problem})
 			}
 		}
@@ -814,9 +819,10 @@ func (c *compiler) backend(svcKey types.NamespacedName, port networkingv1.Servic
 	}()
 	report := func(format string, args ...any) {
 		b.Problem = fmt.Sprintf(format, args...)
-		if ing.Name != "" {
+		switch {
+		case ing.Name != "":
 			c.problem(ing, "%s: %s", field, b.Problem)
-		} else {
+		case c.l4proto == "": // a listener's is reported by compileListeners
 			c.add(Problem{Message: "default backend: " + b.Problem})
 		}
 	}
@@ -828,6 +834,9 @@ func (c *compiler) backend(svcKey types.NamespacedName, port networkingv1.Servic
 	var sp *corev1.ServicePort
 	for i := range svc.Spec.Ports {
 		p := &svc.Spec.Ports[i]
+		if c.l4proto != "" && p.Protocol != c.l4proto && !(p.Protocol == "" && c.l4proto == corev1.ProtocolTCP) {
+			continue // a listener's: the port of its protocol (dns 53/TCP and 53/UDP)
+		}
 		if (port.Name != "" && p.Name == port.Name) || (port.Name == "" && p.Port == port.Number) {
 			sp = p
 			break
@@ -1165,4 +1174,37 @@ func (c *compiler) errorBackend(ing *networkingv1.Ingress, key types.NamespacedN
 		port.Number = svc.Spec.Ports[0].Port
 	}
 	return c.backend(svcKey, port, key, nil, -1, nil, false, fieldPath{rule: -2})
+}
+
+// compileListeners adds the fleet's TCP and UDP services to t. A Service or port that does not
+// exist is a problem of the fleet's (the operator reports it on the IngressDeployment too); the
+// listener is bound and refuses connections until it does.
+func (c *compiler) compileListeners(t *Table) {
+	for _, x := range []struct {
+		list []proxyconfig.L4Service
+		udp  bool
+	}{{c.in.Config.TCP, false}, {c.in.Config.UDP, true}} {
+		proto, prefix := corev1.ProtocolTCP, "tcp/"
+		if x.udp {
+			proto, prefix = corev1.ProtocolUDP, "udp/"
+		}
+		for _, s := range x.list {
+			ref := s.Service
+			port := networkingv1.ServiceBackendPort{Number: ref.Port, Name: ref.PortName}
+			b := c.l4Backend(types.NamespacedName{Namespace: ref.Namespace, Name: ref.Name}, port, proto)
+			name := prefix + strconv.Itoa(int(s.Port))
+			if b.Problem != "" && !noReadyEndpoint(b) {
+				c.add(Problem{Message: name + ": " + b.Problem})
+			}
+			t.Listeners = append(t.Listeners, Listener{Name: name, UDP: x.udp, Port: s.ListenPort, ProxyProtocol: s.ProxyProtocol, Backend: b})
+		}
+	}
+	slices.SortFunc(t.Listeners, func(a, b Listener) int { return strings.Compare(a.Name, b.Name) })
+}
+
+// l4Backend is backend for a listener: the Service port of the given protocol.
+func (c *compiler) l4Backend(svcKey types.NamespacedName, port networkingv1.ServiceBackendPort, proto corev1.Protocol) *Backend {
+	c.l4proto = proto
+	defer func() { c.l4proto = "" }()
+	return c.backend(svcKey, port, types.NamespacedName{}, nil, -1, nil, false, fieldPath{})
 }

@@ -54,6 +54,9 @@ func (cs *Compiler) Compile(in Input) (*Table, []Problem) {
 		}
 	}
 	st.ref(t.DefaultBackend)
+	for _, l := range t.Listeners {
+		st.ref(l.Backend)
+	}
 	t.Stats.Backends, t.Stats.Endpoints = len(st.refs), st.endpoints
 	cs.st = st
 	return t, st.problems()

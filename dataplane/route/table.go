@@ -216,8 +216,26 @@ type Table struct {
 	// backend's); empty for none.
 	HSTS string
 
+	// Listeners are the fleet's TCP and UDP services (spec.tcp, spec.udp), in name order. The
+	// HTTP and HTTPS listeners are the proxy's own (its flags).
+	Listeners []Listener
+
 	// Stats describe the table, for metrics.
 	Stats Stats
+}
+
+// Listener is one TCP or UDP port of the fleet forwarded to a Service port.
+type Listener struct {
+	// Name is "tcp/<port>" or "udp/<port>" (the fleet's port).
+	Name string
+	// UDP: datagrams per client flow; else TCP connections.
+	UDP bool
+	// Port is the port the proxy binds.
+	Port int32
+	// ProxyProtocol is "", "V1" or "V2": the PROXY header sent to the backend (TCP).
+	ProxyProtocol string
+	// Backend is the Service port's endpoints (its Problem says why there are none).
+	Backend *Backend
 }
 
 // Stats count what a Table was compiled from.

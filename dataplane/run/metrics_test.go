@@ -34,7 +34,7 @@ func (r *recorder) MustRegister(cs ...prometheus.Collector) {
 // series yet counts too.
 func servedSeries(t *testing.T) map[string]bool {
 	rec := &recorder{Registerer: prometheus.NewRegistry()}
-	registerMetrics(rec)
+	_, _ = registerMetrics(rec)
 	names := map[string]bool{}
 	fq := regexp.MustCompile(`fqName: "([^"]+)"`)
 	for _, c := range rec.collectors {

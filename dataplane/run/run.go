@@ -32,6 +32,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client/config"
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
 
+	"portico.dev/portico/dataplane/l4"
 	"portico.dev/portico/dataplane/proxy"
 	"portico.dev/portico/dataplane/watch"
 )
@@ -127,7 +128,7 @@ func Run(ctx context.Context, cfg *rest.Config, f Flags, log logr.Logger) error 
 		return err
 	}
 	reg := prometheus.NewRegistry()
-	metrics := registerMetrics(reg)
+	metrics, l4Metrics := registerMetrics(reg)
 	opts := proxy.Options{HTTPPort: f.HTTPPort, HTTPSPort: f.HTTPSPort, UpstreamTimeout: f.UpstreamTimeout}
 	// The fleet's spec.accessLog turns the log on and off with the table (no restart); the flag
 	// logs every request whatever it says.
@@ -138,7 +139,8 @@ func Run(ctx context.Context, cfg *rest.Config, f Flags, log logr.Logger) error 
 		HTTPAddr: addr(f.HTTPPort), HTTPSAddr: addr(f.HTTPSPort), HealthAddr: addr(f.HealthPort),
 		DrainPeriod: time.Duration(f.DrainSeconds) * time.Second, EventLoops: f.EventLoops,
 	}, h, reg, log.WithName("server"))
-	w := watch.New(cs, h, watch.Options{
+	listeners := newL4Listeners(h, f.BindAddress, l4Metrics, time.Duration(f.DrainSeconds)*time.Second, log.WithName("l4"))
+	w := watch.New(cs, listeners, watch.Options{
 		Fleet: types.NamespacedName{Namespace: ns, Name: name}, ConfigMap: f.ConfigMap,
 		Holdoff: f.Holdoff, MaxDelay: f.MaxDelay, Fallback: fallback,
 	}, log.WithName("watch"))
@@ -149,6 +151,7 @@ func Run(ctx context.Context, cfg *rest.Config, f Flags, log logr.Logger) error 
 	go func() { werr <- w.Run(watchCtx, func() { srv.SetReady(true) }) }()
 	serr := srv.Run(ctx) // returns after ctx ends and the drain completes
 	cancelWatch()
+	listeners.close(l4CloseGrace) // the TCP and UDP listeners served through the drain too
 	return errors.Join(serr, <-werr)
 }
 
@@ -175,7 +178,11 @@ func SelfSignedCertificate() (*tls.Certificate, error) {
 
 // registerMetrics registers every series the proxy serves on /metrics: its own, the Go
 // runtime's and the process's (docs/operations.md lists them).
-func registerMetrics(reg prometheus.Registerer) *proxy.Metrics {
+func registerMetrics(reg prometheus.Registerer) (*proxy.Metrics, *l4.Metrics) {
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-	return proxy.NewMetrics(reg)
+	return proxy.NewMetrics(reg), l4.NewMetrics(reg)
 }
+
+// l4CloseGrace bounds the wait for the TCP connections and UDP flows still open when the
+// proxy stops, after the drain period.
+const l4CloseGrace = 5 * time.Second

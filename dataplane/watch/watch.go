@@ -202,6 +202,7 @@ func (w *Watcher) recordingHandler() cache.ResourceEventHandler {
 // session is the set of informers for one list of watched namespaces.
 type session struct {
 	namespaces []string
+	extra      []string // see l4Namespaces
 	stop       chan struct{}
 	factories  []informers.SharedInformerFactory
 	ingresses  []cache.SharedIndexInformer
@@ -248,7 +249,8 @@ func stripForCache(obj any) (any, error) {
 }
 
 func (w *Watcher) startSession(namespaces []string) *session {
-	s := &session{namespaces: namespaces, stop: make(chan struct{})}
+	extra := l4Namespaces(w.cfg)
+	s := &session{namespaces: namespaces, extra: extra, stop: make(chan struct{})}
 	nsList := namespaces
 	if len(nsList) == 0 {
 		nsList = []string{corev1.NamespaceAll}
@@ -276,6 +278,12 @@ func (w *Watcher) startSession(namespaces []string) *session {
 		s.slices = append(s.slices, recorded(f.Discovery().V1().EndpointSlices().Informer()))
 		s.secrets = append(s.secrets, recorded(secrets.Core().V1().Secrets().Informer()))
 		s.factories = append(s.factories, f, secrets)
+	}
+	for _, ns := range extra { // the Services of TCP and UDP listeners outside the watched namespaces
+		f := informers.NewSharedInformerFactoryWithOptions(w.client, w.opts.Resync, informers.WithNamespace(ns))
+		s.services = append(s.services, recorded(f.Core().V1().Services().Informer()))
+		s.slices = append(s.slices, recorded(f.Discovery().V1().EndpointSlices().Informer()))
+		s.factories = append(s.factories, f)
 	}
 	cf := informers.NewSharedInformerFactoryWithOptions(w.client, w.opts.Resync)
 	s.classes = add(cf.Networking().V1().IngressClasses().Informer())
@@ -393,7 +401,7 @@ func (w *Watcher) readConfig() (namespacesChanged bool) {
 		w.log.Error(fmt.Errorf("settings are for fleet %s/%s", cfg.FleetNamespace, cfg.FleetName), "Ignoring proxy settings", "fleet", w.opts.Fleet)
 		return false
 	}
-	changed := !slices.Equal(cfg.WatchNamespaces, w.cfg.WatchNamespaces)
+	changed := !slices.Equal(cfg.WatchNamespaces, w.cfg.WatchNamespaces) || !slices.Equal(l4Namespaces(cfg), l4Namespaces(w.cfg))
 	if !reflect.DeepEqual(cfg, w.cfg) {
 		w.log.Info("Proxy settings changed", "settings", cfg)
 	}
@@ -454,4 +462,23 @@ func (w *Watcher) publish(t *route.Table, probs []route.Problem, start time.Time
 	}
 	w.log.V(2).Info("Routing table published", "ingresses", t.Stats.Ingresses, "hosts", t.Stats.Hosts,
 		"endpoints", t.Stats.Endpoints, "rebuilt", rebuilt, "took", time.Since(start).String())
+}
+
+// l4Namespaces are the namespaces of the fleet's TCP and UDP Services its watched namespaces
+// do not cover, sorted (none when it watches every namespace): their Services and
+// EndpointSlices are watched too (the operator grants the proxy that much there).
+func l4Namespaces(cfg proxyconfig.Config) []string {
+	if len(cfg.WatchNamespaces) == 0 {
+		return nil
+	}
+	var out []string
+	for _, list := range [][]proxyconfig.L4Service{cfg.TCP, cfg.UDP} {
+		for _, s := range list {
+			if ns := s.Service.Namespace; !slices.Contains(cfg.WatchNamespaces, ns) && !slices.Contains(out, ns) {
+				out = append(out, ns)
+			}
+		}
+	}
+	slices.Sort(out)
+	return out
 }
