@@ -18,6 +18,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"portico.dev/portico/dataplane/l4"
 	"portico.dev/portico/dataplane/route"
 )
 
@@ -243,7 +244,18 @@ func (c *h1Conn) serve() {
 	o := &c.s.opts
 	c.proto, c.port = "http", c.s.h.httpPort
 	if c.s.tlsConfig != nil {
-		tc := tls.Server(newRawConn(c.c), c.s.tlsConfig)
+		conn := newRawConn(c.c)
+		if t := c.s.h.table.Load(); t.HasPassthrough() {
+			var pass bool
+			if conn, pass = c.passthrough(t, conn); pass || conn == nil {
+				handedOff = true // the forwarder closed it (or the client is gone: closed below)
+				if conn == nil {
+					_ = c.c.Close()
+				}
+				return
+			}
+		}
+		tc := tls.Server(conn, c.s.tlsConfig)
 		c.c = tc
 		_ = tc.SetDeadline(time.Now().Add(o.ReadHeaderTimeout))
 		if err := tc.HandshakeContext(context.Background()); err != nil {
@@ -276,6 +288,27 @@ func (c *h1Conn) serve() {
 	c.takeBuffers()
 	c.now = time.Now()
 	handedOff = c.serveRequests(o.ReadHeaderTimeout) // before the first request
+}
+
+// passthrough reads the ClientHello of a TLS connection when some host is passed through
+// (ssl-passthrough): a connection for such a host goes to its backend unterminated, byte for
+// byte, the ClientHello first (pass is true once the forwarder is done with it). Any other
+// name, no SNI, or a ClientHello that is malformed or no TLS at all, is terminated as usual
+// (with the default certificate when the name has none, as ingress-nginx does): the returned
+// connection replays what was read. A client that sends no whole ClientHello within the header
+// timeout, or goes away, gets nil.
+func (c *h1Conn) passthrough(t *route.Table, conn net.Conn) (_ net.Conn, pass bool) {
+	hello, raw, err := l4.ReadClientHello(conn, time.Now().Add(c.s.opts.ReadHeaderTimeout))
+	if err == nil {
+		if b := t.PassthroughBackend(hello.ServerName); b != nil {
+			c.state.Store(stateActive) // a graceful shutdown waits for it
+			_ = c.s.h.passthrough.ServeConn(conn, raw, NewBackendPicker(b))
+			return nil, true
+		}
+	} else if !errors.Is(err, l4.ErrMalformedClientHello) && !errors.Is(err, l4.ErrNotTLS) {
+		return nil, false // gone, or too slow
+	}
+	return &prefixedConn{Conn: conn, pre: raw}, false
 }
 
 // serveFromLoop serves a connection an event loop gave up: out is written first, then the

@@ -24,6 +24,7 @@ import (
 
 	"github.com/go-logr/logr"
 
+	"portico.dev/portico/dataplane/l4"
 	"portico.dev/portico/dataplane/route"
 )
 
@@ -50,6 +51,9 @@ type Options struct {
 	// (spec.accessLog), or of every request when AccessLogAll (the --access-log flag).
 	AccessLog    *AccessLog
 	AccessLogAll bool
+	// L4Metrics receives the series of TLS passthrough connections (listener
+	// "tls-passthrough"); nil keeps none.
+	L4Metrics *l4.Metrics
 }
 
 // Handler is the proxy's http.Handler.
@@ -60,7 +64,9 @@ type Handler struct {
 	log     logr.Logger
 	rp      *httputil.ReverseProxy
 	// up holds the HTTP/1.1 upstream connections of every serving path.
-	up     *upstreams
+	up *upstreams
+	// passthrough forwards the TLS connections of ssl-passthrough hosts, unterminated.
+	passthrough *l4.TCPForwarder
 	idBase string
 	idSeq  atomic.Uint64
 	// logSeq counts the requests offered to a sampled access log.
@@ -89,6 +95,8 @@ func NewHandler(opts Options, metrics *Metrics, log logr.Logger) *Handler {
 		httpPort: strconv.Itoa(opts.HTTPPort), httpsPort: strconv.Itoa(opts.HTTPSPort)}
 	h.table.Store(&route.Table{})
 	h.up = newUpstreams(opts.DialTimeout)
+	h.passthrough = l4.NewTCPForwarder(l4.TCPConfig{Name: "tls-passthrough", DialTimeout: opts.DialTimeout, Metrics: opts.L4Metrics,
+		Log: log.WithName("passthrough")})
 	tr := newTransport(opts, h)
 	h.rp = &httputil.ReverseProxy{
 		Rewrite:        h.rewrite,

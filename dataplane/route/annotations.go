@@ -67,6 +67,7 @@ const (
 	annCookieSameSite        = "session-cookie-samesite"
 	annCookieSecure          = "session-cookie-secure"
 	annHashBy                = "upstream-hash-by"
+	annSSLPassthrough        = "ssl-passthrough"
 	annCustomErrors          = "custom-http-errors"
 	annDefaultBackend        = "default-backend"
 	annNextUpstream          = "proxy-next-upstream"
@@ -133,7 +134,7 @@ var known = map[string]bool{
 	annProxySSLSecret: true, annProxySSLVerify: true, annProxySSLName: true, annProxySSLServerName: true,
 	annCookieName: true, annCookiePath: true, annCookieDomain: true, annCookieMaxAge: true, annCookieExpires: true,
 	annCookieSameSite: true, annCookieSecure: true, annHashBy: true, annNextUpstream: true, annNextUpstreamTries: true,
-	annCustomErrors: true, annDefaultBackend: true,
+	annCustomErrors: true, annDefaultBackend: true, annSSLPassthrough: true,
 }
 
 // ingressPolicy is what one Ingress's annotations compile to, before it is bound to the rules
@@ -145,6 +146,7 @@ type ingressPolicy struct {
 	useRegex    bool
 	rewrite     string
 	fromToWWW   bool
+	passthrough bool // ssl-passthrough: TLS to the Ingress's hosts goes to the backend of "/"
 	refuse      string           // a fail-closed key is set: the routes answer 503 with this
 	protocol    int8             // backend-protocol: -1 none, else a Protocol
 	errorSvc    string           // default-backend: a Service of the Ingress's namespace
@@ -227,6 +229,7 @@ func parseAnnotations(ing *networkingv1.Ingress, defaultSSLRedirect bool) (*ingr
 	p.KeepTrailingSlash, _ = boolean(annPreserveTrailingSlash)
 	ip.useRegex, _ = boolean(annUseRegex)
 	ip.fromToWWW, _ = boolean(annFromToWWW)
+	ip.passthrough, _ = boolean(annSSLPassthrough)
 
 	// Redirects: temporal wins over permanent, as in ingress-nginx.
 	redirect := func(urlKey, codeKey string, def, maxCode int) *Redirect {

@@ -319,6 +319,9 @@ func (c *compiler) run() *Table {
 		if host != nil {
 			t.setHostByKey(h, host)
 			t.Stats.Rules += len(host.Rules)
+			if host.Passthrough != nil {
+				t.passthroughHosts++
+			}
 		}
 	}
 	t.Stats.Hosts = len(t.exact) + len(t.wildcard)
@@ -482,6 +485,22 @@ func (c *compiler) compileHost(t *Table, host string, ings []*networkingv1.Ingre
 				} else {
 					c.addCanary(h, ing, ip, key, i, rule, regex)
 				}
+			}
+		}
+	}
+	for _, ing := range ings {
+		if ip := c.policyOf(ing, false); ip.passthrough && ip.canary == nil && h.Passthrough == nil && hasRulesFor(ing, host) {
+			key := types.NamespacedName{Namespace: ing.Namespace, Name: ing.Name}
+			if host == "" {
+				c.problem(key, "annotation %s%s: a rule without a host cannot be passed through (TLS is routed by name); ignored", AnnotationPrefix, annSSLPassthrough)
+				continue
+			}
+			if r := h.claimant(Prefix, "/"); r != nil && r.Ingress == key {
+				h.Passthrough = r.Backend
+			} else if r := h.claimant(Regex, "/"); r != nil && r.Ingress == key {
+				h.Passthrough = r.Backend
+			} else {
+				c.problem(key, "annotation %s%s: host %q has no path / of this Ingress to pass TLS connections to; ignored", AnnotationPrefix, annSSLPassthrough, host)
 			}
 		}
 	}

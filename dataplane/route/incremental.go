@@ -267,6 +267,9 @@ func (cs *Compiler) Update(chg Changes) (*Table, []Problem, bool) {
 				st.unrefRule(&prev.Rules[i])
 			}
 			t.Stats.Rules -= len(prev.Rules)
+			if prev.Passthrough != nil {
+				t.passthroughHosts--
+			}
 		}
 		delete(c.hostProbs, h)
 		c.bucket = h
@@ -277,6 +280,9 @@ func (cs *Compiler) Update(chg Changes) (*Table, []Problem, bool) {
 				st.refRule(&nh.Rules[i])
 			}
 			t.Stats.Rules += len(nh.Rules)
+			if nh.Passthrough != nil {
+				t.passthroughHosts++
+			}
 		}
 		t.setHostByKey(h, nh)
 	}

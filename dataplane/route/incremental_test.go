@@ -75,6 +75,8 @@ func TestCompilerUpdateEqualsCompile(t *testing.T) {
 				// Backends over TLS, their settings from a Secret that changes.
 				opts = append(opts, rt.Annotation(AnnotationPrefix+"backend-protocol", "HTTPS"),
 					rt.Annotation(AnnotationPrefix+"proxy-ssl-secret", "tls-a"), rt.Annotation(AnnotationPrefix+"proxy-ssl-verify", "on"))
+			case 8:
+				opts = append(opts, rt.Annotation(AnnotationPrefix+"ssl-passthrough", "true"))
 			case 7:
 				// An error backend, whose Service changes too.
 				opts = append(opts, rt.Annotation(AnnotationPrefix+"default-backend", services[r.Intn(len(services)-1)]),
@@ -255,6 +257,9 @@ func diffTables(a, b *Table) string {
 			return "<none>"
 		}
 		s := ""
+		if h.Passthrough != nil {
+			s += "passthrough:" + backendString(h.Passthrough)
+		}
 		for _, r := range h.Rules {
 			s += fmt.Sprintf("[%s %d %s %s %s {%s}]", r.Path, r.Type, r.IngressName, backendString(r.Backend), r.Ingress, r.Policy)
 			if r.Policy != nil && r.Policy.Canary != nil {
@@ -288,6 +293,9 @@ func diffTables(a, b *Table) string {
 		if x, y := host(a.hostByKey(k)), host(b.hostByKey(k)); x != y {
 			return fmt.Sprintf("host %q:\n got %s\nwant %s", k, x, y)
 		}
+	}
+	if a.passthroughHosts != b.passthroughHosts {
+		return fmt.Sprintf("%d passthrough hosts, want %d", a.passthroughHosts, b.passthroughHosts)
 	}
 	if a.Stats != b.Stats {
 		return fmt.Sprintf("stats %+v, want %+v", a.Stats, b.Stats)

@@ -172,6 +172,9 @@ func (h *HeaderMatch) matches(v string) bool {
 // Host is the rules of one host, ordered: longest path first, Exact before Prefix at equal length.
 type Host struct {
 	Rules []Rule
+	// Passthrough, when set, takes the host's TLS connections unterminated (ssl-passthrough):
+	// the backend of its path "/".
+	Passthrough *Backend
 }
 
 // match returns the first matching rule, which is the most specific.
@@ -215,6 +218,10 @@ type Table struct {
 	// HSTS is the Strict-Transport-Security value every answer over HTTPS carries (replacing a
 	// backend's); empty for none.
 	HSTS string
+
+	// passthroughHosts counts the hosts with Passthrough: while there is none, the HTTPS
+	// listener reads no ClientHello before the handshake.
+	passthroughHosts int
 
 	// Listeners are the fleet's TCP and UDP services (spec.tcp, spec.udp), in name order. The
 	// HTTP and HTTPS listeners are the proxy's own (its flags).
@@ -283,6 +290,22 @@ func lookup[T any](exact, wildcard map[string]*T, name string) *T {
 	}
 	if i := strings.IndexByte(name, '.'); i > 0 {
 		return wildcard[name[i+1:]]
+	}
+	return nil
+}
+
+// HasPassthrough reports whether some host takes TLS connections unterminated.
+func (t *Table) HasPassthrough() bool { return t.passthroughHosts > 0 }
+
+// PassthroughBackend returns the backend a TLS connection for serverName (SNI) goes to
+// unterminated, or nil when the name is terminated: a host with ssl-passthrough, precise, then
+// wildcard (never the any-host rules).
+func (t *Table) PassthroughBackend(serverName string) *Backend {
+	if serverName == "" || t.passthroughHosts == 0 {
+		return nil
+	}
+	if h := lookup(t.exact, t.wildcard, NormalizeHost(serverName)); h != nil {
+		return h.Passthrough
 	}
 	return nil
 }
@@ -376,6 +399,9 @@ func (t *Table) Dump() string {
 			label = "(any host)"
 		}
 		fmt.Fprintf(&b, "host %s\n", label)
+		if h.Passthrough != nil {
+			fmt.Fprintf(&b, "  TLS passthrough -> %s\n", h.Passthrough.Name())
+		}
 		for i := range h.Rules {
 			r := &h.Rules[i]
 			backend := "-"

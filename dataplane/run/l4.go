@@ -2,19 +2,16 @@ package run
 
 import (
 	"context"
-	"errors"
 	"net"
-	"slices"
 	"strconv"
 	"sync"
-	"sync/atomic"
-	"syscall"
 	"time"
 
 	"github.com/go-logr/logr"
 
 	proxyconfig "portico.dev/portico/dataplane/config"
 	"portico.dev/portico/dataplane/l4"
+	"portico.dev/portico/dataplane/proxy"
 	"portico.dev/portico/dataplane/route"
 	"portico.dev/portico/dataplane/watch"
 )
@@ -38,7 +35,7 @@ type l4Listeners struct {
 
 type l4Listener struct {
 	name   string
-	picker *backendPicker
+	picker *proxy.BackendPicker
 	tcp    *l4.TCPForwarder
 	udp    *l4.UDPForwarder
 }
@@ -64,7 +61,7 @@ func (m *l4Listeners) apply(want []route.Listener) {
 		key := l.Name + "@" + strconv.Itoa(int(l.Port))
 		keep[key] = true
 		if cur := m.active[key]; cur != nil {
-			cur.picker.b.Store(l.Backend)
+			cur.picker.Store(l.Backend)
 			if cur.tcp != nil {
 				cur.tcp.SetProxyProtocol(proxyVersion(l.ProxyProtocol))
 			}
@@ -90,8 +87,7 @@ func (m *l4Listeners) apply(want []route.Listener) {
 // start binds a listener and serves it.
 func (m *l4Listeners) start(l route.Listener) (*l4Listener, error) {
 	addr := net.JoinHostPort(m.bind, strconv.Itoa(int(l.Port)))
-	p := &backendPicker{}
-	p.b.Store(l.Backend)
+	p := proxy.NewBackendPicker(l.Backend)
 	ll := &l4Listener{name: l.Name, picker: p}
 	log := m.log.WithValues("listener", l.Name)
 	if l.UDP {
@@ -158,59 +154,4 @@ func proxyVersion(v string) l4.ProxyVersion {
 		return l4.ProxyV2
 	}
 	return l4.ProxyNone
-}
-
-// backendPicker picks a listener's endpoints from its Backend in the table in use, with the
-// HTTP path's balancing and ejection: refused connections eject an endpoint, other failures
-// count towards it.
-type backendPicker struct{ b atomic.Pointer[route.Backend] }
-
-func (p *backendPicker) Pick(tried []string) (string, l4.Lease, bool) {
-	b := p.b.Load()
-	if b == nil || len(b.Endpoints) == 0 {
-		return "", nil, false
-	}
-	now := time.Now()
-	for range b.Endpoints { // the balancer's choice, unless already tried
-		if e := b.Pick(now, nil); e != nil && !slices.Contains(tried, e.Addr) {
-			return e.Addr, &endpointLease{e: e}, true
-		}
-	}
-	for _, e := range b.Endpoints {
-		if !slices.Contains(tried, e.Addr) {
-			return e.Addr, &endpointLease{e: e}, true
-		}
-	}
-	e := b.Pick(now, nil) // every one tried: as a balancer does when all are ejected
-	return e.Addr, &endpointLease{e: e}, true
-}
-
-// endpointLease accounts one connection or flow to an endpoint.
-type endpointLease struct {
-	e      *route.Endpoint
-	dialed bool
-}
-
-func (l *endpointLease) Dialed(err error) {
-	now := time.Now()
-	switch {
-	case err == nil:
-		l.dialed = true
-		l.e.Stats.InFlight.Add(1)
-		l.e.Stats.Succeeded()
-	case errors.Is(err, syscall.ECONNREFUSED):
-		l.e.Stats.Eject(now)
-	case errors.Is(err, context.Canceled):
-	default:
-		l.e.Stats.Failed(now)
-	}
-}
-
-func (l *endpointLease) Closed(err error) {
-	if l.dialed {
-		l.e.Stats.InFlight.Add(-1)
-	}
-	if errors.Is(err, syscall.ECONNREFUSED) {
-		l.e.Stats.Eject(time.Now())
-	}
 }

@@ -129,7 +129,7 @@ func Run(ctx context.Context, cfg *rest.Config, f Flags, log logr.Logger) error 
 	}
 	reg := prometheus.NewRegistry()
 	metrics, l4Metrics := registerMetrics(reg)
-	opts := proxy.Options{HTTPPort: f.HTTPPort, HTTPSPort: f.HTTPSPort, UpstreamTimeout: f.UpstreamTimeout}
+	opts := proxy.Options{HTTPPort: f.HTTPPort, HTTPSPort: f.HTTPSPort, UpstreamTimeout: f.UpstreamTimeout, L4Metrics: l4Metrics}
 	// The fleet's spec.accessLog turns the log on and off with the table (no restart); the flag
 	// logs every request whatever it says.
 	opts.AccessLog, opts.AccessLogAll = proxy.NewAccessLog(os.Stdout), f.AccessLog
