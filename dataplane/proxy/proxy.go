@@ -67,8 +67,8 @@ type Handler struct {
 	up *upstreams
 	// passthrough forwards the TLS connections of ssl-passthrough hosts, unterminated.
 	passthrough *l4.TCPForwarder
-	idBase string
-	idSeq  atomic.Uint64
+	idBase      string
+	idSeq       atomic.Uint64
 	// logSeq counts the requests offered to a sampled access log.
 	logSeq atomic.Uint64
 	// httpPort and httpsPort are Options' ports as X-Forwarded-Port values.

@@ -146,7 +146,7 @@ type ingressPolicy struct {
 	useRegex    bool
 	rewrite     string
 	fromToWWW   bool
-	passthrough bool // ssl-passthrough: TLS to the Ingress's hosts goes to the backend of "/"
+	passthrough bool             // ssl-passthrough: TLS to the Ingress's hosts goes to the backend of "/"
 	refuse      string           // a fail-closed key is set: the routes answer 503 with this
 	protocol    int8             // backend-protocol: -1 none, else a Protocol
 	errorSvc    string           // default-backend: a Service of the Ingress's namespace
