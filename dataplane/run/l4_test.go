@@ -23,8 +23,7 @@ import (
 var _ = Describe("TCP and UDP services (spec.tcp, spec.udp)", func() {
 	It("forwards a TCP port and a UDP port to the Service port of each protocol, and follows spec changes without a restart", func() {
 		tcpPort, udpPort, movedPort := freePort(), freePort(), freePort()
-		var f *fleetEnv
-		f = startFleet(func(fl *porticov1alpha1.IngressDeployment) {
+		f := startFleet(func(fl *porticov1alpha1.IngressDeployment) {
 			fl.Spec.TCP = []porticov1alpha1.TCPService{{Port: int32(tcpPort),
 				Service: porticov1alpha1.L4ServiceReference{Name: "echo", Port: intstr.FromInt32(7000)}}}
 			fl.Spec.UDP = []porticov1alpha1.UDPService{{Port: int32(udpPort),
