@@ -117,7 +117,9 @@ func (r *IngressStatusReconciler) loadBalancerStatus(ctx context.Context, fleet 
 			return nil, fmt.Errorf("get Service of %s/%s: %w", fleet.Namespace, fleet.Name, err)
 		}
 		for _, p := range svc.Spec.Ports {
-			if p.NodePort != 0 {
+			// The HTTP and HTTPS node ports: an Ingress is served on those, not on the
+			// fleet's TCP and UDP services (spec.tcp, spec.udp) that share the Service.
+			if p.NodePort != 0 && (p.Name == "http" || p.Name == "https") {
 				ports = append(ports, networkingv1.IngressPortStatus{Port: p.NodePort, Protocol: corev1.ProtocolTCP})
 			}
 		}

@@ -12,6 +12,7 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/apimachinery/pkg/util/intstr"
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
@@ -140,6 +141,9 @@ var _ = Describe("Ingress status addresses", func() {
 	It("NodePort: node addresses with the node ports", func() {
 		w := newStatusWorld(porticov1alpha1.TopologyNodePort, func(f *porticov1alpha1.IngressDeployment) {
 			f.Spec.Topology.NodePort = &porticov1alpha1.NodePortTopology{HTTPNodePort: ptr.To[int32](31080), HTTPSNodePort: ptr.To[int32](31443)}
+			// A TCP service on the same Service: not an address of the Ingress's.
+			f.Spec.TCP = []porticov1alpha1.TCPService{{Port: 5432, NodePort: ptr.To[int32](31432),
+				Service: porticov1alpha1.L4ServiceReference{Namespace: "db", Name: "postgres", Port: intstr.FromInt32(5432)}}}
 		})
 		w.node("n1", "10.1.0.1", "")
 		ing := w.ingress("np", &w.class)

@@ -22,7 +22,7 @@ import (
 const LoadBalancerPool = "10.88.250."
 
 // ServiceProxy stands in for kube-proxy and a cloud's LoadBalancer controller: it listens on
-// every node's address at each NodePort, gives each LoadBalancer Service (without a
+// every node's address at each NodePort (TCP or UDP, as the port says), gives each LoadBalancer Service (without a
 // loadBalancerClass) an address from 10.88.250.0/24 and listens there on its ports, and forwards
 // each connection to a ready endpoint (on the same node only, for externalTrafficPolicy Local
 // NodePorts). It reconciles every 500 ms.
@@ -36,9 +36,19 @@ type ServiceProxy struct {
 }
 
 type forward struct {
-	ln      net.Listener
+	ln      net.Listener   // TCP ports
+	pc      net.PacketConn // UDP ports
 	targets atomic.Pointer[[]string]
 	next    atomic.Uint32
+}
+
+func (f *forward) close() {
+	if f.ln != nil {
+		_ = f.ln.Close()
+	}
+	if f.pc != nil {
+		_ = f.pc.Close()
+	}
 }
 
 // Run reconciles until ctx ends, then closes every listener.
@@ -47,7 +57,7 @@ func (sp *ServiceProxy) Run(ctx context.Context) {
 	defer func() {
 		sp.mu.Lock()
 		for _, f := range sp.listeners {
-			_ = f.ln.Close()
+			f.close()
 		}
 		sp.mu.Unlock()
 	}()
@@ -96,8 +106,8 @@ func (sp *ServiceProxy) reconcile(ctx context.Context) error {
 						onNode = node
 					}
 					addr := net.JoinHostPort(ip, strconv.Itoa(int(port.NodePort)))
-					used[addr] = true
-					sp.ensure(addr, endpoints(bySvc[s.Namespace+"/"+s.Name], port.Name, onNode))
+					used[key(port.Protocol, addr)] = true
+					sp.ensure(port.Protocol, addr, endpoints(bySvc[s.Namespace+"/"+s.Name], port.Name, onNode))
 				}
 			}
 			for _, in := range s.Status.LoadBalancer.Ingress {
@@ -105,17 +115,17 @@ func (sp *ServiceProxy) reconcile(ctx context.Context) error {
 					continue
 				}
 				addr := net.JoinHostPort(in.IP, strconv.Itoa(int(port.Port)))
-				used[addr] = true
-				sp.ensure(addr, endpoints(bySvc[s.Namespace+"/"+s.Name], port.Name, ""))
+				used[key(port.Protocol, addr)] = true
+				sp.ensure(port.Protocol, addr, endpoints(bySvc[s.Namespace+"/"+s.Name], port.Name, ""))
 			}
 		}
 	}
 	sp.mu.Lock()
 	defer sp.mu.Unlock()
-	for addr, f := range sp.listeners {
-		if !used[addr] {
-			_ = f.ln.Close()
-			delete(sp.listeners, addr)
+	for k, f := range sp.listeners {
+		if !used[k] {
+			f.close()
+			delete(sp.listeners, k)
 		}
 	}
 	return nil
@@ -150,26 +160,105 @@ func endpoints(slices []discoveryv1.EndpointSlice, portName, node string) []stri
 	return out
 }
 
-func (sp *ServiceProxy) ensure(addr string, targets []string) {
+// key names a listener: its protocol and address.
+func key(proto corev1.Protocol, addr string) string {
+	if proto == corev1.ProtocolUDP {
+		return "udp/" + addr
+	}
+	return "tcp/" + addr
+}
+
+func (sp *ServiceProxy) ensure(proto corev1.Protocol, addr string, targets []string) {
+	k := key(proto, addr)
 	sp.mu.Lock()
-	f := sp.listeners[addr]
+	f := sp.listeners[k]
 	sp.mu.Unlock()
 	if f == nil {
-		ln, err := net.Listen("tcp", addr)
-		if err != nil {
-			sp.Log.Error(err, "Listen", "address", addr)
-			return
+		f = &forward{}
+		if proto == corev1.ProtocolUDP {
+			pc, err := net.ListenPacket("udp", addr)
+			if err != nil {
+				sp.Log.Error(err, "Listen", "address", k)
+				return
+			}
+			f.pc = pc
+		} else {
+			ln, err := net.Listen("tcp", addr)
+			if err != nil {
+				sp.Log.Error(err, "Listen", "address", k)
+				return
+			}
+			f.ln = ln
 		}
-		f = &forward{ln: ln}
 		f.targets.Store(&targets)
 		sp.mu.Lock()
-		sp.listeners[addr] = f
+		sp.listeners[k] = f
 		sp.mu.Unlock()
-		go f.serve()
-		sp.Log.Info("Forwarding", "address", addr, "endpoints", len(targets))
+		if f.pc != nil {
+			go f.serveUDP()
+		} else {
+			go f.serve()
+		}
+		sp.Log.Info("Forwarding", "address", k, "endpoints", len(targets))
 		return
 	}
 	f.targets.Store(&targets)
+}
+
+// serveUDP forwards datagrams per client address (a flow, its own socket to an endpoint, its
+// answers sent back from the listening socket), each flow ending after 60 s of silence.
+func (f *forward) serveUDP() {
+	var mu sync.Mutex
+	flows := map[string]*net.UDPConn{}
+	buf := make([]byte, 64<<10)
+	for {
+		n, from, err := f.pc.ReadFrom(buf)
+		if err != nil {
+			mu.Lock()
+			for _, up := range flows {
+				_ = up.Close()
+			}
+			mu.Unlock()
+			return
+		}
+		mu.Lock()
+		up := flows[from.String()]
+		mu.Unlock()
+		if up == nil {
+			ts := *f.targets.Load()
+			if len(ts) == 0 {
+				continue
+			}
+			ra, err := net.ResolveUDPAddr("udp", ts[int(f.next.Add(1))%len(ts)])
+			if err != nil {
+				continue
+			}
+			if up, err = net.DialUDP("udp", nil, ra); err != nil {
+				continue
+			}
+			mu.Lock()
+			flows[from.String()] = up
+			mu.Unlock()
+			go func(up *net.UDPConn, client net.Addr) {
+				defer func() {
+					mu.Lock()
+					delete(flows, client.String())
+					mu.Unlock()
+					_ = up.Close()
+				}()
+				rb := make([]byte, 64<<10)
+				for {
+					_ = up.SetReadDeadline(time.Now().Add(60 * time.Second))
+					m, err := up.Read(rb)
+					if err != nil {
+						return
+					}
+					_, _ = f.pc.WriteTo(rb[:m], client)
+				}
+			}(up, from)
+		}
+		_, _ = up.Write(buf[:n])
+	}
 }
 
 func (f *forward) serve() {

@@ -205,3 +205,40 @@ func sampleObjects(path string) []client.Object {
 	}
 	return out
 }
+
+// The fleet's TCP and UDP ports (spec.tcp, spec.udp).
+const (
+	l4TCPPort = 9000
+	l4UDPPort = 5353
+)
+
+// expectL4 checks the fleet's TCP port (HTTP to coffee, spoken over a plain TCP connection)
+// and UDP port (a datagram to the dns echo, answered) at one address.
+func expectL4(ip string, tcpPort, udpPort int) {
+	EventuallyWithOffset(1, func() string {
+		c, err := net.DialTimeout("tcp", net.JoinHostPort(ip, fmt.Sprint(tcpPort)), 2*time.Second)
+		if err != nil {
+			return err.Error()
+		}
+		defer c.Close()
+		_ = c.SetDeadline(time.Now().Add(3 * time.Second))
+		_, _ = io.WriteString(c, "GET /over-tcp HTTP/1.1\r\nHost: anything\r\nConnection: close\r\n\r\n")
+		b, _ := io.ReadAll(c)
+		return string(b)
+	}).Should(ContainSubstring(`"service":"coffee"`))
+	EventuallyWithOffset(1, func() string {
+		c, err := net.Dial("udp", net.JoinHostPort(ip, fmt.Sprint(udpPort)))
+		if err != nil {
+			return err.Error()
+		}
+		defer c.Close()
+		_ = c.SetDeadline(time.Now().Add(time.Second))
+		_, _ = c.Write([]byte("ping"))
+		b := make([]byte, 512)
+		n, err := c.Read(b)
+		if err != nil {
+			return err.Error()
+		}
+		return string(b[:n])
+	}).Should(And(HavePrefix("dns-"), HaveSuffix(": ping")))
+}

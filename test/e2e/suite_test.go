@@ -19,6 +19,7 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 	utilruntime "k8s.io/apimachinery/pkg/util/runtime"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
+	"k8s.io/apimachinery/pkg/util/intstr"
 	"k8s.io/client-go/tools/clientcmd"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
@@ -61,6 +62,14 @@ var _ = BeforeSuite(func() {
 		Expect(client.IgnoreAlreadyExists(k8s.Create(ctx, echoDeployment(app, 2)))).To(Succeed())
 		Expect(client.IgnoreAlreadyExists(k8s.Create(ctx, echoService(app)))).To(Succeed())
 	}
+	// dns: an echo server answering UDP on 5353, behind the Service port 53/UDP (spec.udp).
+	dns := echoDeployment("dns", 1)
+	dns.Spec.Template.Spec.Containers[0].Args = append(dns.Spec.Template.Spec.Containers[0].Args, "--udp-port=5353")
+	Expect(client.IgnoreAlreadyExists(k8s.Create(ctx, dns))).To(Succeed())
+	Expect(client.IgnoreAlreadyExists(k8s.Create(ctx, &corev1.Service{ObjectMeta: objMeta(appsNS, "dns"), Spec: corev1.ServiceSpec{
+		Selector: map[string]string{"app": "dns"},
+		Ports:    []corev1.ServicePort{{Name: "dns", Port: 53, Protocol: corev1.ProtocolUDP, TargetPort: intstr.FromInt32(5353)}},
+	}}))).To(Succeed())
 	secret := rt.TLSSecret(appsNS, "shop-tls", "shop.example.com")
 	secret.UID, secret.ResourceVersion = "", ""
 	Expect(client.IgnoreAlreadyExists(k8s.Create(ctx, secret))).To(Succeed())

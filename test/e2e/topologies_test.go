@@ -18,6 +18,7 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	apimeta "k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/intstr"
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
@@ -63,6 +64,12 @@ var _ = Describe("A fleet on the local cluster", Ordered, func() {
 		*fleet = porticov1alpha1.IngressDeployment{ObjectMeta: objMeta(fleetNS, "e2e"), Spec: porticov1alpha1.IngressDeploymentSpec{
 			Topology:      porticov1alpha1.Topology{Type: porticov1alpha1.TopologyHostNetwork},
 			NodePlacement: &porticov1alpha1.NodePlacement{NodeSelector: map[string]string{"portico.dev/edge": "true"}},
+			// A TCP port to the coffee Service (HTTP spoken over it, byte for byte) and a UDP
+			// port to the dns Service, in the apps' namespace.
+			TCP: []porticov1alpha1.TCPService{{Port: l4TCPPort,
+				Service: porticov1alpha1.L4ServiceReference{Namespace: appsNS, Name: "coffee", Port: intstr.FromInt32(80)}}},
+			UDP: []porticov1alpha1.UDPService{{Port: l4UDPPort,
+				Service: porticov1alpha1.L4ServiceReference{Namespace: appsNS, Name: "dns", Port: intstr.FromString("dns")}}},
 		}}
 		Expect(k8s.Create(ctx, fleet)).To(Succeed())
 		Expect(k8s.Create(ctx, rt.Class("e2e", fleetNS, "e2e", false))).To(Succeed())
@@ -81,6 +88,9 @@ var _ = Describe("A fleet on the local cluster", Ordered, func() {
 		Eventually(ingressAddresses(appsNS, "shop")).Should(Equal([]string{node1, node2}))
 		expectServes(node1, 80, 443)
 		expectServes(node2, 80, 443)
+		waitAvailable(appsNS, "dns", 1)
+		expectL4(node1, l4TCPPort, l4UDPPort)
+		expectL4(node2, l4TCPPort, l4UDPPort)
 	})
 
 	It("drains the DaemonSet pod of a node that loses its label, and its address leaves the status", func() {
@@ -106,6 +116,7 @@ var _ = Describe("A fleet on the local cluster", Ordered, func() {
 			f.Spec.Topology = porticov1alpha1.Topology{Type: porticov1alpha1.TopologyNodePort,
 				NodePort: &porticov1alpha1.NodePortTopology{HTTPNodePort: ptr.To[int32](30080), HTTPSNodePort: ptr.To[int32](30443)}}
 			f.Spec.NodePlacement = nil
+			f.Spec.TCP[0].NodePort, f.Spec.UDP[0].NodePort = ptr.To[int32](30900), ptr.To[int32](30353)
 		})
 		Eventually(absent(&appsv1.DaemonSet{}, "e2e-proxy")).Should(BeTrue())
 		Eventually(available).Should(BeTrue())
@@ -118,12 +129,14 @@ var _ = Describe("A fleet on the local cluster", Ordered, func() {
 		}).ShouldNot(BeEmpty())
 		for _, a := range ingressAddresses(appsNS, "shop")() {
 			expectServes(a[:len(a)-12], 30080, 30443)
+			expectL4(a[:len(a)-12], 30900, 30353)
 		}
 	})
 
 	It("LoadBalancer: switched live, publishes the balancer's address and serves there", func() {
 		setTopology(func(f *porticov1alpha1.IngressDeployment) {
 			f.Spec.Topology = porticov1alpha1.Topology{Type: porticov1alpha1.TopologyLoadBalancer}
+			f.Spec.TCP[0].NodePort, f.Spec.UDP[0].NodePort = nil, nil
 		})
 		Eventually(func() string {
 			a := ingressAddresses(appsNS, "shop")()
@@ -134,6 +147,7 @@ var _ = Describe("A fleet on the local cluster", Ordered, func() {
 		}).Should(HavePrefix("10.88.250."))
 		lb := ingressAddresses(appsNS, "shop")()[0]
 		expectServes(lb, 80, 443)
+		expectL4(lb, l4TCPPort, l4UDPPort)
 		svc := &corev1.Service{}
 		Expect(getObj(svc, fleetNS, "e2e-proxy")).To(Succeed())
 		Expect(svc.Spec.Type).To(Equal(corev1.ServiceTypeLoadBalancer))
@@ -149,6 +163,7 @@ var _ = Describe("A fleet on the local cluster", Ordered, func() {
 		Eventually(absent(&policyv1.PodDisruptionBudget{}, "e2e-proxy")).Should(BeTrue())
 		Eventually(ingressAddresses(appsNS, "shop")).Should(Equal([]string{node1, node2}))
 		expectServes(node1, 80, 443)
+		expectL4(node1, l4TCPPort, l4UDPPort)
 	})
 
 	It("spreads requests over ten backend replicas, and loses none while they roll", func() {

@@ -19,6 +19,7 @@ import (
 
 func main() {
 	port := flag.Int("port", 8080, "port to serve")
+	udpPort := flag.Int("udp-port", 0, "UDP port answering each datagram with the pod's name and the datagram (0: none)")
 	service := flag.String("service", os.Getenv("SERVICE_NAME"), "Service name to report")
 	flag.Parse()
 	name := os.Getenv("POD_NAME")
@@ -28,6 +29,23 @@ func main() {
 	addr := net.JoinHostPort(os.Getenv("PORTICO_BIND_ADDRESS"), strconv.Itoa(*port))
 	srv := &http.Server{Addr: addr, Handler: echo.Handler(name, *service), ReadHeaderTimeout: 10 * time.Second}
 	fmt.Fprintf(os.Stderr, "echo-server %s on %s\n", name, addr)
+	if *udpPort != 0 {
+		pc, err := net.ListenPacket("udp", net.JoinHostPort(os.Getenv("PORTICO_BIND_ADDRESS"), strconv.Itoa(*udpPort)))
+		if err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			os.Exit(1)
+		}
+		go func() {
+			buf := make([]byte, 64<<10)
+			for {
+				n, from, err := pc.ReadFrom(buf)
+				if err != nil {
+					return
+				}
+				_, _ = pc.WriteTo(append([]byte(name+": "), buf[:n]...), from)
+			}
+		}()
+	}
 	// On SIGTERM, finish what is in flight and stop, as a well-behaved backend does in a rollout.
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
