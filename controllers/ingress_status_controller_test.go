@@ -141,8 +141,9 @@ var _ = Describe("Ingress status addresses", func() {
 	It("NodePort: node addresses with the node ports", func() {
 		w := newStatusWorld(porticov1alpha1.TopologyNodePort, func(f *porticov1alpha1.IngressDeployment) {
 			f.Spec.Topology.NodePort = &porticov1alpha1.NodePortTopology{HTTPNodePort: ptr.To[int32](31080), HTTPSNodePort: ptr.To[int32](31443)}
-			// A TCP service on the same Service: not an address of the Ingress's.
-			f.Spec.TCP = []porticov1alpha1.TCPService{{Port: 5432, NodePort: ptr.To[int32](31432),
+			// A TCP service on the same Service: not an address of the Ingress's. (Node ports
+			// are cluster-wide: each spec of the suite uses its own.)
+			f.Spec.TCP = []porticov1alpha1.TCPService{{Port: 5432, NodePort: ptr.To[int32](31532),
 				Service: porticov1alpha1.L4ServiceReference{Namespace: "db", Name: "postgres", Port: intstr.FromInt32(5432)}}}
 		})
 		w.node("n1", "10.1.0.1", "")

@@ -2,6 +2,7 @@ package run_test
 
 import (
 	"bufio"
+	"fmt"
 	"io"
 	"net"
 	"strconv"
@@ -11,12 +12,15 @@ import (
 	. "github.com/onsi/ginkgo/v2"
 	. "github.com/onsi/gomega"
 	corev1 "k8s.io/api/core/v1"
+	discoveryv1 "k8s.io/api/discovery/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/intstr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	porticov1alpha1 "portico.dev/portico/api/v1alpha1"
 	proxyconfig "portico.dev/portico/dataplane/config"
 	rt "portico.dev/portico/dataplane/route/routetest"
+	"portico.dev/portico/test/load"
 	"portico.dev/portico/test/testnet"
 )
 
@@ -128,3 +132,77 @@ func (f *fleetEnv) moveTCP(port int) {
 	cm.Data[proxyconfig.ConfigKey] = data
 	Expect(k8s.Update(ctx, cm)).To(Succeed())
 }
+
+var _ = Describe("A TCP service while its endpoints churn", func() {
+	It("fails no new connection while every endpoint is replaced, twice, under a steady load, the old ones dying before the table knows", func() {
+		port := freePort()
+		f := startFleet(func(fl *porticov1alpha1.IngressDeployment) {
+			fl.Spec.TCP = []porticov1alpha1.TCPService{{Port: int32(port),
+				Service: porticov1alpha1.L4ServiceReference{Name: "churn", Port: intstr.FromInt32(7100)}}}
+		})
+		Expect(k8s.Create(ctx, rt.Service(f.ns, "churn", corev1.ServicePort{Name: "tcp", Port: 7100, Protocol: corev1.ProtocolTCP}))).To(Succeed())
+		// One pod: a listener on its own loopback address answering a greeting, published in
+		// an EndpointSlice of its own; it stops listening when it goes, as a pod does.
+		pod := func(gen int) (slice string, stop func()) {
+			ip := testnet.IP()
+			ln, err := net.Listen("tcp", ip+":7100")
+			Expect(err).NotTo(HaveOccurred())
+			go func() {
+				for {
+					c, err := ln.Accept()
+					if err != nil {
+						return
+					}
+					go func() { defer c.Close(); _, _ = io.WriteString(c, "hello from "+ip+"\n") }()
+				}
+			}()
+			es := rt.Slice(f.ns, "churn", "tcp", 7100, rt.Ready, ip)
+			es.Name = "churn-" + strconv.Itoa(gen)
+			Expect(k8s.Create(ctx, es)).To(Succeed())
+			return es.Name, func() { _ = ln.Close() }
+		}
+		dial := func() string {
+			c, err := net.DialTimeout("tcp", "127.0.0.1:"+strconv.Itoa(port), 2*time.Second)
+			if err != nil {
+				return err.Error()
+			}
+			defer c.Close()
+			_ = c.SetDeadline(time.Now().Add(3 * time.Second))
+			line, err := bufio.NewReader(c).ReadString('\n')
+			if err != nil || !strings.HasPrefix(line, "hello from ") {
+				return "no greeting: " + line + " " + fmt.Sprint(err)
+			}
+			return ""
+		}
+		s1, stop1 := pod(1)
+		s2, stop2 := pod(2)
+		Eventually(dial, timeout, interval).Should(BeEmpty())
+		loop := load.Start(4, dial)
+		time.Sleep(300 * time.Millisecond)
+		// A rollout, twice: new pods come, then the old ones leave the slice and stop.
+		gen := 3
+		old := [][2]any{{s1, stop1}, {s2, stop2}}
+		for round := 0; round < 2; round++ {
+			var fresh [][2]any
+			for i := 0; i < 2; i++ {
+				s, stop := pod(gen)
+				gen++
+				fresh = append(fresh, [2]any{s, stop})
+			}
+			time.Sleep(300 * time.Millisecond)
+			for _, o := range old {
+				// The pod stops before the table knows (as a crash does): connections meet
+				// its refusal and go on to another endpoint, which ejects it.
+				o[1].(func())()
+				time.Sleep(150 * time.Millisecond)
+				Expect(k8s.Delete(ctx, &discoveryv1.EndpointSlice{ObjectMeta: metav1.ObjectMeta{Namespace: f.ns, Name: o[0].(string)}})).To(Succeed())
+			}
+			time.Sleep(300 * time.Millisecond)
+			old = fresh
+		}
+		total, failed, failures := loop.Stop()
+		GinkgoWriter.Printf("%d connections during the churn\n", total)
+		Expect(total).To(BeNumerically(">", 100), "the load ran")
+		Expect(failed).To(BeZero(), "failed connections: %v", failures)
+	})
+})
