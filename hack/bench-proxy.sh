@@ -25,6 +25,9 @@
 #   grpc        gRPC unary calls over TLS (test/bench/grpcbench: 16 connections, 160 calls in flight)
 #               to a Go gRPC backend (h2c); nginx by grpc_pass, HAProxy by an h2 server line
 #   grpcstream  gRPC server-streaming calls (10 messages each), as grpc
+#   tcpbulk     a TCP service (spec.tcp; nginx stream, HAProxy mode tcp): one connection reading
+#               from the backend for DURATION, MB/s (test/bench/tcpbench)
+#   tcpconn     a TCP service: new connections per second (connect, 2 bytes, close), 16 at once
 #
 # Each section runs the three proxies back to back, ROUNDS times (the order rotated each round),
 # and prints medians and the ratios portico/nginx and portico/haproxy; a summary of all sections
@@ -43,7 +46,7 @@ CONNECTIONS=${CONNECTIONS:-64}
 POST_BYTES=${POST_BYTES:-1024}
 C1000=${C1000:-1000}
 IDLE_CONNS=${IDLE_CONNS:-1000}
-ALL_SECTIONS="h2idle keepalive policy https upload tls close upload128k c1000 h2 h2x100 grpc grpcstream"
+ALL_SECTIONS="h2idle keepalive policy https upload tls close upload128k c1000 h2 h2x100 grpc grpcstream tcpbulk tcpconn"
 SECTIONS=${SECTIONS:-$ALL_SECTIONS}
 RAW=${RAW:-}
 CORES=$(nproc)
@@ -51,10 +54,11 @@ for s in $SECTIONS; do
   case " $ALL_SECTIONS " in *" $s "*) ;; *) echo "bench-proxy: unknown section $s (sections: $ALL_SECTIONS)" >&2; exit 2 ;; esac
 done
 want() { case " $SECTIONS " in *" $1 "*) return 0 ;; *) return 1 ;; esac; }
-for tool in wrk nginx haproxy openssl h2load; do
-  if ! command -v "$tool" >/dev/null; then
-    echo "bench-proxy: installing wrk nginx-light haproxy openssl nghttp2-client (Debian packages)" >&2
-    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk nginx-light haproxy openssl nghttp2-client >/dev/null
+stream_module=/usr/lib/nginx/modules/ngx_stream_module.so
+for tool in wrk nginx haproxy openssl h2load $stream_module; do
+  if ! command -v "$tool" >/dev/null && [ ! -e "$tool" ]; then
+    echo "bench-proxy: installing wrk nginx-light libnginx-mod-stream haproxy openssl nghttp2-client (Debian packages)" >&2
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk nginx-light libnginx-mod-stream haproxy openssl nghttp2-client >/dev/null
     break
   fi
 done
@@ -95,6 +99,7 @@ NGINX
 # upstream one too, since 1.19.10); portico and HAProxy set no such limit, so neither does this.
 # backlog=4096: as Go's listeners (somaxconn) and HAProxy's (its maxconn).
 cat >"$work/nginx.conf" <<NGINX
+load_module $stream_module;
 worker_processes $CORES;
 worker_rlimit_nofile $NOFILE;
 pid $work/nginx.pid;
@@ -146,6 +151,10 @@ http {
     }
   }
 }
+stream {
+  upstream tcpbackend { server 127.0.0.1:18020; }
+  server { listen 127.0.0.1:18094 backlog=4096; proxy_pass tcpbackend; }
+}
 NGINX
 # HAProxy has no per-connection request limit (nothing like keepalive_requests) on either side;
 # maxconn is set in defaults too, so that the frontend's own limit is the global one whatever
@@ -155,6 +164,7 @@ cat >"$work/haproxy.cfg" <<HAPROXY
 global
   nbthread $CORES
   maxconn 8192
+  maxpipes 1024 # splice pipes (the TCP rows): the default, maxconn/4, needs more descriptors than this machine allows
   tune.ssl.cachesize 0
   ssl-default-bind-options no-tls-tickets
 defaults
@@ -176,6 +186,14 @@ frontend fe
   use_backend be_policy if policy
 backend be
   server s1 127.0.0.1:18000
+frontend fe_tcp
+  mode tcp
+  bind 127.0.0.1:18095
+  default_backend be_tcp
+backend be_tcp
+  mode tcp
+  option splice-auto
+  server t1 127.0.0.1:18020
 backend be_policy
   http-request set-path %[path,regsub(^/policy/,/)]
   http-request set-header X-Bench policy
@@ -188,10 +206,12 @@ HAPROXY
 nginx -c "$work/backend.conf" -g 'daemon off;' & pids+=($!)
 nginx -c "$work/nginx.conf" -g 'daemon off;' & pids+=($!); nginx_pid=$!
 haproxy -f "$work/haproxy.cfg" & pids+=($!); haproxy_pid=$!
-(cd "$root" && go build -o "$work/staticproxy" ./test/bench/staticproxy && go build -o "$work/grpcbench" ./test/bench/grpcbench && go build -o "$work/idleconns" ./test/bench/idleconns)
+(cd "$root" && go build -o "$work/staticproxy" ./test/bench/staticproxy && go build -o "$work/grpcbench" ./test/bench/grpcbench &&
+  go build -o "$work/idleconns" ./test/bench/idleconns && go build -o "$work/tcpbench" ./test/bench/tcpbench)
 "$work/grpcbench" -serve 127.0.0.1:18010 & pids+=($!)
+"$work/tcpbench" -serve 127.0.0.1:18020 & pids+=($!)
 GOMAXPROCS=$CORES "$work/staticproxy" & pids+=($!); portico_pid=$!
-for port in 18000 18010 18081 18082 18083 18443 18444 18445; do
+for port in 18000 18010 18020 18081 18082 18083 18093 18094 18095 18443 18444 18445; do
   for _ in $(seq 100); do (exec 3<>/dev/tcp/127.0.0.1/$port) 2>/dev/null && break; sleep 0.1; done
 done
 
@@ -251,6 +271,26 @@ grpcrun() { # as run, with grpcbench: name address pids... -- [grpcbench args]
   local errs=none
   [ "${fails:-0}" = 0 ] || errs="failed_$fails"
   echo "$name ${rps:-0} ${p50:-0} ${p99:-0} $us $errs"
+}
+tcprun() { # as run, with tcpbench: name address pids... -- (bulk|conns): MB/s or connections/s
+  local name=$1 addr=$2; shift 2
+  local pids=()
+  while [ $# -gt 0 ] && [ "$1" != -- ]; do pids+=("$1"); shift; done
+  [ $# -gt 0 ] && shift
+  local c0 c1 out="$work/$tag-$name.txt" rate p50=0 p99=0 errs
+  c0=$(cpu "${pids[@]}")
+  if [ "$1" = bulk ]; then
+    "$work/tcpbench" -bulk "$addr" -duration "${DURATION}s" >"$out" 2>&1 || true
+    read -r rate errs < <(awk '/^mbps/ {print $2, $4}' "$out")
+  else
+    "$work/tcpbench" -conns "$addr" -c 16 -duration "${DURATION}s" >"$out" 2>&1 || true
+    read -r rate p50 p99 errs < <(awk '/^cps/ {print $2, $4, $6, $8}' "$out")
+  fi
+  c1=$(cpu "${pids[@]}")
+  local us
+  us=$(awk -v c=$((c1 - c0)) -v r="${rate:-0}" -v d="$DURATION" -v hz="$(getconf CLK_TCK)" 'BEGIN { printf "%.1f", (r > 0) ? c * 1e6 / hz / (r * d) : 0 }')
+  [ "${errs:-1}" = 0 ] && errs=none || errs="errors_${errs:-all}"
+  echo "$name ${rate:-0} ${p50:-0} ${p99:-0} $us $errs"
 }
 ms() { # wrk latency (e.g. 512.00us, 1.20ms, 2.00s) -> milliseconds
   awk -v v="$1" 'BEGIN { n=v+0; if (v ~ /us$/) n/=1000; else if (v ~ /ms$/) n=n; else if (v ~ /s$/) n*=1000; printf "%.3f", n }'
@@ -429,6 +469,18 @@ if want grpcstream; then
   RUNNER=grpcrun compare grpcstream "gRPC streaming " "$PS" "$NS" "$HS" -method stream -conns 16 -concurrency 160
 fi
 
+
+if want tcpbulk; then
+  echo
+  echo "# a TCP service: one connection reading from the backend, MB/s (the requests/s column; cpu: us per MB)"
+  RUNNER=tcprun compare tcpbulk "TCP bulk " 127.0.0.1:18093 127.0.0.1:18094 127.0.0.1:18095 bulk
+fi
+
+if want tcpconn; then
+  echo
+  echo "# a TCP service: new connections per second, 16 at once (connect, 2 bytes from the backend, close)"
+  RUNNER=tcprun compare tcpconn "TCP connections " 127.0.0.1:18093 127.0.0.1:18094 127.0.0.1:18095 conns
+fi
 
 echo
 echo "# summary: medians of $ROUNDS rounds, ${DURATION}s each; x = portico / peer (requests/s: higher is better for portico; p99: lower is better)"

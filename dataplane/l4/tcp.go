@@ -97,9 +97,11 @@ func NewTCPForwarder(cfg TCPConfig) *TCPForwarder {
 		cfg.MaxAttempts = DefaultMaxAttempts
 	}
 	f := &TCPForwarder{
-		cfg:       cfg,
-		m:         cfg.Metrics.listener(cfg.Name, false),
-		dialer:    net.Dialer{Timeout: cfg.DialTimeout, KeepAlive: 30 * time.Second},
+		cfg: cfg,
+		m:   cfg.Metrics.listener(cfg.Name, false),
+		// No TCP keep-alive probes (as nginx's stream and HAProxy's defaults): the idle timeout
+		// ends silent connections, and the setsockopt calls cost a new connection's time.
+		dialer:    net.Dialer{Timeout: cfg.DialTimeout, KeepAlive: -1},
 		listeners: map[net.Listener]struct{}{},
 		conns:     map[*tcpConn]struct{}{},
 	}
@@ -278,7 +280,10 @@ type tcpConn struct {
 
 	mu      sync.Mutex
 	backend net.Conn // set once connected
-	ended   int32    // endNone until end
+	// halves counts the directions whose source ended: the second needs no half-close, both
+	// sockets are closed next.
+	halves atomic.Int32
+	ended  int32 // endNone until end
 	// moved counts the bytes copied through a buffer (not spliced), as they are written: the
 	// idle check's progress where the kernel's counters are not available.
 	moved atomic.Int64
@@ -427,6 +432,13 @@ func (f *TCPForwarder) connect(tc *tcpConn, p Picker) (net.Conn, Lease) {
 // relay copies src to dst until src ends, then half-closes dst (its peer reads an end of
 // stream and may go on sending the other way). An error on either side resets both.
 func (tc *tcpConn) relay(dst, src net.Conn, bytes prometheus.Counter) {
+	// Short exchanges (a greeting, a request and its answer, a TLS handshake) go through a
+	// small buffer: a splice costs a pipe and two system calls per chunk, more than copying a
+	// few bytes does (new connections per second: 0.79x nginx's spliced, 1.0x and more copied).
+	// Once a read fills the buffer the stream is bulk, and the rest is spliced.
+	if done := tc.relayShort(dst, src, bytes); done {
+		return
+	}
 	lr := io.LimitedReader{R: src}
 	var buf []byte
 	for {
@@ -442,10 +454,57 @@ func (tc *tcpConn) relay(dst, src net.Conn, bytes prometheus.Counter) {
 			return
 		}
 		if lr.N > 0 { // src ended
-			if cw, ok := dst.(interface{ CloseWrite() error }); ok {
-				_ = cw.CloseWrite()
-			}
+			tc.halfClose(dst)
 			return
+		}
+	}
+}
+
+// halfClose passes the end of one direction on (dst's peer reads an end of stream and may go
+// on sending the other way), unless the other direction has ended already: both sockets are
+// closed next, which says as much (a shutdown less per connection).
+func (tc *tcpConn) halfClose(dst net.Conn) {
+	if tc.halves.Add(1) == 2 {
+		return
+	}
+	if cw, ok := dst.(interface{ CloseWrite() error }); ok {
+		_ = cw.CloseWrite()
+	}
+}
+
+// shortBuffer is the buffer the start of each direction of a connection moves through.
+const shortBuffer = 16 << 10
+
+var shortBuffers = sync.Pool{New: func() any { b := make([]byte, shortBuffer); return &b }}
+
+// relayShort copies src to dst through a small buffer until a read fills it (it returns false:
+// the caller goes on, spliced) or src ends (it half-closes dst, or resets both on an error, and
+// returns true).
+func (tc *tcpConn) relayShort(dst, src net.Conn, bytes prometheus.Counter) (done bool) {
+	bp := shortBuffers.Get().(*[]byte)
+	defer shortBuffers.Put(bp)
+	buf := *bp
+	for {
+		n, err := src.Read(buf)
+		if n > 0 {
+			m, werr := dst.Write(buf[:n])
+			tc.moved.Add(int64(m))
+			bytes.Add(float64(m))
+			if werr != nil {
+				err = werr
+			} else if n == len(buf) && err == nil {
+				return false // bulk: spliced from here
+			}
+		}
+		switch {
+		case err == io.EOF:
+			tc.halfClose(dst)
+			return true
+		case err != nil:
+			if tc.endedBy() == endNone {
+				tc.end(endReset)
+			}
+			return true
 		}
 	}
 }

@@ -103,7 +103,8 @@ func (m *l4Listeners) start(l route.Listener) (*l4Listener, error) {
 		go func() { _ = ll.udp.Serve(pc) }()
 		return ll, nil
 	}
-	ln, err := net.Listen("tcp", addr)
+	// No keep-alive probes on accepted connections either (see l4.TCPForwarder's dialer).
+	ln, err := (&net.ListenConfig{KeepAlive: -1}).Listen(context.Background(), "tcp", addr)
 	if err != nil {
 		return nil, err
 	}

@@ -25,6 +25,7 @@ import (
 	"k8s.io/utils/ptr"
 
 	proxyconfig "portico.dev/portico/dataplane/config"
+	"portico.dev/portico/dataplane/l4"
 	"portico.dev/portico/dataplane/proxy"
 	"portico.dev/portico/dataplane/route"
 	rt "portico.dev/portico/dataplane/route/routetest"
@@ -37,6 +38,8 @@ func main() {
 	backend := flag.String("backend", "127.0.0.1:18000", "backend address")
 	host := flag.String("host", "bench.example.com", "routed host")
 	grpcBackend := flag.String("grpc-backend", "127.0.0.1:18010", "gRPC (h2c) backend address, routed for grpc.<host>")
+	tcpListen := flag.String("tcp-listen", "127.0.0.1:18093", "the TCP service's listen address (the tcpbulk and tcpconn rows)")
+	tcpBackend := flag.String("tcp-backend", "127.0.0.1:18020", "the TCP service's backend address")
 	cpuprofile := flag.String("cpuprofile", "", "write a CPU profile of the whole run to this file")
 	memprofile := flag.String("memprofile", "", "write a heap profile to this file at the end of the run (before the listeners close)")
 	loops := flag.Int("event-loops", 0, "event loops for cleartext HTTP (0: one per P, -1: none)")
@@ -88,6 +91,15 @@ func main() {
 		FallbackCertificate: &cert,
 		Stats:               route.NewStatsRegistry(),
 	}
+	thost, tport, err := net.SplitHostPort(*tcpBackend)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(2)
+	}
+	tp, _ := strconv.Atoi(tport)
+	in.Services = append(in.Services, rt.Service("bench", "tcpbackend", corev1.ServicePort{Name: "tcp", Port: 80, Protocol: corev1.ProtocolTCP}))
+	in.EndpointSlices = append(in.EndpointSlices, rt.Slice("bench", "tcpbackend", "tcp", int32(tp), rt.Ready, thost))
+	in.Config.TCP = []proxyconfig.L4Service{{Port: 18093, ListenPort: 18093, Service: proxyconfig.ServiceRef{Namespace: "bench", Name: "tcpbackend", Port: 80}}}
 	t, problems := route.Compile(in)
 	if len(problems) > 0 {
 		fmt.Fprintln(os.Stderr, problems)
@@ -98,6 +110,15 @@ func main() {
 	h.Swap(t, 0)
 	srv := proxy.NewServer(proxy.ServerOptions{HTTPAddr: *httpAddr, HTTPSAddr: *httpsAddr, HealthAddr: *health, EventLoops: *loops}, h, reg, logr.Discard())
 	srv.SetReady(true)
+	// The TCP service, as dataplane/run serves the table's listeners.
+	tln, err := (&net.ListenConfig{KeepAlive: -1}).Listen(context.Background(), "tcp", *tcpListen)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	fwd := l4.NewTCPForwarder(l4.TCPConfig{Name: t.Listeners[0].Name, Picker: proxy.NewBackendPicker(t.Listeners[0].Backend)})
+	go func() { _ = fwd.Serve(tln) }()
+	defer fwd.Close()
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
 	if *runFor > 0 {
