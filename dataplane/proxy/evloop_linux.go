@@ -1220,6 +1220,9 @@ func (c *evConn) handoff(reason string) {
 // forward sends the request to c.st.endpoint.
 func (c *evConn) forward() {
 	c.requestHead()
+	if mb := c.st.mirrors(c.head.contentLength != 0); mb != nil {
+		c.w.h.mirror(mb, c.h1Conn.out)
+	}
 	c.replay = c.st.replayable(bytesView(c.head.method), c.head.contentLength != 0) // as on the goroutine path
 	c.stale = false
 	c.rh = respHead{}

@@ -92,6 +92,9 @@ func (c *h1Conn) forward() {
 		e.Stats.InFlight.Add(1)
 		sendErr := c.send(uc)
 		c.bodyRead = sendErr == nil
+		if mb := st.mirrors(hd.contentLength != 0 || hd.chunked); mb != nil && !again && sendErr == nil {
+			c.s.h.mirror(mb, c.out) // the head as the backend got it (send built it in c.out)
+		}
 		if isClientError(sendErr) {
 			e.Stats.InFlight.Add(-1)
 			_ = uc.c.Close()

@@ -23,6 +23,9 @@ func (c *h1Conn) forwardH2() {
 	hasBody := hd.contentLength > 0 || hd.chunked
 	replay := !hasBody && idempotent(string(hd.method))
 	c.requestHead()
+	if mb := st.mirrors(hasBody); mb != nil {
+		h.mirror(mb, c.out)
+	}
 	if hd.expect && hasBody {
 		// The proxy answers Expect, as on the HTTP/1.1 path (send); a failure shows in the body.
 		if _, err := c.bw.WriteString("HTTP/1.1 100 Continue\r\n\r\n"); err == nil {

@@ -51,7 +51,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Buckets: []float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10},
 		}, []string{"service"}),
 		UpstreamErrors: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "portico_upstream_errors_total", Help: "Failed exchanges with backends, by Service port and kind (connect, timeout, other).",
+			Name: "portico_upstream_errors_total", Help: "Failed exchanges with backends, by Service port and kind (connect, timeout, other, mirror-dropped: a mirrored copy dropped at the in-flight bound).",
 		}, []string{"service", "kind"}),
 		UpstreamRetries: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "portico_upstream_retries_total", Help: "Requests moved to another endpoint after a failed connection, by Service port and reason (refused, failed).",

@@ -379,3 +379,48 @@ func (b *sendPacedBody) Read(p []byte) (int, error) {
 	_ = b.c.SetWriteDeadline(b.last.Add(b.timeout))
 	return b.ReadCloser.Read(p)
 }
+
+// mirrorSlots bounds the mirrored copies in flight (all routes); beyond it a copy is dropped:
+// a slow mirror must not grow the proxy's memory or goroutines without bound.
+var mirrorSlots = make(chan struct{}, 64)
+
+// mirror sends a copy of a request without a body (head: its complete head, as its backend
+// gets it) to an endpoint of b on a connection of its own, and drops the answer. The request
+// does not wait for it. Every serving path calls it once per mirrored request.
+func (h *Handler) mirror(b *route.Backend, head []byte) {
+	if len(b.Endpoints) == 0 {
+		return
+	}
+	select {
+	case mirrorSlots <- struct{}{}:
+	default:
+		h.metrics.UpstreamErrors.WithLabelValues(b.Name(), "mirror-dropped").Inc()
+		return
+	}
+	cp := append([]byte(nil), head...)
+	go func() {
+		defer func() { <-mirrorSlots }()
+		e := b.Pick(time.Now(), nil)
+		c, err := dialUpstream(&h.up.dialer, e.Addr, h.opts.DialTimeout, b.TLS)
+		if err != nil {
+			return
+		}
+		defer c.Close()
+		_ = c.SetDeadline(time.Now().Add(h.opts.UpstreamTimeout))
+		if _, err := c.Write(cp); err != nil {
+			return
+		}
+		if cw, ok := c.(interface{ CloseWrite() error }); ok {
+			_ = cw.CloseWrite() // one request: the backend closes after its answer
+		}
+		_, _ = io.Copy(io.Discard, c)
+	}()
+}
+
+// mirrors reports the mirror of a request without a body, nil for none.
+func (st *reqState) mirrors(hasBody bool) *route.Backend {
+	if p := st.policy(); p != nil && p.Mirror != nil && !hasBody && st.errorCode == 0 {
+		return p.Mirror
+	}
+	return nil
+}

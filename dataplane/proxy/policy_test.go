@@ -577,3 +577,56 @@ func TestPolicyCustomErrorsAndDefaultBackend(t *testing.T) {
 		})
 	}
 }
+
+func TestPolicyMirror(t *testing.T) {
+	for _, p := range []struct {
+		name string
+		so   ServerOptions
+		h2   bool
+	}{{"loops", ServerOptions{EventLoops: 1}, false}, {"goroutines", ServerOptions{EventLoops: -1}, false},
+		{"net/http", ServerOptions{NetHTTPOnly: true}, false}, {"http2", ServerOptions{}, true}} {
+		t.Run(p.name, func(t *testing.T) {
+			h := newHarnessWith(t, Options{}, p.so)
+			h.backend("app", echo.Handler("app-1", "app"), "")
+			seen := make(chan string, 16)
+			h.backend("shadow", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				seen <- r.Method + " " + r.RequestURI + " " + r.Host + " " + r.Header.Get("X-Request-Id")
+				http.Error(w, "the shadow's answer is dropped", http.StatusTeapot)
+			}), "")
+			if probs := h.compile(rt.Ingress("ns", "i", 1, rt.Rule("m.example.com", "/", rt.Prefix, "app", 80),
+				rt.Annotation("portico.dev/mirror-target", "http://shadow.ns.svc.cluster.local/$request_uri"))); len(probs) != 0 {
+				t.Fatal(probs)
+			}
+			c := &http.Client{}
+			scheme, addr := "http://", h.http
+			if p.h2 {
+				c, scheme, addr = h2Client(&tls.Config{InsecureSkipVerify: true}), "https://", h.https
+			}
+			resp, rep, _ := get(t, c, scheme+addr+"/m?x=1", "m.example.com", "X-Request-Id", "req-7")
+			if resp.StatusCode != 200 || rep.Name != "app-1" {
+				t.Fatalf("the route's answer: %d %+v", resp.StatusCode, rep)
+			}
+			select {
+			case got := <-seen:
+				if got != "GET /m?x=1 m.example.com req-7" {
+					t.Errorf("the mirror got %q", got)
+				}
+			case <-time.After(5 * time.Second):
+				t.Fatal("nothing mirrored")
+			}
+			// A request with a body is not mirrored.
+			req, _ := http.NewRequest(http.MethodPost, scheme+addr+"/p", strings.NewReader("body"))
+			req.Host = "m.example.com"
+			if r, err := c.Do(req); err != nil || r.StatusCode != 200 {
+				t.Fatalf("POST: %v %v", r, err)
+			} else {
+				r.Body.Close()
+			}
+			select {
+			case got := <-seen:
+				t.Errorf("a request with a body was mirrored: %q", got)
+			case <-time.After(300 * time.Millisecond):
+			}
+		})
+	}
+}

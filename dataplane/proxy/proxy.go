@@ -4,6 +4,7 @@
 package proxy
 
 import (
+	"bytes"
 	"context"
 	"crypto/rand"
 	"encoding/hex"
@@ -347,6 +348,16 @@ func (h *Handler) rewrite(pr *httputil.ProxyRequest) {
 			out.Header.Set("X-Forwarded-Prefix", p.ForwardedPrefix)
 		}
 		p.RequestHeaders.Apply(out.Header)
+	}
+	if mb := st.mirrors(out.Body != nil && out.Body != http.NoBody); mb != nil {
+		defer func() { // once the request id is set
+			var buf bytes.Buffer
+			m := out.Clone(out.Context())
+			m.Body, m.ContentLength = nil, 0
+			if m.Write(&buf) == nil {
+				h.mirror(mb, buf.Bytes())
+			}
+		}()
 	}
 	if !st.table.Limits.AllowUnderscoresInHeaders {
 		for k := range out.Header {

@@ -68,6 +68,7 @@ const (
 	annCookieSecure          = "session-cookie-secure"
 	annHashBy                = "upstream-hash-by"
 	annSSLPassthrough        = "ssl-passthrough"
+	annMirrorTarget          = "mirror-target"
 	annCustomErrors          = "custom-http-errors"
 	annDefaultBackend        = "default-backend"
 	annNextUpstream          = "proxy-next-upstream"
@@ -134,7 +135,7 @@ var known = map[string]bool{
 	annProxySSLSecret: true, annProxySSLVerify: true, annProxySSLName: true, annProxySSLServerName: true,
 	annCookieName: true, annCookiePath: true, annCookieDomain: true, annCookieMaxAge: true, annCookieExpires: true,
 	annCookieSameSite: true, annCookieSecure: true, annHashBy: true, annNextUpstream: true, annNextUpstreamTries: true,
-	annCustomErrors: true, annDefaultBackend: true, annSSLPassthrough: true,
+	annCustomErrors: true, annDefaultBackend: true, annSSLPassthrough: true, annMirrorTarget: true,
 }
 
 // ingressPolicy is what one Ingress's annotations compile to, before it is bound to the rules
@@ -150,6 +151,7 @@ type ingressPolicy struct {
 	refuse      string           // a fail-closed key is set: the routes answer 503 with this
 	protocol    int8             // backend-protocol: -1 none, else a Protocol
 	errorSvc    string           // default-backend: a Service of the Ingress's namespace
+	mirror      *mirrorSpec      // mirror-target: a Service port of the cluster
 	upTLS       *upstreamTLSSpec // backend-protocol HTTPS or GRPCS
 	canary      *canarySpec
 	// empty: nothing in base, no rewrite, no redirect: rules need no Policy of their own
@@ -163,6 +165,12 @@ type upstreamTLSSpec struct {
 	verify bool   // proxy-ssl-verify on
 	name   string // proxy-ssl-name; "" for the Service's DNS name
 	sni    bool   // proxy-ssl-server-name on
+}
+
+// mirrorSpec is a mirror-target naming a Service by its cluster DNS name.
+type mirrorSpec struct {
+	namespace, name string
+	port            int32
 }
 
 type canarySpec struct {
@@ -497,6 +505,13 @@ func parseAnnotations(ing *networkingv1.Ingress, defaultSSLRedirect bool) (*ingr
 			ip.errorSvc = v
 		}
 	}
+	if v, ok := get(annMirrorTarget); ok {
+		if ms, err := parseMirrorTarget(v); err != nil {
+			bad(annMirrorTarget, "%v; ignored", err)
+		} else {
+			ip.mirror = ms
+		}
+	}
 	if v, ok := boolean(annCanary); ok && v {
 		ip.canary = parseCanary(get, bad)
 		for _, k := range keys {
@@ -514,7 +529,7 @@ func parseAnnotations(ing *networkingv1.Ingress, defaultSSLRedirect bool) (*ingr
 	ip.empty = p.Redirect == nil && p.AppRoot == "" && p.UpstreamHost == "" && p.ForwardedPrefix == "" &&
 		p.RequestHeaders.Empty() && p.ResponseHeaders.Empty() && p.ConnectTimeout == 0 && p.ReadTimeout == 0 && p.SendTimeout == 0 &&
 		!p.HasMaxBody && ip.rewrite == "" && ip.refuse == "" && p.Affinity == nil && p.Hash == nil && p.Retry == nil &&
-		len(p.InterceptErrors) == 0 && ip.errorSvc == ""
+		len(p.InterceptErrors) == 0 && ip.errorSvc == "" && ip.mirror == nil
 	return ip, probs
 }
 
@@ -748,4 +763,32 @@ func parseAffinityCookie(get func(string) (string, bool), boolean func(string) (
 		return nil // the default: routes share it
 	}
 	return a
+}
+
+// parseMirrorTarget reads a mirror-target: http://<service>.<namespace>.svc[.cluster.local][:port]
+// with no path, or the path $request_uri (ingress-nginx's usual form): requests are mirrored to
+// the Service's endpoints directly, with their own target. Other hosts and paths are refused.
+func parseMirrorTarget(v string) (*mirrorSpec, error) {
+	u, err := url.Parse(v)
+	if err != nil || u.Scheme != "http" || u.Host == "" {
+		return nil, fmt.Errorf("%q is not an http:// URL of a Service (<service>.<namespace>.svc)", v)
+	}
+	if u.Path != "" && u.Path != "/" && u.Path != "/$request_uri" && u.Path != "$request_uri" {
+		return nil, fmt.Errorf("%q: only the path $request_uri is supported (a mirrored request keeps its target)", v)
+	}
+	host := u.Hostname()
+	host = strings.TrimSuffix(strings.TrimSuffix(host, "."), ".cluster.local")
+	labels := strings.Split(host, ".")
+	if len(labels) != 3 || labels[2] != "svc" {
+		return nil, fmt.Errorf("%q: the host is not a Service of the cluster (<service>.<namespace>.svc); other hosts are not mirrored to", v)
+	}
+	ms := &mirrorSpec{name: labels[0], namespace: labels[1], port: 80}
+	if p := u.Port(); p != "" {
+		n, err := strconv.Atoi(p)
+		if err != nil || n < 1 || n > 65535 {
+			return nil, fmt.Errorf("%q: bad port", v)
+		}
+		ms.port = int32(n)
+	}
+	return ms, nil
 }

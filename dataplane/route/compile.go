@@ -630,6 +630,9 @@ func (f fieldPath) String() string {
 	if f.rule == -2 {
 		return "annotation " + AnnotationPrefix + annDefaultBackend
 	}
+	if f.rule == -3 {
+		return "annotation " + AnnotationPrefix + annMirrorTarget
+	}
 	if f.rule < 0 {
 		return "spec.defaultBackend"
 	}
@@ -666,6 +669,10 @@ func (c *compiler) addPaths(h *Host, ing *networkingv1.Ingress, ip *ingressPolic
 		r.Policy = ip.bind(&r, tlsHost)
 		if ip.errorSvc != "" && r.Policy != nil {
 			r.Policy.ErrorBackend = c.errorBackend(ing, key, ip.errorSvc)
+		}
+		if ms := ip.mirror; ms != nil && r.Policy != nil {
+			r.Policy.Mirror = c.backend(types.NamespacedName{Namespace: ms.namespace, Name: ms.name},
+				networkingv1.ServiceBackendPort{Number: ms.port}, key, nil, -1, nil, false, fieldPath{rule: -3})
 		}
 		h.Rules = append(h.Rules, r)
 	}
@@ -718,7 +725,7 @@ func (ip *ingressPolicy) bind(r *Rule, tlsHost bool) *Policy {
 	} else {
 		p.ForwardedPrefix = ""
 	}
-	if p.String() == "" && ip.errorSvc == "" {
+	if p.String() == "" && ip.errorSvc == "" && ip.mirror == nil {
 		return nil // a rewrite equal to the path, and nothing else
 	}
 	return &p

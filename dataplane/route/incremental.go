@@ -446,6 +446,9 @@ func ruleBackends(r *Rule) []*Backend {
 		if p.ErrorBackend != nil {
 			out = append(out, p.ErrorBackend)
 		}
+		if p.Mirror != nil {
+			out = append(out, p.Mirror)
+		}
 	}
 	return out
 }

@@ -77,6 +77,9 @@ func TestCompilerUpdateEqualsCompile(t *testing.T) {
 					rt.Annotation(AnnotationPrefix+"proxy-ssl-secret", "tls-a"), rt.Annotation(AnnotationPrefix+"proxy-ssl-verify", "on"))
 			case 8:
 				opts = append(opts, rt.Annotation(AnnotationPrefix+"ssl-passthrough", "true"))
+			case 9:
+				// A mirror, whose Service changes too.
+				opts = append(opts, rt.Annotation(AnnotationPrefix+"mirror-target", "http://"+services[r.Intn(len(services)-1)]+".ns.svc"))
 			case 7:
 				// An error backend, whose Service changes too.
 				opts = append(opts, rt.Annotation(AnnotationPrefix+"default-backend", services[r.Intn(len(services)-1)]),
@@ -267,6 +270,9 @@ func diffTables(a, b *Table) string {
 			}
 			if r.Policy != nil && r.Policy.ErrorBackend != nil {
 				s += "errors:" + backendString(r.Policy.ErrorBackend)
+			}
+			if r.Policy != nil && r.Policy.Mirror != nil {
+				s += "mirror:" + backendString(r.Policy.Mirror)
 			}
 		}
 		return s

@@ -67,6 +67,9 @@ type Policy struct {
 	// ErrorBackend answers for the route's backend when it has no endpoint (default-backend),
 	// and answers the errors the route intercepts.
 	ErrorBackend *Backend
+	// Mirror receives a copy of each request of the route without a body (its answer is
+	// dropped; the route's answer is the backend's).
+	Mirror *Backend
 	// InterceptErrors are the statuses (custom-http-errors) whose answers are replaced by the
 	// error backend's (ErrorBackend, else the fleet's default backend) to a GET with X-Code.
 	InterceptErrors []int
@@ -755,6 +758,9 @@ func (p *Policy) String() string {
 	}
 	if p.ErrorBackend != nil {
 		b = append(b, "default-backend="+p.ErrorBackend.Name())
+	}
+	if p.Mirror != nil {
+		b = append(b, "mirror="+p.Mirror.Name())
 	}
 	if len(p.InterceptErrors) > 0 {
 		codes := make([]string, len(p.InterceptErrors))
