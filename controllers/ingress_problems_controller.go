@@ -133,6 +133,15 @@ func (r *IngressProblemsReconciler) input(ctx context.Context, ing *networkingv1
 	for i := range svcs.Items {
 		in.Services = append(in.Services, &svcs.Items[i])
 	}
+	// A mirror-target may name a Service of another namespace.
+	if ns, name, ok := route.MirrorService(ing); ok && ns != ing.Namespace {
+		svc := &corev1.Service{}
+		if err := r.Get(ctx, types.NamespacedName{Namespace: ns, Name: name}, svc); err == nil {
+			in.Services = append(in.Services, svc)
+		} else if !apierrors.IsNotFound(err) {
+			return in, fmt.Errorf("get Service %s/%s: %w", ns, name, err)
+		}
+	}
 	names := make([]string, 0, len(ing.Spec.TLS)+1)
 	for _, t := range ing.Spec.TLS {
 		names = append(names, t.SecretName)

@@ -276,4 +276,21 @@ var _ = Describe("Ingress route problems", func() {
 		Expect(k8s.Create(ctx, rt.Service(w.ns, "nope"))).To(Succeed())
 		Consistently(func() int { return strings.Count(eventNotes(bad), "nope not found") }, 2*time.Second, 200*time.Millisecond).Should(Equal(1))
 	})
+
+	It("name the annotation and why, for bad values and unknown keys; a mirror's Service in another namespace is found", func() {
+		w := newStatusWorld(porticov1alpha1.TopologyNodePort, nil)
+		Expect(k8s.Create(ctx, rt.Service(w.ns, "svc"))).To(Succeed())
+		other := newNamespace()
+		Expect(k8s.Create(ctx, rt.Service(other, "shadow"))).To(Succeed())
+		ing := rt.Ingress(w.ns, "annotated", 0, rt.ClassOf(&w.class, ""), rt.Rule("shop.example.com", "/", rt.Prefix, "svc", 80),
+			rt.Annotation("portico.dev/rewrite-target", "no-slash"), rt.Annotation("portico.dev/no-such-key", "x"),
+			rt.Annotation("portico.dev/mirror-target", "http://shadow."+other+".svc"))
+		ing.UID, ing.CreationTimestamp = "", metav1.Time{}
+		Expect(k8s.Create(ctx, ing)).To(Succeed())
+		Eventually(func() string { return eventNotes(ing) }, timeout, interval).Should(And(
+			ContainSubstring(`annotation portico.dev/rewrite-target: "no-slash" is not a path`),
+			ContainSubstring("annotation portico.dev/no-such-key: unknown annotation; ignored"),
+		))
+		Consistently(func() string { return eventNotes(ing) }, 2*time.Second, 200*time.Millisecond).ShouldNot(ContainSubstring("shadow"))
+	})
 })

@@ -792,3 +792,16 @@ func parseMirrorTarget(v string) (*mirrorSpec, error) {
 	}
 	return ms, nil
 }
+
+// MirrorService is the Service an Ingress's mirror-target names, if it names one.
+func MirrorService(ing *networkingv1.Ingress) (namespace, name string, ok bool) {
+	v, set := ing.Annotations[AnnotationPrefix+annMirrorTarget]
+	if !set {
+		return "", "", false
+	}
+	ms, err := parseMirrorTarget(strings.TrimSpace(v))
+	if err != nil {
+		return "", "", false
+	}
+	return ms.namespace, ms.name, true
+}
