@@ -139,12 +139,7 @@ func TestBackendTLS(t *testing.T) {
 	_, _, serverPair := ca.issue(t, false, "secure.ns.svc", "api.internal")
 	clientCrt, clientKey, _ := clientCA.issue(t, true, "portico-proxy")
 
-	for _, p := range []struct {
-		name string
-		so   ServerOptions
-		h2   bool
-	}{{"loops", ServerOptions{EventLoops: 1}, false}, {"goroutines", ServerOptions{EventLoops: -1}, false},
-		{"net/http", ServerOptions{NetHTTPOnly: true}, false}, {"http2", ServerOptions{}, true}} {
+	for _, p := range []servingPathOf{pathLoops, pathGoroutines, pathNetHTTP, pathHTTP2} {
 		t.Run(p.name, func(t *testing.T) {
 			h := newHarnessWith(t, Options{}, p.so)
 			seen := h.tlsBackend("secure", serverPair, clientCA, echo.Handler("secure-1", "secure"))
@@ -169,12 +164,8 @@ func TestBackendTLS(t *testing.T) {
 			); len(probs) != 1 || !strings.Contains(probs[0].String(), "ns/missing") || !strings.Contains(probs[0].Message, "secret ns/absent not found") {
 				t.Fatalf("problems %v, want the missing Secret's only", probs)
 			}
-			c := &http.Client{Timeout: 10 * time.Second}
-			scheme, addr := "http://", h.http
-			if p.h2 {
-				c, scheme, addr = h2Client(&tls.Config{InsecureSkipVerify: true}), "https://", h.https
-				c.Timeout = 10 * time.Second
-			}
+			c, base := p.client(h)
+			c.Timeout = 10 * time.Second
 			for _, tc := range []struct {
 				host        string
 				code        int
@@ -187,7 +178,7 @@ func TestBackendTLS(t *testing.T) {
 				{"unverified.example.com", 200, "", ""}, // proxy-ssl-verify off: any certificate, no client certificate
 				{"missing.example.com", 503, "", ""},    // verification asked, settings unusable: fail closed
 			} {
-				resp, rep, body := get(t, c, scheme+addr+"/x?y=1", tc.host)
+				resp, rep, body := get(t, c, base+"/x?y=1", tc.host)
 				if resp.StatusCode != tc.code {
 					t.Errorf("%s: %d %q, want %d", tc.host, resp.StatusCode, body, tc.code)
 					continue
@@ -206,7 +197,7 @@ func TestBackendTLS(t *testing.T) {
 			before := len(seen.serverNames)
 			seen.mu.Unlock()
 			for i := 0; i < 20; i++ {
-				if resp, _, _ := get(t, c, scheme+addr+"/", "verified.example.com"); resp.StatusCode != 200 {
+				if resp, _, _ := get(t, c, base+"/", "verified.example.com"); resp.StatusCode != 200 {
 					t.Fatalf("request %d: %d", i, resp.StatusCode)
 				}
 			}

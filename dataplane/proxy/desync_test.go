@@ -65,6 +65,9 @@ type desyncCase struct {
 	closed bool
 	// head: the client's requests are HEAD (for reading the answers).
 	head bool
+	// firstBackend is how many of backend's requests the client's first request makes (0: one);
+	// a path that answers one request per connection expects those only.
+	firstBackend int
 }
 
 const desyncBodyLimit = 1000
@@ -282,6 +285,19 @@ var desyncCases = []desyncCase{
 		responses: []string{`503 length`},
 	},
 	{
+		// The intercepted answer's body is never read: its connection is closed, and nothing of
+		// it reaches this client or the next one (the victims below).
+		name:   "policy: custom-http-errors: an intercepted 404 replaced by the error backend's answer to GET /",
+		client: "GET /e404?x=1 HTTP/1.1\r\nHost: e\r\n\r\n",
+		answers: map[string]string{
+			"/e404": "HTTP/1.1 404 Not Found\r\nContent-Length: 20\r\n\r\nthe backend's 404 ..",
+		},
+		backend: []string{"GET /e404?x=1\nhost: e\n",
+			"GET /?x=1\nhost: e\nx-code: 404\nx-ingress-name: e\nx-namespace: ns\nx-original-uri: /e404?x=1\nx-service-name: raw\nx-service-port: 80\n"},
+		responses:    []string{`200 length "GET /?x=1"`},
+		firstBackend: 2,
+	},
+	{
 		name:      "a body over the size limit: 413, closed",
 		client:    fmt.Sprintf("POST /big HTTP/1.1\r\nHost: h\r\nContent-Length: %d\r\n\r\n%s", desyncBodyLimit+1, strings.Repeat("x", desyncBodyLimit+1)),
 		responses: []string{`413 length`},
@@ -468,7 +484,8 @@ func newDesyncHarness(t *testing.T, p servingPath) *desyncHarness {
 	return h
 }
 
-// policyIngresses are the Ingresses of the differential table's policy rows, in front of svc.
+// policyIngresses are the Ingresses of the differential table's policy rows (hosts p, r, deny,
+// e), in front of svc.
 func policyIngresses(svc string) []*networkingv1.Ingress {
 	a := func(k, v string) rt.IngressOpt { return rt.Annotation("portico.dev/"+k, v) }
 	return []*networkingv1.Ingress{
@@ -480,6 +497,7 @@ func policyIngresses(svc string) []*networkingv1.Ingress {
 		rt.Ingress("ns", "r", 3, rt.Rule("r", "/", rt.Prefix, svc, 80),
 			a("permanent-redirect", "https://example.org/moved"), a("permanent-redirect-code", "308")),
 		rt.Ingress("ns", "deny", 4, rt.Rule("deny", "/", rt.Prefix, svc, 80), a("whitelist-source-range", "10.0.0.0/8")),
+		rt.Ingress("ns", "e", 5, rt.Rule("e", "/", rt.Prefix, svc, 80), a("custom-http-errors", "404"), a("default-backend", svc)),
 	}
 }
 
@@ -559,8 +577,8 @@ func (h *desyncHarness) run(t *testing.T, tc desyncCase) {
 			first++
 		}
 		wantResponses, wantClosed = wantResponses[:first+1], true
-		if len(wantBackend) > 1 {
-			wantBackend = wantBackend[:1]
+		if n := max(tc.firstBackend, 1); len(wantBackend) > n {
+			wantBackend = wantBackend[:n]
 		}
 	}
 	method := http.MethodGet

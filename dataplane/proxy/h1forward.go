@@ -131,7 +131,9 @@ func (c *h1Conn) forward() {
 				stale = false
 				continue
 			}
-			if eb := errorPageBackend(st, rh.status); eb != nil && !rh.informed {
+			// Only once the client's body was read whole: send sets bodyRead again for the
+			// error page's request, which has none.
+			if eb := errorPageBackend(st, rh.status); eb != nil && sendErr == nil && !rh.informed {
 				// custom-http-errors: the error backend answers instead (its answer unread,
 				// the connection is closed).
 				_ = uc.c.Close()

@@ -106,40 +106,32 @@ func bodyTooLarge(st *reqState, n int64) bool {
 	return max > 0 && n > max
 }
 
-// dialTimeout bounds connecting to the request's endpoint: the route's, else the fleet's, else
-// the proxy's.
+// dialTimeout bounds connecting to the request's endpoint, sendTimeout a pause in sending the
+// request body to a backend that does not read it, upstreamTimeout waiting for the backend's
+// response head: each the route's, else the fleet's, else the proxy's.
 func (st *reqState) dialTimeout(o *Options) time.Duration {
-	if p := st.policy(); p != nil && p.ConnectTimeout > 0 {
-		return p.ConnectTimeout
-	}
-	if d := st.table.Limits.ConnectTimeout; d > 0 {
-		return d
-	}
-	return o.DialTimeout
+	return st.timeout(func(p *route.Policy) time.Duration { return p.ConnectTimeout }, st.table.Limits.ConnectTimeout, o.DialTimeout)
 }
 
-// sendTimeout bounds a pause in sending the request body to the backend (the backend not
-// reading it): the route's, else the proxy's.
 func (st *reqState) sendTimeout(o *Options) time.Duration {
-	if p := st.policy(); p != nil && p.SendTimeout > 0 {
-		return p.SendTimeout
-	}
-	if d := st.table.Limits.SendTimeout; d > 0 {
-		return d
-	}
-	return o.SendTimeout
+	return st.timeout(func(p *route.Policy) time.Duration { return p.SendTimeout }, st.table.Limits.SendTimeout, o.SendTimeout)
 }
 
-// upstreamTimeout bounds waiting for the backend's response head: the route's, else the
-// proxy's.
 func (st *reqState) upstreamTimeout(o *Options) time.Duration {
-	if p := st.policy(); p != nil && p.ReadTimeout > 0 {
-		return p.ReadTimeout
+	return st.timeout(func(p *route.Policy) time.Duration { return p.ReadTimeout }, st.table.Limits.ReadTimeout, o.UpstreamTimeout)
+}
+
+// timeout is the route's setting (of), else the fleet's, else the proxy's: the first set.
+func (st *reqState) timeout(of func(*route.Policy) time.Duration, fleet, proxy time.Duration) time.Duration {
+	if p := st.policy(); p != nil {
+		if d := of(p); d > 0 {
+			return d
+		}
 	}
-	if d := st.table.Limits.ReadTimeout; d > 0 {
-		return d
+	if fleet > 0 {
+		return fleet
 	}
-	return o.UpstreamTimeout
+	return proxy
 }
 
 // ownAnswer settles what a route's policy answers itself (fail-closed refusal, redirects) and
@@ -149,7 +141,9 @@ func (h *Handler) applyPolicy(p *route.Policy, host, path string, req reqView, b
 	if p.Refuse != "" {
 		return nil, http.StatusServiceUnavailable, p.Refuse
 	}
-	if p.HostRedirect != "" || p.SSLRedirect || p.AppRoot != "" || p.Redirect != nil {
+	// An HTTPS request of a route whose only redirect is to HTTPS (the default on TLS hosts)
+	// builds nothing.
+	if p.HostRedirect != "" || (p.SSLRedirect && !req.overTLS()) || p.AppRoot != "" || p.Redirect != nil {
 		u := route.RequestURI{Host: host, Path: route.CleanPath(path), Target: req.Target(), TLS: req.overTLS(),
 			HTTPSPort: h.httpsPort, Rule: st.rule}
 		if code, loc := p.RedirectFor(&u); code != 0 {
@@ -195,15 +189,20 @@ func toErrorPage(st *reqState, eb *route.Backend, code int) {
 	st.pinned = true // no affinity cookie for an error page
 }
 
-// appendErrorPageHeaders appends the headers an error backend reads (ingress-nginx's custom
-// error pages): X-Code, X-Format (the client's Accept), X-Original-URI, X-Namespace,
-// X-Ingress-Name, X-Service-Name, X-Service-Port, X-Request-ID.
-func appendErrorPageHeaders(o []byte, st *reqState, accept, target, requestID string) []byte {
+// errorPageHeaders are the headers an error backend reads (ingress-nginx's custom error
+// pages): X-Code, X-Format (the client's Accept), X-Original-URI, X-Namespace, X-Ingress-Name,
+// X-Service-Name, X-Service-Port, X-Request-ID; empty values are left out by the callers.
+func errorPageHeaders(st *reqState, accept, target, requestID string) [8][2]string {
 	ns, name, _ := strings.Cut(st.ingress, "/")
 	svc, port, _ := strings.Cut(st.errorService, ":")
 	_, svc, _ = strings.Cut(svc, "/")
-	for _, h := range [...][2]string{{"X-Code", strconv.Itoa(st.errorCode)}, {"X-Format", accept}, {"X-Original-URI", target},
-		{"X-Namespace", ns}, {"X-Ingress-Name", name}, {"X-Service-Name", svc}, {"X-Service-Port", port}, {"X-Request-ID", requestID}} {
+	return [...][2]string{{"X-Code", strconv.Itoa(st.errorCode)}, {"X-Format", accept}, {"X-Original-URI", target},
+		{"X-Namespace", ns}, {"X-Ingress-Name", name}, {"X-Service-Name", svc}, {"X-Service-Port", port}, {"X-Request-ID", requestID}}
+}
+
+// appendErrorPageHeaders appends errorPageHeaders as header lines.
+func appendErrorPageHeaders(o []byte, st *reqState, accept, target, requestID string) []byte {
+	for _, h := range errorPageHeaders(st, accept, target, requestID) {
 		if h[1] == "" {
 			continue
 		}

@@ -26,6 +26,29 @@ import (
 // or need several backends), end to end through a real proxy and real backends, over HTTP/1.1
 // (event loops), HTTPS and HTTP/2.
 
+// servingPathOf is a serving path a policy test runs on: the server's options, and whether the
+// client speaks HTTP/2 (over TLS) rather than HTTP/1.1 in clear.
+type servingPathOf struct {
+	name string
+	so   ServerOptions
+	h2   bool
+}
+
+var (
+	pathLoops      = servingPathOf{"loops", ServerOptions{EventLoops: 1}, false}
+	pathGoroutines = servingPathOf{"goroutines", ServerOptions{EventLoops: -1}, false}
+	pathNetHTTP    = servingPathOf{"net/http", ServerOptions{NetHTTPOnly: true}, false}
+	pathHTTP2      = servingPathOf{"http2", ServerOptions{}, true}
+)
+
+// client is a client of the path and the base URL of h it reaches the path through.
+func (p servingPathOf) client(h *harness) (*http.Client, string) {
+	if p.h2 {
+		return h2Client(&tls.Config{InsecureSkipVerify: true}), "https://" + h.https
+	}
+	return &http.Client{}, "http://" + h.http
+}
+
 func noRedirects(c *http.Client) *http.Client {
 	c.CheckRedirect = func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }
 	return c
@@ -103,11 +126,7 @@ func TestPolicyHSTSReplacesTheBackendsAndCanBeOff(t *testing.T) {
 }
 
 func TestPolicyCanary(t *testing.T) {
-	for _, p := range []struct {
-		name string
-		so   ServerOptions
-		h2   bool
-	}{{"loops", ServerOptions{EventLoops: 1}, false}, {"goroutines", ServerOptions{EventLoops: -1}, false}, {"http2", ServerOptions{}, true}} {
+	for _, p := range []servingPathOf{pathLoops, pathGoroutines, pathHTTP2} {
 		t.Run(p.name, func(t *testing.T) {
 			h := newHarnessWith(t, Options{}, p.so)
 			h.backend("stable", echo.Handler("stable-1", "stable"), "")
@@ -120,13 +139,9 @@ func TestPolicyCanary(t *testing.T) {
 			); len(probs) != 0 {
 				t.Fatal(probs)
 			}
-			c := &http.Client{}
-			scheme, addr := "http://", h.http
-			if p.h2 {
-				c, scheme, addr = h2Client(&tls.Config{InsecureSkipVerify: true}), "https://", h.https
-			}
+			c, base := p.client(h)
 			ask := func(hdr ...string) (string, http.Header) {
-				resp, rep, _ := get(t, c, scheme+addr+"/", "c.example.com", hdr...)
+				resp, rep, _ := get(t, c, base+"/", "c.example.com", hdr...)
 				return rep.Name, resp.Header
 			}
 			for _, tc := range []struct {
@@ -255,11 +270,7 @@ func TestPolicyProblemsNameTheAnnotation(t *testing.T) {
 }
 
 func TestPolicyAffinityCookieAndConsistentHash(t *testing.T) {
-	for _, p := range []struct {
-		name string
-		so   ServerOptions
-		h2   bool
-	}{{"loops", ServerOptions{EventLoops: 1}, false}, {"net/http", ServerOptions{NetHTTPOnly: true}, false}, {"http2", ServerOptions{}, true}} {
+	for _, p := range []servingPathOf{pathLoops, pathNetHTTP, pathHTTP2} {
 		t.Run(p.name, func(t *testing.T) {
 			h := newHarnessWith(t, Options{}, p.so)
 			for i := 1; i <= 3; i++ {
@@ -275,12 +286,8 @@ func TestPolicyAffinityCookieAndConsistentHash(t *testing.T) {
 			if probs := h.compile(ings...); len(probs) != 0 {
 				t.Fatal(probs)
 			}
-			c := &http.Client{}
-			scheme, addr := "http://", h.http
-			if p.h2 {
-				c, scheme, addr = h2Client(&tls.Config{InsecureSkipVerify: true}), "https://", h.https
-			}
-			resp, rep, _ := get(t, c, scheme+addr+"/app", "sticky.example.com")
+			c, base := p.client(h)
+			resp, rep, _ := get(t, c, base+"/app", "sticky.example.com")
 			cookie := resp.Header.Get("Set-Cookie")
 			name, rest, _ := strings.Cut(cookie, "=")
 			value, attrs, _ := strings.Cut(rest, ";")
@@ -288,7 +295,7 @@ func TestPolicyAffinityCookieAndConsistentHash(t *testing.T) {
 				t.Fatalf("Set-Cookie %q", cookie)
 			}
 			for i := 0; i < 10; i++ {
-				resp, again, _ := get(t, c, scheme+addr+"/app", "sticky.example.com", "Cookie", "route="+value)
+				resp, again, _ := get(t, c, base+"/app", "sticky.example.com", "Cookie", "route="+value)
 				if again.Name != rep.Name || resp.Header.Get("Set-Cookie") != "" {
 					t.Fatalf("pinned to %s, request %d went to %s (Set-Cookie %q)", rep.Name, i, again.Name, resp.Header.Get("Set-Cookie"))
 				}
@@ -299,7 +306,7 @@ func TestPolicyAffinityCookieAndConsistentHash(t *testing.T) {
 				m := map[string]string{}
 				for u := 0; u < 60; u++ {
 					user := "user" + string(rune('a'+u%26)) + string(rune('a'+u/26))
-					_, rep, _ := get(t, c, scheme+addr+"/x?user="+user+"&z=1", "hash.example.com")
+					_, rep, _ := get(t, c, base+"/x?user="+user+"&z=1", "hash.example.com")
 					m[user] = rep.Name
 				}
 				return m
@@ -348,12 +355,7 @@ func TestPolicyAffinityCookieAndConsistentHash(t *testing.T) {
 }
 
 func TestPolicyNextUpstream(t *testing.T) {
-	for _, p := range []struct {
-		name string
-		so   ServerOptions
-		h2   bool
-	}{{"loops", ServerOptions{EventLoops: 1}, false}, {"goroutines", ServerOptions{EventLoops: -1}, false},
-		{"net/http", ServerOptions{NetHTTPOnly: true}, false}, {"http2", ServerOptions{}, true}} {
+	for _, p := range []servingPathOf{pathLoops, pathGoroutines, pathNetHTTP, pathHTTP2} {
 		t.Run(p.name, func(t *testing.T) {
 			h := newHarnessWith(t, Options{UpstreamTimeout: 10 * time.Second}, p.so)
 			h.backend("app", echo.Handler("good", "app"), "")
@@ -375,14 +377,10 @@ func TestPolicyNextUpstream(t *testing.T) {
 			); len(probs) != 0 {
 				t.Fatal(probs)
 			}
-			c := &http.Client{Timeout: 10 * time.Second}
-			scheme, addr := "http://", h.http
-			if p.h2 {
-				c, scheme, addr = h2Client(&tls.Config{InsecureSkipVerify: true}), "https://", h.https
-				c.Timeout = 10 * time.Second
-			}
+			c, base := p.client(h)
+			c.Timeout = 10 * time.Second
 			do := func(method, host, path string) int {
-				req, _ := http.NewRequest(method, scheme+addr+path, nil)
+				req, _ := http.NewRequest(method, base+path, nil)
 				req.Host = host
 				resp, err := c.Do(req)
 				if err != nil {
@@ -498,12 +496,7 @@ func TestPolicyCustomErrorsAndDefaultBackend(t *testing.T) {
 			_, _ = w.Write([]byte("app"))
 		}
 	})
-	for _, p := range []struct {
-		name string
-		so   ServerOptions
-		h2   bool
-	}{{"loops", ServerOptions{EventLoops: 1}, false}, {"goroutines", ServerOptions{EventLoops: -1}, false},
-		{"net/http", ServerOptions{NetHTTPOnly: true}, false}, {"http2", ServerOptions{}, true}} {
+	for _, p := range []servingPathOf{pathLoops, pathGoroutines, pathNetHTTP, pathHTTP2} {
 		t.Run(p.name, func(t *testing.T) {
 			h := newHarnessWith(t, Options{}, p.so)
 			h.backend("app", app, "")
@@ -518,17 +511,13 @@ func TestPolicyCustomErrorsAndDefaultBackend(t *testing.T) {
 			); len(probs) != 0 {
 				t.Fatal(probs)
 			}
-			c := &http.Client{}
-			scheme, addr := "http://", h.http
-			if p.h2 {
-				c, scheme, addr = h2Client(&tls.Config{InsecureSkipVerify: true}), "https://", h.https
-			}
+			c, base := p.client(h)
 			do := func(method, host, path, body string) (int, http.Header, map[string]string, string) {
 				var rd io.Reader
 				if body != "" {
 					rd = strings.NewReader(body)
 				}
-				req, _ := http.NewRequest(method, scheme+addr+path, rd)
+				req, _ := http.NewRequest(method, base+path, rd)
 				req.Host = host
 				req.Header.Set("Accept", "text/html")
 				resp, err := c.Do(req)
@@ -579,12 +568,7 @@ func TestPolicyCustomErrorsAndDefaultBackend(t *testing.T) {
 }
 
 func TestPolicyMirror(t *testing.T) {
-	for _, p := range []struct {
-		name string
-		so   ServerOptions
-		h2   bool
-	}{{"loops", ServerOptions{EventLoops: 1}, false}, {"goroutines", ServerOptions{EventLoops: -1}, false},
-		{"net/http", ServerOptions{NetHTTPOnly: true}, false}, {"http2", ServerOptions{}, true}} {
+	for _, p := range []servingPathOf{pathLoops, pathGoroutines, pathNetHTTP, pathHTTP2} {
 		t.Run(p.name, func(t *testing.T) {
 			h := newHarnessWith(t, Options{}, p.so)
 			h.backend("app", echo.Handler("app-1", "app"), "")
@@ -597,12 +581,8 @@ func TestPolicyMirror(t *testing.T) {
 				rt.Annotation("portico.dev/mirror-target", "http://shadow.ns.svc.cluster.local/$request_uri"))); len(probs) != 0 {
 				t.Fatal(probs)
 			}
-			c := &http.Client{}
-			scheme, addr := "http://", h.http
-			if p.h2 {
-				c, scheme, addr = h2Client(&tls.Config{InsecureSkipVerify: true}), "https://", h.https
-			}
-			resp, rep, _ := get(t, c, scheme+addr+"/m?x=1", "m.example.com", "X-Request-Id", "req-7")
+			c, base := p.client(h)
+			resp, rep, _ := get(t, c, base+"/m?x=1", "m.example.com", "X-Request-Id", "req-7")
 			if resp.StatusCode != 200 || rep.Name != "app-1" {
 				t.Fatalf("the route's answer: %d %+v", resp.StatusCode, rep)
 			}
@@ -615,7 +595,7 @@ func TestPolicyMirror(t *testing.T) {
 				t.Fatal("nothing mirrored")
 			}
 			// A request with a body is not mirrored.
-			req, _ := http.NewRequest(http.MethodPost, scheme+addr+"/p", strings.NewReader("body"))
+			req, _ := http.NewRequest(http.MethodPost, base+"/p", strings.NewReader("body"))
 			req.Host = "m.example.com"
 			if r, err := c.Do(req); err != nil || r.StatusCode != 200 {
 				t.Fatalf("POST: %v %v", r, err)

@@ -354,6 +354,9 @@ func (h *Handler) rewrite(pr *httputil.ProxyRequest) {
 			var buf bytes.Buffer
 			m := out.Clone(out.Context())
 			m.Body, m.ContentLength = nil, 0
+			if _, ok := m.Header["User-Agent"]; !ok {
+				m.Header.Set("User-Agent", "") // none rather than Go's, as the client sent none
+			}
 			if m.Write(&buf) == nil {
 				h.mirror(mb, buf.Bytes())
 			}

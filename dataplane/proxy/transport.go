@@ -322,16 +322,15 @@ func errorPageRequest(req *http.Request, st *reqState) *http.Request {
 	_, q, _ := strings.Cut(st.target, "?")
 	out.URL.Path, out.URL.RawPath, out.URL.RawQuery = "/", "", q
 	out.Body, out.ContentLength, out.GetBody = nil, 0, nil
-	out.Header = http.Header{}
+	out.Header = http.Header{"User-Agent": {""}} // none, as on the fast path (not Go's default)
 	for _, k := range []string{"X-Forwarded-For", "X-Forwarded-Host", "X-Forwarded-Proto"} {
 		if v := req.Header.Get(k); v != "" {
 			out.Header.Set(k, v)
 		}
 	}
-	raw := appendErrorPageHeaders(nil, st, req.Header.Get("Accept"), st.target, st.requestID)
-	for _, line := range strings.Split(strings.TrimSuffix(string(raw), "\r\n"), "\r\n") {
-		if k, v, ok := strings.Cut(line, ": "); ok {
-			out.Header.Set(k, v)
+	for _, h := range errorPageHeaders(st, req.Header.Get("Accept"), st.target, st.requestID) {
+		if h[1] != "" {
+			out.Header.Set(h[0], h[1])
 		}
 	}
 	return out
