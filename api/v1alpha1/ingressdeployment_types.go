@@ -100,6 +100,13 @@ type IngressDeploymentSpec struct {
 	// +optional
 	HTTP *HTTPSettings `json:"http,omitempty"`
 
+	// ClientAddress says how the proxies learn a client's address, which allow lists, rate
+	// limits, consistent hashing, X-Forwarded-For, X-Real-IP and the access log use. When
+	// absent, it is the address of the connection's peer, and every X-Forwarded-* header a
+	// client sends is replaced.
+	// +optional
+	ClientAddress *ClientAddressSettings `json:"clientAddress,omitempty"`
+
 	// AccessLog turns on the proxies' access log (one JSON line per request on each proxy's
 	// standard output) and samples it. A change applies without a restart.
 	// +optional
@@ -310,11 +317,46 @@ type HTTPSettings struct {
 	// +optional
 	SSLRedirect *bool `json:"sslRedirect,omitempty"`
 
+	// LimitStatusCode is the status of a request refused by a rate or connection limit
+	// (portico.dev/limit-rps, -rpm, -connections). The default is 429 Too Many Requests, the
+	// status HTTP defines for it (RFC 6585), which clients and SDKs retry with backoff and
+	// which monitoring does not count as a backend failure; ingress-nginx answers 503 (its
+	// limit-req-status-code), which a migrating fleet may keep by setting 503.
+	// +optional
+	// +kubebuilder:validation:Enum=429;503
+	LimitStatusCode *int32 `json:"limitStatusCode,omitempty"`
+
 	// HSTS is the Strict-Transport-Security header every answer over HTTPS carries (replacing
 	// a backend's). The default is on, with max-age one year and includeSubDomains, as
 	// ingress-nginx's hsts settings.
 	// +optional
 	HSTS *HSTSSettings `json:"hsts,omitempty"`
+}
+
+// ClientAddressSettings are how a fleet's proxies learn a client's address behind balancers.
+type ClientAddressSettings struct {
+	// ProxyProtocol makes the fleet's HTTP and HTTPS listeners read a PROXY protocol header
+	// (version 1 or 2, detected) at the start of every connection, as balancers such as AWS
+	// NLB, HAProxy and most cloud TCP balancers send it: its source address is the client's.
+	// A connection that does not start with a valid header within the header timeout is
+	// closed, so turn it on only when every connection comes through such a balancer.
+	// ingress-nginx's use-proxy-protocol. A change applies to connections accepted after it.
+	// +optional
+	ProxyProtocol bool `json:"proxyProtocol,omitempty"`
+
+	// TrustedProxies are the CIDRs (such as 10.0.0.0/8 or 2001:db8::/32) of the balancers
+	// and proxies in front of the fleet whose X-Forwarded-For is believed: when a request
+	// comes from one (its connection's peer, or the PROXY protocol's source), its client is
+	// the rightmost address of X-Forwarded-For that is not trusted, and its
+	// X-Forwarded-Proto, -Host and -Port are passed on (so that a balancer terminating TLS
+	// does not draw an HTTPS redirect). From any other address these headers are replaced.
+	// ingress-nginx's use-forwarded-headers with proxy-real-ip-cidr. At most 64 entries.
+	// +optional
+	// +listType=set
+	// +kubebuilder:validation:MaxItems=64
+	// +kubebuilder:validation:items:MaxLength=43
+	// +kubebuilder:validation:items:XValidation:rule="isCIDR(self)",message="must be a CIDR such as 10.0.0.0/8 or 2001:db8::/32"
+	TrustedProxies []string `json:"trustedProxies,omitempty"`
 }
 
 // HSTSSettings is a fleet's Strict-Transport-Security header. A field left out takes its

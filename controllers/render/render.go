@@ -191,6 +191,9 @@ func ProxyConfig(f *porticov1alpha1.IngressDeployment) proxyconfig.Config {
 		c.DefaultCertificate = f.Namespace + "/" + dc.SecretName
 	}
 	c.HTTP = proxyHTTP(f.Spec.HTTP)
+	if ca := f.Spec.ClientAddress; ca != nil && (ca.ProxyProtocol || len(ca.TrustedProxies) > 0) {
+		c.ClientAddress = &proxyconfig.ClientAddress{ProxyProtocol: ca.ProxyProtocol, TrustedProxies: sortedCopy(ca.TrustedProxies)}
+	}
 	if a := f.Spec.AccessLog; a != nil {
 		c.AccessLog = &proxyconfig.AccessLog{Enabled: a.Enabled}
 		if a.OneIn != nil {
@@ -227,6 +230,9 @@ func proxyHTTP(h *porticov1alpha1.HTTPSettings) *proxyconfig.HTTP {
 		return nil
 	}
 	out := &proxyconfig.HTTP{AllowUnderscoresInHeaders: h.AllowUnderscoresInHeaders}
+	if h.LimitStatusCode != nil {
+		out.LimitStatusCode = *h.LimitStatusCode
+	}
 	if q := h.MaxRequestBodySize; q != nil {
 		out.MaxRequestBodyBytes = ptr.To(q.Value())
 	}

@@ -5,6 +5,7 @@ package config
 import (
 	"encoding/json"
 	"fmt"
+	"net/netip"
 	"strconv"
 	"strings"
 	"time"
@@ -33,6 +34,9 @@ type Config struct {
 	HTTP *HTTP `json:"http,omitempty"`
 	// AccessLog turns the access log on and samples it; nil means off.
 	AccessLog *AccessLog `json:"accessLog,omitempty"`
+	// ClientAddress is how the proxies learn a client's address; nil means the connection's
+	// peer, with every client-sent X-Forwarded-* header replaced.
+	ClientAddress *ClientAddress `json:"clientAddress,omitempty"`
 	// TCP are the fleet's TCP services (spec.tcp): each is a listener whose connections are
 	// forwarded, byte for byte, to an endpoint of a Service port. Ports and ListenPorts are
 	// distinct within the list.
@@ -63,6 +67,31 @@ type L4Service struct {
 	// ProxyProtocol is empty (no header), ProxyProtocolV1 or ProxyProtocolV2: the PROXY
 	// protocol header sent to the backend before the client's bytes. TCP only.
 	ProxyProtocol string `json:"proxyProtocol,omitempty"`
+}
+
+// ClientAddress is the fleet's spec.clientAddress.
+type ClientAddress struct {
+	// ProxyProtocol: the HTTP and HTTPS listeners read a PROXY protocol header (version 1 or
+	// 2) at the start of every connection, and close a connection without one.
+	ProxyProtocol bool `json:"proxyProtocol,omitempty"`
+	// TrustedProxies are CIDRs whose X-Forwarded-For (and -Proto, -Host, -Port) is believed.
+	TrustedProxies []string `json:"trustedProxies,omitempty"`
+}
+
+// TrustedProxies parses clientAddress.trustedProxies; the error names the entry.
+func (c Config) TrustedProxies() ([]netip.Prefix, error) {
+	if c.ClientAddress == nil {
+		return nil, nil
+	}
+	out := make([]netip.Prefix, 0, len(c.ClientAddress.TrustedProxies))
+	for i, s := range c.ClientAddress.TrustedProxies {
+		p, err := netip.ParsePrefix(strings.TrimSpace(s))
+		if err != nil {
+			return nil, fmt.Errorf("clientAddress.trustedProxies[%d] %q: want a CIDR such as 10.0.0.0/8", i, s)
+		}
+		out = append(out, p.Masked())
+	}
+	return out, nil
 }
 
 // AccessLog is the fleet's access log setting.
@@ -96,6 +125,9 @@ func (c Config) AccessLogPolicy() AccessLogPolicy {
 const (
 	DefaultMaxRequestBodyBytes = 1 << 20
 	DefaultClientBodyTimeout   = 60 * time.Second
+	// DefaultLimitStatusCode is 429 Too Many Requests (ingress-nginx answers 503: the fleet's
+	// limitStatusCode sets it; docs/access-control.md says why 429).
+	DefaultLimitStatusCode = 429
 )
 
 // HTTP is the fleet-wide HTTP limits. A field left out takes its default.
@@ -115,6 +147,9 @@ type HTTP struct {
 	ProxyConnectTimeout string `json:"proxyConnectTimeout,omitempty"`
 	ProxyReadTimeout    string `json:"proxyReadTimeout,omitempty"`
 	ProxySendTimeout    string `json:"proxySendTimeout,omitempty"`
+	// LimitStatusCode answers a request refused by a rate or connection limit: 429 or 503;
+	// 0 means DefaultLimitStatusCode.
+	LimitStatusCode int32 `json:"limitStatusCode,omitempty"`
 	// SSLRedirect is the default of the ssl-redirect annotation: plain HTTP requests for a
 	// host whose TLS an Ingress configures are redirected to HTTPS (308). nil means true.
 	SSLRedirect *bool `json:"sslRedirect,omitempty"`
@@ -174,12 +209,18 @@ type Limits struct {
 	// ConnectTimeout, ReadTimeout and SendTimeout are the fleet's upstream timeouts; 0: the
 	// proxy's own.
 	ConnectTimeout, ReadTimeout, SendTimeout time.Duration
+	// LimitStatus answers a request over a rate or connection limit.
+	LimitStatus int
 }
 
 // Limits returns the fleet's HTTP limits with defaults applied (c.HTTP is validated by Parse).
 func (c Config) Limits() Limits {
-	l := Limits{MaxRequestBodyBytes: DefaultMaxRequestBodyBytes, ClientBodyTimeout: DefaultClientBodyTimeout}
+	l := Limits{MaxRequestBodyBytes: DefaultMaxRequestBodyBytes, ClientBodyTimeout: DefaultClientBodyTimeout,
+		LimitStatus: DefaultLimitStatusCode}
 	if h := c.HTTP; h != nil {
+		if h.LimitStatusCode == 429 || h.LimitStatusCode == 503 {
+			l.LimitStatus = int(h.LimitStatusCode)
+		}
 		if h.MaxRequestBodyBytes != nil {
 			l.MaxRequestBodyBytes = *h.MaxRequestBodyBytes
 		}
@@ -258,9 +299,15 @@ func Parse(data string) (Config, error) {
 				return Config{}, fmt.Errorf("parse %s: http.%s %q: want a positive duration such as 60s", ConfigKey, x.name, x.v)
 			}
 		}
+		if v := h.LimitStatusCode; v != 0 && v != 429 && v != 503 {
+			return Config{}, fmt.Errorf("parse %s: http.limitStatusCode %d: want 429 or 503", ConfigKey, v)
+		}
 		if s := h.HSTS; s != nil && s.MaxAgeSeconds != nil && *s.MaxAgeSeconds < 0 {
 			return Config{}, fmt.Errorf("parse %s: http.hsts.maxAgeSeconds %d: must not be negative", ConfigKey, *s.MaxAgeSeconds)
 		}
+	}
+	if _, err := c.TrustedProxies(); err != nil {
+		return Config{}, fmt.Errorf("parse %s: %w", ConfigKey, err)
 	}
 	if err := validateL4("tcp", c.TCP, true); err != nil {
 		return Config{}, fmt.Errorf("parse %s: %w", ConfigKey, err)

@@ -21,6 +21,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"portico.dev/portico/dataplane/l4"
 	"portico.dev/portico/dataplane/route"
 )
 
@@ -245,6 +246,7 @@ func (w *worker) recycleDead() {
 			hl:      hc.hl[:0],
 			metrics: hc.metrics,
 			client:  hc.client,
+			ip:      hc.ip,
 		}, clientAddr: c.clientAddr}
 		w.spare = append(w.spare, c)
 	}
@@ -520,7 +522,9 @@ func (w *worker) adopt(nfd int, sa syscall.Sockaddr) {
 	if a := ap.Addr().Unmap(); a != c.clientAddr || c.client == "" {
 		c.clientAddr, c.client = a, a.String() // a spare connection may have it already
 	}
+	c.ip, c.remote = c.clientAddr, nil
 	c.peer = ap
+	c.needProxy = w.h.table.Load().Clients.ProxyProtocol
 	if err := w.register(nfd, c, nil); err != nil {
 		_ = syscall.Close(nfd)
 		return
@@ -713,6 +717,8 @@ type evConn struct {
 	closed                 bool
 	// clientAddr is the client's address, whose text is h1Conn.client.
 	clientAddr netip.Addr
+	// needProxy: the listener reads the PROXY protocol and its header has not come yet.
+	needProxy bool
 
 	// The exchange in progress.
 	up        *evUp
@@ -877,6 +883,9 @@ func (c *evConn) serveInput() {
 			}
 			return
 		}
+		if c.needProxy && !c.proxyHeader() {
+			return
+		}
 		// A whole request: a head the fast path takes, and its body when it has one (up to
 		// maxLoopBody, read whole before the request is forwarded). c.want > 0: the head is
 		// parsed and c.want bytes, head and body, make the request.
@@ -984,6 +993,39 @@ func (c *evConn) serveInput() {
 		}
 		c.forward()
 		return
+	}
+}
+
+// proxyHeader reads the PROXY protocol header that starts the connection on a listener that
+// reads it (h1Conn.proxyHeader on the goroutine path). It returns false while the header is
+// incomplete (more is read; the header timeout runs) and when the connection was closed for a
+// malformed or missing header.
+func (c *evConn) proxyHeader() bool {
+	for {
+		h, n, err := l4.ParseProxyHeader(c.in)
+		switch {
+		case err == nil:
+			c.needProxy = false
+			if !h.Local {
+				c.setProxySource(h.Source)
+				c.clientAddr = c.ip
+			}
+			c.consumeIn(n)
+			return true
+		case err == l4.ErrIncomplete && len(c.in) < l4.MaxProxyV2Len:
+			ok, eof := c.read()
+			if eof {
+				c.close()
+				return false
+			}
+			if !ok {
+				return false // the deadline set at accept bounds the wait; then it is closed
+			}
+		default:
+			c.w.h.metrics.ProxyProtocolErrors.Inc()
+			c.close()
+			return false
+		}
 	}
 }
 
@@ -1206,7 +1248,7 @@ func (c *evConn) handoff(reason string) {
 		return
 	}
 	s := w.s
-	hc := &h1Conn{s: s, c: nc, client: c.client, proto: c.proto, port: c.port}
+	hc := &h1Conn{s: s, c: nc, client: c.client, ip: c.ip, remote: c.remote, proto: c.proto, port: c.port}
 	s.mu.Lock()
 	if s.conns == nil {
 		s.conns = map[*h1Conn]struct{}{}

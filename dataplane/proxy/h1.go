@@ -180,7 +180,10 @@ type h1Conn struct {
 	bw     *bufio.Writer
 	state  atomic.Int32
 	tls    *tls.ConnectionState
-	client string // the client's IP, for X-Forwarded-For
+	client string // the connection's peer's IP (the PROXY protocol's source, if any), as text
+	ip     netip.Addr // and as an address
+	// remote is the PROXY protocol's source address and port, nil without the protocol.
+	remote net.Addr
 	// peer is the client's address while an event loop serves the connection (c is nil then).
 	peer  netip.AddrPort
 	proto string // "http" or "https"
@@ -243,8 +246,22 @@ func (c *h1Conn) serve() {
 	}()
 	o := &c.s.opts
 	c.proto, c.port = "http", c.s.h.httpPort
+	if ta, ok := c.c.RemoteAddr().(*net.TCPAddr); ok {
+		c.ip = ta.AddrPort().Addr().Unmap()
+		c.client = c.ip.String()
+	}
+	var pre []byte // read past a PROXY protocol header
+	if c.s.h.table.Load().Clients.ProxyProtocol {
+		var ok bool
+		if pre, ok = c.proxyHeader(time.Now().Add(o.ReadHeaderTimeout)); !ok {
+			return
+		}
+	}
 	if c.s.tlsConfig != nil {
 		conn := newRawConn(c.c)
+		if len(pre) > 0 {
+			conn = &prefixedConn{Conn: conn, pre: pre}
+		}
 		if t := c.s.h.table.Load(); t.HasPassthrough() {
 			var pass bool
 			if conn, pass = c.passthrough(t, conn); pass || conn == nil {
@@ -267,12 +284,12 @@ func (c *h1Conn) serve() {
 		c.tls = &cs
 		c.proto, c.port = "https", c.s.h.httpsPort
 	}
-	if host, _, err := net.SplitHostPort(c.c.RemoteAddr().String()); err == nil {
-		c.client = host
-	}
 	c.rw = c.c
 	if c.tls == nil {
 		c.rw = newRawConn(c.c)
+		if len(pre) > 0 {
+			c.rw = &prefixedConn{Conn: c.rw.(net.Conn), pre: pre}
+		}
 	}
 	if c.tls != nil && c.tls.NegotiatedProtocol == "h2" {
 		// A new goroutine serves it: its stack starts small, where this one's grew for the
@@ -541,7 +558,7 @@ func (c *h1Conn) handoff() bool {
 	}
 	c.state.Store(stateClosed)
 	c.s.h.metrics.Handoffs.WithLabelValues("request").Inc()
-	return q.push(&handoffConn{Conn: c.c, r: c.br, tls: c.tls})
+	return q.push(&handoffConn{Conn: c.c, r: c.br, tls: c.tls, remote: c.remote})
 }
 
 // serveStream serves the one request of an HTTP/2 stream, whose head (headLen bytes) comes
@@ -681,6 +698,9 @@ func (c *h1Conn) answerHead(code int, msg string) {
 
 // peerAddr is the client's address and port, for the access log.
 func (c *h1Conn) peerAddr() string {
+	if c.remote != nil {
+		return c.remote.String()
+	}
 	if c.c != nil {
 		return c.c.RemoteAddr().String()
 	}
@@ -749,6 +769,16 @@ type handoffConn struct {
 	net.Conn
 	r   *bufio.Reader
 	tls *tls.ConnectionState
+	// remote is the PROXY protocol's source: net/http's Request.RemoteAddr.
+	remote net.Addr
+}
+
+// RemoteAddr is the client's address: the PROXY protocol's source when the listener reads it.
+func (c *handoffConn) RemoteAddr() net.Addr {
+	if c.remote != nil {
+		return c.remote
+	}
+	return c.Conn.RemoteAddr()
 }
 
 func (c *handoffConn) Read(p []byte) (int, error) { return c.r.Read(p) }

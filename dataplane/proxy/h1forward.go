@@ -344,15 +344,7 @@ func (c *h1Conn) requestHead() {
 	if p != nil {
 		o = appendRequestPolicy(o, p)
 	}
-	o = append(o, "X-Forwarded-For: "...)
-	o = append(o, c.client...)
-	o = append(o, "\r\nX-Forwarded-Host: "...)
-	o = append(o, hd.host...)
-	o = append(o, "\r\nX-Forwarded-Port: "...)
-	o = append(o, c.port...)
-	o = append(o, "\r\nX-Forwarded-Proto: "...)
-	o = append(o, c.proto...)
-	o = append(o, "\r\n"...)
+	o = c.appendForwarding(o, true)
 	if len(hd.requestID) == 0 {
 		o = append(o, "X-Request-Id: "...)
 		idStart := len(o)
@@ -391,13 +383,8 @@ func (c *h1Conn) errorPageHead() {
 	o = append(o, "\r\n"...)
 	accept, _ := c.Header("Accept")
 	o = appendErrorPageHeaders(o, st, accept, bytesView(hd.target), st.requestID)
-	o = append(o, "X-Forwarded-For: "...)
-	o = append(o, c.client...)
-	o = append(o, "\r\nX-Forwarded-Host: "...)
-	o = append(o, hd.host...)
-	o = append(o, "\r\nX-Forwarded-Proto: "...)
-	o = append(o, c.proto...)
-	o = append(o, "\r\n\r\n"...)
+	o = c.appendForwarding(o, false)
+	o = append(o, "\r\n"...)
 	c.out = o
 }
 

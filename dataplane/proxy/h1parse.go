@@ -33,6 +33,7 @@ const (
 	hXForwardedProto
 	hXForwardedPort
 	hForwarded
+	hXRealIP
 	hXRequestID
 	hCookie
 	hUserAgent
@@ -73,8 +74,11 @@ func headerKind(name []byte) hkind {
 			return hTrailer
 		}
 	case 9:
-		if eq("forwarded") {
+		switch {
+		case eq("forwarded"):
 			return hForwarded
+		case eq("x-real-ip"):
+			return hXRealIP
 		}
 	case 10:
 		switch {
@@ -434,7 +438,7 @@ func parseRequestHead(b []byte, h *reqHead) bool {
 			}
 			l.drop = true
 		case hTrailer, hKeepAlive, hProxyConnection, hProxyAuthenticate, hProxyAuthorization,
-			hXForwardedFor, hXForwardedHost, hXForwardedProto, hXForwardedPort, hForwarded:
+			hXForwardedFor, hXForwardedHost, hXForwardedProto, hXForwardedPort, hForwarded, hXRealIP:
 			l.drop = true // hop-by-hop, or set by the proxy
 		case hXRequestID:
 			if h.requestID == nil {

@@ -32,6 +32,10 @@ type Metrics struct {
 	// LoopConnections is how many client connections each event loop holds (Linux, cleartext),
 	// updated every loop tick.
 	LoopConnections *prometheus.GaugeVec
+	// ProxyProtocolErrors counts connections refused for their PROXY protocol header.
+	ProxyProtocolErrors prometheus.Counter
+	// AccessDenied counts requests refused by access policy, by reason.
+	AccessDenied *prometheus.CounterVec
 	// LoopHandoffs counts connections an event loop gave to the goroutine path, by reason:
 	// "body" (a request body longer than a loop holds), "head" (a head longer than a loop
 	// holds), "h2c" (an h2c backend), "backend-tls" (a backend spoken to over TLS), "custom-errors"
@@ -83,12 +87,18 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		LoopConnections: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "portico_event_loop_connections", Help: "Client connections held by each event loop of the cleartext listener.",
 		}, []string{"loop"}),
+		ProxyProtocolErrors: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "portico_proxy_protocol_errors_total", Help: "Connections closed on a listener that reads the PROXY protocol for a missing, malformed or late header.",
+		}),
+		AccessDenied: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "portico_access_denied_total", Help: "Requests the proxy refused by access policy, by reason (source-range, basic-auth, external-auth, client-certificate, rate-limit, connection-limit).",
+		}, []string{"reason"}),
 		LoopHandoffs: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "portico_event_loop_handoffs_total", Help: "Connections an event loop handed to the goroutine path, by reason (body, chunked, expect, head, h2c, request).",
 		}, []string{"reason"}),
 	}
 	reg.MustRegister(m.Requests, m.Duration, m.UpstreamErrors, m.UpstreamRetries, m.TableSize, m.LastSync, m.Generation, m.Problems, m.Handoffs,
-		m.H2Connections, m.H2Refused, m.H2Calmed, m.LoopConnections, m.LoopHandoffs)
+		m.H2Connections, m.H2Refused, m.H2Calmed, m.LoopConnections, m.LoopHandoffs, m.ProxyProtocolErrors, m.AccessDenied)
 	return m
 }
 

@@ -4,6 +4,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/netip"
 	"strconv"
 	"strings"
 	"time"
@@ -23,6 +24,7 @@ import (
 // what redirects need.
 type reqView interface {
 	route.Request
+	clientView
 	// overTLS reports whether the request came over HTTPS.
 	overTLS() bool
 }
@@ -316,12 +318,20 @@ func (c *h1Conn) Target() string { return bytesView(c.head.target) }
 
 func (c *h1Conn) Host() string { return bytesView(c.head.host) }
 
-func (c *h1Conn) ClientIP() string { return c.client }
+func (c *h1Conn) ClientIP() string { return c.st.clientText }
 
-func (c *h1Conn) overTLS() bool { return c.proto == "https" }
+func (c *h1Conn) overTLS() bool {
+	if c.st.trusted {
+		return c.forwardedProto() == "https"
+	}
+	return c.proto == "https"
+}
 
 // httpReq is the net/http path's request as a reqView.
-type httpReq struct{ r *http.Request }
+type httpReq struct {
+	r  *http.Request
+	st *reqState
+}
 
 func (q httpReq) Method() string { return q.r.Method }
 
@@ -345,14 +355,34 @@ func (q httpReq) Target() string { return q.r.RequestURI }
 
 func (q httpReq) Host() string { return q.r.Host }
 
-func (q httpReq) ClientIP() string {
-	if h, _, err := net.SplitHostPort(q.r.RemoteAddr); err == nil {
-		return h
+func (q httpReq) ClientIP() string { return q.st.clientText }
+
+// peerIP is RemoteAddr's address: the PROXY protocol's source when the listener reads it
+// (handoffConn.RemoteAddr).
+func (q httpReq) peerIP() (netip.Addr, string) {
+	if ap, err := netip.ParseAddrPort(q.r.RemoteAddr); err == nil {
+		a := ap.Addr().Unmap()
+		return a, a.String()
 	}
-	return q.r.RemoteAddr
+	return netip.Addr{}, q.r.RemoteAddr
 }
 
-func (q httpReq) overTLS() bool { return q.r.TLS != nil }
+func (q httpReq) forwardedFor(yield func(string) bool) {
+	for _, v := range q.r.Header["X-Forwarded-For"] {
+		if !yield(v) {
+			return
+		}
+	}
+}
+
+func (q httpReq) overTLS() bool {
+	if q.st.trusted {
+		if v := strings.TrimSpace(q.r.Header.Get("X-Forwarded-Proto")); v != "" && validForwardedValue([]byte(v)) {
+			return v == "https"
+		}
+	}
+	return q.r.TLS != nil
+}
 
 // dialWithin dials addr with the dialer's settings and the given timeout.
 func dialWithin(d *net.Dialer, addr string, timeout time.Duration) (net.Conn, error) {

@@ -14,6 +14,7 @@ import (
 	stdlog "log"
 	"net"
 	"net/http"
+	"net/netip"
 	"net/http/httputil"
 	"net/url"
 	"strconv"
@@ -241,6 +242,13 @@ type reqState struct {
 	upstreamTime time.Duration
 	// bodyErr is the error reading the client's body failed with (net/http path).
 	bodyErr error
+	// client is the request's client (clientaddr.go), clientText it as text; trusted: the
+	// request came from a trusted proxy, whose X-Forwarded-* are passed on.
+	client     netip.Addr
+	clientText string
+	trusted    bool
+	// answerHeaders are added to the proxy's own answer (WWW-Authenticate, CORS, Retry-After).
+	answerHeaders [][2]string
 }
 
 // ServeHTTP routes one request.
@@ -249,7 +257,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if st.tls {
 		st.port = h.httpsPort
 	}
-	b, code, msg := h.decide(h.table.Load(), r.Host, r.URL.Path, httpReq{r}, st)
+	b, code, msg := h.decide(h.table.Load(), r.Host, r.URL.Path, httpReq{r, st}, st)
 	st.logging = h.logging(st.table)
 	if bodyTooLarge(st, r.ContentLength) {
 		w.Header().Set("Connection", "close")
@@ -269,7 +277,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		r.Body = &pacedBody{ReadCloser: body, rc: http.NewResponseController(w), timeout: bodyTimeout(st.table), st: st}
 	}
 	st.backend, st.service = b, b.Name()
-	pickEndpoint(st, b, httpReq{r}, r.URL.Path)
+	pickEndpoint(st, b, httpReq{r, st}, r.URL.Path)
 	rec := &statusRecorder{ResponseWriter: w}
 	h.rp.ServeHTTP(rec, r.WithContext(context.WithValue(r.Context(), ctxKey{}, st)))
 	st.status, st.bytes = rec.status, rec.bytes
@@ -283,6 +291,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 // endpoint, a redirect (st.location), a refusal. Every serving path calls it, once per request.
 func (h *Handler) decide(t *route.Table, host, path string, req reqView, st *reqState) (*route.Backend, int, string) {
 	st.table = t
+	st.setClient(&t.Clients, req)
 	b := t.DefaultBackend
 	fleetDefault := t.DefaultIngress.Name == ""
 	if rule := t.Match(host, path, req); rule != nil {
@@ -332,8 +341,7 @@ func (h *Handler) rewrite(pr *httputil.ProxyRequest) {
 		// refused keeps it for the next endpoint (the server closes it after the handler).
 		out.Body = keptBody{out.Body}
 	}
-	pr.SetXForwarded() // X-Forwarded-For (client address), -Host, -Proto
-	out.Header.Set("X-Forwarded-Port", st.port)
+	setForwarding(out.Header, pr.In, st, true)
 	if p := st.policy(); p != nil {
 		if p.Rewrite != nil {
 			t := rewrittenTarget(nil, st.rule, pr.In.URL.Path, pr.In.RequestURI)
@@ -471,6 +479,9 @@ func (h *Handler) upstreamFailed(st *reqState, err error) (code int, msg string)
 func (h *Handler) answer(w http.ResponseWriter, r *http.Request, st *reqState, code int, msg string) {
 	if st.location != "" {
 		w.Header().Set("Location", st.location)
+	}
+	for _, kv := range st.answerHeaders {
+		w.Header().Add(kv[0], kv[1])
 	}
 	ownHeaders(w, r, st)
 	writeError(w, code, msg)

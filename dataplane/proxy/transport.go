@@ -323,7 +323,7 @@ func errorPageRequest(req *http.Request, st *reqState) *http.Request {
 	out.URL.Path, out.URL.RawPath, out.URL.RawQuery = "/", "", q
 	out.Body, out.ContentLength, out.GetBody = nil, 0, nil
 	out.Header = http.Header{"User-Agent": {""}} // none, as on the fast path (not Go's default)
-	for _, k := range []string{"X-Forwarded-For", "X-Forwarded-Host", "X-Forwarded-Proto"} {
+	for _, k := range []string{"X-Forwarded-For", "X-Forwarded-Host", "X-Forwarded-Proto", "X-Real-Ip"} {
 		if v := req.Header.Get(k); v != "" {
 			out.Header.Set(k, v)
 		}

@@ -289,6 +289,16 @@ func newCompiler(inp *Input, tracking bool) *compiler {
 	return c
 }
 
+// clientAddressing is the fleet's spec.clientAddress (validated by config.Parse).
+func clientAddressing(cfg proxyconfig.Config) ClientAddressing {
+	var ca ClientAddressing
+	if c := cfg.ClientAddress; c != nil {
+		ca.ProxyProtocol = c.ProxyProtocol
+		ca.Trusted, _ = cfg.TrustedProxies()
+	}
+	return ca
+}
+
 // run compiles every served Ingress into a new Table.
 func (c *compiler) run() *Table {
 	in := c.in
@@ -300,6 +310,7 @@ func (c *compiler) run() *Table {
 		Limits:       in.Config.Limits(),
 		AccessLog:    in.Config.AccessLogPolicy(),
 		HSTS:         in.Config.HSTSValue(),
+		Clients:      clientAddressing(in.Config),
 	}
 	served := ServedIngresses(in)
 	c.served = served

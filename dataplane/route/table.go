@@ -4,6 +4,7 @@ import (
 	"crypto/tls"
 	"fmt"
 	"math/rand/v2"
+	"net/netip"
 	"path"
 	"regexp"
 	"slices"
@@ -219,6 +220,9 @@ type Table struct {
 	// backend's); empty for none.
 	HSTS string
 
+	// Clients is how the proxy learns a request's client address (spec.clientAddress).
+	Clients ClientAddressing
+
 	// passthroughHosts counts the hosts with Passthrough: while there is none, the HTTPS
 	// listener reads no ClientHello before the handshake.
 	passthroughHosts int
@@ -229,6 +233,25 @@ type Table struct {
 
 	// Stats describe the table, for metrics.
 	Stats Stats
+}
+
+// ClientAddressing is the fleet's spec.clientAddress, parsed.
+type ClientAddressing struct {
+	// ProxyProtocol: every connection to the HTTP and HTTPS listeners starts with a PROXY
+	// protocol header, whose source is the client.
+	ProxyProtocol bool
+	// Trusted are the proxies whose X-Forwarded-For, -Proto, -Host and -Port are believed.
+	Trusted []netip.Prefix
+}
+
+// TrustedPeer reports whether a request from a is from a trusted proxy.
+func (c *ClientAddressing) TrustedPeer(a netip.Addr) bool {
+	for _, p := range c.Trusted {
+		if p.Contains(a) {
+			return true
+		}
+	}
+	return false
 }
 
 // Listener is one TCP or UDP port of the fleet forwarded to a Service port.
