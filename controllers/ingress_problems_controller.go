@@ -146,7 +146,7 @@ func (r *IngressProblemsReconciler) input(ctx context.Context, ing *networkingv1
 	for _, t := range ing.Spec.TLS {
 		names = append(names, t.SecretName)
 	}
-	names = append(names, route.ProxySSLSecret(ing)) // the backends' TLS settings
+	names = append(names, route.AnnotationSecrets(ing)...) // backend TLS settings, credentials
 	for _, name := range names {
 		if name == "" {
 			continue

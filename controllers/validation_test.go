@@ -90,6 +90,14 @@ var _ = Describe("IngressDeployment validation", func() {
 			"spec.http.clientBodyTimeout", "must be greater than 0s"),
 		Entry("a client body timeout over an hour", "topology: {type: NodePort}\nhttp: {clientBodyTimeout: 61m}",
 			"spec.http.clientBodyTimeout", "must be at most 1h"),
+		Entry("a limit status other than 429 or 503", "topology: {type: NodePort}\nhttp: {limitStatusCode: 500}",
+			"spec.http.limitStatusCode", "supported values: \"429\", \"503\""),
+		Entry("a trusted proxy that is no CIDR", "topology: {type: NodePort}\nclientAddress: {trustedProxies: [10.0.0.0/8, 10.0.0.1/33]}",
+			"spec.clientAddress.trustedProxies[1]", "must be a CIDR such as 10.0.0.0/8"),
+		Entry("a trusted proxy that is an address", "topology: {type: NodePort}\nclientAddress: {trustedProxies: [10.0.0.1]}",
+			"spec.clientAddress.trustedProxies[0]", "must be a CIDR"),
+		Entry("a trusted proxy twice", "topology: {type: NodePort}\nclientAddress: {trustedProxies: [10.0.0.0/8, 10.0.0.0/8]}",
+			"spec.clientAddress.trustedProxies[1]", "Duplicate value"),
 
 		// spec.tcp and spec.udp
 		Entry("a TCP port of 0", "topology: {type: NodePort}\ntcp: [{port: 0, service: {name: db, port: 5432}}]",
@@ -186,7 +194,12 @@ var _ = Describe("IngressDeployment validation", func() {
 		Entry("the smallest timeout", "{clientBodyTimeout: 1ns}"),
 		Entry("the largest timeout", "{clientBodyTimeout: 1h}"),
 		Entry("every field", "{maxRequestBodySize: 64Mi, clientBodyTimeout: 2m30s, allowUnderscoresInHeaders: true}"),
+		Entry("ingress-nginx's limit status", "{limitStatusCode: 503}"),
 	)
+
+	It("accepts the client address settings", func() {
+		Expect(create("topology: {type: NodePort}\nclientAddress: {proxyProtocol: true, trustedProxies: [10.0.0.0/8, \"2001:db8::/32\", 192.0.2.7/32]}")).To(Succeed())
+	})
 })
 
 // manyPorts is n TCP or UDP entries with distinct ports and node ports.

@@ -65,6 +65,7 @@ func TestRenderGolden(t *testing.T) {
 				HSTS:                      &porticov1alpha1.HSTSSettings{MaxAgeSeconds: ptr.To[int64](600), Preload: true},
 			}
 			f.Spec.AccessLog = &porticov1alpha1.AccessLogSettings{Enabled: true, OneIn: ptr.To[int32](100)}
+			f.Spec.ClientAddress = &porticov1alpha1.ClientAddressSettings{ProxyProtocol: true, TrustedProxies: []string{"192.0.2.0/24", "10.0.0.0/8"}}
 		}),
 		"nodeport": fleet(func(f *porticov1alpha1.IngressDeployment) {
 			f.Spec.Topology = porticov1alpha1.Topology{Type: porticov1alpha1.TopologyNodePort,
@@ -249,18 +250,20 @@ func TestProxyConfigHTTP(t *testing.T) {
 		http *porticov1alpha1.HTTPSettings
 		want proxyconfig.Limits
 	}{
-		{"absent", nil, proxyconfig.Limits{MaxRequestBodyBytes: 1 << 20, ClientBodyTimeout: time.Minute}},
-		{"empty", &porticov1alpha1.HTTPSettings{}, proxyconfig.Limits{MaxRequestBodyBytes: 1 << 20, ClientBodyTimeout: time.Minute}},
+		{"absent", nil, proxyconfig.Limits{MaxRequestBodyBytes: 1 << 20, ClientBodyTimeout: time.Minute, LimitStatus: 429}},
+		{"empty", &porticov1alpha1.HTTPSettings{}, proxyconfig.Limits{MaxRequestBodyBytes: 1 << 20, ClientBodyTimeout: time.Minute, LimitStatus: 429}},
 		{"no limit", &porticov1alpha1.HTTPSettings{MaxRequestBodySize: ptr.To(resource.MustParse("0"))},
-			proxyconfig.Limits{MaxRequestBodyBytes: 0, ClientBodyTimeout: time.Minute}},
+			proxyconfig.Limits{MaxRequestBodyBytes: 0, ClientBodyTimeout: time.Minute, LimitStatus: 429}},
 		{"decimal size", &porticov1alpha1.HTTPSettings{MaxRequestBodySize: ptr.To(resource.MustParse("8M"))},
-			proxyconfig.Limits{MaxRequestBodyBytes: 8_000_000, ClientBodyTimeout: time.Minute}},
+			proxyconfig.Limits{MaxRequestBodyBytes: 8_000_000, ClientBodyTimeout: time.Minute, LimitStatus: 429}},
 		{"fraction of a decimal unit", &porticov1alpha1.HTTPSettings{MaxRequestBodySize: ptr.To(resource.MustParse("1.5M"))},
-			proxyconfig.Limits{MaxRequestBodyBytes: 1_500_000, ClientBodyTimeout: time.Minute}},
+			proxyconfig.Limits{MaxRequestBodyBytes: 1_500_000, ClientBodyTimeout: time.Minute, LimitStatus: 429}},
 		{"timeout only", &porticov1alpha1.HTTPSettings{ClientBodyTimeout: &metav1.Duration{Duration: 150 * time.Second}},
-			proxyconfig.Limits{MaxRequestBodyBytes: 1 << 20, ClientBodyTimeout: 150 * time.Second}},
+			proxyconfig.Limits{MaxRequestBodyBytes: 1 << 20, ClientBodyTimeout: 150 * time.Second, LimitStatus: 429}},
 		{"underscores", &porticov1alpha1.HTTPSettings{AllowUnderscoresInHeaders: true},
-			proxyconfig.Limits{MaxRequestBodyBytes: 1 << 20, ClientBodyTimeout: time.Minute, AllowUnderscoresInHeaders: true}},
+			proxyconfig.Limits{MaxRequestBodyBytes: 1 << 20, ClientBodyTimeout: time.Minute, AllowUnderscoresInHeaders: true, LimitStatus: 429}},
+		{"ingress-nginx's limit status", &porticov1alpha1.HTTPSettings{LimitStatusCode: ptr.To[int32](503)},
+			proxyconfig.Limits{MaxRequestBodyBytes: 1 << 20, ClientBodyTimeout: time.Minute, LimitStatus: 503}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			c := render.ProxyConfig(fleet(func(f *porticov1alpha1.IngressDeployment) { f.Spec.HTTP = tc.http }))

@@ -1172,6 +1172,7 @@ func (c *evConn) close() {
 		return
 	}
 	c.closed = true
+	c.st.releaseLimits()
 	w := c.w
 	if c.up != nil {
 		c.dropUpstream()
@@ -1249,6 +1250,10 @@ func (c *evConn) handoff(reason string) {
 	}
 	s := w.s
 	hc := &h1Conn{s: s, c: nc, client: c.client, ip: c.ip, remote: c.remote, proto: c.proto, port: c.port}
+	if reason != "request" && reason != "head" {
+		hc.carried = c.st.limits // routed here: its limits were checked, its slot is held
+	}
+	c.st.limits = limitState{}
 	s.mu.Lock()
 	if s.conns == nil {
 		s.conns = map[*h1Conn]struct{}{}

@@ -180,10 +180,13 @@ type h1Conn struct {
 	bw     *bufio.Writer
 	state  atomic.Int32
 	tls    *tls.ConnectionState
-	client string // the connection's peer's IP (the PROXY protocol's source, if any), as text
+	client string     // the connection's peer's IP (the PROXY protocol's source, if any), as text
 	ip     netip.Addr // and as an address
 	// remote is the PROXY protocol's source address and port, nil without the protocol.
 	remote net.Addr
+	// carried is the limits of the request an event loop handed over with the connection
+	// (checked there, its slot held): the first request's state takes it.
+	carried limitState
 	// peer is the client's address while an event loop serves the connection (c is nil then).
 	peer  netip.AddrPort
 	proto string // "http" or "https"
@@ -230,6 +233,7 @@ func (c *h1Conn) observe(d time.Duration) {
 
 // finish ends the connection's goroutine: the connection is closed unless net/http took it.
 func (c *h1Conn) finish(handedOff bool) {
+	c.st.releaseLimits()
 	if !handedOff {
 		_ = c.c.Close()
 		c.releaseBuffers(false)
@@ -626,7 +630,9 @@ func (c *h1Conn) serveRequest(headLen int) {
 // nil with the proxy's own answer when nothing is forwarded (see decide).
 func (c *h1Conn) route() (*route.Backend, int, string) {
 	hd, st := &c.head, &c.st
-	*st = reqState{start: time.Now(), port: c.port, tls: c.proto == "https"}
+	st.releaseLimits()
+	*st = reqState{start: time.Now(), port: c.port, tls: c.proto == "https", limits: c.carried}
+	c.carried = limitState{}
 	c.closeAfter = hd.close || c.s.closing.Load()
 	c.bodyRead = hd.contentLength == 0 && !hd.chunked
 	b, code, msg := c.s.h.decide(c.s.h.table.Load(), string(hd.host), string(hd.route), c, st)
@@ -666,19 +672,29 @@ func (c *h1Conn) answer(code int, msg string) {
 
 // answerHead builds the proxy's own answer in c.out, body included.
 func (c *h1Conn) answerHead(code int, msg string) {
-	body := errorBody(code, msg)
+	var body string
 	o := append(c.out[:0], "HTTP/1.1 "...)
 	o = strconv.AppendInt(o, int64(code), 10)
 	o = append(o, ' ')
 	o = append(o, http.StatusText(code)...)
-	o = append(o, "\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: "...)
-	o = strconv.AppendInt(o, int64(len(body)), 10)
-	o = append(o, "\r\nServer: portico\r\nCache-Control: no-store\r\nDate: "...)
+	if code != http.StatusNoContent { // a CORS preflight's has no body
+		body = errorBody(code, msg)
+		o = append(o, "\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: "...)
+		o = strconv.AppendInt(o, int64(len(body)), 10)
+		o = append(o, "\r\nCache-Control: no-store"...)
+	}
+	o = append(o, "\r\nServer: portico\r\nDate: "...)
 	c.now = time.Now()
 	o = appendDate(o, c.now)
 	if c.st.location != "" {
 		o = append(o, "\r\nLocation: "...)
 		o = append(o, c.st.location...)
+	}
+	for _, kv := range c.st.answerHeaders {
+		o = appendHeaderLine(o, kv)
+	}
+	for _, kv := range c.st.respSet {
+		o = appendHeaderLine(o, kv)
 	}
 	if c.st.tls && c.st.table != nil && c.st.table.HSTS != "" {
 		o = append(o, "\r\n"+hstsName+": "...)
@@ -696,6 +712,15 @@ func (c *h1Conn) answerHead(code int, msg string) {
 	c.st.status = code
 }
 
+// appendHeaderLine appends "\r\nName: value" (the lines of an own answer start with their
+// CRLF).
+func appendHeaderLine(o []byte, kv [2]string) []byte {
+	o = append(o, "\r\n"...)
+	o = append(o, kv[0]...)
+	o = append(o, ": "...)
+	return append(o, kv[1]...)
+}
+
 // peerAddr is the client's address and port, for the access log.
 func (c *h1Conn) peerAddr() string {
 	if c.remote != nil {
@@ -709,6 +734,7 @@ func (c *h1Conn) peerAddr() string {
 
 func (c *h1Conn) done() {
 	h, st := c.s.h, &c.st
+	st.releaseLimits()
 	if st.status == 0 {
 		st.status = http.StatusOK
 	}

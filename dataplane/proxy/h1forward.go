@@ -329,7 +329,8 @@ func (c *h1Conn) requestHead() {
 	run := -1 // start of a run of kept lines, copied at once
 	t := c.st.table
 	for i := range hd.lines {
-		keep := forwardHeader(&hd.lines[i], t) && (p == nil || !dropsRequestLine(p, &hd.lines[i], hd.buf))
+		keep := forwardHeader(&hd.lines[i], t) && (p == nil || !dropsRequestLine(p, &hd.lines[i], hd.buf)) &&
+			(!c.st.upstreamDrop || hd.lines[i].kind != hAuthorization)
 		switch {
 		case !keep && run >= 0:
 			o = append(o, hd.buf[hd.lines[run].start:hd.lines[i-1].end]...)
@@ -857,8 +858,13 @@ func (c *h1Conn) parseResponseHead(rh *respHead) (informational bool, err error)
 	o := append(c.out[:0], "HTTP/1.1 "...)
 	o = append(o, c.raw[9:slLen]...)
 	o = append(o, "\r\n"...)
+	set := st.respSet
+	if code < 200 {
+		set = nil
+	}
 	for _, l := range c.hl {
-		if !l.drop && (ops == nil && hsts == "" || !dropsResponseLine(ops, hsts, c.raw[l.start:l.nameEnd])) {
+		if !l.drop && (ops == nil && hsts == "" || !dropsResponseLine(ops, hsts, c.raw[l.start:l.nameEnd])) &&
+			(set == nil || !namedIn(set, c.raw[l.start:l.nameEnd])) {
 			o = append(o, c.raw[l.start:l.nameEnd]...)
 			o = append(o, ": "...)
 			o = append(o, c.raw[l.vs:l.ve]...)
@@ -887,6 +893,12 @@ func (c *h1Conn) parseResponseHead(rh *respHead) (informational bool, err error)
 	}
 	if ops != nil || hsts != "" {
 		o = appendResponsePolicy(o, ops, hsts)
+	}
+	for _, kv := range set {
+		o = append(o, kv[0]...)
+		o = append(o, ": "...)
+		o = append(o, kv[1]...)
+		o = append(o, "\r\n"...)
 	}
 	c.out = o
 	return false, nil

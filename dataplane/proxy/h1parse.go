@@ -34,6 +34,7 @@ const (
 	hXForwardedPort
 	hForwarded
 	hXRealIP
+	hAuthorization
 	hXRequestID
 	hCookie
 	hUserAgent
@@ -92,6 +93,10 @@ func headerKind(name []byte) hkind {
 	case 12:
 		if eq("x-request-id") {
 			return hXRequestID
+		}
+	case 13:
+		if eq("authorization") {
+			return hAuthorization
 		}
 	case 14:
 		switch {

@@ -238,6 +238,7 @@ func (st *h2Stream) serve() {
 	cc := st.cc
 	c := streamConns.Get().(*h1Conn)
 	c.s, c.c, c.rw, c.tls, c.client, c.proto, c.port, c.stream = cc.hc.s, st, st, cc.hc.tls, cc.hc.client, cc.hc.proto, cc.hc.port, true
+	c.ip, c.remote = cc.hc.ip, cc.hc.remote
 	c.takeBuffers()
 	if c.serveStream(st.headLen) {
 		return // net/http serves it, and closes it
@@ -575,8 +576,13 @@ func (st *h2Stream) Close() error {
 	return nil
 }
 
-func (st *h2Stream) LocalAddr() net.Addr  { return st.cc.c.LocalAddr() }
-func (st *h2Stream) RemoteAddr() net.Addr { return st.cc.c.RemoteAddr() }
+func (st *h2Stream) LocalAddr() net.Addr { return st.cc.c.LocalAddr() }
+func (st *h2Stream) RemoteAddr() net.Addr {
+	if r := st.cc.hc.remote; r != nil {
+		return r // the PROXY protocol's source
+	}
+	return st.cc.c.RemoteAddr()
+}
 
 func (st *h2Stream) SetDeadline(t time.Time) error { return st.SetReadDeadline(t) }
 

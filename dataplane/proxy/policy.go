@@ -153,6 +153,11 @@ func (h *Handler) applyPolicy(p *route.Policy, host, path string, req reqView, b
 			return nil, code, "redirecting to " + loc
 		}
 	}
+	if a := p.Access; a != nil {
+		if code, msg := h.checkAccess(a, req, st); code != 0 {
+			return nil, code, msg
+		}
+	}
 	if c := p.Canary; c != nil && len(c.Backend.Endpoints) > 0 && c.Takes(req) {
 		b = c.Backend
 	}
@@ -241,6 +246,16 @@ func dropsRequestLine(p *route.Policy, l *headerLine, buf []byte) bool {
 		return p.UpstreamHost != ""
 	}
 	return p.RequestHeaders.Drops(buf[l.start:l.nameEnd])
+}
+
+// namedIn reports whether a header named name is among kvs.
+func namedIn(kvs [][2]string, name []byte) bool {
+	for _, kv := range kvs {
+		if asciiEqualFold(name, kv[0]) {
+			return true
+		}
+	}
+	return false
 }
 
 // hstsName is the header HSTS sets.

@@ -14,8 +14,8 @@ import (
 	stdlog "log"
 	"net"
 	"net/http"
-	"net/netip"
 	"net/http/httputil"
+	"net/netip"
 	"net/url"
 	"strconv"
 	"strings"
@@ -247,8 +247,13 @@ type reqState struct {
 	client     netip.Addr
 	clientText string
 	trusted    bool
-	// answerHeaders are added to the proxy's own answer (WWW-Authenticate, CORS, Retry-After).
-	answerHeaders [][2]string
+	// answerHeaders are added to the proxy's own answer (WWW-Authenticate); respSet to every
+	// answer, the backend's (replacing its headers of the same names) or the proxy's (CORS).
+	answerHeaders, respSet [][2]string
+	// upstreamDrop: the request's Authorization header does not reach the backend (basic auth).
+	upstreamDrop bool
+	// limits is the request's hold on a connection limit.
+	limits limitState
 }
 
 // ServeHTTP routes one request.
@@ -342,6 +347,9 @@ func (h *Handler) rewrite(pr *httputil.ProxyRequest) {
 		out.Body = keptBody{out.Body}
 	}
 	setForwarding(out.Header, pr.In, st, true)
+	if st.upstreamDrop {
+		out.Header.Del("Authorization") // basic auth's credentials stay with the proxy
+	}
 	if p := st.policy(); p != nil {
 		if p.Rewrite != nil {
 			t := rewrittenTarget(nil, st.rule, pr.In.URL.Path, pr.In.RequestURI)
@@ -397,6 +405,9 @@ func (h *Handler) modifyResponse(resp *http.Response) error {
 	}
 	if st.backend.Affinity && !st.pinned {
 		resp.Header.Add("Set-Cookie", string(affinityCookie(st).AppendSetCookie(nil, st.endpoint.Key, time.Now())))
+	}
+	for _, kv := range st.respSet {
+		resp.Header.Set(kv[0], kv[1])
 	}
 	if ops, hsts := responseOps(st, st.tls); ops != nil || hsts != "" {
 		if hsts != "" {
@@ -483,6 +494,9 @@ func (h *Handler) answer(w http.ResponseWriter, r *http.Request, st *reqState, c
 	for _, kv := range st.answerHeaders {
 		w.Header().Add(kv[0], kv[1])
 	}
+	for _, kv := range st.respSet {
+		w.Header().Set(kv[0], kv[1])
+	}
 	ownHeaders(w, r, st)
 	writeError(w, code, msg)
 	st.status = code
@@ -502,8 +516,13 @@ func ownHeaders(w http.ResponseWriter, r *http.Request, st *reqState) {
 }
 
 func writeError(w http.ResponseWriter, code int, msg string) {
-	body := errorBody(code, msg)
 	hd := w.Header()
+	if code == http.StatusNoContent { // a CORS preflight's: no body
+		hd.Set("Server", "portico")
+		w.WriteHeader(code)
+		return
+	}
+	body := errorBody(code, msg)
 	hd.Set("Content-Type", "text/plain; charset=utf-8")
 	hd.Set("Content-Length", strconv.Itoa(len(body)))
 	hd.Set("Server", "portico")
@@ -513,6 +532,7 @@ func writeError(w http.ResponseWriter, code int, msg string) {
 }
 
 func (h *Handler) done(r *http.Request, st *reqState) {
+	st.releaseLimits()
 	if st.status == 0 {
 		st.status = http.StatusOK
 	}

@@ -80,31 +80,12 @@ const (
 // draws a problem, and the rest of the route is served.
 var notYet = map[string]bool{
 	"proxy-next-upstream-timeout": true,
-	"enable-cors":                 true,
-	"cors-allow-origin":           true,
-	"cors-allow-methods":          true,
-	"cors-allow-headers":          true,
-	"cors-expose-headers":         true,
-	"cors-allow-credentials":      true,
-	"cors-max-age":                true,
-	"limit-rps":                   true,
-	"limit-rpm":                   true,
-	"limit-burst-multiplier":      true,
-	"limit-connections":           true,
-	"limit-allowlist":             true,
 }
 
 // failClosed are access-control keys this version does not enforce yet. An Ingress that sets
 // one is not served unprotected: its routes answer 503 until the key is removed or supported
 // (docs/annotations.md, "Fail closed").
 var failClosed = map[string]bool{
-	"whitelist-source-range":                true,
-	"allowlist-source-range":                true,
-	"denylist-source-range":                 true,
-	"auth-type":                             true,
-	"auth-secret":                           true,
-	"auth-secret-type":                      true,
-	"auth-realm":                            true,
 	"auth-url":                              true,
 	"auth-method":                           true,
 	"auth-signin":                           true,
@@ -138,6 +119,12 @@ var known = map[string]bool{
 	annCustomErrors: true, annDefaultBackend: true, annSSLPassthrough: true, annMirrorTarget: true,
 }
 
+func init() {
+	for _, k := range accessKeys {
+		known[k] = true
+	}
+}
+
 // ingressPolicy is what one Ingress's annotations compile to, before it is bound to the rules
 // of a host (which add the HTTPS redirect, the rewrite and the regex paths).
 type ingressPolicy struct {
@@ -154,6 +141,7 @@ type ingressPolicy struct {
 	mirror      *mirrorSpec      // mirror-target: a Service port of the cluster
 	upTLS       *upstreamTLSSpec // backend-protocol HTTPS or GRPCS
 	canary      *canarySpec
+	access      *accessSpec // the access-control keys, nil for none
 	// empty: nothing in base, no rewrite, no redirect: rules need no Policy of their own
 	// unless the host redirects to HTTPS.
 	empty bool
@@ -512,6 +500,10 @@ func parseAnnotations(ing *networkingv1.Ingress, defaultSSLRedirect bool) (*ingr
 			ip.mirror = ms
 		}
 	}
+	var refuse string
+	if ip.access, refuse = parseAccess(ing.Namespace, get, bad, boolean); refuse != "" && ip.refuse == "" {
+		ip.refuse = refuse
+	}
 	if v, ok := boolean(annCanary); ok && v {
 		ip.canary = parseCanary(get, bad)
 		for _, k := range keys {
@@ -529,7 +521,7 @@ func parseAnnotations(ing *networkingv1.Ingress, defaultSSLRedirect bool) (*ingr
 	ip.empty = p.Redirect == nil && p.AppRoot == "" && p.UpstreamHost == "" && p.ForwardedPrefix == "" &&
 		p.RequestHeaders.Empty() && p.ResponseHeaders.Empty() && p.ConnectTimeout == 0 && p.ReadTimeout == 0 && p.SendTimeout == 0 &&
 		!p.HasMaxBody && ip.rewrite == "" && ip.refuse == "" && p.Affinity == nil && p.Hash == nil && p.Retry == nil &&
-		len(p.InterceptErrors) == 0 && ip.errorSvc == "" && ip.mirror == nil
+		len(p.InterceptErrors) == 0 && ip.errorSvc == "" && ip.mirror == nil && ip.access == nil
 	return ip, probs
 }
 

@@ -46,6 +46,8 @@ type Input struct {
 	FallbackCertificate *tls.Certificate
 	// Certs caches parsed key pairs across compiles; may be nil.
 	Certs *CertCache
+	// Access keeps the limit zones and parsed credentials across compiles; may be nil.
+	Access *AccessCache
 	// Stats keeps endpoint counters across compiles; may be nil.
 	Stats *StatsRegistry
 	// Backends reuses the Backends of Services whose Service and EndpointSlices did not change
@@ -363,6 +365,7 @@ func (c *compiler) run() *Table {
 	if in.Certs != nil {
 		in.Certs.retain(c.secrets)
 	}
+	in.Access.retain()
 	in.Backends.retain(c.backends, c.cached)
 	return t
 }
@@ -453,6 +456,9 @@ func (c *compiler) policyOf(ing *networkingv1.Ingress, report bool) *ingressPoli
 	}
 	ip, probs := parseAnnotations(ing, c.in.Config.SSLRedirect())
 	c.policies[ing] = ip
+	if ip.access != nil {
+		c.bindAccess(ing, ip, func(p string) { probs = append(probs, p) })
+	}
 	if report {
 		key := types.NamespacedName{Namespace: ing.Namespace, Name: ing.Name}
 		for _, p := range probs {

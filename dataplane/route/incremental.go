@@ -127,11 +127,13 @@ func (cs *Compiler) Update(chg Changes) (*Table, []Problem, bool) {
 			if _, ok := changes[key]; ok {
 				continue
 			}
-			if name := ProxySSLSecret(ing); name != "" {
-				if secrets[types.NamespacedName{Namespace: ing.Namespace, Name: name}] {
-					changes[key] = ingressChange{old: ing, new: ing} // its backends' TLS settings
-					continue
-				}
+			named := false
+			for _, name := range AnnotationSecrets(ing) { // backend TLS settings, credentials
+				named = named || secrets[types.NamespacedName{Namespace: ing.Namespace, Name: name}]
+			}
+			if named {
+				changes[key] = ingressChange{old: ing, new: ing}
+				continue
 			}
 			for _, tl := range ing.Spec.TLS {
 				if secrets[types.NamespacedName{Namespace: ing.Namespace, Name: tl.SecretName}] {

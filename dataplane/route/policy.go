@@ -17,6 +17,9 @@ import (
 // the methods below, which decide; the paths only write the result in their own framing
 // (docs/architecture.md, "Routes and policy").
 type Policy struct {
+	// Access is the route's access control (source ranges, authentication, CORS, limits),
+	// nil for none.
+	Access *Access
 	// Refuse, when set, answers every request of the route with 503 and this message: an
 	// access-control setting the proxy cannot enforce (fail closed).
 	Refuse string
@@ -683,6 +686,9 @@ func (p *Policy) String() string {
 	var b []string
 	if p.Refuse != "" {
 		b = append(b, "refuse")
+	}
+	if a := p.Access; a != nil {
+		b = append(b, a.String())
 	}
 	if p.HostRedirect != "" {
 		b = append(b, "host-redirect="+p.HostRedirect)

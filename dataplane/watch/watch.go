@@ -53,6 +53,7 @@ type Watcher struct {
 	log      logr.Logger
 	trigger  chan struct{}
 	certs    *route.CertCache
+	access   *route.AccessCache
 	stats    *route.StatsRegistry
 	backends *route.BackendCache
 
@@ -83,6 +84,7 @@ func New(client kubernetes.Interface, pub Publisher, opts Options, log logr.Logg
 		client: client, pub: pub, opts: opts, log: log,
 		trigger:  make(chan struct{}, 1),
 		certs:    route.NewCertCache(),
+		access:   route.NewAccessCache(),
 		stats:    route.NewStatsRegistry(),
 		backends: route.NewBackendCache(),
 		cfg:      proxyconfig.Config{FleetNamespace: opts.Fleet.Namespace, FleetName: opts.Fleet.Name},
@@ -276,8 +278,15 @@ func (w *Watcher) startSession(namespaces []string) *session {
 		s.ingresses = append(s.ingresses, recorded(f.Networking().V1().Ingresses().Informer()))
 		s.services = append(s.services, recorded(f.Core().V1().Services().Informer()))
 		s.slices = append(s.slices, recorded(f.Discovery().V1().EndpointSlices().Informer()))
-		s.secrets = append(s.secrets, recorded(secrets.Core().V1().Secrets().Informer()))
-		s.factories = append(s.factories, f, secrets)
+		// Opaque Secrets hold basic-auth credentials (auth-secret) and client CA bundles
+		// (auth-tls-secret); docs/access-control.md says why the proxy reads them.
+		opaque := informers.NewSharedInformerFactoryWithOptions(w.client, w.opts.Resync, informers.WithNamespace(ns),
+			informers.WithTweakListOptions(func(o *metav1.ListOptions) {
+				o.FieldSelector = fields.OneTermEqualSelector("type", string(corev1.SecretTypeOpaque)).String()
+			}))
+		s.secrets = append(s.secrets, recorded(secrets.Core().V1().Secrets().Informer()),
+			recorded(opaque.Core().V1().Secrets().Informer()))
+		s.factories = append(s.factories, f, secrets, opaque)
 	}
 	for _, ns := range extra { // the Services of TCP and UDP listeners outside the watched namespaces
 		f := informers.NewSharedInformerFactoryWithOptions(w.client, w.opts.Resync, informers.WithNamespace(ns))
@@ -443,6 +452,7 @@ func (w *Watcher) compile() {
 		Secrets:             list[corev1.Secret](s.secrets),
 		FallbackCertificate: w.opts.Fallback,
 		Certs:               w.certs,
+		Access:              w.access,
 		Stats:               w.stats,
 		Backends:            w.backends,
 	}
