@@ -75,6 +75,8 @@ type Handler struct {
 	logSeq atomic.Uint64
 	// httpPort and httpsPort are Options' ports as X-Forwarded-Port values.
 	httpPort, httpsPort string
+	// auth holds the connections to auth services and their cached answers (extauth.go).
+	auth authClient
 }
 
 // NewHandler returns a Handler answering 404 to everything until the first Swap.
