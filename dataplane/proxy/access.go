@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	"context"
 	"net/http"
 
 	"portico.dev/portico/dataplane/access"
@@ -64,7 +65,7 @@ func (h *Handler) checkAccess(a *route.Access, req reqView, st *reqState) (int, 
 	if a.SatisfyAny && ranged && a.HasRanges() {
 		return 0, "" // satisfy any: the source ranges let the client in without credentials
 	}
-	if !ranged && !(a.SatisfyAny && a.Basic != nil) {
+	if !ranged && !(a.SatisfyAny && (a.Basic != nil || a.External != nil)) {
 		h.metrics.AccessDenied.WithLabelValues("source-range").Inc()
 		return http.StatusForbidden, msgDenied
 	}
@@ -78,7 +79,56 @@ func (h *Handler) checkAccess(a *route.Access, req reqView, st *reqState) (int, 
 		}
 		st.upstreamDrop = true // as ingress-nginx: the credentials do not reach the backend
 	}
+	if ea := a.External; ea != nil {
+		if st.onLoop {
+			return codeHandoff, "external-auth" // the sub-request waits: the goroutine path's
+		}
+		res := h.authorize(context.Background(), ea, authInputOf(req, st))
+		if !res.allow {
+			h.metrics.AccessDenied.WithLabelValues("external-auth").Inc()
+			st.answerHeaders = append(st.answerHeaders, res.response...)
+			st.location = res.location
+			return res.status, authMessage(res.status)
+		}
+		st.upstreamSet = res.upstream
+		if len(res.response) > 0 {
+			st.auth = &res
+		}
+	}
 	return 0, ""
+}
+
+// codeHandoff is checkAccess's answer on an event loop for a request the goroutine path must
+// serve (external authentication waits for its sub-request).
+const codeHandoff = -1
+
+// authMessage is the body's message of an external-auth refusal.
+func authMessage(status int) string {
+	switch status {
+	case http.StatusUnauthorized:
+		return msgUnauthorized
+	case http.StatusForbidden:
+		return "access denied by the authentication service"
+	case http.StatusFound:
+		return "authentication required: redirecting to sign in"
+	}
+	return "the authentication service could not decide"
+}
+
+// authInputOf is the sub-request's input: the client's request as received, with the client's
+// address and scheme as the proxy settled them.
+func authInputOf(req reqView, st *reqState) *authInput {
+	scheme := "http"
+	if req.overTLS() {
+		scheme = "https"
+	}
+	id, _ := req.Header("X-Request-Id")
+	route := req.Host()
+	if st.rule != nil {
+		route += " " + st.rule.Path
+	}
+	return &authInput{method: req.Method(), scheme: scheme, host: req.Host(), target: req.Target(),
+		clientIP: st.clientText, requestID: id, header: req.headerFields, route: route}
 }
 
 // corsHeaders are the CORS headers of an answer: Access-Control-Allow-Origin, then the route's.

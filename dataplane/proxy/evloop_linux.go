@@ -522,7 +522,7 @@ func (w *worker) adopt(nfd int, sa syscall.Sockaddr) {
 	if a := ap.Addr().Unmap(); a != c.clientAddr || c.client == "" {
 		c.clientAddr, c.client = a, a.String() // a spare connection may have it already
 	}
-	c.ip, c.remote = c.clientAddr, nil
+	c.ip, c.remote, c.loop = c.clientAddr, nil, true
 	c.peer = ap
 	c.needProxy = w.h.table.Load().Clients.ProxyProtocol
 	if err := w.register(nfd, c, nil); err != nil {
@@ -909,6 +909,10 @@ func (c *evConn) serveInput() {
 				}
 				// Routed once the head is whole: the route's limits apply to the body.
 				c.rb, c.rcode, c.rmsg = c.route()
+				if c.rcode == codeHandoff {
+					c.handoff(c.rmsg) // external auth: the goroutine path waits for the sub-request
+					return
+				}
 				if c.head.contentLength > 0 && bodyTooLarge(&c.st, c.head.contentLength) {
 					c.consumeIn(n) // the body is not read: the lingering close drops it
 					c.bodyRead = false

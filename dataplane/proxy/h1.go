@@ -184,6 +184,8 @@ type h1Conn struct {
 	ip     netip.Addr // and as an address
 	// remote is the PROXY protocol's source address and port, nil without the protocol.
 	remote net.Addr
+	// loop: an event loop serves the connection.
+	loop bool
 	// carried is the limits of the request an event loop handed over with the connection
 	// (checked there, its slot held): the first request's state takes it.
 	carried limitState
@@ -631,7 +633,7 @@ func (c *h1Conn) serveRequest(headLen int) {
 func (c *h1Conn) route() (*route.Backend, int, string) {
 	hd, st := &c.head, &c.st
 	st.releaseLimits()
-	*st = reqState{start: time.Now(), port: c.port, tls: c.proto == "https", limits: c.carried}
+	*st = reqState{start: time.Now(), port: c.port, tls: c.proto == "https", limits: c.carried, onLoop: c.loop}
 	c.carried = limitState{}
 	c.closeAfter = hd.close || c.s.closing.Load()
 	c.bodyRead = hd.contentLength == 0 && !hd.chunked

@@ -25,6 +25,9 @@ import (
 type reqView interface {
 	route.Request
 	clientView
+	// headerFields calls yield with each header field the client sent (that the proxy
+	// forwards), in order, until it returns false.
+	headerFields(yield func(name, value string) bool)
 	// overTLS reports whether the request came over HTTPS.
 	overTLS() bool
 }
@@ -335,6 +338,16 @@ func (c *h1Conn) Host() string { return bytesView(c.head.host) }
 
 func (c *h1Conn) ClientIP() string { return c.st.clientText }
 
+func (c *h1Conn) headerFields(yield func(name, value string) bool) {
+	hd, t := &c.head, c.st.table
+	for i := range hd.lines {
+		l := &hd.lines[i]
+		if forwardHeader(l, t) && !yield(bytesView(hd.buf[l.start:l.nameEnd]), bytesView(hd.buf[l.vs:l.ve])) {
+			return
+		}
+	}
+}
+
 func (c *h1Conn) overTLS() bool {
 	if c.st.trusted {
 		return c.forwardedProto() == "https"
@@ -380,6 +393,16 @@ func (q httpReq) peerIP() (netip.Addr, string) {
 		return a, a.String()
 	}
 	return netip.Addr{}, q.r.RemoteAddr
+}
+
+func (q httpReq) headerFields(yield func(name, value string) bool) {
+	for name, vs := range q.r.Header {
+		for _, v := range vs {
+			if !yield(name, v) {
+				return
+			}
+		}
+	}
 }
 
 func (q httpReq) forwardedFor(yield func(string) bool) {

@@ -254,6 +254,13 @@ type reqState struct {
 	answerHeaders, respSet [][2]string
 	// upstreamDrop: the request's Authorization header does not reach the backend (basic auth).
 	upstreamDrop bool
+	// upstreamSet replaces the client's headers of these names on the request to the backend
+	// (external auth's auth-response-headers; an empty value removes it).
+	upstreamSet [][2]string
+	// auth is the external auth's verdict, whose cookies go on the answer (authResult.responseFor).
+	auth *authResult
+	// onLoop: an event loop routes the request (it cannot wait for an auth sub-request).
+	onLoop bool
 	// limits is the request's hold on a connection limit.
 	limits limitState
 }

@@ -30,6 +30,8 @@ type Access struct {
 	SatisfyAny bool
 	// Basic is basic authentication (auth-type: basic), nil for none.
 	Basic *BasicAuth
+	// External is external authentication (auth-url), nil for none.
+	External *ExternalAuth
 	// CORS answers preflights and adds the CORS headers (enable-cors), nil for none.
 	CORS *CORS
 	// Limit is the rate and connection limits per client address, nil for none.
@@ -56,6 +58,9 @@ func (a *Access) String() string {
 	}
 	if a.Basic != nil {
 		b = append(b, fmt.Sprintf("basic(realm=%q users=%d)", a.Basic.Realm, a.Basic.Users.Len()))
+	}
+	if a.External != nil {
+		b = append(b, "external("+a.External.String()+")")
 	}
 	if c := a.CORS; c != nil {
 		s := "cors("
@@ -308,6 +313,7 @@ type accessSpec struct {
 	// basic: auth-type basic, with the Secret's name (own namespace) and whether it is an
 	// auth-map.
 	basic        bool
+	external     *ExternalAuth
 	secret       string
 	authMap      bool
 	realm        string
@@ -407,6 +413,17 @@ func parseAccess(ns string, get func(string) (string, bool), bad func(key, forma
 			if _, ok := get(k); ok {
 				bad(k, "ignored without %s%s: basic", AnnotationPrefix, annAuthType)
 			}
+		}
+	}
+	ea, eaRefuse := parseExternalAuth(get, bad)
+	if ea != nil {
+		set = true
+		a.external = ea
+		if eaRefuse && refuse == "" {
+			refuse = "route refused: annotation " + AnnotationPrefix + annAuthURL + " cannot be used"
+		}
+		if a.basic {
+			bad(annAuthURL, "set with %s%s: basic; both apply", AnnotationPrefix, annAuthType)
 		}
 	}
 	if on, _ := boolean(annEnableCORS); on {
@@ -563,7 +580,7 @@ func (ac *AccessCache) retain() {
 // missing or holds no usable credentials refuses the routes (fail closed).
 func (c *compiler) bindAccess(ing *networkingv1.Ingress, ip *ingressPolicy, report func(string)) {
 	spec := ip.access
-	a := &Access{Deny: spec.deny, Allow: spec.allow, SatisfyAny: spec.satisfyAny, CORS: spec.cors}
+	a := &Access{Deny: spec.deny, Allow: spec.allow, SatisfyAny: spec.satisfyAny, CORS: spec.cors, External: spec.external}
 	refuse := func(format string, args ...any) {
 		msg := fmt.Sprintf(format, args...)
 		report(fmt.Sprintf("annotation %s%s: %s; the Ingress's routes answer 503 until it is fixed", AnnotationPrefix, annAuthSecret, msg))

@@ -86,14 +86,6 @@ var notYet = map[string]bool{
 // one is not served unprotected: its routes answer 503 until the key is removed or supported
 // (docs/annotations.md, "Fail closed").
 var failClosed = map[string]bool{
-	"auth-url":                              true,
-	"auth-method":                           true,
-	"auth-signin":                           true,
-	"auth-response-headers":                 true,
-	"auth-request-redirect":                 true,
-	"auth-cache-key":                        true,
-	"auth-cache-duration":                   true,
-	"auth-always-set-cookie":                true,
 	"auth-tls-secret":                       true,
 	"auth-tls-verify-client":                true,
 	"auth-tls-verify-depth":                 true,
@@ -120,7 +112,7 @@ var known = map[string]bool{
 }
 
 func init() {
-	for _, k := range accessKeys {
+	for _, k := range append(accessKeys, externalAuthKeys...) {
 		known[k] = true
 	}
 }

@@ -684,6 +684,14 @@ func (c *compiler) addPaths(h *Host, ing *networkingv1.Ingress, ip *ingressPolic
 		}
 		r.Backend = c.ingressBackend(ing, ip, key, p.Backend, fieldPath{rule: i, path: j, backend: true})
 		r.Policy = ip.bind(&r, tlsHost)
+		if r.Policy != nil && r.Policy.Access != nil && r.Policy.Access.External != nil && r.Policy.Access.External.HostVaries &&
+			(rule.Host == "" || strings.HasPrefix(rule.Host, "*.")) && r.Policy.Refuse == "" {
+			// auth-url's host would be the client's choice: the auth service must be fixed.
+			c.problem(key, "%s: annotation %sauth-url takes its host from the request, and host %q is any client's choice; the route answers 503", field, AnnotationPrefix, rule.Host)
+			p := *r.Policy
+			p.Refuse = "route refused: auth-url takes its host from the request on a rule for any host"
+			r.Policy = &p
+		}
 		if ip.errorSvc != "" && r.Policy != nil {
 			r.Policy.ErrorBackend = c.errorBackend(ing, key, ip.errorSvc)
 		}
