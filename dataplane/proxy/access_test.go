@@ -10,15 +10,18 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/http/httptest"
 	"net/netip"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"golang.org/x/crypto/bcrypt"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
 
 	proxyconfig "portico.dev/portico/dataplane/config"
 	"portico.dev/portico/dataplane/l4"
@@ -36,7 +39,7 @@ func ann(k, v string) rt.IngressOpt { return rt.Annotation("portico.dev/"+k, v) 
 // htpasswdSecret is an Opaque Secret "auth" holding an htpasswd file.
 func htpasswdSecret(t testing.TB, name string, lines ...string) *corev1.Secret {
 	t.Helper()
-	return &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: "ns", Name: name, UID: "uid-" + name[:1], ResourceVersion: "1"},
+	return &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: "ns", Name: name, UID: types.UID("uid-" + name), ResourceVersion: "1"},
 		Type: corev1.SecretTypeOpaque, Data: map[string][]byte{"auth": []byte(strings.Join(lines, "\n") + "\n")}}
 }
 
@@ -255,6 +258,7 @@ func TestClientAddressTrustedProxies(t *testing.T) {
 				h.compile(
 					rt.Ingress("ns", "office", 1, rt.Rule("office.test", "/", rt.Prefix, "app", 80), ann("allowlist-source-range", "203.0.113.0/24")),
 					rt.Ingress("ns", "secure", 2, rt.Rule("secure.test", "/", rt.Prefix, "app", 80), rt.TLS("tls", "secure.test")),
+					rt.Ingress("ns", "other", 3, rt.Rule("other.test", "/", rt.Prefix, "app", 80)),
 				)
 			}
 			compile("127.0.0.0/8", "192.0.2.0/24")
@@ -362,6 +366,153 @@ func TestProxyProtocolListeners(t *testing.T) {
 				if got, err := exchange(addr.addr, addr.tls, ""); err == nil {
 					t.Errorf("%s, no header: answered %q, want the connection closed", addr.name, got)
 				}
+			}
+		})
+	}
+}
+
+// authService is a loopback stand-in for an auth service as ingress-nginx's auth-url calls it:
+// a session cookie "good" passes (with the user for the backend and a refreshed cookie),
+// "forbidden" is refused, anything else needs to sign in. It counts the sub-requests.
+func authService(t *testing.T) (addr string, calls *atomic.Int64) {
+	t.Helper()
+	calls = new(atomic.Int64)
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		calls.Add(1)
+		c, _ := r.Cookie("session")
+		switch {
+		case c != nil && c.Value == "good":
+			w.Header().Set("X-Auth-Request-User", "alice")
+			w.Header().Add("Set-Cookie", "refreshed=1; Path=/")
+			w.WriteHeader(http.StatusAccepted)
+		case c != nil && c.Value == "forbidden":
+			w.WriteHeader(http.StatusForbidden)
+		default:
+			w.Header().Set("WWW-Authenticate", `Bearer realm="app"`)
+			w.WriteHeader(http.StatusUnauthorized)
+		}
+	}))
+	t.Cleanup(srv.Close)
+	return srv.Listener.Addr().String(), calls
+}
+
+func TestAccessExternalAuth(t *testing.T) {
+	for _, p := range accessPaths {
+		t.Run(p.name, func(t *testing.T) {
+			h := newHarnessWith(t, Options{}, p.so)
+			h.backend("app", echo.Handler("app-1", "app"), "")
+			auth, calls := authService(t)
+			url := "http://" + auth + "/auth"
+			r := func(host string) rt.IngressOpt { return rt.Rule(host, "/", rt.Prefix, "app", 80) }
+			if probs := h.compile(
+				rt.Ingress("ns", "ext", 1, r("ext.test"), ann("auth-url", url), ann("auth-response-headers", "X-Auth-Request-User")),
+				rt.Ingress("ns", "signin", 2, r("signin.test"), ann("auth-url", url), ann("auth-signin", "https://login.example.com/start")),
+				rt.Ingress("ns", "down", 3, r("down.test"), ann("auth-url", fmt.Sprintf("http://127.0.0.1:%d/auth", deadPort(t)))),
+				rt.Ingress("ns", "limited", 4, r("limited.test"), ann("auth-url", url), ann("limit-rps", "1"), ann("limit-burst-multiplier", "1")),
+				rt.Ingress("ns", "anyhost", 5, r(""), ann("auth-url", "http://$host/auth")),
+			); len(probs) != 1 || !strings.Contains(probs[0].Message, "takes its host from the request") {
+				t.Fatalf("problems %v, want the auth-url of any host's rule", probs)
+			}
+			c, base := p.client(h)
+			noRedirects(c)
+			scheme := map[bool]string{false: "http", true: "https"}[p.h2]
+			good, bad := []string{"Cookie", "session=good", "X-Auth-Request-User", "mallory"}, []string{"Cookie", "session=forbidden"}
+			for _, tc := range []struct {
+				name, host string
+				hdr        []string
+				code       int
+				want       map[string]string
+			}{
+				{"a session passes; the backend gets the auth service's user, not the client's", "ext.test", good, 200,
+					map[string]string{"Set-Cookie": "refreshed=1; Path=/"}},
+				{"no session: 401 with the auth service's challenge", "ext.test", nil, 401,
+					map[string]string{"Www-Authenticate": `Bearer realm="app"`, "Set-Cookie": ""}},
+				{"refused: 403", "ext.test", bad, 403, nil},
+				{"no session, with auth-signin: to sign in", "signin.test", nil, 302,
+					map[string]string{"Location": "https://login.example.com/start?rd=" + scheme + "://signin.test%2Fx%3Fq%3D1"}},
+				{"the auth service down: 500", "down.test", good, 500, nil},
+				{"a rule of any host with a host from the request refuses", "other.test", good, 503, nil},
+			} {
+				resp, rep, body := do(t, c, "GET", base+"/x?q=1", tc.host, tc.hdr...)
+				if resp.StatusCode != tc.code {
+					t.Errorf("%s: %d %q, want %d", tc.name, resp.StatusCode, body, tc.code)
+					continue
+				}
+				for k, v := range tc.want {
+					if got := resp.Header.Get(k); got != v {
+						t.Errorf("%s: %s %q, want %q", tc.name, k, got, v)
+					}
+				}
+				if tc.code == 200 {
+					if got := rep.Headers["X-Auth-Request-User"]; len(got) != 1 || got[0] != "alice" {
+						t.Errorf("%s: the backend got X-Auth-Request-User %q, want the auth service's alone", tc.name, got)
+					}
+				}
+			}
+			// A request is counted once against a limit, though an event loop hands a request
+			// with external auth to the goroutine path: rate 1/s, burst 1 lets two through.
+			n := calls.Load()
+			for i, want := range []int{200, 200, 429} {
+				if resp, _, _ := do(t, c, "GET", base+"/", "limited.test", good...); resp.StatusCode != want {
+					t.Errorf("limited request %d: %d, want %d", i, resp.StatusCode, want)
+				}
+			}
+			if got := calls.Load() - n; got != 2 {
+				t.Errorf("%d sub-requests for two requests let in by the limit, want 2 (a limited request asks nobody)", got)
+			}
+		})
+	}
+}
+
+// TestAccessOAuth2Proxy: the real oauth2-proxy behind auth-url, through a real proxy, as
+// ingress-nginx's oauth2-proxy example sets it up: a signed-in browser's session reaches the
+// application with the user oauth2-proxy names, anyone else is sent to sign in.
+func TestAccessOAuth2Proxy(t *testing.T) {
+	addr, session, _ := startOAuth2Proxy(t)
+	for _, p := range []servingPathOf{pathLoops, pathHTTP2} {
+		t.Run(p.name, func(t *testing.T) {
+			h := newHarnessWith(t, Options{}, p.so)
+			h.backend("app", echo.Handler("app-1", "app"), "")
+			h.compile(rt.Ingress("ns", "app", 1, rt.Rule("app.example", "/", rt.Prefix, "app", 80),
+				ann("auth-url", "http://"+addr+"/oauth2/auth"), ann("auth-signin", "http://"+addr+"/oauth2/start"),
+				ann("auth-response-headers", "X-Auth-Request-User, X-Auth-Request-Email")))
+			c, base := p.client(h)
+			noRedirects(c)
+			resp, rep, body := do(t, c, "GET", base+"/dashboard", "app.example", "Cookie", session)
+			if resp.StatusCode != 200 || strings.Join(rep.Headers["X-Auth-Request-User"], ",") != "alice@example.test" {
+				t.Errorf("signed in: %d %q, the backend got the user %q", resp.StatusCode, body, rep.Headers["X-Auth-Request-User"])
+			}
+			scheme := map[bool]string{false: "http", true: "https"}[p.h2]
+			resp, _, _ = do(t, c, "GET", base+"/dashboard", "app.example")
+			if want := "http://" + addr + "/oauth2/start?rd=" + scheme + "://app.example%2Fdashboard"; resp.StatusCode != 302 || resp.Header.Get("Location") != want {
+				t.Errorf("not signed in: %d to %q, want 302 to %q", resp.StatusCode, resp.Header.Get("Location"), want)
+			}
+		})
+	}
+}
+
+// TestAccessCORSReplacesTheBackends: the route's CORS headers replace a backend's own, once.
+func TestAccessCORSReplacesTheBackends(t *testing.T) {
+	for _, p := range accessPaths {
+		t.Run(p.name, func(t *testing.T) {
+			h := newHarnessWith(t, Options{}, p.so)
+			h.backend("app", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				w.Header().Set("Access-Control-Allow-Origin", "https://backend.example")
+				w.Header().Set("Access-Control-Max-Age", "5")
+			}), "")
+			h.compile(rt.Ingress("ns", "cors", 1, rt.Rule("", "/", rt.Prefix, "app", 80), ann("enable-cors", "true"),
+				ann("cors-allow-origin", "https://app.example.com")))
+			c, base := p.client(h)
+			resp, _, _ := do(t, c, "GET", base+"/", "a.test", "Origin", "https://APP.example.com")
+			if got := resp.Header.Values("Access-Control-Allow-Origin"); len(got) != 1 || got[0] != "https://APP.example.com" {
+				t.Errorf("Access-Control-Allow-Origin %q, want the request's origin alone", got)
+			}
+			if got := resp.Header.Values("Access-Control-Max-Age"); len(got) != 1 || got[0] != "1728000" {
+				t.Errorf("Access-Control-Max-Age %q, want the route's alone", got)
+			}
+			resp, _, _ = do(t, c, "GET", base+"/", "a.test", "Origin", "https://other.example.com")
+			if got := resp.Header.Values("Access-Control-Allow-Origin"); len(got) != 1 || got[0] != "https://backend.example" {
+				t.Errorf("an origin not listed: Access-Control-Allow-Origin %q, want the backend's as it is", got)
 			}
 		})
 	}

@@ -65,7 +65,7 @@ type desyncCase struct {
 	closed bool
 	// head: the client's requests are HEAD (for reading the answers).
 	head bool
-	// firstBackend is how many of backend's requests the client's first request makes (0: one);
+	// firstBackend is how many of backend's requests the client's first request makes (0: one; -1: none)
 	// a path that answers one request per connection expects those only.
 	firstBackend int
 }
@@ -239,6 +239,13 @@ var desyncCases = []desyncCase{
 		responses: []string{`200 length "GET /u"`},
 	},
 	{
+		name: "the client's forwarding headers never reach the backend (no trusted proxies)",
+		client: "GET /f HTTP/1.1\r\nHost: h\r\nX-Forwarded-For: 6.6.6.6\r\nX-Real-IP: 6.6.6.6\r\nx-real-ip: 7.7.7.7\r\n" +
+			"Forwarded: for=6.6.6.6\r\nX-Forwarded-Host: evil\r\n\r\n",
+		backend:   []string{"GET /f\nhost: h\n"},
+		responses: []string{`200 length "GET /f"`},
+	},
+	{
 		name:      "empty lines before a request are ignored",
 		client:    "\r\n\r\nGET /e HTTP/1.1\r\nHost: h\r\n\r\n",
 		backend:   []string{"GET /e\nhost: h\n"},
@@ -280,9 +287,23 @@ var desyncCases = []desyncCase{
 		responses: []string{`308 length|location=https://example.org/moved`},
 	},
 	{
-		name:      "policy: access control this version cannot enforce fails closed (503)",
+		name:      "policy: a source range refuses (403)",
 		client:    "GET / HTTP/1.1\r\nHost: deny\r\n\r\n",
-		responses: []string{`503 length`},
+		responses: []string{`403 length`},
+	},
+	{
+		// The proxy's own 204 has no body: the next request on the connection is read whole.
+		name:         "policy: a CORS preflight is answered 204 without a body, then the next request is served",
+		client:       "OPTIONS /pre HTTP/1.1\r\nHost: cors\r\nOrigin: https://x.test\r\n\r\nGET /after HTTP/1.1\r\nHost: cors\r\nOrigin: https://x.test\r\n\r\n",
+		backend:      []string{"GET /after\nhost: cors\norigin: https://x.test\n"},
+		responses:    []string{`204 none ""`, `200 length "GET /after"`},
+		firstBackend: -1, // net/http serves the preflight alone: nothing reaches the backend
+	},
+	{
+		name:      "policy: basic auth's credentials do not reach the backend; a wrong one is 401",
+		client:    "GET /in HTTP/1.1\r\nHost: basic\r\nAuthorization: Basic YWxpY2U6d29uZGVybGFuZA==\r\n\r\nGET /out HTTP/1.1\r\nHost: basic\r\nAuthorization: Basic YWxpY2U6bm8=\r\n\r\n",
+		backend:   []string{"GET /in\nhost: basic\n"},
+		responses: []string{`200 length "GET /in"`, `401 length`},
 	},
 	{
 		// The intercepted answer's body is never read: its connection is closed, and nothing of
@@ -412,13 +433,17 @@ func (b *rawRecordingBackend) take() []string {
 
 // canonRequest is a request as the backend read it: "METHOD target", then the headers as
 // "name: value" lines, lower case and sorted, then a blank line and the body when there is
-// one. The proxy's own headers (X-Forwarded-*) and a generated X-Request-Id are left out.
+// one. The proxy's own headers (X-Forwarded-*; X-Forwarded-For and X-Real-IP when they name
+// the peer, 127.0.0.1) and a generated X-Request-Id are left out.
 func canonRequest(r *http.Request, body []byte) string {
 	lines := []string{"host: " + r.Host}
 	for k, vs := range r.Header {
 		k = strings.ToLower(k)
-		if (strings.HasPrefix(k, "x-forwarded-") && k != "x-forwarded-prefix") || (k == "x-request-id" && strings.Contains(vs[0], "-")) {
+		if (strings.HasPrefix(k, "x-forwarded-") && k != "x-forwarded-prefix" && k != "x-forwarded-for") || (k == "x-request-id" && strings.Contains(vs[0], "-")) {
 			continue
+		}
+		if (k == "x-real-ip" || k == "x-forwarded-for") && len(vs) == 1 && vs[0] == "127.0.0.1" {
+			continue // the proxy's own: the client is the peer (anything else would be shown)
 		}
 		for _, v := range vs {
 			lines = append(lines, k+": "+v)
@@ -480,6 +505,7 @@ func newDesyncHarness(t *testing.T, p servingPath) *desyncHarness {
 	h := &desyncHarness{harness: newHarnessWith(t, Options{}, p.so), path: p, backend: &rawRecordingBackend{}}
 	h.in.Config.HTTP = &proxyconfig.HTTP{MaxRequestBodyBytes: ptr.To[int64](desyncBodyLimit), ClientBodyTimeout: desyncBodyTimeout.String()}
 	h.tcpBackend("raw", h.backend.serve)
+	h.in.Secrets = append(h.in.Secrets, htpasswdSecret(t, "users", shaLine("alice", "wonderland")))
 	h.compile(append([]*networkingv1.Ingress{rt.Ingress("ns", "i", 1, rt.Rule("h", "/", rt.Prefix, "raw", 80))}, policyIngresses("raw")...)...)
 	return h
 }
@@ -498,6 +524,8 @@ func policyIngresses(svc string) []*networkingv1.Ingress {
 			a("permanent-redirect", "https://example.org/moved"), a("permanent-redirect-code", "308")),
 		rt.Ingress("ns", "deny", 4, rt.Rule("deny", "/", rt.Prefix, svc, 80), a("whitelist-source-range", "10.0.0.0/8")),
 		rt.Ingress("ns", "e", 5, rt.Rule("e", "/", rt.Prefix, svc, 80), a("custom-http-errors", "404"), a("default-backend", svc)),
+		rt.Ingress("ns", "cors", 6, rt.Rule("cors", "/", rt.Prefix, svc, 80), a("enable-cors", "true")),
+		rt.Ingress("ns", "basic", 7, rt.Rule("basic", "/", rt.Prefix, svc, 80), a("auth-type", "basic"), a("auth-secret", "users")),
 	}
 }
 
@@ -577,7 +605,11 @@ func (h *desyncHarness) run(t *testing.T, tc desyncCase) {
 			first++
 		}
 		wantResponses, wantClosed = wantResponses[:first+1], true
-		if n := max(tc.firstBackend, 1); len(wantBackend) > n {
+		n := tc.firstBackend
+		if n == 0 {
+			n = 1
+		}
+		if n = max(n, 0); len(wantBackend) > n {
 			wantBackend = wantBackend[:n]
 		}
 	}

@@ -495,7 +495,13 @@ func oauth2ProxyBinary() string {
 // TestExternalAuthOAuth2Proxy runs the real oauth2-proxy on 127.0.0.1 as ingress-nginx's
 // oauth2 example uses it (/oauth2/auth, /oauth2/start), with an htpasswd user for a session
 // without an identity provider: its OIDC endpoints are unused loopback addresses.
-func TestExternalAuthOAuth2Proxy(t *testing.T) {
+// startOAuth2Proxy runs the real oauth2-proxy on 127.0.0.1 with one htpasswd user
+// (alice@example.test, password wonderland) and an identity provider that is never reached,
+// and signs in as a browser would: it returns oauth2-proxy's address, the session cookie
+// ("_oauth2_proxy=..."), and the provider's base URL. The test is skipped when the binary is not
+// built.
+func startOAuth2Proxy(t *testing.T) (addr, session, idp string) {
+	t.Helper()
 	bin := oauth2ProxyBinary()
 	if bin == "" {
 		t.Skip("oauth2-proxy is not built: run hack/oauth2-proxy.sh (or set PORTICO_OAUTH2_PROXY)")
@@ -510,9 +516,9 @@ func TestExternalAuthOAuth2Proxy(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	addr := ln.Addr().String()
+	addr = ln.Addr().String()
 	ln.Close()
-	idp := fmt.Sprintf("http://127.0.0.1:%d", deadPort(t))
+	idp = fmt.Sprintf("http://127.0.0.1:%d", deadPort(t))
 	cmd := exec.Command(bin,
 		"--http-address="+addr, "--upstream=static://202",
 		"--provider=oidc", "--skip-oidc-discovery", "--oidc-issuer-url="+idp+"/", "--login-url="+idp+"/authorize",
@@ -552,7 +558,6 @@ func TestExternalAuthOAuth2Proxy(t *testing.T) {
 		t.Fatal(err)
 	}
 	resp.Body.Close()
-	var session string
 	for _, c := range resp.Cookies() {
 		if c.Name == "_oauth2_proxy" {
 			session = c.Name + "=" + c.Value
@@ -561,6 +566,12 @@ func TestExternalAuthOAuth2Proxy(t *testing.T) {
 	if resp.StatusCode != http.StatusFound || session == "" {
 		t.Fatalf("sign-in: %s, cookies %v", resp.Status, resp.Header["Set-Cookie"])
 	}
+	return addr, session, idp
+}
+
+func TestExternalAuthOAuth2Proxy(t *testing.T) {
+	addr, session, idp := startOAuth2Proxy(t)
+	client := &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
 
 	h := newAuthHandler(t)
 	ann := map[string]string{"auth-url": "http://" + addr + "/oauth2/auth", "auth-signin": "http://" + addr + "/oauth2/start",
@@ -601,7 +612,7 @@ func TestExternalAuthOAuth2Proxy(t *testing.T) {
 	// The signin redirect leads to oauth2-proxy's start, which sends the browser on to the
 	// identity provider, the URL it came from (rd) kept in the OAuth state.
 	start := h.authorize(context.Background(), ea, request()).location
-	resp, err = client.Get(start)
+	resp, err := client.Get(start)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -698,6 +698,11 @@ func (c *h1Conn) answerHead(code int, msg string) {
 	for _, kv := range c.st.respSet {
 		o = appendHeaderLine(o, kv)
 	}
+	if c.st.auth != nil {
+		for _, kv := range c.st.auth.responseFor(code) {
+			o = appendHeaderLine(o, kv)
+		}
+	}
 	if c.st.tls && c.st.table != nil && c.st.table.HSTS != "" {
 		o = append(o, "\r\n"+hstsName+": "...)
 		o = append(o, c.st.table.HSTS...)

@@ -330,7 +330,8 @@ func (c *h1Conn) requestHead() {
 	t := c.st.table
 	for i := range hd.lines {
 		keep := forwardHeader(&hd.lines[i], t) && (p == nil || !dropsRequestLine(p, &hd.lines[i], hd.buf)) &&
-			(!c.st.upstreamDrop || hd.lines[i].kind != hAuthorization)
+			(!c.st.upstreamDrop || hd.lines[i].kind != hAuthorization) &&
+			(c.st.upstreamSet == nil || !namedIn(c.st.upstreamSet, hd.buf[hd.lines[i].start:hd.lines[i].nameEnd]))
 		switch {
 		case !keep && run >= 0:
 			o = append(o, hd.buf[hd.lines[run].start:hd.lines[i-1].end]...)
@@ -344,6 +345,14 @@ func (c *h1Conn) requestHead() {
 	}
 	if p != nil {
 		o = appendRequestPolicy(o, p)
+	}
+	for _, kv := range c.st.upstreamSet { // external auth's auth-response-headers
+		if kv[1] != "" {
+			o = append(o, kv[0]...)
+			o = append(o, ": "...)
+			o = append(o, kv[1]...)
+			o = append(o, "\r\n"...)
+		}
 	}
 	o = c.appendForwarding(o, true)
 	if len(hd.requestID) == 0 {
@@ -899,6 +908,14 @@ func (c *h1Conn) parseResponseHead(rh *respHead) (informational bool, err error)
 		o = append(o, ": "...)
 		o = append(o, kv[1]...)
 		o = append(o, "\r\n"...)
+	}
+	if st.auth != nil { // external auth's cookies
+		for _, kv := range st.auth.responseFor(code) {
+			o = append(o, kv[0]...)
+			o = append(o, ": "...)
+			o = append(o, kv[1]...)
+			o = append(o, "\r\n"...)
+		}
 	}
 	c.out = o
 	return false, nil

@@ -254,7 +254,7 @@ func dropsRequestLine(p *route.Policy, l *headerLine, buf []byte) bool {
 // namedIn reports whether a header named name is among kvs.
 func namedIn(kvs [][2]string, name []byte) bool {
 	for _, kv := range kvs {
-		if asciiEqualFold(name, kv[0]) {
+		if strings.EqualFold(bytesView(name), kv[0]) {
 			return true
 		}
 	}

@@ -359,6 +359,12 @@ func (h *Handler) rewrite(pr *httputil.ProxyRequest) {
 	if st.upstreamDrop {
 		out.Header.Del("Authorization") // basic auth's credentials stay with the proxy
 	}
+	for _, kv := range st.upstreamSet { // external auth's auth-response-headers
+		out.Header.Del(kv[0])
+		if kv[1] != "" {
+			out.Header.Set(kv[0], kv[1])
+		}
+	}
 	if p := st.policy(); p != nil {
 		if p.Rewrite != nil {
 			t := rewrittenTarget(nil, st.rule, pr.In.URL.Path, pr.In.RequestURI)
@@ -417,6 +423,11 @@ func (h *Handler) modifyResponse(resp *http.Response) error {
 	}
 	for _, kv := range st.respSet {
 		resp.Header.Set(kv[0], kv[1])
+	}
+	if st.auth != nil {
+		for _, kv := range st.auth.responseFor(resp.StatusCode) {
+			resp.Header.Add(kv[0], kv[1])
+		}
 	}
 	if ops, hsts := responseOps(st, st.tls); ops != nil || hsts != "" {
 		if hsts != "" {
@@ -505,6 +516,11 @@ func (h *Handler) answer(w http.ResponseWriter, r *http.Request, st *reqState, c
 	}
 	for _, kv := range st.respSet {
 		w.Header().Set(kv[0], kv[1])
+	}
+	if st.auth != nil {
+		for _, kv := range st.auth.responseFor(code) {
+			w.Header().Add(kv[0], kv[1])
+		}
 	}
 	ownHeaders(w, r, st)
 	writeError(w, code, msg)

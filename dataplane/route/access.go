@@ -408,7 +408,7 @@ func parseAccess(ns string, get func(string) (string, bool), bad func(key, forma
 				a.realm = r
 			}
 		}
-	} else {
+	} else if _, typed := get(annAuthType); !typed {
 		for _, k := range []string{annAuthSecret, annAuthSecretType, annAuthRealm} {
 			if _, ok := get(k); ok {
 				bad(k, "ignored without %s%s: basic", AnnotationPrefix, annAuthType)
@@ -618,10 +618,10 @@ func (c *compiler) bindAccess(ing *networkingv1.Ingress, ip *ingressPolicy, repo
 		shared := c.in.Access.zone(ing.Namespace+"/"+ing.Name, spec.limitSetting, func() *Limit {
 			l := &Limit{}
 			if spec.rps > 0 {
-				l.RPS = access.NewRateZone(float64(spec.rps), spec.rps*spec.burst, zoneSize)
+				l.RPS = access.NewRateZone(float64(spec.rps), min(spec.rps*spec.burst, 1e9), zoneSize)
 			}
 			if spec.rpm > 0 {
-				l.RPM = access.NewRateZone(float64(spec.rpm)/60, spec.rpm*spec.burst, zoneSize)
+				l.RPM = access.NewRateZone(float64(spec.rpm)/60, min(spec.rpm*spec.burst, 1e9), zoneSize)
 			}
 			if spec.conns > 0 {
 				l.Conns = access.NewConnZone(spec.conns, zoneSize)

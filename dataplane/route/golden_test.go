@@ -8,6 +8,7 @@ import (
 	"strings"
 	"testing"
 
+	corev1 "k8s.io/api/core/v1"
 	networkingv1 "k8s.io/api/networking/v1"
 	"sigs.k8s.io/yaml"
 
@@ -33,6 +34,14 @@ func TestPolicyGolden(t *testing.T) {
 			in := baseInput()
 			in.Secrets = append(in.Secrets, rt.TLSSecret("ns", "tls-app", "app.example.com", "root.example.com"))
 			for i, doc := range bytes.Split(raw, []byte("\n---\n")) {
+				if bytes.Contains(doc, []byte("\nkind: Secret\n")) {
+					sec := &corev1.Secret{}
+					if err := yaml.UnmarshalStrict(doc, sec); err != nil {
+						t.Fatalf("document %d: %v", i, err)
+					}
+					in.Secrets = append(in.Secrets, sec)
+					continue
+				}
 				ing := &networkingv1.Ingress{}
 				if err := yaml.UnmarshalStrict(doc, ing); err != nil {
 					t.Fatalf("document %d: %v", i, err)
