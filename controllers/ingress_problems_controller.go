@@ -142,11 +142,11 @@ func (r *IngressProblemsReconciler) input(ctx context.Context, ing *networkingv1
 			return in, fmt.Errorf("get Service %s/%s: %w", ns, name, err)
 		}
 	}
-	names := make([]string, 0, len(ing.Spec.TLS)+1)
+	names := make([]string, 0, len(ing.Spec.TLS)+2)
 	for _, t := range ing.Spec.TLS {
 		names = append(names, t.SecretName)
 	}
-	names = append(names, route.AnnotationSecrets(ing)...) // backend TLS settings, credentials
+	names = append(names, route.AnnotationSecrets(ing)...) // backend TLS settings, credentials, client CAs
 	for _, name := range names {
 		if name == "" {
 			continue

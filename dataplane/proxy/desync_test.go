@@ -65,8 +65,8 @@ type desyncCase struct {
 	closed bool
 	// head: the client's requests are HEAD (for reading the answers).
 	head bool
-	// firstBackend is how many of backend's requests the client's first request makes (0: one; -1: none)
-	// a path that answers one request per connection expects those only.
+	// firstBackend is how many of backend's requests the client's first request makes (0: one;
+	// -1: none): a path that answers one request per connection expects those only.
 	firstBackend int
 }
 

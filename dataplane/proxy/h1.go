@@ -213,6 +213,11 @@ type h1Conn struct {
 	stream bool
 	// h2 is the HTTP/2 connection this connection serves, if it does (for Shutdown).
 	h2 atomic.Pointer[h2Conn]
+	// cert is the TLS connection's client certificate state (its HTTP/2 streams share it);
+	// clientCert the current request's verification, whose headers go to the backend (nil
+	// when its route has no client auth). See clientcert.go.
+	cert       *connCert
+	clientCert *certVerification
 }
 
 // metricCache holds the series last used on a connection.
@@ -288,6 +293,7 @@ func (c *h1Conn) serve() {
 		_ = tc.SetDeadline(time.Time{})
 		cs := tc.ConnectionState()
 		c.tls = &cs
+		c.cert = newConnCert(c.s.h.table.Load(), c.tls)
 		c.proto, c.port = "https", c.s.h.httpsPort
 	}
 	c.rw = c.c
@@ -564,7 +570,7 @@ func (c *h1Conn) handoff() bool {
 	}
 	c.state.Store(stateClosed)
 	c.s.h.metrics.Handoffs.WithLabelValues("request").Inc()
-	return q.push(&handoffConn{Conn: c.c, r: c.br, tls: c.tls, remote: c.remote})
+	return q.push(&handoffConn{Conn: c.c, r: c.br, tls: c.tls, remote: c.remote, cert: c.handoffCert()})
 }
 
 // serveStream serves the one request of an HTTP/2 stream, whose head (headLen bytes) comes
@@ -638,6 +644,7 @@ func (c *h1Conn) route() (*route.Backend, int, string) {
 	c.closeAfter = hd.close || c.s.closing.Load()
 	c.bodyRead = hd.contentLength == 0 && !hd.chunked
 	b, code, msg := c.s.h.decide(c.s.h.table.Load(), string(hd.host), string(hd.route), c, st)
+	b, code, msg = c.checkClientCert(b, code, msg)
 	st.logging = c.s.h.logging(st.table)
 	if b == nil {
 		return b, code, msg
@@ -800,8 +807,9 @@ func cookieValue(hd *reqHead, name string) string {
 // handoffConn is a connection given to net/http: reads drain what the fast path buffered first.
 type handoffConn struct {
 	net.Conn
-	r   *bufio.Reader
-	tls *tls.ConnectionState
+	r    *bufio.Reader
+	tls  *tls.ConnectionState
+	cert *connCert
 	// remote is the PROXY protocol's source: net/http's Request.RemoteAddr.
 	remote net.Addr
 }
@@ -865,15 +873,17 @@ func (q *connQueue) Close() error {
 func (q *connQueue) Addr() net.Addr { return q.addr }
 
 // tlsStateFromConn gives handed-off HTTP/1.1 TLS connections their r.TLS: net/http sets it only
-// for a *tls.Conn, and a handed-off connection wraps one.
-func tlsStateFromConn(next http.Handler) http.Handler {
+// for a *tls.Conn, and a handed-off connection wraps one; then it applies client auth.
+func tlsStateFromConn(next *Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.TLS == nil {
 			if cs, ok := r.Context().Value(tlsStateKey{}).(*tls.ConnectionState); ok {
 				r.TLS = cs
 			}
 		}
-		next.ServeHTTP(w, r)
+		if next.netHTTPClientCert(w, r) {
+			next.ServeHTTP(w, r)
+		}
 	})
 }
 
@@ -881,7 +891,7 @@ type tlsStateKey struct{}
 
 func tlsConnContext(ctx context.Context, c net.Conn) context.Context {
 	if hc, ok := c.(*handoffConn); ok && hc.tls != nil {
-		return context.WithValue(ctx, tlsStateKey{}, hc.tls)
+		return withConnCert(context.WithValue(ctx, tlsStateKey{}, hc.tls), hc.cert)
 	}
 	return ctx
 }

@@ -354,6 +354,7 @@ func (c *h1Conn) requestHead() {
 			o = append(o, "\r\n"...)
 		}
 	}
+	o = appendClientCertHeaders(o, c.clientCert)
 	o = c.appendForwarding(o, true)
 	if len(hd.requestID) == 0 {
 		o = append(o, "X-Request-Id: "...)

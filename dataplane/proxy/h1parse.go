@@ -41,6 +41,7 @@ const (
 	hServer
 	hDate
 	hHTTP2Settings
+	hSSLClient // ssl-client-cert, -verify, -subject-dn, -issuer-dn: the proxy's (clientcert.go)
 )
 
 // headerKind matches a name case-insensitively without allocating.
@@ -106,8 +107,11 @@ func headerKind(name []byte) hkind {
 			return hHTTP2Settings
 		}
 	case 15:
-		if eq("x-forwarded-for") {
+		switch {
+		case eq("x-forwarded-for"):
 			return hXForwardedFor
+		case eq("ssl-client-cert"):
+			return hSSLClient
 		}
 	case 16:
 		switch {
@@ -124,6 +128,8 @@ func headerKind(name []byte) hkind {
 			return hTransferEncoding
 		case eq("x-forwarded-proto"):
 			return hXForwardedProto
+		case eq("ssl-client-verify"):
+			return hSSLClient
 		}
 	case 18:
 		if eq("proxy-authenticate") {
@@ -132,6 +138,14 @@ func headerKind(name []byte) hkind {
 	case 19:
 		if eq("proxy-authorization") {
 			return hProxyAuthorization
+		}
+	case 20:
+		if eq("ssl-client-issuer-dn") {
+			return hSSLClient
+		}
+	case 21:
+		if eq("ssl-client-subject-dn") {
+			return hSSLClient
 		}
 	}
 	return hOther
@@ -443,7 +457,7 @@ func parseRequestHead(b []byte, h *reqHead) bool {
 			}
 			l.drop = true
 		case hTrailer, hKeepAlive, hProxyConnection, hProxyAuthenticate, hProxyAuthorization,
-			hXForwardedFor, hXForwardedHost, hXForwardedProto, hXForwardedPort, hForwarded, hXRealIP:
+			hXForwardedFor, hXForwardedHost, hXForwardedProto, hXForwardedPort, hForwarded, hXRealIP, hSSLClient:
 			l.drop = true // hop-by-hop, or set by the proxy
 		case hXRequestID:
 			if h.requestID == nil {

@@ -238,7 +238,7 @@ func (st *h2Stream) serve() {
 	cc := st.cc
 	c := streamConns.Get().(*h1Conn)
 	c.s, c.c, c.rw, c.tls, c.client, c.proto, c.port, c.stream = cc.hc.s, st, st, cc.hc.tls, cc.hc.client, cc.hc.proto, cc.hc.port, true
-	c.ip, c.remote = cc.hc.ip, cc.hc.remote
+	c.ip, c.remote, c.cert = cc.hc.ip, cc.hc.remote, cc.hc.cert
 	c.takeBuffers()
 	if c.serveStream(st.headLen) {
 		return // net/http serves it, and closes it

@@ -71,9 +71,10 @@ func (s *Server) SetReady(ok bool) { s.ready.Store(ok) }
 func (s *Server) Addrs() (http, https, health net.Addr) { return s.addrs[0], s.addrs[1], s.addrs[2] }
 
 // TLSConfig chooses certificates by SNI from the table in use, so a rotated Secret takes effect
-// with the next table and no restart; it offers HTTP/2 and HTTP/1.1 by ALPN, TLS 1.2 and later.
+// with the next table and no restart; it offers HTTP/2 and HTTP/1.1 by ALPN, TLS 1.2 and later;
+// it requests a client certificate for the names whose host has client auth (clientcert.go).
 func (s *Server) TLSConfig() *tls.Config {
-	return &tls.Config{
+	cfg := &tls.Config{
 		MinVersion: tls.VersionTLS12,
 		NextProtos: []string{"h2", "http/1.1"},
 		GetCertificate: func(hello *tls.ClientHelloInfo) (*tls.Certificate, error) {
@@ -83,6 +84,9 @@ func (s *Server) TLSConfig() *tls.Config {
 			return nil, fmt.Errorf("no certificate for %q", hello.ServerName)
 		},
 	}
+	// A name whose host verifies client certificates gets a configuration that asks for one.
+	cfg.GetConfigForClient = clientAuthTLS(s.handler, cfg.Clone())
+	return cfg
 }
 
 // canceled is a context that has ended, for shutting down at once.
@@ -124,7 +128,7 @@ func (s *Server) Run(ctx context.Context) error {
 	// request per connection: plain and secureH1 close the connection after their answer
 	// (WebSocket tunnels excepted), so that every later request head is read by the fast path's
 	// parser (see h1core.go).
-	plain, secureH1, hs := mk(s.handler), mk(tlsStateFromConn(s.handler)), mk(health)
+	plain, secureH1, hs := mk(withoutClientCertHeaders(s.handler)), mk(tlsStateFromConn(s.handler)), mk(health)
 	plain.Protocols = new(http.Protocols)
 	plain.Protocols.SetHTTP1(true)
 	plain.SetKeepAlivesEnabled(false)

@@ -82,17 +82,6 @@ var notYet = map[string]bool{
 	"proxy-next-upstream-timeout": true,
 }
 
-// failClosed are access-control keys this version does not enforce yet. An Ingress that sets
-// one is not served unprotected: its routes answer 503 until the key is removed or supported
-// (docs/annotations.md, "Fail closed").
-var failClosed = map[string]bool{
-	"auth-tls-secret":                       true,
-	"auth-tls-verify-client":                true,
-	"auth-tls-verify-depth":                 true,
-	"auth-tls-pass-certificate-to-upstream": true,
-	"auth-tls-error-page":                   true,
-}
-
 // known are the keys this version applies.
 var known = map[string]bool{
 	annSSLRedirect: true, annForceSSLRedirect: true, annPreserveTrailingSlash: true,
@@ -112,8 +101,10 @@ var known = map[string]bool{
 }
 
 func init() {
-	for _, k := range append(accessKeys, externalAuthKeys...) {
-		known[k] = true
+	for _, keys := range [][]string{accessKeys, externalAuthKeys, clientAuthKeys} {
+		for _, k := range keys {
+			known[k] = true
+		}
 	}
 }
 
@@ -199,11 +190,6 @@ func parseAnnotations(ing *networkingv1.Ingress, defaultSSLRedirect bool) (*ingr
 	p := &ip.base
 	for _, k := range keys {
 		switch {
-		case failClosed[k]:
-			bad(k, "access control is not supported by this version of Portico; the Ingress's routes answer 503 rather than serve unprotected")
-			if ip.refuse == "" {
-				ip.refuse = "route refused: annotation " + AnnotationPrefix + k + " is not supported by this proxy version"
-			}
 		case notYet[k]:
 			bad(k, "not supported by this version of Portico; ignored")
 		case !known[k]:

@@ -223,6 +223,8 @@ type compiler struct {
 	// tlsFromCerts is set when some spec.tls lists no hosts (its certificate's names count).
 	byTLS        map[string][]*networkingv1.Ingress
 	tlsFromCerts bool
+	// clientAuths caches each Ingress's auth-tls-* settings, parsed with its annotations.
+	clientAuths map[*networkingv1.Ingress]clientAuthResult
 }
 
 const noBucket = "\x00"
@@ -455,6 +457,13 @@ func (c *compiler) policyOf(ing *networkingv1.Ingress, report bool) *ingressPoli
 		return ip
 	}
 	ip, probs := parseAnnotations(ing, c.in.Config.SSLRedirect())
+	// auth-tls-*, parsed again with the rest (its Secret may have changed); a canary's are
+	// ignored, as parseAnnotations reports.
+	delete(c.clientAuths, ing)
+	if ip.canary == nil {
+		_, caProbs := c.clientAuthOf(ing)
+		probs = append(probs, caProbs...)
+	}
 	c.policies[ing] = ip
 	if ip.access != nil {
 		c.bindAccess(ing, ip, func(p string) { probs = append(probs, p) })
@@ -532,6 +541,7 @@ func (c *compiler) compileHost(t *Table, host string, ings []*networkingv1.Ingre
 		}
 		return nil
 	}
+	c.applyClientAuth(h, host, ings)
 	sortRules(h.Rules)
 	return h
 }

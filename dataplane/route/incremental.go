@@ -135,6 +135,10 @@ func (cs *Compiler) Update(chg Changes) (*Table, []Problem, bool) {
 				changes[key] = ingressChange{old: ing, new: ing}
 				continue
 			}
+			if k, ok := AuthTLSSecret(ing); ok && secrets[k] {
+				changes[key] = ingressChange{old: ing, new: ing} // its hosts' client certificate CAs
+				continue
+			}
 			for _, tl := range ing.Spec.TLS {
 				if secrets[types.NamespacedName{Namespace: ing.Namespace, Name: tl.SecretName}] {
 					changes[key] = ingressChange{old: ing, new: ing}
@@ -245,6 +249,7 @@ func (cs *Compiler) Update(chg Changes) (*Table, []Problem, bool) {
 	// The annotations of the changed Ingresses.
 	for key, ch := range changes {
 		delete(c.policies, ch.old)
+		delete(c.clientAuths, ch.old)
 		delete(c.hostProbs, annBucket(key))
 		if ch.new != nil {
 			c.bucket = annBucket(key)

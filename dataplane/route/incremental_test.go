@@ -68,7 +68,9 @@ func TestCompilerUpdateEqualsCompile(t *testing.T) {
 			case 3:
 				opts = append(opts, rt.Annotation(AnnotationPrefix+"from-to-www-redirect", "true"))
 			case 4:
-				opts = append(opts, rt.Annotation(AnnotationPrefix+"ssl-redirect", "false"))
+				// Client certificates, their CA from a Secret that changes (and from another
+				// namespace for the Ingresses of ns1: refused).
+				opts = append(opts, rt.Annotation(AnnotationPrefix+"ssl-redirect", "false"), rt.Annotation(AnnotationPrefix+"auth-tls-secret", "ns/tls-w"))
 			case 5:
 				opts = append(opts, rt.Annotation(AnnotationPrefix+"response-headers-set", "X-A: 1"), rt.Annotation(AnnotationPrefix+"bad-key", "1"))
 			case 6:
@@ -95,6 +97,7 @@ func TestCompilerUpdateEqualsCompile(t *testing.T) {
 		in.Secrets = append(in.Secrets, rt.TLSSecret("ns", "tls-a", "a.example.com"), rt.TLSSecret("ns", "tls-w", "*.example.com", "x.y.example.com"))
 		for _, sec := range in.Secrets {
 			sec.UID, sec.ResourceVersion = types.UID(sec.Name), "1"
+			sec.Data["ca.crt"] = sec.Data[corev1.TLSCertKey] // a CA of client certificates too
 		}
 		var cs Compiler
 		cs.Compile(in)
@@ -208,6 +211,7 @@ func TestCompilerUpdateEqualsCompile(t *testing.T) {
 						sec = rt.TLSSecret("ns", name, hosts[r.Intn(4)], hosts[r.Intn(4)])
 					}
 					sec.UID, sec.ResourceVersion = types.UID(name), strconv.Itoa(step*10+1000)
+					sec.Data["ca.crt"] = sec.Data[corev1.TLSCertKey]
 					if i >= 0 {
 						in.Secrets = slices.Delete(slices.Clone(in.Secrets), i, i+1)
 					}
@@ -263,8 +267,17 @@ func diffTables(a, b *Table) string {
 		if h.Passthrough != nil {
 			s += "passthrough:" + backendString(h.Passthrough)
 		}
+		if ca := h.ClientAuth; ca != nil {
+			s += ca.String()
+			for _, c := range ca.CAs {
+				s += " ca:" + string(c.Raw)
+			}
+		}
 		for _, r := range h.Rules {
 			s += fmt.Sprintf("[%s %d %s %s %s {%s}]", r.Path, r.Type, r.IngressName, backendString(r.Backend), r.Ingress, r.Policy)
+			if r.Policy != nil && (r.Policy.ClientAuth != h.ClientAuth || r.Policy.Refuse != "") {
+				s += fmt.Sprintf("client-auth:%t refuse:%s", r.Policy.ClientAuth != nil, r.Policy.Refuse)
+			}
 			if r.Policy != nil && r.Policy.Canary != nil {
 				s += "canary:" + backendString(r.Policy.Canary.Backend)
 			}

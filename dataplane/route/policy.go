@@ -23,6 +23,9 @@ type Policy struct {
 	// Refuse, when set, answers every request of the route with 503 and this message: an
 	// access-control setting the proxy cannot enforce (fail closed).
 	Refuse string
+	// ClientAuth is the client certificate authentication of the route's host (auth-tls-*),
+	// which every serving path checks before the rest of the policy; nil for none.
+	ClientAuth *ClientAuth
 	// HostRedirect answers every request with a 308 to the same URI on this host
 	// (from-to-www-redirect).
 	HostRedirect string

@@ -176,6 +176,9 @@ type Host struct {
 	// Passthrough, when set, takes the host's TLS connections unterminated (ssl-passthrough):
 	// the backend of its path "/".
 	Passthrough *Backend
+	// ClientAuth, when set, is the host's client certificate authentication (auth-tls-*):
+	// a TLS handshake for the host asks for a certificate, and every rule's Policy carries it.
+	ClientAuth *ClientAuth
 }
 
 // match returns the first matching rule, which is the most specific.
@@ -424,6 +427,9 @@ func (t *Table) Dump() string {
 		fmt.Fprintf(&b, "host %s\n", label)
 		if h.Passthrough != nil {
 			fmt.Fprintf(&b, "  TLS passthrough -> %s\n", h.Passthrough.Name())
+		}
+		if h.ClientAuth != nil {
+			fmt.Fprintf(&b, "  %s\n", h.ClientAuth)
 		}
 		for i := range h.Rules {
 			r := &h.Rules[i]
