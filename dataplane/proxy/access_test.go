@@ -517,3 +517,27 @@ func TestAccessCORSReplacesTheBackends(t *testing.T) {
 		})
 	}
 }
+
+// TestAccessLogClientBehindTrustedProxy: the access log names the client the allow lists see.
+func TestAccessLogClientBehindTrustedProxy(t *testing.T) {
+	for _, p := range accessPaths {
+		t.Run(p.name, func(t *testing.T) {
+			var buf syncBuffer
+			alog := NewAccessLog(&buf)
+			h := newHarnessWith(t, Options{AccessLog: alog}, p.so)
+			h.backend("app", echo.Handler("app-1", "app"), "")
+			h.in.Config.AccessLog = &proxyconfig.AccessLog{Enabled: true}
+			h.in.Config.ClientAddress = &proxyconfig.ClientAddress{TrustedProxies: []string{"127.0.0.0/8"}}
+			h.compile(rt.Ingress("ns", "i", 1, rt.Rule("", "/", rt.Prefix, "app", 80)))
+			c, base := p.client(h)
+			do(t, c, "GET", base+"/", "a.test", "X-Forwarded-For", "198.51.100.20")
+			alog.mu.Lock()
+			_ = alog.f()
+			alog.mu.Unlock()
+			var e accessEntry
+			if err := json.Unmarshal([]byte(strings.TrimSpace(buf.String())), &e); err != nil || e.Client != "198.51.100.20" {
+				t.Errorf("access log %q (%v), want the client 198.51.100.20", buf.String(), err)
+			}
+		})
+	}
+}

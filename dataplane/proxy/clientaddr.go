@@ -260,3 +260,12 @@ func setForwarding(h http.Header, in *http.Request, st *reqState, port bool) {
 	h.Set("X-Real-Ip", st.clientText)
 	h.Del("Forwarded")
 }
+
+// clientForLog is the access log's client: the peer's address and port, or, behind a trusted
+// proxy, the client's address as settled for the request (its port is the proxy's business).
+func clientForLog(st *reqState, peer string) string {
+	if st.trusted && st.clientText != "" {
+		return st.clientText
+	}
+	return peer
+}

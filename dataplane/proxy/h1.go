@@ -761,7 +761,7 @@ func (c *h1Conn) done() {
 	if st.logging && h.sampled(st.table, st.status) {
 		hd := &c.head
 		h.opts.AccessLog.write(accessEntry{
-			Time: time.Now().UTC().Format(time.RFC3339Nano), Client: c.peerAddr(), Method: string(hd.method),
+			Time: time.Now().UTC().Format(time.RFC3339Nano), Client: clientForLog(st, c.peerAddr()), Method: string(hd.method),
 			Host: string(hd.host), URI: string(hd.target), Proto: c.protoVersion(), Status: st.status, Bytes: st.bytes,
 			Duration: time.Since(st.start).Seconds(), Ingress: st.ingress, Service: st.service, Upstream: st.upstream(),
 			UpstreamTime: st.upstreamSeconds(), RequestID: st.requestID, UserAgent: string(hd.userAgent),

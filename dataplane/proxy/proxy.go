@@ -568,7 +568,7 @@ func (h *Handler) done(r *http.Request, st *reqState) {
 			requestID = r.Header.Get("X-Request-Id")
 		}
 		h.opts.AccessLog.write(accessEntry{
-			Time: time.Now().UTC().Format(time.RFC3339Nano), Client: r.RemoteAddr, Method: r.Method, Host: r.Host,
+			Time: time.Now().UTC().Format(time.RFC3339Nano), Client: clientForLog(st, r.RemoteAddr), Method: r.Method, Host: r.Host,
 			URI: r.RequestURI, Proto: r.Proto, Status: st.status, Bytes: st.bytes, Duration: time.Since(st.start).Seconds(),
 			Ingress: st.ingress, Service: st.service, Upstream: st.upstream(), UpstreamTime: st.upstreamSeconds(),
 			RequestID: requestID, UserAgent: r.UserAgent(),
