@@ -61,13 +61,17 @@ verify: manifests generate bundle fmt ## Regenerate everything and fail on any d
 k8s-binaries: ## Build (once) the real control plane from the Go module proxy into bin/k8s/.
 	$(K8S_BINARIES) >/dev/null
 
+.PHONY: oauth2-proxy
+oauth2-proxy: ## Build (once) oauth2-proxy from the Go module proxy into bin/, for the external-auth tests.
+	hack/oauth2-proxy.sh >/dev/null
+
 .PHONY: test
 test: test-integration test-e2e ## Run every test: unit, integration on a real kube-apiserver and etcd, end-to-end on the local cluster.
 
 .PHONY: test-integration
-test-integration: manifests generate vet k8s-binaries ## Unit tests, and integration tests on a real kube-apiserver and etcd.
+test-integration: manifests generate vet k8s-binaries oauth2-proxy ## Unit tests, and integration tests on a real kube-apiserver and etcd.
 	go test -count=1 -run '^$$' ./... >/dev/null # compile (and fetch modules) outside the network namespace
-	KUBEBUILDER_ASSETS="$$($(K8S_BINARIES))" hack/in-netns.sh go test -count=1 -timeout=45m ./...
+	PORTICO_REQUIRE_OAUTH2_PROXY=1 KUBEBUILDER_ASSETS="$$($(K8S_BINARIES))" hack/in-netns.sh go test -count=1 -timeout=45m ./...
 	PORTICO_TEST_EVENT_LOOPS=-1 go test -count=1 ./dataplane/proxy/ # the cleartext fast path without event loops too
 
 .PHONY: test-unit

@@ -503,6 +503,9 @@ func oauth2ProxyBinary() string {
 func startOAuth2Proxy(t *testing.T) (addr, session, idp string) {
 	t.Helper()
 	bin := oauth2ProxyBinary()
+	if bin == "" && os.Getenv("PORTICO_REQUIRE_OAUTH2_PROXY") != "" {
+		t.Fatal("oauth2-proxy is not built (make oauth2-proxy), and make test requires it")
+	}
 	if bin == "" {
 		t.Skip("oauth2-proxy is not built: run hack/oauth2-proxy.sh (or set PORTICO_OAUTH2_PROXY)")
 	}
