@@ -14,6 +14,10 @@
 #               response header modifiers, on each proxy (nginx rewrite, proxy_set_header,
 #               add_header; HAProxy set-path, set-header); also printed against portico's plain
 #               keepalive row of the same run (target: within 5%)
+#   access      as keepalive, on a route under basic auth (user bench, {SHA}; HAProxy: an
+#               insecure-password userlist) and a per-client rate limit the load does not reach
+#               (1,000,000 r/s; nginx limit_req, HAProxy a stick table); also printed against
+#               portico's plain keepalive row of the same run (target: within 10%)
 #   https       HTTPS keep-alive (TLS 1.3, HTTP/1.1 by ALPN)
 #   upload      POST with a POST_BYTES-byte body, keep-alive
 #   tls         TLS handshakes per second: a new connection and full handshake per request
@@ -46,7 +50,7 @@ CONNECTIONS=${CONNECTIONS:-64}
 POST_BYTES=${POST_BYTES:-1024}
 C1000=${C1000:-1000}
 IDLE_CONNS=${IDLE_CONNS:-1000}
-ALL_SECTIONS="h2idle keepalive policy https upload tls close upload128k c1000 h2 h2x100 grpc grpcstream tcpbulk tcpconn"
+ALL_SECTIONS="h2idle keepalive policy access https upload tls close upload128k c1000 h2 h2x100 grpc grpcstream tcpbulk tcpconn"
 SECTIONS=${SECTIONS:-$ALL_SECTIONS}
 RAW=${RAW:-}
 CORES=$(nproc)
@@ -81,6 +85,7 @@ trap cleanup EXIT
 openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 1 -subj /CN=bench.example.com \
   -keyout "$work/key.pem" -out "$work/cert.pem" 2>/dev/null
 cat "$work/cert.pem" "$work/key.pem" >"$work/haproxy.pem"
+echo 'bench:{SHA}5cicUp3MubQnFvTZEY1hB5yIPZ4=' >"$work/htpasswd" # the access row's user: bench, password bench
 
 cat >"$work/backend.conf" <<NGINX
 worker_processes $CORES;
@@ -150,6 +155,22 @@ http {
       add_header X-Served-By proxy;
     }
   }
+  limit_req_zone \$binary_remote_addr zone=bench:10m rate=1000000r/s;
+  server {
+    listen 127.0.0.1:18081;
+    server_name access.bench.example.com;
+    location / {
+      auth_basic bench;
+      auth_basic_user_file $work/htpasswd;
+      limit_req zone=bench burst=5000000 nodelay;
+      proxy_pass http://backend;
+      proxy_http_version 1.1;
+      proxy_set_header Connection "";
+      proxy_set_header Host \$host;
+      proxy_set_header X-Forwarded-For \$remote_addr;
+      proxy_set_header Authorization "";
+    }
+  }
 }
 stream {
   upstream tcpbackend { server 127.0.0.1:18020; }
@@ -167,6 +188,8 @@ global
   maxpipes 1024 # splice pipes (the TCP rows): the default, maxconn/4, needs more descriptors than this machine allows
   tune.ssl.cachesize 0
   ssl-default-bind-options no-tls-tickets
+userlist benchusers
+  user bench insecure-password bench
 defaults
   mode http
   maxconn 8192
@@ -181,9 +204,11 @@ frontend fe
   acl bench hdr(host) -i bench.example.com
   acl grpc hdr(host) -i grpc.bench.example.com
   acl policy hdr(host) -i policy.bench.example.com
+  acl access hdr(host) -i access.bench.example.com
   use_backend be if bench
   use_backend be_grpc if grpc
   use_backend be_policy if policy
+  use_backend be_access if access
 backend be
   server s1 127.0.0.1:18000
 frontend fe_tcp
@@ -194,6 +219,13 @@ backend be_tcp
   mode tcp
   option splice-auto
   server t1 127.0.0.1:18020
+backend be_access
+  stick-table type ip size 100k expire 30s store http_req_rate(1s)
+  http-request track-sc0 src
+  http-request deny deny_status 429 if { sc_http_req_rate(0) gt 1000000 }
+  http-request auth realm bench unless { http_auth(benchusers) }
+  http-request del-header Authorization
+  server s1 127.0.0.1:18000
 backend be_policy
   http-request set-path %[path,regsub(^/policy/,/)]
   http-request set-header X-Bench policy
@@ -346,6 +378,13 @@ for check in "bench.example.com $P" "bench.example.com $N" "bench.example.com $H
   code=$(curl -sk -o /dev/null -w '%{http_code}' -H "Host: ${check%% *}" "${check#* }" || true)
   [ "$code" = 200 ] || { echo "bench-proxy: ${check#* } (Host ${check%% *}) answers $code, not 200" >&2; exit 1; }
 done
+AUTH="Authorization: Basic YmVuY2g6YmVuY2g=" # bench:bench
+for u in "$P" "$N" "$H"; do
+  code=$(curl -s -o /dev/null -w '%{http_code}' -H "Host: access.bench.example.com" -H "$AUTH" "$u" || true)
+  [ "$code" = 200 ] || { echo "bench-proxy: $u (Host access.bench.example.com) answers $code with credentials, not 200" >&2; exit 1; }
+  code=$(curl -s -o /dev/null -w '%{http_code}' -H "Host: access.bench.example.com" "$u" || true)
+  [ "$code" = 401 ] || { echo "bench-proxy: $u (Host access.bench.example.com) answers $code without credentials, not 401" >&2; exit 1; }
+done
 echo "# bench-proxy: $(nproc) cores, $(awk '/model name/ {$1=$2=$3=""; print; exit}' /proc/cpuinfo | sed 's/^ *//'), ${DURATION}s per run, $ROUNDS rounds (order rotated each round), $CONNECTIONS keep-alive connections, wrk -t$CORES"
 echo "# backend: nginx static 200 on 127.0.0.1:18000 (its own process); the proxies, the backend and wrk share the machine's cores"
 echo "# figures are the median of the rounds; cpu us/req is the proxy's own CPU time (user+system) per request"
@@ -401,6 +440,16 @@ if want policy; then
   BENCH_HOST=policy.bench.example.com RPS_OUT=policy_rps compare policy "policy route " "${P}policy/x" "${N}policy/x" "${H}policy/x"
   if [ -n "${keepalive_rps:-}" ]; then
     awk -v a="${policy_rps[0]}" -v b="${keepalive_rps[0]}" 'BEGIN { printf "portico policy route / portico plain route (keepalive row): %.3fx\n", (b > 0) ? a/b : 0 }' |
+      tee -a "$work/policy-vs-plain"
+  fi
+fi
+
+if want access; then
+  echo
+  echo "# a route under basic auth and a rate limit not reached, keep-alive, $CONNECTIONS connections"
+  BENCH_HOST=access.bench.example.com RPS_OUT=access_rps compare access "access route " "$P" "$N" "$H" -H "$AUTH"
+  if [ -n "${keepalive_rps:-}" ]; then
+    awk -v a="${access_rps[0]}" -v b="${keepalive_rps[0]}" 'BEGIN { printf "portico access route / portico plain route (keepalive row): %.3fx\n", (b > 0) ? a/b : 0 }' |
       tee -a "$work/policy-vs-plain"
   fi
 fi

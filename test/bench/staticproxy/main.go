@@ -22,6 +22,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
 	networkingv1 "k8s.io/api/networking/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/utils/ptr"
 
 	proxyconfig "portico.dev/portico/dataplane/config"
@@ -30,6 +31,10 @@ import (
 	"portico.dev/portico/dataplane/route"
 	rt "portico.dev/portico/dataplane/route/routetest"
 )
+
+// benchUsers is the access row's htpasswd file: user bench, password bench ({SHA}, which nginx
+// reads too).
+const benchUsers = "bench:{SHA}5cicUp3MubQnFvTZEY1hB5yIPZ4=\n"
 
 func main() {
 	httpAddr := flag.String("http", "127.0.0.1:18083", "HTTP listen address")
@@ -82,12 +87,18 @@ func main() {
 			rt.Ingress("bench", "policy", 1, rt.Rule("policy."+*host, "/policy/(.*)", rt.Prefix, "backend", 80),
 				rt.Annotation("portico.dev/use-regex", "true"), rt.Annotation("portico.dev/rewrite-target", "/$1"),
 				rt.Annotation("portico.dev/request-headers-set", "X-Bench: policy"),
-				rt.Annotation("portico.dev/response-headers-set", "X-Served-By: proxy"))},
+				rt.Annotation("portico.dev/response-headers-set", "X-Served-By: proxy")),
+			// The access row's route: basic auth (user bench, password bench) and a rate limit
+			// that the load does not reach.
+			rt.Ingress("bench", "access", 2, rt.Rule("access."+*host, "/", rt.Prefix, "backend", 80),
+				rt.Annotation("portico.dev/auth-type", "basic"), rt.Annotation("portico.dev/auth-secret", "bench-users"),
+				rt.Annotation("portico.dev/limit-rps", "1000000"), rt.Annotation("portico.dev/ssl-redirect", "false"))},
 		Services: []*corev1.Service{rt.Service("bench", "backend"),
 			rt.Service("bench", "grpc", corev1.ServicePort{Name: "http", Port: 80, AppProtocol: ptr.To("grpc")})},
 		EndpointSlices: []*discoveryv1.EndpointSlice{rt.Slice("bench", "backend", "http", int32(port), rt.Ready, bhost),
 			rt.Slice("bench", "grpc", "http", int32(grpcPort), rt.Ready, ghost)},
-		Secrets:             []*corev1.Secret{secret},
+		Secrets: []*corev1.Secret{secret, {ObjectMeta: metav1.ObjectMeta{Namespace: "bench", Name: "bench-users"}, Type: corev1.SecretTypeOpaque,
+			Data: map[string][]byte{"auth": []byte(benchUsers)}}},
 		FallbackCertificate: &cert,
 		Stats:               route.NewStatsRegistry(),
 	}
