@@ -19,7 +19,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 
 	porticov1alpha1 "portico.dev/portico/api/v1alpha1"
-	proxyconfig "portico.dev/portico/dataplane/config"
+	"portico.dev/portico/controllers/render"
 	"portico.dev/portico/dataplane/route"
 )
 
@@ -103,8 +103,8 @@ func (r *IngressProblemsReconciler) Reconcile(ctx context.Context, req ctrl.Requ
 // input gathers what compiling this Ingress needs: the fleet's classes, the older Ingresses of
 // the fleet sharing a host with it, the Services of its namespace and the TLS Secrets it names.
 func (r *IngressProblemsReconciler) input(ctx context.Context, ing *networkingv1.Ingress, fleet *porticov1alpha1.IngressDeployment) (route.Input, error) {
-	in := route.Input{Config: proxyconfig.Config{FleetNamespace: fleet.Namespace, FleetName: fleet.Name,
-		WatchNamespaces: fleet.Spec.WatchNamespaces, IgnoreDefaultClass: fleet.Spec.IgnoreDefaultClass}}
+	in := route.Input{Config: render.ProxyConfig(fleet)} // the fleet's settings, as its proxies read them
+	compat := in.Config.IngressNginxCompatibility
 	classes := &networkingv1.IngressClassList{}
 	if err := r.List(ctx, classes); err != nil {
 		return in, fmt.Errorf("list IngressClasses: %w", err)
@@ -134,7 +134,7 @@ func (r *IngressProblemsReconciler) input(ctx context.Context, ing *networkingv1
 		in.Services = append(in.Services, &svcs.Items[i])
 	}
 	// A mirror-target may name a Service of another namespace.
-	if ns, name, ok := route.MirrorService(ing); ok && ns != ing.Namespace {
+	if ns, name, ok := route.MirrorService(ing, compat); ok && ns != ing.Namespace {
 		svc := &corev1.Service{}
 		if err := r.Get(ctx, types.NamespacedName{Namespace: ns, Name: name}, svc); err == nil {
 			in.Services = append(in.Services, svc)
@@ -146,7 +146,7 @@ func (r *IngressProblemsReconciler) input(ctx context.Context, ing *networkingv1
 	for _, t := range ing.Spec.TLS {
 		names = append(names, t.SecretName)
 	}
-	names = append(names, route.AnnotationSecrets(ing)...) // backend TLS settings, credentials, client CAs
+	names = append(names, route.AnnotationSecrets(ing, compat)...) // backend TLS settings, credentials, client CAs
 	for _, name := range names {
 		if name == "" {
 			continue

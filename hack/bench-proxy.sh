@@ -86,6 +86,7 @@ openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 1 -su
   -keyout "$work/key.pem" -out "$work/cert.pem" 2>/dev/null
 cat "$work/cert.pem" "$work/key.pem" >"$work/haproxy.pem"
 echo 'bench:{SHA}5cicUp3MubQnFvTZEY1hB5yIPZ4=' >"$work/htpasswd" # the access row's user: bench, password bench
+chmod 0755 "$work" && chmod 0644 "$work/htpasswd" # nginx's workers read it per request, not as root
 
 cat >"$work/backend.conf" <<NGINX
 worker_processes $CORES;

@@ -95,6 +95,17 @@ type IngressDeploymentSpec struct {
 	// +optional
 	IgnoreDefaultClass bool `json:"ignoreDefaultClass,omitempty"`
 
+	// IngressNginxCompatibility makes the fleet read annotations with ingress-nginx's prefix,
+	// nginx.ingress.kubernetes.io/, with the meaning of portico.dev/ ones (the keys after the
+	// prefixes are the same), so that an Ingress written for ingress-nginx moves to this fleet by
+	// a change of class. When both prefixes set a key, portico.dev/ wins and a Warning Event
+	// says so. A key Portico does not honour (the snippets, ModSecurity, Lua-specific ones and
+	// the rest listed in docs/migration.md) draws a Warning Event naming it, and
+	// status.ingressesWithUnsupportedAnnotations counts such Ingresses: nothing is ignored
+	// silently, and no snippet is ever executed as configuration.
+	// +optional
+	IngressNginxCompatibility bool `json:"ingressNginxCompatibility,omitempty"`
+
 	// HTTP holds the fleet-wide HTTP limits every proxy of the fleet applies to every request.
 	// When absent, every limit takes its default, which is ingress-nginx's.
 	// +optional

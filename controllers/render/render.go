@@ -180,6 +180,8 @@ func ProxyConfig(f *porticov1alpha1.IngressDeployment) proxyconfig.Config {
 		FleetName:          f.Name,
 		WatchNamespaces:    sortedCopy(f.Spec.WatchNamespaces),
 		IgnoreDefaultClass: f.Spec.IgnoreDefaultClass,
+
+		IngressNginxCompatibility: f.Spec.IngressNginxCompatibility,
 	}
 	if managedDefaultBackend(f) {
 		c.DefaultBackend = &proxyconfig.ServiceRef{Namespace: f.Namespace, Name: DefaultBackendName(f), Port: 80}

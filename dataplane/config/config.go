@@ -30,6 +30,9 @@ type Config struct {
 	DefaultCertificate string `json:"defaultCertificate,omitempty"`
 	// IgnoreDefaultClass turns off serving class-less Ingresses through a default IngressClass.
 	IgnoreDefaultClass bool `json:"ignoreDefaultClass,omitempty"`
+	// IngressNginxCompatibility reads nginx.ingress.kubernetes.io/ annotations with the meaning
+	// of portico.dev/ ones (spec.ingressNginxCompatibility).
+	IngressNginxCompatibility bool `json:"ingressNginxCompatibility,omitempty"`
 	// HTTP holds the fleet-wide HTTP limits; nil means every default.
 	HTTP *HTTP `json:"http,omitempty"`
 	// AccessLog turns the access log on and samples it; nil means off.

@@ -458,6 +458,16 @@ func parseAccess(ns string, get func(string) (string, bool), bad func(key, forma
 			a.burst = n
 		}
 	}
+	if _, ok := get(annLimitAllowlist); !ok {
+		if v, ok := get(annLimitWhitelist); ok { // ingress-nginx's older name
+			set = true
+			if ps, err := parseRanges(v); err != nil {
+				bad(annLimitWhitelist, "%v; no address is exempt", err)
+			} else {
+				a.limitExempt = ps
+			}
+		}
+	}
 	if v, ok := get(annLimitAllowlist); ok {
 		ps, err := parseRanges(v)
 		if err != nil {
@@ -475,14 +485,17 @@ func parseAccess(ns string, get func(string) (string, bool), bad func(key, forma
 }
 
 // AnnotationSecrets are the Secrets of its own namespace an Ingress's annotations name
-// (proxy-ssl-secret, auth-secret): a change of one recompiles the Ingress, and the operator's
+// (proxy-ssl-secret, auth-secret, auth-tls-secret): a change of one recompiles the Ingress, and the operator's
 // problems reconciler reads them.
-func AnnotationSecrets(ing *networkingv1.Ingress) []string {
+func AnnotationSecrets(ing *networkingv1.Ingress, compat bool) []string {
 	var out []string
-	if s := ProxySSLSecret(ing); s != "" {
+	if s := ProxySSLSecret(ing, compat); s != "" {
 		out = append(out, s)
 	}
-	v := strings.TrimSpace(ing.Annotations[AnnotationPrefix+annAuthSecret])
+	if k, ok := AuthTLSSecret(ing, compat); ok {
+		out = append(out, k.Name)
+	}
+	v, _, _ := viewOf(ing, compat).get(annAuthSecret)
 	if ns, name, cross := strings.Cut(v, "/"); cross {
 		v = ""
 		if ns == ing.Namespace {

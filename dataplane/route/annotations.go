@@ -74,13 +74,10 @@ const (
 	annNextUpstream          = "proxy-next-upstream"
 	annNextUpstreamTries     = "proxy-next-upstream-tries"
 	annLoadBalancing         = "load-balancing"
+	annLoadBalance           = "load-balance" // ingress-nginx's
+	annConfigurationSnippet  = "configuration-snippet"
+	annLimitWhitelist        = "limit-whitelist"
 )
-
-// notYet are keys of the annotation contract that this version does not apply yet: each
-// draws a problem, and the rest of the route is served.
-var notYet = map[string]bool{
-	"proxy-next-upstream-timeout": true,
-}
 
 // known are the keys this version applies.
 var known = map[string]bool{
@@ -93,7 +90,7 @@ var known = map[string]bool{
 	annConnectTimeout: true, annReadTimeout: true, annSendTimeout: true, annBodySize: true, annBackendProtocol: true,
 	annCanary: true, annCanaryHeader: true, annCanaryHeaderValue: true, annCanaryHeaderPattern: true,
 	annCanaryCookie: true, annCanaryWeight: true, annCanaryWeightTotal: true,
-	annAffinity: true, annLoadBalancing: true,
+	annAffinity: true, annLoadBalancing: true, annLoadBalance: true, annLimitWhitelist: true, annConfigurationSnippet: true,
 	annProxySSLSecret: true, annProxySSLVerify: true, annProxySSLName: true, annProxySSLServerName: true,
 	annCookieName: true, annCookiePath: true, annCookieDomain: true, annCookieMaxAge: true, annCookieExpires: true,
 	annCookieSameSite: true, annCookieSecure: true, annHashBy: true, annNextUpstream: true, annNextUpstreamTries: true,
@@ -153,27 +150,45 @@ type canarySpec struct {
 // parseAnnotations reads the portico.dev/ annotations of an Ingress. Each problem names the
 // annotation and why its value is not used; a key with a bad value is left off (the rest of
 // the Ingress is served), except the fail-closed keys.
-func parseAnnotations(ing *networkingv1.Ingress, defaultSSLRedirect bool) (*ingressPolicy, []string) {
+func parseAnnotations(ing *networkingv1.Ingress, defaultSSLRedirect, compat bool) (*ingressPolicy, []string) {
 	ip := &ingressPolicy{sslRedirect: defaultSSLRedirect, protocol: -1}
 	var probs []string
+	view := viewOf(ing, compat)
 	bad := func(key, format string, args ...any) {
 		probs = append(probs, fmt.Sprintf("annotation %s%s: %s", AnnotationPrefix, key, fmt.Sprintf(format, args...)))
 	}
-	a := ing.Annotations
-	keys := make([]string, 0, len(a))
-	for k := range a {
-		if rest, ok := strings.CutPrefix(k, AnnotationPrefix); ok {
-			keys = append(keys, rest)
+	keys, both, fromNginx := view.keys()
+	if !compat {
+		n := 0
+		for k := range ing.Annotations {
+			if strings.HasPrefix(k, NginxAnnotationPrefix) {
+				n++
+			}
+		}
+		if n > 0 {
+			probs = append(probs, fmt.Sprintf("%d annotations with the prefix %s are ignored: this fleet reads %s only (spec.ingressNginxCompatibility reads both)",
+				n, NginxAnnotationPrefix, AnnotationPrefix))
 		}
 	}
 	if len(keys) == 0 {
 		ip.empty = true
-		return ip, nil
+		return ip, probs
 	}
 	sort.Strings(keys)
+	sort.Strings(both)
+	for _, k := range both {
+		probs = append(probs, fmt.Sprintf("annotation %s%s: set under %s too; %s wins", AnnotationPrefix, k, NginxAnnotationPrefix, AnnotationPrefix))
+	}
+	if fromNginx {
+		defer func() {
+			for i, p := range probs {
+				probs[i] = view.renamePrefix(p)
+			}
+		}()
+	}
 	get := func(key string) (string, bool) {
-		v, ok := a[AnnotationPrefix+key]
-		return strings.TrimSpace(v), ok
+		v, _, ok := view.get(key)
+		return v, ok
 	}
 	boolean := func(key string) (val, set bool) {
 		v, ok := get(key)
@@ -190,8 +205,8 @@ func parseAnnotations(ing *networkingv1.Ingress, defaultSSLRedirect bool) (*ingr
 	p := &ip.base
 	for _, k := range keys {
 		switch {
-		case notYet[k]:
-			bad(k, "not supported by this version of Portico; ignored")
+		case nginxUnsupported[k] != "":
+			bad(k, "ingress-nginx's key is not supported by Portico (%s); ignored", nginxUnsupported[k])
 		case !known[k]:
 			bad(k, "unknown annotation; ignored")
 		}
@@ -270,7 +285,7 @@ func parseAnnotations(ing *networkingv1.Ingress, defaultSSLRedirect bool) (*ingr
 			key string
 			dst *[]Header
 		}{{setKey, &ops.Set}, {addKey, &ops.Add}} {
-			v, ok := a[AnnotationPrefix+x.key]
+			v, ok := view.raw(x.key)
 			if !ok {
 				continue
 			}
@@ -303,6 +318,17 @@ func parseAnnotations(ing *networkingv1.Ingress, defaultSSLRedirect bool) (*ingr
 	}
 	headerOps(&p.RequestHeaders, annRequestHeadersSet, annRequestHeadersAdd, annRequestHeadersRemove, true)
 	headerOps(&p.ResponseHeaders, annResponseHeadersSet, annResponseHeadersAdd, annResponseHeadersRemove, false)
+	if v, ok := view.raw(annConfigurationSnippet); ok {
+		req, resp, rest := translateSnippet(v)
+		if len(rest) > 0 {
+			bad(annConfigurationSnippet, "nginx configuration is never executed; only header changes with literal values (more_set_headers, more_clear_headers, add_header, proxy_set_header) are translated, and %q is not one: nothing of the snippet is applied", rest[0])
+		} else {
+			p.RequestHeaders.Set = append(p.RequestHeaders.Set, req.Set...)
+			p.ResponseHeaders.Set = append(p.ResponseHeaders.Set, resp.Set...)
+			p.ResponseHeaders.Add = append(p.ResponseHeaders.Add, resp.Add...)
+			p.ResponseHeaders.Remove = append(p.ResponseHeaders.Remove, resp.Remove...)
+		}
+	}
 	seconds := func(key string) time.Duration {
 		v, ok := get(key)
 		if !ok {
@@ -396,6 +422,15 @@ func parseAnnotations(ing *networkingv1.Ingress, defaultSSLRedirect bool) (*ingr
 	}
 	if v, ok := get(annLoadBalancing); ok && v != "least-request" && v != "round-robin" {
 		bad(annLoadBalancing, "%q is not least-request or round-robin; round robin", v)
+	}
+	if v, ok := get(annLoadBalance); ok {
+		switch v {
+		case "round_robin", "ewma": // ewma: the least-request balancer, the closest Portico has
+		case "chash", "chashsubset":
+			bad(annLoadBalance, "%q is not offered; use %supstream-hash-by (a consistent hash); round robin", v, AnnotationPrefix)
+		default:
+			bad(annLoadBalance, "%q is not round_robin or ewma; round robin", v)
+		}
 	}
 	cookieKeys := []string{annCookieName, annCookiePath, annCookieDomain, annCookieMaxAge, annCookieExpires, annCookieSameSite, annCookieSecure}
 	if affinity {
@@ -655,8 +690,8 @@ func isTokenChar(c byte) bool {
 
 // ProxySSLSecret is the name of the Secret an Ingress's proxy-ssl-secret names (in the
 // Ingress's namespace: "namespace/name" with another namespace is refused), "" for none.
-func ProxySSLSecret(ing *networkingv1.Ingress) string {
-	v := strings.TrimSpace(ing.Annotations[AnnotationPrefix+annProxySSLSecret])
+func ProxySSLSecret(ing *networkingv1.Ingress, compat bool) string {
+	v, _, _ := viewOf(ing, compat).get(annProxySSLSecret)
 	if ns, name, cross := strings.Cut(v, "/"); cross {
 		if ns != ing.Namespace {
 			return ""
@@ -764,8 +799,8 @@ func parseMirrorTarget(v string) (*mirrorSpec, error) {
 }
 
 // MirrorService is the Service an Ingress's mirror-target names, if it names one.
-func MirrorService(ing *networkingv1.Ingress) (namespace, name string, ok bool) {
-	v, set := ing.Annotations[AnnotationPrefix+annMirrorTarget]
+func MirrorService(ing *networkingv1.Ingress, compat bool) (namespace, name string, ok bool) {
+	v, _, set := viewOf(ing, compat).get(annMirrorTarget)
 	if !set {
 		return "", "", false
 	}

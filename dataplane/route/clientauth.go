@@ -199,8 +199,8 @@ func (t *Table) ClientAuth(serverName string) *ClientAuth {
 
 // AuthTLSSecret is the Secret an Ingress's auth-tls-secret names, when it names one of the
 // Ingress's own namespace ("namespace/name", or "/name").
-func AuthTLSSecret(ing *networkingv1.Ingress) (types.NamespacedName, bool) {
-	v, ok := ing.Annotations[AnnotationPrefix+annAuthTLSSecret]
+func AuthTLSSecret(ing *networkingv1.Ingress, compat bool) (types.NamespacedName, bool) {
+	v, _, ok := viewOf(ing, compat).get(annAuthTLSSecret)
 	if !ok {
 		return types.NamespacedName{}, false
 	}
@@ -233,9 +233,10 @@ func (c *compiler) clientAuthOf(ing *networkingv1.Ingress) (clientAuthResult, []
 	bad := func(key, format string, args ...any) {
 		probs = append(probs, fmt.Sprintf("annotation %s%s: %s", AnnotationPrefix, key, fmt.Sprintf(format, args...)))
 	}
+	view := viewOf(ing, c.in.Config.IngressNginxCompatibility)
 	get := func(key string) (string, bool) {
-		v, ok := ing.Annotations[AnnotationPrefix+key]
-		return strings.TrimSpace(v), ok
+		v, _, ok := view.get(key)
+		return v, ok
 	}
 	var r clientAuthResult
 	if _, r.set = get(annAuthTLSSecret); r.set {

@@ -285,7 +285,7 @@ func TestClientAuthIncremental(t *testing.T) {
 	if tab.ClientAuth("mtls.example.com") != nil || tab.Match("mtls.example.com", "/", nil).Policy.Refuse == "" {
 		t.Error("the host is served without its CA")
 	}
-	if k, ok := AuthTLSSecret(in.Ingresses[0]); !ok || k.String() != "ns/ca" {
+	if k, ok := AuthTLSSecret(in.Ingresses[0], false); !ok || k.String() != "ns/ca" {
 		t.Errorf("AuthTLSSecret: %v %v", k, ok)
 	}
 }

@@ -427,7 +427,7 @@ func (c *compiler) compileIngress(t *Table, ing *networkingv1.Ingress) {
 			c.problem(key, "spec.defaultBackend ignored: Ingress %s is older and already sets the fleet's default backend", t.DefaultIngress)
 		}
 	}
-	forHosts(ing, func(host string) {
+	forHosts(ing, c.in.Config.IngressNginxCompatibility, func(host string) {
 		if l := c.byHost[host]; len(l) == 0 || l[len(l)-1] != ing {
 			c.byHost[host] = append(l, ing)
 		}
@@ -456,7 +456,7 @@ func (c *compiler) policyOf(ing *networkingv1.Ingress, report bool) *ingressPoli
 	if ip := c.policies[ing]; ip != nil {
 		return ip
 	}
-	ip, probs := parseAnnotations(ing, c.in.Config.SSLRedirect())
+	ip, probs := parseAnnotations(ing, c.in.Config.SSLRedirect(), c.in.Config.IngressNginxCompatibility)
 	// auth-tls-*, parsed again with the rest (its Secret may have changed); a canary's are
 	// ignored, as parseAnnotations reports.
 	delete(c.clientAuths, ing)
@@ -818,7 +818,8 @@ func (c *compiler) ingressBackend(ing *networkingv1.Ingress, ip *ingressPolicy, 
 		c.problem(key, "%s: no service", field)
 		return &Backend{Service: key, Problem: "no backend"}
 	}
-	return c.backend(types.NamespacedName{Namespace: ing.Namespace, Name: b.Service.Name}, b.Service.Port, key, ing.Annotations, ip.protocol, ip.upTLS, ip.base.Hash != nil, field)
+	return c.backend(types.NamespacedName{Namespace: ing.Namespace, Name: b.Service.Name}, b.Service.Port, key,
+		viewOf(ing, c.in.Config.IngressNginxCompatibility).merged(), ip.protocol, ip.upTLS, ip.base.Hash != nil, field)
 }
 
 // backend returns the shared Backend of a Service port, building it on first use. ing is the
@@ -842,7 +843,7 @@ func (c *compiler) backend(svcKey types.NamespacedName, port networkingv1.Servic
 	}
 	affinity := annotations[AffinityAnnotation] == "cookie"
 	balancing := RoundRobin
-	if annotations[BalancingAnnotation] == "least-request" {
+	if annotations[BalancingAnnotation] == "least-request" || annotations[AnnotationPrefix+annLoadBalance] == "ewma" {
 		balancing = LeastRequest
 	}
 	tlsKey := ""

@@ -32,6 +32,8 @@ func TestPolicyGolden(t *testing.T) {
 				t.Fatal(err)
 			}
 			in := baseInput()
+			// nginx*.in.yaml: Ingresses written for ingress-nginx, on a compatibility fleet.
+			in.Config.IngressNginxCompatibility = strings.HasPrefix(filepath.Base(f), "nginx")
 			in.Secrets = append(in.Secrets, rt.TLSSecret("ns", "tls-app", "app.example.com", "root.example.com"))
 			for i, doc := range bytes.Split(raw, []byte("\n---\n")) {
 				if bytes.Contains(doc, []byte("\nkind: Secret\n")) {

@@ -128,15 +128,11 @@ func (cs *Compiler) Update(chg Changes) (*Table, []Problem, bool) {
 				continue
 			}
 			named := false
-			for _, name := range AnnotationSecrets(ing) { // backend TLS settings, credentials
+			for _, name := range AnnotationSecrets(ing, st.c.in.Config.IngressNginxCompatibility) { // backend TLS, credentials, client CAs
 				named = named || secrets[types.NamespacedName{Namespace: ing.Namespace, Name: name}]
 			}
 			if named {
 				changes[key] = ingressChange{old: ing, new: ing}
-				continue
-			}
-			if k, ok := AuthTLSSecret(ing); ok && secrets[k] {
-				changes[key] = ingressChange{old: ing, new: ing} // its hosts' client certificate CAs
 				continue
 			}
 			for _, tl := range ing.Spec.TLS {
@@ -153,7 +149,7 @@ func (cs *Compiler) Update(chg Changes) (*Table, []Problem, bool) {
 			return nil, nil, false
 		}
 		for _, ing := range []*networkingv1.Ingress{ch.old, ch.new} {
-			forHosts(ing, func(h string) { affected[h] = true })
+			forHosts(ing, st.c.in.Config.IngressNginxCompatibility, func(h string) { affected[h] = true })
 			forTLSNames(ing, func(n string) { affectedTLS[n] = true })
 		}
 	}
@@ -222,7 +218,8 @@ func (cs *Compiler) Update(chg Changes) (*Table, []Problem, bool) {
 			delete(st.served, key)
 		}
 	}
-	reindex(c.byHost, affected, changes, forHosts)
+	compat := st.c.in.Config.IngressNginxCompatibility
+	reindex(c.byHost, affected, changes, func(ing *networkingv1.Ingress, fn func(string)) { forHosts(ing, compat, fn) })
 	reindex(c.byTLS, affectedTLS, changes, forTLSNames)
 
 	// A new table sharing every untouched host with the last one.
@@ -379,11 +376,12 @@ func reindex(index map[string][]*networkingv1.Ingress, keys map[string]bool,
 
 // forHosts calls fn with each normalized host ing has paths for (repeats included), and with
 // their www. counterparts when it asks for from-to-www-redirect.
-func forHosts(ing *networkingv1.Ingress, fn func(string)) {
+func forHosts(ing *networkingv1.Ingress, compat bool, fn func(string)) {
 	if ing == nil {
 		return
 	}
-	www := ing.Annotations[AnnotationPrefix+annFromToWWW] == "true"
+	v, _, _ := viewOf(ing, compat).get(annFromToWWW)
+	www := v == "true"
 	for _, rule := range ing.Spec.Rules {
 		if rule.HTTP != nil && len(rule.HTTP.Paths) > 0 {
 			h := NormalizeHost(rule.Host)
