@@ -3,6 +3,7 @@ package proxy
 import (
 	"context"
 	"net/http"
+	"net/netip"
 
 	"portico.dev/portico/dataplane/access"
 	"portico.dev/portico/dataplane/route"
@@ -29,6 +30,7 @@ const (
 // already (a request an event loop handed to the goroutine path is not counted twice).
 type limitState struct {
 	zone     *access.ConnZone
+	addr     netip.Addr // the client the slot was taken for
 	admitted bool
 }
 
@@ -57,13 +59,22 @@ func (h *Handler) checkAccess(a *route.Access, req reqView, st *reqState) (int, 
 				h.metrics.AccessDenied.WithLabelValues("connection-limit").Inc()
 				return st.table.Limits.LimitStatus, msgConnLimited
 			}
-			st.limits.zone = l.Conns
+			st.limits.zone, st.limits.addr = l.Conns, st.client
 		}
 	}
 	st.limits.admitted = true
+	if a.Basic != nil {
+		st.upstreamDrop = true // as ingress-nginx: credentials never reach the backend
+	}
 	ranged := a.RangesAllow(st.client)
-	if a.SatisfyAny && ranged && a.HasRanges() {
-		return 0, "" // satisfy any: the source ranges let the client in without credentials
+	if a.SatisfyAny && ranged && len(a.Allow) > 0 {
+		// satisfy any: the allow list lets the client in without credentials (an address no
+		// range names, with a deny list alone, is nginx's "declined": authentication decides).
+		// The auth service is not asked: the client's copies of its headers are removed.
+		if ea := a.External; ea != nil {
+			st.upstreamSet = ea.ClearedHeaders()
+		}
+		return 0, ""
 	}
 	if !ranged && !(a.SatisfyAny && (a.Basic != nil || a.External != nil)) {
 		h.metrics.AccessDenied.WithLabelValues("source-range").Inc()
@@ -77,7 +88,6 @@ func (h *Handler) checkAccess(a *route.Access, req reqView, st *reqState) (int, 
 			st.answerHeaders = append(st.answerHeaders, [2]string{"WWW-Authenticate", b.Challenge})
 			return http.StatusUnauthorized, msgUnauthorized
 		}
-		st.upstreamDrop = true // as ingress-nginx: the credentials do not reach the backend
 	}
 	if ea := a.External; ea != nil {
 		if st.onLoop {
@@ -143,9 +153,12 @@ func corsHeaders(c *route.CORS, allow string) [][2]string {
 
 // releaseLimits gives back the request's connection-limit slot, once; every end of a request
 // (its answer, a new request's state, the connection's end) calls it.
-func (st *reqState) releaseLimits() {
-	if z := st.limits.zone; z != nil {
-		z.Release(st.client)
-		st.limits.zone = nil
+func (st *reqState) releaseLimits() { st.limits.release() }
+
+// release gives the slot back, once.
+func (l *limitState) release() {
+	if z := l.zone; z != nil {
+		z.Release(l.addr)
+		l.zone = nil
 	}
 }

@@ -40,27 +40,33 @@ func (st *reqState) setClient(ca *route.ClientAddressing, req clientView) {
 		return
 	}
 	st.trusted = true
-	var hops [maxHops]string
+	// The last maxHops entries, in a ring: the right end is what the trusted proxies wrote.
+	var ring [maxHops]string
 	n := 0
 	req.forwardedFor(func(v string) bool {
-		for v != "" && n < len(hops) {
+		for v != "" {
 			var hop string
 			hop, v, _ = strings.Cut(v, ",")
 			if hop = strings.TrimSpace(hop); hop != "" {
-				hops[n] = hop
+				ring[n%maxHops] = hop
 				n++
 			}
 		}
-		return n < len(hops)
+		return true
 	})
-	if a, ok := clientOf(ca, hops[:n]); ok {
+	var hops [maxHops]string
+	k := min(n, maxHops)
+	for i := range k {
+		hops[i] = ring[(n-k+i)%maxHops]
+	}
+	if a, ok := clientOf(ca, hops[:k]); ok {
 		st.client, st.clientText = a, a.String()
 	}
 }
 
-// maxHops bounds the X-Forwarded-For entries read: a longer chain is believed no further than
-// its first maxHops entries (so from its right end, through trusted proxies, the walk stops at
-// the leftmost kept).
+// maxHops bounds the X-Forwarded-For entries read: of a longer chain, the last maxHops (the
+// right end, which the trusted proxies wrote) are walked, and the walk stops at the leftmost
+// kept.
 const maxHops = 32
 
 // clientOf walks hops (X-Forwarded-For, leftmost first) from the right through trusted
@@ -258,7 +264,9 @@ func setForwarding(h http.Header, in *http.Request, st *reqState, port bool) {
 	}
 	h.Set("X-Forwarded-Proto", trustedValue("X-Forwarded-Proto", proto))
 	h.Set("X-Real-Ip", st.clientText)
-	h.Del("Forwarded")
+	for _, k := range [...]string{"Forwarded", "X-Forwarded-Scheme", "X-Scheme", "X-Forwarded-Ssl", "X-Forwarded-Prefix", "X-Original-Forwarded-For"} {
+		h.Del(k) // the client's: scheme and prefix hints backends would believe
+	}
 }
 
 // clientForLog is the access log's client: the peer's address and port, or, behind a trusted

@@ -338,37 +338,44 @@ func clientAuthFor(t *route.Table, rule *route.Rule, host string) *route.ClientA
 	return t.ClientAuth(host)
 }
 
-// checkClientCert applies client auth to the fast path's request over TLS (route calls it
-// after decide, for every request: the goroutine path and HTTP/2 streams; the event loops'
-// are plain HTTP): it returns decide's answer (b, code, msg), or the refusal that replaces it
-// (the verdict comes first, as nginx's), and leaves in c.clientCert the verification whose
-// headers go to the backend.
-func (c *h1Conn) checkClientCert(b *route.Backend, code int, msg string) (*route.Backend, int, string) {
+// checkClientCert applies client auth to the fast path's request over TLS, before the route's
+// policy (route calls it first, for every request: the goroutine path and HTTP/2 streams; the
+// event loops' are plain HTTP), so that a request refused here costs no limit and no auth
+// sub-request. It returns 0 to go on, else the refusal (with st.location); it leaves in
+// c.clientCert the verification whose headers go to the backend. By host: the rules of a host
+// share its client auth.
+func (c *h1Conn) checkClientCert(t *route.Table) (int, string) {
 	st := &c.st
 	c.clientCert = nil
-	if c.tls == nil {
-		return b, code, msg
-	}
-	ca := clientAuthFor(st.table, st.rule, bytesView(c.head.host))
+	host := bytesView(c.head.host)
+	ca := t.ClientAuth(host)
 	if ca == nil {
-		return b, code, msg
+		return 0, ""
+	}
+	if c.tls == nil {
+		return plainClientCertVerdict(ca)
 	}
 	v := c.connCert().verification(ca)
-	status, location, m := clientCertVerdict(ca, bytesView(c.head.host), c.tls, v)
+	status, location, m := clientCertVerdict(ca, host, c.tls, v)
 	if status == 0 {
 		c.clientCert = v
-		return b, code, msg
-	}
-	if b != nil {
-		st.service = b.Name()
-	} else if st.service == "" {
-		st.service = "default"
+		return 0, ""
 	}
 	st.location = location
 	if status == http.StatusBadRequest && !c.stream {
 		c.closeAfter = true // nginx closes after its 400s
 	}
-	return nil, status, m
+	return status, m
+}
+
+// plainClientCertVerdict decides a plain-HTTP request for a host with client auth: served (as
+// nginx, whose certificate check is TLS's), except with auth-tls-match-cn, which ingress-nginx
+// checks server-wide against an empty subject: 403.
+func plainClientCertVerdict(ca *route.ClientAuth) (int, string) {
+	if ca.MatchCN != nil {
+		return http.StatusForbidden, msgCNUnauthorized
+	}
+	return 0, ""
 }
 
 // connCert is the connection's client certificate state: its own, or for an HTTP/2 stream its
@@ -414,6 +421,13 @@ func (h *Handler) netHTTPClientCert(w http.ResponseWriter, r *http.Request) bool
 	ca := t.ClientAuth(r.Host)
 	if ca == nil || r.TLS == nil {
 		setClientCertHeaders(r.Header, nil)
+		if ca == nil {
+			return true
+		}
+		if status, msg := plainClientCertVerdict(ca); status != 0 {
+			h.refuseClientCert(w, r, t, status, "", msg)
+			return false
+		}
 		return true
 	}
 	v := connCertOf(r, t).verification(ca)
@@ -422,28 +436,17 @@ func (h *Handler) netHTTPClientCert(w http.ResponseWriter, r *http.Request) bool
 		setClientCertHeaders(r.Header, v)
 		return true
 	}
-	st := &reqState{start: time.Now(), port: h.httpsPort, tls: true, target: r.RequestURI, table: t, location: location, service: "default"}
-	if rule := t.Match(r.Host, r.URL.Path, httpReq{r, st}); rule != nil {
-		st.ingress, st.rule = rule.IngressName, rule
-		if rule.Backend != nil {
-			st.service = rule.Backend.Name()
-		}
-	}
-	st.logging = h.logging(t)
-	if status == http.StatusBadRequest {
-		w.Header().Set("Connection", "close") // nginx closes after its 400s
-	}
-	noContinue(w, r)
-	h.answer(w, r, st, status, msg)
+	h.refuseClientCert(w, r, t, status, location, msg)
 	return false
 }
 
 // withoutClientCertHeaders drops a client's ssl-client-* headers from the requests net/http
 // serves over plain HTTP (no client auth there).
-func withoutClientCertHeaders(next http.Handler) http.Handler {
+func withoutClientCertHeaders(h *Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		setClientCertHeaders(r.Header, nil)
-		next.ServeHTTP(w, r)
+		if h.netHTTPClientCert(w, r) { // plain: the headers dropped, auth-tls-match-cn's 403
+			h.ServeHTTP(w, r)
+		}
 	})
 }
 
@@ -591,4 +594,26 @@ func appendDNValue(b []byte, s string) []byte {
 		}
 	}
 	return b
+}
+
+// refuseClientCert answers a request net/http serves that client auth refuses, as the proxy's
+// own answers are.
+func (h *Handler) refuseClientCert(w http.ResponseWriter, r *http.Request, t *route.Table, status int, location, msg string) {
+	port := h.httpsPort
+	if r.TLS == nil {
+		port = h.httpPort
+	}
+	st := &reqState{start: time.Now(), port: port, tls: r.TLS != nil, target: r.RequestURI, table: t, location: location, service: "default"}
+	if rule := t.Match(r.Host, r.URL.Path, httpReq{r, st}); rule != nil {
+		st.ingress, st.rule = rule.IngressName, rule
+		if rule.Backend != nil {
+			st.service = rule.Backend.Name()
+		}
+	}
+	st.logging = h.logging(t)
+	if status == http.StatusBadRequest {
+		w.Header().Set("Connection", "close") // nginx closes after its 400s
+	}
+	noContinue(w, r)
+	h.answer(w, r, st, status, msg)
 }

@@ -1019,6 +1019,7 @@ func (c *evConn) proxyHeader() bool {
 		case err == l4.ErrIncomplete && len(c.in) < l4.MaxProxyV2Len:
 			ok, eof := c.read()
 			if eof {
+				c.w.h.metrics.ProxyProtocolErrors.Inc()
 				c.close()
 				return false
 			}
@@ -1126,8 +1127,7 @@ func (c *evConn) refuse(fault string) {
 // refuseStalled answers 408 to a request whose body paused longer than the body timeout, and
 // closes the connection.
 func (c *evConn) refuseStalled() {
-	c.want = 0
-	c.route() // bodyRead stays false
+	c.want = 0 // the request was routed when its head came: its state stands (bodyRead false)
 	c.consumeIn(len(c.in))
 	c.closeAfter = true
 	c.answerOwn(http.StatusRequestTimeout, msgBodyStalled)
@@ -1246,18 +1246,22 @@ func (c *evConn) handoff(reason string) {
 	c.release()
 	w.drop(c)
 
+	carried := limitState{}
+	if reason != "request" && reason != "head" {
+		carried = c.st.limits // routed here: its limits were checked, its slot is held
+	} else {
+		c.st.releaseLimits()
+	}
+	c.st.limits = limitState{}
 	f := os.NewFile(uintptr(fd), "client")
 	nc, err := net.FileConn(f) // a duplicate, on Go's poller
 	_ = f.Close()
 	if err != nil {
+		carried.release()
 		return
 	}
 	s := w.s
-	hc := &h1Conn{s: s, c: nc, client: c.client, ip: c.ip, remote: c.remote, proto: c.proto, port: c.port}
-	if reason != "request" && reason != "head" {
-		hc.carried = c.st.limits // routed here: its limits were checked, its slot is held
-	}
-	c.st.limits = limitState{}
+	hc := &h1Conn{s: s, c: nc, client: c.client, ip: c.ip, remote: c.remote, proto: c.proto, port: c.port, carried: carried}
 	s.mu.Lock()
 	if s.conns == nil {
 		s.conns = map[*h1Conn]struct{}{}

@@ -241,6 +241,7 @@ func (c *h1Conn) observe(d time.Duration) {
 // finish ends the connection's goroutine: the connection is closed unless net/http took it.
 func (c *h1Conn) finish(handedOff bool) {
 	c.st.releaseLimits()
+	c.carried.release() // a slot an event loop handed over with a request never served here
 	if !handedOff {
 		_ = c.c.Close()
 		c.releaseBuffers(false)
@@ -643,8 +644,16 @@ func (c *h1Conn) route() (*route.Backend, int, string) {
 	c.carried = limitState{}
 	c.closeAfter = hd.close || c.s.closing.Load()
 	c.bodyRead = hd.contentLength == 0 && !hd.chunked
-	b, code, msg := c.s.h.decide(c.s.h.table.Load(), string(hd.host), string(hd.route), c, st)
-	b, code, msg = c.checkClientCert(b, code, msg)
+	t := c.s.h.table.Load()
+	if code, msg := c.checkClientCert(t); code != 0 {
+		st.table, st.service = t, "default"
+		if rule := t.Match(string(hd.host), string(hd.route), c); rule != nil && rule.Backend != nil {
+			st.ingress, st.service = rule.IngressName, rule.Backend.Name()
+		}
+		st.logging = c.s.h.logging(t)
+		return nil, code, msg
+	}
+	b, code, msg := c.s.h.decide(t, string(hd.host), string(hd.route), c, st)
 	st.logging = c.s.h.logging(st.table)
 	if b == nil {
 		return b, code, msg

@@ -34,6 +34,7 @@ const (
 	hXForwardedPort
 	hForwarded
 	hXRealIP
+	hForwardedOther // X-Forwarded-Scheme, X-Scheme, X-Forwarded-Ssl, X-Forwarded-Prefix, X-Original-Forwarded-For
 	hAuthorization
 	hXRequestID
 	hCookie
@@ -106,8 +107,14 @@ func headerKind(name []byte) hkind {
 		case eq("http2-settings"):
 			return hHTTP2Settings
 		}
+	case 8:
+		if eq("x-scheme") {
+			return hForwardedOther
+		}
 	case 15:
 		switch {
+		case eq("x-forwarded-ssl"):
+			return hForwardedOther
 		case eq("x-forwarded-for"):
 			return hXForwardedFor
 		case eq("ssl-client-cert"):
@@ -132,8 +139,15 @@ func headerKind(name []byte) hkind {
 			return hSSLClient
 		}
 	case 18:
-		if eq("proxy-authenticate") {
+		switch {
+		case eq("proxy-authenticate"):
 			return hProxyAuthenticate
+		case eq("x-forwarded-scheme"), eq("x-forwarded-prefix"):
+			return hForwardedOther
+		}
+	case 24:
+		if eq("x-original-forwarded-for") {
+			return hForwardedOther
 		}
 	case 19:
 		if eq("proxy-authorization") {
@@ -457,7 +471,7 @@ func parseRequestHead(b []byte, h *reqHead) bool {
 			}
 			l.drop = true
 		case hTrailer, hKeepAlive, hProxyConnection, hProxyAuthenticate, hProxyAuthorization,
-			hXForwardedFor, hXForwardedHost, hXForwardedProto, hXForwardedPort, hForwarded, hXRealIP, hSSLClient:
+			hXForwardedFor, hXForwardedHost, hXForwardedProto, hXForwardedPort, hForwarded, hXRealIP, hSSLClient, hForwardedOther:
 			l.drop = true // hop-by-hop, or set by the proxy
 		case hXRequestID:
 			if h.requestID == nil {

@@ -268,6 +268,7 @@ type reqState struct {
 // ServeHTTP routes one request.
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	st := &reqState{start: time.Now(), port: h.httpPort, tls: r.TLS != nil, target: r.RequestURI}
+	defer st.releaseLimits() // also when ReverseProxy panics (http.ErrAbortHandler) mid-body
 	if st.tls {
 		st.port = h.httpsPort
 	}

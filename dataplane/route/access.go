@@ -171,9 +171,9 @@ const (
 var (
 	// corsOriginSyntax is one entry of cors-allow-origin, as ingress-nginx validates it.
 	corsOriginSyntax  = regexp.MustCompile(`^([a-z]+://(\*\.)?[A-Za-z0-9\-.]*(:\d+)?|\*|null)$`)
-	corsMethodsSyntax = regexp.MustCompile(`^([A-Za-z]+,?\s?)+$`)
-	corsHeadersSyntax = regexp.MustCompile(`^([A-Za-z0-9\-_]+,?\s?)+$`)
-	corsExposeSyntax  = regexp.MustCompile(`^(([A-Za-z0-9\-_]+|\*),?\s?)+$`)
+	corsMethodsSyntax = regexp.MustCompile(`^([A-Za-z]+,?[ \t]?)+$`)
+	corsHeadersSyntax = regexp.MustCompile(`^([A-Za-z0-9\-_]+,?[ \t]?)+$`)
+	corsExposeSyntax  = regexp.MustCompile(`^(([A-Za-z0-9\-_]+|\*),?[ \t]?)+$`)
 )
 
 // parseCORS reads the cors-* annotations of an Ingress with enable-cors true. A bad value

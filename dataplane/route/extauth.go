@@ -66,6 +66,8 @@ type ExternalAuth struct {
 	// ResponseHeaders are auth-response-headers: the headers of a successful answer that are
 	// set on the request to the backend, in place of any the client sent.
 	ResponseHeaders []string
+	// cleared is ResponseHeaders each with an empty value (ClearedHeaders), built at parse.
+	cleared [][2]string
 	// RequestRedirect is auth-request-redirect: X-Auth-Request-Redirect's value; "" sends
 	// the request URI.
 	RequestRedirect string
@@ -319,6 +321,7 @@ func parseExternalAuth(get func(key string) (string, bool), bad func(key, format
 			if l := strings.ToLower(name); !seen[l] {
 				seen[l] = true
 				ea.ResponseHeaders = append(ea.ResponseHeaders, name)
+				ea.cleared = append(ea.cleared, [2]string{name, ""})
 			}
 		}
 	}
@@ -759,3 +762,8 @@ func appendEscapedURI(dst []byte, s string) []byte {
 	}
 	return dst
 }
+
+// ClearedHeaders are auth-response-headers each with an empty value: what a request let in
+// without asking the auth service (satisfy any) carries, so that the client's own copies of
+// those headers are removed rather than passed off as the auth service's.
+func (ea *ExternalAuth) ClearedHeaders() [][2]string { return ea.cleared }
