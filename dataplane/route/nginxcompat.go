@@ -350,3 +350,53 @@ func nginxArgs(stmt string) ([]string, bool) {
 	}
 	return args, true
 }
+
+// AnnotationReport is what a fleet makes of one Ingress's annotations: the keys it honours,
+// and each problem (an unsupported or unknown key, a bad value, a conflict), as the Warning
+// Events name them. For `portico migrate` and the fleet's status.
+type AnnotationReport struct {
+	// Honoured are the full names of the annotations applied (a bad value is in Problems
+	// instead, even when the rest of the key's meaning applies).
+	Honoured []string
+	// Unsupported are the full names of keys the fleet reads but does not honour.
+	Unsupported []string
+	// Problems are the messages, one per problem, as the Events say them.
+	Problems []string
+}
+
+// ReportAnnotations compiles an Ingress's annotations as a fleet with compat (its
+// spec.ingressNginxCompatibility) does, without Secrets or Services: credentials and CAs
+// named by the Ingress are not checked (the Events of a running fleet do).
+func ReportAnnotations(ing *networkingv1.Ingress, compat bool) AnnotationReport {
+	var r AnnotationReport
+	_, probs := parseAnnotations(ing, true, compat)
+	r.Unsupported = UnsupportedAnnotations(ing, compat)
+	bad := map[string]bool{}
+	for _, p := range probs {
+		r.Problems = append(r.Problems, p)
+		if name, _, ok := strings.Cut(strings.TrimPrefix(p, "annotation "), ":"); ok {
+			bad[name] = true
+		}
+	}
+	unsupported := map[string]bool{}
+	for _, k := range r.Unsupported {
+		unsupported[k] = true
+	}
+	view := viewOf(ing, compat)
+	keys, _, _ := view.keys()
+	for _, k := range keys {
+		_, name, _ := view.get(k)
+		if !unsupported[name] && !bad[name] {
+			r.Honoured = append(r.Honoured, name)
+		}
+	}
+	sort.Strings(r.Honoured)
+	return r
+}
+
+// NginxUnsupportedReason is why Portico does not honour an ingress-nginx annotation key (after
+// the prefix), "" when it does or does not know the key.
+func NginxUnsupportedReason(key string) string { return nginxUnsupported[key] }
+
+// KnownAnnotation reports whether Portico honours an annotation key (after the prefix).
+func KnownAnnotation(key string) bool { return known[key] }
