@@ -293,4 +293,33 @@ var _ = Describe("Ingress route problems", func() {
 		))
 		Consistently(func() string { return eventNotes(ing) }, 2*time.Second, 200*time.Millisecond).ShouldNot(ContainSubstring("shadow"))
 	})
+
+	It("on a fleet with ingressNginxCompatibility, name ingress-nginx's keys as written, and the fleet counts the Ingresses with unsupported ones", func() {
+		w := newStatusWorld(porticov1alpha1.TopologyNodePort, func(f *porticov1alpha1.IngressDeployment) {
+			f.Spec.IngressNginxCompatibility = true
+		})
+		Expect(k8s.Create(ctx, rt.Service(w.ns, "svc"))).To(Succeed())
+		n := "nginx.ingress.kubernetes.io/"
+		legacy := rt.Ingress(w.ns, "legacy", 0, rt.ClassOf(&w.class, ""), rt.Rule("shop.example.com", "/", rt.Prefix, "svc", 80),
+			rt.Annotation(n+"server-snippet", "location /x { return 200; }"), rt.Annotation(n+"proxy-read-timeout", "forever"),
+			rt.Annotation(n+"ssl-redirect", "false"), rt.Annotation(n+"proxy-body-size", "1m"), rt.Annotation("portico.dev/proxy-body-size", "8m"))
+		clean := rt.Ingress(w.ns, "clean", 0, rt.ClassOf(&w.class, ""), rt.Rule("blog.example.com", "/", rt.Prefix, "svc", 80),
+			rt.Annotation(n+"rewrite-target", "/"), rt.Annotation(n+"configuration-snippet", `more_set_headers "X-Frame-Options: DENY";`))
+		for _, ing := range []*networkingv1.Ingress{legacy, clean} {
+			ing.UID, ing.CreationTimestamp = "", metav1.Time{}
+			Expect(k8s.Create(ctx, ing)).To(Succeed())
+		}
+		Eventually(func() string { return eventNotes(legacy) }, timeout, interval).Should(And(
+			ContainSubstring("annotation nginx.ingress.kubernetes.io/server-snippet: ingress-nginx's key is not supported by Portico (nginx configuration is never executed); ignored"),
+			ContainSubstring(`annotation nginx.ingress.kubernetes.io/proxy-read-timeout: "forever" is not a number of seconds`),
+			ContainSubstring("annotation portico.dev/proxy-body-size: set under nginx.ingress.kubernetes.io/ too; portico.dev/ wins"),
+		))
+		Eventually(func() int32 { return getFleet(w.fleet).Status.IngressesWithUnsupportedAnnotations }, timeout, interval).Should(Equal(int32(1)))
+		Consistently(func() string { return eventNotes(clean) }, 2*time.Second, 200*time.Millisecond).Should(BeEmpty())
+		// Removing the snippet clears the count.
+		Expect(k8s.Get(ctx, client.ObjectKeyFromObject(legacy), legacy)).To(Succeed())
+		delete(legacy.Annotations, n+"server-snippet")
+		Expect(k8s.Update(ctx, legacy)).To(Succeed())
+		Eventually(func() int32 { return getFleet(w.fleet).Status.IngressesWithUnsupportedAnnotations }, timeout, interval).Should(BeZero())
+	})
 })

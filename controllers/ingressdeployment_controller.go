@@ -112,6 +112,9 @@ func (r *IngressDeploymentReconciler) observeSurroundings(ctx context.Context, f
 		return obs, nil, fmt.Errorf("list IngressClasses: %w", err)
 	}
 	obs.Classes = route.BoundClasses(classes.Items, client.ObjectKeyFromObject(fleet))
+	if err := r.countUnsupported(ctx, fleet, classes.Items, &obs); err != nil {
+		return obs, nil, err
+	}
 
 	var excluded []string
 	if fleet.Spec.Topology.Type == porticov1alpha1.TopologyHostNetwork {
@@ -396,6 +399,8 @@ func (r *IngressDeploymentReconciler) SetupWithManager(mgr ctrl.Manager) error {
 		Watches(&rbacv1.Role{}, byLabels).
 		Watches(&rbacv1.RoleBinding{}, byLabels).
 		Watches(&networkingv1.IngressClass{}, handler.EnqueueRequestsFromMapFunc(fleetFromClass)).
+		Watches(&networkingv1.Ingress{}, handler.EnqueueRequestsFromMapFunc(r.fleetsOfIngress),
+			builder.WithPredicates(predicate.Or(predicate.AnnotationChangedPredicate{}, predicate.GenerationChangedPredicate{}))).
 		Watches(&corev1.Service{}, handler.EnqueueRequestsFromMapFunc(r.fleetsNamingService)).
 		WatchesMetadata(&corev1.Secret{}, handler.EnqueueRequestsFromMapFunc(r.fleetsNamingSecret)).
 		Watches(&porticov1alpha1.IngressDeployment{}, handler.EnqueueRequestsFromMapFunc(r.otherHostNetworkFleets),
@@ -417,6 +422,53 @@ func fleetFromLabels(_ context.Context, o client.Object) []reconcile.Request {
 
 // fleetFromClass maps a class of ours to the fleet it names. On update it is called with the old
 // and the new class, so a class that moves to another fleet reconciles both.
+// countUnsupported counts the fleet's Ingresses that set annotations it does not honour
+// (status.ingressesWithUnsupportedAnnotations), from the cache.
+func (r *IngressDeploymentReconciler) countUnsupported(ctx context.Context, fleet *porticov1alpha1.IngressDeployment, classes []networkingv1.IngressClass, obs *observation) error {
+	ings := &networkingv1.IngressList{}
+	if err := r.List(ctx, ings, client.UnsafeDisableDeepCopy); err != nil { // read only
+		return fmt.Errorf("list Ingresses: %w", err)
+	}
+	in := route.Input{Config: render.ProxyConfig(fleet)}
+	for i := range classes {
+		in.Classes = append(in.Classes, &classes[i])
+	}
+	for i := range ings.Items {
+		in.Ingresses = append(in.Ingresses, &ings.Items[i])
+	}
+	obs.Unsupported = 0
+	for _, ing := range route.ServedIngresses(&in) {
+		if len(route.UnsupportedAnnotations(ing, in.Config.IngressNginxCompatibility)) > 0 {
+			obs.Unsupported++
+		}
+	}
+	return nil
+}
+
+// fleetsOfIngress enqueues the fleets whose classes serve an Ingress (its class, or the default
+// classes when it names none), for the count of Ingresses with unsupported annotations.
+func (r *IngressDeploymentReconciler) fleetsOfIngress(ctx context.Context, o client.Object) []reconcile.Request {
+	ing, ok := o.(*networkingv1.Ingress)
+	if !ok {
+		return nil
+	}
+	classes := &networkingv1.IngressClassList{}
+	if err := r.List(ctx, classes); err != nil {
+		log.FromContext(ctx).Error(err, "List IngressClasses")
+		return nil
+	}
+	var out []reconcile.Request
+	for i := range classes.Items {
+		ic := &classes.Items[i]
+		named := ing.Spec.IngressClassName != nil && *ing.Spec.IngressClassName == ic.Name
+		byDefault := ing.Spec.IngressClassName == nil && ic.Annotations[networkingv1.AnnotationIsDefaultIngressClass] == "true"
+		if named || byDefault {
+			out = append(out, fleetFromClass(ctx, ic)...)
+		}
+	}
+	return out
+}
+
 func fleetFromClass(_ context.Context, o client.Object) []reconcile.Request {
 	ic, ok := o.(*networkingv1.IngressClass)
 	if !ok || !route.IsOurs(ic) {

@@ -40,6 +40,8 @@ type observation struct {
 	// Addresses are where the fleet is reachable now; empty means nothing is known (a pending
 	// balancer, no Ready proxy), in which case the published addresses are kept.
 	Addresses []porticov1alpha1.Address
+	// Unsupported counts the fleet's Ingresses with annotations it does not honour.
+	Unsupported int32
 }
 
 func daemonSetState(ds *appsv1.DaemonSet, selector string) workloadState {
@@ -77,6 +79,7 @@ func computeStatus(f *porticov1alpha1.IngressDeployment, obs observation) portic
 	st := *f.Status.DeepCopy()
 	st.ObservedGeneration = f.Generation
 	st.IngressClasses = obs.Classes
+	st.IngressesWithUnsupportedAnnotations = obs.Unsupported
 	st.Replicas, st.ReadyReplicas, st.Selector = obs.Proxy.Desired, obs.Proxy.Ready, obs.Proxy.Selector
 	if len(obs.Addresses) > 0 {
 		st.Addresses = obs.Addresses

@@ -603,6 +603,14 @@ type IngressDeploymentStatus struct {
 	// +listType=atomic
 	Addresses []Address `json:"addresses,omitempty"`
 
+	// IngressesWithUnsupportedAnnotations counts the fleet's Ingresses that set an annotation
+	// the fleet reads but does not honour (an unknown portico.dev/ key; with
+	// spec.ingressNginxCompatibility, an ingress-nginx key Portico does not offer, or a
+	// configuration-snippet it cannot translate). Each such Ingress carries a Warning Event
+	// naming the keys.
+	// +optional
+	IngressesWithUnsupportedAnnotations int32 `json:"ingressesWithUnsupportedAnnotations,omitempty"`
+
 	// Replicas is the number of proxy pods wanted (DaemonSet: nodes scheduled).
 	// +optional
 	Replicas int32 `json:"replicas,omitempty"`
