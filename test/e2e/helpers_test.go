@@ -152,33 +152,46 @@ func getObj(o client.Object, ns, name string) error {
 	return k8s.Get(ctx, types.NamespacedName{Namespace: ns, Name: name}, o)
 }
 
-// asked is an answer as ask saw it.
-type asked struct {
+// response is an answer as send saw it: Status 0 (and the error as Body) when the request
+// failed.
+type response struct {
 	Status int
 	Header http.Header
+	Body   string
 	Reply  echo.Reply // the backend's, for a 200
 }
 
-// ask sends GET http://addr/path with the given Host and headers (name, value pairs), without
-// following redirects.
-func ask(addr, hostname, path string, hdr ...string) asked {
-	req, _ := http.NewRequest(http.MethodGet, "http://"+addr+path, nil)
+// String shows an answer in a failure message.
+func (r response) String() string { return fmt.Sprintf("%d %v %q", r.Status, r.Header, r.Body) }
+
+// send sends method url through c with the given Host and headers (name, value pairs).
+func send(c *http.Client, method, url, hostname string, hdr ...string) response {
+	req, _ := http.NewRequest(method, url, nil)
 	req.Host = hostname
 	for i := 0; i+1 < len(hdr); i += 2 {
 		req.Header.Set(hdr[i], hdr[i+1])
 	}
-	c := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{DisableKeepAlives: true},
-		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
 	resp, err := c.Do(req)
 	if err != nil {
-		return asked{}
+		return response{Body: err.Error()}
 	}
 	defer resp.Body.Close()
-	a := asked{Status: resp.StatusCode, Header: resp.Header}
-	if b, _ := io.ReadAll(resp.Body); resp.StatusCode == http.StatusOK {
-		_ = json.Unmarshal(b, &a.Reply)
+	b, _ := io.ReadAll(resp.Body)
+	r := response{Status: resp.StatusCode, Header: resp.Header, Body: string(b)}
+	if r.Status == http.StatusOK {
+		_ = json.Unmarshal(b, &r.Reply)
 	}
-	return a
+	return r
+}
+
+// noRedirects is plain without following redirects.
+var noRedirects = &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{DisableKeepAlives: true},
+	CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+
+// ask sends GET http://addr/path with the given Host and headers (name, value pairs), without
+// following redirects.
+func ask(addr, hostname, path string, hdr ...string) response {
+	return send(noRedirects, http.MethodGet, "http://"+addr+path, hostname, hdr...)
 }
 
 // sampleObjects reads the objects of a multi-document YAML file of config/samples.
@@ -197,6 +210,8 @@ func sampleObjects(path string) []client.Object {
 			o = &corev1.Service{}
 		case "Ingress":
 			o = &networkingv1.Ingress{}
+		case "Secret":
+			o = &corev1.Secret{}
 		default:
 			ginkgo.Fail("sample kind " + meta.Kind + " not handled")
 		}

@@ -70,6 +70,9 @@ var _ = Describe("A fleet on the local cluster", Ordered, func() {
 				Service: porticov1alpha1.L4ServiceReference{Namespace: appsNS, Name: "coffee", Port: intstr.FromInt32(80)}}},
 			UDP: []porticov1alpha1.UDPService{{Port: l4UDPPort,
 				Service: porticov1alpha1.L4ServiceReference{Namespace: appsNS, Name: "dns", Port: intstr.FromString("dns")}}},
+			// The proxies' peers are local addresses here: the access checks name their
+			// clients with X-Forwarded-For (access_test.go).
+			ClientAddress: &porticov1alpha1.ClientAddressSettings{TrustedProxies: []string{"10.88.0.0/16"}},
 		}}
 		Expect(k8s.Create(ctx, fleet)).To(Succeed())
 		Expect(k8s.Create(ctx, rt.Class("e2e", fleetNS, "e2e", false))).To(Succeed())
@@ -91,6 +94,12 @@ var _ = Describe("A fleet on the local cluster", Ordered, func() {
 		waitAvailable(appsNS, "dns", 1)
 		expectL4(node1, l4TCPPort, l4UDPPort)
 		expectL4(node2, l4TCPPort, l4UDPPort)
+	})
+
+	It("HostNetwork: applies access control (config/samples/access.yaml, client certificates), each feature answers at the edge nodes", func() {
+		applyAccess()
+		expectAccess(node1, 80, 443)
+		expectAccess(node2, 80, 443)
 	})
 
 	It("drains the DaemonSet pod of a node that loses its label, and its address leaves the status", func() {
@@ -130,6 +139,7 @@ var _ = Describe("A fleet on the local cluster", Ordered, func() {
 		for _, a := range ingressAddresses(appsNS, "shop")() {
 			expectServes(a[:len(a)-12], 30080, 30443)
 			expectL4(a[:len(a)-12], 30900, 30353)
+			expectAccess(a[:len(a)-12], 30080, 30443)
 		}
 	})
 
@@ -148,6 +158,7 @@ var _ = Describe("A fleet on the local cluster", Ordered, func() {
 		lb := ingressAddresses(appsNS, "shop")()[0]
 		expectServes(lb, 80, 443)
 		expectL4(lb, l4TCPPort, l4UDPPort)
+		expectAccess(lb, 80, 443)
 		svc := &corev1.Service{}
 		Expect(getObj(svc, fleetNS, "e2e-proxy")).To(Succeed())
 		Expect(svc.Spec.Type).To(Equal(corev1.ServiceTypeLoadBalancer))

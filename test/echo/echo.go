@@ -1,5 +1,6 @@
 // Package echo is the test backend: it answers every request with JSON naming itself and
-// describing the request it received, and echoes WebSocket messages.
+// describing the request it received, and echoes WebSocket messages. It can also play an
+// external authentication service (Auth).
 package echo
 
 import (
@@ -37,6 +38,30 @@ func Handler(name, service string) http.Handler {
 		w.Header().Set("X-Backend", name)
 		_ = json.NewEncoder(w).Encode(Reply{Name: name, Service: service, Host: r.Host, Method: r.Method, Path: r.URL.Path,
 			URI: r.RequestURI, Proto: r.Proto, Headers: r.Header, BodySize: n})
+	})
+}
+
+// AuthPath is the path Auth answers on.
+const AuthPath = "/auth"
+
+// Auth makes a backend an external authentication service as well (ingress-nginx's auth-url),
+// on AuthPath: a request carrying the cookie name=value (cookie written "name=value") is
+// answered 202 with X-Auth-Request-User set to the value, any other 401 with
+// WWW-Authenticate: Cookie realm="echo". Requests for other paths go to next.
+func Auth(cookie string, next http.Handler) http.Handler {
+	name, value, _ := strings.Cut(cookie, "=")
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path != AuthPath {
+			next.ServeHTTP(w, r)
+			return
+		}
+		if c, err := r.Cookie(name); err == nil && c.Value == value {
+			w.Header().Set("X-Auth-Request-User", value)
+			w.WriteHeader(http.StatusAccepted)
+			return
+		}
+		w.Header().Set("WWW-Authenticate", `Cookie realm="echo"`)
+		w.WriteHeader(http.StatusUnauthorized)
 	})
 }
 

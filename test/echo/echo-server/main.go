@@ -21,13 +21,18 @@ func main() {
 	port := flag.Int("port", 8080, "port to serve")
 	udpPort := flag.Int("udp-port", 0, "UDP port answering each datagram with the pod's name and the datagram (0: none)")
 	service := flag.String("service", os.Getenv("SERVICE_NAME"), "Service name to report")
+	authCookie := flag.String("auth-cookie", "", "NAME=VALUE: also answer "+echo.AuthPath+" as an external auth service, 202 to a request with that cookie, else 401 (empty: none)")
 	flag.Parse()
 	name := os.Getenv("POD_NAME")
 	if name == "" {
 		name, _ = os.Hostname()
 	}
 	addr := net.JoinHostPort(os.Getenv("PORTICO_BIND_ADDRESS"), strconv.Itoa(*port))
-	srv := &http.Server{Addr: addr, Handler: echo.Handler(name, *service), ReadHeaderTimeout: 10 * time.Second}
+	handler := echo.Handler(name, *service)
+	if *authCookie != "" {
+		handler = echo.Auth(*authCookie, handler)
+	}
+	srv := &http.Server{Addr: addr, Handler: handler, ReadHeaderTimeout: 10 * time.Second}
 	fmt.Fprintf(os.Stderr, "echo-server %s on %s\n", name, addr)
 	if *udpPort != 0 {
 		pc, err := net.ListenPacket("udp", net.JoinHostPort(os.Getenv("PORTICO_BIND_ADDRESS"), strconv.Itoa(*udpPort)))
