@@ -654,7 +654,7 @@ func (c *h1Conn) route() (*route.Backend, int, string) {
 		return nil, code, msg
 	}
 	b, code, msg := c.s.h.decide(t, string(hd.host), string(hd.route), c, st)
-	st.logging = c.s.h.logging(st.table)
+	st.logging = c.s.h.logs(st)
 	if b == nil {
 		return b, code, msg
 	}

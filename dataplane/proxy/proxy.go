@@ -156,7 +156,7 @@ func (h *Handler) retry(st *reqState, err error, repeatable bool, host, path str
 		if isTimeout(err) {
 			kind = route.RetryTimeout
 		}
-		if !repeatable || rp.On&kind == 0 || !rp.More(st.retries+1) {
+		if !repeatable || rp.On&kind == 0 || !rp.More(st.retries+1) || !rp.Within(st.start, now) {
 			return false
 		}
 		st.retries++
@@ -175,7 +175,8 @@ func (h *Handler) retry(st *reqState, err error, repeatable bool, host, path str
 // came.
 func (h *Handler) retryStatus(st *reqState, status int, repeatable bool, host, path string) bool {
 	rp := st.retryPolicy()
-	if rp == nil || !repeatable || !rp.OnStatus(status) || !rp.More(st.retries+1) || len(st.backend.Endpoints) < 2 {
+	if rp == nil || !repeatable || !rp.OnStatus(status) || !rp.More(st.retries+1) || len(st.backend.Endpoints) < 2 ||
+		!rp.Within(st.start, time.Now()) {
 		return false
 	}
 	st.retries++
@@ -273,7 +274,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		st.port = h.httpsPort
 	}
 	b, code, msg := h.decide(h.table.Load(), r.Host, r.URL.Path, httpReq{r, st}, st)
-	st.logging = h.logging(st.table)
+	st.logging = h.logs(st)
 	if bodyTooLarge(st, r.ContentLength) {
 		w.Header().Set("Connection", "close")
 		code, msg, b = http.StatusRequestEntityTooLarge, msgBodyTooLarge, nil
@@ -581,6 +582,14 @@ func (h *Handler) done(r *http.Request, st *reqState) {
 // the fleet turns it on, or the --access-log flag.
 func (h *Handler) logging(t *route.Table) bool {
 	return h.opts.AccessLog != nil && (h.opts.AccessLogAll || t.AccessLog.Enabled)
+}
+
+// logs is logging for a routed request: off for a route with enable-access-log false.
+func (h *Handler) logs(st *reqState) bool {
+	if p := st.policy(); p != nil && p.NoAccessLog {
+		return false
+	}
+	return h.logging(st.table)
 }
 
 // sampled decides whether one logged request is written: one in every t.AccessLog.Every,

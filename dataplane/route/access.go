@@ -75,7 +75,7 @@ func (a *Access) String() string {
 		b = append(b, s+")")
 	}
 	if l := a.Limit; l != nil {
-		b = append(b, fmt.Sprintf("limit(rps=%t rpm=%t conns=%t exempt=%d)", l.RPS != nil, l.RPM != nil, l.Conns != nil, len(l.Exempt)))
+		b = append(b, fmt.Sprintf("limit(%s exempt=%d)", l.Setting, len(l.Exempt)))
 	}
 	return "access{" + strings.Join(b, " ") + "}"
 }
@@ -122,6 +122,8 @@ type Limit struct {
 	Conns *access.ConnZone
 	// Exempt are limit-allowlist: clients no limit applies to.
 	Exempt []netip.Prefix
+	// Setting describes the limits ("rps=5 rpm=0 burst=5 conns=0"), for golden files.
+	Setting string
 }
 
 // Exempts reports whether addr is exempt from the limits.
@@ -642,7 +644,7 @@ func (c *compiler) bindAccess(ing *networkingv1.Ingress, ip *ingressPolicy, repo
 			return l
 		})
 		l := *shared
-		l.Exempt = spec.limitExempt
+		l.Exempt, l.Setting = spec.limitExempt, spec.limitSetting
 		a.Limit = &l
 	}
 	ip.base.Access = a

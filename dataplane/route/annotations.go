@@ -76,6 +76,8 @@ const (
 	annLoadBalancing         = "load-balancing"
 	annLoadBalance           = "load-balance" // ingress-nginx's
 	annConfigurationSnippet  = "configuration-snippet"
+	annEnableAccessLog       = "enable-access-log"
+	annNextUpstreamTimeout   = "proxy-next-upstream-timeout"
 	annLimitWhitelist        = "limit-whitelist"
 )
 
@@ -91,6 +93,7 @@ var known = map[string]bool{
 	annCanary: true, annCanaryHeader: true, annCanaryHeaderValue: true, annCanaryHeaderPattern: true,
 	annCanaryCookie: true, annCanaryWeight: true, annCanaryWeightTotal: true,
 	annAffinity: true, annLoadBalancing: true, annLoadBalance: true, annLimitWhitelist: true, annConfigurationSnippet: true,
+	annEnableAccessLog: true, annNextUpstreamTimeout: true,
 	annProxySSLSecret: true, annProxySSLVerify: true, annProxySSLName: true, annProxySSLServerName: true,
 	annCookieName: true, annCookiePath: true, annCookieDomain: true, annCookieMaxAge: true, annCookieExpires: true,
 	annCookieSameSite: true, annCookieSecure: true, annHashBy: true, annNextUpstream: true, annNextUpstreamTries: true,
@@ -98,6 +101,9 @@ var known = map[string]bool{
 }
 
 func init() {
+	for k := range fixedBehaviour {
+		known[k] = true
+	}
 	for _, keys := range [][]string{accessKeys, externalAuthKeys, clientAuthKeys} {
 		for _, k := range keys {
 			known[k] = true
@@ -203,8 +209,11 @@ func parseAnnotations(ing *networkingv1.Ingress, defaultSSLRedirect, compat bool
 		return b, true
 	}
 	p := &ip.base
+	a := func(k string) string { v, _ := get(k); return v }
 	for _, k := range keys {
 		switch {
+		case !fixedBehaviourOK(k, a(k)):
+			bad(k, "%q is not offered: Portico's behaviour is %q (%s); ignored", a(k), fixedBehaviour[k].value, fixedBehaviour[k].why)
 		case nginxUnsupported[k] != "":
 			bad(k, "ingress-nginx's key is not supported by Portico (%s); ignored", nginxUnsupported[k])
 		case !known[k]:
@@ -219,6 +228,9 @@ func parseAnnotations(ing *networkingv1.Ingress, defaultSSLRedirect, compat bool
 	ip.useRegex, _ = boolean(annUseRegex)
 	ip.fromToWWW, _ = boolean(annFromToWWW)
 	ip.passthrough, _ = boolean(annSSLPassthrough)
+	if v, ok := boolean(annEnableAccessLog); ok && !v {
+		p.NoAccessLog = true
+	}
 
 	// Redirects: temporal wins over permanent, as in ingress-nginx.
 	redirect := func(urlKey, codeKey string, def, maxCode int) *Redirect {
@@ -455,7 +467,8 @@ func parseAnnotations(ing *networkingv1.Ingress, defaultSSLRedirect, compat bool
 	}
 	_, hasOn := get(annNextUpstream)
 	_, hasTries := get(annNextUpstreamTries)
-	if hasOn || hasTries {
+	_, hasTimeout := get(annNextUpstreamTimeout)
+	if hasOn || hasTries || hasTimeout {
 		r := &RetryPolicy{On: RetryError | RetryTimeout, Tries: 3} // ingress-nginx's defaults
 		if v, ok := get(annNextUpstream); ok {
 			r.On = 0
@@ -485,6 +498,14 @@ func parseAnnotations(ing *networkingv1.Ingress, defaultSSLRedirect, compat bool
 				bad(annNextUpstreamTries, "%q is not a whole number (0: no bound); using 3", v)
 			} else {
 				r.Tries = n
+			}
+		}
+		if v, ok := get(annNextUpstreamTimeout); ok {
+			n, err := strconv.Atoi(strings.TrimSuffix(v, "s"))
+			if err != nil || n < 0 || n > 3600 {
+				bad(annNextUpstreamTimeout, "%q is not a number of seconds from 0 (no bound) to 3600; no bound", v)
+			} else {
+				r.Timeout = time.Duration(n) * time.Second
 			}
 		}
 		p.Retry = r
@@ -534,7 +555,7 @@ func parseAnnotations(ing *networkingv1.Ingress, defaultSSLRedirect, compat bool
 	ip.empty = p.Redirect == nil && p.AppRoot == "" && p.UpstreamHost == "" && p.ForwardedPrefix == "" &&
 		p.RequestHeaders.Empty() && p.ResponseHeaders.Empty() && p.ConnectTimeout == 0 && p.ReadTimeout == 0 && p.SendTimeout == 0 &&
 		!p.HasMaxBody && ip.rewrite == "" && ip.refuse == "" && p.Affinity == nil && p.Hash == nil && p.Retry == nil &&
-		len(p.InterceptErrors) == 0 && ip.errorSvc == "" && ip.mirror == nil && ip.access == nil
+		len(p.InterceptErrors) == 0 && ip.errorSvc == "" && ip.mirror == nil && ip.access == nil && !p.NoAccessLog
 	return ip, probs
 }
 

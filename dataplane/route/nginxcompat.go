@@ -134,24 +134,20 @@ var nginxUnsupported = map[string]string{
 	"modsecurity-transaction-id":               "ModSecurity is not part of Portico",
 	"enable-opentelemetry":                     "tracing is not offered yet",
 	"opentelemetry-trust-incoming-span":        "tracing is not offered yet",
-	"enable-access-log":                        "the access log is the fleet's (spec.accessLog)",
 	"enable-rewrite-log":                       "nginx's rewrite log has no counterpart",
 	"enable-global-auth":                       "there is no fleet-wide external authentication; set auth-url on the Ingress",
 	"client-body-buffer-size":                  "bodies are streamed; there is no buffer to size",
 	"proxy-buffer-size":                        "answers are streamed; there is no buffer to size",
-	"proxy-buffering":                          "answers are streamed as they come (proxy-buffering off)",
 	"proxy-buffers-number":                     "answers are streamed; there is no buffer to size",
 	"proxy-busy-buffers-size":                  "answers are streamed; there is no buffer to size",
 	"proxy-max-temp-file-size":                 "nothing is written to disk",
 	"proxy-request-buffering":                  "request bodies are streamed (up to 64 KiB read before forwarding)",
-	"proxy-http-version":                       "backends are spoken to over HTTP/1.1 (backend-protocol chooses HTTP/2)",
 	"connection-proxy-header":                  "the Connection header to backends is the proxy's (keep-alive pooling)",
 	"custom-headers":                           "it names a ConfigMap, which the proxies do not read; use response-headers-set",
 	"proxy-cookie-domain":                      "cookie rewriting is not offered",
 	"proxy-cookie-path":                        "cookie rewriting is not offered",
 	"proxy-redirect-from":                      "Location rewriting is not offered",
 	"proxy-redirect-to":                        "Location rewriting is not offered",
-	"proxy-next-upstream-timeout":              "not offered yet; proxy-next-upstream-tries bounds retries",
 	"proxy-ssl-ciphers":                        "Go's TLS chooses the ciphers to backends",
 	"proxy-ssl-protocols":                      "TLS 1.2 and 1.3 to backends",
 	"proxy-ssl-verify-depth":                   "the chain to backends is verified to any depth",
@@ -161,15 +157,29 @@ var nginxUnsupported = map[string]string{
 	"limit-rate":                               "bandwidth limits are not offered",
 	"limit-rate-after":                         "bandwidth limits are not offered",
 	"mirror-host":                              "mirrored copies keep the request's Host",
-	"mirror-request-body":                      "mirrored copies carry no body",
 	"server-alias":                             "list the names as rules (or hosts) of the Ingress",
-	"service-upstream":                         "traffic goes to endpoint addresses, never through the Service's cluster IP",
-	"session-cookie-change-on-failure":         "the affinity cookie moves when its endpoint is gone",
 	"session-cookie-conditional-samesite-none": "set session-cookie-samesite",
-	"affinity-mode":                            "affinity is balanced (a new endpoint takes new sessions)",
 	"affinity-canary-behavior":                 "a canary's traffic follows canary-weight",
 	"upstream-hash-by-subset":                  "subsets are not offered; upstream-hash-by hashes over all endpoints",
 	"upstream-hash-by-subset-size":             "subsets are not offered",
+}
+
+// fixedBehaviour are ingress-nginx keys whose value Portico's behaviour always is: that value
+// is honoured (the Ingress asks for what it gets), another is reported and ignored.
+var fixedBehaviour = map[string]struct{ value, why string }{
+	"proxy-buffering":                  {"off", "answers are streamed as they come"},
+	"mirror-request-body":              {"off", "mirrored copies carry no body"},
+	"service-upstream":                 {"false", "traffic goes to endpoint addresses, never through the Service's cluster IP"},
+	"proxy-http-version":               {"1.1", "backends are spoken to over HTTP/1.1 (backend-protocol chooses HTTP/2)"},
+	"session-cookie-change-on-failure": {"true", "the affinity cookie moves when its endpoint fails or is gone"},
+	"affinity-mode":                    {"balanced", "a new endpoint takes new sessions; existing ones stay"},
+}
+
+// fixedBehaviourOK reports whether key (after the prefix) is one of fixedBehaviour with the
+// value Portico's behaviour is (true for any other key).
+func fixedBehaviourOK(key, value string) bool {
+	fb, ok := fixedBehaviour[key]
+	return !ok || strings.EqualFold(strings.TrimSpace(value), fb.value)
 }
 
 // UnsupportedAnnotations returns the annotation keys of an Ingress that the fleet reads but does
@@ -185,7 +195,7 @@ func UnsupportedAnnotations(ing *networkingv1.Ingress, compat bool) []string {
 				continue
 			}
 		}
-		if !known[rest] {
+		if !known[rest] || !fixedBehaviourOK(rest, ing.Annotations[k]) {
 			out = append(out, k)
 		} else if rest == annConfigurationSnippet {
 			if _, _, untranslated := translateSnippet(ing.Annotations[k]); len(untranslated) > 0 {

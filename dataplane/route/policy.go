@@ -20,6 +20,9 @@ type Policy struct {
 	// Access is the route's access control (source ranges, authentication, CORS, limits),
 	// nil for none.
 	Access *Access
+	// NoAccessLog: the route's requests are not written to the access log (enable-access-log
+	// false).
+	NoAccessLog bool
 	// Refuse, when set, answers every request of the route with 503 and this message: an
 	// access-control setting the proxy cannot enforce (fail closed).
 	Refuse string
@@ -97,6 +100,15 @@ type RetryPolicy struct {
 	On RetryOn
 	// Tries bounds the endpoints tried, the first included; 0: no bound but the endpoints.
 	Tries int
+	// Timeout bounds the time from the request's start during which it may go on to another
+	// endpoint (proxy-next-upstream-timeout); 0: no bound.
+	Timeout time.Duration
+}
+
+// Within reports whether a request that started at start may still go on to another endpoint
+// at now.
+func (r *RetryPolicy) Within(start, now time.Time) bool {
+	return r.Timeout == 0 || now.Sub(start) < r.Timeout
 }
 
 // RetryOn is a set of failures a request is sent again after.
@@ -693,6 +705,9 @@ func (p *Policy) String() string {
 	if a := p.Access; a != nil {
 		b = append(b, a.String())
 	}
+	if p.NoAccessLog {
+		b = append(b, "no-access-log")
+	}
 	if p.HostRedirect != "" {
 		b = append(b, "host-redirect="+p.HostRedirect)
 	}
@@ -811,7 +826,11 @@ func (r *RetryPolicy) String() string {
 	if len(names) == 0 {
 		names = []string{"off"}
 	}
-	return strings.Join(names, ",") + " tries=" + strconv.Itoa(r.Tries)
+	s := strings.Join(names, ",") + " tries=" + strconv.Itoa(r.Tries)
+	if r.Timeout > 0 {
+		s += " timeout=" + r.Timeout.String()
+	}
+	return s
 }
 
 var retryNames = []struct {

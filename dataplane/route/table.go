@@ -439,6 +439,12 @@ func (t *Table) Dump() string {
 				if r.Backend.Protocol == H2C {
 					backend += " h2"
 				}
+				if r.Backend.Affinity {
+					backend += " affinity"
+				}
+				if r.Backend.Balancing == LeastRequest {
+					backend += " least-request"
+				}
 				if ut := r.Backend.TLS; ut != nil {
 					backend += " tls(name=" + ut.Name
 					if ut.Verify {
