@@ -73,6 +73,9 @@ var _ = Describe("A fleet on the local cluster", Ordered, func() {
 			// The proxies' peers are local addresses here: the access checks name their
 			// clients with X-Forwarded-For (access_test.go).
 			ClientAddress: &porticov1alpha1.ClientAddressSettings{TrustedProxies: []string{"10.88.0.0/16"}},
+			// nginx.ingress.kubernetes.io/ annotations are read as portico.dev/ ones
+			// (nginx_test.go); the suite's other Ingresses set portico.dev/ keys only.
+			IngressNginxCompatibility: true,
 		}}
 		Expect(k8s.Create(ctx, fleet)).To(Succeed())
 		Expect(k8s.Create(ctx, rt.Class("e2e", fleetNS, "e2e", false))).To(Succeed())
@@ -100,6 +103,13 @@ var _ = Describe("A fleet on the local cluster", Ordered, func() {
 		applyAccess()
 		expectAccess(node1, 80, 443)
 		expectAccess(node2, 80, 443)
+	})
+
+	It("HostNetwork: serves Ingresses written for ingress-nginx (config/samples/ingress-nginx.yaml), only their class changed, as its docs describe, at the edge nodes", func() {
+		sample := applyIngressNginx()
+		expectIngressNginx(node1, 80)
+		expectIngressNginx(node2, 80)
+		expectNginxReport(sample)
 	})
 
 	It("drains the DaemonSet pod of a node that loses its label, and its address leaves the status", func() {
@@ -140,6 +150,7 @@ var _ = Describe("A fleet on the local cluster", Ordered, func() {
 			expectServes(a[:len(a)-12], 30080, 30443)
 			expectL4(a[:len(a)-12], 30900, 30353)
 			expectAccess(a[:len(a)-12], 30080, 30443)
+			expectIngressNginx(a[:len(a)-12], 30080)
 		}
 	})
 
@@ -159,6 +170,7 @@ var _ = Describe("A fleet on the local cluster", Ordered, func() {
 		expectServes(lb, 80, 443)
 		expectL4(lb, l4TCPPort, l4UDPPort)
 		expectAccess(lb, 80, 443)
+		expectIngressNginx(lb, 80)
 		svc := &corev1.Service{}
 		Expect(getObj(svc, fleetNS, "e2e-proxy")).To(Succeed())
 		Expect(svc.Spec.Type).To(Equal(corev1.ServiceTypeLoadBalancer))
