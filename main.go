@@ -1,6 +1,7 @@
 // Command portico is Portico's one binary: `portico operator` manages fleets of ingress
 // proxies, `portico proxy` is the data plane every fleet runs, and `portico default-backend`
-// answers requests that match no Ingress rule.
+// answers requests that match no Ingress rule; `portico migrate` reports what moving from
+// ingress-nginx changes.
 package main
 
 import (
@@ -21,6 +22,7 @@ import (
 
 	porticov1alpha1 "portico.dev/portico/api/v1alpha1"
 	"portico.dev/portico/controllers"
+	"portico.dev/portico/controllers/migrate"
 	"portico.dev/portico/dataplane/defaultbackend"
 	"portico.dev/portico/dataplane/run"
 )
@@ -31,6 +33,8 @@ commands:
   operator          run the operator (manages IngressDeployments)
   proxy             run the ingress proxy of one fleet
   default-backend   answer every request with a fixed status code
+  migrate           report what moving from ingress-nginx changes, and convert its
+                    ConfigMaps to a fleet (reads a cluster or YAML files; writes nothing)
 
 Run 'portico <command> -h' for a command's flags.
 `
@@ -49,6 +53,8 @@ func main() {
 		err = run.Main(args)
 	case "default-backend":
 		err = defaultbackend.Main(args)
+	case "migrate":
+		err = migrate.Main(args)
 	case "-h", "--help", "help":
 		fmt.Print(usage)
 		return
