@@ -227,9 +227,12 @@ func init() {
 		if info.reason != "" {
 			continue
 		}
+		_, why, fixed := route.FixedBehaviour(k)
 		switch {
 		case route.NginxUnsupportedReason(k) != "":
 			info.reason = route.NginxUnsupportedReason(k)
+		case fixed:
+			info.reason = why
 		case route.KnownAnnotation(k):
 			info.reason = perIngress(k)
 		}

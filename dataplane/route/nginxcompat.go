@@ -410,3 +410,10 @@ func NginxUnsupportedReason(key string) string { return nginxUnsupported[key] }
 
 // KnownAnnotation reports whether Portico honours an annotation key (after the prefix).
 func KnownAnnotation(key string) bool { return known[key] }
+
+// FixedBehaviour returns, for an ingress-nginx key (after the prefix) whose value Portico's
+// behaviour always is, that value and why; ok false for any other key.
+func FixedBehaviour(key string) (value, why string, ok bool) {
+	fb, ok := fixedBehaviour[key]
+	return fb.value, fb.why, ok
+}
