@@ -325,18 +325,6 @@ func setClientCertHeaders(h http.Header, v *certVerification) {
 	}
 }
 
-// clientAuthFor is the client auth that applies to a request routed to rule (nil: no rule of
-// its host matched) in table t: the rule's (every rule of a host with client auth carries
-// it), else its host's, as nginx's applies to a whole server. Free for a rule without policy.
-func clientAuthFor(t *route.Table, rule *route.Rule, host string) *route.ClientAuth {
-	if rule != nil {
-		if rule.Policy == nil {
-			return nil
-		}
-		return rule.Policy.ClientAuth
-	}
-	return t.ClientAuth(host)
-}
 
 // checkClientCert applies client auth to the fast path's request over TLS, before the route's
 // policy (route calls it first, for every request: the goroutine path and HTTP/2 streams; the
