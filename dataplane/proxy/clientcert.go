@@ -325,7 +325,6 @@ func setClientCertHeaders(h http.Header, v *certVerification) {
 	}
 }
 
-
 // checkClientCert applies client auth to the fast path's request over TLS, before the route's
 // policy (route calls it first, for every request: the goroutine path and HTTP/2 streams; the
 // event loops' are plain HTTP), so that a request refused here costs no limit and no auth
