@@ -292,16 +292,16 @@ var _ = Describe("IngressDeployment controller", func() {
 			Expect(err).NotTo(HaveOccurred(), "the proxy would reject its ConfigMap")
 			return c.Limits()
 		}
-		Eventually(limits, timeout, interval).Should(Equal(proxyconfig.Limits{MaxRequestBodyBytes: 8 << 20, ClientBodyTimeout: 90 * time.Second}))
+		Eventually(limits, timeout, interval).Should(Equal(proxyconfig.Limits{MaxRequestBodyBytes: 8 << 20, ClientBodyTimeout: 90 * time.Second, LimitStatus: 429}))
 
 		updateFleet(f, func(live *porticov1alpha1.IngressDeployment) {
 			live.Spec.HTTP.MaxRequestBodySize = ptr.To(resource.MustParse("0"))
 			live.Spec.HTTP.AllowUnderscoresInHeaders = true
 		})
-		Eventually(limits, timeout, interval).Should(Equal(proxyconfig.Limits{MaxRequestBodyBytes: 0, ClientBodyTimeout: 90 * time.Second, AllowUnderscoresInHeaders: true}))
+		Eventually(limits, timeout, interval).Should(Equal(proxyconfig.Limits{MaxRequestBodyBytes: 0, ClientBodyTimeout: 90 * time.Second, AllowUnderscoresInHeaders: true, LimitStatus: 429}))
 
 		updateFleet(f, func(live *porticov1alpha1.IngressDeployment) { live.Spec.HTTP = nil })
-		Eventually(limits, timeout, interval).Should(Equal(proxyconfig.Limits{MaxRequestBodyBytes: proxyconfig.DefaultMaxRequestBodyBytes, ClientBodyTimeout: proxyconfig.DefaultClientBodyTimeout}))
+		Eventually(limits, timeout, interval).Should(Equal(proxyconfig.Limits{MaxRequestBodyBytes: proxyconfig.DefaultMaxRequestBodyBytes, ClientBodyTimeout: proxyconfig.DefaultClientBodyTimeout, LimitStatus: 429}))
 	})
 
 	It("carries spec.accessLog into the proxy's ConfigMap, and the API server refuses a sampling below 1", func() {
