@@ -14,8 +14,9 @@ import (
 // phase, where ingress-nginx's CORS block sits), then the rate and connection limits (its
 // preaccess phase), then the source ranges and the authentication (its access phase, where
 // satisfy any lets either pass). Each refusal is the proxy's own answer, with its headers in
-// st.answerHeaders; what a forwarded request carries besides (CORS headers on the answer, the
-// Authorization header taken out) is in st.respSet and st.upstreamDrop.
+// st.acc.answerHeaders; what a forwarded request carries besides (CORS headers on the answer,
+// the Authorization header taken out) is in st.acc.respSet and st.acc.upstreamDrop (st.acc,
+// reqAccess, exists only for routes with access control).
 
 // Messages of the access refusals (the answer's body says which rule refused).
 const (
@@ -25,22 +26,26 @@ const (
 	msgConnLimited  = "too many requests in progress from this client address"
 )
 
-// limitState is what a request holds of a connection limit (limit-connections): the zone and
-// address to give its slot back to (releaseLimits), and whether the limits were checked for it
-// already (a request an event loop handed to the goroutine path is not counted twice).
-type limitState struct {
-	zone     *access.ConnZone
-	addr     netip.Addr // the client the slot was taken for
-	admitted bool
+// limitSlot is a request's hold on a connection limit (limit-connections): the zone and the
+// address to give the slot back to (releaseLimits).
+type limitSlot struct {
+	zone *access.ConnZone
+	addr netip.Addr // the client the slot was taken for
+}
+
+// carriedLimits is what an event loop hands over with a request it routed: its limits were
+// checked (reqState.admitted: not counted twice), and the slot it holds, if any.
+type carriedLimits struct {
+	slot *limitSlot
 }
 
 // checkAccess applies a route's access control to a request. It returns 0 when the request goes
-// on, else the status and message of the proxy's answer (its headers in st.answerHeaders).
+// on, else the status and message of the proxy's answer (its headers in st.acc.answerHeaders).
 func (h *Handler) checkAccess(a *route.Access, req reqView, st *reqState) (int, string) {
 	if c := a.CORS; c != nil {
 		origin, has := req.Header("Origin")
 		if allow := c.AllowOrigin(origin, has); allow != "" {
-			st.respSet = corsHeaders(c, allow) // on the backend's answer or the proxy's
+			st.access().respSet = corsHeaders(c, allow) // on the backend's answer or the proxy's
 			if req.Method() == http.MethodOptions {
 				// The preflight: answered here, before limits and authentication, as
 				// ingress-nginx does (browsers send no credentials with it).
@@ -48,7 +53,7 @@ func (h *Handler) checkAccess(a *route.Access, req reqView, st *reqState) (int, 
 			}
 		}
 	}
-	if l := a.Limit; l != nil && !st.limits.admitted && !l.Exempts(st.client) {
+	if l := a.Limit; l != nil && !st.admitted && !l.Exempts(st.client) {
 		now := st.start
 		if (l.RPS != nil && !l.RPS.Allow(st.client, now)) || (l.RPM != nil && !l.RPM.Allow(st.client, now)) {
 			h.metrics.AccessDenied.WithLabelValues("rate-limit").Inc()
@@ -59,12 +64,12 @@ func (h *Handler) checkAccess(a *route.Access, req reqView, st *reqState) (int, 
 				h.metrics.AccessDenied.WithLabelValues("connection-limit").Inc()
 				return st.table.Limits.LimitStatus, msgConnLimited
 			}
-			st.limits.zone, st.limits.addr = l.Conns, st.client
+			st.access().slot = &limitSlot{zone: l.Conns, addr: st.client}
 		}
 	}
-	st.limits.admitted = true
+	st.admitted = true
 	if a.Basic != nil {
-		st.upstreamDrop = true // as ingress-nginx: credentials never reach the backend
+		st.access().upstreamDrop = true // as ingress-nginx: credentials never reach the backend
 	}
 	ranged := a.RangesAllow(st.client)
 	if a.SatisfyAny && ranged && len(a.Allow) > 0 {
@@ -72,7 +77,7 @@ func (h *Handler) checkAccess(a *route.Access, req reqView, st *reqState) (int, 
 		// range names, with a deny list alone, is nginx's "declined": authentication decides).
 		// The auth service is not asked: the client's copies of its headers are removed.
 		if ea := a.External; ea != nil {
-			st.upstreamSet = ea.ClearedHeaders()
+			st.access().upstreamSet = ea.ClearedHeaders()
 		}
 		return 0, ""
 	}
@@ -85,7 +90,8 @@ func (h *Handler) checkAccess(a *route.Access, req reqView, st *reqState) (int, 
 		user, pass, ok := access.ParseBasic(authz)
 		if !ok || !b.Users.Verify(user, pass) {
 			h.metrics.AccessDenied.WithLabelValues("basic-auth").Inc()
-			st.answerHeaders = append(st.answerHeaders, [2]string{"WWW-Authenticate", b.Challenge})
+			acc := st.access()
+			acc.answerHeaders = append(acc.answerHeaders, [2]string{"WWW-Authenticate", b.Challenge})
 			return http.StatusUnauthorized, msgUnauthorized
 		}
 	}
@@ -96,13 +102,15 @@ func (h *Handler) checkAccess(a *route.Access, req reqView, st *reqState) (int, 
 		res := h.authorize(context.Background(), ea, authInputOf(req, st))
 		if !res.allow {
 			h.metrics.AccessDenied.WithLabelValues("external-auth").Inc()
-			st.answerHeaders = append(st.answerHeaders, res.response...)
+			acc := st.access()
+			acc.answerHeaders = append(acc.answerHeaders, res.response...)
 			st.location = res.location
 			return res.status, authMessage(res.status)
 		}
-		st.upstreamSet = res.upstream
+		acc := st.access()
+		acc.upstreamSet = res.upstream
 		if len(res.response) > 0 {
-			st.auth = &res
+			acc.auth = &res
 		}
 	}
 	return 0, ""
@@ -153,12 +161,35 @@ func corsHeaders(c *route.CORS, allow string) [][2]string {
 
 // releaseLimits gives back the request's connection-limit slot, once; every end of a request
 // (its answer, a new request's state, the connection's end) calls it.
-func (st *reqState) releaseLimits() { st.limits.release() }
-
-// release gives the slot back, once.
-func (l *limitState) release() {
-	if z := l.zone; z != nil {
-		z.Release(l.addr)
-		l.zone = nil
+func (st *reqState) releaseLimits() {
+	if a := st.acc; a != nil && a.slot != nil {
+		a.slot.release()
+		a.slot = nil
 	}
+}
+
+// release gives the slot back, once (nil: no slot).
+func (s *limitSlot) release() {
+	if s != nil && s.zone != nil {
+		s.zone.Release(s.addr)
+		s.zone = nil
+	}
+}
+
+// keepForAccess reports whether a request header line goes to the backend as far as access
+// control says: not the Authorization of basic auth, nor the client's copy of a header the
+// external auth service sets.
+func keepForAccess(a *reqAccess, l *headerLine, buf []byte) bool {
+	if a.upstreamDrop && l.kind == hAuthorization {
+		return false
+	}
+	return a.upstreamSet == nil || !namedIn(a.upstreamSet, buf[l.start:l.nameEnd])
+}
+
+// upstreamSet is the headers external auth sets on the request to the backend.
+func (st *reqState) upstreamSet() [][2]string {
+	if st.acc == nil {
+		return nil
+	}
+	return st.acc.upstreamSet
 }

@@ -177,7 +177,7 @@ func TestAccessReviewCarriedSlotLeaksWhenGoroutineEndsEarly(t *testing.T) {
 	client, peer := net.Pipe()
 	peer.Close() // the client is gone
 	hc := &h1Conn{s: s, c: client, client: a.String(), ip: a, proto: "http", port: "80"}
-	hc.carried = limitState{zone: z, addr: a, admitted: true}
+	hc.carried = &carriedLimits{slot: &limitSlot{zone: z, addr: a}}
 	hc.serveFromLoop([]byte("GET / HTTP/1.1\r\nHost: x\r\n\r\n"), []byte("HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n"))
 	if !z.Acquire(a) {
 		t.Errorf("the slot carried from the loop was never released")

@@ -1246,18 +1246,22 @@ func (c *evConn) handoff(reason string) {
 	c.release()
 	w.drop(c)
 
-	carried := limitState{}
-	if reason != "request" && reason != "head" {
-		carried = c.st.limits // routed here: its limits were checked, its slot is held
+	var carried *carriedLimits
+	if reason != "request" && reason != "head" { // routed here: its limits were checked, its slot is held
+		carried = &carriedLimits{}
+		if a := c.st.acc; a != nil {
+			carried.slot, a.slot = a.slot, nil
+		}
 	} else {
 		c.st.releaseLimits()
 	}
-	c.st.limits = limitState{}
 	f := os.NewFile(uintptr(fd), "client")
 	nc, err := net.FileConn(f) // a duplicate, on Go's poller
 	_ = f.Close()
 	if err != nil {
-		carried.release()
+		if carried != nil {
+			carried.slot.release()
+		}
 		return
 	}
 	s := w.s

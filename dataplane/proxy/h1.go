@@ -188,7 +188,7 @@ type h1Conn struct {
 	loop bool
 	// carried is the limits of the request an event loop handed over with the connection
 	// (checked there, its slot held): the first request's state takes it.
-	carried limitState
+	carried *carriedLimits
 	// peer is the client's address while an event loop serves the connection (c is nil then).
 	peer  netip.AddrPort
 	proto string // "http" or "https"
@@ -241,7 +241,10 @@ func (c *h1Conn) observe(d time.Duration) {
 // finish ends the connection's goroutine: the connection is closed unless net/http took it.
 func (c *h1Conn) finish(handedOff bool) {
 	c.st.releaseLimits()
-	c.carried.release() // a slot an event loop handed over with a request never served here
+	if cr := c.carried; cr != nil { // a slot an event loop handed over with a request never served here
+		cr.slot.release()
+		c.carried = nil
+	}
 	if !handedOff {
 		_ = c.c.Close()
 		c.releaseBuffers(false)
@@ -640,8 +643,14 @@ func (c *h1Conn) serveRequest(headLen int) {
 func (c *h1Conn) route() (*route.Backend, int, string) {
 	hd, st := &c.head, &c.st
 	st.releaseLimits()
-	*st = reqState{start: time.Now(), port: c.port, tls: c.proto == "https", limits: c.carried, onLoop: c.loop}
-	c.carried = limitState{}
+	*st = reqState{start: time.Now(), port: c.port, tls: c.proto == "https", onLoop: c.loop}
+	if cr := c.carried; cr != nil { // the request an event loop routed: limits checked, a slot held
+		st.admitted = true
+		if cr.slot != nil {
+			st.access().slot = cr.slot
+		}
+		c.carried = nil
+	}
 	c.closeAfter = hd.close || c.s.closing.Load()
 	c.bodyRead = hd.contentLength == 0 && !hd.chunked
 	t := c.s.h.table.Load()
@@ -708,15 +717,17 @@ func (c *h1Conn) answerHead(code int, msg string) {
 		o = append(o, "\r\nLocation: "...)
 		o = append(o, c.st.location...)
 	}
-	for _, kv := range c.st.answerHeaders {
-		o = appendHeaderLine(o, kv)
-	}
-	for _, kv := range c.st.respSet {
-		o = appendHeaderLine(o, kv)
-	}
-	if c.st.auth != nil {
-		for _, kv := range c.st.auth.responseFor(code) {
+	if a := c.st.acc; a != nil {
+		for _, kv := range a.answerHeaders {
 			o = appendHeaderLine(o, kv)
+		}
+		for _, kv := range a.respSet {
+			o = appendHeaderLine(o, kv)
+		}
+		if a.auth != nil {
+			for _, kv := range a.auth.responseFor(code) {
+				o = appendHeaderLine(o, kv)
+			}
 		}
 	}
 	if c.st.tls && c.st.table != nil && c.st.table.HSTS != "" {

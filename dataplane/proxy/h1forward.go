@@ -330,8 +330,7 @@ func (c *h1Conn) requestHead() {
 	t := c.st.table
 	for i := range hd.lines {
 		keep := forwardHeader(&hd.lines[i], t) && (p == nil || !dropsRequestLine(p, &hd.lines[i], hd.buf)) &&
-			(!c.st.upstreamDrop || hd.lines[i].kind != hAuthorization) &&
-			(c.st.upstreamSet == nil || !namedIn(c.st.upstreamSet, hd.buf[hd.lines[i].start:hd.lines[i].nameEnd]))
+			(c.st.acc == nil || keepForAccess(c.st.acc, &hd.lines[i], hd.buf))
 		switch {
 		case !keep && run >= 0:
 			o = append(o, hd.buf[hd.lines[run].start:hd.lines[i-1].end]...)
@@ -346,7 +345,7 @@ func (c *h1Conn) requestHead() {
 	if p != nil {
 		o = appendRequestPolicy(o, p)
 	}
-	for _, kv := range c.st.upstreamSet { // external auth's auth-response-headers
+	for _, kv := range c.st.upstreamSet() { // external auth's auth-response-headers
 		if kv[1] != "" {
 			o = append(o, kv[0]...)
 			o = append(o, ": "...)
@@ -868,9 +867,9 @@ func (c *h1Conn) parseResponseHead(rh *respHead) (informational bool, err error)
 	o := append(c.out[:0], "HTTP/1.1 "...)
 	o = append(o, c.raw[9:slLen]...)
 	o = append(o, "\r\n"...)
-	set := st.respSet
-	if code < 200 {
-		set = nil
+	var set [][2]string
+	if st.acc != nil && code >= 200 {
+		set = st.acc.respSet
 	}
 	for _, l := range c.hl {
 		if !l.drop && (ops == nil && hsts == "" || !dropsResponseLine(ops, hsts, c.raw[l.start:l.nameEnd])) &&
@@ -910,8 +909,8 @@ func (c *h1Conn) parseResponseHead(rh *respHead) (informational bool, err error)
 		o = append(o, kv[1]...)
 		o = append(o, "\r\n"...)
 	}
-	if st.auth != nil { // external auth's cookies
-		for _, kv := range st.auth.responseFor(code) {
+	if st.acc != nil && st.acc.auth != nil { // external auth's cookies
+		for _, kv := range st.acc.auth.responseFor(code) {
 			o = append(o, kv[0]...)
 			o = append(o, ": "...)
 			o = append(o, kv[1]...)

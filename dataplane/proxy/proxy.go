@@ -216,8 +216,14 @@ type reqState struct {
 	rule *route.Rule
 	// location is the Location of the proxy's own redirect.
 	location string
-	// tls: the request came over HTTPS.
-	tls bool
+	// tls: the request came over HTTPS. pinned: the client's affinity cookie named the
+	// endpoint. logging: the request goes to the access log (before sampling, see
+	// Handler.sampled). trusted: the request came from a trusted proxy, whose X-Forwarded-*
+	// are passed on. onLoop: an event loop routes the request (it cannot wait for an auth
+	// sub-request). (The flags sit together: the state is part of every connection.)
+	tls, pinned, logging, trusted, onLoop bool
+	// admitted: the request's limits were checked (limitState).
+	admitted bool
 	// errorCode is the intercepted status the request is at the error backend for
 	// (custom-http-errors), errorService the service that answered it.
 	errorCode    int
@@ -227,7 +233,6 @@ type reqState struct {
 	ingress string
 	service string
 	port    string // X-Forwarded-Port
-	pinned  bool   // the client's affinity cookie named the endpoint
 	// attempt is when the current attempt at an endpoint began (the response head's timeout
 	// runs from it).
 	attempt time.Time
@@ -237,33 +242,42 @@ type reqState struct {
 	status            int
 	// requestID is the X-Request-Id sent upstream (for the access log).
 	requestID string
-	// logging: the request goes to the access log (before sampling, see Handler.sampled);
 	// bytes is the response body's length as sent, upstreamTime the time to the backend's
 	// response head (both for the access log).
-	logging      bool
 	bytes        int64
 	upstreamTime time.Duration
 	// bodyErr is the error reading the client's body failed with (net/http path).
 	bodyErr error
-	// client is the request's client (clientaddr.go), clientText it as text; trusted: the
-	// request came from a trusted proxy, whose X-Forwarded-* are passed on.
+	// client is the request's client (clientaddr.go), clientText it as text.
 	client     netip.Addr
 	clientText string
-	trusted    bool
+	// acc is what access control adds to the request, nil for a route without it.
+	acc *reqAccess
+}
+
+// reqAccess is what a route's access control adds to a request (allocated only then: the
+// request state is part of every connection, and an idle one should cost no more for it).
+type reqAccess struct {
 	// answerHeaders are added to the proxy's own answer (WWW-Authenticate); respSet to every
 	// answer, the backend's (replacing its headers of the same names) or the proxy's (CORS).
 	answerHeaders, respSet [][2]string
-	// upstreamDrop: the request's Authorization header does not reach the backend (basic auth).
-	upstreamDrop bool
 	// upstreamSet replaces the client's headers of these names on the request to the backend
 	// (external auth's auth-response-headers; an empty value removes it).
 	upstreamSet [][2]string
 	// auth is the external auth's verdict, whose cookies go on the answer (authResult.responseFor).
 	auth *authResult
-	// onLoop: an event loop routes the request (it cannot wait for an auth sub-request).
-	onLoop bool
-	// limits is the request's hold on a connection limit.
-	limits limitState
+	// slot is the request's hold on a connection limit, nil for none.
+	slot *limitSlot
+	// upstreamDrop: the request's Authorization header does not reach the backend (basic auth).
+	upstreamDrop bool
+}
+
+// access returns the request's reqAccess, made on first use.
+func (st *reqState) access() *reqAccess {
+	if st.acc == nil {
+		st.acc = &reqAccess{}
+	}
+	return st.acc
 }
 
 // ServeHTTP routes one request.
@@ -358,13 +372,15 @@ func (h *Handler) rewrite(pr *httputil.ProxyRequest) {
 		out.Body = keptBody{out.Body}
 	}
 	setForwarding(out.Header, pr.In, st, true)
-	if st.upstreamDrop {
-		out.Header.Del("Authorization") // basic auth's credentials stay with the proxy
-	}
-	for _, kv := range st.upstreamSet { // external auth's auth-response-headers
-		out.Header.Del(kv[0])
-		if kv[1] != "" {
-			out.Header.Set(kv[0], kv[1])
+	if a := st.acc; a != nil {
+		if a.upstreamDrop {
+			out.Header.Del("Authorization") // basic auth's credentials stay with the proxy
+		}
+		for _, kv := range a.upstreamSet { // external auth's auth-response-headers
+			out.Header.Del(kv[0])
+			if kv[1] != "" {
+				out.Header.Set(kv[0], kv[1])
+			}
 		}
 	}
 	if p := st.policy(); p != nil {
@@ -423,12 +439,14 @@ func (h *Handler) modifyResponse(resp *http.Response) error {
 	if st.backend.Affinity && !st.pinned {
 		resp.Header.Add("Set-Cookie", string(affinityCookie(st).AppendSetCookie(nil, st.endpoint.Key, time.Now())))
 	}
-	for _, kv := range st.respSet {
-		resp.Header.Set(kv[0], kv[1])
-	}
-	if st.auth != nil {
-		for _, kv := range st.auth.responseFor(resp.StatusCode) {
-			resp.Header.Add(kv[0], kv[1])
+	if a := st.acc; a != nil {
+		for _, kv := range a.respSet {
+			resp.Header.Set(kv[0], kv[1])
+		}
+		if a.auth != nil {
+			for _, kv := range a.auth.responseFor(resp.StatusCode) {
+				resp.Header.Add(kv[0], kv[1])
+			}
 		}
 	}
 	if ops, hsts := responseOps(st, st.tls); ops != nil || hsts != "" {
@@ -513,15 +531,17 @@ func (h *Handler) answer(w http.ResponseWriter, r *http.Request, st *reqState, c
 	if st.location != "" {
 		w.Header().Set("Location", st.location)
 	}
-	for _, kv := range st.answerHeaders {
-		w.Header().Add(kv[0], kv[1])
-	}
-	for _, kv := range st.respSet {
-		w.Header().Set(kv[0], kv[1])
-	}
-	if st.auth != nil {
-		for _, kv := range st.auth.responseFor(code) {
+	if a := st.acc; a != nil {
+		for _, kv := range a.answerHeaders {
 			w.Header().Add(kv[0], kv[1])
+		}
+		for _, kv := range a.respSet {
+			w.Header().Set(kv[0], kv[1])
+		}
+		if a.auth != nil {
+			for _, kv := range a.auth.responseFor(code) {
+				w.Header().Add(kv[0], kv[1])
+			}
 		}
 	}
 	ownHeaders(w, r, st)
