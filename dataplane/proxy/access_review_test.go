@@ -467,15 +467,19 @@ func TestAccessReviewClientCertCheckedAfterExternalAuth(t *testing.T) {
 // server-level `if ($ssl_client_s_dn !~ <match-cn>) { return 403 }` refuses it there ($ssl_client_s_dn
 // is empty without TLS). clientCertVerdict returns 0 for cs == nil before looking at MatchCN.
 func TestAccessReviewMatchCNOverPlainHTTP(t *testing.T) {
-	p := newClientPKI()
-	h := newHarnessWith(t, Options{}, ServerOptions{})
-	h.backend("a", echo.Handler("a-1", "a"), "")
-	h.in.Secrets = append(h.in.Secrets, rt.TLSSecret("ns", "tls", "cn.test"), rt.CASecret("ns", "ca", p.root.PEM, nil))
-	h.compile(rt.Ingress("ns", "cn", 1, rt.Rule("cn.test", "/", rt.Prefix, "a", 80), rt.TLS("tls", "cn.test"),
-		ann("auth-tls-secret", "ns/ca"), ann("auth-tls-match-cn", "CN=alice"), ann("ssl-redirect", "false")))
-	resp, _, body := do(t, &http.Client{}, "GET", "http://"+h.http+"/", "cn.test")
-	if resp.StatusCode != 403 {
-		t.Errorf("plain HTTP on a match-cn host: %d %q, want 403 (nginx)", resp.StatusCode, body)
+	for _, sp := range []servingPathOf{pathLoops, pathGoroutines, pathNetHTTP} {
+		t.Run(sp.name, func(t *testing.T) {
+			p := newClientPKI()
+			h := newHarnessWith(t, Options{}, sp.so)
+			h.backend("a", echo.Handler("a-1", "a"), "")
+			h.in.Secrets = append(h.in.Secrets, rt.TLSSecret("ns", "tls", "cn.test"), rt.CASecret("ns", "ca", p.root.PEM, nil))
+			h.compile(rt.Ingress("ns", "cn", 1, rt.Rule("cn.test", "/", rt.Prefix, "a", 80), rt.TLS("tls", "cn.test"),
+				ann("auth-tls-secret", "ns/ca"), ann("auth-tls-match-cn", "CN=alice"), ann("ssl-redirect", "false")))
+			resp, _, body := do(t, &http.Client{}, "GET", "http://"+h.http+"/", "cn.test")
+			if resp.StatusCode != 403 {
+				t.Errorf("plain HTTP on a match-cn host: %d %q, want 403 (nginx)", resp.StatusCode, body)
+			}
+		})
 	}
 }
 

@@ -334,13 +334,13 @@ func setClientCertHeaders(h http.Header, v *certVerification) {
 func (c *h1Conn) checkClientCert(t *route.Table) (int, string) {
 	st := &c.st
 	c.clientCert = nil
+	if c.tls == nil {
+		return 0, "" // plain HTTP: applyPolicy answers auth-tls-match-cn (plainClientCertVerdict)
+	}
 	host := bytesView(c.head.host)
 	ca := t.ClientAuth(host)
 	if ca == nil {
 		return 0, ""
-	}
-	if c.tls == nil {
-		return plainClientCertVerdict(ca)
 	}
 	v := c.connCert().verification(ca)
 	status, location, m := clientCertVerdict(ca, host, c.tls, v)
@@ -355,9 +355,10 @@ func (c *h1Conn) checkClientCert(t *route.Table) (int, string) {
 	return status, m
 }
 
-// plainClientCertVerdict decides a plain-HTTP request for a host with client auth: served (as
-// nginx, whose certificate check is TLS's), except with auth-tls-match-cn, which ingress-nginx
-// checks server-wide against an empty subject: 403.
+// plainClientCertVerdict decides a plain-HTTP request for a route of a host with client auth
+// (applyPolicy calls it, on every serving path): served (as nginx, whose certificate check is
+// TLS's), except with auth-tls-match-cn, which ingress-nginx checks server-wide against an
+// empty subject: 403.
 func plainClientCertVerdict(ca *route.ClientAuth) (int, string) {
 	if ca.MatchCN != nil {
 		return http.StatusForbidden, msgCNUnauthorized
@@ -408,13 +409,6 @@ func (h *Handler) netHTTPClientCert(w http.ResponseWriter, r *http.Request) bool
 	ca := t.ClientAuth(r.Host)
 	if ca == nil || r.TLS == nil {
 		setClientCertHeaders(r.Header, nil)
-		if ca == nil {
-			return true
-		}
-		if status, msg := plainClientCertVerdict(ca); status != 0 {
-			h.refuseClientCert(w, r, t, status, "", msg)
-			return false
-		}
 		return true
 	}
 	v := connCertOf(r, t).verification(ca)
@@ -429,11 +423,10 @@ func (h *Handler) netHTTPClientCert(w http.ResponseWriter, r *http.Request) bool
 
 // withoutClientCertHeaders drops a client's ssl-client-* headers from the requests net/http
 // serves over plain HTTP (no client auth there).
-func withoutClientCertHeaders(h *Handler) http.Handler {
+func withoutClientCertHeaders(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if h.netHTTPClientCert(w, r) { // plain: the headers dropped, auth-tls-match-cn's 403
-			h.ServeHTTP(w, r)
-		}
+		setClientCertHeaders(r.Header, nil)
+		next.ServeHTTP(w, r)
 	})
 }
 
@@ -586,11 +579,7 @@ func appendDNValue(b []byte, s string) []byte {
 // refuseClientCert answers a request net/http serves that client auth refuses, as the proxy's
 // own answers are.
 func (h *Handler) refuseClientCert(w http.ResponseWriter, r *http.Request, t *route.Table, status int, location, msg string) {
-	port := h.httpsPort
-	if r.TLS == nil {
-		port = h.httpPort
-	}
-	st := &reqState{start: time.Now(), port: port, tls: r.TLS != nil, target: r.RequestURI, table: t, location: location, service: "default"}
+	st := &reqState{start: time.Now(), port: h.httpsPort, tls: true, target: r.RequestURI, table: t, location: location, service: "default"}
 	if rule := t.Match(r.Host, r.URL.Path, httpReq{r, st}); rule != nil {
 		st.ingress, st.rule = rule.IngressName, rule
 		if rule.Backend != nil {

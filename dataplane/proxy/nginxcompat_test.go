@@ -385,16 +385,6 @@ spec:
 	}
 }
 
-// hasService reports whether the harness declares Service name.
-func (h *harness) hasService(name string) bool {
-	for _, s := range h.in.Services {
-		if s.Name == name {
-			return true
-		}
-	}
-	return false
-}
-
 // wildcardMatch matches s against a pattern whose "*" stands for any run of characters ("" only
 // matches "").
 func wildcardMatch(pattern, s string) bool {

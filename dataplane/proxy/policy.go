@@ -146,6 +146,11 @@ func (h *Handler) applyPolicy(p *route.Policy, host, path string, req reqView, b
 	if p.Refuse != "" {
 		return nil, http.StatusServiceUnavailable, p.Refuse
 	}
+	if ca := p.ClientAuth; ca != nil && !st.tls {
+		if code, msg := plainClientCertVerdict(ca); code != 0 {
+			return nil, code, msg
+		}
+	}
 	// An HTTPS request of a route whose only redirect is to HTTPS (the default on TLS hosts)
 	// builds nothing.
 	if p.HostRedirect != "" || (p.SSLRedirect && !req.overTLS()) || p.AppRoot != "" || p.Redirect != nil {
@@ -388,11 +393,19 @@ func (q httpReq) ClientIP() string { return q.st.clientText }
 // peerIP is RemoteAddr's address: the PROXY protocol's source when the listener reads it
 // (handoffConn.RemoteAddr).
 func (q httpReq) peerIP() (netip.Addr, string) {
-	if ap, err := netip.ParseAddrPort(q.r.RemoteAddr); err == nil {
-		a := ap.Addr().Unmap()
+	host, _, err := net.SplitHostPort(q.r.RemoteAddr) // host is part of RemoteAddr: no copy
+	if err != nil {
+		return netip.Addr{}, q.r.RemoteAddr
+	}
+	a, err := netip.ParseAddr(host)
+	if err != nil {
+		return netip.Addr{}, host
+	}
+	if a.Is4In6() {
+		a = a.Unmap()
 		return a, a.String()
 	}
-	return netip.Addr{}, q.r.RemoteAddr
+	return a, host
 }
 
 func (q httpReq) headerFields(yield func(name, value string) bool) {

@@ -121,16 +121,22 @@ func (h *harness) addEndpoints(name, appProtocol string, port int, ips ...string
 	if appProtocol != "" {
 		sp.AppProtocol = ptr.To(appProtocol)
 	}
-	found := false
-	for _, s := range h.in.Services {
-		found = found || s.Name == name
-	}
-	if !found {
+	if !h.hasService(name) {
 		h.in.Services = append(h.in.Services, rt.Service("ns", name, sp))
 	}
 	es := rt.Slice("ns", name, "http", int32(port), rt.Ready, ips...)
 	es.Name += "-" + strconv.Itoa(port)
 	h.in.EndpointSlices = append(h.in.EndpointSlices, es)
+}
+
+// hasService reports whether the harness declares Service name.
+func (h *harness) hasService(name string) bool {
+	for _, s := range h.in.Services {
+		if s.Name == name {
+			return true
+		}
+	}
+	return false
 }
 
 // unlimitedBodies lifts the fleet's request body size limit (1 MiB by default) for the
@@ -148,20 +154,7 @@ func (h *harness) compile(ings ...*networkingv1.Ingress) []route.Problem {
 
 func get(t *testing.T, c *http.Client, url, host string, hdr ...string) (*http.Response, echo.Reply, string) {
 	t.Helper()
-	req, _ := http.NewRequest(http.MethodGet, url, nil)
-	req.Host = host
-	for i := 0; i+1 < len(hdr); i += 2 {
-		req.Header.Set(hdr[i], hdr[i+1])
-	}
-	resp, err := c.Do(req)
-	if err != nil {
-		t.Fatalf("GET %s (Host %s): %v", url, host, err)
-	}
-	defer resp.Body.Close()
-	body, _ := io.ReadAll(resp.Body)
-	var rep echo.Reply
-	_ = json.Unmarshal(body, &rep)
-	return resp, rep, string(body)
+	return do(t, c, http.MethodGet, url, host, hdr...)
 }
 
 func TestRoutingAndForwarding(t *testing.T) {

@@ -497,15 +497,8 @@ func AnnotationSecrets(ing *networkingv1.Ingress, compat bool) []string {
 	if k, ok := AuthTLSSecret(ing, compat); ok {
 		out = append(out, k.Name)
 	}
-	v, _, _ := viewOf(ing, compat).get(annAuthSecret)
-	if ns, name, cross := strings.Cut(v, "/"); cross {
-		v = ""
-		if ns == ing.Namespace {
-			v = name
-		}
-	}
-	if v != "" {
-		out = append(out, v)
+	if s := ownSecret(ing, compat, annAuthSecret); s != "" {
+		out = append(out, s)
 	}
 	return out
 }

@@ -712,7 +712,13 @@ func isTokenChar(c byte) bool {
 // ProxySSLSecret is the name of the Secret an Ingress's proxy-ssl-secret names (in the
 // Ingress's namespace: "namespace/name" with another namespace is refused), "" for none.
 func ProxySSLSecret(ing *networkingv1.Ingress, compat bool) string {
-	v, _, _ := viewOf(ing, compat).get(annProxySSLSecret)
+	return ownSecret(ing, compat, annProxySSLSecret)
+}
+
+// ownSecret is the Secret name annotation key names, "name" or "namespace/name", when it is in
+// the Ingress's own namespace; "" otherwise (another namespace is refused where it is parsed).
+func ownSecret(ing *networkingv1.Ingress, compat bool, key string) string {
+	v, _, _ := viewOf(ing, compat).get(key)
 	if ns, name, cross := strings.Cut(v, "/"); cross {
 		if ns != ing.Namespace {
 			return ""
