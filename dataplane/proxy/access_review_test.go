@@ -176,7 +176,8 @@ func TestAccessReviewCarriedSlotLeaksWhenGoroutineEndsEarly(t *testing.T) {
 	s.wg.Add(1)
 	client, peer := net.Pipe()
 	peer.Close() // the client is gone
-	hc := &h1Conn{s: s, c: client, client: a.String(), ip: a, proto: "http", port: "80"}
+	hc := newH1Conn()
+	hc.s, hc.c, hc.client, hc.ip, hc.proto, hc.port = s, client, a.String(), a, "http", "80"
 	hc.carried = &carriedLimits{slot: &limitSlot{zone: z, addr: a}}
 	hc.serveFromLoop([]byte("GET / HTTP/1.1\r\nHost: x\r\n\r\n"), []byte("HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n"))
 	if !z.Acquire(a) {
@@ -222,7 +223,8 @@ func TestAccessReviewPlainRouteAllocs(t *testing.T) {
 	h.backend("app", echo.Handler("app-1", "app"), "")
 	h.compile(rt.Ingress("ns", "plain", 1, rt.Rule("plain.test", "/", rt.Prefix, "app", 80)))
 	s := &h1Server{h: h.handler, opts: ServerOptions{ReadHeaderTimeout: time.Second}}
-	c := &h1Conn{s: s, client: "192.0.2.1", ip: netip.MustParseAddr("192.0.2.1"), proto: "http", port: "80"}
+	c := newH1Conn()
+	c.s, c.client, c.ip, c.proto, c.port = s, "192.0.2.1", netip.MustParseAddr("192.0.2.1"), "http", "80"
 	if !parseRequestHead([]byte("GET /x HTTP/1.1\r\nHost: plain.test\r\nX-Forwarded-For: 198.51.100.1\r\n\r\n"), &c.head) {
 		t.Fatal("parse")
 	}

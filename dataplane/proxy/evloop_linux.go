@@ -224,7 +224,9 @@ func (w *worker) newConn() *evConn {
 		w.spare = w.spare[:n-1]
 		return c
 	}
-	return &evConn{w: w}
+	c := &evConn{w: w}
+	c.h1Req = &c.req
+	return c
 }
 
 // recycleDead makes the connections closed during the last batch spare, once nothing of the
@@ -239,15 +241,14 @@ func (w *worker) recycleDead() {
 		if cap(hc.head.buf) > 2<<10 || cap(hc.out) > 2<<10 || cap(hc.raw) > 2<<10 {
 			continue // grown by an unusual request: not worth keeping
 		}
-		*c = evConn{w: w, h1Conn: h1Conn{
+		*c = evConn{w: w, h1Conn: h1Conn{client: hc.client, ip: hc.ip}, req: h1Req{
 			head:    reqHead{buf: hc.head.buf[:0], lines: hc.head.lines[:0], decoded: hc.head.decoded[:0]},
 			out:     hc.out[:0],
 			raw:     hc.raw[:0],
 			hl:      hc.hl[:0],
 			metrics: hc.metrics,
-			client:  hc.client,
-			ip:      hc.ip,
 		}, clientAddr: c.clientAddr}
+		c.h1Req = &c.req
 		w.spare = append(w.spare, c)
 	}
 	w.dead = w.dead[:0]
@@ -695,6 +696,7 @@ const (
 // and builds heads as on the goroutine fast path; its net.Conn and buffers are unused.
 type evConn struct {
 	h1Conn
+	req   h1Req // h1Conn.h1Req
 	w     *worker
 	fd    int
 	idx   int
@@ -1265,7 +1267,8 @@ func (c *evConn) handoff(reason string) {
 		return
 	}
 	s := w.s
-	hc := &h1Conn{s: s, c: nc, client: c.client, ip: c.ip, remote: c.remote, proto: c.proto, port: c.port, carried: carried}
+	hc := newH1Conn()
+	hc.s, hc.c, hc.client, hc.ip, hc.remote, hc.proto, hc.port, hc.carried = s, nc, c.client, c.ip, c.remote, c.proto, c.port, carried
 	s.mu.Lock()
 	if s.conns == nil {
 		s.conns = map[*h1Conn]struct{}{}

@@ -104,7 +104,13 @@ func (s *h1Server) Serve(ln net.Listener) error {
 			continue
 		}
 		backoff = 0
-		hc := &h1Conn{s: s, c: c}
+		var hc *h1Conn
+		if s.tlsConfig != nil {
+			hc = &h1Conn{} // its exchange state comes after the handshake, unless it is HTTP/2
+		} else {
+			hc = newH1Conn()
+		}
+		hc.s, hc.c = s, c
 		s.mu.Lock()
 		if s.closing.Load() {
 			s.mu.Unlock()
@@ -173,19 +179,21 @@ func (s *h1Server) forget(c *h1Conn) {
 
 // h1Conn is one client connection on the fast path.
 type h1Conn struct {
-	s      *h1Server
-	c      net.Conn      // a *tls.Conn on HTTPS
-	rw     io.ReadWriter // what br and bw read and write: the raw or TLS connection
-	br     *bufio.Reader
-	bw     *bufio.Writer
-	state  atomic.Int32
-	tls    *tls.ConnectionState
+	s     *h1Server
+	c     net.Conn      // a *tls.Conn on HTTPS
+	rw    io.ReadWriter // what br and bw read and write: the raw or TLS connection
+	state atomic.Int32
+	tls   *tls.ConnectionState
+	// rd is the client connection's read deadline.
+	rd     readDeadline
 	client string     // the connection's peer's IP (the PROXY protocol's source, if any), as text
 	ip     netip.Addr // and as an address
 	// remote is the PROXY protocol's source address and port, nil without the protocol.
 	remote net.Addr
 	// loop: an event loop serves the connection.
 	loop bool
+	// stream: the connection is an HTTP/2 stream (h2Stream), which carries one exchange.
+	stream bool
 	// carried is the limits of the request an event loop handed over with the connection
 	// (checked there, its slot held): the first request's state takes it.
 	carried *carriedLimits
@@ -193,14 +201,27 @@ type h1Conn struct {
 	peer  netip.AddrPort
 	proto string // "http" or "https"
 	port  string // X-Forwarded-Port
+	// h2 is the HTTP/2 connection this connection serves, if it does (for Shutdown).
+	h2 atomic.Pointer[h2Conn]
+	// cert is the TLS connection's client certificate state (its HTTP/2 streams share it).
+	cert *connCert
 
+	// h1Req is the state of the exchanges the connection serves itself (HTTP/1.x, or an
+	// HTTP/2 stream's). An HTTP/2 connection over TLS has none: its streams have their own,
+	// and an idle one so keeps about 1 KiB less (the h2idle benchmark row). newH1Conn makes a
+	// connection with it, in one allocation.
+	*h1Req
+}
+
+// h1Req is an h1Conn's exchange state (see h1Conn.h1Req).
+type h1Req struct {
+	br   *bufio.Reader
+	bw   *bufio.Writer
 	head reqHead
-	// rd is the client connection's read deadline.
-	rd  readDeadline
-	out []byte // the response head being built
-	raw []byte // the backend's response head as read
-	hl  []headerLine
-	st  reqState
+	out  []byte // the response head being built
+	raw  []byte // the backend's response head as read
+	hl   []headerLine
+	st   reqState
 	// closeAfter: the connection ends after the current answer.
 	closeAfter bool
 	// bodyRead: the current request's body was read whole (see lingers).
@@ -209,15 +230,22 @@ type h1Conn struct {
 	now time.Time
 	// metrics caches the series of the last request: a keep-alive connection mostly repeats it.
 	metrics metricCache
-	// stream: the connection is an HTTP/2 stream (h2Stream), which carries one exchange.
-	stream bool
-	// h2 is the HTTP/2 connection this connection serves, if it does (for Shutdown).
-	h2 atomic.Pointer[h2Conn]
-	// cert is the TLS connection's client certificate state (its HTTP/2 streams share it);
-	// clientCert the current request's verification, whose headers go to the backend (nil
-	// when its route has no client auth). See clientcert.go.
-	cert       *connCert
+	// clientCert is the current request's client certificate verification, whose headers go to
+	// the backend (nil when its route has no client auth). See clientcert.go.
 	clientCert *certVerification
+}
+
+// h1Full is a connection and its exchange state, allocated together.
+type h1Full struct {
+	h1Conn
+	req h1Req
+}
+
+// newH1Conn returns a connection with its exchange state (one allocation).
+func newH1Conn() *h1Conn {
+	f := new(h1Full)
+	f.h1Req = &f.req
+	return &f.h1Conn
 }
 
 // metricCache holds the series last used on a connection.
@@ -240,14 +268,18 @@ func (c *h1Conn) observe(d time.Duration) {
 
 // finish ends the connection's goroutine: the connection is closed unless net/http took it.
 func (c *h1Conn) finish(handedOff bool) {
-	c.st.releaseLimits()
+	if c.h1Req != nil {
+		c.st.releaseLimits()
+	}
 	if cr := c.carried; cr != nil { // a slot an event loop handed over with a request never served here
 		cr.slot.release()
 		c.carried = nil
 	}
 	if !handedOff {
 		_ = c.c.Close()
-		c.releaseBuffers(false)
+		if c.h1Req != nil {
+			c.releaseBuffers(false)
+		}
 	}
 	c.s.forget(c)
 }
@@ -313,10 +345,14 @@ func (c *h1Conn) serve() {
 		c.state.Store(stateActive)
 		moved = true
 		go func() {
-			c.serveH2()
-			c.finish(false)
+			if !c.serveH2() {
+				c.finish(false)
+			}
 		}()
 		return
+	}
+	if c.h1Req == nil {
+		c.h1Req = new(h1Req)
 	}
 	c.takeBuffers()
 	c.now = time.Now()

@@ -1041,7 +1041,7 @@ func FuzzResponseHead(f *testing.F) {
 		f.Add([]byte(s), false)
 	}
 	f.Fuzz(func(t *testing.T, in []byte, head bool) {
-		c := &h1Conn{}
+		c := newH1Conn()
 		c.st.backend = &route.Backend{}
 		method := http.MethodGet
 		if head {

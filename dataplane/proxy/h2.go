@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"bytes"
+	"crypto/tls"
 	"errors"
 	"io"
 	"iter"
@@ -84,12 +85,19 @@ type h2Conn struct {
 	workers    int // streams being served (started, response not ended)
 	pending    []*h2Stream
 	goingAway  bool
+	// waiting: the reader waits for the next frame while streams are open (waitBusy); woken:
+	// the last one's end woke it (streamDoneLocked), the connection being idle.
+	waiting, woken bool
 }
 
 // countingReader counts the bytes of one frame read.
 type countingReader struct {
 	r      io.Reader
 	n, max int
+	// idle, when set, is the socket under r (beneath TLS); nowait: the frame read starts with
+	// idle not waiting (see h2Conn.serveFrames), until the first byte is delivered.
+	idle   idleReader
+	nowait bool
 }
 
 func (r *countingReader) Read(p []byte) (int, error) {
@@ -101,19 +109,56 @@ func (r *countingReader) Read(p []byte) (int, error) {
 	}
 	n, err := r.r.Read(p)
 	r.n += n
+	if r.nowait && n > 0 {
+		// The frame has begun: the rest of it is waited for, as usual.
+		r.nowait = false
+		r.idle.setNowait(false)
+		if err == errWouldBlock { // TLS looked past its data for a close_notify
+			err = nil
+		}
+	}
 	return n, err
 }
 
-// serveH2 serves c as an HTTP/2 connection whose client preface is next in c.br.
-func (c *h1Conn) serveH2() {
+// idleReader is a socket whose reads can be made not to wait (rawConn, on Linux): an idle
+// HTTP/2 connection's goroutine then waits for its next frame with a small stack (see
+// h2Conn.serveFrames).
+type idleReader interface {
+	// setNowait makes the reads return errWouldBlock rather than wait.
+	setNowait(on bool)
+	// waitReadable waits until there is something to read, or the read deadline passes.
+	waitReadable() error
+}
+
+// errWouldBlock is a read's error when idleReader.setNowait is on and nothing is there. It is
+// a temporary net.Error, so that crypto/tls keeps the connection (and whatever part of a
+// record it has read) as it does after a read deadline.
+var errWouldBlock error = wouldBlock{}
+
+type wouldBlock struct{}
+
+func (wouldBlock) Error() string   { return "read would block" }
+func (wouldBlock) Timeout() bool   { return false }
+func (wouldBlock) Temporary() bool { return true }
+
+// serveH2 serves c as an HTTP/2 connection whose client preface is next in c.br. It reports
+// whether the connection was parked (see serveFrames): its goroutine serves it from then on.
+func (c *h1Conn) serveH2() (parked bool) {
 	c.s.h.metrics.H2Connections.Inc()
-	if c.bw != nil { // frames are written from the frameWriter's buffer
+	if c.h1Req != nil && c.bw != nil { // frames are written from the frameWriter's buffer
 		c.bw.Reset(nil)
 		writerPool.Put(c.bw)
 		c.bw = nil
 	}
-	cc := &h2Conn{hc: c, streams: map[uint32]*h2Stream{}}
+	cc := &h2Conn{hc: c}
 	cc.enc = hpack.NewEncoder(&cc.hbuf)
+	// Response headers are sent without HPACK's dynamic table, as nginx and HAProxy send them
+	// (static table names, literal values): the table would hold every connection's last
+	// responses' header names and values and the encoder's two maps over them, about 1 KB on
+	// an idle connection, for the few bytes per response that indexing saves (a Date or
+	// Content-Length differs each time anyway). The first header block tells the client so
+	// (a table size update to 0), which lets it free its own table.
+	cc.enc.SetMaxDynamicTableSize(0)
 	cc.recv.window = h2ConnWindow
 	cc.start(c.c, func() {
 		for _, st := range cc.streams {
@@ -121,7 +166,11 @@ func (c *h1Conn) serveH2() {
 		}
 	}, func() bool { return cc.workers > 0 || len(cc.streams) > 0 })
 	c.h2.Store(cc)
-	defer cc.shut()
+	defer func() {
+		if !parked {
+			cc.shut()
+		}
+	}()
 
 	o := &c.s.opts
 	cc.mu.Lock()
@@ -136,42 +185,70 @@ func (c *h1Conn) serveH2() {
 	_ = c.c.SetReadDeadline(time.Now().Add(o.ReadHeaderTimeout))
 	// Frames are read through c.br on cleartext; a TLS connection buffers a record already, and
 	// is read directly (c.br is not taken: an idle connection holds no read buffer of ours).
-	var r io.Reader = c.br
-	if c.br == nil {
-		r = c.c
+	var r io.Reader = c.c
+	if c.h1Req != nil && c.br != nil {
+		r = c.br
 	}
 	var pre [len(h2Preface)]byte
 	if _, err := io.ReadFull(r, pre[:]); err != nil || !isH2Preface(pre[:]) {
-		return
+		return false
 	}
 	cc.cr = countingReader{r: r, max: h2MaxReadPerFrame}
+	if tc, ok := c.c.(*tls.Conn); ok && r == c.c {
+		cc.cr.idle, _ = tc.NetConn().(idleReader)
+	}
 	cc.rfr = http2.NewFramer(nil, &cc.cr)
 	cc.rfr.ReadMetaHeaders = hpack.NewDecoder(4096, nil)
 	cc.rfr.MaxHeaderListSize = uint32(o.MaxHeaderBytes)
 	cc.rfr.SetMaxReadFrameSize(h2MaxFrame)
 	cc.rfr.SetReuseFrames()
-	first := true
+	return cc.serveFrames(true)
+}
+
+// serveFrames reads and processes frames until the connection ends (false), or until it is
+// idle (no stream open) with nothing to read (true, on a connection whose socket is an
+// idleReader): a new goroutine then waits for its next frame (park) and this one ends. A
+// goroutine's stack grows for reading and processing frames (TLS decryption, the header
+// block) and shrinks only at a garbage collection, by half and at most once per collection;
+// the new goroutine's starts small and stays so while it waits, which is what an idle
+// connection costs: 2 KiB of stack, not 4 to 8 (memory per idle HTTP/2 connection, the
+// h2idle benchmark row).
+func (cc *h2Conn) serveFrames(first bool) (parked bool) {
 	for {
-		if !cc.readDeadline(first) {
-			return
+		ok, idle := cc.readDeadline(first)
+		if !ok {
+			return false
+		}
+		if cc.cr.idle != nil {
+			cc.cr.idle.setNowait(true)
+			cc.cr.nowait = true
 		}
 		cc.cr.n = 0
 		f, err := cc.rfr.ReadFrame()
+		if err == errWouldBlock { // nothing to read yet
+			if idle {
+				go cc.park()
+				return true
+			}
+			if err = cc.waitBusy(first); err == nil {
+				continue
+			}
+		}
 		if err != nil {
 			if !cc.readFailed(err) {
-				return
+				return false
 			}
 			continue
 		}
 		if first {
 			if _, ok := f.(*http2.SettingsFrame); !ok {
 				cc.goAway(http2.ErrCodeProtocol)
-				return
+				return false
 			}
 			first = false
 		}
 		if !cc.process(f) {
-			return
+			return false
 		}
 		cc.mu.Lock()
 		flooded := len(cc.out) > h2MaxQueued
@@ -181,25 +258,72 @@ func (c *h1Conn) serveH2() {
 			// their answers pile up (the 2019 ping and settings floods).
 			cc.hc.s.h.metrics.H2Calmed.Inc()
 			cc.goAway(http2.ErrCodeEnhanceYourCalm)
-			return
+			return false
 		}
 	}
 }
 
+// waitBusy waits for the next frame (the first, the client's SETTINGS, or one while streams
+// are open or a PING of ours is unanswered), or until the last stream's end, which wakes it
+// (streamDoneLocked; nil is returned then, and the connection parks next). An error is the
+// read deadline's (or the connection's) as a read would have returned it.
+func (cc *h2Conn) waitBusy(first bool) error {
+	cc.mu.Lock()
+	if !first && cc.workers == 0 && len(cc.streams) == 0 && !cc.ping { // the last one ended meanwhile
+		cc.mu.Unlock()
+		return nil
+	}
+	cc.waiting = true
+	cc.mu.Unlock()
+	err := cc.cr.idle.waitReadable()
+	cc.mu.Lock()
+	cc.waiting = false
+	woken := cc.woken
+	cc.woken = false
+	cc.mu.Unlock()
+	if woken {
+		cc.rdead = readDeadline{} // the wake-up's deadline is past: readDeadline sets one anew
+		return nil
+	}
+	return err
+}
+
+// park waits, on a goroutine of its own, for an idle connection's next frame (or its idle
+// timeout, or Shutdown's wake-up), then serves it (see serveFrames).
+func (cc *h2Conn) park() {
+	if err := cc.cr.idle.waitReadable(); err != nil {
+		cc.cr.n = 0
+		if !cc.readFailed(err) {
+			cc.end()
+			return
+		}
+	}
+	if !cc.serveFrames(false) {
+		cc.end()
+	}
+}
+
+// end ends a parked connection's service, as serveH2 and serve do when it was not parked.
+func (cc *h2Conn) end() {
+	cc.shut()
+	cc.hc.finish(false)
+}
+
 // readDeadline sets how long the next frame may take: the header timeout for the first, the
 // idle timeout while no stream is open, else until a PING is due (see readFailed). It reports
-// false when the connection ends instead: sent away (GOAWAY), with no stream left.
-func (cc *h2Conn) readDeadline(first bool) bool {
+// false when the connection ends instead: sent away (GOAWAY), with no stream left; idle when
+// no stream is open.
+func (cc *h2Conn) readDeadline(first bool) (ok, idle bool) {
 	o := &cc.hc.s.opts
 	if first {
-		return true
+		return true, false
 	}
 	cc.mu.Lock()
 	busy := cc.workers > 0 || len(cc.streams) > 0
 	away := cc.goingAway
 	cc.mu.Unlock()
 	if away && !busy {
-		return false
+		return false, false
 	}
 	switch {
 	case cc.ping:
@@ -209,7 +333,7 @@ func (cc *h2Conn) readDeadline(first bool) bool {
 	default:
 		cc.rdead.within(cc.c, time.Now(), o.IdleTimeout)
 	}
-	return true
+	return true, !busy && !cc.ping
 }
 
 // readFailed handles a failed frame read; it reports whether the connection goes on.
@@ -344,6 +468,9 @@ func (cc *h2Conn) headers(f *http2.MetaHeadersFrame) bool {
 			break
 		}
 		st.bodyEnd = f.StreamEnded()
+		if cc.streams == nil {
+			cc.streams = make(map[uint32]*h2Stream, 1)
+		}
 		cc.streams[id] = st
 		if cc.workers < h2MaxStreams {
 			cc.workers++
@@ -854,8 +981,15 @@ func (cc *h2Conn) streamDoneLocked(st *h2Stream) {
 	if cc.workers == 0 && len(cc.streams) == 0 {
 		cc.idleLocked()
 		cc.hbuf = bytes.Buffer{} // the encoder's scratch, regrown for the next answer
-		if cc.goingAway {
+		cc.streams = nil         // and the map, made again for the next stream
+		switch {
+		case cc.goingAway:
 			_ = cc.c.SetReadDeadline(time.Unix(1, 0)) // nothing left: the reader ends the connection
+		case cc.waiting && !cc.woken:
+			// The reader waits between frames (waitBusy), with the stack it grew serving them:
+			// woken, it parks the idle connection on a new goroutine with a small one.
+			cc.woken = true
+			_ = cc.c.SetReadDeadline(time.Unix(1, 0))
 		}
 	}
 }

@@ -243,8 +243,21 @@ type h2Got struct {
 
 func dialRawH2(t *testing.T, addr string) *rawH2 {
 	t.Helper()
-	c, err := tls.Dial("tcp", addr, &tls.Config{InsecureSkipVerify: true, ServerName: "h2.example.com", NextProtos: []string{"h2"}})
+	return dialRawH2With(t, addr, nil)
+}
+
+// dialRawH2With is dialRawH2 with the TCP connection under TLS wrapped by wrap, if not nil.
+func dialRawH2With(t *testing.T, addr string, wrap func(net.Conn) net.Conn) *rawH2 {
+	t.Helper()
+	tcp, err := net.Dial("tcp", addr)
 	if err != nil {
+		t.Fatal(err)
+	}
+	if wrap != nil {
+		tcp = wrap(tcp)
+	}
+	c := tls.Client(tcp, &tls.Config{InsecureSkipVerify: true, ServerName: "h2.example.com", NextProtos: []string{"h2"}})
+	if err := c.Handshake(); err != nil {
 		t.Fatal(err)
 	}
 	if c.ConnectionState().NegotiatedProtocol != "h2" {

@@ -249,7 +249,7 @@ func (st *h2Stream) serve() {
 	streamConns.Put(c)
 }
 
-var streamConns = sync.Pool{New: func() any { return new(h1Conn) }}
+var streamConns = sync.Pool{New: func() any { return newH1Conn() }}
 
 // Read gives the request head, then the body (chunked when it has no content-length). Past
 // the body it waits, as a connection with nothing more to say does, until the stream is reset

@@ -27,6 +27,12 @@ type rawConn struct {
 	rerrno, werrno syscall.Errno
 	readFn         func(uintptr) bool
 	writeFn        func(uintptr) bool
+	// nowait: Read returns errWouldBlock rather than wait when there is nothing to read (see
+	// idleReader). peek: the read function only looks whether there is (waitReadable): 1
+	// before its first call, 2 after it (a call after a wait-up finds the socket readable).
+	nowait bool
+	peek   uint8
+	peeked byte
 }
 
 // newRawConn wraps a TCP connection; any other connection is returned as is.
@@ -46,16 +52,47 @@ func newRawConn(c net.Conn) net.Conn {
 
 func (r *rawConn) read(fd uintptr) bool {
 	for {
-		v, _, e := syscall.RawSyscall(syscall.SYS_READ, fd, uintptr(unsafe.Pointer(&r.rbuf[0])), uintptr(len(r.rbuf)))
+		var v uintptr
+		var e syscall.Errno
+		switch r.peek {
+		case 0:
+			v, _, e = syscall.RawSyscall(syscall.SYS_READ, fd, uintptr(unsafe.Pointer(&r.rbuf[0])), uintptr(len(r.rbuf)))
+		case 1:
+			r.peek = 2
+			_, _, e = syscall.RawSyscall6(syscall.SYS_RECVFROM, fd, uintptr(unsafe.Pointer(&r.peeked)), 1,
+				syscall.MSG_PEEK|syscall.MSG_DONTWAIT, 0, 0)
+		default:
+			return true
+		}
 		switch e {
 		case syscall.EINTR:
+			r.peek = min(r.peek, 1)
 			continue
 		case syscall.EAGAIN:
+			if r.nowait && r.peek == 0 {
+				r.rerrno = e
+				return true
+			}
 			return false // wait for the poller
 		}
 		r.rn, r.rerrno = int(v), e
 		return true
 	}
+}
+
+// setNowait makes the next reads return errWouldBlock rather than wait (see idleReader).
+func (r *rawConn) setNowait(on bool) { r.nowait = on }
+
+// waitReadable waits until the connection has something to read, an end of stream or an
+// error included, or until its read deadline (its error is returned then, as Read's).
+func (r *rawConn) waitReadable() error {
+	r.peek = 1
+	err := r.rc.Read(r.readFn)
+	r.peek = 0
+	if err != nil {
+		return r.opError("read", err)
+	}
+	return nil
 }
 
 func (r *rawConn) write(fd uintptr) bool {
@@ -86,6 +123,8 @@ func (r *rawConn) Read(p []byte) (int, error) {
 	switch {
 	case err != nil:
 		return 0, r.opError("read", err)
+	case r.rerrno == syscall.EAGAIN:
+		return 0, errWouldBlock
 	case r.rerrno != 0:
 		return 0, r.opError("read", os.NewSyscallError("read", r.rerrno))
 	case r.rn == 0:

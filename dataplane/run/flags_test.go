@@ -25,3 +25,29 @@ func TestLoggerFlags(t *testing.T) {
 		t.Error("--zap-log-level=loud: accepted")
 	}
 }
+
+// TestGCPercentFlag: the proxy runs with GOGC 50 unless $GOGC or --gc-percent says otherwise.
+func TestGCPercentFlag(t *testing.T) {
+	for _, tc := range []struct {
+		env  string
+		args []string
+		want int
+	}{
+		{"", nil, 50},
+		{"", []string{"--gc-percent=200"}, 200},
+		{"80", nil, 80},
+		{"off", nil, -1},
+		{"OFF", nil, -1},
+		{"nonsense", nil, 100},
+		{"80", []string{"--gc-percent=30"}, 30},
+	} {
+		t.Setenv("GOGC", tc.env)
+		f, err := ParseFlags(append([]string{"--fleet=ns/edge"}, tc.args...))
+		if err != nil {
+			t.Fatalf("GOGC=%q %v: %v", tc.env, tc.args, err)
+		}
+		if f.GCPercent != tc.want {
+			t.Errorf("GOGC=%q %v: GCPercent %d, want %d", tc.env, tc.args, f.GCPercent, tc.want)
+		}
+	}
+}

@@ -17,6 +17,7 @@ import (
 	"net"
 	"os"
 	"os/signal"
+	"runtime/debug"
 	"strconv"
 	"strings"
 	"syscall"
@@ -47,7 +48,9 @@ type Flags struct {
 	UpstreamTimeout                 time.Duration
 	AccessLog                       bool
 	EventLoops                      int
-	Holdoff, MaxDelay               time.Duration
+	// GCPercent is the garbage collector's target (GOGC) Main sets; see proxy.GCPercent.
+	GCPercent         int
+	Holdoff, MaxDelay time.Duration
 	// Log is the logger's settings (--zap-log-level, --zap-encoder, --zap-devel, ...).
 	Log zap.Options
 }
@@ -72,6 +75,7 @@ func ParseFlags(args []string) (Flags, error) {
 	fs.DurationVar(&f.UpstreamTimeout, "upstream-timeout", 60*time.Second, "wait for a backend's response headers before answering 504")
 	fs.BoolVar(&f.AccessLog, "access-log", false, "write a JSON access log line for every request to stdout, whatever the fleet's spec.accessLog says")
 	fs.IntVar(&f.EventLoops, "event-loops", 0, "event loops serving cleartext HTTP on Linux: 0 for one per CPU the process may use, -1 for a goroutine per connection")
+	fs.IntVar(&f.GCPercent, "gc-percent", proxy.DefaultGCPercent(), "the garbage collector's target, as GOGC: the heap grows this many percent over what is live before a collection (default $GOGC when set, else 50: less memory per connection for a little CPU; -1 turns collection off)")
 	fs.DurationVar(&f.Holdoff, "holdoff", 10*time.Millisecond, "gather changes this long before recompiling the routing table")
 	fs.DurationVar(&f.MaxDelay, "max-delay", 200*time.Millisecond, "never delay a recompile longer than this")
 	f.Log = zap.Options{TimeEncoder: zapcore.RFC3339NanoTimeEncoder}
@@ -104,6 +108,7 @@ func Main(args []string) error {
 		return err
 	}
 	log := f.Logger().WithName("proxy")
+	debug.SetGCPercent(f.GCPercent)
 	cfg, err := config.GetConfig()
 	if err != nil {
 		return fmt.Errorf("kubeconfig: %w", err)

@@ -10,15 +10,18 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	httppprof "net/http/pprof"
 	"os"
 	"os/signal"
 	"runtime"
+	"runtime/debug"
 	"runtime/pprof"
 	"strconv"
 	"syscall"
 
 	"github.com/go-logr/logr"
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
 	networkingv1 "k8s.io/api/networking/v1"
@@ -50,7 +53,14 @@ func main() {
 	loops := flag.Int("event-loops", 0, "event loops for cleartext HTTP (0: one per P, -1: none)")
 	runFor := flag.Duration("run-for", 0, "exit after this long (for profilers that cannot take a signal, such as callgrind)")
 	netHTTP := flag.Bool("net-http", false, "serve both listeners with net/http's own server and the proxy's Handler, keep-alive on (no fast path, no event loops): what the fast path is measured against")
+	pprofAddr := flag.String("pprof", "", "serve net/http/pprof on this address (heap profiles of idle connections)")
 	flag.Parse()
+	debug.SetGCPercent(proxy.DefaultGCPercent()) // as portico proxy runs
+	if *pprofAddr != "" {
+		mux := http.NewServeMux()
+		mux.HandleFunc("/debug/pprof/", httppprof.Index)
+		go func() { _ = http.ListenAndServe(*pprofAddr, mux) }()
+	}
 	if *cpuprofile != "" {
 		f, err := os.Create(*cpuprofile)
 		if err != nil {
@@ -117,6 +127,9 @@ func main() {
 		os.Exit(1)
 	}
 	reg := prometheus.NewRegistry()
+	// The Go runtime's own series (heap, stacks, goroutines) on /metrics, for looking into
+	// the memory rows.
+	reg.MustRegister(collectors.NewGoCollector())
 	h := proxy.NewHandler(proxy.Options{HTTPPort: 80, HTTPSPort: 443}, proxy.NewMetrics(reg), logr.Discard())
 	h.Swap(t, 0)
 	srv := proxy.NewServer(proxy.ServerOptions{HTTPAddr: *httpAddr, HTTPSAddr: *httpsAddr, HealthAddr: *health, EventLoops: *loops}, h, reg, logr.Discard())
