@@ -72,12 +72,12 @@ test: test-integration test-e2e ## Run every test: unit, integration on a real k
 test-integration: manifests generate vet k8s-binaries oauth2-proxy ## Unit tests, and integration tests on a real kube-apiserver and etcd.
 	go test -count=1 -run '^$$' ./... >/dev/null # compile (and fetch modules) outside the network namespace
 	PORTICO_REQUIRE_OAUTH2_PROXY=1 KUBEBUILDER_ASSETS="$$($(K8S_BINARIES))" hack/in-netns.sh go test -count=1 -timeout=45m ./...
-	PORTICO_TEST_EVENT_LOOPS=-1 go test -count=1 ./dataplane/proxy/ # the cleartext fast path without event loops too
+	PORTICO_TEST_EVENT_LOOPS=-1 go test -count=1 ./dataplane/proxy/ ./dataplane/l4/ # the goroutine paths without event loops too (HTTP and TCP)
 
 .PHONY: test-unit
 test-unit: ## Run the tests that need no API server, root or network namespace (the others skip, saying why).
 	env -u KUBEBUILDER_ASSETS -u PORTICO_NETNS go test -count=1 ./...
-	PORTICO_TEST_EVENT_LOOPS=-1 go test -count=1 ./dataplane/proxy/
+	PORTICO_TEST_EVENT_LOOPS=-1 go test -count=1 ./dataplane/proxy/ ./dataplane/l4/
 
 ##@ Benchmarks (figures in the README, with the machine they ran on)
 

@@ -175,7 +175,7 @@ http {
 }
 stream {
   upstream tcpbackend { server 127.0.0.1:18020; }
-  server { listen 127.0.0.1:18094 backlog=4096; proxy_pass tcpbackend; }
+  server { listen 127.0.0.1:18094 backlog=4096; proxy_pass tcpbackend; proxy_half_close on; }
 }
 NGINX
 # HAProxy has no per-connection request limit (nothing like keepalive_requests) on either side;

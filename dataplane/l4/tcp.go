@@ -59,6 +59,9 @@ type TCPConfig struct {
 	// MaxAttempts is the endpoints tried per connection (default DefaultMaxAttempts): an
 	// attempt that fails (refused, timed out) moves on to the next, as nothing was sent yet.
 	MaxAttempts int
+	// EventLoops is how many event loops serve the connections Serve accepts, on Linux: 0 for
+	// one per P (GOMAXPROCS), negative for none (a goroutine per connection, as ServeConn's).
+	EventLoops int
 	// Metrics receives the listener's series; nil: none are kept.
 	Metrics *Metrics
 	// Log receives accept errors; the zero Logger discards them.
@@ -79,7 +82,9 @@ type TCPForwarder struct {
 	closed    bool
 	listeners map[net.Listener]struct{}
 	conns     map[*tcpConn]struct{}
-	wg        sync.WaitGroup // one per entry of conns
+	loops     []*tcpLoops    // serving listeners (Linux)
+	loopConns int            // the connections the loops hold
+	wg        sync.WaitGroup // one per entry of conns, and per connection of the loops
 }
 
 // NewTCPForwarder returns a forwarder with cfg, defaults applied.
@@ -115,11 +120,21 @@ func NewTCPForwarder(cfg TCPConfig) *TCPForwarder {
 // listener.
 func (f *TCPForwarder) SetProxyProtocol(v ProxyVersion) { f.proxyV.Store(uint32(v)) }
 
-// Serve accepts connections on ln and forwards each, on a goroutine of its own, to an
-// endpoint of cfg.Picker, until the forwarder is closed (it returns ErrClosed and has closed
+// Serve accepts connections on ln and forwards each to an endpoint of cfg.Picker (on Linux in
+// event loops, see cfg.EventLoops; else on a goroutine of its own), until the forwarder is closed (it returns ErrClosed and has closed
 // ln) or ln fails for good (it returns that error). Accept errors such as running out of file
 // descriptors are logged and retried after a pause (5 ms doubling to 1 s), as net/http does.
 func (f *TCPForwarder) Serve(ln net.Listener) error {
+	f.mu.Lock()
+	if f.closed {
+		f.mu.Unlock()
+		_ = ln.Close()
+		return ErrClosed
+	}
+	f.mu.Unlock()
+	if ok, err := f.serveLoops(ln); ok {
+		return err
+	}
 	f.mu.Lock()
 	if f.closed {
 		f.mu.Unlock()
@@ -216,7 +231,7 @@ func (f *TCPForwarder) isClosed() bool {
 func (f *TCPForwarder) Conns() int {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	return len(f.conns)
+	return len(f.conns) + f.loopConns
 }
 
 // Close stops accepting: it closes the listeners Serve is serving and refuses connections from
@@ -228,7 +243,11 @@ func (f *TCPForwarder) Close() error {
 	for ln := range f.listeners {
 		lns = append(lns, ln)
 	}
+	loops := f.loops
 	f.mu.Unlock()
+	for _, ls := range loops {
+		ls.stop()
+	}
 	var err error
 	for _, ln := range lns {
 		if e := ln.Close(); e != nil && !errors.Is(e, net.ErrClosed) {
@@ -256,7 +275,11 @@ func (f *TCPForwarder) Drain(ctx context.Context) error {
 	for tc := range f.conns {
 		left = append(left, tc)
 	}
+	loops := f.loops
 	f.mu.Unlock()
+	for _, ls := range loops {
+		ls.kill()
+	}
 	for _, tc := range left {
 		tc.end(endDrain)
 	}
@@ -378,6 +401,12 @@ func (f *TCPForwarder) forward(tc *tcpConn, head []byte, p Picker) {
 		}
 		f.m.bytesIn.Add(float64(len(head)))
 	}
+	f.relayBoth(tc, backend)
+}
+
+// relayBoth relays tc both ways (its backend connected) until both directions are done, then
+// closes both sides.
+func (f *TCPForwarder) relayBoth(tc *tcpConn, backend net.Conn) {
 	if f.cfg.IdleTimeout > 0 {
 		tc.lastActive = time.Now()
 		tc.timer = time.AfterFunc(time.Hour, tc.checkIdle)

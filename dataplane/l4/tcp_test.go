@@ -17,8 +17,10 @@ import (
 	mrand "math/rand/v2"
 	"net"
 	"net/netip"
+	"os"
 	"runtime"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -27,6 +29,10 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus/testutil"
 )
+
+// testEventLoops: PORTICO_TEST_EVENT_LOOPS=-1 runs the tests with Serve's goroutine path
+// (no event loops), as the proxy package's tests do.
+var testEventLoops, _ = strconv.Atoi(os.Getenv("PORTICO_TEST_EVENT_LOOPS"))
 
 // startTCP serves a forwarder on a loopback listener; the test's end drains it.
 func startTCP(t *testing.T, cfg TCPConfig) (*TCPForwarder, string) {
@@ -37,6 +43,9 @@ func startTCP(t *testing.T, cfg TCPConfig) (*TCPForwarder, string) {
 	}
 	if cfg.Name == "" {
 		cfg.Name = "tcp/test"
+	}
+	if cfg.EventLoops == 0 {
+		cfg.EventLoops = testEventLoops
 	}
 	f := NewTCPForwarder(cfg)
 	done := make(chan error, 1)

@@ -1,0 +1,67 @@
+//go:build linux
+
+package rawsock
+
+import (
+	"syscall"
+	"testing"
+	"time"
+)
+
+// TestWaiter: an idle set's Wait parks until its timeout (no events, no error); an event that
+// comes while it waits ends the wait; one already there is taken without waiting.
+func TestWaiter(t *testing.T) {
+	ep, err := syscall.EpollCreate1(syscall.EPOLL_CLOEXEC)
+	if err != nil {
+		t.Fatal(err)
+	}
+	events := make([]syscall.EpollEvent, 8)
+	w, err := NewWaiter(ep, events)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.Close()
+	var p [2]int
+	if err := syscall.Pipe2(p[:], syscall.O_NONBLOCK|syscall.O_CLOEXEC); err != nil {
+		t.Fatal(err)
+	}
+	defer Close(p[0])
+	defer Close(p[1])
+	if e := EpollAdd(ep, p[0], &syscall.EpollEvent{Events: syscall.EPOLLIN, Fd: int32(p[0])}); e != 0 {
+		t.Fatal(e)
+	}
+
+	start := time.Now()
+	if n, err := w.Wait(50 * time.Millisecond); n != 0 || err != nil {
+		t.Fatalf("idle: %d events, %v", n, err)
+	}
+	if d := time.Since(start); d < 40*time.Millisecond || d > 2*time.Second {
+		t.Errorf("idle: waited %v for a 50ms timeout", d)
+	}
+
+	go func() {
+		time.Sleep(30 * time.Millisecond)
+		_, _ = Write(p[1], []byte("x"))
+	}()
+	start = time.Now()
+	n, err := w.Wait(5 * time.Second)
+	if n != 1 || err != nil || events[0].Fd != int32(p[0]) {
+		t.Fatalf("an event while waiting: %d events (%v), %v", n, events[:max(n, 0)], err)
+	}
+	if d := time.Since(start); d > 2*time.Second {
+		t.Errorf("an event after 30ms ended a wait after %v", d)
+	}
+
+	// Level-triggered and unread: it is there at once.
+	start = time.Now()
+	if n, err := w.Wait(5 * time.Second); n != 1 || err != nil || time.Since(start) > time.Second {
+		t.Fatalf("a pending event: %d events, %v, after %v", n, err, time.Since(start))
+	}
+	var b [1]byte
+	if n, e := Read(p[0], b[:]); n != 1 || e != 0 {
+		t.Fatalf("Read: %d, %v", n, e)
+	}
+	if _, e := Read(p[0], b[:]); e != syscall.EAGAIN {
+		t.Fatalf("Read of an empty pipe: %v, want EAGAIN", e)
+	}
+}
