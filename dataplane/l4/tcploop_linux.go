@@ -46,6 +46,7 @@ type tcpLoops struct {
 	f       *TCPForwarder
 	lnfd    int
 	file    *os.File // lnfd's owner (a duplicate of the listener's descriptor)
+	noDelay rawsock.NoDelay
 	workers []*tcpWorker
 	// accepting counts the loops that may still accept: the last to stop closes the listening
 	// socket, so that new connections are refused as soon as the forwarder is closed.
@@ -71,6 +72,10 @@ type tcpWorker struct {
 	lastTick     time.Time
 	closing      bool
 	acceptPaused bool
+	// mu guards exited: once the loop has ended (and closed its pipe), wake writes nothing (the
+	// pipe's descriptor number may belong to anything by then).
+	mu     sync.Mutex
+	exited bool
 }
 
 // loopFD is what a descriptor is to its loop: a side of a connection, with a generation that
@@ -107,6 +112,9 @@ func (f *TCPForwarder) serveLoops(ln net.Listener) (bool, error) {
 		_ = file.Close()
 		return false, nil
 	}
+	// TCP_NODELAY towards clients: without it, an answer written in two parts waits for the
+	// client's delayed ACK (Nagle), 40 ms.
+	ls.noDelay = rawsock.SetListenerNoDelay(ls.lnfd)
 	for range n {
 		w, err := newTCPWorker(ls)
 		if err != nil {
@@ -199,13 +207,20 @@ func (w *tcpWorker) closeFDs() {
 }
 
 func (w *tcpWorker) wake(b byte) {
-	_, _ = syscall.Write(w.wakeW, []byte{b})
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if !w.exited {
+		_, _ = syscall.Write(w.wakeW, []byte{b})
+	}
 }
 
 func (w *tcpWorker) run() {
 	defer func() {
 		w.stopAccepting()
+		w.mu.Lock()
+		w.exited = true
 		w.closeFDs()
+		w.mu.Unlock()
 	}()
 	events := w.events
 	w.now = time.Now()
@@ -225,7 +240,7 @@ func (w *tcpWorker) run() {
 				if w.onWake() {
 					return
 				}
-			case fd == w.ls.lnfd:
+			case fd == w.ls.lnfd && !w.closing: // once closing, the number may be reused
 				w.accept()
 			case fd < len(w.fds) && w.fds[fd].c != nil && w.fds[fd].gen == uint32(ev.Pad):
 				w.fds[fd].c.onEvent(fd, ev.Events)
@@ -330,6 +345,7 @@ func (w *tcpWorker) accept() {
 		rawsock.Close(nfd)
 		return
 	}
+	w.ls.noDelay.Accepted(nfd, w.now)
 	c := w.newConn()
 	c.cfd, c.peer, c.p = nfd, peer, f.cfg.Picker
 	c.active = w.now
@@ -363,7 +379,7 @@ func (w *tcpWorker) register(fd int, c *loopConn) bool {
 	e := &w.fds[fd]
 	e.gen++
 	e.c = c
-	ev := syscall.EpollEvent{Events: syscall.EPOLLIN | syscall.EPOLLOUT | syscall.EPOLLRDHUP | epollET, Fd: int32(fd), Pad: int32(e.gen)}
+	ev := syscall.EpollEvent{Events: syscall.EPOLLIN | syscall.EPOLLPRI | syscall.EPOLLOUT | syscall.EPOLLRDHUP | epollET, Fd: int32(fd), Pad: int32(e.gen)}
 	if err := rawsock.EpollAdd(w.ep, fd, &ev); err != 0 {
 		e.c = nil
 		return false
@@ -423,7 +439,8 @@ type loopConn struct {
 	dialBy    time.Time
 	connected bool
 	// Readiness, as edge-triggered epoll reported it and EAGAIN (or a short read) took it
-	// back; cHup, bHup: the peer's end (or an error) was reported, so reads go on to it.
+	// back; cHup, bHup: the peer's end, an error or urgent data was reported, so reads go on
+	// to EAGAIN.
 	cIn, cOut, bIn, bOut bool
 	cHup, bHup           bool
 	up, down             loopFlow // client to backend, backend to client
@@ -440,9 +457,11 @@ type loopFlow struct {
 }
 
 func (c *loopConn) onEvent(fd int, ev uint32) {
-	in := ev&(syscall.EPOLLIN|syscall.EPOLLRDHUP|syscall.EPOLLHUP|syscall.EPOLLERR) != 0
+	in := ev&(syscall.EPOLLIN|syscall.EPOLLPRI|syscall.EPOLLRDHUP|syscall.EPOLLHUP|syscall.EPOLLERR) != 0
 	out := ev&(syscall.EPOLLOUT|syscall.EPOLLHUP|syscall.EPOLLERR) != 0
-	hup := ev&(syscall.EPOLLRDHUP|syscall.EPOLLHUP|syscall.EPOLLERR) != 0
+	// Urgent data (EPOLLPRI) counts as an end: a read stops short at the urgent mark with data
+	// still queued after it, so the socket is read until EAGAIN from then on.
+	hup := ev&(syscall.EPOLLPRI|syscall.EPOLLRDHUP|syscall.EPOLLHUP|syscall.EPOLLERR) != 0
 	if fd == c.cfd {
 		c.cIn, c.cOut, c.cHup = c.cIn || in, c.cOut || out, c.cHup || hup
 	} else {
@@ -560,12 +579,13 @@ func (c *loopConn) dial() {
 		c.attempts++
 		ap, err := netip.ParseAddrPort(addr)
 		if err != nil {
+			// A name, not an address (an FQDN EndpointSlice): the goroutine path dials it
+			// through the resolver, which a loop cannot wait for. It picks again.
 			if lease != nil {
-				lease.Dialed(err)
+				lease.Dialed(context.Canceled) // no fault of the endpoint
 			}
-			f.m.connect.Inc()
-			c.tried = append(c.tried, addr)
-			continue
+			c.handOverToDial()
+			return
 		}
 		fd, e := rawConnect(ap)
 		if e != 0 && e != syscall.EINPROGRESS {
@@ -588,7 +608,7 @@ func (c *loopConn) dial() {
 			break
 		}
 		c.bfd, c.lease, c.dialBy = fd, lease, w.now.Add(f.cfg.DialTimeout)
-		c.bIn, c.bOut = false, e == 0
+		c.bIn, c.bOut, c.bHup = false, e == 0, false
 		c.tried = append(c.tried, addr)
 		if e == 0 {
 			c.drive()
@@ -642,7 +662,7 @@ func (c *loopConn) dialFailed(err error) {
 	c.countDialFailure(err)
 	c.w.forget(c.bfd)
 	rawsock.Close(c.bfd)
-	c.bfd, c.bIn, c.bOut = -1, false, false
+	c.bfd, c.bIn, c.bOut, c.bHup = -1, false, false, false
 	c.dial()
 }
 
@@ -748,23 +768,13 @@ func (c *loopConn) handOver() {
 		return
 	}
 	tc := &tcpConn{f: f, client: client, backend: backend}
-	f.mu.Lock()
-	if f.kill.Err() != nil {
-		// Drain's deadline passed: it has ended the connections it knew, and would not see
-		// this one.
-		f.mu.Unlock()
-		_ = client.Close()
+	if !f.adoptFromLoop(tc) {
 		_ = backend.Close()
-		f.m.drain.Inc()
 		if lease != nil {
 			lease.Closed(nil)
 		}
-		f.releaseLoop()
 		return
 	}
-	f.loopConns--
-	f.conns[tc] = struct{}{} // its wait-group count goes with it
-	f.mu.Unlock()
 	go func() {
 		defer f.release(tc)
 		if lease != nil {
@@ -772,6 +782,47 @@ func (c *loopConn) handOver() {
 		}
 		f.relayBoth(tc, backend)
 	}()
+}
+
+// handOverToDial gives a connection not connected yet to the goroutine path, which connects
+// it (forward).
+func (c *loopConn) handOverToDial() {
+	w, f, p := c.w, c.w.f, c.p
+	cfd := c.cfd
+	_ = syscall.EpollCtl(w.ep, syscall.EPOLL_CTL_DEL, cfd, nil)
+	w.forget(cfd)
+	c.cfd = -1
+	c.ended = true
+	c.detach()
+	c.recycle()
+	client, err := fdConn(cfd)
+	if err != nil {
+		f.releaseLoop()
+		return
+	}
+	tc := &tcpConn{f: f, client: client}
+	if f.adoptFromLoop(tc) {
+		go f.forward(tc, nil, p)
+	}
+}
+
+// adoptFromLoop moves tc's count from the loops to the goroutine path's connections (its
+// wait-group slot with it). When Drain's deadline has passed (it ended the connections it knew,
+// and would not see this one), tc's client is closed and counted as drained instead, and false
+// is returned.
+func (f *TCPForwarder) adoptFromLoop(tc *tcpConn) bool {
+	f.mu.Lock()
+	if f.kill.Err() != nil {
+		f.mu.Unlock()
+		_ = tc.client.Close()
+		f.m.drain.Inc()
+		f.releaseLoop()
+		return false
+	}
+	f.loopConns--
+	f.conns[tc] = struct{}{}
+	f.mu.Unlock()
+	return true
 }
 
 // fdConn makes a net.Conn of a socket descriptor, which it closes (net.FileConn duplicates it).

@@ -85,8 +85,9 @@ type loops struct {
 	live     atomic.Int32 // loops still running; the last closes the listening socket
 	stopped  chan struct{}
 	once     sync.Once
-	// noDelay: accepted connections inherit TCP_NODELAY from the listening socket.
-	noDelay bool
+	// noDelay: accepted connections inherit TCP_NODELAY from the listening socket (those
+	// queued before it was set excepted: see rawsock.NoDelay).
+	noDelay rawsock.NoDelay
 }
 
 // serveLoops serves ln with event loops until Shutdown. It reports false when it cannot (ln is
@@ -110,9 +111,9 @@ func (s *h1Server) serveLoops(ln net.Listener, n int) (bool, error) {
 	// HAProxy's defer-accept): the loop reads the request at its first event, and a client
 	// that connects and sends nothing costs the loops nothing.
 	_ = syscall.SetsockoptInt(lnfd, syscall.IPPROTO_TCP, syscall.TCP_DEFER_ACCEPT, int(deferAccept/time.Second))
-	// Accepted connections inherit TCP_NODELAY from the listening socket (Linux copies the
-	// listener's TCP options into each connection it accepts): one system call, not one each.
-	ls.noDelay = syscall.SetsockoptInt(lnfd, syscall.IPPROTO_TCP, syscall.TCP_NODELAY, 1) == nil
+	// Accepted connections inherit TCP_NODELAY from the listening socket: one system call, not
+	// one each.
+	ls.noDelay = rawsock.SetListenerNoDelay(lnfd)
 	for i := range n {
 		w, err := newWorker(ls, i)
 		if err != nil {
@@ -292,8 +293,14 @@ const (
 	wakeInbox byte = 3 // connections wait in the inbox
 )
 
+// wake writes b to the loop's pipe, unless the loop has ended (its pipe is closed, and the
+// descriptor's number may belong to anything by then).
 func (w *worker) wake(b byte) {
-	_, _ = syscall.Write(w.wakeW, []byte{b})
+	w.inboxMu.Lock()
+	defer w.inboxMu.Unlock()
+	if !w.exited {
+		_, _ = syscall.Write(w.wakeW, []byte{b})
+	}
 }
 
 func (w *worker) buf() []byte {
@@ -361,8 +368,8 @@ func (w *worker) run() {
 			_ = syscall.Close(a.fd)
 		}
 		w.inbox = nil
-		w.inboxMu.Unlock()
 		w.closeFDs()
+		w.inboxMu.Unlock()
 		if w.ls.live.Add(-1) == 0 {
 			_ = w.ls.fileKeep.Close()
 		}
@@ -463,9 +470,7 @@ func (w *worker) accept() {
 			}
 			return
 		}
-		if !w.ls.noDelay {
-			rawsock.SetNoDelay(nfd)
-		}
+		w.ls.noDelay.Accepted(nfd, w.now)
 		if to := w.ls.leastLoaded(w); to != w {
 			to.post(nfd, sa)
 			continue

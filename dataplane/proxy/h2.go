@@ -7,6 +7,7 @@ import (
 	"io"
 	"iter"
 	"net"
+	"os"
 	"runtime"
 	"strconv"
 	"sync"
@@ -74,6 +75,11 @@ type h2Conn struct {
 	cr    countingReader
 	ping  bool // a PING of ours awaits its answer
 	rdead readDeadline
+	// since is when the current wait began, the base of the read deadline: the last frame
+	// read, the PING sent, the last stream's end (zero: now, set at the next readDeadline).
+	// Waking for bytes that make no whole frame does not move it, so a client that trickles a
+	// record byte by byte does not keep an idle connection open past its timeout.
+	since time.Time
 
 	frameWriter
 	enc  *hpack.Encoder
@@ -240,6 +246,7 @@ func (cc *h2Conn) serveFrames(first bool) (parked bool) {
 			}
 			continue
 		}
+		cc.since = time.Time{}
 		if first {
 			if _, ok := f.(*http2.SettingsFrame); !ok {
 				cc.goAway(http2.ErrCodeProtocol)
@@ -271,6 +278,7 @@ func (cc *h2Conn) waitBusy(first bool) error {
 	cc.mu.Lock()
 	if !first && cc.workers == 0 && len(cc.streams) == 0 && !cc.ping { // the last one ended meanwhile
 		cc.mu.Unlock()
+		cc.since = time.Time{} // idle from now
 		return nil
 	}
 	cc.waiting = true
@@ -280,9 +288,14 @@ func (cc *h2Conn) waitBusy(first bool) error {
 	cc.waiting = false
 	woken := cc.woken
 	cc.woken = false
+	failed := cc.werr != nil // the writer's wake-up (a write failed) may have come with it
 	cc.mu.Unlock()
 	if woken {
+		if failed {
+			return os.ErrDeadlineExceeded // readFailed ends the connection
+		}
 		cc.rdead = readDeadline{} // the wake-up's deadline is past: readDeadline sets one anew
+		cc.since = time.Time{}    // idle from now
 		return nil
 	}
 	return err
@@ -325,13 +338,16 @@ func (cc *h2Conn) readDeadline(first bool) (ok, idle bool) {
 	if away && !busy {
 		return false, false
 	}
+	if cc.since.IsZero() {
+		cc.since = time.Now()
+	}
 	switch {
 	case cc.ping:
-		cc.rdead.within(cc.c, time.Now(), h2PingTimeout)
+		cc.rdead.within(cc.c, cc.since, h2PingTimeout)
 	case busy:
-		cc.rdead.within(cc.c, time.Now(), h2PingAfter)
+		cc.rdead.within(cc.c, cc.since, h2PingAfter)
 	default:
-		cc.rdead.within(cc.c, time.Now(), o.IdleTimeout)
+		cc.rdead.within(cc.c, cc.since, o.IdleTimeout)
 	}
 	return true, !busy && !cc.ping
 }
@@ -370,7 +386,7 @@ func (cc *h2Conn) readFailed(err error) bool {
 			cc.goAway(http2.ErrCodeNo)
 			return false
 		}
-		cc.ping = true
+		cc.ping, cc.since = true, time.Time{}
 		cc.mu.Lock()
 		cc.out = appendFrameHeader(cc.out, 8, http2.FramePing, 0, 0)
 		cc.out = append(cc.out, "portico!"...)

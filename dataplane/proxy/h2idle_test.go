@@ -11,6 +11,8 @@ import (
 
 	"golang.org/x/net/http2"
 	"golang.org/x/net/http2/hpack"
+
+	rt "portico.dev/portico/dataplane/route/routetest"
 )
 
 // parkedH2 returns the stack of a goroutine waiting on a parked HTTP/2 connection (see
@@ -148,5 +150,41 @@ func TestHTTP2IdleConnectionParks(t *testing.T) {
 	}
 	if g := parkedH2(); g != "" {
 		t.Fatalf("a goroutine still waits on the closed connection:\n%s", g)
+	}
+}
+
+// TestHTTP2IdleTimeoutNotExtendedByTrickle: bytes that make no whole frame do not extend an
+// idle connection's timeout (a review finding: a client sending a TLS record header, then a
+// byte every so often, woke the parked connection each time, which set its deadline anew and
+// parked again, open for ever).
+func TestHTTP2IdleTimeoutNotExtendedByTrickle(t *testing.T) {
+	h := newHarnessWith(t, Options{}, ServerOptions{IdleTimeout: 400 * time.Millisecond})
+	h.in.Secrets = append(h.in.Secrets, rt.TLSSecret("ns", "tls", "h2.example.com"))
+	h.compile()
+	var raw net.Conn
+	r := dialRawH2With(t, h.https, func(c net.Conn) net.Conn { raw = c; return c })
+	awaitParked(t, "the idle connection")
+	start := time.Now()
+	// A TLS application-data record header announcing 16 KiB, then a byte every 150 ms.
+	if _, err := raw.Write([]byte{0x17, 0x03, 0x03, 0x40, 0x00}); err != nil {
+		t.Fatal(err)
+	}
+	tick := time.NewTicker(150 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		select {
+		case _, open := <-r.frames:
+			if !open {
+				if d := time.Since(start); d > 2*time.Second {
+					t.Errorf("closed after %v, with an idle timeout of 400ms", d)
+				}
+				return
+			}
+		case <-tick.C:
+			if time.Since(start) > 3*time.Second {
+				t.Fatal("the connection outlived its 400ms idle timeout by 3s, kept open by a byte every 150ms")
+			}
+			_, _ = raw.Write([]byte{0})
+		}
 	}
 }

@@ -140,3 +140,29 @@ func (w *Waiter) take(uintptr) bool {
 
 // Close closes the epoll set.
 func (w *Waiter) Close() error { return w.f.Close() }
+
+// NoDelay is TCP_NODELAY on a listening socket, which Linux copies into each connection it
+// accepts (the listener's TCP options are cloned as a handshake completes): one system call
+// for all, where Go's net package makes one per connection. The connections that completed
+// their handshake before it was set, still queued, do not have it: Accepted says which need
+// their own call.
+type NoDelay struct {
+	set bool
+	at  time.Time
+}
+
+// queuedGrace is how long after the listener's option was set an accepted connection may have
+// been queued before it: such connections set it themselves.
+const queuedGrace = time.Second
+
+// SetListenerNoDelay sets TCP_NODELAY on the listening socket lnfd.
+func SetListenerNoDelay(lnfd int) NoDelay {
+	return NoDelay{set: syscall.SetsockoptInt(lnfd, syscall.IPPROTO_TCP, syscall.TCP_NODELAY, 1) == nil, at: time.Now()}
+}
+
+// Accepted sets TCP_NODELAY on fd, accepted now, unless it has it from the listener.
+func (nd NoDelay) Accepted(fd int, now time.Time) {
+	if !nd.set || now.Sub(nd.at) < queuedGrace {
+		SetNoDelay(fd)
+	}
+}
