@@ -140,16 +140,17 @@ var _ = Describe("Ingress status addresses", func() {
 
 	It("NodePort: node addresses with the node ports", func() {
 		w := newStatusWorld(porticov1alpha1.TopologyNodePort, func(f *porticov1alpha1.IngressDeployment) {
-			f.Spec.Topology.NodePort = &porticov1alpha1.NodePortTopology{HTTPNodePort: ptr.To[int32](31080), HTTPSNodePort: ptr.To[int32](31443)}
+			// Node ports in the static band (see the TCP and UDP services' test).
+			f.Spec.Topology.NodePort = &porticov1alpha1.NodePortTopology{HTTPNodePort: ptr.To[int32](30033), HTTPSNodePort: ptr.To[int32](30034)}
 			// A TCP service on the same Service: not an address of the Ingress's. (Node ports
 			// are cluster-wide: each spec of the suite uses its own.)
-			f.Spec.TCP = []porticov1alpha1.TCPService{{Port: 5432, NodePort: ptr.To[int32](31532),
+			f.Spec.TCP = []porticov1alpha1.TCPService{{Port: 5432, NodePort: ptr.To[int32](30035),
 				Service: porticov1alpha1.L4ServiceReference{Namespace: "db", Name: "postgres", Port: intstr.FromInt32(5432)}}}
 		})
 		w.node("n1", "10.1.0.1", "")
 		ing := w.ingress("np", &w.class)
 		w.pod("p1", "n1", true)
-		Eventually(lb(ing), timeout, interval).Should(Equal([]string{"10.1.0.1:31080:31443"}))
+		Eventually(lb(ing), timeout, interval).Should(Equal([]string{"10.1.0.1:30033:30034"}))
 	})
 
 	It("LoadBalancer: the balancer's addresses and externalIPs, untouched while pending", func() {

@@ -515,7 +515,11 @@ var _ = Describe("IngressDeployment controller", func() {
 			ns, dbns := newNamespace(), newNamespace()
 			f := newFleet(ns, "l4", porticov1alpha1.TopologyNodePort)
 			f.Spec.WatchNamespaces = []string{ns}
-			f.Spec.TCP = []porticov1alpha1.TCPService{{Port: 5432, NodePort: ptr.To[int32](31432), ProxyProtocol: porticov1alpha1.ProxyProtocolV2,
+			// A node port in the range's static band (30000-30085 of 30000-32767), which the API
+			// server leaves to Services that ask for a port: another test's Service with an
+			// allocated one cannot have taken it (31432 once had: "provided port is already
+			// allocated").
+			f.Spec.TCP = []porticov1alpha1.TCPService{{Port: 5432, NodePort: ptr.To[int32](30032), ProxyProtocol: porticov1alpha1.ProxyProtocolV2,
 				Service: porticov1alpha1.L4ServiceReference{Namespace: dbns, Name: "pg", Port: intstr.FromInt32(5432)}}}
 			f.Spec.UDP = []porticov1alpha1.UDPService{{Port: 53,
 				Service: porticov1alpha1.L4ServiceReference{Namespace: dbns, Name: "dns", Port: intstr.FromString("dns")}}}
@@ -532,7 +536,7 @@ var _ = Describe("IngressDeployment controller", func() {
 				}
 				return out
 			}, timeout, interval).Should(Equal([]string{"http TCP 80->http", "https TCP 443->https", "tcp-5432 TCP 5432->tcp-5432", "udp-53 UDP 53->udp-53"}))
-			Expect(svc.Spec.Ports[2].NodePort).To(Equal(int32(31432)))
+			Expect(svc.Spec.Ports[2].NodePort).To(Equal(int32(30032)))
 			Expect(svc.Spec.Ports[3].NodePort).NotTo(BeZero(), "the API server allocates the UDP port's node port")
 			Expect(fleetObjects(f)).To(ContainElements("Role/"+dbns+"/portico-proxy:"+ns+":l4", "RoleBinding/"+dbns+"/portico-proxy:"+ns+":l4"))
 			cm := &corev1.ConfigMap{}

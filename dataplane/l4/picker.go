@@ -18,8 +18,10 @@ type Picker interface {
 // errors.Is(err, context.Canceled): the attempt was cut short by a forwarder's Drain, no fault
 // of the endpoint; a timeout or any other error otherwise). After Dialed(nil), Closed is called exactly once,
 // when the connection or flow ends: with nil when it ended normally (either side closed, the
-// idle timeout, a drain, a reset by either side), or with syscall.ECONNREFUSED when a UDP
-// endpoint answered a datagram with "port unreachable" (nothing listens there). Neither is
+// idle timeout, a drain, a reset by either side), or with syscall.ECONNREFUSED when nothing
+// listens there any more: a UDP endpoint answered a datagram with "port unreachable", or a TCP
+// endpoint reset the connection before a byte passed either way (its listener closed with the
+// connection queued; the event loops then go on to another endpoint). Neither is
 // called with a lock held by the forwarder; both may be called from any goroutine.
 type Lease interface {
 	Dialed(err error)

@@ -438,6 +438,10 @@ type loopConn struct {
 	lease     Lease
 	dialBy    time.Time
 	connected bool
+	// fresh: connected, and no byte has passed to or from the backend yet but the PROXY
+	// header's first hdr bytes (see retry).
+	fresh bool
+	hdr   int
 	// Readiness, as edge-triggered epoll reported it and EAGAIN (or a short read) took it
 	// back; cHup, bHup: the peer's end, an error or urgent data was reported, so reads go on
 	// to EAGAIN.
@@ -506,8 +510,13 @@ func (c *loopConn) pump(fl, other *loopFlow, src, dst int, srcIn, dstOut *bool, 
 				return true
 			}
 			if e != 0 {
-				c.end(endReset)
+				c.failed(dst, e)
 				return false
+			}
+			if c.fresh && dst == c.bfd {
+				header := min(n, c.hdr)
+				c.hdr -= header
+				c.fresh = n == header
 			}
 			fl.pend = fl.pend[n:]
 			c.active = w.now
@@ -532,11 +541,14 @@ func (c *loopConn) pump(fl, other *loopFlow, src, dst int, srcIn, dstOut *bool, 
 			*srcIn = false
 			return true
 		case e != 0:
-			c.end(endReset)
+			c.failed(src, e)
 			return false
 		case n == 0:
 			fl.eof = true
 			continue
+		}
+		if src == c.bfd {
+			c.fresh = false
 		}
 		c.active = w.now
 		bytes.Add(float64(n))
@@ -551,8 +563,14 @@ func (c *loopConn) pump(fl, other *loopFlow, src, dst int, srcIn, dstOut *bool, 
 			case e == syscall.EAGAIN:
 				m, *dstOut = 0, false
 			case e != 0:
-				c.end(endReset)
+				if c.fresh && dst == c.bfd {
+					fl.pend = append(fl.keep[:0], w.buf[:n]...) // for the next endpoint
+					fl.keep = fl.pend
+				}
+				c.failed(dst, e)
 				return false
+			case m > 0 && dst == c.bfd:
+				c.fresh = false
 			}
 		}
 		if m < n {
@@ -566,6 +584,34 @@ func (c *loopConn) pump(fl, other *loopFlow, src, dst int, srcIn, dstOut *bool, 
 			return false
 		}
 	}
+}
+
+// failed ends the connection after an error on fd, resetting both sides; unless fd is the
+// backend's, reset (or its pipe broken) before a byte passed either way but the PROXY header:
+// its listener was closed with the connection still queued, as a pod that stops does (the
+// kernel completed the handshake; nothing reads there any more). Nothing of the client's was
+// delivered, so the connection goes on to another endpoint as after a refusal, with what the
+// client sent so far, and the endpoint is ejected as a refusing one (Lease.Closed with
+// ECONNREFUSED). The goroutine path has no such retry: it relays the reset.
+func (c *loopConn) failed(fd int, e syscall.Errno) {
+	if !c.fresh || fd != c.bfd || (e != syscall.ECONNRESET && e != syscall.EPIPE) {
+		c.end(endReset)
+		return
+	}
+	if c.lease != nil {
+		c.lease.Closed(syscall.ECONNREFUSED)
+		c.lease = nil
+	}
+	c.w.f.m.refused.Inc()
+	c.w.forget(c.bfd)
+	rawsock.Close(c.bfd)
+	c.bfd, c.bIn, c.bOut, c.bHup = -1, false, false, false
+	c.connected, c.fresh = false, false
+	c.up.pend = c.up.pend[c.hdr:] // the client's bytes; a new header comes with the next connect
+	c.hdr = 0
+	c.up.done = false // an end of stream passed on goes to the next endpoint too
+	c.down = loopFlow{keep: c.down.keep[:0]}
+	c.dial()
 }
 
 // dial starts a connection to the next endpoint; when none is left the client is reset.
@@ -640,13 +686,15 @@ func (c *loopConn) connectDone() bool {
 		c.dialFailed(e)
 		return false
 	}
-	c.connected, c.active = true, c.w.now
+	c.connected, c.fresh, c.active = true, true, c.w.now
 	if c.lease != nil {
 		c.lease.Dialed(nil)
 	}
 	if v := ProxyVersion(c.w.f.proxyV.Load()); v != ProxyNone {
 		local, _ := rawSockname(c.cfd)
-		c.up.pend = AppendProxyHeader(c.up.keep[:0], v, c.peer, local)
+		h := AppendProxyHeader(make([]byte, 0, 64+len(c.up.pend)), v, c.peer, local)
+		c.hdr = len(h)
+		c.up.pend = append(h, c.up.pend...) // after the header: what a reset attempt kept
 		c.up.keep = c.up.pend
 	}
 	return true
