@@ -785,72 +785,71 @@ func (c *loopConn) recycle() {
 	w.spare = append(w.spare, c)
 }
 
-// handOver gives a bulk connection to the goroutine path, which splices it: both descriptors
-// leave the loop as net.Conns (duplicated, the loop's closed), its count and lease with them.
-func (c *loopConn) handOver() {
+// leave takes c out of its loop for the goroutine path: its descriptors out of the epoll set
+// and the loop's table, c recycled, the descriptors made net.Conns (duplicates: the loop's are
+// closed; backend nil when c has none). When that fails both are closed and c's count
+// released (ok false).
+func (c *loopConn) leave() (client, backend net.Conn, ok bool) {
 	w, f := c.w, c.w.f
 	cfd, bfd := c.cfd, c.bfd
-	_ = syscall.EpollCtl(w.ep, syscall.EPOLL_CTL_DEL, cfd, nil)
-	_ = syscall.EpollCtl(w.ep, syscall.EPOLL_CTL_DEL, bfd, nil)
-	w.forget(cfd)
-	w.forget(bfd)
-	c.cfd, c.bfd = -1, -1
-	client, err1 := fdConn(cfd)
-	backend, err2 := fdConn(bfd)
-	lease := c.lease
-	c.lease = nil
-	c.ended = true
+	for _, fd := range [2]int{cfd, bfd} {
+		if fd >= 0 {
+			_ = syscall.EpollCtl(w.ep, syscall.EPOLL_CTL_DEL, fd, nil)
+			w.forget(fd)
+		}
+	}
+	c.cfd, c.bfd, c.ended = -1, -1, true
 	c.detach()
 	c.recycle()
-	if err1 != nil || err2 != nil {
-		for _, nc := range []net.Conn{client, backend} {
-			if nc != nil {
-				_ = nc.Close()
-			}
+	client, err := fdConn(cfd)
+	if bfd >= 0 {
+		if err != nil {
+			rawsock.Close(bfd)
+		} else if backend, err = fdConn(bfd); err != nil {
+			_ = client.Close()
 		}
+	}
+	if err != nil {
 		f.m.reset.Inc()
-		if lease != nil {
-			lease.Closed(nil)
-		}
 		f.releaseLoop()
-		return
+		return nil, nil, false
 	}
-	tc := &tcpConn{f: f, client: client, backend: backend}
-	if !f.adoptFromLoop(tc) {
+	return client, backend, true
+}
+
+// handOver gives a bulk connection to the goroutine path, which splices it: both descriptors
+// leave the loop as net.Conns, its count and lease with them.
+func (c *loopConn) handOver() {
+	f, lease := c.w.f, c.lease
+	c.lease = nil
+	client, backend, ok := c.leave()
+	if ok {
+		tc := &tcpConn{f: f, client: client, backend: backend}
+		if f.adoptFromLoop(tc) {
+			go func() {
+				defer f.release(tc)
+				if lease != nil {
+					defer lease.Closed(nil)
+				}
+				f.relayBoth(tc, backend)
+			}()
+			return
+		}
 		_ = backend.Close()
-		if lease != nil {
-			lease.Closed(nil)
-		}
-		return
 	}
-	go func() {
-		defer f.release(tc)
-		if lease != nil {
-			defer lease.Closed(nil)
-		}
-		f.relayBoth(tc, backend)
-	}()
+	if lease != nil {
+		lease.Closed(nil)
+	}
 }
 
 // handOverToDial gives a connection not connected yet to the goroutine path, which connects
 // it (forward).
 func (c *loopConn) handOverToDial() {
-	w, f, p := c.w, c.w.f, c.p
-	cfd := c.cfd
-	_ = syscall.EpollCtl(w.ep, syscall.EPOLL_CTL_DEL, cfd, nil)
-	w.forget(cfd)
-	c.cfd = -1
-	c.ended = true
-	c.detach()
-	c.recycle()
-	client, err := fdConn(cfd)
-	if err != nil {
-		f.releaseLoop()
-		return
-	}
-	tc := &tcpConn{f: f, client: client}
-	if f.adoptFromLoop(tc) {
-		go f.forward(tc, nil, p)
+	f, p := c.w.f, c.p
+	if client, _, ok := c.leave(); ok {
+		if tc := (&tcpConn{f: f, client: client}); f.adoptFromLoop(tc) {
+			go f.forward(tc, nil, p)
+		}
 	}
 }
 

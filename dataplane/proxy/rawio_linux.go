@@ -8,6 +8,8 @@ import (
 	"os"
 	"syscall"
 	"unsafe"
+
+	"portico.dev/portico/dataplane/internal/rawsock"
 )
 
 // rawConn reads and writes a TCP connection with raw system calls: the goroutine keeps its P
@@ -51,33 +53,25 @@ func newRawConn(c net.Conn) net.Conn {
 }
 
 func (r *rawConn) read(fd uintptr) bool {
-	for {
-		var v uintptr
-		var e syscall.Errno
-		switch r.peek {
-		case 0:
-			v, _, e = syscall.RawSyscall(syscall.SYS_READ, fd, uintptr(unsafe.Pointer(&r.rbuf[0])), uintptr(len(r.rbuf)))
-		case 1:
-			r.peek = 2
-			_, _, e = syscall.RawSyscall6(syscall.SYS_RECVFROM, fd, uintptr(unsafe.Pointer(&r.peeked)), 1,
+	switch r.peek {
+	case 1: // waitReadable's first look
+		for {
+			_, _, e := syscall.RawSyscall6(syscall.SYS_RECVFROM, fd, uintptr(unsafe.Pointer(&r.peeked)), 1,
 				syscall.MSG_PEEK|syscall.MSG_DONTWAIT, 0, 0)
-		default:
-			return true
-		}
-		switch e {
-		case syscall.EINTR:
-			r.peek = min(r.peek, 1)
-			continue
-		case syscall.EAGAIN:
-			if r.nowait && r.peek == 0 {
-				r.rerrno = e
-				return true
+			if e != syscall.EINTR {
+				r.peek = 2
+				return e != syscall.EAGAIN // else wait for the poller
 			}
-			return false // wait for the poller
 		}
-		r.rn, r.rerrno = int(v), e
+	case 2: // woken by the poller: readable
 		return true
 	}
+	n, e := rawsock.Read(int(fd), r.rbuf)
+	if e == syscall.EAGAIN && !r.nowait {
+		return false // wait for the poller
+	}
+	r.rn, r.rerrno = n, e
+	return true
 }
 
 // setNowait makes the next reads return errWouldBlock rather than wait (see idleReader).
@@ -97,14 +91,12 @@ func (r *rawConn) waitReadable() error {
 
 func (r *rawConn) write(fd uintptr) bool {
 	for {
-		v, _, e := syscall.RawSyscall(syscall.SYS_WRITE, fd, uintptr(unsafe.Pointer(&r.wbuf[r.wn])), uintptr(len(r.wbuf)-r.wn))
+		n, e := rawsock.Write(int(fd), r.wbuf[r.wn:])
 		switch e {
-		case syscall.EINTR:
-			continue
 		case syscall.EAGAIN:
 			return false
 		case 0:
-			if r.wn += int(v); r.wn < len(r.wbuf) {
+			if r.wn += n; r.wn < len(r.wbuf) {
 				continue // a partial write: the rest may fit now, else EAGAIN
 			}
 		}
