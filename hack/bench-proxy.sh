@@ -3,7 +3,8 @@
 # run: the same route (Host bench.example.com, Prefix /) to the same backend (a static nginx on
 # 127.0.0.1:18000, its own process, so that no proxy shares a process with it), wrk with the
 # same threads and connections, the proxies on the same cores (GOMAXPROCS, worker_processes and
-# nbthread all set to the core count). Everything on loopback, every load run bounded by
+# nbthread all set to the core count; portico, as `portico proxy` does, runs one event loop per
+# core and gives the Go runtime one P more, --spare-procs in docs/data-plane.md). Everything on loopback, every load run bounded by
 # DURATION. Sections (SECTIONS, default all, in this order):
 #
 #   h2idle      memory per idle HTTP/2 connection: IDLE_CONNS (1000) TLS h2 connections, one request
@@ -40,6 +41,7 @@
 #   hack/bench-proxy.sh            DURATION=10 ROUNDS=3 CONNECTIONS=64 POST_BYTES=1024 by default
 #   SECTIONS="close c1000" DURATION=5 ROUNDS=1 hack/bench-proxy.sh     rerun two rows quickly
 #   RAW=/tmp/wrk-out hack/bench-proxy.sh                               keep wrk's own outputs
+#   PORTICO_ARGS=-spare-procs=0 hack/bench-proxy.sh                     staticproxy with a flag set
 #
 # This machine's neighbours make single runs vary by +-20%, hence the rounds and medians.
 set -euo pipefail
@@ -243,7 +245,8 @@ haproxy -f "$work/haproxy.cfg" & pids+=($!); haproxy_pid=$!
   go build -o "$work/idleconns" ./test/bench/idleconns && go build -o "$work/tcpbench" ./test/bench/tcpbench)
 "$work/grpcbench" -serve 127.0.0.1:18010 & pids+=($!)
 "$work/tcpbench" -serve 127.0.0.1:18020 & pids+=($!)
-GOMAXPROCS=$CORES "$work/staticproxy" & pids+=($!); portico_pid=$!
+# PORTICO_ARGS: extra flags for staticproxy (A/B runs of a setting, e.g. -spare-procs=0).
+GOMAXPROCS=$CORES "$work/staticproxy" ${PORTICO_ARGS:-} & pids+=($!); portico_pid=$!
 for port in 18000 18010 18020 18081 18082 18083 18093 18094 18095 18443 18444 18445; do
   for _ in $(seq 100); do (exec 3<>/dev/tcp/127.0.0.1/$port) 2>/dev/null && break; sleep 0.1; done
 done

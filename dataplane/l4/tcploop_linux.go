@@ -8,7 +8,6 @@ import (
 	"net"
 	"net/netip"
 	"os"
-	"runtime"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -18,6 +17,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"portico.dev/portico/dataplane/internal/rawsock"
+	"portico.dev/portico/dataplane/procs"
 )
 
 // The TCP forwarder's event loops (Linux). A goroutine per connection and per direction, on
@@ -97,7 +97,7 @@ const (
 func (f *TCPForwarder) serveLoops(ln net.Listener) (bool, error) {
 	n := f.cfg.EventLoops
 	if n == 0 {
-		n = runtime.GOMAXPROCS(0)
+		n = procs.Loops()
 	}
 	tl, ok := ln.(*net.TCPListener)
 	if !ok || n < 0 {

@@ -10,7 +10,6 @@ import (
 	"net"
 	"net/http"
 	"net/netip"
-	"runtime"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -19,6 +18,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"portico.dev/portico/dataplane/l4"
+	"portico.dev/portico/dataplane/procs"
 	"portico.dev/portico/dataplane/route"
 )
 
@@ -78,7 +78,7 @@ func (s *h1Server) Serve(ln net.Listener) error {
 	if s.tlsConfig == nil && s.opts.EventLoops >= 0 && !s.opts.NetHTTPOnly {
 		n := s.opts.EventLoops
 		if n == 0 {
-			n = runtime.GOMAXPROCS(0)
+			n = procs.Loops()
 		}
 		if ok, err := s.serveLoops(ln, n); ok {
 			return err

@@ -25,8 +25,9 @@ type ServerOptions struct {
 	DrainPeriod, ShutdownTimeout   time.Duration
 	ReadHeaderTimeout, IdleTimeout time.Duration
 	MaxHeaderBytes                 int
-	// EventLoops is how many event loops serve the cleartext listener (Linux): 0 for one per P
-	// (GOMAXPROCS), negative for none (a goroutine per connection, as on HTTPS).
+	// EventLoops is how many event loops serve the cleartext listener (Linux): 0 for one per CPU
+	// (procs.Loops: GOMAXPROCS before the spare P), negative for none (a goroutine per
+	// connection, as on HTTPS).
 	EventLoops int
 	// NetHTTPOnly hands every connection to net/http at its first request (after the checks of
 	// h1core.go), with keep-alives off as for every handed-off connection: the serving path

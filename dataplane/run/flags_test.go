@@ -1,6 +1,9 @@
 package run
 
-import "testing"
+import (
+	"strings"
+	"testing"
+)
 
 // TestLoggerFlags: the logger's flags are the proxy's own; --zap-log-level=debug shows the V(1)
 // lines (upstream errors, TLS failures), which the default level hides.
@@ -49,5 +52,29 @@ func TestGCPercentFlag(t *testing.T) {
 		if f.GCPercent != tc.want {
 			t.Errorf("GOGC=%q %v: GCPercent %d, want %d", tc.env, tc.args, f.GCPercent, tc.want)
 		}
+	}
+}
+
+// TestSpareProcsFlag: one P beyond the event loops unless --spare-procs says otherwise; a
+// negative count is refused, naming the flag.
+func TestSpareProcsFlag(t *testing.T) {
+	for _, tc := range []struct {
+		args []string
+		want int
+	}{
+		{nil, 1},
+		{[]string{"--spare-procs=0"}, 0},
+		{[]string{"--spare-procs=3"}, 3},
+	} {
+		f, err := ParseFlags(append([]string{"--fleet=ns/edge"}, tc.args...))
+		if err != nil {
+			t.Fatalf("%v: %v", tc.args, err)
+		}
+		if f.SpareProcs != tc.want {
+			t.Errorf("%v: SpareProcs %d, want %d", tc.args, f.SpareProcs, tc.want)
+		}
+	}
+	if _, err := ParseFlags([]string{"--fleet=ns/edge", "--spare-procs=-1"}); err == nil || !strings.Contains(err.Error(), "--spare-procs") {
+		t.Errorf("--spare-procs=-1: %v, want an error naming the flag", err)
 	}
 }

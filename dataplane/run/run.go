@@ -34,6 +34,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
 
 	"portico.dev/portico/dataplane/l4"
+	"portico.dev/portico/dataplane/procs"
 	"portico.dev/portico/dataplane/proxy"
 	"portico.dev/portico/dataplane/watch"
 )
@@ -48,6 +49,8 @@ type Flags struct {
 	UpstreamTimeout                 time.Duration
 	AccessLog                       bool
 	EventLoops                      int
+	// SpareProcs is how many Ps Main gives the Go runtime beyond the event loops; see procs.
+	SpareProcs int
 	// GCPercent is the garbage collector's target (GOGC) Main sets; see proxy.GCPercent.
 	GCPercent         int
 	Holdoff, MaxDelay time.Duration
@@ -75,6 +78,7 @@ func ParseFlags(args []string) (Flags, error) {
 	fs.DurationVar(&f.UpstreamTimeout, "upstream-timeout", 60*time.Second, "wait for a backend's response headers before answering 504")
 	fs.BoolVar(&f.AccessLog, "access-log", false, "write a JSON access log line for every request to stdout, whatever the fleet's spec.accessLog says")
 	fs.IntVar(&f.EventLoops, "event-loops", 0, "event loops serving cleartext HTTP on Linux: 0 for one per CPU the process may use, -1 for a goroutine per connection")
+	fs.IntVar(&f.SpareProcs, "spare-procs", procs.Spare, "Ps (GOMAXPROCS) the Go runtime gets beyond the event loops, which are one per CPU the process may use: with none, an idle loop's thread hands its P over every time it waits (docs/data-plane.md); 0 keeps GOMAXPROCS at the CPU count")
 	fs.IntVar(&f.GCPercent, "gc-percent", proxy.DefaultGCPercent(), "the garbage collector's target, as GOGC: the heap grows this many percent over what is live before a collection (default $GOGC when set, else 50: less memory per connection for a little CPU; -1 turns collection off)")
 	fs.DurationVar(&f.Holdoff, "holdoff", 10*time.Millisecond, "gather changes this long before recompiling the routing table")
 	fs.DurationVar(&f.MaxDelay, "max-delay", 200*time.Millisecond, "never delay a recompile longer than this")
@@ -89,6 +93,9 @@ func ParseFlags(args []string) (Flags, error) {
 	}
 	if f.ConfigMap == "" {
 		f.ConfigMap = name + "-proxy"
+	}
+	if f.SpareProcs < 0 {
+		return f, fmt.Errorf("--spare-procs %d: must not be negative", f.SpareProcs)
 	}
 	for _, p := range []struct {
 		name string
@@ -109,6 +116,7 @@ func Main(args []string) error {
 	}
 	log := f.Logger().WithName("proxy")
 	debug.SetGCPercent(f.GCPercent)
+	procs.AddSpare(f.SpareProcs)
 	cfg, err := config.GetConfig()
 	if err != nil {
 		return fmt.Errorf("kubeconfig: %w", err)

@@ -30,6 +30,7 @@ import (
 
 	proxyconfig "portico.dev/portico/dataplane/config"
 	"portico.dev/portico/dataplane/l4"
+	"portico.dev/portico/dataplane/procs"
 	"portico.dev/portico/dataplane/proxy"
 	"portico.dev/portico/dataplane/route"
 	rt "portico.dev/portico/dataplane/route/routetest"
@@ -50,12 +51,14 @@ func main() {
 	tcpBackend := flag.String("tcp-backend", "127.0.0.1:18020", "the TCP service's backend address")
 	cpuprofile := flag.String("cpuprofile", "", "write a CPU profile of the whole run to this file")
 	memprofile := flag.String("memprofile", "", "write a heap profile to this file at the end of the run (before the listeners close)")
-	loops := flag.Int("event-loops", 0, "event loops for cleartext HTTP (0: one per P, -1: none)")
+	loops := flag.Int("event-loops", 0, "event loops for cleartext HTTP (0: one per CPU, -1: none)")
+	spare := flag.Int("spare-procs", procs.Spare, "Ps the Go runtime gets beyond the event loops, as portico proxy's --spare-procs")
 	runFor := flag.Duration("run-for", 0, "exit after this long (for profilers that cannot take a signal, such as callgrind)")
 	netHTTP := flag.Bool("net-http", false, "serve both listeners with net/http's own server and the proxy's Handler, keep-alive on (no fast path, no event loops): what the fast path is measured against")
 	pprofAddr := flag.String("pprof", "", "serve net/http/pprof on this address (heap profiles of idle connections)")
 	flag.Parse()
 	debug.SetGCPercent(proxy.DefaultGCPercent()) // as portico proxy runs
+	procs.AddSpare(*spare)
 	if *pprofAddr != "" {
 		mux := http.NewServeMux()
 		mux.HandleFunc("/debug/pprof/", httppprof.Index)
