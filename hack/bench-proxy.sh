@@ -4,8 +4,8 @@
 # 127.0.0.1:18000, its own process, so that no proxy shares a process with it), wrk with the
 # same threads and connections, the proxies on the same cores (GOMAXPROCS, worker_processes and
 # nbthread all set to the core count; portico, as `portico proxy` does, runs one event loop per
-# core and gives the Go runtime one P more, --spare-procs in docs/data-plane.md). Everything on loopback, every load run bounded by
-# DURATION. Sections (SECTIONS, default all, in this order):
+# core and gives the Go runtime one P more, --spare-procs in docs/data-plane.md). Everything on
+# loopback, every load run bounded by DURATION. Sections (SECTIONS, default all, in this order):
 #
 #   h2idle      memory per idle HTTP/2 connection: IDLE_CONNS (1000) TLS h2 connections, one request
 #               each, then idle; the growth of each proxy's resident memory (all its processes);
@@ -245,7 +245,6 @@ haproxy -f "$work/haproxy.cfg" & pids+=($!); haproxy_pid=$!
   go build -o "$work/idleconns" ./test/bench/idleconns && go build -o "$work/tcpbench" ./test/bench/tcpbench)
 "$work/grpcbench" -serve 127.0.0.1:18010 & pids+=($!)
 "$work/tcpbench" -serve 127.0.0.1:18020 & pids+=($!)
-# PORTICO_ARGS: extra flags for staticproxy (A/B runs of a setting, e.g. -spare-procs=0).
 GOMAXPROCS=$CORES "$work/staticproxy" ${PORTICO_ARGS:-} & pids+=($!); portico_pid=$!
 for port in 18000 18010 18020 18081 18082 18083 18093 18094 18095 18443 18444 18445; do
   for _ in $(seq 100); do (exec 3<>/dev/tcp/127.0.0.1/$port) 2>/dev/null && break; sleep 0.1; done

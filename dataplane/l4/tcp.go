@@ -60,7 +60,8 @@ type TCPConfig struct {
 	// attempt that fails (refused, timed out) moves on to the next, as nothing was sent yet.
 	MaxAttempts int
 	// EventLoops is how many event loops serve the connections Serve accepts, on Linux: 0 for
-	// one per CPU (procs.Loops: GOMAXPROCS before the spare P), negative for none (a goroutine per connection, as ServeConn's).
+	// one per CPU (procs.Loops: GOMAXPROCS before the spare P), negative for none (a goroutine
+	// per connection, as ServeConn's).
 	EventLoops int
 	// Metrics receives the listener's series; nil: none are kept.
 	Metrics *Metrics
