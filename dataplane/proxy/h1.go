@@ -230,6 +230,9 @@ type h1Req struct {
 	now time.Time
 	// metrics caches the series of the last request: a keep-alive connection mostly repeats it.
 	metrics metricCache
+	// host is the last request's Host as a string: the next one mostly repeats it, and a string
+	// the routing keeps is then not allocated again (see hostString).
+	host string
 	// clientCert is the current request's client certificate verification, whose headers go to
 	// the backend (nil when its route has no client auth). See clientcert.go.
 	clientCert *certVerification
@@ -692,13 +695,13 @@ func (c *h1Conn) route() (*route.Backend, int, string) {
 	t := c.s.h.table.Load()
 	if code, msg := c.checkClientCert(t); code != 0 {
 		st.table, st.service = t, "default"
-		if rule := t.Match(string(hd.host), string(hd.route), c); rule != nil && rule.Backend != nil {
+		if rule := t.Match(c.hostString(), string(hd.route), c); rule != nil && rule.Backend != nil {
 			st.ingress, st.service = rule.IngressName, rule.Backend.Name()
 		}
 		st.logging = c.s.h.logging(t)
 		return nil, code, msg
 	}
-	b, code, msg := c.s.h.decide(t, string(hd.host), string(hd.route), c, st)
+	b, code, msg := c.s.h.decide(t, c.hostString(), string(hd.route), c, st)
 	st.logging = c.s.h.logs(st)
 	if b == nil {
 		return b, code, msg
@@ -706,6 +709,14 @@ func (c *h1Conn) route() (*route.Backend, int, string) {
 	st.backend, st.service = b, b.Name()
 	pickEndpoint(st, b, c, bytesView(hd.route))
 	return b, 0, ""
+}
+
+// hostString is the request's Host as a string, the last request's when it is the same.
+func (c *h1Conn) hostString() string {
+	if c.host != string(c.head.host) {
+		c.host = string(c.head.host)
+	}
+	return c.host
 }
 
 // discardBody reads the body of a request that is answered without forwarding, up to

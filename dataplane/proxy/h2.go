@@ -1,7 +1,6 @@
 package proxy
 
 import (
-	"bytes"
 	"crypto/tls"
 	"errors"
 	"io"
@@ -9,7 +8,6 @@ import (
 	"net"
 	"os"
 	"runtime"
-	"strconv"
 	"sync"
 	"time"
 
@@ -18,8 +16,8 @@ import (
 )
 
 // The HTTP/2 server. A connection is served by one goroutine that reads its frames
-// (golang.org/x/net/http2's Framer: frame order, CONTINUATION assembly, HPACK decoding and field
-// validation) and keeps the streams' state; each request stream is served by a goroutine of its
+// (golang.org/x/net/http2's Framer: frame syntax and order; header blocks are decoded and their
+// fields checked by readHeaderBlock, h2hpack.go) and keeps the streams' state; each request stream is served by a goroutine of its
 // own through the same core as an HTTP/1.1 request: the stream is an HTTP/1.1 exchange on a
 // connection of its own (h2Stream is a net.Conn). Its HEADERS become an HTTP/1.1 head that the
 // fast path's parser reads, its DATA the body (chunked when it has no content-length), and what
@@ -61,8 +59,8 @@ const (
 	h2PingAfter   = 30 * time.Second
 	h2PingTimeout = 15 * time.Second
 	// h2MaxReadPerFrame bounds the bytes one frame read may consume: a header block with its
-	// CONTINUATION frames included (the Framer stops decoding past MaxHeaderListSize, but reads
-	// on as long as empty CONTINUATION frames come: the 2024 CONTINUATION flood).
+	// CONTINUATION frames included (readHeaderBlock stops decoding past the header list size,
+	// but would read on as long as empty CONTINUATION frames come: the 2024 CONTINUATION flood).
 	h2MaxReadPerFrame = 4 << 20
 )
 
@@ -82,10 +80,8 @@ type h2Conn struct {
 	since time.Time
 
 	frameWriter
-	enc  *hpack.Encoder
-	hbuf bytes.Buffer
-	// values are the response header values last sent (guarded by mu, as enc).
-	values     valueCache
+	hb         headerBlock  // the client's last header block (the reader's)
+	fe         fieldEncoder // answers' header blocks (guarded by mu)
 	streams    map[uint32]*h2Stream
 	lastStream uint32
 	workers    int // streams being served (started, response not ended)
@@ -157,14 +153,12 @@ func (c *h1Conn) serveH2() (parked bool) {
 		c.bw = nil
 	}
 	cc := &h2Conn{hc: c}
-	cc.enc = hpack.NewEncoder(&cc.hbuf)
 	// Response headers are sent without HPACK's dynamic table, as nginx and HAProxy send them
-	// (static table names, literal values): the table would hold every connection's last
-	// responses' header names and values and the encoder's two maps over them, about 1 KB on
-	// an idle connection, for the few bytes per response that indexing saves (a Date or
-	// Content-Length differs each time anyway). The first header block tells the client so
-	// (a table size update to 0), which lets it free its own table.
-	cc.enc.SetMaxDynamicTableSize(0)
+	// (static table names, literal values; fieldEncoder): the table would hold every
+	// connection's last responses' header names and values, about 1 KB on an idle connection,
+	// for the few bytes per response that indexing saves (a Date or Content-Length differs
+	// each time anyway). The first header block tells the client so (a table size update to
+	// 0), which lets it free its own table.
 	cc.recv.window = h2ConnWindow
 	cc.start(c.c, func() {
 		for _, st := range cc.streams {
@@ -203,9 +197,8 @@ func (c *h1Conn) serveH2() (parked bool) {
 	if tc, ok := c.c.(*tls.Conn); ok && r == c.c {
 		cc.cr.idle, _ = tc.NetConn().(idleReader)
 	}
-	cc.rfr = http2.NewFramer(nil, &cc.cr)
-	cc.rfr.ReadMetaHeaders = hpack.NewDecoder(4096, nil)
-	cc.rfr.MaxHeaderListSize = uint32(o.MaxHeaderBytes)
+	cc.rfr = http2.NewFramer(nil, &cc.cr) // header blocks are decoded by readHeaderBlock
+	cc.hb.init(uint32(o.MaxHeaderBytes))
 	cc.rfr.SetMaxReadFrameSize(h2MaxFrame)
 	cc.rfr.SetReuseFrames()
 	return cc.serveFrames(true)
@@ -231,8 +224,13 @@ func (cc *h2Conn) serveFrames(first bool) (parked bool) {
 		}
 		cc.cr.n = 0
 		f, err := cc.rfr.ReadFrame()
+		var hb *headerBlock
+		if hf, ok := f.(*http2.HeadersFrame); ok && err == nil {
+			hb, err = cc.readHeaderBlock(hf) // the budget (cr.n) counts its CONTINUATION frames
+		}
 		if err == errWouldBlock { // nothing to read yet
 			if idle {
+				cc.hb.fields = nil // an idle connection holds no header list
 				go cc.park()
 				return true
 			}
@@ -254,7 +252,11 @@ func (cc *h2Conn) serveFrames(first bool) (parked bool) {
 			}
 			first = false
 		}
-		if !cc.process(f) {
+		if hb != nil {
+			if !cc.headers(hb) {
+				return false
+			}
+		} else if !cc.process(f) {
 			return false
 		}
 		cc.mu.Lock()
@@ -400,8 +402,6 @@ func (cc *h2Conn) readFailed(err error) bool {
 // process handles one frame; it reports whether the connection goes on.
 func (cc *h2Conn) process(f http2.Frame) bool {
 	switch f := f.(type) {
-	case *http2.MetaHeadersFrame:
-		return cc.headers(f)
 	case *http2.DataFrame:
 		return cc.data(f)
 	case *http2.WindowUpdateFrame:
@@ -446,8 +446,8 @@ func (cc *h2Conn) process(f http2.Frame) bool {
 }
 
 // headers opens a stream, or ends one with trailers.
-func (cc *h2Conn) headers(f *http2.MetaHeadersFrame) bool {
-	id := f.StreamID
+func (cc *h2Conn) headers(f *headerBlock) bool {
+	id := f.streamID
 	cc.mu.Lock()
 	defer cc.mu.Unlock()
 	if st := cc.streams[id]; st != nil {
@@ -471,7 +471,7 @@ func (cc *h2Conn) headers(f *http2.MetaHeadersFrame) bool {
 	case len(cc.streams) >= h2MaxStreams:
 		cc.hc.s.h.metrics.H2Refused.Inc()
 		cc.out = appendRST(cc.out, id, http2.ErrCodeRefusedStream)
-	case f.Truncated:
+	case f.truncated:
 		cc.answerLocked(id, 431)
 	default:
 		st := newH2Stream(cc, id)
@@ -587,7 +587,7 @@ func (cc *h2Conn) windowUpdate(f *http2.WindowUpdateFrame) bool {
 func (cc *h2Conn) settings(f *http2.SettingsFrame) bool {
 	cc.mu.Lock()
 	defer cc.mu.Unlock()
-	err := cc.applySettings(f, cc.enc, func(yield func(*streamSend) bool) {
+	err := cc.applySettings(f, nil, func(yield func(*streamSend) bool) {
 		for _, st := range cc.streams {
 			if !yield(&st.send) {
 				return
@@ -620,15 +620,15 @@ func (cc *h2Conn) consumedLocked(st *h2Stream, n int32) {
 // answerLocked answers a stream the proxy refuses before serving it (431 for a header list
 // too long, 400 for a malformed request, 405 for CONNECT), with no body.
 func (cc *h2Conn) answerLocked(id uint32, status int) {
-	cc.hbuf.Reset()
-	_ = cc.enc.WriteField(hpack.HeaderField{Name: ":status", Value: strconv.Itoa(status)})
-	_ = cc.enc.WriteField(hpack.HeaderField{Name: "server", Value: "portico"})
+	cc.fe.begin()
+	cc.fe.status(status)
+	cc.fe.fieldString("server", "portico")
 	cc.out = cc.appendHeaderBlock(cc.out, id, true)
 }
 
-// appendHeaderBlock appends the header block in hbuf as HEADERS and CONTINUATION frames.
+// appendHeaderBlock appends the header block in fe as HEADERS and CONTINUATION frames.
 func (cc *h2Conn) appendHeaderBlock(b []byte, id uint32, end bool) []byte {
-	return appendHeaderFrames(b, cc.hbuf.Bytes(), id, end, cc.maxFrame)
+	return appendHeaderFrames(b, cc.fe.buf, id, end, cc.maxFrame)
 }
 
 // goAway sends GOAWAY with code; the connection then ends.
@@ -727,7 +727,9 @@ func (w *frameWriter) applySettings(f *http2.SettingsFrame, enc *hpack.Encoder, 
 		case http2.SettingMaxFrameSize:
 			w.maxFrame = int(s.Val)
 		case http2.SettingHeaderTableSize:
-			enc.SetMaxDynamicTableSizeLimit(s.Val)
+			if enc != nil { // nil: an encoder that never indexes (fieldEncoder)
+				enc.SetMaxDynamicTableSizeLimit(s.Val)
+			}
 		default:
 			if other != nil {
 				other(s)
@@ -946,10 +948,11 @@ func (w *frameWriter) stop() {
 	w.flushing = true // no writer starts again
 }
 
-// streamWorkers: a goroutine that served a stream waits a second for the next one, of any
-// connection, so that a busy proxy does not start every stream on a fresh goroutine whose stack
-// then grows and is copied on the way into the core (5% of the CPU of HTTP/2 under load,
-// measured, before this).
+// streamWorkers: a goroutine that served a stream waits for the next one, of any connection,
+// and ends after one to two seconds without any, so that a busy proxy does not start every
+// stream on a fresh goroutine whose stack then grows and is copied on the way into the core (5%
+// of the CPU of HTTP/2 under load, measured, before this). Its timer runs on, reset each second
+// it served something, rather than being reset for every stream.
 const streamWorkerIdle = time.Second
 
 var streamWork = make(chan *h2Stream)
@@ -968,11 +971,17 @@ func streamWorker(st *h2Stream) {
 	defer t.Stop()
 	for {
 		st.serve()
-		t.Reset(streamWorkerIdle)
-		select {
-		case st = <-streamWork:
-		case <-t.C:
-			return
+		busy := true // a stream was served since the timer last fired
+		for st = nil; st == nil; {
+			select {
+			case st = <-streamWork:
+			case <-t.C:
+				if !busy {
+					return
+				}
+				busy = false
+				t.Reset(streamWorkerIdle)
+			}
 		}
 	}
 }
@@ -996,8 +1005,8 @@ func (cc *h2Conn) streamDoneLocked(st *h2Stream) {
 	}
 	if cc.workers == 0 && len(cc.streams) == 0 {
 		cc.idleLocked()
-		cc.hbuf = bytes.Buffer{} // the encoder's scratch, regrown for the next answer
-		cc.streams = nil         // and the map, made again for the next stream
+		cc.fe.buf = nil  // the encoder's scratch, regrown for the next answer
+		cc.streams = nil // and the map, made again for the next stream
 		switch {
 		case cc.goingAway:
 			_ = cc.c.SetReadDeadline(time.Unix(1, 0)) // nothing left: the reader ends the connection

@@ -380,6 +380,22 @@ func TestHTTP2MalformedRequests(t *testing.T) {
 		r.await(id, ":path "+strconv.Quote(path), isRST(http2.ErrCodeProtocol))
 		id += 2
 	}
+	for _, tc := range []struct {
+		name   string
+		fields []string
+	}{
+		{"a pseudo-field after a regular one", []string{":method", "GET", ":scheme", "https", ":authority", "h2.example.com", ":path", "/", "x-a", "b", ":authority", "other.example.com"}},
+		{"a pseudo-field twice", []string{":method", "GET", ":scheme", "https", ":authority", "h2.example.com", ":path", "/", ":path", "/x"}},
+		{"an unknown pseudo-field", []string{":method", "GET", ":scheme", "https", ":authority", "h2.example.com", ":path", "/", ":foo", "x"}},
+		{"a response pseudo-field", []string{":method", "GET", ":scheme", "https", ":authority", "h2.example.com", ":path", "/", ":status", "200"}},
+		{"an empty name", []string{":method", "GET", ":scheme", "https", ":authority", "h2.example.com", ":path", "/", "", "x"}},
+	} {
+		if err := r.headers(id, true, tc.fields...); err != nil {
+			t.Fatal(err)
+		}
+		r.await(id, tc.name, isRST(http2.ErrCodeProtocol))
+		id += 2
+	}
 	if err := r.headers(id, true, ":method", "G T", ":scheme", "https", ":authority", "h2.example.com", ":path", "/"); err != nil {
 		t.Fatal(err)
 	}
@@ -411,6 +427,45 @@ func TestHTTP2MalformedRequests(t *testing.T) {
 		t.Fatal(err)
 	}
 	r.await(id, "a well-formed request after them", hasStatus("200"))
+}
+
+// TestHTTP2HeaderListTooLong: a header list past SETTINGS_MAX_HEADER_LIST_SIZE (MaxHeaderBytes,
+// 64 KiB) in a block of several frames is answered 431 and reaches no backend; the block is
+// decoded to its end all the same, so the connection's HPACK state stays in step and the next
+// request on it is served.
+func TestHTTP2HeaderListTooLong(t *testing.T) {
+	f := newH2Fixture(t)
+	r := dialRawH2(t, f.https)
+	r.mu.Lock()
+	r.hbuf.Reset()
+	for _, kv := range [][2]string{{":method", "GET"}, {":scheme", "https"}, {":authority", "h2.example.com"}, {":path", "/big"}} {
+		_ = r.enc.WriteField(hpack.HeaderField{Name: kv[0], Value: kv[1]})
+	}
+	for i := range 10 { // 10 x 7,036 bytes of header list: the tenth goes past 65,536
+		_ = r.enc.WriteField(hpack.HeaderField{Name: fmt.Sprintf("x-f%d", i), Value: strings.Repeat("a", 7000)})
+	}
+	block := r.hbuf.Bytes()
+	if len(block) <= 32<<10 {
+		t.Fatalf("the block is %d bytes, meant to take three frames", len(block))
+	}
+	err := r.fr.WriteHeaders(http2.HeadersFrameParam{StreamID: 1, BlockFragment: block[:16<<10], EndStream: true})
+	for rest := block[16<<10:]; err == nil && len(rest) > 0; {
+		n := min(len(rest), 16<<10)
+		err = r.fr.WriteContinuation(1, n == len(rest), rest[:n])
+		rest = rest[n:]
+	}
+	r.mu.Unlock()
+	if err != nil {
+		t.Fatal(err)
+	}
+	r.await(1, "a header list of 70 KB", hasStatus("431"))
+	if err := r.request(3, true, "/after"); err != nil {
+		t.Fatal(err)
+	}
+	r.await(3, "the next request on the connection", hasStatus("200"))
+	if n := f.seen.Load(); n != 1 {
+		t.Errorf("the backend saw %d requests, want 1 (the second)", n)
+	}
 }
 
 // TestHTTP2ConcurrencyLimit: streams past SETTINGS_MAX_CONCURRENT_STREAMS are refused.

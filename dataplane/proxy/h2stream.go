@@ -82,7 +82,7 @@ func newH2Stream(cc *h2Conn, id uint32) *h2Stream {
 // requestHead builds the HTTP/1.1 head of the request in f into st.pre. It returns a stream
 // error code for a malformed request (RFC 9113 §8.1.1), with st.status set when the proxy
 // answers it instead (405 for CONNECT, which the proxy does not tunnel).
-func (st *h2Stream) requestHead(f *http2.MetaHeadersFrame) http2.ErrCode {
+func (st *h2Stream) requestHead(f *headerBlock) http2.ErrCode {
 	var method, path, scheme, authority string
 	for _, hf := range f.PseudoFields() {
 		switch hf.Name {
@@ -189,7 +189,7 @@ func (st *h2Stream) requestHead(f *http2.MetaHeadersFrame) http2.ErrCode {
 
 // requestTrailers takes the trailers ending the request body (kept for a chunked body); false
 // when they cannot end it (pseudo-fields, a body shorter than its content-length).
-func (st *h2Stream) requestTrailers(f *http2.MetaHeadersFrame) bool {
+func (st *h2Stream) requestTrailers(f *headerBlock) bool {
 	if len(f.PseudoFields()) > 0 || (st.length >= 0 && st.received != st.length) {
 		return false
 	}
@@ -398,8 +398,8 @@ func (st *h2Stream) sendHead(head []byte) error {
 		st.resetLocked(http2.ErrCodeInternal, true)
 		return errStreamReset
 	}
-	cc.hbuf.Reset()
-	_ = cc.enc.WriteField(hpack.HeaderField{Name: ":status", Value: statusText(status)})
+	cc.fe.begin()
+	cc.fe.status(status)
 	length, chunked := int64(-1), false
 	next := bytes.IndexByte(head, '\n') + 1
 	for next < len(head)-2 {
@@ -423,8 +423,7 @@ func (st *h2Stream) sendHead(head []byte) error {
 			}
 			length, _ = parseDecimal(value)
 		}
-		n := lowerName(name)
-		_ = cc.enc.WriteField(hpack.HeaderField{Name: n, Value: cc.values.get(n, value)})
+		cc.fe.field(name, value)
 	}
 	informational := status < 200
 	switch {
@@ -464,10 +463,10 @@ func (st *h2Stream) dechunk(p []byte) (int, error) {
 		if len(trailers) == 0 {
 			return st.sendData(nil, true)
 		}
-		cc.hbuf.Reset()
+		cc.fe.begin()
 		for _, f := range trailers {
 			if validTrailer(f) && tokenString(f.Name) {
-				_ = cc.enc.WriteField(f)
+				cc.fe.fieldString(f.Name, f.Value)
 			}
 		}
 		cc.out = cc.appendHeaderBlock(cc.out, st.id, true)
@@ -649,41 +648,6 @@ func plainValue(s string) bool {
 // plainTrimmed reports whether a field value has no leading or trailing whitespace.
 func plainTrimmed(v string) bool {
 	return v == "" || (v[0] != ' ' && v[0] != '\t' && v[len(v)-1] != ' ' && v[len(v)-1] != '\t')
-}
-
-// valueCache remembers the last value sent for a few response header names, per connection:
-// answers repeat most of theirs (Server, Content-Type, Date within a second), and a value equal
-// to the last one is sent as that string, without allocating another.
-type valueCache struct {
-	entries [8]struct{ name, value string }
-	next    int
-}
-
-func (vc *valueCache) get(name string, value []byte) string {
-	for i := range vc.entries {
-		e := &vc.entries[i]
-		if e.name == name {
-			if e.value != string(value) {
-				e.value = string(value)
-			}
-			return e.value
-		}
-	}
-	e := &vc.entries[vc.next]
-	vc.next = (vc.next + 1) % len(vc.entries)
-	e.name, e.value = name, string(value)
-	return e.value
-}
-
-// statusText is a status code as :status.
-func statusText(code int) string {
-	switch code {
-	case 200:
-		return "200"
-	case 404:
-		return "404"
-	}
-	return strconv.Itoa(code)
 }
 
 // lowerName is a header name in lower case, as HTTP/2 requires: the common names without
