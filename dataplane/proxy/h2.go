@@ -9,6 +9,7 @@ import (
 	"os"
 	"runtime"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"golang.org/x/net/http2"
@@ -948,39 +949,65 @@ func (w *frameWriter) stop() {
 	w.flushing = true // no writer starts again
 }
 
-// streamWorkers: a goroutine that served a stream waits for the next one, of any connection,
-// and ends after one to two seconds without any, so that a busy proxy does not start every
-// stream on a fresh goroutine whose stack then grows and is copied on the way into the core (5%
-// of the CPU of HTTP/2 under load, measured, before this). Its timer runs on, reset each second
-// it served something, rather than being reset for every stream.
+// streamWorkers: a goroutine that served a stream waits for the next one, of any connection, so
+// that a busy proxy does not start every stream on a fresh goroutine whose stack then grows and
+// is copied on the way into the core (5% of the CPU of HTTP/2 under load, measured, before
+// this). A waiting worker receives from one channel, with no timer of its own (a select on a
+// timer's channel costs a timer added and removed per stream); the reaper ends, each second, as
+// many workers as waited through all of the second before (the fewest seen waiting at ten looks
+// over it), and itself when no worker is left.
 const streamWorkerIdle = time.Second
 
-var streamWork = make(chan *h2Stream)
+var (
+	streamWork    = make(chan *h2Stream) // nil: the receiving worker ends
+	streamWorkers atomic.Int32           // started and not ended
+	streamIdle    atomic.Int32           // waiting on streamWork
+	streamReaping atomic.Bool            // the reaper runs
+)
 
 // startStream has st served by a waiting worker, else by a new one.
 func startStream(st *h2Stream) {
 	select {
 	case streamWork <- st:
 	default:
+		streamWorkers.Add(1)
+		if streamReaping.CompareAndSwap(false, true) {
+			go reapStreamWorkers()
+		}
 		go streamWorker(st)
 	}
 }
 
 func streamWorker(st *h2Stream) {
-	t := time.NewTimer(streamWorkerIdle)
-	defer t.Stop()
-	for {
+	defer streamWorkers.Add(-1)
+	for st != nil {
 		st.serve()
-		busy := true // a stream was served since the timer last fired
-		for st = nil; st == nil; {
+		streamIdle.Add(1)
+		st = <-streamWork
+		streamIdle.Add(-1)
+	}
+}
+
+func reapStreamWorkers() {
+	for {
+		fewest := int32(1 << 30)
+		for range 10 {
+			time.Sleep(streamWorkerIdle / 10)
+			fewest = min(fewest, streamIdle.Load())
+		}
+		for ; fewest > 0; fewest-- {
 			select {
-			case st = <-streamWork:
-			case <-t.C:
-				if !busy {
-					return
-				}
-				busy = false
-				t.Reset(streamWorkerIdle)
+			case streamWork <- nil:
+			default:
+				fewest = 0 // none waits any more
+			}
+		}
+		if streamWorkers.Load() == 0 {
+			streamReaping.Store(false)
+			// A worker started since the look above finds the flag still set and starts no
+			// reaper: this one goes on for it.
+			if streamWorkers.Load() == 0 || !streamReaping.CompareAndSwap(false, true) {
+				return
 			}
 		}
 	}

@@ -615,3 +615,44 @@ func TestHTTP2IdleTimeout(t *testing.T) {
 		t.Errorf("closed after %v, with an idle timeout of 300ms", d)
 	}
 }
+
+// TestHTTP2StreamWorkersEnd: the goroutines that served streams wait for more, and end once idle
+// (a second or two), the reaper with them.
+func TestHTTP2StreamWorkersEnd(t *testing.T) {
+	f := newH2Fixture(t)
+	c := f.clients()["https://"+f.https]
+	var wg sync.WaitGroup
+	errs := make(chan error, 32)
+	for range 32 {
+		wg.Go(func() {
+			req, _ := http.NewRequest("GET", "https://"+f.https+"/w", nil)
+			req.Host = "h2.example.com"
+			resp, err := c.Do(req)
+			if err == nil {
+				_, _ = io.Copy(io.Discard, resp.Body)
+				_ = resp.Body.Close()
+				if resp.StatusCode != 200 {
+					err = fmt.Errorf("status %d", resp.StatusCode)
+				}
+			}
+			errs <- err
+		})
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	if streamIdle.Load() == 0 || !streamReaping.Load() {
+		t.Fatalf("after the requests: %d workers waiting, reaper running %v; want workers kept", streamIdle.Load(), streamReaping.Load())
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for streamWorkers.Load() != 0 || streamReaping.Load() {
+		if time.Now().After(deadline) {
+			t.Fatalf("5 s after the requests: %d workers, reaper running %v", streamWorkers.Load(), streamReaping.Load())
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}

@@ -223,7 +223,7 @@ func (e *fieldEncoder) field(name, value []byte) {
 
 // fieldString appends a field whose name is already lower case.
 func (e *fieldEncoder) fieldString(name, value string) {
-	if i, ok := staticNames[name]; ok {
+	if i := staticName(name); i != 0 {
 		e.buf = appendInt(e.buf, 4, uint64(i)) // 0000xxxx: literal without indexing, indexed name
 	} else {
 		e.buf = append(e.buf, 0)
@@ -260,25 +260,114 @@ func appendInt(b []byte, n uint, i uint64) []byte {
 	return append(b, byte(i))
 }
 
-// staticNames are the names of HPACK's static table (RFC 7541 Appendix A), each at its first
-// index.
-var staticNames = func() map[string]uint8 {
-	names := []string{":authority", ":method", ":method", ":path", ":path", ":scheme", ":scheme",
-		":status", ":status", ":status", ":status", ":status", ":status", ":status",
-		"accept-charset", "accept-encoding", "accept-language", "accept-ranges", "accept",
-		"access-control-allow-origin", "age", "allow", "authorization", "cache-control",
-		"content-disposition", "content-encoding", "content-language", "content-length",
-		"content-location", "content-range", "content-type", "cookie", "date", "etag", "expect",
-		"expires", "from", "host", "if-match", "if-modified-since", "if-none-match", "if-range",
-		"if-unmodified-since", "last-modified", "link", "location", "max-forwards",
-		"proxy-authenticate", "proxy-authorization", "range", "referer", "refresh", "retry-after",
-		"server", "set-cookie", "strict-transport-security", "transfer-encoding", "user-agent",
-		"vary", "via", "www-authenticate"}
-	m := make(map[string]uint8, len(names))
-	for i, n := range names {
-		if _, ok := m[n]; !ok {
-			m[n] = uint8(i + 1)
-		}
+// staticName is the index of name in HPACK's static table (RFC 7541 Appendix A), its first
+// entry of that name, or 0. (A switch on strings compiles to a binary search: no hashing.)
+func staticName(name string) uint8 {
+	switch name {
+	case ":authority":
+		return 1
+	case ":method":
+		return 2
+	case ":path":
+		return 4
+	case ":scheme":
+		return 6
+	case ":status":
+		return 8
+	case "accept-charset":
+		return 15
+	case "accept-encoding":
+		return 16
+	case "accept-language":
+		return 17
+	case "accept-ranges":
+		return 18
+	case "accept":
+		return 19
+	case "access-control-allow-origin":
+		return 20
+	case "age":
+		return 21
+	case "allow":
+		return 22
+	case "authorization":
+		return 23
+	case "cache-control":
+		return 24
+	case "content-disposition":
+		return 25
+	case "content-encoding":
+		return 26
+	case "content-language":
+		return 27
+	case "content-length":
+		return 28
+	case "content-location":
+		return 29
+	case "content-range":
+		return 30
+	case "content-type":
+		return 31
+	case "cookie":
+		return 32
+	case "date":
+		return 33
+	case "etag":
+		return 34
+	case "expect":
+		return 35
+	case "expires":
+		return 36
+	case "from":
+		return 37
+	case "host":
+		return 38
+	case "if-match":
+		return 39
+	case "if-modified-since":
+		return 40
+	case "if-none-match":
+		return 41
+	case "if-range":
+		return 42
+	case "if-unmodified-since":
+		return 43
+	case "last-modified":
+		return 44
+	case "link":
+		return 45
+	case "location":
+		return 46
+	case "max-forwards":
+		return 47
+	case "proxy-authenticate":
+		return 48
+	case "proxy-authorization":
+		return 49
+	case "range":
+		return 50
+	case "referer":
+		return 51
+	case "refresh":
+		return 52
+	case "retry-after":
+		return 53
+	case "server":
+		return 54
+	case "set-cookie":
+		return 55
+	case "strict-transport-security":
+		return 56
+	case "transfer-encoding":
+		return 57
+	case "user-agent":
+		return 58
+	case "vary":
+		return 59
+	case "via":
+		return 60
+	case "www-authenticate":
+		return 61
 	}
-	return m
-}()
+	return 0
+}

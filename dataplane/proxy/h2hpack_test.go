@@ -62,6 +62,36 @@ func TestFieldEncoder(t *testing.T) {
 	}
 }
 
+// TestFieldEncoderStaticNames: every name of the static table is sent by its index, and
+// decodes to itself.
+func TestFieldEncoderStaticNames(t *testing.T) {
+	names := strings.Fields(`:authority :method :path :scheme :status accept-charset accept-encoding
+		accept-language accept-ranges accept access-control-allow-origin age allow authorization
+		cache-control content-disposition content-encoding content-language content-length
+		content-location content-range content-type cookie date etag expect expires from host
+		if-match if-modified-since if-none-match if-range if-unmodified-since last-modified link
+		location max-forwards proxy-authenticate proxy-authorization range referer refresh
+		retry-after server set-cookie strict-transport-security transfer-encoding user-agent vary
+		via www-authenticate`)
+	var got []hpack.HeaderField
+	dec := hpack.NewDecoder(4096, func(f hpack.HeaderField) { got = append(got, f) })
+	e := fieldEncoder{sent: true}
+	for _, n := range names {
+		e.begin()
+		e.fieldString(n, "v")
+		if e.buf[0] == 0 {
+			t.Errorf("%s: sent as a literal name", n)
+		}
+		got = got[:0]
+		if _, err := dec.Write(e.buf); err != nil || len(got) != 1 || got[0].Name != n || got[0].Value != "v" {
+			t.Errorf("%s: decoded %+v, %v", n, got, err)
+		}
+	}
+	if staticName("x-other") != 0 {
+		t.Error("x-other has a static index")
+	}
+}
+
 // TestFieldEncoderAllocs: encoding an answer allocates nothing once the buffer has grown.
 func TestFieldEncoderAllocs(t *testing.T) {
 	var e fieldEncoder
