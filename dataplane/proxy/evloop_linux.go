@@ -49,6 +49,9 @@ const (
 	// deferAccept: a connection that sends nothing is handed to a loop after this anyway.
 	deferAccept = 10 * time.Second
 	loopTick    = 100 * time.Millisecond
+	// unwatchedWait: how long an accepted connection waiting for its backend may stay out of
+	// the loop's epoll set (see watchPending).
+	unwatchedWait = 100 * time.Millisecond
 	// loopOutHigh: a loop writes to a client once it holds this much of a streamed body.
 	loopOutHigh = 64 << 10
 	// loopBuffer is the size of the buffers a loop lends its connections (client input,
@@ -214,6 +217,8 @@ type worker struct {
 	// holds them afterwards for the next accepted connections, with their head buffers and
 	// metric series (a short connection would otherwise grow them anew).
 	dead, spare []*evConn
+	// unwatched are the accepted connections not yet in the loop's epoll set (see adopt).
+	unwatched []*evConn
 }
 
 // maxSpareConns bounds the closed connections a loop keeps for reuse.
@@ -351,7 +356,33 @@ func (w *worker) register(fd int, c *evConn, u *evUp) error {
 
 // forgetFD drops fd from the loop (the caller closes it or gives it away).
 func (w *worker) forgetFD(fd int) {
-	w.fds[fd] = fdOwner{}
+	if fd < len(w.fds) { // a connection never watched may have no entry
+		w.fds[fd] = fdOwner{}
+	}
+}
+
+// watchPending adds to the epoll set the connections accepted unwatched that now wait for their
+// client: for more input, for output space, for the next request, while lingering. One waiting
+// for its backend alone (its request whole, nothing to write) stays unwatched for up to
+// unwatchedWait: a connection served in one go, such as a request with Connection: close, is then
+// never added (nor removed). Adding reports what is already readable or closed, so nothing that
+// came meanwhile is missed: a client that leaves while its backend is slow is noticed within
+// unwatchedWait and a loop tick (TestEventLoopNoticesAClientThatLeavesAtOnce).
+func (w *worker) watchPending() {
+	keep := w.unwatched[:0]
+	for _, c := range w.unwatched {
+		switch {
+		case c.closed: // closed or handed off
+		case c.phase == pUpstream && c.pending() == 0 && w.now.Sub(c.accepted) < unwatchedWait:
+			keep = append(keep, c)
+		default:
+			if err := w.register(c.fd, c, nil); err != nil {
+				c.close()
+			}
+		}
+	}
+	clear(w.unwatched[len(keep):])
+	w.unwatched = keep
 }
 
 func (w *worker) run() {
@@ -413,6 +444,9 @@ func (w *worker) run() {
 		}
 		if w.now.Sub(w.lastTick) >= loopTick {
 			w.tick()
+		}
+		if len(w.unwatched) > 0 {
+			w.watchPending()
 		}
 		if len(w.dead) > 0 {
 			w.recycleDead()
@@ -536,15 +570,18 @@ func (w *worker) adopt(nfd int, sa syscall.Sockaddr) {
 	c.ip, c.remote, c.loop = c.clientAddr, nil, true
 	c.peer = ap
 	c.needProxy = w.h.table.Load().Clients.ProxyProtocol
-	if err := w.register(nfd, c, nil); err != nil {
-		_ = syscall.Close(nfd)
-		return
-	}
 	c.idx = len(w.clients)
 	w.clients = append(w.clients, c)
 	w.count.Add(1)
 	c.now = w.now
 	c.deadline = w.now.Add(w.s.opts.ReadHeaderTimeout)
+	// The connection is read at once, before it joins the epoll set (watchPending adds it at
+	// the end of the batch if it then waits for its client): a client's request is mostly there
+	// when its connection is accepted, as HAProxy reads it. A connection served whole meanwhile
+	// costs no epoll_ctl, and no event.
+	c.accepted = w.now
+	w.unwatched = append(w.unwatched, c)
+	c.onEvent(epollIn)
 }
 
 type accepted struct {
@@ -683,6 +720,8 @@ type evConn struct {
 	clientAddr netip.Addr
 	// needProxy: the listener reads the PROXY protocol and its header has not come yet.
 	needProxy bool
+	// accepted is when the connection was accepted (see watchPending).
+	accepted time.Time
 
 	// The exchange in progress.
 	up        *evUp
