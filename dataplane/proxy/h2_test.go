@@ -388,6 +388,9 @@ func TestHTTP2MalformedRequests(t *testing.T) {
 		{"a pseudo-field twice", []string{":method", "GET", ":scheme", "https", ":authority", "h2.example.com", ":path", "/", ":path", "/x"}},
 		{"an unknown pseudo-field", []string{":method", "GET", ":scheme", "https", ":authority", "h2.example.com", ":path", "/", ":foo", "x"}},
 		{"a response pseudo-field", []string{":method", "GET", ":scheme", "https", ":authority", "h2.example.com", ":path", "/", ":status", "200"}},
+		// 17 x 4,035 bytes of header list (one field, then its index in the table): past 64 KiB.
+		{"a response pseudo-field and a header list too long", append([]string{":method", "GET", ":scheme", "https", ":authority", "h2.example.com", ":path", "/", ":status", "200"},
+			strings.Split(strings.Repeat("x-a,"+strings.Repeat("a", 4000)+",", 17), ",")[:34]...)},
 		{"an empty name", []string{":method", "GET", ":scheme", "https", ":authority", "h2.example.com", ":path", "/", "", "x"}},
 	} {
 		if err := r.headers(id, true, tc.fields...); err != nil {

@@ -144,9 +144,13 @@ func (cc *h2Conn) readHeaderBlock(f *http2.HeadersFrame) (*headerBlock, error) {
 		return nil, http2.StreamError{StreamID: b.streamID, Code: http2.ErrCodeProtocol, Cause: b.invalid}
 	}
 	pf := b.PseudoFields()
+	request, response := false, false
 	for i, hf := range pf {
 		switch hf.Name {
-		case ":method", ":path", ":scheme", ":authority", ":protocol", ":status":
+		case ":method", ":path", ":scheme", ":authority", ":protocol":
+			request = true
+		case ":status":
+			response = true
 		default:
 			return nil, http2.StreamError{StreamID: b.streamID, Code: http2.ErrCodeProtocol, Cause: errors.New("http2: invalid pseudo-header field")}
 		}
@@ -156,12 +160,16 @@ func (cc *h2Conn) readHeaderBlock(f *http2.HeadersFrame) (*headerBlock, error) {
 			}
 		}
 	}
+	if request && response {
+		return nil, http2.StreamError{StreamID: b.streamID, Code: http2.ErrCodeProtocol, Cause: errors.New("http2: request and response pseudo-header fields")}
+	}
 	return b, nil
 }
 
 // fieldEncoder encodes an answer's header block without HPACK's dynamic table, as nginx and
 // HAProxy do: a name in the static table by its index, others and every value as literals
-// (Huffman-coded when that is shorter), never indexed. The first block begins with a table
+// (Huffman-coded when that is shorter), each a literal without indexing (RFC 7541 §6.2.2, as
+// x/net's encoder sent them with no table; not the never-indexed form of §6.2.3). The first block begins with a table
 // size update to 0, which tells the client it may free its own table (RFC 7541 §4.2, §6.3).
 // Appending to the connection's buffer, it allocates nothing once the buffer has grown.
 type fieldEncoder struct {
