@@ -12,6 +12,7 @@ import (
 	"net/url"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	. "github.com/onsi/ginkgo/v2"
@@ -43,12 +44,28 @@ const (
 	interval = 50 * time.Millisecond
 )
 
+// freePort is a port free on loopback now and never handed out before in this process: the
+// kernel may give a port just closed again, and two of a test's ports were once the same (a TCP
+// service moved onto the proxy's own health port).
 func freePort() int {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	Expect(err).NotTo(HaveOccurred())
-	defer ln.Close()
-	return ln.Addr().(*net.TCPAddr).Port
+	portsMu.Lock()
+	defer portsMu.Unlock()
+	for {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		Expect(err).NotTo(HaveOccurred())
+		port := ln.Addr().(*net.TCPAddr).Port
+		_ = ln.Close()
+		if !portsGiven[port] {
+			portsGiven[port] = true
+			return port
+		}
+	}
 }
+
+var (
+	portsMu    sync.Mutex
+	portsGiven = map[int]bool{}
+)
 
 // fleetEnv is one fleet's namespace, the RBAC the operator renders for it, and a running proxy
 // authenticated as the fleet's ServiceAccount.
