@@ -47,6 +47,7 @@ func (b *headerBlock) init(max uint32) {
 	}
 	b.max = max
 	b.dec = hpack.NewDecoder(4096, b.emit)
+	b.dec.SetMaxStringLength(int(max))
 }
 
 func (b *headerBlock) PseudoFields() []hpack.HeaderField  { return b.fields[:b.pseudo] }
@@ -114,8 +115,7 @@ func (cc *h2Conn) readHeaderBlock(f *http2.HeadersFrame) (*headerBlock, error) {
 	b.streamID, b.endStream, b.truncated = f.StreamID, f.StreamEnded(), false
 	b.fields, b.pseudo = b.fields[:0], 0
 	b.remain, b.trailersRemain, b.sawRegular, b.invalid = b.max, b.max, false, nil
-	b.dec.SetEmitEnabled(true)
-	b.dec.SetMaxStringLength(int(b.max))
+	b.dec.SetEmitEnabled(true) // off after a truncation or an invalid field
 	frag, ended := f.HeaderBlockFragment(), f.HeadersEnded()
 	for {
 		if int64(len(frag)) > 2*int64(b.remain+b.trailersRemain) {
@@ -213,20 +213,8 @@ func (e *fieldEncoder) status(code int) {
 
 // field appends a field; name is lowered on the way (HTTP/2 field names are lower case).
 func (e *fieldEncoder) field(name, value []byte) {
-	var lower [32]byte
-	n := name
-	if len(name) <= len(lower) {
-		for i, c := range name {
-			if 'A' <= c && c <= 'Z' {
-				c += 'a' - 'A'
-			}
-			lower[i] = c
-		}
-		n = lower[:len(name)]
-	} else {
-		n = []byte(strings.ToLower(string(name)))
-	}
-	e.fieldString(bytesView(n), bytesView(value))
+	var buf [32]byte
+	e.fieldString(bytesView(lowerBytes(&buf, name)), bytesView(value))
 }
 
 // fieldString appends a field whose name is already lower case.

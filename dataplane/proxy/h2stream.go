@@ -654,45 +654,52 @@ func plainTrimmed(v string) bool {
 // allocating.
 func lowerName(b []byte) string {
 	var buf [32]byte
-	if len(b) <= len(buf) {
-		l := buf[:len(b)]
-		for i, c := range b {
-			if 'A' <= c && c <= 'Z' {
-				c += 'a' - 'A'
-			}
-			l[i] = c
-		}
-		switch string(l) {
-		case "content-type":
-			return "content-type"
-		case "content-length":
-			return "content-length"
-		case "date":
-			return "date"
-		case "server":
-			return "server"
-		case "cache-control":
-			return "cache-control"
-		case "set-cookie":
-			return "set-cookie"
-		case "etag":
-			return "etag"
-		case "last-modified":
-			return "last-modified"
-		case "location":
-			return "location"
-		case "vary":
-			return "vary"
-		case "content-encoding":
-			return "content-encoding"
-		case "x-request-id":
-			return "x-request-id"
-		case "grpc-status":
-			return "grpc-status"
-		case "grpc-message":
-			return "grpc-message"
-		}
-		return string(l)
+	l := lowerBytes(&buf, b)
+	switch string(l) {
+	case "content-type":
+		return "content-type"
+	case "content-length":
+		return "content-length"
+	case "date":
+		return "date"
+	case "server":
+		return "server"
+	case "cache-control":
+		return "cache-control"
+	case "set-cookie":
+		return "set-cookie"
+	case "etag":
+		return "etag"
+	case "last-modified":
+		return "last-modified"
+	case "location":
+		return "location"
+	case "vary":
+		return "vary"
+	case "content-encoding":
+		return "content-encoding"
+	case "x-request-id":
+		return "x-request-id"
+	case "grpc-status":
+		return "grpc-status"
+	case "grpc-message":
+		return "grpc-message"
 	}
-	return string(bytes.ToLower(b))
+	return string(l)
+}
+
+// lowerBytes is b in lower case (ASCII: header names are tokens), in buf when it fits, else in a
+// new slice.
+func lowerBytes(buf *[32]byte, b []byte) []byte {
+	if len(b) > len(buf) {
+		return bytes.ToLower(b)
+	}
+	l := buf[:len(b)]
+	for i, c := range b {
+		if 'A' <= c && c <= 'Z' {
+			c += 'a' - 'A'
+		}
+		l[i] = c
+	}
+	return l
 }
