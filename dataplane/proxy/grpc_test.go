@@ -187,3 +187,42 @@ func TestGRPCBidiAndCancel(t *testing.T) {
 		})
 	}
 }
+
+// TestGRPCSenderStoppedBeforeItWatches: the request body's sender may start watching the client
+// after the exchange ended and stopSender woke it; the answer, held until the sender ends, must
+// still go out. The hook holds the sender until stopSender has closed watch and set its
+// wake-up; the sender then lifts its deadline to watch, which erased the wake-up before
+// (rewake): the call hung until its deadline, 1 in ~2,000 in TestGRPC.
+func TestGRPCSenderStoppedBeforeItWatches(t *testing.T) {
+	h := newHarness(t, Options{})
+	hs := health.NewServer()
+	hs.SetServingStatus("shop", healthpb.HealthCheckResponse_SERVING)
+	grpcBackend(t, h, func(gs *grpc.Server) { healthpb.RegisterHealthServer(gs, hs) })
+	testHookSenderWatch = func(watch chan struct{}) {
+		<-watch
+		time.Sleep(50 * time.Millisecond) // stopSender sets its deadline right after the close
+	}
+	t.Cleanup(func() { testHookSenderWatch = nil })
+	for name, creds := range map[string]credentials.TransportCredentials{
+		"h2c": insecure.NewCredentials(),
+		"tls": credentials.NewTLS(&tls.Config{ServerName: "grpc.example.com", InsecureSkipVerify: true}),
+	} {
+		t.Run(name, func(t *testing.T) {
+			addr := h.http
+			if name == "tls" {
+				addr = h.https
+			}
+			conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(creds), grpc.WithAuthority("grpc.example.com"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer conn.Close()
+			ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+			defer cancel()
+			resp, err := healthpb.NewHealthClient(conn).Check(ctx, &healthpb.HealthCheckRequest{Service: "shop"})
+			if err != nil || resp.Status != healthpb.HealthCheckResponse_SERVING {
+				t.Fatalf("Check: %v %v", resp, err)
+			}
+		})
+	}
+}

@@ -251,8 +251,10 @@ func newH1Conn() *h1Conn {
 	return &f.h1Conn
 }
 
-// metricCache holds the series last used on a connection.
+// metricCache holds the series last used on a connection, of the Metrics in of (a pooled
+// connection object may next serve another Handler: tests run many).
 type metricCache struct {
+	of               *Metrics
 	ingress, service string
 	code             int
 	requests         prometheus.Counter
@@ -262,11 +264,20 @@ type metricCache struct {
 
 // observe records the time to the response head.
 func (c *h1Conn) observe(d time.Duration) {
-	m := &c.metrics
+	m := c.metricsOf(c.s.h.metrics)
 	if m.duration == nil || m.durationService != c.st.service {
 		m.durationService, m.duration = c.st.service, c.s.h.metrics.Duration.WithLabelValues(c.st.service)
 	}
 	m.duration.Observe(d.Seconds())
+}
+
+// metricsOf returns the connection's cache of series, emptied if they are not of ms.
+func (c *h1Conn) metricsOf(ms *Metrics) *metricCache {
+	m := &c.metrics
+	if m.of != ms {
+		*m = metricCache{of: ms}
+	}
+	return m
 }
 
 // finish ends the connection's goroutine: the connection is closed unless net/http took it.
@@ -819,7 +830,7 @@ func (c *h1Conn) done() {
 	if st.status == 0 {
 		st.status = http.StatusOK
 	}
-	m := &c.metrics
+	m := c.metricsOf(h.metrics)
 	if m.requests == nil || m.code != st.status || m.ingress != st.ingress || m.service != st.service {
 		m.ingress, m.service, m.code = st.ingress, st.service, st.status
 		m.requests = h.metrics.Requests.WithLabelValues(st.ingress, st.service, codeString(st.status))

@@ -6,6 +6,7 @@ import (
 	"crypto/tls"
 	"encoding/hex"
 	"fmt"
+	"github.com/prometheus/client_golang/prometheus/testutil"
 	"io"
 	"net"
 	"net/http"
@@ -657,5 +658,27 @@ func TestHTTP2StreamWorkersEnd(t *testing.T) {
 			t.Fatalf("5 s after the requests: %d workers, reaper running %v", streamWorkers.Load(), streamReaping.Load())
 		}
 		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// TestHTTP2MetricsOfEachServer: a stream's connection object is pooled across servers, and its
+// cached series must be the serving Handler's own: two proxies in turn (as tests and a restart
+// within a process run them) each count their own HTTP/2 requests. Before, the second counted
+// into the first's registry.
+func TestHTTP2MetricsOfEachServer(t *testing.T) {
+	for round := range 2 {
+		f := newH2Fixture(t)
+		close(f.release)
+		c := h2Client(&tls.Config{InsecureSkipVerify: true, ServerName: "h2.example.com"})
+		for range 5 {
+			r, _, _ := get(t, c, "https://"+f.https+"/", "h2.example.com")
+			if r.StatusCode != 200 {
+				t.Fatalf("round %d: %d", round, r.StatusCode)
+			}
+		}
+		c.CloseIdleConnections()
+		if n := testutil.ToFloat64(f.handler.metrics.Requests.WithLabelValues("ns/i", "ns/b:80", "200")); n != 5 {
+			t.Fatalf("round %d: this proxy counted %v requests, want 5", round, n)
+		}
 	}
 }

@@ -226,14 +226,18 @@ func validTrailer(f hpack.HeaderField) bool {
 func (c *h1Conn) sendH2Body(us *h2UpStream, hasBody bool, watch chan struct{}) error {
 	hd := &c.head
 	if hasBody {
+		progress := func() {
+			c.bodyProgress()
+			c.rewake(watch)
+		}
 		var err error
 		if hd.contentLength > 0 {
-			err = c.sendH2Length(us, hd.contentLength)
+			err = c.sendH2Length(us, hd.contentLength, progress)
 		} else {
 			bw := writerPool.Get().(*bufio.Writer)
 			bw.Reset(&h2BodyWriter{us: us})
 			var scratch []byte
-			_, err = relayChunked(bw, c.br, &scratch, false, c.st.table.Limits.MaxRequestBodyBytes, c.bodyProgress)
+			_, err = relayChunked(bw, c.br, &scratch, false, c.st.table.Limits.MaxRequestBodyBytes, progress)
 			if err == nil {
 				err = bw.Flush()
 			}
@@ -248,9 +252,13 @@ func (c *h1Conn) sendH2Body(us *h2UpStream, hasBody bool, watch chan struct{}) e
 			return err
 		}
 	}
+	if testHookSenderWatch != nil {
+		testHookSenderWatch(watch)
+	}
 	// The watch has no deadline of its own (the body timeout no longer applies: a gRPC stream
 	// may answer for as long as it likes); stopSender's wakes it.
 	c.rd.none(c.c)
+	c.rewake(watch)
 	if _, err := c.br.Peek(1); err != nil && !isTimeout(err) {
 		select {
 		case <-watch: // the exchange ended
@@ -264,14 +272,14 @@ func (c *h1Conn) sendH2Body(us *h2UpStream, hasBody bool, watch chan struct{}) e
 	return nil
 }
 
-// sendH2Length sends a body of n bytes.
-func (c *h1Conn) sendH2Length(us *h2UpStream, n int64) error {
+// sendH2Length sends a body of n bytes; progress sets the read deadline before each wait.
+func (c *h1Conn) sendH2Length(us *h2UpStream, n int64, progress func()) error {
 	bp := pipeBuffers.Get().(*[]byte)
 	defer pipeBuffers.Put(bp)
 	buf := *bp
 	for n > 0 {
 		if c.br.Buffered() == 0 {
-			c.bodyProgress()
+			progress()
 		}
 		k, err := c.br.Read(buf[:min(int64(len(buf)), n)])
 		n -= int64(k)
@@ -288,13 +296,30 @@ func (c *h1Conn) sendH2Length(us *h2UpStream, n int64) error {
 }
 
 // stopSender ends the body's goroutine (its reads of the client wake at once; its stream was
-// closed first, which wakes its waits for a window) and returns what it returned.
+// closed first, which wakes its waits for a window) and returns what it returned. The wake-up
+// is a read deadline in the past, set after watch is closed: a deadline the sender sets (its
+// body's progress, the watch's none) may land after it, and the sender then sets it again
+// (rewake). Before, the watch's none could erase it: the answer, held in c.bw until the
+// sender ended, never reached the client (a gRPC call hung, 1 in ~2,000 in TestGRPC).
 func (c *h1Conn) stopSender(watch chan struct{}, sent chan error) error {
 	close(watch)
 	_ = c.c.SetReadDeadline(time.Unix(1, 0))
 	err := <-sent
 	c.rd = readDeadline{at: time.Unix(1, 0)}
 	return err
+}
+
+// testHookSenderWatch, set by tests, runs when the body's sender starts watching the client.
+var testHookSenderWatch func(watch chan struct{})
+
+// rewake sets stopSender's wake-up again once watch is closed; the body's sender calls it after
+// each read deadline it sets.
+func (c *h1Conn) rewake(watch chan struct{}) {
+	select {
+	case <-watch:
+		c.rd.exactly(c.c, time.Unix(1, 0))
+	default:
+	}
 }
 
 // h2BodyWriter takes a chunked request body (as relayChunked writes it) and sends its data and

@@ -244,6 +244,12 @@ func (uc *h2UpConn) read() {
 		// The deadline is set under the lock, as open lifts it when a stream is reserved: a
 		// connection idle for a while must not time out under a new exchange.
 		uc.mu.Lock()
+		if uc.goneAway && len(uc.streams) == 0 && uc.active == 0 {
+			// Sent away with its last stream over: close's wake-up (a deadline in the past)
+			// may have come before this, and would be replaced below.
+			uc.mu.Unlock()
+			return
+		}
 		if len(uc.streams) == 0 && uc.active == 0 {
 			uc.rdead.within(uc.c, time.Now(), upstreamIdleTimeout)
 		} else {
