@@ -226,3 +226,44 @@ func TestGRPCSenderStoppedBeforeItWatches(t *testing.T) {
 		})
 	}
 }
+
+// TestGRPCBackendConnectionIdles: a connection to an HTTP/2 backend closes once idle for its
+// timeout after its last stream, though its reader read that stream's end while the stream was
+// open (and so waited without a deadline). Before, it stayed open until the backend sent a frame
+// (gRPC's keepalive PING: two hours).
+func TestGRPCBackendConnectionIdles(t *testing.T) {
+	h2UpIdleTimeout = 300 * time.Millisecond
+	t.Cleanup(func() { h2UpIdleTimeout = upstreamIdleTimeout })
+	h := newHarness(t, Options{})
+	hs := health.NewServer()
+	hs.SetServingStatus("shop", healthpb.HealthCheckResponse_SERVING)
+	grpcBackend(t, h, func(gs *grpc.Server) { healthpb.RegisterHealthServer(gs, hs) })
+	conn, err := grpc.NewClient(h.http, grpc.WithTransportCredentials(insecure.NewCredentials()), grpc.WithAuthority("grpc.example.com"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+	defer cancel()
+	if _, err := healthpb.NewHealthClient(conn).Check(ctx, &healthpb.HealthCheckRequest{Service: "shop"}); err != nil {
+		t.Fatal(err)
+	}
+	up := &h.handler.up.h2
+	conns := func() int {
+		up.mu.Lock()
+		defer up.mu.Unlock()
+		n := 0
+		for _, cs := range up.conns {
+			n += len(cs)
+		}
+		return n
+	}
+	if n := conns(); n != 1 {
+		t.Fatalf("%d backend connections after the call, want 1", n)
+	}
+	for end := time.Now().Add(3 * time.Second); conns() > 0; time.Sleep(20 * time.Millisecond) {
+		if time.Now().After(end) {
+			t.Fatal("the backend connection was still open 3s after its last stream, with an idle timeout of 300ms")
+		}
+	}
+}

@@ -385,6 +385,9 @@ func (cc *h2Conn) readFailed(err error) bool {
 		busy := cc.workers > 0 || len(cc.streams) > 0
 		failed := cc.werr != nil // the writer's wake-up: writing failed, the connection ends
 		cc.mu.Unlock()
+		if !busy && !cc.ping && !failed && time.Now().Before(cc.since.Add(cc.hc.s.opts.IdleTimeout)) {
+			return true // the busy deadline passed after the last stream's end: the idle one next
+		}
 		if !busy || cc.ping || failed {
 			cc.goAway(http2.ErrCodeNo)
 			return false
@@ -886,13 +889,12 @@ func (w *frameWriter) run() {
 		for len(w.out) > 0 && w.werr == nil {
 			b := w.out
 			w.out, w.spare = w.spare[:0], nil
-			closing := w.closed
-			w.mu.Unlock()
-			now := time.Now()
-			if !closing && w.wd.Sub(now) < h2WriteTimeout*7/8 {
+			// Under mu, as stop sets its shorter deadline: this one never replaces it.
+			if now := time.Now(); !w.closed && w.wd.Sub(now) < h2WriteTimeout*7/8 {
 				w.wd = now.Add(h2WriteTimeout)
 				_ = w.c.SetWriteDeadline(w.wd)
 			}
+			w.mu.Unlock()
 			_, err := w.c.Write(b)
 			w.mu.Lock()
 			if cap(b) <= 64<<10 {
@@ -928,10 +930,10 @@ func (w *frameWriter) idleLocked() {
 // stop writes what is left (a GOAWAY), for a second at most, and ends the writer; nothing is
 // written after it.
 func (w *frameWriter) stop() {
-	_ = w.c.SetWriteDeadline(time.Now().Add(time.Second))
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	w.closed = true
+	_ = w.c.SetWriteDeadline(time.Now().Add(time.Second))
 	for len(w.out) > 0 && w.werr == nil {
 		if !w.flushing {
 			w.flushing = true
@@ -1042,6 +1044,12 @@ func (cc *h2Conn) streamDoneLocked(st *h2Stream) {
 			// woken, it parks the idle connection on a new goroutine with a small one.
 			cc.woken = true
 			_ = cc.c.SetReadDeadline(time.Unix(1, 0))
+		case cc.cr.idle == nil:
+			// A reader that does not park (h2c, or TLS over a wrapped socket) waits in its read
+			// with the busy connection's deadline (a PING due): the idle timeout starts now.
+			// Should the reader replace it (it looked before this end), readFailed finds the
+			// connection idle at that deadline and waits on for the idle timeout.
+			_ = cc.c.SetReadDeadline(time.Now().Add(cc.hc.s.opts.IdleTimeout))
 		}
 	}
 }

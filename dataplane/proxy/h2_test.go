@@ -264,6 +264,22 @@ func dialRawH2With(t *testing.T, addr string, wrap func(net.Conn) net.Conn) *raw
 	if c.ConnectionState().NegotiatedProtocol != "h2" {
 		t.Fatal("h2 not negotiated")
 	}
+	return startRawH2(t, c)
+}
+
+// dialRawH2C is dialRawH2 in cleartext (h2c with prior knowledge).
+func dialRawH2C(t *testing.T, addr string) *rawH2 {
+	t.Helper()
+	c, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return startRawH2(t, c)
+}
+
+// startRawH2 starts the client's side of HTTP/2 on c: the preface, SETTINGS, and a reader that
+// acknowledges SETTINGS and passes on the other frames but WINDOW_UPDATE and PING.
+func startRawH2(t *testing.T, c net.Conn) *rawH2 {
 	r := &rawH2{t: t, c: c, frames: make(chan h2Got, 1<<16)}
 	r.enc = hpack.NewEncoder(&r.hbuf)
 	r.fr = http2.NewFramer(c, c)
@@ -617,6 +633,35 @@ func TestHTTP2IdleTimeout(t *testing.T) {
 	r.await(0, "GOAWAY", func(g h2Got) bool { return g.kind == http2.FrameGoAway && g.code == http2.ErrCodeNo })
 	if d := time.Since(start); d < 250*time.Millisecond || d > 3*time.Second {
 		t.Errorf("closed after %v, with an idle timeout of 300ms", d)
+	}
+}
+
+// TestHTTP2IdleTimeoutAfterAStream: the idle timeout counts from the last stream's end, over
+// TLS and h2c (whose reader waits in its read, not parked: the stream's end sets its deadline).
+// Before, an h2c connection lived until the busy connection's PING deadline (30 s), whatever its
+// idle timeout.
+func TestHTTP2IdleTimeoutAfterAStream(t *testing.T) {
+	h := newHarnessWith(t, Options{}, ServerOptions{IdleTimeout: 400 * time.Millisecond})
+	// The answer takes a while: the client's last frames (its SETTINGS ACK) come before the
+	// stream ends, and the reader then waits through the end.
+	h.backend("b", http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { time.Sleep(200 * time.Millisecond) }), "")
+	h.in.Secrets = append(h.in.Secrets, rt.TLSSecret("ns", "tls", "h2.example.com"))
+	h.compile(rt.Ingress("ns", "i", 1, rt.Rule("h2.example.com", "/", rt.Prefix, "b", 80), rt.TLS("tls", "h2.example.com"),
+		rt.Annotation("portico.dev/ssl-redirect", "false")))
+	for name, dial := range map[string]func() *rawH2{
+		"tls": func() *rawH2 { return dialRawH2(t, h.https) },
+		"h2c": func() *rawH2 { return dialRawH2C(t, h.http) },
+	} {
+		r := dial()
+		if err := r.request(1, true, "/"); err != nil {
+			t.Fatal(err)
+		}
+		r.await(1, name+": the answer", hasStatus("200"))
+		start := time.Now()
+		r.await(0, name+": GOAWAY", func(g h2Got) bool { return g.kind == http2.FrameGoAway && g.code == http2.ErrCodeNo })
+		if d := time.Since(start); d < 300*time.Millisecond || d > 3*time.Second {
+			t.Errorf("%s: closed %v after its stream, with an idle timeout of 400ms", name, d)
+		}
 	}
 }
 

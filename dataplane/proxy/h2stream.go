@@ -222,6 +222,7 @@ func (st *h2Stream) resetLocked(code http2.ErrCode, send bool) {
 		delete(cc.streams, st.id)
 	}
 	st.cond.Broadcast()
+	cc.space.Broadcast() // a send waiting for room in the output ends too
 }
 
 // dropBodyLocked gives the connection's window back for body data the core will not read (the

@@ -24,6 +24,9 @@ import (
 // A connection carries as many streams at a time as the backend's SETTINGS allow; it is read by
 // a goroutine of its own and written by a frameWriter, as a client connection is.
 
+// h2UpIdleTimeout closes a connection without a stream this long (a variable for tests).
+var h2UpIdleTimeout = upstreamIdleTimeout
+
 // h2UpMaxStreams bounds the streams of one backend connection before the backend's SETTINGS
 // say otherwise (and after, when they allow more).
 const h2UpMaxStreams = 100
@@ -251,7 +254,7 @@ func (uc *h2UpConn) read() {
 			return
 		}
 		if len(uc.streams) == 0 && uc.active == 0 {
-			uc.rdead.within(uc.c, time.Now(), upstreamIdleTimeout)
+			uc.rdead.within(uc.c, time.Now(), h2UpIdleTimeout)
 		} else {
 			uc.rdead.none(uc.c)
 		}
@@ -436,6 +439,9 @@ func (u *h2Upstreams) closeAll() {
 	}
 	u.mu.Unlock()
 	for _, uc := range all {
+		uc.mu.Lock()
+		uc.goneAway = true // the reader's next look ends it, should it replace the wake-up
+		uc.mu.Unlock()
 		_ = uc.c.SetReadDeadline(time.Unix(1, 0))
 	}
 }
@@ -451,6 +457,7 @@ func (st *h2UpStream) failLocked(err error, send bool) {
 	}
 	st.dead = true
 	st.cond.Broadcast()
+	uc.space.Broadcast() // a send waiting for room in the output ends too
 }
 
 // writeData sends request body data (END_STREAM when end).
@@ -573,6 +580,9 @@ func (st *h2UpStream) close() {
 	uc.flushLocked()
 	if len(uc.streams) == 0 && uc.active == 0 {
 		uc.idleLocked()
+		// The reader waits with no deadline (it read the stream's end while the stream was
+		// open): the idle timeout starts now, and open lifts it again.
+		uc.rdead.within(uc.c, time.Now(), h2UpIdleTimeout)
 	}
 	if uc.goneAway && len(uc.streams) == 0 {
 		_ = uc.c.SetReadDeadline(time.Unix(1, 0)) // the reader ends the connection

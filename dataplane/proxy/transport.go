@@ -144,6 +144,16 @@ func isDialError(err error) bool {
 	return errors.Is(err, syscall.ECONNREFUSED)
 }
 
+// rewakeIfGone sets the wake-up of a request whose client went away (its context's AfterFunc
+// in roundTripH1) again, after a deadline of the exchange's own that may have replaced it: the
+// AfterFunc runs once the context ended, so a deadline set before this check is followed by its
+// wake-up or by this one.
+func rewakeIfGone(ctx context.Context, c net.Conn) {
+	if ctx.Err() != nil {
+		_ = c.SetDeadline(time.Unix(1, 0))
+	}
+}
+
 // roundTripH1 sends req on a connection of the pool (a new one when fresh) and reads the
 // answer's head with net/http's parser; the body is read from the connection by the caller,
 // and the connection goes back to the pool at its end when reusable (h1core.go). It reports
@@ -172,6 +182,7 @@ func (t *transport) roundTripH1(req *http.Request, st *reqState, fresh bool) (*h
 		_ = uc.c.SetWriteDeadline(now.Add(paced.timeout))
 		req.Body = paced
 	}
+	rewakeIfGone(req.Context(), uc.c)
 	werr := req.Write(uc.w)
 	if werr == nil {
 		werr = uc.w.Flush()
@@ -181,6 +192,7 @@ func (t *transport) roundTripH1(req *http.Request, st *reqState, fresh bool) (*h
 		werr = answerCut{err: os.ErrDeadlineExceeded}
 	}
 	_ = uc.c.SetWriteDeadline(time.Time{})
+	rewakeIfGone(req.Context(), uc.c)
 	if werr != nil && (st.bodyErr != nil || isTimeout(werr)) {
 		// The client's body failed (errorHandler answers 408 or 413), or the backend stopped
 		// reading it for the send timeout (504, without waiting for an answer).
@@ -188,6 +200,7 @@ func (t *transport) roundTripH1(req *http.Request, st *reqState, fresh bool) (*h
 	}
 	// Even when the request could not be sent in full, the backend may have answered (413).
 	uc.rd.exactly(uc.c, now.Add(st.upstreamTimeout(&t.h.opts))) // each attempt has the whole timeout
+	rewakeIfGone(req.Context(), uc.c)
 	var resp *http.Response
 	inDoubt := false
 	for {
@@ -216,6 +229,7 @@ func (t *transport) roundTripH1(req *http.Request, st *reqState, fresh bool) (*h
 		}
 	}
 	uc.rd.none(uc.c)
+	rewakeIfGone(req.Context(), uc.c)
 	if resp.StatusCode == http.StatusSwitchingProtocols {
 		// The connection becomes the tunnel ReverseProxy copies both ways.
 		stop()
