@@ -334,11 +334,12 @@ func (cc *h2Conn) readDeadline(first bool) (ok, idle bool) {
 	if first {
 		return true, false
 	}
+	// The deadline is set under mu: the last stream's end (streamDoneLocked) sets its own
+	// after this one, never before it.
 	cc.mu.Lock()
+	defer cc.mu.Unlock()
 	busy := cc.workers > 0 || len(cc.streams) > 0
-	away := cc.goingAway
-	cc.mu.Unlock()
-	if away && !busy {
+	if cc.goingAway && !busy {
 		return false, false
 	}
 	if cc.since.IsZero() {
@@ -1046,10 +1047,10 @@ func (cc *h2Conn) streamDoneLocked(st *h2Stream) {
 			_ = cc.c.SetReadDeadline(time.Unix(1, 0))
 		case cc.cr.idle == nil:
 			// A reader that does not park (h2c, or TLS over a wrapped socket) waits in its read
-			// with the busy connection's deadline (a PING due): the idle timeout starts now.
-			// Should the reader replace it (it looked before this end), readFailed finds the
-			// connection idle at that deadline and waits on for the idle timeout.
-			_ = cc.c.SetReadDeadline(time.Now().Add(cc.hc.s.opts.IdleTimeout))
+			// with the busy connection's deadline (a PING due): the idle timeout starts now
+			// (readDeadline sets its deadlines under mu too, so it cannot replace this one with
+			// a busy deadline it chose before this end).
+			cc.rdead.exactly(cc.c, time.Now().Add(cc.hc.s.opts.IdleTimeout))
 		}
 	}
 }
