@@ -227,12 +227,7 @@ func TestBackendGRPCS(t *testing.T) {
 		rt.Annotation("portico.dev/proxy-ssl-verify", "on"))); len(probs) != 0 {
 		t.Fatal(probs)
 	}
-	creds := credentials.NewTLS(&tls.Config{ServerName: "grpc.example.com", InsecureSkipVerify: true})
-	conn, err := grpc.NewClient(h.https, grpc.WithTransportCredentials(creds), grpc.WithAuthority("grpc.example.com"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
+	conn := grpcDial(t, h.https, grpcWays(h)["tls"].creds)
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	c := healthpb.NewHealthClient(conn)

@@ -39,30 +39,50 @@ func grpcBackend(t *testing.T, h *harness, register func(*grpc.Server), opts ...
 	go func() { _ = gs.Serve(ln) }()
 }
 
+// healthBackend is grpcBackend serving gRPC's health service, with service "shop" serving.
+func healthBackend(t *testing.T, h *harness) *health.Server {
+	t.Helper()
+	hs := health.NewServer()
+	hs.SetServingStatus("shop", healthpb.HealthCheckResponse_SERVING)
+	grpcBackend(t, h, func(gs *grpc.Server) { healthpb.RegisterHealthServer(gs, hs) })
+	return hs
+}
+
+// grpcWays are a client's two ways to the proxy, by name: h2c (prior knowledge) on its HTTP
+// port, and TLS (ALPN h2) on its HTTPS port.
+func grpcWays(h *harness) map[string]struct {
+	addr  string
+	creds credentials.TransportCredentials
+} {
+	return map[string]struct {
+		addr  string
+		creds credentials.TransportCredentials
+	}{
+		"h2c": {h.http, insecure.NewCredentials()},
+		"tls": {h.https, credentials.NewTLS(&tls.Config{ServerName: "grpc.example.com", InsecureSkipVerify: true})},
+	}
+}
+
+// grpcDial is a client for grpc.example.com through the proxy at addr, closed with the test.
+func grpcDial(t *testing.T, addr string, creds credentials.TransportCredentials, opts ...grpc.DialOption) *grpc.ClientConn {
+	t.Helper()
+	conn, err := grpc.NewClient(addr, append([]grpc.DialOption{grpc.WithTransportCredentials(creds), grpc.WithAuthority("grpc.example.com")}, opts...)...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = conn.Close() })
+	return conn
+}
+
 // TestGRPC sends unary and server-streaming gRPC calls through the proxy, over h2c (prior
 // knowledge) and over TLS (ALPN h2), to a gRPC backend chosen by appProtocol grpc. The gRPC
 // status travels in HTTP/2 trailers, which must pass through.
 func TestGRPC(t *testing.T) {
 	h := newHarness(t, Options{})
-	hs := health.NewServer()
-	hs.SetServingStatus("shop", healthpb.HealthCheckResponse_SERVING)
-	grpcBackend(t, h, func(gs *grpc.Server) { healthpb.RegisterHealthServer(gs, hs) })
-
-	for name, dial := range map[string]func() (*grpc.ClientConn, error){
-		"h2c": func() (*grpc.ClientConn, error) {
-			return grpc.NewClient(h.http, grpc.WithTransportCredentials(insecure.NewCredentials()), grpc.WithAuthority("grpc.example.com"))
-		},
-		"tls": func() (*grpc.ClientConn, error) {
-			creds := credentials.NewTLS(&tls.Config{ServerName: "grpc.example.com", InsecureSkipVerify: true})
-			return grpc.NewClient(h.https, grpc.WithTransportCredentials(creds), grpc.WithAuthority("grpc.example.com"))
-		},
-	} {
+	hs := healthBackend(t, h)
+	for name, way := range grpcWays(h) {
 		t.Run(name, func(t *testing.T) {
-			conn, err := dial()
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer conn.Close()
+			conn := grpcDial(t, way.addr, way.creds)
 			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 			defer cancel()
 			c := healthpb.NewHealthClient(conn)
@@ -130,21 +150,9 @@ func TestGRPCBidiAndCancel(t *testing.T) {
 		}},
 	}}
 	grpcBackend(t, h, func(gs *grpc.Server) { gs.RegisterService(&desc, nil) }, grpc.ForceServerCodec(rawCodec{}))
-	for name, creds := range map[string]credentials.TransportCredentials{
-		"h2c": insecure.NewCredentials(),
-		"tls": credentials.NewTLS(&tls.Config{ServerName: "grpc.example.com", InsecureSkipVerify: true}),
-	} {
+	for name, way := range grpcWays(h) {
 		t.Run(name, func(t *testing.T) {
-			addr := h.http
-			if name == "tls" {
-				addr = h.https
-			}
-			conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(creds), grpc.WithAuthority("grpc.example.com"),
-				grpc.WithDefaultCallOptions(grpc.ForceCodec(rawCodec{})))
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer conn.Close()
+			conn := grpcDial(t, way.addr, way.creds, grpc.WithDefaultCallOptions(grpc.ForceCodec(rawCodec{})))
 			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 			defer cancel()
 			s, err := conn.NewStream(ctx, &desc.Streams[0], "/t.T/Echo")
@@ -195,28 +203,15 @@ func TestGRPCBidiAndCancel(t *testing.T) {
 // (rewake): the call hung until its deadline, 1 in ~2,000 in TestGRPC.
 func TestGRPCSenderStoppedBeforeItWatches(t *testing.T) {
 	h := newHarness(t, Options{})
-	hs := health.NewServer()
-	hs.SetServingStatus("shop", healthpb.HealthCheckResponse_SERVING)
-	grpcBackend(t, h, func(gs *grpc.Server) { healthpb.RegisterHealthServer(gs, hs) })
+	healthBackend(t, h)
 	testHookSenderWatch = func(watch chan struct{}) {
 		<-watch
 		time.Sleep(50 * time.Millisecond) // stopSender sets its deadline right after the close
 	}
 	t.Cleanup(func() { testHookSenderWatch = nil })
-	for name, creds := range map[string]credentials.TransportCredentials{
-		"h2c": insecure.NewCredentials(),
-		"tls": credentials.NewTLS(&tls.Config{ServerName: "grpc.example.com", InsecureSkipVerify: true}),
-	} {
+	for name, way := range grpcWays(h) {
 		t.Run(name, func(t *testing.T) {
-			addr := h.http
-			if name == "tls" {
-				addr = h.https
-			}
-			conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(creds), grpc.WithAuthority("grpc.example.com"))
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer conn.Close()
+			conn := grpcDial(t, way.addr, way.creds)
 			ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
 			defer cancel()
 			resp, err := healthpb.NewHealthClient(conn).Check(ctx, &healthpb.HealthCheckRequest{Service: "shop"})
@@ -235,14 +230,8 @@ func TestGRPCBackendConnectionIdles(t *testing.T) {
 	h2UpIdleTimeout = 300 * time.Millisecond
 	t.Cleanup(func() { h2UpIdleTimeout = upstreamIdleTimeout })
 	h := newHarness(t, Options{})
-	hs := health.NewServer()
-	hs.SetServingStatus("shop", healthpb.HealthCheckResponse_SERVING)
-	grpcBackend(t, h, func(gs *grpc.Server) { healthpb.RegisterHealthServer(gs, hs) })
-	conn, err := grpc.NewClient(h.http, grpc.WithTransportCredentials(insecure.NewCredentials()), grpc.WithAuthority("grpc.example.com"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
+	healthBackend(t, h)
+	conn := grpcDial(t, h.http, insecure.NewCredentials())
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
 	defer cancel()
 	if _, err := healthpb.NewHealthClient(conn).Check(ctx, &healthpb.HealthCheckRequest{Service: "shop"}); err != nil {

@@ -386,9 +386,6 @@ func (cc *h2Conn) readFailed(err error) bool {
 		busy := cc.workers > 0 || len(cc.streams) > 0
 		failed := cc.werr != nil // the writer's wake-up: writing failed, the connection ends
 		cc.mu.Unlock()
-		if !busy && !cc.ping && !failed && time.Now().Before(cc.since.Add(cc.hc.s.opts.IdleTimeout)) {
-			return true // the busy deadline passed after the last stream's end: the idle one next
-		}
 		if !busy || cc.ping || failed {
 			cc.goAway(http2.ErrCodeNo)
 			return false

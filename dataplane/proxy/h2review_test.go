@@ -13,9 +13,7 @@ import (
 
 	"golang.org/x/net/http2"
 	"golang.org/x/net/http2/hpack"
-	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
-	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 
 	proxyconfig "portico.dev/portico/dataplane/config"
@@ -135,14 +133,8 @@ func TestH2CRefusedStreamSentAgain(t *testing.T) {
 func TestGRPCStreamOutlivesBodyTimeout(t *testing.T) {
 	h := newHarness(t, Options{})
 	h.in.Config.HTTP = &proxyconfig.HTTP{ClientBodyTimeout: "1s"}
-	hs := health.NewServer()
-	hs.SetServingStatus("shop", healthpb.HealthCheckResponse_SERVING)
-	grpcBackend(t, h, func(gs *grpc.Server) { healthpb.RegisterHealthServer(gs, hs) })
-	conn, err := grpc.NewClient(h.http, grpc.WithTransportCredentials(insecure.NewCredentials()), grpc.WithAuthority("grpc.example.com"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
+	hs := healthBackend(t, h)
+	conn := grpcDial(t, h.http, insecure.NewCredentials())
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	stream, err := healthpb.NewHealthClient(conn).Watch(ctx, &healthpb.HealthCheckRequest{Service: "shop"})
