@@ -44,8 +44,7 @@ const (
 // tcpLoops are the loops serving one listener.
 type tcpLoops struct {
 	f       *TCPForwarder
-	lnfd    int
-	file    *os.File // lnfd's owner (a duplicate of the listener's descriptor)
+	lnfd    int // the listening socket's duplicate (rawsock.DupListener), outside Go's poller
 	noDelay rawsock.NoDelay
 	workers []*tcpWorker
 	// accepting counts the loops that may still accept: the last to stop closes the listening
@@ -103,15 +102,11 @@ func (f *TCPForwarder) serveLoops(ln net.Listener) (bool, error) {
 	if !ok || n < 0 {
 		return false, nil
 	}
-	file, err := tl.File() // a duplicate: ln's own descriptor stays with Go's poller until closed
+	lnfd, err := rawsock.DupListener(tl) // ln's own descriptor stays with Go's poller until closed
 	if err != nil {
 		return false, nil
 	}
-	ls := &tcpLoops{f: f, lnfd: int(file.Fd()), file: file, stopped: make(chan struct{})}
-	if err := syscall.SetNonblock(ls.lnfd, true); err != nil {
-		_ = file.Close()
-		return false, nil
-	}
+	ls := &tcpLoops{f: f, lnfd: lnfd, stopped: make(chan struct{})}
 	// TCP_NODELAY towards clients: without it, an answer written in two parts waits for the
 	// client's delayed ACK (Nagle), 40 ms.
 	ls.noDelay = rawsock.SetListenerNoDelay(ls.lnfd)
@@ -121,7 +116,7 @@ func (f *TCPForwarder) serveLoops(ln net.Listener) (bool, error) {
 			for _, w := range ls.workers {
 				w.closeFDs()
 			}
-			_ = file.Close()
+			rawsock.Close(ls.lnfd)
 			return false, nil
 		}
 		ls.workers = append(ls.workers, w)
@@ -132,7 +127,7 @@ func (f *TCPForwarder) serveLoops(ln net.Listener) (bool, error) {
 		for _, w := range ls.workers {
 			w.closeFDs()
 		}
-		_ = file.Close()
+		rawsock.Close(ls.lnfd)
 		_ = ln.Close()
 		return true, ErrClosed
 	}
@@ -281,7 +276,7 @@ func (w *tcpWorker) stopAccepting() {
 	w.closing = true
 	_ = syscall.EpollCtl(w.ep, syscall.EPOLL_CTL_DEL, w.ls.lnfd, nil)
 	if w.ls.accepting.Add(-1) == 0 {
-		_ = w.ls.file.Close()
+		rawsock.Close(w.ls.lnfd)
 	}
 }
 

@@ -5,11 +5,14 @@ import (
 	"errors"
 	"io"
 	"net"
+	"net/netip"
 	"slices"
 	"sync"
 	"syscall"
 	"testing"
 	"time"
+
+	"portico.dev/portico/dataplane/internal/rawsock"
 )
 
 // TestTCPLoopKillAfterExit: Drain's deadline wakes the loops to end their connections; a loop
@@ -164,5 +167,20 @@ func TestTCPLoopQueuedEndpointReset(t *testing.T) {
 		if len(first[0]) != 1 || first[0][0] != nil || len(first[1]) != 1 || !errors.Is(first[1][0], syscall.ECONNREFUSED) {
 			t.Errorf("the queued endpoint's lease: Dialed %v, Closed %v; want Dialed(nil), Closed(ECONNREFUSED)", first[0], first[1])
 		}
+	}
+}
+
+// TestTCPLoopsListenerOutsideThePoller: once the loops serve the listener, only their own epoll
+// sets watch it, not the runtime's poller too (see rawsock.DupListener).
+func TestTCPLoopsListenerOutsideThePoller(t *testing.T) {
+	_, addr := startTCP(t, TCPConfig{Picker: newPicker(t, backend(t, echo)), EventLoops: 2})
+	c := dial(t, addr)
+	_, _ = c.Write([]byte("x"))
+	if _, err := io.ReadFull(c, make([]byte, 1)); err != nil {
+		t.Fatal(err)
+	}
+	sets, err := rawsock.ListenerWatchers(netip.MustParseAddrPort(addr))
+	if err != nil || len(sets) != 2 {
+		t.Fatalf("the listener is watched by the epoll sets %v (%v), want the two loops' alone", sets, err)
 	}
 }

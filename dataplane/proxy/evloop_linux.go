@@ -80,11 +80,8 @@ const (
 // loops are the event loops serving one listener.
 type loops struct {
 	s    *h1Server
-	lnfd int
-	// fileKeep holds the listening socket's duplicate (an os.File closes its descriptor when
-	// collected).
-	fileKeep *os.File
-	workers  []*worker
+	lnfd int // the listening socket's duplicate (rawsock.DupListener), outside Go's poller
+	workers []*worker
 	live     atomic.Int32 // loops still running; the last closes the listening socket
 	stopped  chan struct{}
 	once     sync.Once
@@ -100,16 +97,11 @@ func (s *h1Server) serveLoops(ln net.Listener, n int) (bool, error) {
 	if !ok || n <= 0 {
 		return false, nil
 	}
-	f, err := tl.File() // a duplicate: ln's own descriptor stays with Go's poller until closed
+	lnfd, err := rawsock.DupListener(tl) // ln's own descriptor stays with Go's poller until closed
 	if err != nil {
 		return false, nil
 	}
-	lnfd := int(f.Fd())
-	ls := &loops{s: s, lnfd: lnfd, fileKeep: f, stopped: make(chan struct{})}
-	if err := syscall.SetNonblock(lnfd, true); err != nil {
-		ls.discard()
-		return false, nil
-	}
+	ls := &loops{s: s, lnfd: lnfd, stopped: make(chan struct{})}
 	// The kernel hands a connection over once its first bytes came (nginx's listen deferred,
 	// HAProxy's defer-accept): the loop reads the request at its first event, and a client
 	// that connects and sends nothing costs the loops nothing.
@@ -149,7 +141,7 @@ func (ls *loops) discard() {
 	for _, w := range ls.workers {
 		w.closeFDs()
 	}
-	_ = ls.fileKeep.Close()
+	rawsock.Close(ls.lnfd)
 }
 
 // stop stops accepting: the listening socket stops listening, and the loops are woken to close
@@ -402,7 +394,7 @@ func (w *worker) run() {
 		w.closeFDs()
 		w.inboxMu.Unlock()
 		if w.ls.live.Add(-1) == 0 {
-			_ = w.ls.fileKeep.Close()
+			rawsock.Close(w.ls.lnfd)
 		}
 		w.s.wg.Done()
 	}()

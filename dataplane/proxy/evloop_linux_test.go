@@ -10,6 +10,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/netip"
 	"runtime"
 	"strings"
 	"syscall"
@@ -19,6 +20,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	proxyconfig "portico.dev/portico/dataplane/config"
+	"portico.dev/portico/dataplane/internal/rawsock"
 	"portico.dev/portico/dataplane/route/routetest"
 	"portico.dev/portico/test/echo"
 )
@@ -386,4 +388,20 @@ func TestEventLoopsDeferAccept(t *testing.T) {
 		t.Fatalf("the loop holds %v connections, want 1: the one that has sent nothing is not its yet", n)
 	}
 	getOn(t, conn, br)
+}
+
+// TestEventLoopsListenerOutsideThePoller: once the loops serve the cleartext listener, only
+// their own epoll sets watch it. A duplicate left in the runtime's poller (what
+// (*net.TCPListener).File gives) woke an idle runtime thread for every queued connection, a
+// tenth of the proxy's CPU on new connections (docs/data-plane.md, "The listener's duplicate").
+func TestEventLoopsListenerOutsideThePoller(t *testing.T) {
+	h := newHarnessWith(t, Options{}, ServerOptions{EventLoops: 2})
+	h.backend("svc", echo.Handler("e", "svc"), "")
+	h.compile(routetest.Ingress("ns", "i", 1, routetest.Rule("h", "/", routetest.Prefix, "svc", 80)))
+	conn, br := clientConn(t, h.http)
+	getOn(t, conn, br) // the loops run
+	sets, err := rawsock.ListenerWatchers(netip.MustParseAddrPort(h.http))
+	if err != nil || len(sets) != 2 {
+		t.Fatalf("the listener is watched by the epoll sets %v (%v), want the two loops' alone", sets, err)
+	}
 }

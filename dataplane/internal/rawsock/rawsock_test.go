@@ -3,6 +3,8 @@
 package rawsock
 
 import (
+	"net"
+	"net/netip"
 	"syscall"
 	"testing"
 	"time"
@@ -64,4 +66,61 @@ func TestWaiter(t *testing.T) {
 	if _, e := Read(p[0], b[:]); e != syscall.EAGAIN {
 		t.Fatalf("Read of an empty pipe: %v, want EAGAIN", e)
 	}
+}
+
+// TestDupListenerOutsideThePoller: the duplicate is watched by the loop's own epoll set alone
+// once the listener is closed, not by the runtime's poller too (which (*net.TCPListener).File's
+// duplicate would be: every queued connection then woke an idle runtime thread for nothing).
+// While the listener is open, ListenerWatchers sees the runtime's poller watch it: what the
+// check below would see of a duplicate left there.
+func TestDupListenerOutsideThePoller(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := netip.MustParseAddrPort(ln.Addr().String())
+	if sets, err := ListenerWatchers(addr); err != nil || len(sets) != 1 {
+		t.Fatalf("an open Go listener is watched by %v (%v), want the runtime's poller alone", sets, err)
+	}
+	fd, err := DupListener(ln.(*net.TCPListener))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer Close(fd)
+	ep, err := syscall.EpollCreate1(syscall.EPOLL_CLOEXEC)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer Close(ep)
+	if e := EpollAdd(ep, fd, &syscall.EpollEvent{Events: syscall.EPOLLIN, Fd: int32(fd)}); e != 0 {
+		t.Fatal(e)
+	}
+	_ = ln.Close()
+	sets, err := ListenerWatchers(addr)
+	if err != nil || len(sets) != 1 || sets[0] != ep {
+		t.Fatalf("the duplicate is watched by %v (%v), want the loop's set %d alone", sets, err, ep)
+	}
+	if fl, err := fcntl(fd, syscall.F_GETFL); err != nil || fl&syscall.O_NONBLOCK == 0 {
+		t.Fatalf("the duplicate's flags %#x (%v): want non-blocking", fl, err)
+	}
+	if fl, err := fcntl(fd, syscall.F_GETFD); err != nil || fl&syscall.FD_CLOEXEC == 0 {
+		t.Fatalf("the duplicate's descriptor flags %#x (%v): want close-on-exec", fl, err)
+	}
+	c, err := net.Dial("tcp", addr.String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	events := make([]syscall.EpollEvent, 1)
+	if n, err := syscall.EpollWait(ep, events, 5000); err != nil || n != 1 {
+		t.Fatalf("the loop's set saw %d events (%v), want the connection", n, err)
+	}
+}
+
+func fcntl(fd, cmd int) (int, error) {
+	r, _, e := syscall.Syscall(syscall.SYS_FCNTL, uintptr(fd), uintptr(cmd), 0)
+	if e != 0 {
+		return 0, e
+	}
+	return int(r), nil
 }

@@ -55,13 +55,14 @@ func main() {
 	spare := flag.Int("spare-procs", procs.Spare, "Ps the Go runtime gets beyond the event loops, as portico proxy's --spare-procs")
 	runFor := flag.Duration("run-for", 0, "exit after this long (for profilers that cannot take a signal, such as callgrind)")
 	netHTTP := flag.Bool("net-http", false, "serve both listeners with net/http's own server and the proxy's Handler, keep-alive on (no fast path, no event loops): what the fast path is measured against")
-	pprofAddr := flag.String("pprof", "", "serve net/http/pprof on this address (heap profiles of idle connections)")
+	pprofAddr := flag.String("pprof", "", "serve net/http/pprof on this address (heap profiles of idle connections, execution traces)")
 	flag.Parse()
 	debug.SetGCPercent(proxy.DefaultGCPercent()) // as portico proxy runs
 	procs.AddSpare(*spare)
 	if *pprofAddr != "" {
 		mux := http.NewServeMux()
 		mux.HandleFunc("/debug/pprof/", httppprof.Index)
+		mux.HandleFunc("/debug/pprof/trace", httppprof.Trace) // execution traces: which goroutines run, and why
 		go func() { _ = http.ListenAndServe(*pprofAddr, mux) }()
 	}
 	if *cpuprofile != "" {
