@@ -17,8 +17,9 @@ import (
 // per connection, no channel hand-offs).
 
 const (
-	// maxIdlePerEndpoint bounds the idle connections kept per endpoint address.
-	maxIdlePerEndpoint = 256
+	// maxIdlePerEndpoint bounds the idle connections kept per endpoint address (per event loop
+	// on the loops; docs/data-plane.md says why 1,024).
+	maxIdlePerEndpoint = 1024
 	// upstreamIdleTimeout closes connections idle this long (backends close theirs too).
 	upstreamIdleTimeout = 90 * time.Second
 	// probeAfter: a connection idle longer than this is checked for a close by the backend
