@@ -79,12 +79,12 @@ const (
 
 // loops are the event loops serving one listener.
 type loops struct {
-	s    *h1Server
-	lnfd int // the listening socket's duplicate (rawsock.DupListener), outside Go's poller
+	s       *h1Server
+	lnfd    int // the listening socket's duplicate (rawsock.DupListener), outside Go's poller
 	workers []*worker
-	live     atomic.Int32 // loops still running; the last closes the listening socket
-	stopped  chan struct{}
-	once     sync.Once
+	live    atomic.Int32 // loops still running; the last closes the listening socket
+	stopped chan struct{}
+	once    sync.Once
 	// noDelay: accepted connections inherit TCP_NODELAY from the listening socket (those
 	// queued before it was set excepted: see rawsock.NoDelay).
 	noDelay rawsock.NoDelay
@@ -555,7 +555,7 @@ func (w *worker) adopt(nfd int, sa syscall.Sockaddr) {
 	c := w.newConn()
 	c.fd = nfd
 	c.s, c.proto, c.port = w.s, "http", w.h.httpPort
-	ap := sockaddrAddrPort(sa)
+	ap := rawsock.SockaddrAddrPort(sa)
 	if a := ap.Addr().Unmap(); a != c.clientAddr || c.client == "" {
 		c.clientAddr, c.client = a, a.String() // a spare connection may have it already
 	}
@@ -579,16 +579,6 @@ func (w *worker) adopt(nfd int, sa syscall.Sockaddr) {
 type accepted struct {
 	fd int
 	sa syscall.Sockaddr
-}
-
-func sockaddrAddrPort(sa syscall.Sockaddr) netip.AddrPort {
-	switch a := sa.(type) {
-	case *syscall.SockaddrInet4:
-		return netip.AddrPortFrom(netip.AddrFrom4(a.Addr), uint16(a.Port))
-	case *syscall.SockaddrInet6:
-		return netip.AddrPortFrom(netip.AddrFrom16(a.Addr), uint16(a.Port))
-	}
-	return netip.AddrPort{}
 }
 
 // tick fires the deadlines that passed and, now and then, closes idle upstream connections.

@@ -224,7 +224,7 @@ func ListenerWatchers(addr netip.AddrPort) ([]int, error) {
 			if on, err := syscall.GetsockoptInt(fd, syscall.SOL_SOCKET, syscall.SO_ACCEPTCONN); err != nil || on == 0 {
 				continue
 			}
-			if sa, err := syscall.Getsockname(fd); err == nil && sockaddrAddrPort(sa) == addr {
+			if sa, err := syscall.Getsockname(fd); err == nil && SockaddrAddrPort(sa) == addr {
 				ino, _ := strconv.ParseUint(strings.TrimSuffix(strings.TrimPrefix(target, "socket:["), "]"), 10, 64)
 				inos = append(inos, "ino:"+strconv.FormatUint(ino, 16))
 			}
@@ -250,7 +250,8 @@ func ListenerWatchers(addr netip.AddrPort) ([]int, error) {
 	return watching, nil
 }
 
-func sockaddrAddrPort(sa syscall.Sockaddr) netip.AddrPort {
+// SockaddrAddrPort is sa's address and port (the zero AddrPort for other families).
+func SockaddrAddrPort(sa syscall.Sockaddr) netip.AddrPort {
 	switch sa := sa.(type) {
 	case *syscall.SockaddrInet4:
 		return netip.AddrPortFrom(netip.AddrFrom4(sa.Addr), uint16(sa.Port))
