@@ -283,6 +283,11 @@ var _ = Describe("Ingress route problems", func() {
 		Expect(k8s.Create(ctx, rt.Service(w.ns, "svc"))).To(Succeed())
 		other := newNamespace()
 		Expect(k8s.Create(ctx, rt.Service(other, "shadow"))).To(Succeed())
+		// The operator's cache sees the Service before the Ingress exists (else a "not found",
+		// then cleared, is what a lagging cache rightly reports: a CI failure of session 14).
+		Eventually(func() error {
+			return cached.Get(ctx, client.ObjectKey{Namespace: other, Name: "shadow"}, &corev1.Service{})
+		}, timeout, interval).Should(Succeed())
 		ing := rt.Ingress(w.ns, "annotated", 0, rt.ClassOf(&w.class, ""), rt.Rule("shop.example.com", "/", rt.Prefix, "svc", 80),
 			rt.Annotation("portico.dev/rewrite-target", "no-slash"), rt.Annotation("portico.dev/no-such-key", "x"),
 			rt.Annotation("portico.dev/mirror-target", "http://shadow."+other+".svc"))

@@ -33,7 +33,10 @@ var (
 	testEnv *envtest.Environment
 	// k8s is an admin client talking straight to the API server (no cache): tests assert
 	// through it, never through the manager's cache.
-	k8s    client.Client
+	k8s client.Client
+	// cached reads through the manager's cache, for tests that must wait until the operator
+	// can see an object before they go on (never for assertions).
+	cached client.Reader
 	scheme = runtime.NewScheme()
 	ctx    context.Context
 	cancel context.CancelFunc
@@ -71,6 +74,7 @@ var _ = BeforeSuite(func() {
 	})
 	Expect(err).NotTo(HaveOccurred())
 	Expect(controllers.Setup(ctx, mgr, testImage)).To(Succeed())
+	cached = mgr.GetCache()
 	go func() {
 		defer GinkgoRecover()
 		Expect(mgr.Start(ctx)).To(Succeed())
