@@ -212,14 +212,15 @@ func ListenerWatchers(addr netip.AddrPort) ([]int, error) {
 	if err != nil {
 		return nil, err
 	}
-	var inos, sets []string
+	var inos []string
+	var sets []int
 	for _, e := range ents {
 		fd, _ := strconv.Atoi(e.Name())
 		target, err := os.Readlink("/proc/self/fd/" + e.Name())
 		switch {
 		case err != nil:
 		case target == "anon_inode:[eventpoll]":
-			sets = append(sets, e.Name())
+			sets = append(sets, fd)
 		case strings.HasPrefix(target, "socket:["):
 			if on, err := syscall.GetsockoptInt(fd, syscall.SOL_SOCKET, syscall.SO_ACCEPTCONN); err != nil || on == 0 {
 				continue
@@ -235,14 +236,13 @@ func ListenerWatchers(addr netip.AddrPort) ([]int, error) {
 	}
 	var watching []int
 	for _, set := range sets {
-		info, err := os.ReadFile("/proc/self/fdinfo/" + set)
+		info, err := os.ReadFile("/proc/self/fdinfo/" + strconv.Itoa(set))
 		if err != nil {
 			continue
 		}
 		for line := range strings.Lines(string(info)) {
 			if strings.HasPrefix(line, "tfd:") && slices.ContainsFunc(strings.Fields(line), func(f string) bool { return slices.Contains(inos, f) }) {
-				n, _ := strconv.Atoi(set)
-				watching = append(watching, n)
+				watching = append(watching, set)
 				break
 			}
 		}
