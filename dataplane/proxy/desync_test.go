@@ -45,7 +45,8 @@ var servingPaths = []servingPath{
 	{name: "loops", so: ServerOptions{EventLoops: 1}},
 	{name: "goroutines", so: ServerOptions{EventLoops: -1}},
 	{name: "net/http", so: ServerOptions{NetHTTPOnly: true}, single: true},
-	{name: "https", tls: true},
+	{name: "https/loops", so: ServerOptions{EventLoops: 1}, tls: true},
+	{name: "https/goroutines", so: ServerOptions{EventLoops: -1}, tls: true},
 	{name: "http2", tls: true, h2: true},
 }
 

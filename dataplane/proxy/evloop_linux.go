@@ -4,6 +4,7 @@ package proxy
 
 import (
 	"bytes"
+	"crypto/tls"
 	"errors"
 	"io"
 	"net"
@@ -26,11 +27,13 @@ import (
 	"portico.dev/portico/dataplane/route"
 )
 
-// Event loops for the cleartext listener, on Linux. Each loop is a goroutine locked to its OS
-// thread, with its own epoll instance; it accepts connections from the shared listening socket
-// (EPOLLEXCLUSIVE wakes one loop per connection), and owns them and the upstream connections
-// they use: one thread runs a request from its first byte to its last, with no goroutine switch,
-// no channel and no lock, as nginx's and HAProxy's workers do. There are as many loops as Ps.
+// Event loops for the cleartext listener, on Linux, which also serve the HTTPS listener's
+// HTTP/1.1 connections once their handshake is done (evtls_linux.go). Each loop is a goroutine
+// locked to its OS thread, with its own epoll instance; it accepts connections from the shared
+// listening socket (EPOLLEXCLUSIVE wakes one loop per connection), and owns them and the
+// upstream connections they use: one thread runs a request from its first byte to its last,
+// with no goroutine switch, no channel and no lock, as nginx's and HAProxy's workers do. There
+// are as many loops as Ps.
 //
 // A loop serves the common exchange: an HTTP/1.1 request the fast path parses
 // (parseRequestHead) with no body or a Content-Length body up to maxLoopBody (read whole, then
@@ -388,7 +391,7 @@ func (w *worker) run() {
 		w.inboxMu.Lock()
 		w.exited = true
 		for _, a := range w.inbox {
-			_ = syscall.Close(a.fd)
+			a.discard()
 		}
 		w.inbox = nil
 		w.closeFDs()
@@ -498,7 +501,7 @@ func (w *worker) accept() {
 		}
 		w.ls.noDelay.Accepted(nfd, w.now)
 		if to := w.ls.leastLoaded(w); to != w {
-			to.post(nfd, sa)
+			to.post(accepted{fd: nfd, sa: sa})
 			continue
 		}
 		w.adopt(nfd, sa)
@@ -520,16 +523,17 @@ func (ls *loops) leastLoaded(w *worker) *worker {
 	return best
 }
 
-// post gives an accepted connection to w (from another loop's thread).
-func (w *worker) post(fd int, sa syscall.Sockaddr) {
+// post gives an accepted connection to w (from another loop's thread, or an HTTPS
+// connection's goroutine).
+func (w *worker) post(a accepted) {
 	w.count.Add(1) // counted now, so that the next connections go elsewhere
 	w.inboxMu.Lock()
 	if w.exited {
 		w.inboxMu.Unlock()
-		_ = syscall.Close(fd)
+		a.discard()
 		return
 	}
-	w.inbox = append(w.inbox, accepted{fd, sa})
+	w.inbox = append(w.inbox, a)
 	w.inboxMu.Unlock()
 	w.wake(wakeInbox)
 }
@@ -543,7 +547,11 @@ func (w *worker) takeInbox() {
 	for _, a := range in {
 		w.count.Add(-1) // adopt counts it again
 		if w.closing {
-			_ = syscall.Close(a.fd)
+			a.discard()
+			continue
+		}
+		if a.tls != nil {
+			w.adoptTLS(a.fd, a.tls)
 			continue
 		}
 		w.adopt(a.fd, a.sa)
@@ -562,6 +570,11 @@ func (w *worker) adopt(nfd int, sa syscall.Sockaddr) {
 	c.ip, c.remote, c.loop = c.clientAddr, nil, true
 	c.peer = ap
 	c.needProxy = w.h.table.Load().Clients.ProxyProtocol
+	w.admit(c)
+}
+
+// admit makes a new connection the loop's.
+func (w *worker) admit(c *evConn) {
 	c.idx = len(w.clients)
 	w.clients = append(w.clients, c)
 	w.count.Add(1)
@@ -577,8 +590,17 @@ func (w *worker) adopt(nfd int, sa syscall.Sockaddr) {
 }
 
 type accepted struct {
-	fd int
-	sa syscall.Sockaddr
+	fd  int
+	sa  syscall.Sockaddr
+	tls *tlsHandover // an HTTPS connection after its handshake (evtls_linux.go)
+}
+
+// discard closes a connection no loop will serve.
+func (a accepted) discard() {
+	_ = syscall.Close(a.fd)
+	if a.tls != nil {
+		a.tls.release()
+	}
 }
 
 // tick fires the deadlines that passed and, now and then, closes idle upstream connections.
@@ -695,9 +717,15 @@ type evConn struct {
 	// readable: an input edge came and reads have not met EAGAIN since. hup: the client
 	// closed its side. blocked: output waits for the client to read.
 	readable, hup, blocked bool
-	deadline               time.Time
-	lingerEnd              time.Time
-	closed                 bool
+	// tc is an HTTPS connection's TLS (nil on cleartext), which the loop reads requests from
+	// and writes answers to, over lc (evtls_linux.go). tlsMore: tc may hold input not yet read
+	// (decrypted, or whole records), whatever the socket's edge says.
+	tc        *tls.Conn
+	lc        *loopConn
+	tlsMore   bool
+	deadline  time.Time
+	lingerEnd time.Time
+	closed    bool
 	// clientAddr is the client's address, whose text is h1Conn.client.
 	clientAddr netip.Addr
 	// needProxy: the listener reads the PROXY protocol and its header has not come yet.
@@ -721,7 +749,12 @@ type evConn struct {
 }
 
 // pending is how much output waits to be written.
-func (c *evConn) pending() int { return len(c.wout) - c.woff }
+func (c *evConn) pending() int {
+	if c.lc != nil {
+		return len(c.wout) - c.woff + len(c.lc.out) - c.lc.off
+	}
+	return len(c.wout) - c.woff
+}
 
 // emit adds b to the output, in a buffer of the loop's.
 func (c *evConn) emit(b []byte) {
@@ -774,7 +807,7 @@ func (c *evConn) drive() {
 	case pIdle, pHead:
 		c.serveInput()
 	case pUpstream, pBody:
-		if c.readable && !c.keepInput() {
+		if (c.readable || c.tlsMore) && !c.keepInput() {
 			c.clientGone()
 		} else if c.phase == pBody && !c.blocked && c.pending() == 0 && c.up != nil {
 			c.relay()
@@ -802,7 +835,7 @@ func (c *evConn) settle() {
 // what is held, up to the loop's limit (or c.want, for a body). It returns false when nothing
 // more can be read now; eof reports the client's end (or an error).
 func (c *evConn) read() (ok, eof bool) {
-	if !c.readable {
+	if !c.readable && !c.tlsMore {
 		return false, false
 	}
 	var p []byte
@@ -826,6 +859,9 @@ func (c *evConn) read() (ok, eof bool) {
 			c.w.putBuf(held)
 		}
 		p = c.in[len(c.in):limit]
+	}
+	if c.tc != nil {
+		return c.readTLS(p)
 	}
 	n, e := rawsock.Read(c.fd, p)
 	switch {
@@ -868,6 +904,12 @@ func (c *evConn) serveInput() {
 			}
 			return
 		}
+		if c.pending() >= loopOutHigh && !c.flush() {
+			// A client that sends requests without reading their answers (the proxy's own, say:
+			// pipelined 404s) is read no further until it reads: what a loop holds for a
+			// client stays bounded, as a goroutine's blocked write bounds it.
+			return
+		}
 		if c.needProxy && !c.proxyHeader() {
 			return
 		}
@@ -894,6 +936,7 @@ func (c *evConn) serveInput() {
 				}
 				// Routed once the head is whole: the route's limits apply to the body.
 				c.rb, c.rcode, c.rmsg = c.route()
+				c.closeAfter = c.closeAfter || w.closing // an HTTPS connection's server may not be closing yet
 				if c.rcode == codeHandoff {
 					c.handoff(c.rmsg) // external auth: the goroutine path waits for the sub-request
 					return
@@ -1038,6 +1081,9 @@ func (c *evConn) answered() bool {
 // flush writes the output held. It returns false when some remains (the client reads slowly:
 // the loop waits for its edge) or the client has gone (the connection is then closed).
 func (c *evConn) flush() bool {
+	if c.tc != nil {
+		return c.flushTLS()
+	}
 	for c.pending() > 0 {
 		n, e := rawsock.Write(c.fd, c.wout[c.woff:])
 		if e == syscall.EAGAIN {
@@ -1045,7 +1091,7 @@ func (c *evConn) flush() bool {
 			return false
 		}
 		if e != 0 {
-			c.writeFailed(e)
+			c.writeFailed(os.NewSyscallError("write", e))
 			return false
 		}
 		c.woff += n
@@ -1061,9 +1107,9 @@ func (c *evConn) flush() bool {
 }
 
 // writeFailed: the client is gone while its answer was written.
-func (c *evConn) writeFailed(e syscall.Errno) {
+func (c *evConn) writeFailed(err error) {
 	if c.phase == pBody && c.up != nil {
-		c.endBody(clientError{os.NewSyscallError("write", e)})
+		c.endBody(clientError{err})
 		return
 	}
 	c.close()
@@ -1132,6 +1178,9 @@ func (c *evConn) linger() {
 			c.close()
 			return
 		}
+		if c.tc != nil && !c.tlsNotified() {
+			return // close_notify waits for the client to read
+		}
 		c.lingerEnd = w.now.Add(lingerTime)
 		if err := syscall.Shutdown(c.fd, syscall.SHUT_WR); err != nil {
 			c.close()
@@ -1165,6 +1214,9 @@ func (c *evConn) close() {
 	w := c.w
 	if c.up != nil {
 		c.dropUpstream()
+	}
+	if c.tc != nil {
+		c.tlsGoodbye()
 	}
 	w.forgetFD(c.fd)
 	rawsock.Close(c.fd)
@@ -1214,6 +1266,10 @@ func (c *evConn) release() {
 	c.in, c.inScratch = nil, false
 	c.w.putBuf(c.wout)
 	c.wout = nil
+	if l := c.lc; l != nil {
+		c.w.putBuf(l.out)
+		l.out, l.off = nil, 0
+	}
 }
 
 // handoff gives the connection to the goroutine fast path, unread input and unwritten output
@@ -1223,6 +1279,10 @@ func (c *evConn) handoff(reason string) {
 	w.h.metrics.LoopHandoffs.WithLabelValues(reason).Inc()
 	w.forgetFD(c.fd)
 	_ = syscall.EpollCtl(w.ep, syscall.EPOLL_CTL_DEL, c.fd, nil)
+	tc, lc := c.tc, c.lc
+	if tc != nil {
+		c.tlsHandback() // the output held goes with lc, encrypted
+	}
 	in := bytes.Clone(c.in)
 	out := bytes.Clone(c.wout[c.woff:])
 	fd := c.fd
@@ -1247,11 +1307,18 @@ func (c *evConn) handoff(reason string) {
 		if carried != nil {
 			carried.slot.release()
 		}
+		if tc != nil {
+			c.s.wg.Done() // the loop's count of it (toLoop)
+		}
 		return
 	}
-	s := w.s
+	s := c.s // the HTTPS server's, for a TLS connection
 	hc := newH1Conn()
 	hc.s, hc.c, hc.client, hc.ip, hc.remote, hc.proto, hc.port, hc.carried = s, nc, c.client, c.ip, c.remote, c.proto, c.port, carried
+	if tc != nil {
+		lc.Conn = newRawConn(nc)
+		hc.c, hc.tls, hc.cert = tc, c.tls, c.cert
+	}
 	s.mu.Lock()
 	if s.conns == nil {
 		s.conns = map[*h1Conn]struct{}{}
@@ -1259,6 +1326,9 @@ func (c *evConn) handoff(reason string) {
 	s.conns[hc] = struct{}{}
 	s.wg.Add(1)
 	s.mu.Unlock()
+	if tc != nil {
+		s.wg.Done() // the loop's count of it (toLoop), now the goroutine's
+	}
 	go hc.serveFromLoop(in, out)
 }
 
@@ -1272,7 +1342,9 @@ func (c *evConn) forward() {
 	c.stale = false
 	c.rh = respHead{}
 	c.phase = pUpstream
-	c.flush() // answers held back for pipelining go out before the wait
+	if !c.flush() && c.closed { // answers held back for pipelining go out before the wait
+		return // the client is gone
+	}
 	c.send(false)
 }
 
@@ -1445,6 +1517,7 @@ func (c *evConn) badResponse(err error) {
 
 func (c *evConn) startBody() {
 	rh := &c.rh
+	c.closeAfter = c.closeAfter || c.w.closing // as in serveInput
 	c.finishHead(rh)
 	c.emit(c.h1Conn.out)
 	c.phase = pBody
@@ -1703,6 +1776,10 @@ func (u *evUp) onEvent(ev uint32) {
 		if ev&(epollIn|epollRdHup|epollHupErr) != 0 {
 			u.closeIdle()
 		}
+		return
+	}
+	if c.closed || c.up != u { // not the exchange's any more (a connection object is reused)
+		u.close()
 		return
 	}
 	if u.connecting {

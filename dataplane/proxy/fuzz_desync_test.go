@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"bufio"
+	"crypto/tls"
 	"fmt"
 	"io"
 	"net"
@@ -18,11 +19,11 @@ import (
 	rt "portico.dev/portico/dataplane/route/routetest"
 )
 
-// FuzzDesync sends a fuzzed request stream on one connection, through the event loops and the
-// goroutine path in turn, to a backend whose answers are chosen by the fuzzer among framings a
-// misbehaving backend sends (bodies after HEAD, 204 and 304, bodies longer than their length,
-// Connection naming Content-Length, Content-Length with Transfer-Encoding, informational
-// answers, bodies ended by the close). It checks the invariants of h1core.go:
+// FuzzDesync sends a fuzzed request stream on one connection, through the event loops, the
+// goroutine path and HTTPS on the loops in turn, to a backend whose answers are chosen by the
+// fuzzer among framings a misbehaving backend sends (bodies after HEAD, 204 and 304, bodies
+// longer than their length, Connection naming Content-Length, Content-Length with
+// Transfer-Encoding, informational answers, bodies ended by the close). It checks the invariants of h1core.go:
 //   - every answer the client gets from the backend answers a request the backend received on
 //     that client's behalf, in order, none twice;
 //   - the backend receives at most one request more than the client got answers for (the one
@@ -47,7 +48,12 @@ func FuzzDesync(f *testing.F) {
 	}
 	backend := &fuzzBackend{}
 	var harnesses []*harness
-	for _, p := range servingPaths[:2] { // loops, goroutines
+	var tlsOn []bool
+	for _, p := range servingPaths[:4] { // loops, goroutines, https/loops
+		if p.single {
+			continue
+		}
+		tlsOn = append(tlsOn, p.tls)
 		so := p.so
 		so.ReadHeaderTimeout = 200 * time.Millisecond
 		h := newHarnessWith(f, Options{UpstreamTimeout: time.Second}, so)
@@ -61,15 +67,21 @@ func FuzzDesync(f *testing.F) {
 		if len(stream) > 4096 {
 			return
 		}
-		for _, h := range harnesses {
+		for i, h := range harnesses {
+			dial := func() (net.Conn, error) {
+				if tlsOn[i] {
+					return tls.Dial("tcp", h.https, &tls.Config{InsecureSkipVerify: true, ServerName: "h", NextProtos: []string{"http/1.1"}})
+				}
+				return net.Dial("tcp", h.http)
+			}
 			backend.reset(modes)
-			conn, err := net.Dial("tcp", h.http)
+			conn, err := dial()
 			if err != nil {
 				t.Fatal(err)
 			}
 			_ = conn.SetDeadline(time.Now().Add(3 * time.Second))
 			_, _ = conn.Write(stream)
-			_ = conn.(*net.TCPConn).CloseWrite()
+			_ = conn.(interface{ CloseWrite() error }).CloseWrite() // a TLS client's close_notify
 			got := readSeqs(bufio.NewReader(conn))
 			conn.Close()
 
@@ -90,7 +102,7 @@ func FuzzDesync(f *testing.F) {
 
 			victims++
 			path := "/victim-" + strconv.Itoa(victims)
-			vc, err := net.Dial("tcp", h.http)
+			vc, err := dial()
 			if err != nil {
 				t.Fatal(err)
 			}

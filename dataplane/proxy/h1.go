@@ -62,6 +62,9 @@ type h1Server struct {
 	// plain takes the cleartext connections the fast path hands off, tlsH1 the TLS ones
 	// (HTTP/2 streams included: a stream is handed off as an HTTP/1.1 connection).
 	plain, tlsH1 *connQueue
+	// loopsOf, on the HTTPS listener, is the cleartext listener's server, whose event loops
+	// serve HTTPS connections too once their handshake chose HTTP/1.1 (evtls_linux.go).
+	loopsOf *h1Server
 
 	mu      sync.Mutex
 	ln      net.Listener
@@ -319,6 +322,7 @@ func (c *h1Conn) serve() {
 		}
 	}
 	if c.s.tlsConfig != nil {
+		sock := c.c
 		conn := newRawConn(c.c)
 		if len(pre) > 0 {
 			conn = &prefixedConn{Conn: conn, pre: pre}
@@ -333,6 +337,7 @@ func (c *h1Conn) serve() {
 				return
 			}
 		}
+		conn, lc := c.s.loopTransport(conn)
 		tc := tls.Server(conn, c.s.tlsConfig)
 		c.c = tc
 		_ = tc.SetDeadline(time.Now().Add(o.ReadHeaderTimeout))
@@ -345,6 +350,10 @@ func (c *h1Conn) serve() {
 		c.tls = &cs
 		c.cert = newConnCert(c.s.h.table.Load(), c.tls)
 		c.proto, c.port = "https", c.s.h.httpsPort
+		if cs.NegotiatedProtocol != "h2" && c.toLoop(sock, tc, lc) {
+			handedOff = true // a loop serves it from now on
+			return
+		}
 	}
 	c.rw = c.c
 	if c.tls == nil {
@@ -399,7 +408,15 @@ func (c *h1Conn) passthrough(t *route.Table, conn net.Conn) (_ net.Conn, pass bo
 func (c *h1Conn) serveFromLoop(in, out []byte) {
 	handedOff := false
 	defer func() { c.finish(handedOff) }()
-	raw := newRawConn(c.c)
+	var raw net.Conn
+	if tc, ok := c.c.(*tls.Conn); ok {
+		raw = tc // over a loopConn, whose output the loop had not sent goes first
+		if lc, ok := tc.NetConn().(*loopConn); ok && lc.writePending() != nil {
+			return
+		}
+	} else {
+		raw = newRawConn(c.c)
+	}
 	if len(out) > 0 {
 		if _, err := raw.Write(out); err != nil {
 			return

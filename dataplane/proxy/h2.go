@@ -196,7 +196,11 @@ func (c *h1Conn) serveH2() (parked bool) {
 	}
 	cc.cr = countingReader{r: r, max: h2MaxReadPerFrame}
 	if tc, ok := c.c.(*tls.Conn); ok && r == c.c {
-		cc.cr.idle, _ = tc.NetConn().(idleReader)
+		nc := tc.NetConn()
+		if lc, ok := nc.(*loopConn); ok {
+			nc = lc.Conn // a loop serves HTTP/1.1 alone: the goroutine reads it
+		}
+		cc.cr.idle, _ = nc.(idleReader)
 	}
 	cc.rfr = http2.NewFramer(nil, &cc.cr) // header blocks are decoded by readHeaderBlock
 	cc.hb.init(uint32(o.MaxHeaderBytes))

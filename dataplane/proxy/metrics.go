@@ -29,8 +29,8 @@ type Metrics struct {
 	// H2Refused counts streams refused past SETTINGS_MAX_CONCURRENT_STREAMS; H2Calmed connections
 	// ended with ENHANCE_YOUR_CALM (streams reset faster than they are served).
 	H2Refused, H2Calmed prometheus.Counter
-	// LoopConnections is how many client connections each event loop holds (Linux, cleartext),
-	// updated every loop tick.
+	// LoopConnections is how many client connections each event loop holds (Linux: HTTP/1.1,
+	// cleartext and HTTPS), updated every loop tick.
 	LoopConnections *prometheus.GaugeVec
 	// ProxyProtocolErrors counts connections refused for their PROXY protocol header.
 	ProxyProtocolErrors prometheus.Counter
@@ -85,7 +85,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Name: "portico_http2_enhance_your_calm_total", Help: "HTTP/2 connections closed for opening streams faster than they are served (rapid reset).",
 		}),
 		LoopConnections: prometheus.NewGaugeVec(prometheus.GaugeOpts{
-			Name: "portico_event_loop_connections", Help: "Client connections held by each event loop of the cleartext listener.",
+			Name: "portico_event_loop_connections", Help: "HTTP/1.1 client connections (cleartext and HTTPS) held by each event loop.",
 		}, []string{"loop"}),
 		ProxyProtocolErrors: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "portico_proxy_protocol_errors_total", Help: "Connections closed on a listener that reads the PROXY protocol for a missing, malformed or late header.",

@@ -154,7 +154,7 @@ func (s *Server) Run(ctx context.Context) error {
 	defer up.close()
 	fastPlain := &h1Server{h: s.handler, opts: s.opts, up: up, plain: newConnQueue(lns[0].Addr())}
 	fastTLS := &h1Server{h: s.handler, opts: s.opts, up: up, tlsConfig: s.TLSConfig(),
-		tlsH1: newConnQueue(lns[1].Addr())}
+		tlsH1: newConnQueue(lns[1].Addr()), loopsOf: fastPlain}
 	close(s.Bound)
 	errc := make(chan error, 5)
 	serve := func(f func() error) {
@@ -183,8 +183,12 @@ func (s *Server) Run(ctx context.Context) error {
 	time.Sleep(s.opts.DrainPeriod)
 	shutdown, cancel := context.WithTimeout(context.Background(), s.opts.ShutdownTimeout)
 	defer cancel()
-	// The fast path first: it stops handing connections to net/http.
-	err := errors.Join(fastPlain.Shutdown(shutdown), fastTLS.Shutdown(shutdown))
+	// The fast path first: it stops handing connections to net/http. Both listeners at once:
+	// the cleartext listener's loops serve HTTPS connections too, which the HTTPS server waits
+	// for (evtls_linux.go).
+	tlsDone := make(chan error, 1)
+	go func() { tlsDone <- fastTLS.Shutdown(shutdown) }()
+	err := errors.Join(fastPlain.Shutdown(shutdown), <-tlsDone)
 	err = errors.Join(err, plain.Shutdown(shutdown), secureH1.Shutdown(shutdown))
 	_ = hs.Close()
 	s.log.Info("Proxy stopped")

@@ -181,8 +181,13 @@ func (nd NoDelay) Accepted(fd int, now time.Time) {
 // findRunnable) that finds nothing to run: about 3,000 wake-ups a second and a tenth of the
 // proxy's CPU on new connections, measured. The caller closes fd (Close) once done, after
 // closing ln, whose own descriptor Go's poller does watch.
-func DupListener(ln *net.TCPListener) (fd int, err error) {
-	rc, err := ln.SyscallConn()
+func DupListener(ln *net.TCPListener) (fd int, err error) { return Dup(ln) }
+
+// Dup returns a non-blocking, close-on-exec duplicate of c's descriptor, outside Go's poller
+// (an os.File or net.FileConn of it would join the poller). The caller owns it; c stays open,
+// and closing c removes its own descriptor from the poller.
+func Dup(c syscall.Conn) (fd int, err error) {
+	rc, err := c.SyscallConn()
 	if err != nil {
 		return -1, err
 	}
