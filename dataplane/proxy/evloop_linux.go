@@ -1084,8 +1084,19 @@ func (c *evConn) flush() bool {
 	if c.tc != nil {
 		return c.flushTLS()
 	}
-	for c.pending() > 0 {
-		n, e := rawsock.Write(c.fd, c.wout[c.woff:])
+	if !c.writeHeld(c.wout, &c.woff) {
+		return false
+	}
+	c.woff = 0
+	c.wout = c.spent(c.wout)
+	return true
+}
+
+// writeHeld writes b[*off:] to the client. It returns false when the client's socket is full
+// (c.blocked: the loop waits for its edge) or the client has gone (writeFailed).
+func (c *evConn) writeHeld(b []byte, off *int) bool {
+	for *off < len(b) {
+		n, e := rawsock.Write(c.fd, b[*off:])
 		if e == syscall.EAGAIN {
 			c.blocked = true
 			return false
@@ -1094,16 +1105,19 @@ func (c *evConn) flush() bool {
 			c.writeFailed(os.NewSyscallError("write", e))
 			return false
 		}
-		c.woff += n
-	}
-	c.woff = 0
-	if c.wout != nil && (c.phase == pIdle || c.phase == pHead) {
-		c.w.putBuf(c.wout)
-		c.wout = nil
-	} else {
-		c.wout = c.wout[:0]
+		*off += n
 	}
 	return true
+}
+
+// spent empties an output buffer whose bytes are written: it goes back to the loop between
+// requests, and is kept while an exchange goes on.
+func (c *evConn) spent(b []byte) []byte {
+	if b != nil && (c.phase == pIdle || c.phase == pHead) {
+		c.w.putBuf(b)
+		return nil
+	}
+	return b[:0]
 }
 
 // writeFailed: the client is gone while its answer was written.

@@ -240,17 +240,7 @@ func TestEventLoopServesBodies(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	backendSaw := func(want string) {
-		t.Helper()
-		select {
-		case s := <-got:
-			if s != want {
-				t.Fatalf("backend got %q, want %q", s, want)
-			}
-		case <-time.After(5 * time.Second):
-			t.Fatalf("backend got nothing, want %q", want)
-		}
-	}
+	backendSaw := func(want string) { t.Helper(); backendGot(t, got, want) }
 
 	// Head and body in one write.
 	send("POST /one HTTP/1.1\r\nHost: h\r\nContent-Length: 5\r\n\r\nhello")
@@ -403,5 +393,18 @@ func TestEventLoopsListenerOutsideThePoller(t *testing.T) {
 	sets, err := rawsock.ListenerWatchers(netip.MustParseAddrPort(h.http))
 	if err != nil || len(sets) != 2 {
 		t.Fatalf("the listener is watched by the epoll sets %v (%v), want the two loops' alone", sets, err)
+	}
+}
+
+// backendGot checks the next request a test backend reported (within 5 s).
+func backendGot(t *testing.T, got <-chan string, want string) {
+	t.Helper()
+	select {
+	case s := <-got:
+		if s != want {
+			t.Fatalf("backend got %q, want %q", s, want)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatalf("backend got nothing, want %q", want)
 	}
 }

@@ -266,31 +266,12 @@ func (c *evConn) flushTLS() bool {
 		}
 	}
 	c.woff = 0
-	if c.wout != nil && (c.phase == pIdle || c.phase == pHead) {
-		c.w.putBuf(c.wout)
-		c.wout = nil
-	} else {
-		c.wout = c.wout[:0]
-	}
-	for l.off < len(l.out) {
-		n, e := rawsock.Write(c.fd, l.out[l.off:])
-		if e == syscall.EAGAIN {
-			c.blocked = true
-			return false
-		}
-		if e != 0 {
-			c.writeFailed(e)
-			return false
-		}
-		l.off += n
+	c.wout = c.spent(c.wout)
+	if !c.writeHeld(l.out, &l.off) {
+		return false
 	}
 	l.off = 0
-	if l.out != nil && (c.phase == pIdle || c.phase == pHead) {
-		c.w.putBuf(l.out)
-		l.out = nil
-	} else {
-		l.out = l.out[:0]
-	}
+	l.out = c.spent(l.out)
 	return true
 }
 

@@ -89,17 +89,7 @@ func TestEventLoopsServeHTTPS(t *testing.T) {
 		}
 		return resp
 	}
-	backendSaw := func(want string) {
-		t.Helper()
-		select {
-		case s := <-got:
-			if s != want {
-				t.Fatalf("backend got %q, want %q", s, want)
-			}
-		case <-time.After(5 * time.Second):
-			t.Fatalf("backend got nothing, want %q", want)
-		}
-	}
+	backendSaw := func(want string) { t.Helper(); backendGot(t, got, want) }
 
 	send("GET /one HTTP/1.1\r\nHost: h\r\n\r\n")
 	answer("")
