@@ -1296,6 +1296,9 @@ func (c *evConn) handoff(reason string) {
 	tc, lc := c.tc, c.lc
 	if tc != nil {
 		c.tlsHandback() // the output held goes with lc, encrypted
+		// The HTTPS server's count of it while a loop had it (toLoop), released once a goroutine
+		// has it (counted below), or it is gone.
+		defer c.s.wg.Done()
 	}
 	in := bytes.Clone(c.in)
 	out := bytes.Clone(c.wout[c.woff:])
@@ -1321,9 +1324,6 @@ func (c *evConn) handoff(reason string) {
 		if carried != nil {
 			carried.slot.release()
 		}
-		if tc != nil {
-			c.s.wg.Done() // the loop's count of it (toLoop)
-		}
 		return
 	}
 	s := c.s // the HTTPS server's, for a TLS connection
@@ -1340,9 +1340,6 @@ func (c *evConn) handoff(reason string) {
 	s.conns[hc] = struct{}{}
 	s.wg.Add(1)
 	s.mu.Unlock()
-	if tc != nil {
-		s.wg.Done() // the loop's count of it (toLoop), now the goroutine's
-	}
 	go hc.serveFromLoop(in, out)
 }
 
