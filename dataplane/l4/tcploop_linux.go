@@ -221,7 +221,7 @@ func (w *tcpWorker) run() {
 	w.now = time.Now()
 	w.lastTick = w.now
 	for {
-		n, err := w.waiter.Wait(loopTick)
+		n, err := w.waiter.Wait(w.lastTick.Add(loopTick))
 		if err != nil && err != syscall.EINTR {
 			w.f.cfg.Log.Error(err, "epoll_wait failed", "listener", w.f.cfg.Name)
 			w.endAll(endReset)

@@ -102,6 +102,7 @@ type Waiter struct {
 	events []syscall.EpollEvent
 	n      int
 	err    error
+	until  time.Time // the deadline set on f
 }
 
 // NewWaiter returns a Waiter of the epoll set ep, which it owns from then on (Close closes
@@ -122,12 +123,18 @@ func NewWaiter(ep int, events []syscall.EpollEvent) (*Waiter, error) {
 }
 
 // Wait returns the number of events taken into the events slice: those ready now, else the
-// first to come within timeout (0 and no error when none came).
-func (w *Waiter) Wait(timeout time.Duration) (int, error) {
-	if n, err := WaitNow(w.ep, w.events); n > 0 || err != nil {
-		return n, err
+// first to come by until (0 and no error when none came). A caller passes the same until
+// while it has not passed (a loop's next tick), so that the deadline is set once, not at
+// every wait; a wait that returned at until must be followed by one with a later until.
+//
+// The poller's first call looks at the set (the poller forgets a readiness it saw before the
+// wait, so it must): one epoll_wait when events are there, and one for nothing before parking
+// when none are, where a look of its own before the poller's made that two.
+func (w *Waiter) Wait(until time.Time) (int, error) {
+	if !until.Equal(w.until) {
+		w.until = until
+		_ = w.f.SetReadDeadline(until)
 	}
-	_ = w.f.SetReadDeadline(time.Now().Add(timeout))
 	w.n, w.err = 0, nil
 	if err := w.rc.Read(w.ready); err != nil {
 		if errors.Is(err, os.ErrDeadlineExceeded) {
