@@ -85,8 +85,11 @@ func FuzzDesync(f *testing.F) {
 			got := readSeqs(bufio.NewReader(conn))
 			conn.Close()
 
-			// Wait until the backend is done with the stream (a cut request may still arrive).
-			time.Sleep(20 * time.Millisecond)
+			// Wait until the backend has read and counted all the proxy sent for the stream (a
+			// cut request may still be arriving).
+			if !backend.settle(2 * time.Second) {
+				t.Fatalf("stream %q modes %x: the backend was still busy 2s after the client's connection ended", stream, modes)
+			}
 			received := backend.received()
 			last := -1
 			for _, seq := range got {
@@ -180,6 +183,47 @@ type fuzzBackend struct {
 	mu    sync.Mutex
 	modes uint64
 	got   []string
+	// conns: the open connections, and busy of them those that have begun a request and not
+	// yet answered it (see settle).
+	conns map[net.Conn]bool
+}
+
+// settle waits, up to limit, until every connection of the backend stands between requests
+// with nothing to read, and reports whether it did. The proxy ends a client's connection after
+// its last write to the backend on its behalf (a request cut short by the client included), so
+// once the client has seen the end, what the proxy sent is in the backend's sockets or read:
+// settled, the backend has counted it. (A fixed sleep did this before, 20 ms three times an
+// input: slower than everything else the input does, and a guess.)
+func (b *fuzzBackend) settle(limit time.Duration) bool {
+	for end := time.Now().Add(limit); time.Now().Before(end); time.Sleep(100 * time.Microsecond) {
+		b.mu.Lock()
+		settled := true
+		for c, busy := range b.conns {
+			if busy || unread(c) > 0 {
+				settled = false
+				break
+			}
+		}
+		b.mu.Unlock()
+		if settled {
+			return true
+		}
+	}
+	return false
+}
+
+// setBusy records whether c is in the middle of an exchange; open false forgets it.
+func (b *fuzzBackend) setBusy(c net.Conn, busy, open bool) {
+	b.mu.Lock()
+	if b.conns == nil {
+		b.conns = map[net.Conn]bool{}
+	}
+	if open {
+		b.conns[c] = busy
+	} else {
+		delete(b.conns, c)
+	}
+	b.mu.Unlock()
 }
 
 func (b *fuzzBackend) reset(modes uint64) {
@@ -195,8 +239,15 @@ func (b *fuzzBackend) received() []string {
 }
 
 func (b *fuzzBackend) serve(c net.Conn) {
+	b.setBusy(c, false, true)
+	defer b.setBusy(c, false, false)
 	br := bufio.NewReader(c)
 	for {
+		b.setBusy(c, br.Buffered() > 0, true)
+		if _, err := br.Peek(1); err != nil {
+			return
+		}
+		b.setBusy(c, true, true)
 		r, err := http.ReadRequest(br)
 		if err != nil {
 			return
