@@ -844,3 +844,42 @@ func (h *desyncHarness) runH2(t *testing.T, tc desyncCase) {
 		t.Fatalf("backend received:\n%s\nwant:\n%s", strings.Join(gotBackend, "--\n"), strings.Join(wantBackend, "--\n"))
 	}
 }
+
+// TestHalfClosedClientGetsNoInventedAnswer: a client that shuts its side after its request
+// gets the backend's answer or none (the connection closes, as nginx closes it: 499), never
+// an answer no backend gave. The fast paths serve HTTP/1.1 so; net/http (HTTP/1.0 on every
+// path) takes the end of the client's input for its going away and cancels the request, and
+// the proxy then answered 200 with an empty body, net/http's answer for a handler that wrote
+// nothing: a success for a request the backend had not seen.
+func TestHalfClosedClientGetsNoInventedAnswer(t *testing.T) {
+	for _, p := range servingPaths {
+		if p.h2 {
+			continue // a stream's END_STREAM is no half-close
+		}
+		t.Run(p.name, func(t *testing.T) {
+			h := newDesyncHarness(t, p)
+			for _, version := range []string{"HTTP/1.0", "HTTP/1.1"} {
+				h.backend.take()
+				conn := h.dial(t)
+				fmt.Fprintf(conn, "GET /hc HTTP/%s\r\nHost: h\r\n\r\n", version[5:])
+				if err := conn.(interface{ CloseWrite() error }).CloseWrite(); err != nil {
+					t.Fatal(err)
+				}
+				all, err := io.ReadAll(conn)
+				if err != nil {
+					t.Fatalf("%s: %v", version, err)
+				}
+				if len(all) == 0 {
+					continue // closed without an answer
+				}
+				got, err := readAnswers(bufio.NewReader(bytes.NewReader(all)), 1, http.MethodGet, nil)
+				if err != nil || got[0] != `200 length "GET /hc"` {
+					t.Fatalf("%s: the client got %q (%v), want the backend's answer or none", version, all, err)
+				}
+				if received := h.backend.take(); len(received) != 1 {
+					t.Fatalf("%s: the client got the backend's answer, the backend received %q", version, received)
+				}
+			}
+		})
+	}
+}

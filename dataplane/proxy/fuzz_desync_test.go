@@ -49,16 +49,18 @@ func FuzzDesync(f *testing.F) {
 	backend := &fuzzBackend{}
 	var harnesses []*harness
 	var tlsOn []bool
+	var names []string
 	for _, p := range servingPaths[:4] { // loops, goroutines, https/loops
 		if p.single {
 			continue
 		}
 		tlsOn = append(tlsOn, p.tls)
+		names = append(names, p.name)
 		so := p.so
 		so.ReadHeaderTimeout = 200 * time.Millisecond
 		h := newHarnessWith(f, Options{UpstreamTimeout: time.Second}, so)
 		h.in.Config.HTTP = &proxyconfig.HTTP{MaxRequestBodyBytes: ptr.To[int64](1 << 16), ClientBodyTimeout: "200ms"}
-		h.tcpBackend("raw", backend.serve)
+		backend.listen(h, "raw")
 		h.compile(rt.Ingress("ns", "i", 1, rt.Rule("h", "/", rt.Prefix, "raw", 80)))
 		harnesses = append(harnesses, h)
 	}
@@ -88,19 +90,19 @@ func FuzzDesync(f *testing.F) {
 			// Wait until the backend has read and counted all the proxy sent for the stream (a
 			// cut request may still be arriving).
 			if !backend.settle(2 * time.Second) {
-				t.Fatalf("stream %q modes %x: the backend was still busy 2s after the client's connection ended", stream, modes)
+				t.Fatalf("%s: stream %q modes %x: the backend was still busy 2s after the client's connection ended", names[i], stream, modes)
 			}
 			received := backend.received()
 			last := -1
 			for _, seq := range got {
 				if seq <= last || seq >= len(received) {
-					t.Fatalf("stream %q modes %x: client got answers %v, backend received %d requests", stream, modes, got, len(received))
+					t.Fatalf("%s: stream %q modes %x: client got answers %v, backend received %d requests", names[i], stream, modes, got, len(received))
 				}
 				last = seq
 			}
 			if len(received) > len(got)+1 {
-				t.Fatalf("stream %q modes %x: backend received %d requests %q, the client got %d answers from it: a request was smuggled",
-					stream, modes, len(received), received, len(got))
+				t.Fatalf("%s: stream %q modes %x: backend received %d requests %q, the client got %d answers from it: a request was smuggled",
+					names[i], stream, modes, len(received), received, len(got))
 			}
 
 			victims++
@@ -109,17 +111,19 @@ func FuzzDesync(f *testing.F) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			_ = vc.SetDeadline(time.Now().Add(3 * time.Second))
+			sent := time.Now()
+			_ = vc.SetDeadline(sent.Add(3 * time.Second))
 			fmt.Fprintf(vc, "GET %s HTTP/1.1\r\nHost: h\r\n\r\n", path)
 			resp, err := http.ReadResponse(bufio.NewReader(vc), nil)
 			if err != nil {
 				vc.Close()
-				t.Fatalf("stream %q modes %x: the next client got no answer: %v", stream, modes, err)
+				t.Fatalf("%s: stream %q modes %x: the next client got no answer: %v", names[i], stream, modes, err)
 			}
 			body, _ := io.ReadAll(resp.Body)
 			vc.Close()
 			if string(body) != "GET "+path {
-				t.Fatalf("stream %q modes %x: the next client got %d %q, want its own answer", stream, modes, resp.StatusCode, body)
+				t.Fatalf("%s: stream %q modes %x: the next client got %d %q after %v, want its own answer",
+					names[i], stream, modes, resp.StatusCode, body, time.Since(sent).Round(time.Millisecond))
 			}
 		}
 	})
@@ -183,21 +187,55 @@ type fuzzBackend struct {
 	mu    sync.Mutex
 	modes uint64
 	got   []string
-	// conns: the open connections, and busy of them those that have begun a request and not
-	// yet answered it (see settle).
+	// lns: the backend's listeners; conns: the connections accepted from them and open, and
+	// busy of them those that have begun a request and not yet answered it (see settle).
+	lns   []net.Listener
 	conns map[net.Conn]bool
 }
 
-// settle waits, up to limit, until every connection of the backend stands between requests
-// with nothing to read, and reports whether it did. The proxy ends a client's connection after
-// its last write to the backend on its behalf (a request cut short by the client included), so
-// once the client has seen the end, what the proxy sent is in the backend's sockets or read:
-// settled, the backend has counted it. (A fixed sleep did this before, 20 ms three times an
-// input: slower than everything else the input does, and a guess.)
+// listen declares Service name on h, served by b on a listener of its own.
+func (b *fuzzBackend) listen(h *harness, name string) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	b.mu.Lock()
+	b.lns = append(b.lns, ln)
+	b.mu.Unlock()
+	h.tcpBackendOn(fuzzListener{ln, b}, name, "", b.serve)
+}
+
+// fuzzListener counts a connection among the backend's from its accept on, before its
+// goroutine starts.
+type fuzzListener struct {
+	net.Listener
+	b *fuzzBackend
+}
+
+func (l fuzzListener) Accept() (net.Conn, error) {
+	c, err := l.Listener.Accept()
+	if err == nil {
+		l.b.setBusy(c, false, true)
+	}
+	return c, err
+}
+
+// settle waits, up to limit, until no connection waits in the backend's accept queues and
+// every accepted one stands between requests with nothing to read, and reports whether it
+// did. The proxy ends a client's connection after its last write to the backend on its behalf
+// (a request cut short by the client included), so once the client has seen the end, what the
+// proxy sent is in the backend's sockets, queued connections' included, or read: settled, the
+// backend has counted it. (A fixed sleep did this before, 20 ms three times an input: slower
+// than everything else the input does, and a guess.)
 func (b *fuzzBackend) settle(limit time.Duration) bool {
 	for end := time.Now().Add(limit); time.Now().Before(end); time.Sleep(100 * time.Microsecond) {
 		b.mu.Lock()
 		settled := true
+		for _, ln := range b.lns {
+			if unaccepted(ln) > 0 {
+				settled = false
+			}
+		}
 		for c, busy := range b.conns {
 			if busy || unread(c) > 0 {
 				settled = false
@@ -239,7 +277,6 @@ func (b *fuzzBackend) received() []string {
 }
 
 func (b *fuzzBackend) serve(c net.Conn) {
-	b.setBusy(c, false, true)
 	defer b.setBusy(c, false, false)
 	br := bufio.NewReader(c)
 	for {

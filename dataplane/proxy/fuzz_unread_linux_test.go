@@ -21,3 +21,23 @@ func unread(c net.Conn) int {
 	_ = rc.Control(func(fd uintptr) { n, _ = unix.IoctlGetInt(int(fd), unix.SIOCINQ) })
 	return n
 }
+
+// unaccepted is the number of connections in the accept queue of ln (a TCP listener), 0 if
+// unknown: a listening socket's TCP_INFO gives it as tcpi_unacked.
+func unaccepted(ln net.Listener) int {
+	sc, ok := ln.(syscall.Conn)
+	if !ok {
+		return 0
+	}
+	rc, err := sc.SyscallConn()
+	if err != nil {
+		return 0
+	}
+	n := 0
+	_ = rc.Control(func(fd uintptr) {
+		if info, err := unix.GetsockoptTCPInfo(int(fd), unix.IPPROTO_TCP, unix.TCP_INFO); err == nil {
+			n = int(info.Unacked)
+		}
+	})
+	return n
+}

@@ -310,8 +310,20 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	pickEndpoint(st, b, httpReq{r, st}, r.URL.Path)
 	rec := &statusRecorder{ResponseWriter: w}
 	h.rp.ServeHTTP(rec, r.WithContext(context.WithValue(r.Context(), ctxKey{}, st)))
-	st.status, st.bytes = rec.status, rec.bytes
+	gone := rec.status == 0 && st.status == 499 // errorHandler: the client went away, nothing written
+	if !gone {
+		st.status = rec.status
+	}
+	st.bytes = rec.bytes
 	h.done(r, st)
+	if gone {
+		// net/http would answer for the handler, 200 with an empty body, when it returns
+		// having written nothing: a client that half-closed its connection after its request
+		// (net/http takes the end of its input for its going away) would read a success for a
+		// request the backend may never have seen. The connection closes without an answer,
+		// as nginx's does (499 in its log).
+		panic(http.ErrAbortHandler)
+	}
 }
 
 // decide routes a request by host and decoded path through t, filling st's rule, ingress and
