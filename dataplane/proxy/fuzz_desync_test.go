@@ -58,7 +58,10 @@ func FuzzDesync(f *testing.F) {
 		names = append(names, p.name)
 		so := p.so
 		so.ReadHeaderTimeout = 200 * time.Millisecond
-		h := newHarnessWith(f, Options{UpstreamTimeout: time.Second}, so)
+		// The backend always answers at once: a timeout is a stuck connection, not a slow
+		// backend. 1 s was short of a loaded machine's stalls (a victim's 504, once, with a
+		// build running beside the search).
+		h := newHarnessWith(f, Options{UpstreamTimeout: 5 * time.Second}, so)
 		h.in.Config.HTTP = &proxyconfig.HTTP{MaxRequestBodyBytes: ptr.To[int64](1 << 16), ClientBodyTimeout: "200ms"}
 		backend.listen(h, "raw")
 		h.compile(rt.Ingress("ns", "i", 1, rt.Rule("h", "/", rt.Prefix, "raw", 80)))
@@ -112,7 +115,7 @@ func FuzzDesync(f *testing.F) {
 				t.Fatal(err)
 			}
 			sent := time.Now()
-			_ = vc.SetDeadline(sent.Add(3 * time.Second))
+			_ = vc.SetDeadline(sent.Add(10 * time.Second))
 			fmt.Fprintf(vc, "GET %s HTTP/1.1\r\nHost: h\r\n\r\n", path)
 			resp, err := http.ReadResponse(bufio.NewReader(vc), nil)
 			if err != nil {
