@@ -238,7 +238,7 @@ func (t *transport) roundTripH1(req *http.Request, st *reqState, fresh bool) (*h
 	}
 	keep := werr == nil && !resp.Close && !inDoubt && !closeAfterHead([]byte(req.Method))
 	bodiless := noBodyByRule([]byte(req.Method), resp.StatusCode)
-	body := &pooledBody{t: t, uc: uc, st: st, rc: resp.Body, keep: keep, stop: stop, suspect: bodiless}
+	body := &pooledBody{t: t, uc: uc, st: st, rc: resp.Body, keep: keep, stop: stop, ctx: req.Context(), suspect: bodiless}
 	if bodiless || resp.ContentLength == 0 || resp.Body == http.NoBody {
 		body.finish(true) // the exchange ends with the head
 		return resp, reused, nil
@@ -269,6 +269,7 @@ type pooledBody struct {
 	keep    bool
 	suspect bool
 	stop    func() bool
+	ctx     context.Context // the request's
 	done    bool
 }
 
@@ -297,7 +298,12 @@ func (b *pooledBody) finish(whole bool) {
 	}
 	b.done = true
 	uc := b.uc
-	if !b.stop() { // the client went away: the connection's deadline has passed
+	// The client went away: the connection's deadlines have passed, or may have. stop is not
+	// enough: the context's error is set before its AfterFunc starts, so rewakeIfGone may have
+	// set them (read and write: SetDeadline) while stop still prevents the AfterFunc; a
+	// connection pooled so failed the next request's write at once (a 504 after 1 ms, found
+	// by FuzzDesync: a client half-closing after a request net/http serves).
+	if !b.stop() || b.ctx.Err() != nil {
 		_ = uc.c.Close()
 		return
 	}
