@@ -91,6 +91,34 @@ type h2Conn struct {
 	// waiting: the reader waits for the next frame while streams are open (waitBusy); woken:
 	// the last one's end woke it (streamDoneLocked), the connection being idle.
 	waiting, woken bool
+	// ours: the last streams the proxy ended while the client could still send on them (its
+	// RST_STREAM, or its answer before the request's end); frames that crossed are ignored for
+	// those, where a frame on another closed stream is an error (RFC 9113 §5.1, endedByUs).
+	ours  [16]uint32
+	oursN uint8
+}
+
+// endedByUsLocked records that the proxy ended stream id while the client may still send on it.
+func (cc *h2Conn) endedByUsLocked(id uint32) {
+	cc.ours[cc.oursN%uint8(len(cc.ours))] = id
+	cc.oursN++
+}
+
+// rstLocked resets stream id, which has no h2Stream (refused, malformed), as endedByUsLocked.
+func (cc *h2Conn) rstLocked(id uint32, code http2.ErrCode) {
+	cc.out = appendRST(cc.out, id, code)
+	cc.endedByUsLocked(id)
+}
+
+// endedByUs reports whether stream id is one of the last the proxy ended (see ours): a frame
+// on it may have crossed the end.
+func (cc *h2Conn) endedByUs(id uint32) bool {
+	for _, x := range cc.ours {
+		if x == id && id != 0 {
+			return true
+		}
+	}
+	return false
 }
 
 // countingReader counts the bytes of one frame read.
@@ -371,7 +399,7 @@ func (cc *h2Conn) readFailed(err error) bool {
 		if st := cc.streams[se.StreamID]; st != nil {
 			st.resetLocked(se.Code, true)
 		} else {
-			cc.out = appendRST(cc.out, se.StreamID, se.Code)
+			cc.rstLocked(se.StreamID, se.Code)
 		}
 		cc.flushLocked()
 		cc.mu.Unlock()
@@ -422,6 +450,12 @@ func (cc *h2Conn) process(f http2.Frame) bool {
 		if st := cc.streams[f.StreamID]; st != nil {
 			st.resetLocked(f.ErrCode, false)
 		}
+		// The client closed it: what it sends on it from now on did not cross the proxy's end.
+		for i, x := range cc.ours {
+			if x == f.StreamID {
+				cc.ours[i] = 0
+			}
+		}
 		return true
 	case *http2.SettingsFrame:
 		if f.IsAck() {
@@ -447,8 +481,20 @@ func (cc *h2Conn) process(f http2.Frame) bool {
 	case *http2.PushPromiseFrame:
 		cc.goAway(http2.ErrCodeProtocol)
 		return false
+	case *http2.PriorityFrame:
+		if f.StreamDep == f.StreamID { // a stream cannot depend on itself (RFC 9113 §5.3.1)
+			cc.mu.Lock()
+			if st := cc.streams[f.StreamID]; st != nil {
+				st.resetLocked(http2.ErrCodeProtocol, true)
+			} else {
+				cc.rstLocked(f.StreamID, http2.ErrCodeProtocol)
+			}
+			cc.flushLocked()
+			cc.mu.Unlock()
+		}
+		return true // priorities are otherwise ignored
 	}
-	return true // PRIORITY, unknown frame types: ignored
+	return true // unknown frame types: ignored
 }
 
 // headers opens a stream, or ends one with trailers.
@@ -457,7 +503,10 @@ func (cc *h2Conn) headers(f *headerBlock) bool {
 	cc.mu.Lock()
 	defer cc.mu.Unlock()
 	if st := cc.streams[id]; st != nil {
-		if st.bodyEnd || !f.StreamEnded() || !st.requestTrailers(f) {
+		switch {
+		case st.bodyEnd: // half-closed (remote): RFC 9113 §5.1
+			st.resetLocked(http2.ErrCodeStreamClosed, true)
+		case !f.StreamEnded() || !st.requestTrailers(f):
 			st.resetLocked(http2.ErrCodeProtocol, true)
 		}
 		cc.flushLocked()
@@ -468,15 +517,23 @@ func (cc *h2Conn) headers(f *headerBlock) bool {
 		return false
 	}
 	if id <= cc.lastStream {
-		return true // a stream already closed (answered, or reset): trailers that crossed
+		if cc.endedByUs(id) {
+			return true // trailers that crossed the proxy's end of the stream
+		}
+		// A new stream below the last one (RFC 9113 §5.1.1), or a stream the client had
+		// ended or reset (§5.1, closed): net/http's server ends the connection for both.
+		cc.goAwayLocked(http2.ErrCodeProtocol)
+		return false
 	}
 	cc.lastStream = id
 	switch {
 	case cc.goingAway:
-		cc.out = appendRST(cc.out, id, http2.ErrCodeRefusedStream)
+		cc.rstLocked(id, http2.ErrCodeRefusedStream)
 	case len(cc.streams) >= h2MaxStreams:
 		cc.hc.s.h.metrics.H2Refused.Inc()
-		cc.out = appendRST(cc.out, id, http2.ErrCodeRefusedStream)
+		cc.rstLocked(id, http2.ErrCodeRefusedStream)
+	case f.selfDep: // a stream cannot depend on itself (RFC 9113 §5.3.1)
+		cc.rstLocked(id, http2.ErrCodeProtocol)
 	case f.truncated:
 		cc.answerLocked(id, 431)
 	default:
@@ -485,7 +542,7 @@ func (cc *h2Conn) headers(f *headerBlock) bool {
 			if code == http2.ErrCodeProtocol && st.status != 0 {
 				cc.answerLocked(id, st.status)
 			} else {
-				cc.out = appendRST(cc.out, id, code)
+				cc.rstLocked(id, code)
 			}
 			break
 		}
@@ -524,11 +581,15 @@ func (cc *h2Conn) data(f *http2.DataFrame) bool {
 	if st == nil || st.bodyEnd || st.reset {
 		cc.consumedLocked(nil, n) // the connection's window is given back at once
 		switch {
-		case f.StreamID > cc.lastStream:
+		case f.StreamID > cc.lastStream || f.StreamID%2 == 0: // idle
 			cc.goAwayLocked(http2.ErrCodeProtocol)
 			return false
 		case st != nil && st.bodyEnd:
 			st.resetLocked(http2.ErrCodeStreamClosed, true)
+		case st == nil && !cc.endedByUs(f.StreamID):
+			// Closed by the client (its end of stream and the answer's, or its reset): a
+			// stream error, as net/http's server answers it (RFC 9113 §5.1).
+			cc.out = appendRST(cc.out, f.StreamID, http2.ErrCodeStreamClosed)
 		}
 		cc.flushLocked()
 		return true
@@ -582,6 +643,10 @@ func (cc *h2Conn) windowUpdate(f *http2.WindowUpdateFrame) bool {
 		}
 		return true
 	}
+	if f.StreamID%2 == 0 || f.StreamID > cc.lastStream { // an idle stream (RFC 9113 §5.1)
+		cc.goAwayLocked(http2.ErrCodeProtocol)
+		return false
+	}
 	if st := cc.streams[f.StreamID]; st != nil && !st.send.open(inc) {
 		st.resetLocked(http2.ErrCodeFlowControl, true)
 		cc.flushLocked()
@@ -626,6 +691,7 @@ func (cc *h2Conn) consumedLocked(st *h2Stream, n int32) {
 // answerLocked answers a stream the proxy refuses before serving it (431 for a header list
 // too long, 400 for a malformed request, 405 for CONNECT), with no body.
 func (cc *h2Conn) answerLocked(id uint32, status int) {
+	cc.endedByUsLocked(id) // the request's body may still come
 	cc.fe.begin()
 	cc.fe.status(status)
 	cc.fe.fieldString("server", "portico")

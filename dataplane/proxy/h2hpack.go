@@ -25,6 +25,7 @@ type headerBlock struct {
 	streamID  uint32
 	endStream bool
 	truncated bool
+	selfDep   bool // its priority makes the stream depend on itself
 	fields    []hpack.HeaderField
 	pseudo    int // fields[:pseudo] are the pseudo-fields
 
@@ -113,6 +114,7 @@ func (cc *h2Conn) readHeaderBlock(f *http2.HeadersFrame) (*headerBlock, error) {
 	b := &cc.hb
 	clear(b.fields) // drop the last block's strings
 	b.streamID, b.endStream, b.truncated = f.StreamID, f.StreamEnded(), false
+	b.selfDep = f.HasPriority() && f.Priority.StreamDep == f.StreamID
 	b.fields, b.pseudo = b.fields[:0], 0
 	b.remain, b.trailersRemain, b.sawRegular, b.invalid = b.max, b.max, false, nil
 	b.dec.SetEmitEnabled(true) // off after a truncation or an invalid field

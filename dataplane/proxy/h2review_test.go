@@ -215,3 +215,110 @@ func tlsClient(c net.Conn) *tls.Conn {
 	_ = tc.Handshake()
 	return tc
 }
+
+// TestHTTP2StreamStates: frames on streams in the wrong state get the errors RFC 9113 §5.1,
+// §5.1.1 and §5.3.1 give them (the h2spec cases that failed before session 17), and frames
+// that crossed the proxy's own end of a stream are ignored.
+func TestHTTP2StreamStates(t *testing.T) {
+	f := newH2Fixture(t)
+	goAway := func(code http2.ErrCode) func(h2Got) bool {
+		return func(g h2Got) bool { return g.kind == http2.FrameGoAway && g.code == code }
+	}
+	// answered awaits stream id's answer headers, then its end (the fixture's backend
+	// answers /s at once, with a body).
+	answered := func(r *rawH2, id uint32, path string) {
+		t.Helper()
+		if err := r.request(id, true, path); err != nil {
+			t.Fatal(err)
+		}
+		r.await(id, path, hasStatus("200"))
+		time.Sleep(50 * time.Millisecond) // its DATA and end
+	}
+	write := func(r *rawH2, fn func(fr *http2.Framer) error) {
+		t.Helper()
+		r.mu.Lock()
+		defer r.mu.Unlock()
+		if err := fn(r.fr); err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	t.Run("WINDOW_UPDATE on an idle stream", func(t *testing.T) {
+		r := dialRawH2(t, f.https)
+		write(r, func(fr *http2.Framer) error { return fr.WriteWindowUpdate(5, 100) })
+		r.await(0, "GOAWAY", goAway(http2.ErrCodeProtocol))
+	})
+	t.Run("DATA on a server stream, never opened", func(t *testing.T) {
+		r := dialRawH2(t, f.https)
+		write(r, func(fr *http2.Framer) error { return fr.WriteData(2, true, []byte("x")) })
+		r.await(0, "GOAWAY", goAway(http2.ErrCodeProtocol))
+	})
+	t.Run("a new stream below the last", func(t *testing.T) {
+		r := dialRawH2(t, f.https)
+		answered(r, 5, "/s")
+		if err := r.request(3, true, "/s"); err != nil {
+			t.Fatal(err)
+		}
+		r.await(0, "GOAWAY", goAway(http2.ErrCodeProtocol))
+	})
+	t.Run("HEADERS on a stream both sides ended", func(t *testing.T) {
+		r := dialRawH2(t, f.https)
+		answered(r, 1, "/s")
+		if err := r.request(1, true, "/s"); err != nil {
+			t.Fatal(err)
+		}
+		r.await(0, "GOAWAY", goAway(http2.ErrCodeProtocol))
+	})
+	t.Run("HEADERS after the client's own reset", func(t *testing.T) {
+		r := dialRawH2(t, f.https)
+		if err := r.request(1, false, "/s"); err != nil {
+			t.Fatal(err)
+		}
+		write(r, func(fr *http2.Framer) error { return fr.WriteRSTStream(1, http2.ErrCodeCancel) })
+		if err := r.request(1, true, "/s"); err != nil {
+			t.Fatal(err)
+		}
+		r.await(0, "GOAWAY", goAway(http2.ErrCodeProtocol))
+	})
+	t.Run("DATA on a stream both sides ended", func(t *testing.T) {
+		r := dialRawH2(t, f.https)
+		answered(r, 1, "/s")
+		write(r, func(fr *http2.Framer) error { return fr.WriteData(1, true, []byte("x")) })
+		r.await(1, "RST_STREAM", isRST(http2.ErrCodeStreamClosed))
+		answered(r, 3, "/s") // a stream error: the connection goes on
+	})
+	t.Run("PRIORITY and HEADERS that depend on themselves", func(t *testing.T) {
+		r := dialRawH2(t, f.https)
+		write(r, func(fr *http2.Framer) error {
+			return fr.WritePriority(3, http2.PriorityParam{StreamDep: 3, Weight: 15})
+		})
+		r.await(3, "RST_STREAM", isRST(http2.ErrCodeProtocol))
+		r.mu.Lock()
+		r.hbuf.Reset()
+		for _, kv := range [][2]string{{":method", "GET"}, {":scheme", "https"}, {":authority", "h2.example.com"}, {":path", "/s"}} {
+			_ = r.enc.WriteField(hpack.HeaderField{Name: kv[0], Value: kv[1]})
+		}
+		err := r.fr.WriteHeaders(http2.HeadersFrameParam{StreamID: 5, BlockFragment: r.hbuf.Bytes(), EndStream: true, EndHeaders: true,
+			Priority: http2.PriorityParam{StreamDep: 5, Weight: 15}})
+		r.mu.Unlock()
+		if err != nil {
+			t.Fatal(err)
+		}
+		r.await(5, "RST_STREAM", isRST(http2.ErrCodeProtocol))
+		answered(r, 7, "/s")
+	})
+	t.Run("trailers that crossed the proxy's early answer are ignored", func(t *testing.T) {
+		r := dialRawH2(t, f.https)
+		// An unrouted host: the proxy answers 404 at once, before the request's end, and
+		// resets the stream (NO_ERROR); the client's trailers were already on their way.
+		if err := r.headers(1, false, ":method", "POST", ":scheme", "https", ":authority", "nowhere.example.com", ":path", "/"); err != nil {
+			t.Fatal(err)
+		}
+		r.await(1, "404", hasStatus("404"))
+		r.await(1, "RST_STREAM", isRST(http2.ErrCodeNo))
+		if err := r.headers(1, true, "x-trailer", "1"); err != nil {
+			t.Fatal(err)
+		}
+		answered(r, 3, "/s")
+	})
+}

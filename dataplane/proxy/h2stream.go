@@ -214,7 +214,7 @@ func (st *h2Stream) requestTrailers(f *headerBlock) bool {
 func (st *h2Stream) resetLocked(code http2.ErrCode, send bool) {
 	cc := st.cc
 	if send && !st.reset {
-		cc.out = appendRST(cc.out, st.id, code)
+		cc.rstLocked(st.id, code)
 	}
 	st.reset = true
 	st.dropBodyLocked()
