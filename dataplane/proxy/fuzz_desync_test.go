@@ -59,8 +59,9 @@ func FuzzDesync(f *testing.F) {
 		so := p.so
 		so.ReadHeaderTimeout = 200 * time.Millisecond
 		// The backend always answers at once: a timeout is a stuck connection, not a slow
-		// backend. 1 s was short of a loaded machine's stalls (a victim's 504, once, with a
-		// build running beside the search).
+		// backend, and 5 s keeps a loaded machine's stalls from passing for one. (A victim's
+		// 504 that first looked like such a stall was a pooled connection with its deadlines
+		// passed, which the elapsed time in the failure message then showed: 1 ms.)
 		h := newHarnessWith(f, Options{UpstreamTimeout: 5 * time.Second}, so)
 		h.in.Config.HTTP = &proxyconfig.HTTP{MaxRequestBodyBytes: ptr.To[int64](1 << 16), ClientBodyTimeout: "200ms"}
 		backend.listen(h, "raw")
