@@ -285,8 +285,13 @@ func (b *fuzzBackend) serve(c net.Conn) {
 	br := bufio.NewReader(c)
 	for {
 		b.setBusy(c, br.Buffered() > 0, true)
-		if _, err := br.Peek(1); err != nil {
-			return
+		if br.Buffered() == 0 {
+			// Wait for the next request with its bytes left in the socket, where settle sees
+			// them, until the connection is marked busy: a read would take them out of its
+			// sight before the mark.
+			if err := waitData(c, br); err != nil {
+				return
+			}
 		}
 		b.setBusy(c, true, true)
 		r, err := http.ReadRequest(br)

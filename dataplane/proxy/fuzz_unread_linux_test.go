@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	"bufio"
 	"net"
 	"syscall"
 
@@ -40,4 +41,18 @@ func unaccepted(ln net.Listener) int {
 		}
 	})
 	return n
+}
+
+// waitData waits until c (a TCP connection) has bytes to read, or its end, without reading
+// them (MSG_PEEK).
+func waitData(c net.Conn, _ *bufio.Reader) error {
+	rc, err := c.(syscall.Conn).SyscallConn()
+	if err != nil {
+		return err
+	}
+	var b [1]byte
+	return rc.Read(func(fd uintptr) bool {
+		_, _, err := syscall.Recvfrom(int(fd), b[:], syscall.MSG_PEEK|syscall.MSG_DONTWAIT)
+		return err != syscall.EAGAIN
+	})
 }
