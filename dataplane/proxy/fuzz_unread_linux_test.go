@@ -10,23 +10,24 @@ import (
 
 // unread is the number of bytes waiting in c's socket (a TCP connection), 0 if unknown.
 func unread(c net.Conn) int {
-	sc, ok := c.(syscall.Conn)
-	if !ok {
-		return 0
-	}
-	rc, err := sc.SyscallConn()
-	if err != nil {
-		return 0
-	}
-	n := 0
-	_ = rc.Control(func(fd uintptr) { n, _ = unix.IoctlGetInt(int(fd), unix.SIOCINQ) })
-	return n
+	return sockInt(c, func(fd int) (int, error) { return unix.IoctlGetInt(fd, unix.SIOCINQ) })
 }
 
 // unaccepted is the number of connections in the accept queue of ln (a TCP listener), 0 if
 // unknown: a listening socket's TCP_INFO gives it as tcpi_unacked.
 func unaccepted(ln net.Listener) int {
-	sc, ok := ln.(syscall.Conn)
+	return sockInt(ln, func(fd int) (int, error) {
+		info, err := unix.GetsockoptTCPInfo(fd, unix.IPPROTO_TCP, unix.TCP_INFO)
+		if err != nil {
+			return 0, err
+		}
+		return int(info.Unacked), nil
+	})
+}
+
+// sockInt is get of the socket under x (a syscall.Conn), 0 if unknown.
+func sockInt(x any, get func(fd int) (int, error)) int {
+	sc, ok := x.(syscall.Conn)
 	if !ok {
 		return 0
 	}
@@ -36,8 +37,8 @@ func unaccepted(ln net.Listener) int {
 	}
 	n := 0
 	_ = rc.Control(func(fd uintptr) {
-		if info, err := unix.GetsockoptTCPInfo(int(fd), unix.IPPROTO_TCP, unix.TCP_INFO); err == nil {
-			n = int(info.Unacked)
+		if v, err := get(int(fd)); err == nil {
+			n = v
 		}
 	})
 	return n

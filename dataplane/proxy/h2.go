@@ -110,6 +110,15 @@ func (cc *h2Conn) rstLocked(id uint32, code http2.ErrCode) {
 	cc.endedByUsLocked(id)
 }
 
+// resetIDLocked resets stream id (a stream error), served or not.
+func (cc *h2Conn) resetIDLocked(id uint32, code http2.ErrCode) {
+	if st := cc.streams[id]; st != nil {
+		st.resetLocked(code, true)
+	} else {
+		cc.rstLocked(id, code)
+	}
+}
+
 // endedByUs reports whether stream id is one of the last the proxy ended (see ours): a frame
 // on it may have crossed the end.
 func (cc *h2Conn) endedByUs(id uint32) bool {
@@ -396,11 +405,7 @@ func (cc *h2Conn) readFailed(err error) bool {
 		if se.StreamID%2 == 1 && se.StreamID > cc.lastStream {
 			cc.lastStream = se.StreamID // the stream was opened, malformed
 		}
-		if st := cc.streams[se.StreamID]; st != nil {
-			st.resetLocked(se.Code, true)
-		} else {
-			cc.rstLocked(se.StreamID, se.Code)
-		}
+		cc.resetIDLocked(se.StreamID, se.Code)
 		cc.flushLocked()
 		cc.mu.Unlock()
 		return true
@@ -484,11 +489,7 @@ func (cc *h2Conn) process(f http2.Frame) bool {
 	case *http2.PriorityFrame:
 		if f.StreamDep == f.StreamID { // a stream cannot depend on itself (RFC 9113 §5.3.1)
 			cc.mu.Lock()
-			if st := cc.streams[f.StreamID]; st != nil {
-				st.resetLocked(http2.ErrCodeProtocol, true)
-			} else {
-				cc.rstLocked(f.StreamID, http2.ErrCodeProtocol)
-			}
+			cc.resetIDLocked(f.StreamID, http2.ErrCodeProtocol)
 			cc.flushLocked()
 			cc.mu.Unlock()
 		}
