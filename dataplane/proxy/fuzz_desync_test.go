@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"golang.org/x/net/http/httpguts"
 	"k8s.io/utils/ptr"
 
 	proxyconfig "portico.dev/portico/dataplane/config"
@@ -97,6 +98,9 @@ func FuzzDesync(f *testing.F) {
 				t.Fatalf("%s: stream %q modes %x: the backend was still busy 2s after the client's connection ended", names[i], stream, modes)
 			}
 			received := backend.received()
+			if bad := backend.malformed(); len(bad) > 0 {
+				t.Fatalf("%s: stream %q modes %x: the backend received malformed requests: %q", names[i], stream, modes, bad)
+			}
 			last := -1
 			for _, seq := range got {
 				if seq <= last || seq >= len(received) {
@@ -191,6 +195,10 @@ type fuzzBackend struct {
 	mu    sync.Mutex
 	modes uint64
 	got   []string
+	// reqs are got's requests as read (FuzzH2 checks their bodies); bad, the requests whose
+	// head no HTTP/1.1 parser should take (a field name or value that breaks the syntax).
+	reqs []fuzzRequest
+	bad  []string
 	// lns: the backend's listeners; conns: the connections accepted from them and open, and
 	// busy of them those that have begun a request and not yet answered it (see settle).
 	lns   []net.Listener
@@ -270,8 +278,41 @@ func (b *fuzzBackend) setBusy(c net.Conn, busy, open bool) {
 
 func (b *fuzzBackend) reset(modes uint64) {
 	b.mu.Lock()
-	b.modes, b.got = modes, nil
+	b.modes, b.got, b.reqs, b.bad = modes, nil, nil, nil
 	b.mu.Unlock()
+}
+
+// fuzzRequest is a request the backend read: its target, its body, and its framing.
+type fuzzRequest struct {
+	target string
+	body   string
+	length int64 // its Content-Length, -1 chunked
+}
+
+// malformed is what in r no HTTP/1.1 server should have been sent, or "".
+func malformed(r *http.Request) string {
+	for name, values := range r.Header {
+		if !httpguts.ValidHeaderFieldName(name) {
+			return fmt.Sprintf("field name %q", name)
+		}
+		for _, v := range values {
+			if !httpguts.ValidHeaderFieldValue(v) {
+				return fmt.Sprintf("field %s: %q", name, v)
+			}
+		}
+	}
+	for _, c := range []byte(r.RequestURI) {
+		if c <= ' ' || c == 0x7f {
+			return fmt.Sprintf("target %q", r.RequestURI)
+		}
+	}
+	return ""
+}
+
+func (b *fuzzBackend) malformed() []string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return append([]string(nil), b.bad...)
 }
 
 func (b *fuzzBackend) received() []string {
@@ -298,7 +339,8 @@ func (b *fuzzBackend) serve(c net.Conn) {
 		if err != nil {
 			return
 		}
-		if _, err := io.Copy(io.Discard, r.Body); err != nil {
+		body, err := io.ReadAll(r.Body)
+		if err != nil {
 			return
 		}
 		echo := r.Method + " " + r.RequestURI
@@ -309,6 +351,10 @@ func (b *fuzzBackend) serve(c net.Conn) {
 		b.mu.Lock()
 		seq := len(b.got)
 		b.got = append(b.got, echo)
+		b.reqs = append(b.reqs, fuzzRequest{r.RequestURI, string(body), r.ContentLength})
+		if m := malformed(r); m != "" {
+			b.bad = append(b.bad, echo+": "+m)
+		}
 		mode := (b.modes >> (4 * (seq % 16))) & 0xf
 		b.mu.Unlock()
 		stray := "HTTP/1.1 200 OK\r\nContent-Length: 8\r\n\r\npoisoned"

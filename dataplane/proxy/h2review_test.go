@@ -1,12 +1,15 @@
 package proxy
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"crypto/tls"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -321,4 +324,74 @@ func TestHTTP2StreamStates(t *testing.T) {
 		}
 		answered(r, 3, "/s")
 	})
+}
+
+// TestHTTP2ResetStreamBodyNotEnded: a stream reset after its client sent its whole body (here a
+// second request header block on it, a stream error) while the body still waits in the proxy
+// never reaches the backend as a complete request: its data is dropped with the stream, and the
+// chunked body it was sent upstream with must be cut, not ended empty. (Found by FuzzH2: the
+// backend got the POST with a complete, empty body.)
+func TestHTTP2ResetStreamBodyNotEnded(t *testing.T) {
+	h := newHarness(t, Options{})
+	var bodies []string
+	var mu sync.Mutex
+	h.tcpBackend("b", func(c net.Conn) {
+		br := bufio.NewReader(c)
+		for {
+			r, err := http.ReadRequest(br)
+			if err != nil {
+				return
+			}
+			body, err := io.ReadAll(r.Body)
+			if err != nil {
+				return // a body cut short: not a request the backend acts on
+			}
+			mu.Lock()
+			bodies = append(bodies, string(body))
+			mu.Unlock()
+			fmt.Fprintf(c, "HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s", len(body), body)
+		}
+	})
+	if p := h.compile(rt.Ingress("ns", "i", 1, rt.Rule("h", "/", rt.Prefix, "b", 80))); len(p) != 0 {
+		t.Fatal(p)
+	}
+	for round := range 5 {
+		c, err := net.Dial("tcp", h.http)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var out, hbuf bytes.Buffer
+		fr, enc := http2.NewFramer(&out, nil), hpack.NewEncoder(&hbuf)
+		for _, f := range [][2]string{{":method", "POST"}, {":scheme", "http"}, {":authority", "h"}, {":path", "/up"}} {
+			_ = enc.WriteField(hpack.HeaderField{Name: f[0], Value: f[1]})
+		}
+		out.WriteString(http2.ClientPreface)
+		_ = fr.WriteSettings()
+		_ = fr.WriteHeaders(http2.HeadersFrameParam{StreamID: 1, BlockFragment: hbuf.Bytes(), EndHeaders: true})
+		_ = fr.WriteData(1, true, []byte("the whole body"))
+		_ = fr.WriteHeaders(http2.HeadersFrameParam{StreamID: 1, BlockFragment: hbuf.Bytes(), EndStream: true, EndHeaders: true})
+		if _, err := c.Write(out.Bytes()); err != nil { // all at once: the reset comes before the core reads the body
+			t.Fatal(err)
+		}
+		rfr := http2.NewFramer(io.Discard, c)
+		_ = c.SetReadDeadline(time.Now().Add(5 * time.Second))
+		for {
+			f, err := rfr.ReadFrame()
+			if err != nil {
+				t.Fatalf("round %d: no RST_STREAM: %v", round, err)
+			}
+			if rst, ok := f.(*http2.RSTStreamFrame); ok && rst.StreamID == 1 {
+				break
+			}
+		}
+		c.Close()
+	}
+	time.Sleep(200 * time.Millisecond) // for a request on its way to the backend
+	mu.Lock()
+	defer mu.Unlock()
+	for _, b := range bodies {
+		if b != "the whole body" {
+			t.Errorf("the backend received a complete request with the body %q", b)
+		}
+	}
 }

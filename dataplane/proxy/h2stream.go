@@ -254,13 +254,18 @@ var streamConns = sync.Pool{New: func() any { return newH1Conn() }}
 
 // Read gives the request head, then the body (chunked when it has no content-length). Past
 // the body it waits, as a connection with nothing more to say does, until the stream is reset
-// or the read deadline passes.
+// or the read deadline passes. Once the stream is reset it gives nothing more.
 func (st *h2Stream) Read(p []byte) (int, error) {
 	cc := st.cc
 	cc.mu.Lock()
 	defer cc.mu.Unlock()
 	for {
 		switch {
+		case st.reset || cc.werr != nil:
+			// Before anything buffered: a reset stream's request is cut where it stands, and
+			// a chunked body is never ended for it (its data dropped, the last chunk would
+			// give the backend a complete, empty body; FuzzH2 found it).
+			return 0, errStreamReset
 		case len(st.pre) > 0:
 			n := copy(p, st.pre)
 			st.pre = st.pre[n:]
@@ -287,8 +292,6 @@ func (st *h2Stream) Read(p []byte) (int, error) {
 				st.chunk = append(append(append(st.chunk[:0], "0\r\n"...), st.trailers...), "\r\n"...)
 			}
 			continue
-		case st.reset || cc.werr != nil:
-			return 0, errStreamReset
 		case !st.rdl.IsZero() && !time.Now().Before(st.rdl):
 			return 0, os.ErrDeadlineExceeded
 		}
