@@ -204,11 +204,12 @@ func TestGRPCBidiAndCancel(t *testing.T) {
 func TestGRPCSenderStoppedBeforeItWatches(t *testing.T) {
 	h := newHarness(t, Options{})
 	healthBackend(t, h)
-	testHookSenderWatch = func(watch chan struct{}) {
+	hook := func(watch chan struct{}) {
 		<-watch
 		time.Sleep(50 * time.Millisecond) // stopSender sets its deadline right after the close
 	}
-	t.Cleanup(func() { testHookSenderWatch = nil })
+	testHookSenderWatch.Store(&hook) // atomic: an earlier test's sender may still be running
+	t.Cleanup(func() { testHookSenderWatch.Store(nil) })
 	for name, way := range grpcWays(h) {
 		t.Run(name, func(t *testing.T) {
 			conn := grpcDial(t, way.addr, way.creds)

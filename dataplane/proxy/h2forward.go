@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"golang.org/x/net/http2/hpack"
@@ -252,8 +253,8 @@ func (c *h1Conn) sendH2Body(us *h2UpStream, hasBody bool, watch chan struct{}) e
 			return err
 		}
 	}
-	if testHookSenderWatch != nil {
-		testHookSenderWatch(watch)
+	if hook := testHookSenderWatch.Load(); hook != nil {
+		(*hook)(watch)
 	}
 	// The watch has no deadline of its own (the body timeout no longer applies: a gRPC stream
 	// may answer for as long as it likes); stopSender's wakes it.
@@ -310,7 +311,7 @@ func (c *h1Conn) stopSender(watch chan struct{}, sent chan error) error {
 }
 
 // testHookSenderWatch, set by tests, runs when the body's sender starts watching the client.
-var testHookSenderWatch func(watch chan struct{})
+var testHookSenderWatch atomic.Pointer[func(watch chan struct{})]
 
 // rewake sets stopSender's wake-up again once watch is closed; the body's sender calls it after
 // each read deadline it sets.

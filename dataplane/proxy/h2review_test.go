@@ -395,3 +395,81 @@ func TestHTTP2ResetStreamBodyNotEnded(t *testing.T) {
 		}
 	}
 }
+
+// TestH2CMalformedAnswers: an HTTP/2 backend's malformed answers (RFC 9113 §8.1) never reach
+// the client as complete ones: DATA before the answer's HEADERS and an informational answer that
+// ends the stream get a 502 (the second at once, not at the response timeout); a trailer block
+// that does not end the stream, then more DATA, cuts the answer (its head may have gone out). A
+// second answer after the stream's end is ignored: the first stands. (Found by FuzzH2Upstream.)
+func TestH2CMalformedAnswers(t *testing.T) {
+	h := newHarness(t, Options{UpstreamTimeout: 5 * time.Second})
+	h.tcpBackendAs("h2b", "h2c", func(c net.Conn) {
+		pre := make([]byte, len(http2.ClientPreface))
+		if _, err := io.ReadFull(c, pre); err != nil {
+			return
+		}
+		fr := http2.NewFramer(c, c)
+		fr.ReadMetaHeaders = hpack.NewDecoder(4096, nil)
+		_ = fr.WriteSettings()
+		var hb bytes.Buffer
+		enc := hpack.NewEncoder(&hb)
+		headers := func(id uint32, end bool, fields ...string) {
+			hb.Reset()
+			for i := 0; i+1 < len(fields); i += 2 {
+				_ = enc.WriteField(hpack.HeaderField{Name: fields[i], Value: fields[i+1]})
+			}
+			_ = fr.WriteHeaders(http2.HeadersFrameParam{StreamID: id, BlockFragment: hb.Bytes(), EndStream: end, EndHeaders: true})
+		}
+		for {
+			f, err := fr.ReadFrame()
+			if err != nil {
+				return
+			}
+			switch f := f.(type) {
+			case *http2.SettingsFrame:
+				if !f.IsAck() {
+					_ = fr.WriteSettingsAck()
+				}
+			case *http2.MetaHeadersFrame:
+				id := f.StreamID
+				switch f.PseudoValue("path") {
+				case "/data-first":
+					_ = fr.WriteData(id, false, []byte("early"))
+					headers(id, false, ":status", "200")
+					_ = fr.WriteData(id, true, []byte("ok"))
+				case "/trailers-then-data":
+					headers(id, false, ":status", "200")
+					headers(id, false, "x-trailer", "1")
+					_ = fr.WriteData(id, true, []byte("ok"))
+				case "/informational-end":
+					headers(id, true, ":status", "103")
+				case "/twice":
+					headers(id, false, ":status", "200", "content-length", "2")
+					_ = fr.WriteData(id, true, []byte("ok"))
+					headers(id, false, ":status", "200", "content-length", "6")
+					_ = fr.WriteData(id, true, []byte("second"))
+				}
+			}
+		}
+	})
+	if p := h.compile(rt.Ingress("ns", "m", 1, rt.Rule("m.example.com", "/", rt.Prefix, "h2b", 80))); len(p) != 0 {
+		t.Fatal(p)
+	}
+	for _, tc := range []struct {
+		path   string
+		status int
+		body   string
+	}{{"/data-first", 502, ""}, {"/trailers-then-data", 0, ""}, {"/informational-end", 502, ""}, {"/twice", 200, "ok"}} {
+		start := time.Now()
+		status, _, body, err := h1GetHost(h.http, "m.example.com", tc.path)
+		if tc.status == 0 { // a 502, or an answer cut short
+			if err == nil && status != 502 {
+				t.Errorf("%s: a complete %d %q", tc.path, status, body)
+			}
+			continue
+		}
+		if err != nil || status != tc.status || (tc.body != "" && body != tc.body) {
+			t.Errorf("%s: %d %q (%v) after %v, want %d %q", tc.path, status, body, err, time.Since(start).Round(time.Millisecond), tc.status, tc.body)
+		}
+	}
+}

@@ -286,12 +286,12 @@ func (uc *h2UpConn) process(f http2.Frame) bool {
 	switch f := f.(type) {
 	case *http2.MetaHeadersFrame:
 		st := uc.streams[f.StreamID]
-		if st == nil {
-			return true
+		if st == nil || st.end || st.dead {
+			return true // a stream ended already (its answer stands) or failed
 		}
 		if !st.headDone {
 			code, err := strconv.Atoi(f.PseudoValue("status"))
-			if err != nil || code < 100 || code > 999 {
+			if err != nil || code < 100 || code > 999 || (code < 200 && f.StreamEnded()) {
 				st.failLocked(errBadResponse, true)
 				return true
 			}
@@ -299,6 +299,11 @@ func (uc *h2UpConn) process(f http2.Frame) bool {
 				return true // informational answers are not passed on from HTTP/2 backends
 			}
 			st.status, st.head, st.headDone = code, append([]hpack.HeaderField(nil), f.RegularFields()...), true
+		} else if !f.StreamEnded() {
+			// Trailers that do not end the stream: a malformed answer (RFC 9113 §8.1), cut
+			// rather than carried on with what follows.
+			st.failLocked(errBadResponse, true)
+			return true
 		} else {
 			st.trailers = append([]hpack.HeaderField(nil), f.RegularFields()...)
 		}
@@ -315,6 +320,11 @@ func (uc *h2UpConn) process(f http2.Frame) bool {
 			return uc.recv.window >= 0
 		}
 		st.recv.window -= n
+		if !st.headDone { // DATA before the answer's HEADERS: malformed (RFC 9113 §8.1)
+			st.failLocked(errBadResponse, true)
+			uc.consumedLocked(st, n) // the connection's window back
+			return true
+		}
 		data := f.Data()
 		if pad := n - int32(len(data)); pad > 0 {
 			uc.consumedLocked(st, pad)
