@@ -334,10 +334,12 @@ func runH2Program(c net.Conn, program []byte) *h2ClientState {
 					fld := h2Fields[int(p.byte())%len(h2Fields)]
 					_ = enc.WriteField(hpack.HeaderField{Name: fld[0], Value: fld[1]})
 					if fld[0] == "content-length" {
-						if v, err := strconv.ParseInt(fld[1], 10, 64); err == nil && v >= 0 && length == -1 {
+						// Repeated with the same value, one length (RFC 9110 §8.6, as net/http
+						// takes it); invalid or different, the proxy must refuse the stream.
+						if v, err := strconv.ParseInt(fld[1], 10, 64); err == nil && v >= 0 && (length == -1 || length == v) {
 							length = v
 						} else {
-							length = -2 // invalid or repeated: the proxy must refuse the stream
+							length = -2
 						}
 					}
 				}
