@@ -75,7 +75,9 @@ func FuzzH2Upstream(f *testing.F) {
 					return
 				}
 				defer c.Close()
-				_ = c.SetDeadline(time.Now().Add(5 * time.Second))
+				// An answer that never ends (action 9) holds its client until then: bodies
+				// stream as long as they take (docs/data-plane.md).
+				_ = c.SetDeadline(time.Now().Add(time.Second))
 				if _, err := io.WriteString(c, req); err != nil {
 					return
 				}
@@ -183,15 +185,16 @@ type h2FuzzBackend struct {
 	paths   map[string]string // "conn/stream" -> the request's target
 	bodies  map[string]string // "conn/stream" -> the request's body, read whole
 	// malformed: the streams answered in a way RFC 9113 §8.1 calls malformed, which no
-	// client may get as a complete answer.
-	malformed map[string]bool
-	conns     atomic.Int64
+	// client may get as a complete answer; answered, those given a whole answer before their
+	// request ended (action 2), which stands.
+	malformed, answered map[string]bool
+	conns               atomic.Int64
 }
 
 func (b *h2FuzzBackend) reset(program []byte) {
 	b.mu.Lock()
 	b.program, b.at = program, 0
-	b.paths, b.bodies, b.malformed = map[string]string{}, map[string]string{}, map[string]bool{}
+	b.paths, b.bodies, b.malformed, b.answered = map[string]string{}, map[string]string{}, map[string]bool{}, map[string]bool{}
 	b.mu.Unlock()
 }
 
@@ -304,7 +307,11 @@ func (b *h2FuzzBackend) serve(c net.Conn) {
 			switch action {
 			case 7, 8, 12, 15, 17, 18: // not 16: connection-specific fields are dropped (docs/data-plane.md)
 				b.mu.Lock()
-				b.malformed[key] = true
+				b.malformed[key] = !b.answered[key]
+				b.mu.Unlock()
+			case 2:
+				b.mu.Lock()
+				b.answered[key2] = true
 				b.mu.Unlock()
 			}
 			switch action {

@@ -879,7 +879,9 @@ func (w *frameWriter) sendData(s *streamSend, id uint32, p []byte, end bool, dea
 		if *dead || w.werr != nil || s.expired {
 			return false, errStreamReset
 		}
-		n := min(len(p), w.maxFrame, int(s.window), int(w.sendWindow))
+		// Not below 0: a window the peer's SETTINGS made negative still lets an empty
+		// END_STREAM go (it takes no window); a negative n panicked (found by review).
+		n := max(0, min(len(p), w.maxFrame, int(s.window), int(w.sendWindow)))
 		if (len(p) > 0 && n <= 0) || len(w.out) >= h2MaxWriteBuffer {
 			if timer == nil {
 				timer = time.AfterFunc(h2WriteTimeout, func() {

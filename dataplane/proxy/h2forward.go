@@ -150,6 +150,18 @@ func (c *h1Conn) forwardH2() {
 func (c *h1Conn) relayH2Body(us *h2UpStream, rh *respHead) error {
 	var written int64
 	buf := c.raw[:0]
+	uc := us.uc
+	uc.mu.Lock()
+	waiting := len(us.body) == 0 && !us.end
+	uc.mu.Unlock()
+	if waiting {
+		// The head goes out now when no body is there yet: a streaming call's headers (gRPC's
+		// metadata) are the client's before its first message, however late that comes
+		// (found by review: they waited for the first DATA).
+		if err := c.bw.Flush(); err != nil {
+			return clientError{err}
+		}
+	}
 	for {
 		var ended bool
 		var err error
@@ -177,7 +189,6 @@ func (c *h1Conn) relayH2Body(us *h2UpStream, rh *respHead) error {
 		if ended {
 			break
 		}
-		uc := us.uc
 		uc.mu.Lock()
 		more := len(us.body) > 0 || us.end
 		uc.mu.Unlock()

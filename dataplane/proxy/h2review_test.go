@@ -473,3 +473,314 @@ func TestH2CMalformedAnswers(t *testing.T) {
 		}
 	}
 }
+
+// TestHTTP2NegativeWindowEnd: a client that lowers SETTINGS_INITIAL_WINDOW_SIZE to 0 after
+// some of a chunked answer went out leaves its stream's send window negative; the answer's end
+// (an empty DATA with END_STREAM, which takes no window) still goes, and the proxy stays up.
+// (Found by review: a negative frame length, then a panic that ended the process.)
+func TestHTTP2NegativeWindowEnd(t *testing.T) {
+	h := newHarness(t, Options{})
+	gate := make(chan struct{})
+	h.tcpBackend("b", func(c net.Conn) {
+		br := bufio.NewReader(c)
+		for {
+			r, err := http.ReadRequest(br)
+			if err != nil {
+				return
+			}
+			if r.URL.Path == "/after" {
+				_, _ = io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+				continue
+			}
+			_, _ = io.WriteString(c, "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n")
+			<-gate
+			_, _ = io.WriteString(c, "0\r\n\r\n")
+		}
+	})
+	if p := h.compile(rt.Ingress("ns", "i", 1, rt.Rule("h", "/", rt.Prefix, "b", 80))); len(p) != 0 {
+		t.Fatal(p)
+	}
+	r := dialRawH2C(t, h.http)
+	if err := r.headers(1, true, ":method", "GET", ":scheme", "http", ":authority", "h", ":path", "/"); err != nil {
+		t.Fatal(err)
+	}
+	r.await(1, "200", hasStatus("200"))
+	r.await(1, "DATA", func(g h2Got) bool { return g.kind == http2.FrameData })
+	r.mu.Lock()
+	_ = r.fr.WriteSettings(http2.Setting{ID: http2.SettingInitialWindowSize, Val: 0})
+	r.mu.Unlock()
+	time.Sleep(100 * time.Millisecond) // the SETTINGS applied before the answer's end
+	close(gate)
+	r.await(1, "the answer's end", func(g h2Got) bool { return g.kind == http2.FrameData })
+	if err := r.headers(3, true, ":method", "GET", ":scheme", "http", ":authority", "h", ":path", "/after"); err != nil {
+		t.Fatal(err)
+	}
+	r.await(3, "200", hasStatus("200"))
+}
+
+// TestH2CNegativeWindowEnd: an HTTP/2 backend that lowers SETTINGS_INITIAL_WINDOW_SIZE to 0
+// after the first request DATA leaves the stream's send window negative; the chunked request
+// body's end (an empty DATA with END_STREAM) still goes, and the answer comes back. (Found by
+// review: the proxy panicked.)
+func TestH2CNegativeWindowEnd(t *testing.T) {
+	h := newHarness(t, Options{})
+	h.tcpBackendAs("h2b", "h2c", func(c net.Conn) {
+		pre := make([]byte, len(http2.ClientPreface))
+		if _, err := io.ReadFull(c, pre); err != nil {
+			return
+		}
+		fr := http2.NewFramer(c, c)
+		fr.ReadMetaHeaders = hpack.NewDecoder(4096, nil)
+		_ = fr.WriteSettings()
+		var hb bytes.Buffer
+		enc := hpack.NewEncoder(&hb)
+		for {
+			f, err := fr.ReadFrame()
+			if err != nil {
+				return
+			}
+			switch f := f.(type) {
+			case *http2.SettingsFrame:
+				if !f.IsAck() {
+					_ = fr.WriteSettingsAck()
+				}
+			case *http2.DataFrame:
+				if len(f.Data()) > 0 {
+					_ = fr.WriteSettings(http2.Setting{ID: http2.SettingInitialWindowSize, Val: 0})
+				}
+				if f.StreamEnded() {
+					hb.Reset()
+					_ = enc.WriteField(hpack.HeaderField{Name: ":status", Value: "200"})
+					_ = enc.WriteField(hpack.HeaderField{Name: "content-length", Value: "2"})
+					_ = fr.WriteHeaders(http2.HeadersFrameParam{StreamID: f.StreamID, BlockFragment: hb.Bytes(), EndHeaders: true})
+					_ = fr.WriteData(f.StreamID, true, []byte("ok"))
+				}
+			}
+		}
+	})
+	if p := h.compile(rt.Ingress("ns", "r", 1, rt.Rule("r.example.com", "/", rt.Prefix, "h2b", 80))); len(p) != 0 {
+		t.Fatal(p)
+	}
+	c, br := clientConn(t, h.http)
+	_, _ = io.WriteString(c, "POST / HTTP/1.1\r\nHost: r.example.com\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n")
+	time.Sleep(200 * time.Millisecond) // the backend's SETTINGS applied before the body's end
+	_, _ = io.WriteString(c, "0\r\n\r\n")
+	resp, err := http.ReadResponse(br, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	if resp.StatusCode != 200 || string(body) != "ok" {
+		t.Errorf("%d %q, want 200 \"ok\"", resp.StatusCode, body)
+	}
+}
+
+// TestH2CSlowClientsDoNotStallOthers: clients that do not read their answers from an HTTP/2
+// backend hold at most their streams' windows, not the connection's: another client's answer
+// on the same backend connection comes at once. (Found by review: six unread streams held the
+// 1 MiB connection window and the other client got nothing for as long as they stayed.)
+func TestH2CSlowClientsDoNotStallOthers(t *testing.T) {
+	h := newHarness(t, Options{})
+	big := bytes.Repeat([]byte("x"), 1<<20)
+	var backendConns atomic.Int32
+	srv := &http2.Server{}
+	handler := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/big" {
+			for range 64 {
+				if _, err := w.Write(big); err != nil {
+					return
+				}
+			}
+			return
+		}
+		_, _ = io.WriteString(w, "ok")
+	})
+	h.tcpBackendAs("h2b", "h2c", func(c net.Conn) {
+		backendConns.Add(1)
+		srv.ServeConn(c, &http2.ServeConnOpts{Handler: handler})
+	})
+	if p := h.compile(rt.Ingress("ns", "r", 1, rt.Rule("r.example.com", "/", rt.Prefix, "h2b", 80))); len(p) != 0 {
+		t.Fatal(p)
+	}
+	small := func() (string, error) {
+		c, br := clientConn(t, h.http)
+		_ = c.SetDeadline(time.Now().Add(3 * time.Second))
+		_, _ = io.WriteString(c, "GET /small HTTP/1.1\r\nHost: r.example.com\r\n\r\n")
+		resp, err := http.ReadResponse(br, nil)
+		if err != nil {
+			return "", err
+		}
+		b, err := io.ReadAll(resp.Body)
+		return string(b), err
+	}
+	if b, err := small(); err != nil || b != "ok" {
+		t.Fatalf("before: %q %v", b, err)
+	}
+	r := dialRawH2C(t, h.http) // never gives window: its answers stay in the proxy
+	for i := range uint32(6) {
+		if err := r.headers(1+2*i, true, ":method", "GET", ":scheme", "http", ":authority", "r.example.com", ":path", "/big"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	go func() {
+		for range r.frames {
+		}
+	}()
+	time.Sleep(500 * time.Millisecond)
+	if b, err := small(); err != nil || b != "ok" {
+		t.Errorf("with six unread answers on the backend connection: %q %v", b, err)
+	}
+	if n := backendConns.Load(); n != 1 {
+		t.Errorf("%d backend connections, want the one shared", n)
+	}
+}
+
+// TestH2CStreamWindowEnforced: a backend that sends past a stream's window (ignoring flow
+// control) gets RST_STREAM FLOW_CONTROL_ERROR, so that one stream cannot take the connection's
+// larger window.
+func TestH2CStreamWindowEnforced(t *testing.T) {
+	h := newHarness(t, Options{})
+	rst := make(chan http2.ErrCode, 1)
+	h.tcpBackendAs("h2b", "h2c", func(c net.Conn) {
+		pre := make([]byte, len(http2.ClientPreface))
+		if _, err := io.ReadFull(c, pre); err != nil {
+			return
+		}
+		fr := http2.NewFramer(c, c)
+		fr.ReadMetaHeaders = hpack.NewDecoder(4096, nil)
+		_ = fr.WriteSettings()
+		var hb bytes.Buffer
+		enc := hpack.NewEncoder(&hb)
+		chunk := bytes.Repeat([]byte("x"), 16<<10)
+		for {
+			f, err := fr.ReadFrame()
+			if err != nil {
+				return
+			}
+			switch f := f.(type) {
+			case *http2.SettingsFrame:
+				if !f.IsAck() {
+					_ = fr.WriteSettingsAck()
+				}
+			case *http2.MetaHeadersFrame:
+				hb.Reset()
+				_ = enc.WriteField(hpack.HeaderField{Name: ":status", Value: "200"})
+				_ = fr.WriteHeaders(http2.HeadersFrameParam{StreamID: f.StreamID, BlockFragment: hb.Bytes(), EndHeaders: true})
+				// 32 MiB: past the 256 KiB window once the client's socket, which does not
+				// read, has filled.
+				for range 2048 {
+					if err := fr.WriteData(f.StreamID, false, chunk); err != nil {
+						return
+					}
+				}
+			case *http2.RSTStreamFrame:
+				select {
+				case rst <- f.ErrCode:
+				default:
+				}
+			}
+		}
+	})
+	if p := h.compile(rt.Ingress("ns", "r", 1, rt.Rule("r.example.com", "/", rt.Prefix, "h2b", 80))); len(p) != 0 {
+		t.Fatal(p)
+	}
+	c, _ := clientConn(t, h.http) // never reads: the stream's window is not given back
+	_, _ = io.WriteString(c, "GET / HTTP/1.1\r\nHost: r.example.com\r\n\r\n")
+	select {
+	case code := <-rst:
+		if code != http2.ErrCodeFlowControl {
+			t.Errorf("RST_STREAM %v, want FLOW_CONTROL_ERROR", code)
+		}
+	case <-time.After(5 * time.Second):
+		t.Error("no RST_STREAM for data past the stream's window")
+	}
+}
+
+// TestH2CBackendPingFlood: a backend that sends PINGs without reading their acknowledgements
+// has its connection ended once they pile up past h2MaxQueued, rather than growing the proxy's
+// memory for as long as the write deadline lasts. (Found by review: 4M PINGs, 75 MB.)
+func TestH2CBackendPingFlood(t *testing.T) {
+	h := newHarness(t, Options{UpstreamTimeout: 20 * time.Second})
+	result := make(chan int, 1)
+	h.tcpBackendAs("h2b", "h2c", func(c net.Conn) {
+		pre := make([]byte, len(http2.ClientPreface))
+		if _, err := io.ReadFull(c, pre); err != nil {
+			return
+		}
+		bw := bufio.NewWriterSize(c, 1<<16)
+		fr := http2.NewFramer(bw, nil)
+		_ = fr.WriteSettings()
+		_ = c.SetWriteDeadline(time.Now().Add(20 * time.Second))
+		sent := 0
+		for ; sent < 4_000_000; sent++ {
+			if err := fr.WritePing(false, [8]byte{1}); err != nil {
+				break
+			}
+		}
+		result <- sent
+	})
+	if p := h.compile(rt.Ingress("ns", "r", 1, rt.Rule("r.example.com", "/", rt.Prefix, "h2b", 80))); len(p) != 0 {
+		t.Fatal(p)
+	}
+	go func() {
+		c, err := net.Dial("tcp", h.http)
+		if err != nil {
+			return
+		}
+		defer c.Close()
+		_ = c.SetDeadline(time.Now().Add(20 * time.Second))
+		_, _ = io.WriteString(c, "GET / HTTP/1.1\r\nHost: r.example.com\r\n\r\n")
+		_, _ = io.Copy(io.Discard, c)
+	}()
+	if sent := <-result; sent >= 4_000_000 {
+		t.Errorf("the backend sent %d PINGs without its connection ending", sent)
+	}
+}
+
+// TestH2CHeadBeforeBody: an HTTP/2 backend's answer head reaches the client when it comes, not
+// with the first DATA: a streaming call's headers are the client's before its first message.
+// (Found by review.)
+func TestH2CHeadBeforeBody(t *testing.T) {
+	h := newHarness(t, Options{})
+	h.tcpBackendAs("h2b", "h2c", func(c net.Conn) {
+		pre := make([]byte, len(http2.ClientPreface))
+		if _, err := io.ReadFull(c, pre); err != nil {
+			return
+		}
+		fr := http2.NewFramer(c, c)
+		fr.ReadMetaHeaders = hpack.NewDecoder(4096, nil)
+		_ = fr.WriteSettings()
+		var hb bytes.Buffer
+		enc := hpack.NewEncoder(&hb)
+		for {
+			f, err := fr.ReadFrame()
+			if err != nil {
+				return
+			}
+			switch f := f.(type) {
+			case *http2.SettingsFrame:
+				if !f.IsAck() {
+					_ = fr.WriteSettingsAck()
+				}
+			case *http2.MetaHeadersFrame: // the head, and no DATA for as long as the test runs
+				hb.Reset()
+				_ = enc.WriteField(hpack.HeaderField{Name: ":status", Value: "200"})
+				_ = enc.WriteField(hpack.HeaderField{Name: "x-meta", Value: "first"})
+				_ = fr.WriteHeaders(http2.HeadersFrameParam{StreamID: f.StreamID, BlockFragment: hb.Bytes(), EndHeaders: true})
+			}
+		}
+	})
+	if p := h.compile(rt.Ingress("ns", "r", 1, rt.Rule("r.example.com", "/", rt.Prefix, "h2b", 80))); len(p) != 0 {
+		t.Fatal(p)
+	}
+	c, br := clientConn(t, h.http)
+	_ = c.SetReadDeadline(time.Now().Add(2 * time.Second))
+	_, _ = io.WriteString(c, "GET /stream HTTP/1.1\r\nHost: r.example.com\r\n\r\n")
+	resp, err := http.ReadResponse(br, nil)
+	if err != nil {
+		t.Fatalf("no head while the body has not begun: %v", err)
+	}
+	if resp.StatusCode != 200 || resp.Header.Get("X-Meta") != "first" {
+		t.Errorf("%d %v", resp.StatusCode, resp.Header)
+	}
+}

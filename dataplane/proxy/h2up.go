@@ -31,6 +31,13 @@ var h2UpIdleTimeout = upstreamIdleTimeout
 // say otherwise (and after, when they allow more).
 const h2UpMaxStreams = 100
 
+// h2UpConnWindow is a backend connection's receive window: room for every stream's window, so
+// that the clients sharing the connection never wait on each other. With 1 MiB (the client
+// side's), four slow clients' answers held it all and stalled every other client's answers
+// on the connection until they timed out (found by review). Each stream's own window (checked
+// as its data comes) bounds what a slow client holds: h2StreamWindow.
+const h2UpConnWindow = h2UpMaxStreams * h2StreamWindow
+
 var (
 	errUpstreamRefused = errors.New("upstream refused the stream")
 	errUpstreamClosed  = errors.New("upstream connection closed")
@@ -126,7 +133,7 @@ func (u *h2Upstreams) dial(addr, key string, timeout time.Duration, ut *route.Up
 	}
 	uc := &h2UpConn{u: u, addr: key, nextID: 1, streams: map[uint32]*h2UpStream{}, active: 1,
 		maxStreams: h2UpMaxStreams}
-	uc.recv.window = h2ConnWindow
+	uc.recv.window = h2UpConnWindow
 	uc.enc = hpack.NewEncoder(&uc.hbuf)
 	uc.fr = http2.NewFramer(nil, bufio.NewReaderSize(c, 16<<10))
 	uc.fr.ReadMetaHeaders = hpack.NewDecoder(4096, nil)
@@ -140,7 +147,7 @@ func (u *h2Upstreams) dial(addr, key string, timeout time.Duration, ut *route.Up
 		http2.Setting{ID: http2.SettingEnablePush, Val: 0},
 		http2.Setting{ID: http2.SettingInitialWindowSize, Val: h2StreamWindow},
 		http2.Setting{ID: http2.SettingMaxHeaderListSize, Val: maxResponseHead})
-	uc.out = appendWindowUpdate(uc.out, 0, h2ConnWindow-65535)
+	uc.out = appendWindowUpdate(uc.out, 0, h2UpConnWindow-65535)
 	uc.flushLocked()
 	uc.mu.Unlock()
 	u.mu.Lock()
@@ -276,6 +283,15 @@ func (uc *h2UpConn) read() {
 		if !uc.process(f) {
 			return
 		}
+		uc.mu.Lock()
+		flooded := len(uc.out) > h2MaxQueued
+		uc.mu.Unlock()
+		if flooded {
+			// A backend that does not read while it sends PINGs or SETTINGS would have their
+			// acknowledgements pile up without bound (found by review: 75 MB for 4M PINGs):
+			// the connection ends, its streams fail, as a client's would.
+			return
+		}
 	}
 }
 
@@ -320,9 +336,15 @@ func (uc *h2UpConn) process(f http2.Frame) bool {
 			return uc.recv.window >= 0
 		}
 		st.recv.window -= n
-		if !st.headDone { // DATA before the answer's HEADERS: malformed (RFC 9113 §8.1)
+		switch {
+		case !st.headDone: // DATA before the answer's HEADERS: malformed (RFC 9113 §8.1)
 			st.failLocked(errBadResponse, true)
 			uc.consumedLocked(st, n) // the connection's window back
+			return true
+		case st.recv.window < 0: // past the stream's window: the backend ignores flow control
+			st.failLocked(errBadResponse, false)
+			uc.out = appendRST(uc.out, st.id, http2.ErrCodeFlowControl)
+			uc.consumedLocked(st, n)
 			return true
 		}
 		data := f.Data()
