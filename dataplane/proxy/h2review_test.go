@@ -9,6 +9,8 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -782,5 +784,118 @@ func TestH2CHeadBeforeBody(t *testing.T) {
 	}
 	if resp.StatusCode != 200 || resp.Header.Get("X-Meta") != "first" {
 		t.Errorf("%d %v", resp.StatusCode, resp.Header)
+	}
+}
+
+// TestH2CSlotGoneBeforeTheHead: a pooled connection that goes away (GOAWAY, gRPC's
+// MaxConnectionAge) between a stream's reservation on it and its head going out sent nothing:
+// the stream goes to another connection, a POST included, with no 502 and no failure counted.
+// (Found by review.)
+func TestH2CSlotGoneBeforeTheHead(t *testing.T) {
+	h := newHarness(t, Options{})
+	var backendConns atomic.Int32
+	srv := &http2.Server{}
+	h.tcpBackendAs("h2b", "h2c", func(c net.Conn) {
+		backendConns.Add(1)
+		srv.ServeConn(c, &http2.ServeConnOpts{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			b, _ := io.ReadAll(r.Body)
+			_, _ = w.Write(b)
+		})})
+	})
+	if p := h.compile(rt.Ingress("ns", "r", 1, rt.Rule("r.example.com", "/", rt.Prefix, "h2b", 80))); len(p) != 0 {
+		t.Fatal(p)
+	}
+	post := func() (int, string) {
+		c, br := clientConn(t, h.http)
+		_, _ = io.WriteString(c, "POST / HTTP/1.1\r\nHost: r.example.com\r\nContent-Length: 4\r\n\r\nbody")
+		resp, err := http.ReadResponse(br, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(b)
+	}
+	if code, body := post(); code != 200 || body != "body" {
+		t.Fatalf("first: %d %q", code, body)
+	}
+	var once sync.Once
+	hook := func(uc *h2UpConn) {
+		once.Do(func() {
+			uc.mu.Lock()
+			uc.goneAway = true // as the reader marks it at a GOAWAY
+			uc.mu.Unlock()
+		})
+	}
+	testHookH2UpReserved.Store(&hook)
+	t.Cleanup(func() { testHookH2UpReserved.Store(nil) })
+	if code, body := post(); code != 200 || body != "body" {
+		t.Errorf("with the slot's connection gone: %d %q, want 200 \"body\"", code, body)
+	}
+	if n := backendConns.Load(); n != 2 {
+		t.Errorf("%d backend connections, want 2", n)
+	}
+}
+
+// TestH2CTruncatedAnswerHead: an HTTP/2 backend's answer head longer than the proxy takes
+// (maxResponseHead) is refused with a 502, not passed on without its last fields. (Found by
+// review: x/net's reader drops the fields past the limit and marks the block truncated.)
+func TestH2CTruncatedAnswerHead(t *testing.T) {
+	h := newHarness(t, Options{})
+	h.tcpBackendAs("h2b", "h2c", func(c net.Conn) {
+		pre := make([]byte, len(http2.ClientPreface))
+		if _, err := io.ReadFull(c, pre); err != nil {
+			return
+		}
+		fr := http2.NewFramer(c, c)
+		fr.ReadMetaHeaders = hpack.NewDecoder(4096, nil)
+		_ = fr.WriteSettings()
+		var hb bytes.Buffer
+		enc := hpack.NewEncoder(&hb)
+		for {
+			f, err := fr.ReadFrame()
+			if err != nil {
+				return
+			}
+			switch f := f.(type) {
+			case *http2.SettingsFrame:
+				if !f.IsAck() {
+					_ = fr.WriteSettingsAck()
+				}
+			case *http2.MetaHeadersFrame:
+				hb.Reset()
+				_ = enc.WriteField(hpack.HeaderField{Name: ":status", Value: "200"})
+				big := strings.Repeat("v", 600<<10)
+				for i := range 2 { // 1.2 MB of fields, the first within the limit
+					_ = enc.WriteField(hpack.HeaderField{Name: "x-big-" + strconv.Itoa(i), Value: big})
+				}
+				_ = enc.WriteField(hpack.HeaderField{Name: "x-last", Value: "1"})
+				block := hb.Bytes()
+				first := true
+				for len(block) > 0 {
+					n := min(len(block), 16<<10)
+					if first {
+						_ = fr.WriteHeaders(http2.HeadersFrameParam{StreamID: f.StreamID, BlockFragment: block[:n], EndHeaders: n == len(block)})
+						first = false
+					} else {
+						_ = fr.WriteContinuation(f.StreamID, n == len(block), block[:n])
+					}
+					block = block[n:]
+				}
+				_ = fr.WriteData(f.StreamID, true, []byte("ok"))
+			}
+		}
+	})
+	if p := h.compile(rt.Ingress("ns", "r", 1, rt.Rule("r.example.com", "/", rt.Prefix, "h2b", 80))); len(p) != 0 {
+		t.Fatal(p)
+	}
+	c, br := clientConn(t, h.http)
+	_, _ = io.WriteString(c, "GET / HTTP/1.1\r\nHost: r.example.com\r\n\r\n")
+	resp, err := http.ReadResponse(br, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, _ = io.Copy(io.Discard, resp.Body)
+	if resp.StatusCode != 502 {
+		t.Errorf("%d (x-last %q), want 502", resp.StatusCode, resp.Header.Get("X-Last"))
 	}
 }

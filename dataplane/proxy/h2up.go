@@ -9,6 +9,7 @@ import (
 	"portico.dev/portico/dataplane/route"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"golang.org/x/net/http2"
@@ -92,11 +93,29 @@ type h2UpStream struct {
 // new one when fresh), with the request head (the core's HTTP/1.1 head in head) sent as
 // HEADERS, END_STREAM set when the request has no body. te: the client takes trailers.
 func (u *h2Upstreams) open(addr string, fresh bool, head []byte, te, end bool, dialTimeout time.Duration, ut *route.UpstreamTLS) (*h2UpStream, error) {
-	var uc *h2UpConn
 	key := addr
 	if ut != nil {
 		key = addr + "\x00" + ut.Key
 	}
+	for tries := 0; ; tries++ {
+		st, err := u.openOn(addr, key, fresh, head, te, end, dialTimeout, ut)
+		if err == errUpstreamRefused && tries < 2 {
+			// The connection whose slot was reserved went away (a GOAWAY, gRPC's
+			// MaxConnectionAge; the idle timeout) before the head was sent: nothing was, so
+			// another connection takes it, not the client's retry budget (found by review:
+			// a 502, and the endpoint counted as failed).
+			continue
+		}
+		return st, err
+	}
+}
+
+// testHookH2UpReserved, set by tests, runs when a stream's slot on a connection is reserved.
+var testHookH2UpReserved atomic.Pointer[func(*h2UpConn)]
+
+// openOn is one try of open.
+func (u *h2Upstreams) openOn(addr, key string, fresh bool, head []byte, te, end bool, dialTimeout time.Duration, ut *route.UpstreamTLS) (*h2UpStream, error) {
+	var uc *h2UpConn
 	u.mu.Lock()
 	if !fresh {
 		for _, c := range u.conns[key] {
@@ -121,6 +140,9 @@ func (u *h2Upstreams) open(addr string, fresh bool, head []byte, te, end bool, d
 		if uc, err = u.dial(addr, key, dialTimeout, ut); err != nil {
 			return nil, err
 		}
+	}
+	if hook := testHookH2UpReserved.Load(); hook != nil {
+		(*hook)(uc)
 	}
 	return uc.openStream(head, te, end)
 }
@@ -304,6 +326,10 @@ func (uc *h2UpConn) process(f http2.Frame) bool {
 		st := uc.streams[f.StreamID]
 		if st == nil || st.end || st.dead {
 			return true // a stream ended already (its answer stands) or failed
+		}
+		if f.Truncated { // a field list past maxResponseHead: refused, not passed on in part
+			st.failLocked(errBadResponse, true)
+			return true
 		}
 		if !st.headDone {
 			code, err := strconv.Atoi(f.PseudoValue("status"))
