@@ -288,6 +288,9 @@ func (b *h2FuzzBackend) serve(c net.Conn) {
 		case *http2.MetaHeadersFrame:
 			paths[id] = f.PseudoValue("path")
 			end = f.StreamEnded()
+			b.mu.Lock() // the stream carries the request from its head on (action 2 may answer it first)
+			b.paths[fmt.Sprintf("%d/%d", conn, id)] = paths[id]
+			b.mu.Unlock()
 		case *http2.DataFrame:
 			bodies[id] = append(bodies[id], f.Data()...)
 			end = f.StreamEnded()
@@ -300,7 +303,7 @@ func (b *h2FuzzBackend) serve(c net.Conn) {
 		if end {
 			key := fmt.Sprintf("%d/%d", conn, id)
 			b.mu.Lock()
-			b.paths[key], b.bodies[key] = paths[id], string(bodies[id])
+			b.bodies[key] = string(bodies[id])
 			b.mu.Unlock()
 			key2 := fmt.Sprintf("%d/%d", conn, id+2)
 			action := b.next(paths[id]) % 20
