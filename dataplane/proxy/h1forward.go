@@ -201,6 +201,9 @@ func (c *h1Conn) endAnswer(err error) {
 	h, st := c.s.h, &c.st
 	if err != nil {
 		c.closeAfter = true
+		if s, ok := c.c.(*h2Stream); ok {
+			s.abort() // an HTTP/2 client is told (RST_STREAM), not sent an end
+		}
 		if isClientError(err) {
 			st.status = 499
 		} else {

@@ -240,6 +240,7 @@ type h2Got struct {
 	kind   http2.FrameType
 	code   http2.ErrCode // RST_STREAM, GOAWAY
 	status string        // HEADERS
+	end    bool          // DATA, HEADERS: END_STREAM
 }
 
 func dialRawH2(t *testing.T, addr string) *rawH2 {
@@ -311,7 +312,9 @@ func startRawH2(t *testing.T, c net.Conn) *rawH2 {
 			case *http2.GoAwayFrame:
 				g.code = f.ErrCode
 			case *http2.MetaHeadersFrame:
-				g.status = f.PseudoValue("status")
+				g.status, g.end = f.PseudoValue("status"), f.StreamEnded()
+			case *http2.DataFrame:
+				g.end = f.StreamEnded()
 			}
 			r.frames <- g
 		}

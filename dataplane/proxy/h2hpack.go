@@ -136,6 +136,7 @@ func (cc *h2Conn) readHeaderBlock(f *http2.HeadersFrame) (*headerBlock, error) {
 		if err != nil {
 			return nil, err
 		}
+		cc.bigRead = cc.bigRead || nf.Header().Length > h2SmallFrame
 		c := nf.(*http2.ContinuationFrame) // the Framer's frame order check
 		frag, ended = c.HeaderBlockFragment(), c.HeadersEnded()
 	}
