@@ -585,9 +585,12 @@ func TestH2CNegativeWindowEnd(t *testing.T) {
 func TestH2CSlowClientsDoNotStallOthers(t *testing.T) {
 	h := newHarness(t, Options{})
 	big := bytes.Repeat([]byte("x"), 1<<20)
-	var backendConns atomic.Int32
-	srv := &http2.Server{}
+	var mu sync.Mutex
+	backendConns := map[string]bool{} // by the proxy's address on them
 	handler := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		backendConns[r.RemoteAddr] = true
+		mu.Unlock()
 		if r.URL.Path == "/big" {
 			for range 64 {
 				if _, err := w.Write(big); err != nil {
@@ -598,10 +601,7 @@ func TestH2CSlowClientsDoNotStallOthers(t *testing.T) {
 		}
 		_, _ = io.WriteString(w, "ok")
 	})
-	h.tcpBackendAs("h2b", "h2c", func(c net.Conn) {
-		backendConns.Add(1)
-		srv.ServeConn(c, &http2.ServeConnOpts{Handler: handler})
-	})
+	h.backend("h2b", handler, "h2c")
 	if p := h.compile(rt.Ingress("ns", "r", 1, rt.Rule("r.example.com", "/", rt.Prefix, "h2b", 80))); len(p) != 0 {
 		t.Fatal(p)
 	}
@@ -633,7 +633,9 @@ func TestH2CSlowClientsDoNotStallOthers(t *testing.T) {
 	if b, err := small(); err != nil || b != "ok" {
 		t.Errorf("with six unread answers on the backend connection: %q %v", b, err)
 	}
-	if n := backendConns.Load(); n != 1 {
+	mu.Lock()
+	defer mu.Unlock()
+	if n := len(backendConns); n != 1 {
 		t.Errorf("%d backend connections, want the one shared", n)
 	}
 }
@@ -794,15 +796,15 @@ func TestH2CHeadBeforeBody(t *testing.T) {
 // (Found by review.)
 func TestH2CSlotGoneBeforeTheHead(t *testing.T) {
 	h := newHarness(t, Options{})
-	var backendConns atomic.Int32
-	srv := &http2.Server{}
-	h.tcpBackendAs("h2b", "h2c", func(c net.Conn) {
-		backendConns.Add(1)
-		srv.ServeConn(c, &http2.ServeConnOpts{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-			b, _ := io.ReadAll(r.Body)
-			_, _ = w.Write(b)
-		})})
-	})
+	var mu sync.Mutex
+	backendConns := map[string]bool{} // by the proxy's address on them
+	h.backend("h2b", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		backendConns[r.RemoteAddr] = true
+		mu.Unlock()
+		b, _ := io.ReadAll(r.Body)
+		_, _ = w.Write(b)
+	}), "h2c")
 	if p := h.compile(rt.Ingress("ns", "r", 1, rt.Rule("r.example.com", "/", rt.Prefix, "h2b", 80))); len(p) != 0 {
 		t.Fatal(p)
 	}
@@ -832,7 +834,9 @@ func TestH2CSlotGoneBeforeTheHead(t *testing.T) {
 	if code, body := post(); code != 200 || body != "body" {
 		t.Errorf("with the slot's connection gone: %d %q, want 200 \"body\"", code, body)
 	}
-	if n := backendConns.Load(); n != 2 {
+	mu.Lock()
+	defer mu.Unlock()
+	if n := len(backendConns); n != 2 {
 		t.Errorf("%d backend connections, want 2", n)
 	}
 }
