@@ -648,7 +648,11 @@ func (c *h1Conn) handoff() bool {
 // first from c.br. It reports whether the stream was handed to net/http.
 func (c *h1Conn) serveStream(headLen int) (handedOff bool) {
 	c.state.Store(stateActive)
-	if buf, err := c.br.Peek(headLen); err == nil {
+	buf, err := c.br.Peek(headLen)
+	if err == errStreamReset {
+		return false // reset before its head was read: nothing to serve, nothing for net/http
+	}
+	if err == nil {
 		c.head.buf = append(c.head.buf[:0], buf...)
 		if parseRequestHead(c.head.buf, &c.head) && !c.s.opts.NetHTTPOnly {
 			c.serveRequest(headLen)

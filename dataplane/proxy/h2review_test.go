@@ -17,6 +17,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus/testutil"
 	"golang.org/x/net/http2"
 	"golang.org/x/net/http2/hpack"
 	"google.golang.org/grpc/credentials/insecure"
@@ -1086,5 +1087,46 @@ func TestHTTP2IdleConnectionsDropBigBuffers(t *testing.T) {
 	}
 	for _, c := range conns {
 		_ = c.Close()
+	}
+}
+
+// TestHTTP2StreamResetBeforeItsHead: streams reset in the same write that opened them end
+// where they stand: none is handed to net/http (which would read nothing from them, and count
+// a handoff), and the connection serves the next. (Found by review.)
+func TestHTTP2StreamResetBeforeItsHead(t *testing.T) {
+	h := newHarness(t, Options{})
+	h.tcpBackend("b", func(c net.Conn) {
+		br := bufio.NewReader(c)
+		for {
+			if _, err := http.ReadRequest(br); err != nil {
+				return
+			}
+			_, _ = io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+		}
+	})
+	if p := h.compile(rt.Ingress("ns", "i", 1, rt.Rule("h", "/", rt.Prefix, "b", 80))); len(p) != 0 {
+		t.Fatal(p)
+	}
+	handoffs := func() float64 { return testutil.ToFloat64(h.handler.metrics.Handoffs.WithLabelValues("request")) }
+	before := handoffs()
+	r := dialRawH2C(t, h.http)
+	id := uint32(1)
+	for range 50 {
+		r.mu.Lock()
+		r.hbuf.Reset()
+		for _, f := range [][2]string{{":method", "GET"}, {":scheme", "http"}, {":authority", "h"}, {":path", "/"}} {
+			_ = r.enc.WriteField(hpack.HeaderField{Name: f[0], Value: f[1]})
+		}
+		_ = r.fr.WriteHeaders(http2.HeadersFrameParam{StreamID: id, BlockFragment: r.hbuf.Bytes(), EndStream: true, EndHeaders: true})
+		_ = r.fr.WriteRSTStream(id, http2.ErrCodeCancel)
+		r.mu.Unlock()
+		id += 2
+	}
+	if err := r.headers(id, true, ":method", "GET", ":scheme", "http", ":authority", "h", ":path", "/after"); err != nil {
+		t.Fatal(err)
+	}
+	r.await(id, "200", hasStatus("200"))
+	if n := handoffs() - before; n != 0 {
+		t.Errorf("%v streams handed to net/http", n)
 	}
 }
