@@ -10,7 +10,6 @@ import (
 	"net"
 	"net/http"
 	"runtime"
-	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -407,54 +406,30 @@ func TestHTTP2ResetStreamBodyNotEnded(t *testing.T) {
 // second answer after the stream's end is ignored: the first stands. (Found by FuzzH2Upstream.)
 func TestH2CMalformedAnswers(t *testing.T) {
 	h := newHarness(t, Options{UpstreamTimeout: 5 * time.Second})
-	h.tcpBackendAs("h2b", "h2c", func(c net.Conn) {
-		pre := make([]byte, len(http2.ClientPreface))
-		if _, err := io.ReadFull(c, pre); err != nil {
-			return
+	h.h2cBackend("h2b", func(w *h2Writer, f http2.Frame) bool {
+		mh, ok := f.(*http2.MetaHeadersFrame)
+		if !ok {
+			return true
 		}
-		fr := http2.NewFramer(c, c)
-		fr.ReadMetaHeaders = hpack.NewDecoder(4096, nil)
-		_ = fr.WriteSettings()
-		var hb bytes.Buffer
-		enc := hpack.NewEncoder(&hb)
-		headers := func(id uint32, end bool, fields ...string) {
-			hb.Reset()
-			for i := 0; i+1 < len(fields); i += 2 {
-				_ = enc.WriteField(hpack.HeaderField{Name: fields[i], Value: fields[i+1]})
-			}
-			_ = fr.WriteHeaders(http2.HeadersFrameParam{StreamID: id, BlockFragment: hb.Bytes(), EndStream: end, EndHeaders: true})
+		id := mh.StreamID
+		switch mh.PseudoValue("path") {
+		case "/data-first":
+			_ = w.WriteData(id, false, []byte("early"))
+			w.headers(id, false, ":status", "200")
+			_ = w.WriteData(id, true, []byte("ok"))
+		case "/trailers-then-data":
+			w.headers(id, false, ":status", "200")
+			w.headers(id, false, "x-trailer", "1")
+			_ = w.WriteData(id, true, []byte("ok"))
+		case "/informational-end":
+			w.headers(id, true, ":status", "103")
+		case "/twice":
+			w.headers(id, false, ":status", "200", "content-length", "2")
+			_ = w.WriteData(id, true, []byte("ok"))
+			w.headers(id, false, ":status", "200", "content-length", "6")
+			_ = w.WriteData(id, true, []byte("second"))
 		}
-		for {
-			f, err := fr.ReadFrame()
-			if err != nil {
-				return
-			}
-			switch f := f.(type) {
-			case *http2.SettingsFrame:
-				if !f.IsAck() {
-					_ = fr.WriteSettingsAck()
-				}
-			case *http2.MetaHeadersFrame:
-				id := f.StreamID
-				switch f.PseudoValue("path") {
-				case "/data-first":
-					_ = fr.WriteData(id, false, []byte("early"))
-					headers(id, false, ":status", "200")
-					_ = fr.WriteData(id, true, []byte("ok"))
-				case "/trailers-then-data":
-					headers(id, false, ":status", "200")
-					headers(id, false, "x-trailer", "1")
-					_ = fr.WriteData(id, true, []byte("ok"))
-				case "/informational-end":
-					headers(id, true, ":status", "103")
-				case "/twice":
-					headers(id, false, ":status", "200", "content-length", "2")
-					_ = fr.WriteData(id, true, []byte("ok"))
-					headers(id, false, ":status", "200", "content-length", "6")
-					_ = fr.WriteData(id, true, []byte("second"))
-				}
-			}
-		}
+		return true
 	})
 	if p := h.compile(rt.Ingress("ns", "m", 1, rt.Rule("m.example.com", "/", rt.Prefix, "h2b", 80))); len(p) != 0 {
 		t.Fatal(p)
@@ -528,39 +503,17 @@ func TestHTTP2NegativeWindowEnd(t *testing.T) {
 // review: the proxy panicked.)
 func TestH2CNegativeWindowEnd(t *testing.T) {
 	h := newHarness(t, Options{})
-	h.tcpBackendAs("h2b", "h2c", func(c net.Conn) {
-		pre := make([]byte, len(http2.ClientPreface))
-		if _, err := io.ReadFull(c, pre); err != nil {
-			return
-		}
-		fr := http2.NewFramer(c, c)
-		fr.ReadMetaHeaders = hpack.NewDecoder(4096, nil)
-		_ = fr.WriteSettings()
-		var hb bytes.Buffer
-		enc := hpack.NewEncoder(&hb)
-		for {
-			f, err := fr.ReadFrame()
-			if err != nil {
-				return
+	h.h2cBackend("h2b", func(w *h2Writer, f http2.Frame) bool {
+		if d, ok := f.(*http2.DataFrame); ok {
+			if len(d.Data()) > 0 {
+				_ = w.WriteSettings(http2.Setting{ID: http2.SettingInitialWindowSize, Val: 0})
 			}
-			switch f := f.(type) {
-			case *http2.SettingsFrame:
-				if !f.IsAck() {
-					_ = fr.WriteSettingsAck()
-				}
-			case *http2.DataFrame:
-				if len(f.Data()) > 0 {
-					_ = fr.WriteSettings(http2.Setting{ID: http2.SettingInitialWindowSize, Val: 0})
-				}
-				if f.StreamEnded() {
-					hb.Reset()
-					_ = enc.WriteField(hpack.HeaderField{Name: ":status", Value: "200"})
-					_ = enc.WriteField(hpack.HeaderField{Name: "content-length", Value: "2"})
-					_ = fr.WriteHeaders(http2.HeadersFrameParam{StreamID: f.StreamID, BlockFragment: hb.Bytes(), EndHeaders: true})
-					_ = fr.WriteData(f.StreamID, true, []byte("ok"))
-				}
+			if d.StreamEnded() {
+				w.headers(d.StreamID, false, ":status", "200", "content-length", "2")
+				_ = w.WriteData(d.StreamID, true, []byte("ok"))
 			}
 		}
+		return true
 	})
 	if p := h.compile(rt.Ingress("ns", "r", 1, rt.Rule("r.example.com", "/", rt.Prefix, "h2b", 80))); len(p) != 0 {
 		t.Fatal(p)
@@ -647,45 +600,25 @@ func TestH2CSlowClientsDoNotStallOthers(t *testing.T) {
 func TestH2CStreamWindowEnforced(t *testing.T) {
 	h := newHarness(t, Options{})
 	rst := make(chan http2.ErrCode, 1)
-	h.tcpBackendAs("h2b", "h2c", func(c net.Conn) {
-		pre := make([]byte, len(http2.ClientPreface))
-		if _, err := io.ReadFull(c, pre); err != nil {
-			return
-		}
-		fr := http2.NewFramer(c, c)
-		fr.ReadMetaHeaders = hpack.NewDecoder(4096, nil)
-		_ = fr.WriteSettings()
-		var hb bytes.Buffer
-		enc := hpack.NewEncoder(&hb)
-		chunk := bytes.Repeat([]byte("x"), 16<<10)
-		for {
-			f, err := fr.ReadFrame()
-			if err != nil {
-				return
-			}
-			switch f := f.(type) {
-			case *http2.SettingsFrame:
-				if !f.IsAck() {
-					_ = fr.WriteSettingsAck()
-				}
-			case *http2.MetaHeadersFrame:
-				hb.Reset()
-				_ = enc.WriteField(hpack.HeaderField{Name: ":status", Value: "200"})
-				_ = fr.WriteHeaders(http2.HeadersFrameParam{StreamID: f.StreamID, BlockFragment: hb.Bytes(), EndHeaders: true})
-				// 32 MiB: past the 256 KiB window once the client's socket, which does not
-				// read, has filled.
-				for range 2048 {
-					if err := fr.WriteData(f.StreamID, false, chunk); err != nil {
-						return
-					}
-				}
-			case *http2.RSTStreamFrame:
-				select {
-				case rst <- f.ErrCode:
-				default:
+	chunk := bytes.Repeat([]byte("x"), 16<<10)
+	h.h2cBackend("h2b", func(w *h2Writer, f http2.Frame) bool {
+		switch f := f.(type) {
+		case *http2.MetaHeadersFrame:
+			w.headers(f.StreamID, false, ":status", "200")
+			// 32 MiB: past the 256 KiB window once the client's socket, which does not
+			// read, has filled.
+			for range 2048 {
+				if err := w.WriteData(f.StreamID, false, chunk); err != nil {
+					return false
 				}
 			}
+		case *http2.RSTStreamFrame:
+			select {
+			case rst <- f.ErrCode:
+			default:
+			}
 		}
+		return true
 	})
 	if p := h.compile(rt.Ingress("ns", "r", 1, rt.Rule("r.example.com", "/", rt.Prefix, "h2b", 80))); len(p) != 0 {
 		t.Fatal(p)
@@ -748,33 +681,11 @@ func TestH2CBackendPingFlood(t *testing.T) {
 // (Found by review.)
 func TestH2CHeadBeforeBody(t *testing.T) {
 	h := newHarness(t, Options{})
-	h.tcpBackendAs("h2b", "h2c", func(c net.Conn) {
-		pre := make([]byte, len(http2.ClientPreface))
-		if _, err := io.ReadFull(c, pre); err != nil {
-			return
+	h.h2cBackend("h2b", func(w *h2Writer, f http2.Frame) bool {
+		if mh, ok := f.(*http2.MetaHeadersFrame); ok { // the head, and no DATA for as long as the test runs
+			w.headers(mh.StreamID, false, ":status", "200", "x-meta", "first")
 		}
-		fr := http2.NewFramer(c, c)
-		fr.ReadMetaHeaders = hpack.NewDecoder(4096, nil)
-		_ = fr.WriteSettings()
-		var hb bytes.Buffer
-		enc := hpack.NewEncoder(&hb)
-		for {
-			f, err := fr.ReadFrame()
-			if err != nil {
-				return
-			}
-			switch f := f.(type) {
-			case *http2.SettingsFrame:
-				if !f.IsAck() {
-					_ = fr.WriteSettingsAck()
-				}
-			case *http2.MetaHeadersFrame: // the head, and no DATA for as long as the test runs
-				hb.Reset()
-				_ = enc.WriteField(hpack.HeaderField{Name: ":status", Value: "200"})
-				_ = enc.WriteField(hpack.HeaderField{Name: "x-meta", Value: "first"})
-				_ = fr.WriteHeaders(http2.HeadersFrameParam{StreamID: f.StreamID, BlockFragment: hb.Bytes(), EndHeaders: true})
-			}
-		}
+		return true
 	})
 	if p := h.compile(rt.Ingress("ns", "r", 1, rt.Rule("r.example.com", "/", rt.Prefix, "h2b", 80))); len(p) != 0 {
 		t.Fatal(p)
@@ -847,49 +758,25 @@ func TestH2CSlotGoneBeforeTheHead(t *testing.T) {
 // review: x/net's reader drops the fields past the limit and marks the block truncated.)
 func TestH2CTruncatedAnswerHead(t *testing.T) {
 	h := newHarness(t, Options{})
-	h.tcpBackendAs("h2b", "h2c", func(c net.Conn) {
-		pre := make([]byte, len(http2.ClientPreface))
-		if _, err := io.ReadFull(c, pre); err != nil {
-			return
+	h.h2cBackend("h2b", func(w *h2Writer, f http2.Frame) bool {
+		mh, ok := f.(*http2.MetaHeadersFrame)
+		if !ok {
+			return true
 		}
-		fr := http2.NewFramer(c, c)
-		fr.ReadMetaHeaders = hpack.NewDecoder(4096, nil)
-		_ = fr.WriteSettings()
-		var hb bytes.Buffer
-		enc := hpack.NewEncoder(&hb)
-		for {
-			f, err := fr.ReadFrame()
-			if err != nil {
-				return
+		big := strings.Repeat("v", 600<<10)
+		// 1.2 MB of fields, the first within the limit
+		block := w.block(":status", "200", "x-big-0", big, "x-big-1", big, "x-last", "1")
+		for first := true; len(block) > 0; first = false {
+			n := min(len(block), 16<<10)
+			if first {
+				_ = w.WriteHeaders(http2.HeadersFrameParam{StreamID: mh.StreamID, BlockFragment: block[:n], EndHeaders: n == len(block)})
+			} else {
+				_ = w.WriteContinuation(mh.StreamID, n == len(block), block[:n])
 			}
-			switch f := f.(type) {
-			case *http2.SettingsFrame:
-				if !f.IsAck() {
-					_ = fr.WriteSettingsAck()
-				}
-			case *http2.MetaHeadersFrame:
-				hb.Reset()
-				_ = enc.WriteField(hpack.HeaderField{Name: ":status", Value: "200"})
-				big := strings.Repeat("v", 600<<10)
-				for i := range 2 { // 1.2 MB of fields, the first within the limit
-					_ = enc.WriteField(hpack.HeaderField{Name: "x-big-" + strconv.Itoa(i), Value: big})
-				}
-				_ = enc.WriteField(hpack.HeaderField{Name: "x-last", Value: "1"})
-				block := hb.Bytes()
-				first := true
-				for len(block) > 0 {
-					n := min(len(block), 16<<10)
-					if first {
-						_ = fr.WriteHeaders(http2.HeadersFrameParam{StreamID: f.StreamID, BlockFragment: block[:n], EndHeaders: n == len(block)})
-						first = false
-					} else {
-						_ = fr.WriteContinuation(f.StreamID, n == len(block), block[:n])
-					}
-					block = block[n:]
-				}
-				_ = fr.WriteData(f.StreamID, true, []byte("ok"))
-			}
+			block = block[n:]
 		}
+		_ = w.WriteData(mh.StreamID, true, []byte("ok"))
+		return true
 	})
 	if p := h.compile(rt.Ingress("ns", "r", 1, rt.Rule("r.example.com", "/", rt.Prefix, "h2b", 80))); len(p) != 0 {
 		t.Fatal(p)
@@ -1129,4 +1016,57 @@ func TestHTTP2StreamResetBeforeItsHead(t *testing.T) {
 	if n := handoffs() - before; n != 0 {
 		t.Errorf("%v streams handed to net/http", n)
 	}
+}
+
+// h2cBackend declares Service name (appProtocol h2c) served by a hand-written HTTP/2 server,
+// for the tests of a backend's misbehaviour: on each connection it reads the preface, sends
+// its SETTINGS, acknowledges the proxy's, and hands every other frame to onFrame, which ends
+// the connection by returning false.
+func (h *harness) h2cBackend(name string, onFrame func(w *h2Writer, f http2.Frame) bool) {
+	h.tcpBackendAs(name, "h2c", func(c net.Conn) {
+		pre := make([]byte, len(http2.ClientPreface))
+		if _, err := io.ReadFull(c, pre); err != nil {
+			return
+		}
+		w := &h2Writer{Framer: http2.NewFramer(c, c)}
+		w.ReadMetaHeaders = hpack.NewDecoder(4096, nil)
+		w.enc = hpack.NewEncoder(&w.hb)
+		_ = w.WriteSettings()
+		for {
+			f, err := w.ReadFrame()
+			if err != nil {
+				return
+			}
+			if sf, ok := f.(*http2.SettingsFrame); ok {
+				if !sf.IsAck() {
+					_ = w.WriteSettingsAck()
+				}
+				continue
+			}
+			if !onFrame(w, f) {
+				return
+			}
+		}
+	})
+}
+
+// h2Writer is an h2cBackend connection's Framer, with a header block encoder.
+type h2Writer struct {
+	*http2.Framer
+	hb  bytes.Buffer
+	enc *hpack.Encoder
+}
+
+// block encodes fields (pairs) as a header block.
+func (w *h2Writer) block(fields ...string) []byte {
+	w.hb.Reset()
+	for i := 0; i+1 < len(fields); i += 2 {
+		_ = w.enc.WriteField(hpack.HeaderField{Name: fields[i], Value: fields[i+1]})
+	}
+	return w.hb.Bytes()
+}
+
+// headers writes fields (pairs) as one HEADERS frame on stream id.
+func (w *h2Writer) headers(id uint32, end bool, fields ...string) {
+	_ = w.WriteHeaders(http2.HeadersFrameParam{StreamID: id, BlockFragment: w.block(fields...), EndStream: end, EndHeaders: true})
 }
