@@ -441,6 +441,9 @@ func (p *prefixedConn) Read(b []byte) (int, error) {
 	if len(p.pre) > 0 {
 		n := copy(b, p.pre)
 		p.pre = p.pre[n:]
+		if len(p.pre) == 0 {
+			p.pre = nil // read: a connection that lives on (HTTP/2) does not keep it
+		}
 		return n, nil
 	}
 	return p.Conn.Read(b)

@@ -965,9 +965,8 @@ func TestHTTP2IdleConnectionsDropBigBuffers(t *testing.T) {
 	time.Sleep(300 * time.Millisecond) // every connection parked
 	perConn := (heap() - before) / n
 	t.Logf("%d bytes a connection, idle after an upload and a 60 KiB header", perConn)
-	// About 15 KiB with no upload and small fields; after these, 32 KiB with the upload alone
-	// and 90 with the large header too (what remains, 64 KiB of it, is the HPACK decoder's
-	// buffer for a field split across frames, which x/net's decoder keeps: a known limit,
+	// After these, about 79 KiB (what remains, 64 KiB of it, is the HPACK decoder's buffer
+	// for a field split across frames, which x/net's decoder keeps: a known limit,
 	// docs/data-plane.md); 174 KiB before session 18.
 	if perConn > 110<<10 {
 		t.Errorf("an idle connection holds %d KiB after an upload and a large header block", perConn>>10)
