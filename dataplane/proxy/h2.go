@@ -278,7 +278,6 @@ func (cc *h2Conn) serveFrames(first bool) (parked bool) {
 		if idle && cc.bigRead {
 			cc.newReader() // between frames: the old one holds no byte of the next
 		}
-
 		if cc.cr.idle != nil {
 			cc.cr.idle.setNowait(true)
 			cc.cr.nowait = true
