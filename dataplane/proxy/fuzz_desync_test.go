@@ -57,17 +57,7 @@ func FuzzDesync(f *testing.F) {
 		}
 		tlsOn = append(tlsOn, p.tls)
 		names = append(names, p.name)
-		so := p.so
-		so.ReadHeaderTimeout = 200 * time.Millisecond
-		// The backend always answers at once: a timeout is a stuck connection, not a slow
-		// backend, and 5 s keeps a loaded machine's stalls from passing for one. (A victim's
-		// 504 that first looked like such a stall was a pooled connection with its deadlines
-		// passed, which the elapsed time in the failure message then showed: 1 ms.)
-		h := newHarnessWith(f, Options{UpstreamTimeout: 5 * time.Second}, so)
-		h.in.Config.HTTP = &proxyconfig.HTTP{MaxRequestBodyBytes: ptr.To[int64](1 << 16), ClientBodyTimeout: "200ms"}
-		backend.listen(h, "raw")
-		h.compile(rt.Ingress("ns", "i", 1, rt.Rule("h", "/", rt.Prefix, "raw", 80)))
-		harnesses = append(harnesses, h)
+		harnesses = append(harnesses, backend.harness(f, p.so))
 	}
 	var victims int
 	f.Fuzz(func(t *testing.T, stream []byte, modes uint64) {
@@ -203,6 +193,21 @@ type fuzzBackend struct {
 	// busy of them those that have begun a request and not yet answered it (see settle).
 	lns   []net.Listener
 	conns map[net.Conn]bool
+}
+
+// harness is a proxy served as so says, whose host "h" routes to b (Service "raw"), with the
+// fuzzers' limits: short header and body timeouts, 64 KiB bodies.
+func (b *fuzzBackend) harness(f *testing.F, so ServerOptions) *harness {
+	so.ReadHeaderTimeout = 200 * time.Millisecond
+	// The backend always answers at once: a timeout is a stuck connection, not a slow
+	// backend, and 5 s keeps a loaded machine's stalls from passing for one. (A victim's 504
+	// that first looked like such a stall was a pooled connection with its deadlines passed,
+	// which the elapsed time in the failure message then showed: 1 ms.)
+	h := newHarnessWith(f, Options{UpstreamTimeout: 5 * time.Second}, so)
+	h.in.Config.HTTP = &proxyconfig.HTTP{MaxRequestBodyBytes: ptr.To[int64](1 << 16), ClientBodyTimeout: "200ms"}
+	b.listen(h, "raw")
+	h.compile(rt.Ingress("ns", "i", 1, rt.Rule("h", "/", rt.Prefix, "raw", 80)))
+	return h
 }
 
 // listen declares Service name on h, served by b on a listener of its own.

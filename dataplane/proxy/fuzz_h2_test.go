@@ -16,10 +16,6 @@ import (
 
 	"golang.org/x/net/http2"
 	"golang.org/x/net/http2/hpack"
-	"k8s.io/utils/ptr"
-
-	proxyconfig "portico.dev/portico/dataplane/config"
-	rt "portico.dev/portico/dataplane/route/routetest"
 )
 
 // FuzzH2 sends a fuzzed sequence of HTTP/2 frames on one connection (h2c with prior knowledge,
@@ -56,13 +52,7 @@ func FuzzH2(f *testing.F) {
 		so   ServerOptions
 		tls  bool
 	}{{"h2c/goroutines", ServerOptions{EventLoops: -1}, false}, {"h2/loops", ServerOptions{EventLoops: 1}, true}} {
-		so := p.so
-		so.ReadHeaderTimeout = 200 * time.Millisecond
-		h := newHarnessWith(f, Options{UpstreamTimeout: 5 * time.Second}, so)
-		h.in.Config.HTTP = &proxyconfig.HTTP{MaxRequestBodyBytes: ptr.To[int64](1 << 16), ClientBodyTimeout: "200ms"}
-		backend.listen(h, "raw")
-		h.compile(rt.Ingress("ns", "i", 1, rt.Rule("h", "/", rt.Prefix, "raw", 80)))
-		targets = append(targets, target{p.name, h, p.tls})
+		targets = append(targets, target{p.name, backend.harness(f, p.so), p.tls})
 	}
 	stacks := make([]byte, 1<<22)
 	var victims int

@@ -151,18 +151,18 @@ func (c *h1Conn) relayH2Body(us *h2UpStream, rh *respHead) error {
 	var written int64
 	buf := c.raw[:0]
 	uc := us.uc
-	uc.mu.Lock()
-	waiting := len(us.body) == 0 && !us.end
-	uc.mu.Unlock()
-	if waiting {
-		// The head goes out now when no body is there yet: a streaming call's headers (gRPC's
-		// metadata) are the client's before its first message, however late that comes
-		// (found by review: they waited for the first DATA).
-		if err := c.bw.Flush(); err != nil {
-			return clientError{err}
-		}
-	}
 	for {
+		// Nothing more there yet: what is written goes out, the head first of all (a streaming
+		// call's headers and gRPC metadata before its first message, however late that comes;
+		// found by review: they waited for the first DATA).
+		uc.mu.Lock()
+		more := len(us.body) > 0 || us.end
+		uc.mu.Unlock()
+		if !more {
+			if err := c.bw.Flush(); err != nil {
+				return clientError{err}
+			}
+		}
 		var ended bool
 		var err error
 		buf, ended, err = us.next(buf[:0])
@@ -188,14 +188,6 @@ func (c *h1Conn) relayH2Body(us *h2UpStream, rh *respHead) error {
 		}
 		if ended {
 			break
-		}
-		uc.mu.Lock()
-		more := len(us.body) > 0 || us.end
-		uc.mu.Unlock()
-		if !more {
-			if err := c.bw.Flush(); err != nil {
-				return clientError{err}
-			}
 		}
 	}
 	c.raw = buf[:0]

@@ -35,7 +35,6 @@ type h2Stream struct {
 	bodyEnd, bodyOut bool // END_STREAM came; the whole body was read out
 	reset            bool // the stream ended abnormally (RST_STREAM either way, or the connection)
 	finished         bool // the answer ended (its slot given back)
-	cut              bool // the core's answer was cut short (abort): never ended as whole
 	send             streamSend
 	recv             recvWindow
 	rdl              time.Time
@@ -557,13 +556,17 @@ func (st *h2Stream) finishLocked() {
 	st.cc.streamDoneLocked(st)
 }
 
-// abort marks the answer as cut short (the backend's body failed): Close resets the stream
-// rather than end an answer delimited by the backend's close as if it were whole (found by
+// abort resets the stream of an answer cut short (the backend's body failed), so that Close
+// does not end an answer delimited by the backend's close as if it were whole (found by
 // review: the client got END_STREAM after a backend's connection reset).
 func (st *h2Stream) abort() {
-	st.cc.mu.Lock()
-	st.cut = true
-	st.cc.mu.Unlock()
+	cc := st.cc
+	cc.mu.Lock()
+	defer cc.mu.Unlock()
+	if !st.finished {
+		st.resetLocked(http2.ErrCodeInternal, true)
+		cc.flushLocked()
+	}
 }
 
 // Close ends the exchange: an answer that did not end is cut (RST_STREAM), one that ends with
@@ -578,7 +581,7 @@ func (st *h2Stream) Close() error {
 	if st.finished {
 		return nil
 	}
-	if st.rs == rsClose && !st.reset && !st.cut && cc.werr == nil {
+	if st.rs == rsClose && !st.reset && cc.werr == nil {
 		_ = st.sendData(nil, true)
 	}
 	if !st.finished {
