@@ -130,6 +130,7 @@ func (s *h1Server) serveLoops(ln net.Listener, n int) (bool, error) {
 	s.wg.Add(n)
 	ls.live.Store(int32(n))
 	s.mu.Unlock()
+	s.markStarted()
 	// The loops accept from the duplicate; Go's poller must not watch the listener too.
 	_ = ln.Close()
 	for _, w := range ls.workers {

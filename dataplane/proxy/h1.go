@@ -72,12 +72,26 @@ type h1Server struct {
 	conns   map[*h1Conn]struct{}
 	closing atomic.Bool
 	wg      sync.WaitGroup
+	// started is closed once Serve accepts: its loops run, or its goroutine accepts (or it
+	// returned).
+	started     chan struct{}
+	startedOnce sync.Once
+}
+
+// markStarted closes s.started, once.
+func (s *h1Server) markStarted() {
+	s.startedOnce.Do(func() {
+		if s.started != nil {
+			close(s.started)
+		}
+	})
 }
 
 // Serve accepts connections until the listener is closed. The cleartext listener is served by
 // event loops where they run (Linux, opts.EventLoops not negative), which give the connections
 // they do not serve to this server's goroutines.
 func (s *h1Server) Serve(ln net.Listener) error {
+	defer s.markStarted()
 	if s.tlsConfig == nil && s.opts.EventLoops >= 0 && !s.opts.NetHTTPOnly {
 		n := s.opts.EventLoops
 		if n == 0 {
@@ -93,6 +107,7 @@ func (s *h1Server) Serve(ln net.Listener) error {
 		s.conns = map[*h1Conn]struct{}{}
 	}
 	s.mu.Unlock()
+	s.markStarted()
 	var backoff time.Duration
 	for {
 		c, err := ln.Accept()

@@ -43,7 +43,7 @@ type Server struct {
 	log     logr.Logger
 	ready   atomic.Bool
 	drain   atomic.Bool
-	// Bound is closed once every listener is bound.
+	// Bound is closed once every listener is bound and the cleartext one's event loops run.
 	Bound chan struct{}
 	addrs [3]net.Addr
 }
@@ -152,10 +152,9 @@ func (s *Server) Run(ctx context.Context) error {
 	}
 	up := s.handler.up
 	defer up.close()
-	fastPlain := &h1Server{h: s.handler, opts: s.opts, up: up, plain: newConnQueue(lns[0].Addr())}
+	fastPlain := &h1Server{h: s.handler, opts: s.opts, up: up, plain: newConnQueue(lns[0].Addr()), started: make(chan struct{})}
 	fastTLS := &h1Server{h: s.handler, opts: s.opts, up: up, tlsConfig: s.TLSConfig(),
 		tlsH1: newConnQueue(lns[1].Addr()), loopsOf: fastPlain}
-	close(s.Bound)
 	errc := make(chan error, 5)
 	serve := func(f func() error) {
 		go func() {
@@ -165,6 +164,10 @@ func (s *Server) Run(ctx context.Context) error {
 		}()
 	}
 	serve(func() error { return fastPlain.Serve(lns[0]) })
+	// Bound waits for the cleartext listener's loops: an HTTPS connection accepted before them
+	// would stay on its goroutine.
+	<-fastPlain.started
+	close(s.Bound)
 	serve(func() error { return plain.Serve(fastPlain.plain) })
 	serve(func() error { return fastTLS.Serve(lns[1]) })
 	serve(func() error { return secureH1.Serve(fastTLS.tlsH1) })
