@@ -140,6 +140,8 @@ type countingReader struct {
 	// idle not waiting (see h2Conn.serveFrames), until the first byte is delivered.
 	idle   idleReader
 	nowait bool
+	// typ is the type of the frame being read (its header's fourth byte), once read.
+	typ http2.FrameType
 }
 
 func (r *countingReader) Read(p []byte) (int, error) {
@@ -150,6 +152,9 @@ func (r *countingReader) Read(p []byte) (int, error) {
 		p = p[:r.max-r.n]
 	}
 	n, err := r.r.Read(p)
+	if r.n <= 3 && r.n+n > 3 {
+		r.typ = http2.FrameType(p[3-r.n])
+	}
 	r.n += n
 	if r.nowait && n > 0 {
 		// The frame has begun: the rest of it is waited for, as usual.
@@ -284,6 +289,13 @@ func (cc *h2Conn) serveFrames(first bool) (parked bool) {
 		}
 		cc.cr.n = 0
 		f, err := cc.rfr.ReadFrame()
+		var se http2.StreamError
+		if err != nil && cc.cr.typ == http2.FrameHeaders && cc.cr.n >= 9 && errors.As(err, &se) {
+			// A HEADERS frame the Framer refused before its block was decoded (padding as
+			// long as the frame): the connection's HPACK state is no longer the client's.
+			// RFC 9113 §6.2 makes it a connection error; x/net's Framer reports a stream one.
+			err = http2.ConnectionError(http2.ErrCodeProtocol)
+		}
 		var hb *headerBlock
 		if hf, ok := f.(*http2.HeadersFrame); ok && err == nil {
 			hb, err = cc.readHeaderBlock(hf) // the budget (cr.n) counts its CONTINUATION frames

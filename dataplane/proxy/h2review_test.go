@@ -1030,3 +1030,35 @@ func (w *h2Writer) block(fields ...string) []byte {
 func (w *h2Writer) headers(id uint32, end bool, fields ...string) {
 	_ = w.WriteHeaders(http2.HeadersFrameParam{StreamID: id, BlockFragment: w.block(fields...), EndStream: end, EndHeaders: true})
 }
+
+// TestHTTP2HeadersPaddingPastTheFrame: a HEADERS frame whose padding is as long as its payload
+// or longer ends the connection with GOAWAY PROTOCOL_ERROR (RFC 9113 §6.2), on TLS and h2c:
+// its header block was never decoded, so the connection's HPACK state is no longer the
+// client's, and a later block could decode against the wrong table (x/net's Framer reports a
+// stream error, which reset only that stream). A padded frame within its length is served.
+func TestHTTP2HeadersPaddingPastTheFrame(t *testing.T) {
+	f := newH2Fixture(t)
+	for _, r := range []*rawH2{dialRawH2(t, f.https), dialRawH2C(t, f.http)} {
+		r.mu.Lock()
+		r.hbuf.Reset()
+		for _, kv := range [][2]string{{":method", "GET"}, {":scheme", "https"}, {":authority", "h2.example.com"}, {":path", "/padded"}, {"x-indexed", "into the table"}} {
+			_ = r.enc.WriteField(hpack.HeaderField{Name: kv[0], Value: kv[1]})
+		}
+		block := bytes.Clone(r.hbuf.Bytes())
+		flags := http2.FlagHeadersEndHeaders | http2.FlagHeadersEndStream | http2.FlagHeadersPadded
+		good := append(append([]byte{7}, block...), make([]byte, 7)...)
+		_ = r.fr.WriteRawFrame(http2.FrameHeaders, flags, 1, good)
+		r.mu.Unlock()
+		r.await(1, "a padded HEADERS frame", hasStatus("200"))
+
+		r.mu.Lock()
+		r.hbuf.Reset()
+		_ = r.enc.WriteField(hpack.HeaderField{Name: "x-indexed", Value: "into the table too"})
+		bad := append([]byte{byte(len(r.hbuf.Bytes()) + 1)}, r.hbuf.Bytes()...)
+		_ = r.fr.WriteRawFrame(http2.FrameHeaders, flags, 3, bad)
+		r.mu.Unlock()
+		if g := r.await(0, "GOAWAY", func(g h2Got) bool { return g.kind == http2.FrameGoAway }); g.code != http2.ErrCodeProtocol {
+			t.Errorf("GOAWAY %v, want PROTOCOL_ERROR", g.code)
+		}
+	}
+}
