@@ -169,6 +169,15 @@ func (c *h1Conn) forward() {
 	if waits {
 		uc.rd.none(uc.c) // bodies stream as long as they take
 	}
+	// An HTTP/2 stream reset while the body waits for its backend closes the backend
+	// connection (h2Stream.watchUp): the exchange ends then, not when the backend next writes.
+	var hs *h2Stream
+	if waits {
+		hs, _ = c.c.(*h2Stream)
+	}
+	if hs != nil && !hs.watchUp(uc) && werr == nil {
+		werr = errStreamReset
+	}
 	var err error
 	if werr == nil {
 		switch rh.body {
@@ -181,6 +190,9 @@ func (c *h1Conn) forward() {
 		}
 	} else {
 		err = clientError{werr}
+	}
+	if hs != nil && hs.unwatchUp() && !isClientError(err) {
+		err = clientError{errStreamReset}
 	}
 	if !reusable(&rh, err, uc.r.Buffered()) {
 		_ = uc.c.Close()

@@ -794,6 +794,7 @@ func (cc *h2Conn) shut() {
 	cc.closed = true
 	for _, st := range cc.streams {
 		st.reset = true
+		st.abortUpLocked()
 		st.cond.Broadcast()
 	}
 	for _, st := range cc.pending {

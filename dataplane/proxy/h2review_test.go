@@ -1062,3 +1062,72 @@ func TestHTTP2HeadersPaddingPastTheFrame(t *testing.T) {
 		}
 	}
 }
+
+// TestHTTP2ResetStreamClosesSilentBackend: a client that resets a stream whose answer's body
+// waits on a silent HTTP/1.1 backend has the backend connection closed at once (as nginx ends
+// the upstream request when its client goes), on TLS and h2c: before, each such stream kept its
+// backend connection, its goroutine and its slot for as long as the backend stayed silent, so
+// that a client resetting streams could pile up backend connections. The connection goes on
+// serving.
+func TestHTTP2ResetStreamClosesSilentBackend(t *testing.T) {
+	h := newHarness(t, Options{})
+	closed := make(chan struct{}, 64)
+	h.rawBackend("b", func(r *http.Request, _ []byte, w *bufio.Writer, conn net.Conn) bool {
+		if r.URL.Path != "/stall" {
+			_, _ = w.WriteString("HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+			return true
+		}
+		_, _ = w.WriteString("HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n0123456789")
+		_ = w.Flush()
+		_ = conn.SetReadDeadline(time.Now().Add(20 * time.Second))
+		_, err := io.Copy(io.Discard, conn) // until the proxy closes the connection
+		if err == nil {
+			closed <- struct{}{}
+		}
+		return false
+	})
+	h.in.Secrets = append(h.in.Secrets, rt.TLSSecret("ns", "tls", "h2.example.com"))
+	if p := h.compile(rt.Ingress("ns", "i", 1, rt.Rule("h2.example.com", "/", rt.Prefix, "b", 80), rt.TLS("tls", "h2.example.com"),
+		rt.Annotation("portico.dev/ssl-redirect", "false"))); len(p) != 0 {
+		t.Fatal(p)
+	}
+	const streams = 5
+	for name, r := range map[string]*rawH2{"TLS": dialRawH2(t, h.https), "h2c": dialRawH2C(t, h.http)} {
+		for i := range uint32(streams) {
+			id := 2*i + 1
+			if err := r.request(id, true, "/stall"); err != nil {
+				t.Fatal(err)
+			}
+			r.await(id, name+": the stalled answer's head", hasStatus("200"))
+			r.await(id, name+": its first bytes", func(g h2Got) bool { return g.kind == http2.FrameData })
+		}
+		r.mu.Lock()
+		for i := range uint32(streams) {
+			_ = r.fr.WriteRSTStream(2*i+1, http2.ErrCodeCancel)
+		}
+		r.mu.Unlock()
+		for i := range streams {
+			select {
+			case <-closed:
+			case <-time.After(5 * time.Second):
+				t.Fatalf("%s: %d of %d backend connections closed after their streams were reset", name, i, streams)
+			}
+		}
+		if err := r.request(2*streams+1, true, "/fine"); err != nil {
+			t.Fatal(err)
+		}
+		r.await(2*streams+1, name+": a request after the resets", hasStatus("200"))
+	}
+	// A client that goes, its connection closed, with a stream waiting: the same.
+	r := dialRawH2(t, h.https)
+	if err := r.request(1, true, "/stall"); err != nil {
+		t.Fatal(err)
+	}
+	r.await(1, "the stalled answer's first bytes", func(g h2Got) bool { return g.kind == http2.FrameData })
+	_ = r.c.Close()
+	select {
+	case <-closed:
+	case <-time.After(5 * time.Second):
+		t.Fatal("the backend connection stayed open after its client's connection closed")
+	}
+}

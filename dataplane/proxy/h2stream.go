@@ -7,6 +7,7 @@ import (
 	"os"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"golang.org/x/net/http2"
@@ -48,6 +49,57 @@ type h2Stream struct {
 	remain  int64  // rsLength: body bytes still to come
 	cs      chunkParse
 	headLen int
+
+	// The backend connection the stream's exchange waits on (watchUp): a reset of the stream
+	// closes it (abortUpLocked), so that the exchange ends then and not when the backend next
+	// writes. upState: upIdle, upWatching (up set), upAborted.
+	up      atomic.Pointer[upConn]
+	upState atomic.Int32
+}
+
+const (
+	upIdle int32 = iota
+	upWatching
+	upAborted
+)
+
+// watchUp has a reset of the stream close uc, the backend connection its exchange is about to
+// wait on (its answer's body), until unwatchUp. It reports false when the stream is reset
+// already: the exchange ends without waiting.
+func (st *h2Stream) watchUp(uc *upConn) bool {
+	st.up.Store(uc)
+	st.upState.Store(upWatching)
+	st.cc.mu.Lock()
+	reset := st.reset
+	st.cc.mu.Unlock()
+	return !reset
+}
+
+// unwatchUp ends watchUp's watch; it reports whether a reset closed the connection (or was
+// there before the watch): the exchange failed on the client's side, and the connection is
+// not reused.
+func (st *h2Stream) unwatchUp() (aborted bool) {
+	aborted = !st.upState.CompareAndSwap(upWatching, upIdle)
+	st.upState.Store(upIdle)
+	st.up.Store(nil) // a reset that took the state first may find nil: the caller closes uc
+	if !aborted {
+		st.cc.mu.Lock()
+		aborted = st.reset
+		st.cc.mu.Unlock()
+	}
+	return aborted
+}
+
+// abortUpLocked closes the backend connection the stream's exchange waits on, if any (the
+// stream was reset, or its connection ended): nginx ends the upstream request when its client
+// goes, and a client that resets streams whose backend is silent would otherwise hold their
+// backend connections for as long as the backend stays silent.
+func (st *h2Stream) abortUpLocked() {
+	if st.upState.CompareAndSwap(upWatching, upAborted) {
+		if uc := st.up.Load(); uc != nil {
+			_ = uc.c.Close()
+		}
+	}
 }
 
 type respState uint8
@@ -217,6 +269,7 @@ func (st *h2Stream) resetLocked(code http2.ErrCode, send bool) {
 		cc.rstLocked(st.id, code)
 	}
 	st.reset = true
+	st.abortUpLocked()
 	st.dropBodyLocked()
 	if cc.streams[st.id] == st {
 		delete(cc.streams, st.id)
